@@ -1,0 +1,134 @@
+//! The kernel functions pinwatch knows, with the ids both sides use to
+//! index maps and name programs.
+//!
+//! Ids `0..GUP_FUNC_COUNT` are the get/pin family (exported variants and the
+//! internal fast and slow paths); the rest are the release family.
+
+/// Id of a traced kernel function: an index into [`FUNCS`].
+pub type FuncId = u32;
+
+/// What role a traced function plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuncKind {
+    /// An exported get/pin entry point users' code paths call.
+    Variant,
+    /// A fast-path variant (`*_fast`, `*_fast_only`).
+    FastVariant,
+    /// The internal fast-path function the fast variants share.
+    FastInternal,
+    /// The internal slow path (also the fallback of the fast path).
+    SlowInternal,
+    /// The page-table walker under everything (outermost for mlock/populate).
+    Walker,
+    /// A release (unpin) function.
+    Release,
+}
+
+/// One traced function: its role and the kernel symbol names it has had.
+#[derive(Clone, Copy, Debug)]
+pub struct FuncInfo {
+    /// Stable display name (the first symbol name).
+    pub name: &'static str,
+    /// Symbol names across kernel versions, newest first.
+    pub symbols: &'static [&'static str],
+    /// Role of the function.
+    pub kind: FuncKind,
+    /// Whether it takes FOLL_PIN references (pin family) rather than
+    /// FOLL_GET ones; meaningless for internal functions and releases.
+    pub is_pin: bool,
+    /// Index of the page-count parameter (`nr_pages`, `npages`, `nfolios`),
+    /// or [`NO_ARG`] for functions that handle one page or folio. The probes
+    /// read this position; the agent checks it against the kernel's BTF.
+    pub nr_arg: u8,
+}
+
+/// [`FuncInfo::nr_arg`] of functions without a page-count parameter.
+pub const NO_ARG: u8 = 0xff;
+
+const fn f(
+    symbols: &'static [&'static str],
+    kind: FuncKind,
+    is_pin: bool,
+    nr_arg: u8,
+) -> FuncInfo {
+    FuncInfo {
+        name: symbols[0],
+        symbols,
+        kind,
+        is_pin,
+        nr_arg,
+    }
+}
+
+use FuncKind::*;
+
+/// Number of get/pin functions (ids below this).
+pub const GUP_FUNC_COUNT: usize = 13;
+
+/// Total number of traced functions.
+pub const FUNC_COUNT: usize = 20;
+
+/// Id of the internal fast-path function.
+pub const FAST_INTERNAL: FuncId = 10;
+
+/// Every function pinwatch traces, indexed by [`FuncId`].
+pub const FUNCS: [FuncInfo; FUNC_COUNT] = [
+    f(&["get_user_pages"], Variant, false, 1),
+    f(&["get_user_pages_fast"], FastVariant, false, 1),
+    f(&["get_user_pages_fast_only", "__get_user_pages_fast"], FastVariant, false, 1),
+    f(&["get_user_pages_remote"], Variant, false, 2),
+    f(&["get_user_pages_unlocked"], Variant, false, 1),
+    f(&["pin_user_pages"], Variant, true, 1),
+    f(&["pin_user_pages_fast"], FastVariant, true, 1),
+    f(&["pin_user_pages_fast_only"], FastVariant, true, 1),
+    f(&["pin_user_pages_remote"], Variant, true, 2),
+    f(&["pin_user_pages_unlocked"], Variant, true, 1),
+    f(&["gup_fast_fallback", "internal_get_user_pages_fast"], FastInternal, false, 1),
+    f(&["__gup_longterm_locked"], SlowInternal, false, 2),
+    f(&["__get_user_pages"], Walker, false, 2),
+    // Release family.
+    f(&["unpin_user_page"], Release, true, NO_ARG),
+    f(&["unpin_user_pages"], Release, true, 1),
+    f(&["unpin_user_pages_dirty_lock"], Release, true, 1),
+    f(&["unpin_user_page_range_dirty_lock"], Release, true, 1),
+    f(&["unpin_folio"], Release, true, NO_ARG),
+    f(&["unpin_folios"], Release, true, 1),
+    f(&["unpin_user_folio"], Release, true, 1),
+];
+
+/// Whether `id` belongs to the fast path (variant or internal): the first
+/// slow function entered below it is a fallback.
+#[inline(always)]
+pub fn is_fast(id: FuncId) -> bool {
+    matches!(id, 1 | 2 | 6 | 7 | FAST_INTERNAL)
+}
+
+/// Whether `id` is a release function.
+#[inline(always)]
+pub fn is_release(id: FuncId) -> bool {
+    id as usize >= GUP_FUNC_COUNT && (id as usize) < FUNC_COUNT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_agree_with_kinds() {
+        for (id, func) in FUNCS.iter().enumerate() {
+            let id = id as FuncId;
+            assert_eq!(
+                is_fast(id),
+                matches!(func.kind, FastVariant | FastInternal),
+                "{}",
+                func.name
+            );
+            assert_eq!(is_release(id), func.kind == Release, "{}", func.name);
+        }
+        assert_eq!(FUNCS[FAST_INTERNAL as usize].kind, FastInternal);
+        assert_eq!(
+            FUNCS.iter().filter(|f| f.kind != Release).count(),
+            GUP_FUNC_COUNT
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Types shared by pinwatch's eBPF programs (`pin-ebpf`) and its agent
+//! (`pin-user`): the catalogue of traced kernel functions, map value layouts
+//! and the per-task bookkeeping the probes keep.
+//!
+//! Everything here is `#[repr(C)]` and plain old data: the kernel side writes
+//! these structures into BPF maps and the agent reads the same bytes back.
+//! The `user` feature adds `aya::Pod` impls for the agent.
+#![no_std]
+
+pub mod catalog;
+
+pub use catalog::{FUNC_COUNT, FUNCS, FuncId, FuncKind, GUP_FUNC_COUNT, NO_ARG};
+
+/// Number of log2 latency buckets. Bucket `i` counts calls whose latency in
+/// nanoseconds has its highest set bit at position `i` (bucket 0 also holds
+/// 0 ns); the last bucket also takes everything slower (2^39 ns ≈ 9 min).
+pub const LATENCY_BUCKETS: usize = 40;
+
+/// Number of errno slots kept per variant. Linux errnos used by GUP are
+/// below 134 (EHWPOISON is 133); anything larger lands in the last slot.
+pub const ERRNO_SLOTS: usize = 136;
+
+/// Returns the latency bucket for a duration in nanoseconds.
+#[inline(always)]
+pub fn latency_bucket(ns: u64) -> usize {
+    if ns == 0 {
+        return 0;
+    }
+    let bit = 63 - ns.leading_zeros() as usize;
+    if bit >= LATENCY_BUCKETS {
+        LATENCY_BUCKETS - 1
+    } else {
+        bit
+    }
+}
+
+/// Returns the errno slot for a positive errno value.
+#[inline(always)]
+pub fn errno_slot(errno: u64) -> usize {
+    if errno >= ERRNO_SLOTS as u64 {
+        ERRNO_SLOTS - 1
+    } else {
+        errno as usize
+    }
+}
+
+/// Per-variant counters for outermost GUP calls, one per CPU in the
+/// `GUP_STATS` per-CPU array (index = [`FuncId`] of the outermost function).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GupStats {
+    /// Outermost calls that returned.
+    pub calls: u64,
+    /// Sum of `nr_pages` over calls with `nr_pages > 0`.
+    pub pages_requested: u64,
+    /// Sum of positive return values (pages returned).
+    pub pages_returned: u64,
+    /// Calls that returned `0 < ret < nr_pages`.
+    pub partial: u64,
+    /// Calls that returned exactly 0.
+    pub zero: u64,
+    /// Calls that returned a negative errno.
+    pub errors: u64,
+    /// Fast-path calls that fell back to the slow path.
+    pub fallbacks: u64,
+    /// Pages taken by the lockless fast path.
+    pub fast_pages: u64,
+    /// Pages taken by the slow path after a fallback.
+    pub slow_pages: u64,
+    /// Sum of latencies in nanoseconds (for means).
+    pub latency_sum_ns: u64,
+    /// Largest latency seen on this CPU, in nanoseconds.
+    pub latency_max_ns: u64,
+    /// log2 latency histogram, see [`latency_bucket`].
+    pub latency_log2: [u64; LATENCY_BUCKETS],
+    /// Error returns by errno, see [`errno_slot`].
+    pub errno: [u64; ERRNO_SLOTS],
+}
+
+impl GupStats {
+    /// All counters at zero.
+    pub const ZERO: GupStats = GupStats {
+        calls: 0,
+        pages_requested: 0,
+        pages_returned: 0,
+        partial: 0,
+        zero: 0,
+        errors: 0,
+        fallbacks: 0,
+        fast_pages: 0,
+        slow_pages: 0,
+        latency_sum_ns: 0,
+        latency_max_ns: 0,
+        latency_log2: [0; LATENCY_BUCKETS],
+        errno: [0; ERRNO_SLOTS],
+    };
+}
+
+/// Per-function counters for the release (unpin) family, one per CPU in the
+/// `RELEASE_STATS` per-CPU array (index = [`FuncId`] minus [`GUP_FUNC_COUNT`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReleaseStats {
+    /// Outermost release calls.
+    pub calls: u64,
+    /// Pages released by them.
+    pub pages: u64,
+}
+
+/// Per-process counters in the `PROCS` LRU per-CPU hash, keyed by tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcStats {
+    /// Outermost GUP calls made by the process.
+    pub calls: u64,
+    /// Pages returned to it by any GUP variant.
+    pub pages: u64,
+    /// Pages returned by FOLL_PIN variants (`pin_user_pages*`).
+    pub pinned: u64,
+    /// Pages released by the unpin family while running in the process.
+    pub released: u64,
+    /// The task's comm when it last called.
+    pub comm: [u8; 16],
+}
+
+/// How the probes must interpret one traced function on the running
+/// kernel, filled by the agent from the kernel's BTF into the `CONFIG` array
+/// before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FuncConfig {
+    /// 1 when the page count is a 32-bit `int` (sign-extend it).
+    pub nr_is_int: u8,
+    /// 1 when the return value is a 32-bit `int` (sign-extend it).
+    pub ret_is_int: u8,
+    /// 1 when this function takes FOLL_PIN references.
+    pub is_pin: u8,
+    /// 1 once the agent filled this entry (probes ignore unfilled ones).
+    pub valid: u8,
+}
+
+/// What a task is doing inside the GUP family, kept per thread (key: full
+/// pid_tgid) in the `TASKS` LRU hash. Only the kernel side writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskState {
+    /// How many traced GUP functions the task is inside.
+    pub depth: u32,
+    /// [`FuncId`] of the outermost GUP function.
+    pub outer: u32,
+    /// Entry time of the outermost call (ns, monotonic).
+    pub start_ns: u64,
+    /// `nr_pages` of the outermost call.
+    pub nr: i64,
+    /// Level (depth before entry, plus one) of the innermost fast-path
+    /// function, 0 when not inside one.
+    pub fast_level: u32,
+    /// Level (plus one) of the slow call nested in the fast path, 0 if none.
+    pub fallback_level: u32,
+    /// `nr_pages` passed to the fast-path function.
+    pub fast_nr: i64,
+    /// Return value of the fast-path function.
+    pub fast_ret: i64,
+    /// `nr_pages` passed to the nested slow call (the fallback).
+    pub fallback_nr: i64,
+    /// Return value of the nested slow call.
+    pub slow_ret: i64,
+    /// How many traced release functions the task is inside.
+    pub release_depth: u32,
+    /// [`FuncId`] of the outermost release function.
+    pub release_outer: u32,
+    /// Pages the outermost release call releases.
+    pub release_pages: u64,
+}
+
+/// Indexes of the agent-visible health counters in the `HEALTH` per-CPU
+/// array: events the probes could not account and why.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// The per-task state could not be created (map full / error).
+    TaskStateLost = 0,
+    /// An exit probe ran without a matching entry (e.g. kretprobe misses,
+    /// or probes attached while the task was already inside the call).
+    UnmatchedExit = 1,
+    /// A per-process entry could not be created.
+    ProcStateLost = 2,
+}
+
+/// Number of [`Health`] counters.
+pub const HEALTH_COUNT: usize = 3;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] structs of integers and integer
+    // arrays with no padding holes that could hold uninitialised bytes.
+    unsafe impl aya::Pod for super::GupStats {}
+    unsafe impl aya::Pod for super::ReleaseStats {}
+    unsafe impl aya::Pod for super::ProcStats {}
+    unsafe impl aya::Pod for super::FuncConfig {}
+    unsafe impl aya::Pod for super::TaskState {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_log2() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(1), 0);
+        assert_eq!(latency_bucket(2), 1);
+        assert_eq!(latency_bucket(3), 1);
+        assert_eq!(latency_bucket(1024), 10);
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+    }
+
+    #[test]
+    fn errno_slots_clamp() {
+        assert_eq!(errno_slot(14), 14);
+        assert_eq!(errno_slot(133), 133);
+        assert_eq!(errno_slot(4095), ERRNO_SLOTS - 1);
+    }
+
+    #[test]
+    fn layouts_have_no_padding() {
+        assert_eq!(core::mem::size_of::<FuncConfig>(), 4);
+        assert_eq!(
+            core::mem::size_of::<GupStats>(),
+            8 * (11 + LATENCY_BUCKETS + ERRNO_SLOTS)
+        );
+        assert_eq!(core::mem::size_of::<TaskState>(), 4 * 2 + 8 * 2 + 4 * 2 + 8 * 4 + 4 * 2 + 8);
+    }
+}

@@ -1,0 +1,247 @@
+//! What every probe does, independent of the attach mechanism: track each
+//! thread's nesting inside the GUP family, and on the outermost return fold
+//! the call into the per-CPU counters.
+//!
+//! The fentry/fexit and kprobe/kretprobe programs in `main.rs` only read
+//! arguments and return values and call into here.
+
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use pin_common::{
+    FuncConfig, FuncId, GUP_FUNC_COUNT, Health, ProcStats, TaskState, catalog::is_fast,
+    errno_slot, latency_bucket,
+};
+
+use crate::maps::{GUP_STATS, HEALTH, CONFIG, PROCS, RELEASE_STATS, TASKS};
+
+/// Deeper nesting than this means the state is stale (a return was missed);
+/// real GUP nesting is at most four traced functions deep.
+const MAX_DEPTH: u32 = 8;
+
+/// Sign-extends a register that held a 32-bit `int`.
+#[inline(always)]
+fn widen(raw: u64, is_int: u8) -> i64 {
+    if is_int != 0 { raw as u32 as i32 as i64 } else { raw as i64 }
+}
+
+#[inline(always)]
+fn config(id: FuncId) -> Option<FuncConfig> {
+    match CONFIG.get(id) {
+        Some(l) if l.valid != 0 => Some(*l),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn bump_health(which: Health) {
+    if let Some(counter) = HEALTH.get_ptr_mut(which as u32) {
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+fn task_state(create: bool) -> Option<&'static mut TaskState> {
+    let key = bpf_get_current_pid_tgid();
+    if let Some(state) = TASKS.get_ptr_mut(key) {
+        return Some(unsafe { &mut *state });
+    }
+    if !create {
+        return None;
+    }
+    let fresh = TaskState::default();
+    if TASKS.insert(key, fresh, 0).is_err() {
+        bump_health(Health::TaskStateLost);
+        return None;
+    }
+    match TASKS.get_ptr_mut(key) {
+        Some(state) => Some(unsafe { &mut *state }),
+        None => {
+            bump_health(Health::TaskStateLost);
+            None
+        }
+    }
+}
+
+#[inline(always)]
+fn proc_stats() -> Option<&'static mut ProcStats> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(stats) = PROCS.get_ptr_mut(tgid) {
+        return Some(unsafe { &mut *stats });
+    }
+    let mut fresh = ProcStats::default();
+    if let Ok(comm) = bpf_get_current_comm() {
+        fresh.comm = comm;
+    }
+    if PROCS.insert(tgid, fresh, 0).is_err() {
+        bump_health(Health::ProcStateLost);
+        return None;
+    }
+    PROCS.get_ptr_mut(tgid).map(|stats| unsafe { &mut *stats })
+}
+
+/// Entry into get/pin function `id`; `raw_nr` is its page-count register.
+#[inline(always)]
+pub fn gup_entry(id: FuncId, raw_nr: u64) {
+    let Some(config) = config(id) else { return };
+    let nr = widen(raw_nr, config.nr_is_int);
+    let Some(state) = task_state(true) else { return };
+    if state.depth >= MAX_DEPTH {
+        bump_health(Health::UnmatchedExit);
+        state.depth = 0;
+    }
+    let level = state.depth + 1;
+    if state.depth == 0 {
+        state.outer = id;
+        state.start_ns = unsafe { bpf_ktime_get_ns() };
+        state.nr = nr;
+        state.fast_level = 0;
+        state.fallback_level = 0;
+        state.fast_ret = 0;
+        state.slow_ret = 0;
+    }
+    if is_fast(id) {
+        // The innermost fast function wins: the internal one nests in the
+        // exported variant and is the one whose child is the fallback.
+        state.fast_level = level;
+        state.fast_nr = nr;
+        state.fallback_level = 0;
+    } else if state.fast_level != 0 && state.fallback_level == 0 && level == state.fast_level + 1
+    {
+        state.fallback_level = level;
+        state.fallback_nr = nr;
+    }
+    state.depth = level;
+}
+
+/// Return from get/pin function `id` with raw return register `raw_ret`.
+#[inline(always)]
+pub fn gup_exit(id: FuncId, raw_ret: u64) {
+    let Some(config) = config(id) else { return };
+    let ret = widen(raw_ret, config.ret_is_int);
+    let Some(state) = task_state(false) else {
+        bump_health(Health::UnmatchedExit);
+        return;
+    };
+    if state.depth == 0 {
+        bump_health(Health::UnmatchedExit);
+        return;
+    }
+    let level = state.depth;
+    state.depth = level - 1;
+    if level == state.fallback_level {
+        state.slow_ret = ret;
+    }
+    if level == state.fast_level {
+        state.fast_ret = ret;
+    }
+    if state.depth == 0 {
+        account_call(state, ret);
+    }
+}
+
+#[inline(always)]
+fn account_call(state: &TaskState, ret: i64) {
+    let outer = state.outer;
+    if outer as usize >= GUP_FUNC_COUNT {
+        return;
+    }
+    let Some(stats) = GUP_STATS.get_ptr_mut(outer) else {
+        return;
+    };
+    let stats = unsafe { &mut *stats };
+    let nr = state.nr;
+    stats.calls += 1;
+    if nr > 0 {
+        stats.pages_requested += nr as u64;
+    }
+    if ret > 0 {
+        stats.pages_returned += ret as u64;
+        if ret < nr {
+            stats.partial += 1;
+        }
+    } else if ret == 0 {
+        stats.zero += 1;
+    } else {
+        stats.errors += 1;
+        let slot = errno_slot(ret.unsigned_abs());
+        if let Some(count) = stats.errno.get_mut(slot) {
+            *count += 1;
+        }
+    }
+    if state.fast_level != 0 {
+        if state.fallback_level != 0 {
+            stats.fallbacks += 1;
+            let fast = state.fast_nr - state.fallback_nr;
+            if fast > 0 {
+                stats.fast_pages += fast as u64;
+            }
+            if state.slow_ret > 0 {
+                stats.slow_pages += state.slow_ret as u64;
+            }
+        } else if state.fast_ret > 0 {
+            stats.fast_pages += state.fast_ret as u64;
+        }
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ns = now.saturating_sub(state.start_ns);
+    stats.latency_sum_ns += ns;
+    if ns > stats.latency_max_ns {
+        stats.latency_max_ns = ns;
+    }
+    if let Some(count) = stats.latency_log2.get_mut(latency_bucket(ns)) {
+        *count += 1;
+    }
+
+    if let Some(proc) = proc_stats() {
+        proc.calls += 1;
+        if ret > 0 {
+            proc.pages += ret as u64;
+            if config(outer).is_some_and(|l| l.is_pin != 0) {
+                proc.pinned += ret as u64;
+            }
+        }
+    }
+}
+
+/// Entry into release function `id` releasing `pages` pages.
+#[inline(always)]
+pub fn release_entry(id: FuncId, pages: u64) {
+    if config(id).is_none() {
+        return;
+    }
+    let Some(state) = task_state(true) else { return };
+    if state.release_depth >= MAX_DEPTH {
+        bump_health(Health::UnmatchedExit);
+        state.release_depth = 0;
+    }
+    if state.release_depth == 0 {
+        state.release_outer = id;
+        state.release_pages = pages;
+    }
+    state.release_depth += 1;
+}
+
+/// Return from release function `id`.
+#[inline(always)]
+pub fn release_exit(_id: FuncId) {
+    let Some(state) = task_state(false) else {
+        bump_health(Health::UnmatchedExit);
+        return;
+    };
+    if state.release_depth == 0 {
+        bump_health(Health::UnmatchedExit);
+        return;
+    }
+    state.release_depth -= 1;
+    if state.release_depth != 0 {
+        return;
+    }
+    let index = state.release_outer.wrapping_sub(GUP_FUNC_COUNT as u32);
+    if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
+        let stats = unsafe { &mut *stats };
+        stats.calls += 1;
+        stats.pages += state.release_pages;
+    }
+    if let Some(proc) = proc_stats() {
+        proc.released += state.release_pages;
+    }
+}

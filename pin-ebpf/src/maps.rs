@@ -1,0 +1,39 @@
+//! The BPF maps shared with the agent. Aggregation happens here, in per-CPU
+//! maps, so the hot path never contends and nothing per event crosses to
+//! userspace.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+};
+use pin_common::{
+    FuncConfig, FUNC_COUNT, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, ProcStats, ReleaseStats,
+    TaskState,
+};
+
+/// Per traced function: how to read it on this kernel. Filled by the agent
+/// from the kernel's BTF before any program is attached.
+#[map]
+pub static CONFIG: Array<FuncConfig> = Array::with_max_entries(FUNC_COUNT as u32, 0);
+
+/// Per outermost get/pin variant: counters and histograms.
+#[map]
+pub static GUP_STATS: PerCpuArray<GupStats> = PerCpuArray::with_max_entries(GUP_FUNC_COUNT as u32, 0);
+
+/// Per release function: calls and pages.
+#[map]
+pub static RELEASE_STATS: PerCpuArray<ReleaseStats> =
+    PerCpuArray::with_max_entries((FUNC_COUNT - GUP_FUNC_COUNT) as u32, 0);
+
+/// Per thread: where it is inside the GUP family. LRU so that a thread that
+/// dies mid-call (or a missed return probe) cannot fill the map.
+#[map]
+pub static TASKS: LruHashMap<u64, TaskState> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per process (tgid): calls, pages, pins and releases.
+#[map]
+pub static PROCS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with_max_entries(8192, 0);
+
+/// Events the probes could not account, by [`pin_common::Health`] index.
+#[map]
+pub static HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(HEALTH_COUNT as u32, 0);

@@ -1,0 +1,176 @@
+//! The command line: argument definitions, dispatch, and turning errors into
+//! one line on stderr plus a distinct exit code.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    commands,
+    probes::{AttachError, AttachMode},
+    workload::{WorkloadError, WorkloadKind},
+};
+
+/// Exit code for bad usage (also what clap uses).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the kernel or privileges do not allow tracing.
+pub const EXIT_CANNOT_TRACE: u8 = 3;
+
+/// Trace, count and time Linux page pinning (the get_user_pages family).
+#[derive(Debug, Parser)]
+#[command(name = "pinwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do (default: stat).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options shared by the commands that attach probes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AttachArgs {
+    /// Probe mechanism: fentry/fexit where possible, else kprobe/kretprobe.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach: AttachMode,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every GUP function pinwatch knows and how it attached (or why not).
+    Probes {
+        /// Attach options.
+        #[command(flatten)]
+        attach: AttachArgs,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Periodic per-variant summaries, like vmstat.
+    Stat {
+        /// Attach options.
+        #[command(flatten)]
+        attach: AttachArgs,
+        /// Time between summaries (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+        /// Stop after this many summaries (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive one kernel GUP path with known counts and report what was done.
+    Workload {
+        /// Which path.
+        #[arg(value_enum)]
+        name: WorkloadKind,
+        /// Number of system calls.
+        #[arg(long, default_value_t = 100)]
+        calls: u64,
+        /// Buffer size in pages.
+        #[arg(long, default_value_t = 16)]
+        pages: u64,
+        /// Byte offset of the buffer from a page boundary.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Drop the buffer's pages before every call (forces fast-path fallback).
+        #[arg(long)]
+        cold: bool,
+        /// File or block device for odirect-read/odirect-write.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// JSON report instead of text.
+        #[arg(long)]
+        json: bool,
+        /// After setup print {"ready":PID} and wait for a line on stdin (for test harnesses).
+        #[arg(long)]
+        wait_stdin: bool,
+    },
+}
+
+/// Parses an interval such as `1s`, `250ms`, `2m`; must be at least 10ms.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 1s, 500ms, 2m)"))?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("interval {s} is below the 10ms minimum"));
+    }
+    Ok(d)
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Stat {
+        attach: AttachArgs { attach: AttachMode::Auto },
+        interval: Duration::from_secs(1),
+        count: None,
+        json: false,
+    });
+    match run(command) {
+        Ok(code) => code,
+        Err(err) => {
+            let code = if err.downcast_ref::<AttachError>().is_some() {
+                EXIT_CANNOT_TRACE
+            } else if matches!(err.downcast_ref::<WorkloadError>(), Some(WorkloadError::Usage(_))) {
+                EXIT_USAGE
+            } else {
+                1
+            };
+            eprintln!("pinwatch: error: {}", one_line(&err));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn one_line(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Probes { attach, json } => commands::probes::run(attach.attach, json),
+        Command::Stat { attach, interval, count, json } => {
+            commands::stat::run(attach.attach, interval, count, json)
+        }
+        Command::Workload { name, calls, pages, offset, cold, file, json, wait_stdin } => {
+            commands::workload::run(crate::workload::WorkloadOptions {
+                kind: name,
+                calls,
+                pages,
+                offset,
+                cold,
+                file,
+                wait_stdin,
+            }, json)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_interval("1ms").is_err());
+        assert!(parse_interval("soon").is_err());
+        assert!(Cli::try_parse_from(["pinwatch", "stat", "--interval", "x"]).is_err());
+        assert!(Cli::try_parse_from(["pinwatch", "workload", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["pinwatch", "probes", "--attach", "uprobe"]).is_err());
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per user-facing command; each prints views and returns an
+//! exit code. They hold no kernel logic of their own.
+
+pub mod probes;
+pub mod stat;
+pub mod workload;

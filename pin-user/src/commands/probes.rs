@@ -1,0 +1,127 @@
+//! `pinwatch probes`: every GUP function pinwatch knows, whether this kernel
+//! has it, how it attached or why not, and a self-check that a known call
+//! is seen.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::{
+    cli::EXIT_CANNOT_TRACE,
+    kernel::KernelFacts,
+    probes::{self, AttachMode, ProbeStatus},
+    snapshot::Snapshot,
+    workload::{self, WorkloadKind, WorkloadOptions},
+};
+
+#[derive(Serialize)]
+struct ProbesReport {
+    kernel: String,
+    fentry: Result<(), String>,
+    kprobe: Result<(), String>,
+    btf: Result<(), String>,
+    /// Why nothing could be attached, if so.
+    error: Option<String>,
+    self_check: Option<Result<String, String>>,
+    probes: Vec<ProbeStatus>,
+}
+
+/// One process_vm_readv of one page must show up as exactly one
+/// pin_user_pages_remote call of one page.
+fn self_check(p: &probes::Probes) -> Option<Result<String, String>> {
+    const VARIANT: usize = 8; // pin_user_pages_remote
+    if p.status[VARIANT].attached.is_none() {
+        return None;
+    }
+    let run = || -> anyhow::Result<(u64, u64)> {
+        let before = Snapshot::read(&p.ebpf)?;
+        workload::run(&WorkloadOptions {
+            kind: WorkloadKind::ProcessVmReadv,
+            calls: 1,
+            pages: 1,
+            offset: 0,
+            cold: false,
+            file: None,
+            wait_stdin: false,
+        })?;
+        let d = Snapshot::read(&p.ebpf)?.since(&before);
+        Ok((d.gup[VARIANT].calls, d.gup[VARIANT].pages_returned))
+    };
+    Some(match run() {
+        Ok((1, 1)) => Ok("process_vm_readv of 1 page seen as 1 pin_user_pages_remote call, 1 page".into()),
+        Ok((calls, pages)) => Err(format!(
+            "process_vm_readv of 1 page seen as {calls} calls, {pages} pages (expected 1, 1)"
+        )),
+        Err(e) => Err(format!("could not run: {e}")),
+    })
+}
+
+fn status_text(st: &ProbeStatus) -> String {
+    match (&st.attached, st.notes.is_empty()) {
+        (Some(m), true) => m.to_string(),
+        (Some(m), false) => format!("{m} (after: {})", st.notes.join("; ")),
+        (None, true) => "not attached".to_string(),
+        (None, false) => format!("not attached: {}", st.notes.join("; ")),
+    }
+}
+
+/// Runs the command.
+pub fn run(mode: AttachMode, json: bool) -> anyhow::Result<ExitCode> {
+    let facts = KernelFacts::discover();
+    let attached = probes::attach(&facts, mode);
+    let (status, error, check) = match &attached {
+        Ok(p) => (p.status.clone(), None, self_check(p)),
+        // The reason is kernel-wide: say it once, below the table.
+        Err(e) => (probes::discover(&facts), Some(e.to_string()), None),
+    };
+    let report = ProbesReport {
+        kernel: facts.release.clone(),
+        fentry: facts.tracing.clone(),
+        kprobe: facts.kprobes.clone(),
+        btf: facts.btf.as_ref().map(|_| ()).map_err(Clone::clone),
+        error,
+        self_check: check,
+        probes: status,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(if report.error.is_some() {
+        ExitCode::from(EXIT_CANNOT_TRACE)
+    } else if matches!(report.self_check, Some(Err(_))) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_text(r: &ProbesReport) {
+    let yes_no = |res: &Result<(), String>| match res {
+        Ok(()) => "available".to_string(),
+        Err(e) => e.clone(),
+    };
+    println!("kernel   {}", r.kernel);
+    println!("fentry   {}", yes_no(&r.fentry));
+    println!("kprobe   {}", yes_no(&r.kprobe));
+    println!("BTF      {}", yes_no(&r.btf));
+    println!();
+    println!("{:<34} {:<13} {:<30} attach", "function", "role", "symbol");
+    for st in &r.probes {
+        println!(
+            "{:<34} {:<13} {:<30} {}",
+            st.function,
+            st.role,
+            st.symbol.as_deref().unwrap_or("-"),
+            status_text(st)
+        );
+    }
+    println!();
+    match (&r.error, &r.self_check) {
+        (Some(e), _) => println!("pinwatch cannot trace here: {e}"),
+        (None, Some(Ok(msg))) => println!("self-check: ok: {msg}"),
+        (None, Some(Err(msg))) => println!("self-check: FAILED: {msg}"),
+        (None, None) => println!("self-check: not run (pin_user_pages_remote not attached)"),
+    }
+}

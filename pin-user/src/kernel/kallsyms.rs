@@ -1,0 +1,98 @@
+//! The running kernel's function symbols, from `/proc/kallsyms`.
+//!
+//! procfs does not parse kallsyms, and the format is three whitespace
+//! separated fields (plus an optional `[module]`), so this is a few lines.
+
+use std::collections::HashSet;
+
+/// Text symbols of the running kernel.
+#[derive(Debug, Default)]
+pub struct Kallsyms {
+    text: HashSet<String>,
+}
+
+impl Kallsyms {
+    /// Reads `/proc/kallsyms`.
+    pub fn read() -> std::io::Result<Self> {
+        Ok(Self::parse(&std::fs::read_to_string("/proc/kallsyms")?))
+    }
+
+    /// Parses kallsyms text, keeping only text (code) symbols.
+    pub fn parse(text: &str) -> Self {
+        let text = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let _addr = fields.next()?;
+                let kind = fields.next()?;
+                let name = fields.next()?;
+                matches!(kind, "t" | "T" | "w" | "W").then(|| name.to_string())
+            })
+            .collect();
+        Self { text }
+    }
+
+    /// Whether a code symbol with exactly this name exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.text.contains(name)
+    }
+
+    /// Compiler clones of `name` (`name.isra.0`, `name.constprop.0`, ...):
+    /// when only a clone exists the function's arguments may have been
+    /// rewritten, so pinwatch does not probe it.
+    pub fn clones(&self, name: &str) -> Vec<&str> {
+        let prefix = format!("{name}.");
+        let mut clones: Vec<&str> = self
+            .text
+            .iter()
+            .filter(|sym| sym.starts_with(&prefix))
+            .map(String::as_str)
+            .collect();
+        clones.sort_unstable();
+        clones
+    }
+
+    /// Number of text symbols; 0 means kallsyms hid everything from us.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Whether no text symbol was read.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+ffffffff81234560 T pin_user_pages_fast
+ffffffff81234570 t gup_fast_fallback
+ffffffff81234580 t __gup_longterm_locked.constprop.0
+ffffffff81234590 D some_data
+ffffffffc0000000 t brd_probe\t[brd]
+";
+
+    #[test]
+    fn keeps_text_symbols_only() {
+        let syms = Kallsyms::parse(SAMPLE);
+        assert!(syms.has("pin_user_pages_fast"));
+        assert!(syms.has("gup_fast_fallback"));
+        assert!(syms.has("brd_probe"));
+        assert!(!syms.has("some_data"));
+        assert!(!syms.has("__gup_longterm_locked"));
+        assert_eq!(
+            syms.clones("__gup_longterm_locked"),
+            vec!["__gup_longterm_locked.constprop.0"]
+        );
+        assert_eq!(syms.len(), 4);
+    }
+
+    #[test]
+    fn tolerates_short_lines() {
+        let syms = Kallsyms::parse("garbage\n\nffff T\n");
+        assert!(syms.is_empty());
+    }
+}

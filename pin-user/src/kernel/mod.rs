@@ -1,0 +1,127 @@
+//! What the running kernel offers a GUP tracer: its release, its BTF, its
+//! symbols, and whether it lets us run kprobes and tracing (fentry/fexit)
+//! programs. Everything is discovered, nothing assumed.
+
+pub mod btf;
+pub mod kallsyms;
+
+use aya::programs::ProgramType;
+
+pub use btf::Btf;
+pub use kallsyms::Kallsyms;
+
+/// Facts about the running kernel gathered once at start-up.
+pub struct KernelFacts {
+    /// `uname -r`.
+    pub release: String,
+    /// The kernel's BTF, or why it could not be read.
+    pub btf: Result<Btf, String>,
+    /// Text symbols from /proc/kallsyms.
+    pub kallsyms: Kallsyms,
+    /// Ok when kprobes can be created, else why not.
+    pub kprobes: Result<(), String>,
+    /// Ok when tracing programs (fentry/fexit) may be loaded, else why not.
+    pub tracing: Result<(), String>,
+}
+
+impl KernelFacts {
+    /// Probes the running kernel.
+    pub fn discover() -> Self {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string());
+        let btf = Btf::from_sys_fs().map_err(|e| {
+            format!("{e} (the kernel needs CONFIG_DEBUG_INFO_BTF=y for fentry/fexit)")
+        });
+        let kallsyms = Kallsyms::read().unwrap_or_default();
+        Self {
+            release,
+            btf,
+            kallsyms,
+            kprobes: kprobes_available(),
+            tracing: tracing_allowed(),
+        }
+    }
+
+    /// Why no probe mechanism at all can work here, if that is the case.
+    pub fn no_mechanism_reason(&self) -> Option<String> {
+        match (&self.kprobes, &self.tracing) {
+            (Err(k), Err(t)) => Some(format!("{k}; {t}")),
+            _ => None,
+        }
+    }
+}
+
+/// Parses `major.minor` out of a kernel release string.
+pub fn parse_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn kprobes_available() -> Result<(), String> {
+    // aya creates kprobes through the perf "kprobe" PMU, which exists
+    // exactly when the kernel was built with CONFIG_KPROBES.
+    if std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+        Ok(())
+    } else {
+        Err("kprobes unavailable: the kernel lacks CONFIG_KPROBES \
+             (/sys/bus/event_source/devices/kprobe is absent)"
+            .to_string())
+    }
+}
+
+fn tracing_allowed() -> Result<(), String> {
+    match aya::sys::is_program_supported(ProgramType::Tracing) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("fentry/fexit unavailable: the kernel does not support \
+                          tracing programs"
+            .to_string()),
+        Err(e) => Err(format!(
+            "fentry/fexit refused: loading a tracing program failed ({})",
+            short_error(&e)
+        )),
+    }
+}
+
+/// A one-line rendering of an aya program error (verifier logs can be
+/// thousands of lines; keep the last meaningful one).
+pub fn short_error(err: &aya::programs::ProgramError) -> String {
+    use aya::programs::ProgramError;
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            match log.lines().rev().find(|l| !l.trim().is_empty()) {
+                Some(last) => format!("BPF_PROG_LOAD: {io_error}: {}", last.trim()),
+                None => format!("BPF_PROG_LOAD: {io_error}"),
+            }
+        }
+        other => {
+            let mut msg = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                source = s.source();
+            }
+            msg
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("6.12.117+deb12-cloud-amd64"), Some((6, 12)));
+        assert_eq!(parse_version("6.1.0-50-cloud-amd64"), Some((6, 1)));
+        assert_eq!(parse_version("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

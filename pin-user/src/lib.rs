@@ -1,0 +1,18 @@
+//! pinwatch: trace, count and time Linux page pinning (the get_user_pages
+//! family) with eBPF.
+//!
+//! Data flows one way: [`probes`] attaches the kernel programs, which
+//! aggregate into per-CPU maps; [`snapshot`] reads those maps into
+//! snapshots and differences them; [`report`] turns deltas into views;
+//! [`commands`] print them. [`kernel`] discovers what the running kernel
+//! offers, [`vmstat`] reads the kernel's own pin counters, and [`workload`]
+//! drives known GUP paths for tests and demos.
+
+pub mod cli;
+pub mod commands;
+pub mod kernel;
+pub mod probes;
+pub mod report;
+pub mod snapshot;
+pub mod vmstat;
+pub mod workload;

@@ -1,0 +1,399 @@
+//! Probe discovery and attach: which GUP functions the running kernel has,
+//! which mechanism reaches each (fentry/fexit preferred, kprobe/kretprobe as
+//! fallback), and the loaded eBPF object that keeps the links alive.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Array,
+    programs::{FEntry, FExit, KProbe},
+};
+use pin_common::{FUNCS, FuncConfig, FuncId, FuncKind, NO_ARG, catalog::FuncInfo};
+use serde::Serialize;
+
+use crate::kernel::{Btf, KernelFacts, short_error};
+
+/// The eBPF object built from `pin-ebpf` by the build script.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pin-ebpf"));
+
+/// Which mechanism the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// fentry/fexit where the kernel allows it, else kprobe/kretprobe.
+    Auto,
+    /// Only fentry/fexit.
+    Fentry,
+    /// Only kprobe/kretprobe.
+    Kprobe,
+}
+
+/// How a probe ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mechanism {
+    /// fentry + fexit (BPF trampoline).
+    Fentry,
+    /// kprobe + kretprobe.
+    Kprobe,
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mechanism::Fentry => "fentry",
+            Mechanism::Kprobe => "kprobe",
+        })
+    }
+}
+
+/// The outcome for one known function.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeStatus {
+    /// Function id (index into `pin_common::FUNCS`).
+    pub id: FuncId,
+    /// pinwatch's name for the function.
+    pub function: &'static str,
+    /// Role of the function.
+    pub role: &'static str,
+    /// The kernel symbol found, if any.
+    pub symbol: Option<String>,
+    /// Mechanism it is attached with, if attached.
+    pub attached: Option<Mechanism>,
+    /// Why it is not attached, or what was tried before the mechanism that
+    /// worked (e.g. fentry refused before kprobe succeeded).
+    pub notes: Vec<String>,
+}
+
+/// Errors that stop pinwatch from tracing at all.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The eBPF object (maps) could not be loaded.
+    #[error("cannot load pinwatch's BPF maps: {0} (pinwatch needs root, or CAP_BPF and CAP_PERFMON)")]
+    Load(String),
+    /// Nothing attached.
+    #[error("no GUP function could be traced on kernel {release}: {reason}")]
+    NothingAttached {
+        /// Kernel release.
+        release: String,
+        /// Summary of why.
+        reason: String,
+    },
+}
+
+/// Loaded programs and maps; dropping it detaches everything.
+pub struct Probes {
+    /// The eBPF object, owning programs, links and maps.
+    pub ebpf: Ebpf,
+    /// Per known function, what happened.
+    pub status: Vec<ProbeStatus>,
+}
+
+fn role(kind: FuncKind) -> &'static str {
+    match kind {
+        FuncKind::Variant => "variant",
+        FuncKind::FastVariant => "fast variant",
+        FuncKind::FastInternal => "fast path",
+        FuncKind::SlowInternal => "slow path",
+        FuncKind::Walker => "page walker",
+        FuncKind::Release => "release",
+    }
+}
+
+/// Page-count parameter names accepted at `FuncInfo::nr_arg`.
+const NR_PARAM_NAMES: &[&str] = &["nr_pages", "npages", "nfolios", "nr"];
+
+/// Checks `func`'s BTF prototype against what the probes read and derives
+/// its config.
+fn func_config(btf: &Btf, func: &FuncInfo, symbol: &str) -> Result<FuncConfig, String> {
+    let proto = btf
+        .func_proto(symbol)
+        .ok_or_else(|| format!("no BTF prototype for {symbol}"))?;
+    let nr_is_int = if func.nr_arg == NO_ARG {
+        false
+    } else {
+        let param = proto.params.get(func.nr_arg as usize).ok_or_else(|| {
+            format!(
+                "{symbol} has {} parameters; pinwatch expects a page count at position {}",
+                proto.params.len(),
+                func.nr_arg
+            )
+        })?;
+        if !NR_PARAM_NAMES.contains(&param.name.as_str()) {
+            return Err(format!(
+                "unsupported signature: parameter {} of {symbol} is `{}`, not a page count",
+                func.nr_arg, param.name
+            ));
+        }
+        param.size == Some(4)
+    };
+    Ok(FuncConfig {
+        nr_is_int: nr_is_int as u8,
+        ret_is_int: (proto.ret_size == Some(4)) as u8,
+        is_pin: func.is_pin as u8,
+        valid: 1,
+    })
+}
+
+fn program_names(id: FuncId, func: &FuncInfo) -> [String; 4] {
+    let family = if func.kind == FuncKind::Release { "rel" } else { "gup" };
+    ["fentry", "fexit", "kprobe", "kretprobe"].map(|kind| format!("{family}_{kind}_{id:02}"))
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, names: &[String; 4], symbol: &str, btf: &aya::Btf) -> Result<(), String> {
+    // Exit first: an entry without its exit would leave the task's nesting
+    // state unbalanced; an exit without an entry is merely counted.
+    let exit: &mut FExit = program(ebpf, &names[1])?;
+    exit.load(symbol, btf).map_err(|e| short_error(&e))?;
+    if let Err(e) = exit.attach() {
+        let _ = exit.unload();
+        return Err(short_error(&e));
+    }
+    let entry: &mut FEntry = program(ebpf, &names[0])?;
+    let result = entry
+        .load(symbol, btf)
+        .and_then(|()| entry.attach().map(drop));
+    if let Err(e) = result {
+        let _ = entry.unload();
+        let exit: &mut FExit = program(ebpf, &names[1])?;
+        let _ = exit.unload();
+        return Err(short_error(&e));
+    }
+    Ok(())
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, names: &[String; 4], symbol: &str) -> Result<(), String> {
+    let exit: &mut KProbe = program(ebpf, &names[3])?;
+    exit.load().map_err(|e| short_error(&e))?;
+    if let Err(e) = exit.attach(symbol, 0) {
+        let _ = exit.unload();
+        return Err(short_error(&e));
+    }
+    let entry: &mut KProbe = program(ebpf, &names[2])?;
+    let result = entry.load().and_then(|()| entry.attach(symbol, 0).map(drop));
+    if let Err(e) = result {
+        let _ = entry.unload();
+        let exit: &mut KProbe = program(ebpf, &names[3])?;
+        let _ = exit.unload();
+        return Err(short_error(&e));
+    }
+    Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the embedded object"))?;
+    prog.try_into()
+        .map_err(|_| format!("program {name} has an unexpected type"))
+}
+
+/// Finds the kernel symbol for `func`, or says why there is none.
+fn resolve_symbol(facts: &KernelFacts, func: &FuncInfo) -> Result<String, String> {
+    if let Some(sym) = func.symbols.iter().find(|s| facts.kallsyms.has(s)) {
+        return Ok((*sym).to_string());
+    }
+    if facts.kallsyms.is_empty() {
+        return Err("cannot read /proc/kallsyms".to_string());
+    }
+    let clones: Vec<&str> = func
+        .symbols
+        .iter()
+        .flat_map(|s| facts.kallsyms.clones(s))
+        .collect();
+    if clones.is_empty() {
+        Err("not in this kernel (absent from /proc/kallsyms)".to_string())
+    } else {
+        Err(format!(
+            "only a compiler clone exists ({}); its arguments may differ, not probed",
+            clones.join(", ")
+        ))
+    }
+}
+
+/// Loads the eBPF object and attaches to every known function the kernel
+/// has, with the requested mechanism. Fails only when nothing attached.
+pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachError> {
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .map_err(|e| AttachError::Load(e.to_string()))?;
+    let aya_btf = match mode {
+        AttachMode::Kprobe => None,
+        _ => aya::Btf::from_sys_fs().ok(),
+    };
+    let mut config: Array<_, FuncConfig> = Array::try_from(
+        ebpf.map_mut("CONFIG")
+            .ok_or_else(|| AttachError::Load("map CONFIG missing from the object".into()))?,
+    )
+    .map_err(|e| AttachError::Load(e.to_string()))?;
+
+    let mut status = Vec::with_capacity(FUNCS.len());
+    let mut configs = Vec::with_capacity(FUNCS.len());
+    for (id, func) in FUNCS.iter().enumerate() {
+        let id = id as FuncId;
+        let mut st = ProbeStatus {
+            id,
+            function: func.name,
+            role: role(func.kind),
+            symbol: None,
+            attached: None,
+            notes: Vec::new(),
+        };
+        match resolve_symbol(facts, func) {
+            Ok(symbol) => {
+                let cfg = match &facts.btf {
+                    Ok(btf) => func_config(btf, func, &symbol),
+                    Err(e) => Err(e.clone()),
+                };
+                match cfg {
+                    Ok(cfg) => {
+                        config
+                            .set(id, cfg, 0)
+                            .map_err(|e| AttachError::Load(format!("CONFIG[{id}]: {e}")))?;
+                        configs.push(id);
+                    }
+                    Err(e) => st.notes.push(e),
+                }
+                st.symbol = Some(symbol);
+            }
+            Err(e) => st.notes.push(e),
+        }
+        status.push(st);
+    }
+    drop(config);
+
+    for st in status.iter_mut().filter(|st| configs.contains(&st.id)) {
+        let func = &FUNCS[st.id as usize];
+        let names = program_names(st.id, func);
+        let symbol = st.symbol.clone().unwrap_or_default();
+        if mode != AttachMode::Kprobe {
+            let result = match (&facts.tracing, &aya_btf) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), None) => Err("fentry needs kernel BTF, which aya could not read".into()),
+                (Ok(()), Some(btf)) => attach_fentry(&mut ebpf, &names, &symbol, btf)
+                    .map_err(|e| format!("fentry: {e}")),
+            };
+            match result {
+                Ok(()) => st.attached = Some(Mechanism::Fentry),
+                Err(e) => st.notes.push(e),
+            }
+        }
+        if st.attached.is_none() && mode != AttachMode::Fentry {
+            let result = match &facts.kprobes {
+                Err(e) => Err(e.clone()),
+                Ok(()) => attach_kprobe(&mut ebpf, &names, &symbol).map_err(|e| format!("kprobe: {e}")),
+            };
+            match result {
+                Ok(()) => st.attached = Some(Mechanism::Kprobe),
+                Err(e) => st.notes.push(e),
+            }
+        }
+    }
+
+    if status.iter().all(|st| st.attached.is_none()) {
+        let reason = facts.no_mechanism_reason().unwrap_or_else(|| {
+            status
+                .iter()
+                .find_map(|st| st.notes.last().cloned())
+                .unwrap_or_else(|| "no known function found".to_string())
+        });
+        return Err(AttachError::NothingAttached {
+            release: facts.release.clone(),
+            reason,
+        });
+    }
+    Ok(Probes { ebpf, status })
+}
+
+/// Discovery only: what `attach` would find, without loading anything.
+/// Used where probes cannot be loaded, to still show the catalogue.
+pub fn discover(facts: &KernelFacts) -> Vec<ProbeStatus> {
+    FUNCS
+        .iter()
+        .enumerate()
+        .map(|(id, func)| {
+            let mut st = ProbeStatus {
+                id: id as FuncId,
+                function: func.name,
+                role: role(func.kind),
+                symbol: None,
+                attached: None,
+                notes: Vec::new(),
+            };
+            match resolve_symbol(facts, func) {
+                Ok(sym) => st.symbol = Some(sym),
+                Err(e) => st.notes.push(e),
+            }
+            st
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::btf::tests::build;
+
+    fn btf_with(name: &str, params: &[(&str, u32)], ret_size: u32) -> Btf {
+        // Types: 1 = 4-byte int, 2 = 8-byte long, 3 = proto, 4 = func.
+        let mut words = Vec::new();
+        for (pname, size) in params {
+            let _ = pname;
+            words.push(0); // names patched below via strings order
+            words.push(if *size == 4 { 1 } else { 2 });
+        }
+        let names: Vec<&str> = params.iter().map(|(n, _)| *n).collect();
+        // Intern param names first so their offsets are predictable.
+        let mut off = 1u32;
+        for (i, n) in names.iter().enumerate() {
+            words[2 * i] = off;
+            off += n.len() as u32 + 1;
+        }
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        let types = vec![
+            ("int", info(1, 0), 4, vec![32]),
+            ("long", info(1, 0), 8, vec![64]),
+            ("", info(13, params.len() as u32), if ret_size == 4 { 1 } else { 2 }, words),
+            (name, info(12, 0), 3, vec![]),
+        ];
+        Btf::parse(build(&types, &names)).unwrap()
+    }
+
+    #[test]
+    fn config_from_btf() {
+        let btf = btf_with("pin_user_pages_fast", &[("start", 8), ("nr_pages", 4), ("gup_flags", 4), ("pages", 8)], 4);
+        let func = &FUNCS[6];
+        let cfg = func_config(&btf, func, "pin_user_pages_fast").unwrap();
+        assert_eq!(cfg, FuncConfig { nr_is_int: 1, ret_is_int: 1, is_pin: 1, valid: 1 });
+    }
+
+    #[test]
+    fn config_rejects_shifted_signature() {
+        // A pre-5.9 style get_user_pages_remote(tsk, mm, start, nr_pages, ...).
+        let btf = btf_with(
+            "get_user_pages_remote",
+            &[("tsk", 8), ("mm", 8), ("start", 8), ("nr_pages", 8)],
+            8,
+        );
+        let err = func_config(&btf, &FUNCS[3], "get_user_pages_remote").unwrap_err();
+        assert!(err.contains("unsupported signature"), "{err}");
+    }
+
+    #[test]
+    fn every_program_name_is_in_the_embedded_object() {
+        assert_eq!(program_names(6, &FUNCS[6])[0], "gup_fentry_06");
+        for (id, func) in FUNCS.iter().enumerate() {
+            for name in program_names(id as FuncId, func) {
+                let needle = format!("{name}\0");
+                assert!(
+                    EBPF_OBJECT
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_bytes()),
+                    "{name} not in the eBPF object"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Views of a [`Delta`]: the per-interval figures `stat` prints as a table
+//! or as JSON lines. Every number here is a kernel counter difference or a
+//! ratio of two.
+
+use std::collections::BTreeMap;
+
+use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats};
+use serde::Serialize;
+
+use crate::{snapshot::{Delta, latency_quantile_ns}, vmstat::PinCounters};
+
+/// Latency figures from the log2 histogram (bucket upper bounds, so each
+/// is "at most" that many ns) and the exact mean.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LatencyView {
+    /// Median, upper bound of its bucket.
+    pub p50_ns: Option<u64>,
+    /// 99th percentile, upper bound of its bucket.
+    pub p99_ns: Option<u64>,
+    /// Slowest call, upper bound of its bucket.
+    pub max_ns: Option<u64>,
+    /// Exact mean (sum of latencies / calls).
+    pub mean_ns: Option<u64>,
+    /// Raw log2 buckets (bucket i: latency < 2^(i+1) ns).
+    pub log2_buckets: Vec<u64>,
+}
+
+/// One GUP variant over an interval.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct VariantView {
+    /// Kernel function name.
+    pub variant: &'static str,
+    /// Whether the variant has a lockless fast path (fallbacks apply).
+    pub fast_path: bool,
+    /// Outermost calls.
+    pub calls: u64,
+    /// Pages requested.
+    pub pages_requested: u64,
+    /// Pages returned.
+    pub pages: u64,
+    /// Calls returning fewer pages than requested (but some).
+    pub partial: u64,
+    /// Calls returning 0.
+    pub zero: u64,
+    /// Calls returning an error.
+    pub errors: u64,
+    /// Errors by errno name.
+    pub errno: BTreeMap<String, u64>,
+    /// Fast-path calls that fell back to the slow path.
+    pub fallbacks: u64,
+    /// Pages taken by the fast path.
+    pub fast_pages: u64,
+    /// Pages taken by the slow path after a fallback.
+    pub slow_pages: u64,
+    /// Latency.
+    pub latency: LatencyView,
+}
+
+/// One release function over an interval.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ReleaseView {
+    /// Kernel function name.
+    pub function: &'static str,
+    /// Outermost calls.
+    pub calls: u64,
+    /// Pages released.
+    pub pages: u64,
+}
+
+/// Everything `stat` shows for one interval.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct IntervalView {
+    /// Interval length in seconds.
+    pub interval_s: f64,
+    /// Variants with any call in the interval.
+    pub variants: Vec<VariantView>,
+    /// Release functions with any call in the interval.
+    pub release: Vec<ReleaseView>,
+    /// /proc/vmstat pin counter changes (not flushed: per-CPU batching can
+    /// delay up to a few pages per CPU).
+    pub vmstat: Option<PinCounters>,
+    /// Events the probes could not account.
+    pub health: HealthView,
+}
+
+/// Probe health over an interval.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HealthView {
+    /// Per-task state lost (map full).
+    pub task_state_lost: u64,
+    /// Returns without a matching entry (e.g. kretprobe misses).
+    pub unmatched_exits: u64,
+    /// Per-process entries lost.
+    pub proc_state_lost: u64,
+}
+
+/// Symbolic name of an errno value GUP returns.
+pub fn errno_name(errno: usize) -> String {
+    let name = match errno as i32 {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EINVAL => "EINVAL",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EREMOTEIO => "EREMOTEIO",
+        libc::EHWPOISON => "EHWPOISON",
+        _ => return format!("E{errno}"),
+    };
+    name.to_string()
+}
+
+/// Builds the view of one variant's delta.
+pub fn variant_view(id: usize, d: &GupStats) -> VariantView {
+    let hist = d.latency_log2.to_vec();
+    VariantView {
+        variant: FUNCS[id].name,
+        fast_path: pin_common::catalog::is_fast(id as u32),
+        calls: d.calls,
+        pages_requested: d.pages_requested,
+        pages: d.pages_returned,
+        partial: d.partial,
+        zero: d.zero,
+        errors: d.errors,
+        errno: d
+            .errno
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(e, n)| (errno_name(e), *n))
+            .collect(),
+        fallbacks: d.fallbacks,
+        fast_pages: d.fast_pages,
+        slow_pages: d.slow_pages,
+        latency: LatencyView {
+            p50_ns: latency_quantile_ns(&hist, 0.5),
+            p99_ns: latency_quantile_ns(&hist, 0.99),
+            max_ns: latency_quantile_ns(&hist, 1.0),
+            mean_ns: (d.calls > 0).then(|| d.latency_sum_ns / d.calls),
+            log2_buckets: hist,
+        },
+    }
+}
+
+impl IntervalView {
+    /// The view of a delta.
+    pub fn new(delta: &Delta) -> Self {
+        Self {
+            interval_s: delta.seconds,
+            variants: delta
+                .gup
+                .iter()
+                .enumerate()
+                .take(GUP_FUNC_COUNT)
+                .filter(|(_, d)| d.calls > 0)
+                .map(|(id, d)| variant_view(id, d))
+                .collect(),
+            release: delta
+                .release
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.calls > 0)
+                .map(|(i, r)| ReleaseView {
+                    function: FUNCS[GUP_FUNC_COUNT + i].name,
+                    calls: r.calls,
+                    pages: r.pages,
+                })
+                .collect(),
+            vmstat: delta.vmstat,
+            health: HealthView {
+                task_state_lost: delta.health[0],
+                unmatched_exits: delta.health[1],
+                proc_state_lost: delta.health[2],
+            },
+        }
+    }
+
+    /// Renders a vmstat-like text table.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write as _;
+        let secs = self.interval_s.max(1e-9);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<26} {:>9} {:>10} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8}",
+            "variant", "calls/s", "pages/s", "pg/call", "partial", "errors", "fallback%", "fast_pg", "slow_pg", "p50", "p99"
+        );
+        if self.variants.is_empty() {
+            let _ = writeln!(out, "  (no GUP calls in {:.2}s)", self.interval_s);
+        }
+        for v in &self.variants {
+            let per_call = if v.calls > 0 { v.pages as f64 / v.calls as f64 } else { 0.0 };
+            let fallback = if v.fast_path {
+                format!("{:.1}", 100.0 * v.fallbacks as f64 / v.calls.max(1) as f64)
+            } else {
+                "-".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "{:<26} {:>9.1} {:>10.1} {:>7.1} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8}",
+                v.variant,
+                v.calls as f64 / secs,
+                v.pages as f64 / secs,
+                per_call,
+                v.partial,
+                v.errors,
+                fallback,
+                v.fast_pages,
+                v.slow_pages,
+                fmt_ns(v.latency.p50_ns),
+                fmt_ns(v.latency.p99_ns),
+            );
+            if !v.errno.is_empty() {
+                let errs: Vec<String> = v.errno.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                let _ = writeln!(out, "  errors: {}", errs.join(" "));
+            }
+        }
+        for r in &self.release {
+            let _ = writeln!(
+                out,
+                "{:<26} {:>9.1} {:>10.1}   (release)",
+                r.function,
+                r.calls as f64 / secs,
+                r.pages as f64 / secs
+            );
+        }
+        if let Some(vm) = &self.vmstat {
+            let _ = writeln!(
+                out,
+                "vmstat: nr_foll_pin_acquired {:.1}/s  nr_foll_pin_released {:.1}/s",
+                vm.nr_foll_pin_acquired as f64 / secs,
+                vm.nr_foll_pin_released as f64 / secs
+            );
+        }
+        let h = &self.health;
+        if h.task_state_lost + h.unmatched_exits + h.proc_state_lost > 0 {
+            let _ = writeln!(
+                out,
+                "probe health: {} task states lost, {} unmatched returns, {} process entries lost",
+                h.task_state_lost, h.unmatched_exits, h.proc_state_lost
+            );
+        }
+        out
+    }
+}
+
+/// Formats a latency upper bound compactly ("≤" is implied by the header).
+fn fmt_ns(ns: Option<u64>) -> String {
+    match ns {
+        None => "-".into(),
+        Some(ns) if ns < 10_000 => format!("{ns}ns"),
+        Some(ns) if ns < 10_000_000 => format!("{}us", ns / 1000),
+        Some(ns) => format!("{}ms", ns / 1_000_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pin_common::LATENCY_BUCKETS;
+
+    #[test]
+    fn views_only_show_activity() {
+        let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
+        gup[6].calls = 10;
+        gup[6].pages_requested = 160;
+        gup[6].pages_returned = 150;
+        gup[6].partial = 1;
+        gup[6].errors = 1;
+        gup[6].errno[14] = 1;
+        gup[6].fallbacks = 2;
+        gup[6].fast_pages = 130;
+        gup[6].slow_pages = 20;
+        gup[6].latency_sum_ns = 10_000;
+        gup[6].latency_log2[9] = 10;
+        let delta = Delta {
+            seconds: 2.0,
+            gup,
+            release: vec![Default::default(); FUNCS.len() - GUP_FUNC_COUNT],
+            procs: Default::default(),
+            health: [0; 3],
+            vmstat: None,
+        };
+        let view = IntervalView::new(&delta);
+        assert_eq!(view.variants.len(), 1);
+        let v = &view.variants[0];
+        assert_eq!(v.variant, "pin_user_pages_fast");
+        assert_eq!(v.errno.get("EFAULT"), Some(&1));
+        assert_eq!(v.latency.p50_ns, Some(1024));
+        assert_eq!(v.latency.mean_ns, Some(1000));
+        assert_eq!(v.latency.log2_buckets.len(), LATENCY_BUCKETS);
+        let text = view.render_text();
+        assert!(text.contains("pin_user_pages_fast"), "{text}");
+        assert!(text.contains("errors: EFAULT=1"), "{text}");
+        assert!(text.contains("20.0"), "fallback% 2/10: {text}");
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(14), "EFAULT");
+        assert_eq!(errno_name(133), "EHWPOISON");
+        assert_eq!(errno_name(99), "E99");
+    }
+}

@@ -1,0 +1,304 @@
+//! Kernel maps -> snapshots -> deltas. A [`Snapshot`] is the sum over CPUs
+//! of every counter map at one instant; [`Delta`] is what happened between
+//! two of them. Views (stat, JSON, tests) render deltas and never read maps.
+
+use std::{collections::BTreeMap, time::Instant};
+
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
+};
+use pin_common::{
+    ERRNO_SLOTS, FUNCS, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, LATENCY_BUCKETS, ProcStats,
+    ReleaseStats,
+};
+
+use crate::vmstat::PinCounters;
+
+/// Errors reading the kernel maps.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A map is missing from the object.
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    /// Reading a map failed.
+    #[error("reading map {map}: {source}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// aya's error.
+        source: aya::maps::MapError,
+    },
+}
+
+/// Per-process counters summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcTotals {
+    /// Last comm seen.
+    pub comm: String,
+    /// Outermost GUP calls.
+    pub calls: u64,
+    /// Pages returned by any variant.
+    pub pages: u64,
+    /// Pages returned by FOLL_PIN variants.
+    pub pinned: u64,
+    /// Pages released by unpin calls made in this process.
+    pub released: u64,
+}
+
+/// All counters at one instant.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// When the maps were read.
+    pub taken: Instant,
+    /// Per outermost GUP function id.
+    pub gup: Vec<GupStats>,
+    /// Per release function (id - GUP_FUNC_COUNT).
+    pub release: Vec<ReleaseStats>,
+    /// Per tgid.
+    pub procs: BTreeMap<u32, ProcTotals>,
+    /// Health counters by `pin_common::Health` index.
+    pub health: [u64; HEALTH_COUNT],
+    /// /proc/vmstat pin counters at the same time, where the kernel has them.
+    pub vmstat: Option<PinCounters>,
+}
+
+fn add(into: &mut GupStats, from: &GupStats) {
+    into.calls += from.calls;
+    into.pages_requested += from.pages_requested;
+    into.pages_returned += from.pages_returned;
+    into.partial += from.partial;
+    into.zero += from.zero;
+    into.errors += from.errors;
+    into.fallbacks += from.fallbacks;
+    into.fast_pages += from.fast_pages;
+    into.slow_pages += from.slow_pages;
+    into.latency_sum_ns += from.latency_sum_ns;
+    into.latency_max_ns = into.latency_max_ns.max(from.latency_max_ns);
+    for (a, b) in into.latency_log2.iter_mut().zip(from.latency_log2.iter()) {
+        *a += b;
+    }
+    for (a, b) in into.errno.iter_mut().zip(from.errno.iter()) {
+        *a += b;
+    }
+}
+
+fn sub(cur: &GupStats, prev: &GupStats) -> GupStats {
+    let mut d = GupStats::ZERO;
+    d.calls = cur.calls.saturating_sub(prev.calls);
+    d.pages_requested = cur.pages_requested.saturating_sub(prev.pages_requested);
+    d.pages_returned = cur.pages_returned.saturating_sub(prev.pages_returned);
+    d.partial = cur.partial.saturating_sub(prev.partial);
+    d.zero = cur.zero.saturating_sub(prev.zero);
+    d.errors = cur.errors.saturating_sub(prev.errors);
+    d.fallbacks = cur.fallbacks.saturating_sub(prev.fallbacks);
+    d.fast_pages = cur.fast_pages.saturating_sub(prev.fast_pages);
+    d.slow_pages = cur.slow_pages.saturating_sub(prev.slow_pages);
+    d.latency_sum_ns = cur.latency_sum_ns.saturating_sub(prev.latency_sum_ns);
+    // A maximum cannot be differenced; the interval's is derived from the
+    // histogram delta by the views.
+    d.latency_max_ns = 0;
+    for i in 0..LATENCY_BUCKETS {
+        d.latency_log2[i] = cur.latency_log2[i].saturating_sub(prev.latency_log2[i]);
+    }
+    for i in 0..ERRNO_SLOTS {
+        d.errno[i] = cur.errno[i].saturating_sub(prev.errno[i]);
+    }
+    d
+}
+
+fn percpu_array<'a, V: aya::Pod>(ebpf: &'a Ebpf, name: &'static str) -> Result<PerCpuArray<&'a MapData, V>, SnapshotError> {
+    let map = ebpf.map(name).ok_or(SnapshotError::MissingMap(name))?;
+    PerCpuArray::try_from(map).map_err(|source| SnapshotError::Map { map: name, source })
+}
+
+impl Snapshot {
+    /// Reads every counter map of a loaded object (and /proc/vmstat).
+    pub fn read(ebpf: &Ebpf) -> Result<Self, SnapshotError> {
+        let map_err = |map: &'static str| move |source| SnapshotError::Map { map, source };
+
+        let gup_map = percpu_array::<GupStats>(ebpf, "GUP_STATS")?;
+        let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
+        for (id, total) in gup.iter_mut().enumerate() {
+            for cpu in gup_map.get(&(id as u32), 0).map_err(map_err("GUP_STATS"))?.iter() {
+                add(total, cpu);
+            }
+        }
+
+        let rel_map = percpu_array::<ReleaseStats>(ebpf, "RELEASE_STATS")?;
+        let mut release = vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT];
+        for (i, total) in release.iter_mut().enumerate() {
+            for cpu in rel_map.get(&(i as u32), 0).map_err(map_err("RELEASE_STATS"))?.iter() {
+                total.calls += cpu.calls;
+                total.pages += cpu.pages;
+            }
+        }
+
+        let health_map = percpu_array::<u64>(ebpf, "HEALTH")?;
+        let mut health = [0u64; HEALTH_COUNT];
+        for (i, total) in health.iter_mut().enumerate() {
+            *total = health_map
+                .get(&(i as u32), 0)
+                .map_err(map_err("HEALTH"))?
+                .iter()
+                .sum();
+        }
+
+        let procs_map: PerCpuHashMap<_, u32, ProcStats> = PerCpuHashMap::try_from(
+            ebpf.map("PROCS").ok_or(SnapshotError::MissingMap("PROCS"))?,
+        )
+        .map_err(map_err("PROCS"))?;
+        let mut procs = BTreeMap::new();
+        // Entries can be evicted or added while we iterate: skip the ones
+        // that vanish rather than failing the whole snapshot.
+        for (tgid, values) in procs_map.iter().flatten() {
+            let mut total = ProcTotals::default();
+            for cpu in values.iter() {
+                total.calls += cpu.calls;
+                total.pages += cpu.pages;
+                total.pinned += cpu.pinned;
+                total.released += cpu.released;
+                if total.comm.is_empty() && cpu.comm[0] != 0 {
+                    let len = cpu.comm.iter().position(|&b| b == 0).unwrap_or(cpu.comm.len());
+                    total.comm = String::from_utf8_lossy(&cpu.comm[..len]).into_owned();
+                }
+            }
+            procs.insert(tgid, total);
+        }
+
+        Ok(Snapshot {
+            taken: Instant::now(),
+            gup,
+            release,
+            procs,
+            health,
+            vmstat: PinCounters::read().ok().flatten(),
+        })
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Snapshot) -> Delta {
+        let gup = self
+            .gup
+            .iter()
+            .zip(earlier.gup.iter())
+            .map(|(c, p)| sub(c, p))
+            .collect();
+        let release = self
+            .release
+            .iter()
+            .zip(earlier.release.iter())
+            .map(|(c, p)| ReleaseStats {
+                calls: c.calls.saturating_sub(p.calls),
+                pages: c.pages.saturating_sub(p.pages),
+            })
+            .collect();
+        let procs = self
+            .procs
+            .iter()
+            .filter_map(|(tgid, cur)| {
+                let prev = earlier.procs.get(tgid).cloned().unwrap_or_default();
+                let d = ProcTotals {
+                    comm: cur.comm.clone(),
+                    calls: cur.calls.saturating_sub(prev.calls),
+                    pages: cur.pages.saturating_sub(prev.pages),
+                    pinned: cur.pinned.saturating_sub(prev.pinned),
+                    released: cur.released.saturating_sub(prev.released),
+                };
+                (d.calls != 0 || d.released != 0).then_some((*tgid, d))
+            })
+            .collect();
+        let mut health = [0; HEALTH_COUNT];
+        for (i, h) in health.iter_mut().enumerate() {
+            *h = self.health[i].saturating_sub(earlier.health[i]);
+        }
+        Delta {
+            seconds: self.taken.duration_since(earlier.taken).as_secs_f64(),
+            gup,
+            release,
+            procs,
+            health,
+            vmstat: match (self.vmstat, earlier.vmstat) {
+                (Some(c), Some(p)) => Some(c.since(&p)),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Counter changes over an interval.
+#[derive(Clone, Debug)]
+pub struct Delta {
+    /// Interval length in seconds.
+    pub seconds: f64,
+    /// Per outermost GUP function id.
+    pub gup: Vec<GupStats>,
+    /// Per release function (id - GUP_FUNC_COUNT).
+    pub release: Vec<ReleaseStats>,
+    /// Per tgid, only processes that did something.
+    pub procs: BTreeMap<u32, ProcTotals>,
+    /// Health counter changes.
+    pub health: [u64; HEALTH_COUNT],
+    /// vmstat pin counter changes.
+    pub vmstat: Option<PinCounters>,
+}
+
+/// Upper bound in ns of the latency bucket holding quantile `q` (0..=1) of
+/// a log2 histogram, or `None` when it is empty. Bucket `i` holds latencies
+/// below `2^(i+1)` ns.
+pub fn latency_quantile_ns(hist: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, count) in hist.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(1u64 << (i + 1).min(63));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn quantiles_from_log2_buckets() {
+        let mut hist = [0u64; LATENCY_BUCKETS];
+        assert_eq!(latency_quantile_ns(&hist, 0.5), None);
+        hist[9] = 90; // 512..1023 ns
+        hist[12] = 10; // 4096..8191 ns
+        assert_eq!(latency_quantile_ns(&hist, 0.5), Some(1024));
+        assert_eq!(latency_quantile_ns(&hist, 0.9), Some(1024));
+        assert_eq!(latency_quantile_ns(&hist, 0.99), Some(8192));
+        assert_eq!(latency_quantile_ns(&hist, 1.0), Some(8192));
+    }
+
+    fn stats(calls: u64, pages: u64, bucket: usize) -> GupStats {
+        let mut s = GupStats::ZERO;
+        s.calls = calls;
+        s.pages_returned = pages;
+        s.latency_log2[bucket] = calls;
+        s.errno[14] = calls / 2;
+        s
+    }
+
+    proptest! {
+        #[test]
+        fn add_then_sub_roundtrips(a in 0u64..1 << 40, b in 0u64..1 << 40, bucket in 0usize..LATENCY_BUCKETS) {
+            let base = stats(a, a * 3, bucket);
+            let mut total = base;
+            add(&mut total, &stats(b, b * 3, bucket));
+            let d = sub(&total, &base);
+            prop_assert_eq!(d.calls, b);
+            prop_assert_eq!(d.pages_returned, b * 3);
+            prop_assert_eq!(d.latency_log2[bucket], b);
+            prop_assert_eq!(d.errno[14], (a + b) / 2 - a / 2);
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Workloads: drive one kernel GUP path from userspace with known counts,
+//! for tests, demos and benchmarks.
+//!
+//! Each workload prepares its buffers first, then (optionally, for test
+//! harnesses) waits for a line on stdin, then makes `calls` system calls and
+//! reports exactly what it did: calls made, pages each call spans, the
+//! buffer's alignment and whether it was cold. Which GUP variant the kernel
+//! uses for a path, and how many GUP calls a syscall makes, depends on the
+//! kernel; the report states the facts a test needs to compute that.
+
+mod buffer;
+mod futex;
+mod odirect;
+mod pipe;
+mod populate;
+mod remote;
+mod uring;
+
+use std::io::BufRead as _;
+
+use serde::Serialize;
+
+pub use buffer::{PAGE_SIZE, UserBuffer};
+
+/// The kernel paths a workload can drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkloadKind {
+    /// process_vm_readv from this process's own memory (pin_user_pages_remote).
+    ProcessVmReadv,
+    /// process_vm_writev into this process's own memory (pin_user_pages_remote, FOLL_WRITE).
+    ProcessVmWritev,
+    /// O_DIRECT read into the buffer (6.3+: pin_user_pages_fast; older: get_user_pages_fast).
+    OdirectRead,
+    /// O_DIRECT write from the buffer (same paths as odirect-read).
+    OdirectWrite,
+    /// io_uring buffer registration then unregistration (pin_user_pages_fast, LONGTERM).
+    IoUringRegister,
+    /// vmsplice of the buffer into a pipe (get_user_pages_fast, 16 pages per GUP call).
+    Vmsplice,
+    /// pread of /proc/self/mem (get_user_pages_remote, one GUP call per page).
+    ProcMemRead,
+    /// FUTEX_WAKE on a shared futex word (get_user_pages_fast, one page).
+    FutexWake,
+    /// madvise(MADV_POPULATE_WRITE) (__get_user_pages, no page array).
+    Populate,
+    /// mlock then munlock (__get_user_pages via __mm_populate).
+    Mlock,
+}
+
+/// What the user asked a workload to do.
+#[derive(Clone, Debug)]
+pub struct WorkloadOptions {
+    /// Which path.
+    pub kind: WorkloadKind,
+    /// Number of system calls to make.
+    pub calls: u64,
+    /// Buffer size in pages (a byte count of `pages * PAGE_SIZE`).
+    pub pages: u64,
+    /// Byte offset of the buffer from a page boundary.
+    pub offset: u64,
+    /// Drop the buffer's pages before every call so the fast path must fall back.
+    pub cold: bool,
+    /// File or block device for the O_DIRECT workloads.
+    pub file: Option<std::path::PathBuf>,
+    /// Print `{"ready":PID}` after setup and wait for a line on stdin.
+    pub wait_stdin: bool,
+}
+
+/// What a workload did.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadReport {
+    /// The workload.
+    pub workload: WorkloadKind,
+    /// Process that made the calls.
+    pub pid: u32,
+    /// System calls made (all succeeded in full, or the workload failed).
+    pub calls: u64,
+    /// Bytes each call covered.
+    pub bytes_per_call: u64,
+    /// Offset of the buffer from a page boundary.
+    pub offset: u64,
+    /// Pages each call spans (offset included).
+    pub pages_per_call: u64,
+    /// Whether the buffer's pages were dropped before every call.
+    pub cold: bool,
+    /// Whether the pages the kernel takes are never-written anonymous
+    /// memory it maps to the shared zero page (pins of it are not counted
+    /// in /proc/vmstat).
+    pub zero_page: bool,
+    /// Wall-clock time of the measured phase in nanoseconds.
+    pub elapsed_ns: u64,
+    /// Where the O_DIRECT workloads did their I/O.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// Errors running a workload.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// Bad options.
+    #[error("{0}")]
+    Usage(String),
+    /// A system call failed.
+    #[error("{call}: {source}")]
+    Sys {
+        /// What was being done.
+        call: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A call did less than asked (a short transfer is a workload failure:
+    /// the counts would no longer be exact).
+    #[error("{call}: transferred {got} bytes, expected {want}")]
+    Short {
+        /// What was being done.
+        call: &'static str,
+        /// Bytes transferred.
+        got: u64,
+        /// Bytes wanted.
+        want: u64,
+    },
+}
+
+impl WorkloadError {
+    fn sys(call: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let call = call.into();
+        move |source| WorkloadError::Sys { call, source }
+    }
+
+    fn last_os(call: impl Into<String>) -> Self {
+        WorkloadError::Sys {
+            call: call.into(),
+            source: std::io::Error::last_os_error(),
+        }
+    }
+}
+
+/// Checks a syscall's byte count.
+fn expect_len(call: &'static str, got: isize, want: usize) -> Result<(), WorkloadError> {
+    if got < 0 {
+        return Err(WorkloadError::last_os(call));
+    }
+    if got as usize != want {
+        return Err(WorkloadError::Short { call, got: got as u64, want: want as u64 });
+    }
+    Ok(())
+}
+
+/// A prepared workload: `run_once` makes one system call.
+trait Prepared {
+    fn run_once(&mut self, opts: &WorkloadOptions) -> Result<(), WorkloadError>;
+    /// Whether the pages GUP takes are the zero page.
+    fn zero_page(&self, _opts: &WorkloadOptions) -> bool {
+        false
+    }
+    /// Bytes each call covers (default: the whole buffer).
+    fn bytes_per_call(&self, opts: &WorkloadOptions) -> u64 {
+        opts.pages * PAGE_SIZE
+    }
+    /// The file used, for the report.
+    fn file(&self) -> Option<String> {
+        None
+    }
+}
+
+fn prepare(opts: &WorkloadOptions) -> Result<Box<dyn Prepared>, WorkloadError> {
+    Ok(match opts.kind {
+        WorkloadKind::ProcessVmReadv => Box::new(remote::ProcessVm::new(opts, false)?),
+        WorkloadKind::ProcessVmWritev => Box::new(remote::ProcessVm::new(opts, true)?),
+        WorkloadKind::ProcMemRead => Box::new(remote::ProcMem::new(opts)?),
+        WorkloadKind::OdirectRead => Box::new(odirect::Odirect::new(opts, false)?),
+        WorkloadKind::OdirectWrite => Box::new(odirect::Odirect::new(opts, true)?),
+        WorkloadKind::IoUringRegister => Box::new(uring::Register::new(opts)?),
+        WorkloadKind::Vmsplice => Box::new(pipe::Vmsplice::new(opts)?),
+        WorkloadKind::FutexWake => Box::new(futex::FutexWake::new(opts)?),
+        WorkloadKind::Populate => Box::new(populate::Populate::new(opts, false)?),
+        WorkloadKind::Mlock => Box::new(populate::Populate::new(opts, true)?),
+    })
+}
+
+/// Prepares and runs a workload, returning what it did.
+pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport, WorkloadError> {
+    if opts.pages == 0 || opts.pages > 1 << 20 {
+        return Err(WorkloadError::Usage(format!(
+            "--pages must be between 1 and {}, got {}",
+            1 << 20,
+            opts.pages
+        )));
+    }
+    if opts.offset >= PAGE_SIZE {
+        return Err(WorkloadError::Usage(format!(
+            "--offset must be below the page size ({PAGE_SIZE}), got {}",
+            opts.offset
+        )));
+    }
+    let mut prepared = prepare(opts)?;
+    let pid = std::process::id();
+    if opts.wait_stdin {
+        println!("{{\"ready\":{pid}}}");
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(WorkloadError::sys("reading stdin"))?;
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..opts.calls {
+        prepared.run_once(opts)?;
+    }
+    let elapsed_ns = started.elapsed().as_nanos() as u64;
+    let bytes_per_call = prepared.bytes_per_call(opts);
+    Ok(WorkloadReport {
+        workload: opts.kind,
+        pid,
+        calls: opts.calls,
+        bytes_per_call,
+        offset: opts.offset,
+        pages_per_call: (opts.offset + bytes_per_call).div_ceil(PAGE_SIZE),
+        cold: opts.cold,
+        zero_page: prepared.zero_page(opts),
+        elapsed_ns,
+        file: prepared.file(),
+    })
+}

@@ -1,0 +1,41 @@
+//! io_uring fixed-buffer registration: io_pin_pages -> pin_user_pages_fast
+//! with FOLL_WRITE|FOLL_LONGTERM; unregistration releases the pins.
+
+use io_uring::IoUring;
+
+use super::{PAGE_SIZE, Prepared, UserBuffer, WorkloadError, WorkloadOptions};
+
+pub struct Register {
+    ring: IoUring,
+    buf: UserBuffer,
+}
+
+impl Register {
+    pub fn new(opts: &WorkloadOptions) -> Result<Self, WorkloadError> {
+        let ring = IoUring::new(4).map_err(WorkloadError::sys("io_uring_setup"))?;
+        let mut buf = UserBuffer::new(opts.pages + 1)?;
+        if !opts.cold {
+            buf.warm();
+        }
+        Ok(Self { ring, buf })
+    }
+}
+
+impl Prepared for Register {
+    fn run_once(&mut self, opts: &WorkloadOptions) -> Result<(), WorkloadError> {
+        if opts.cold {
+            self.buf.drop_pages()?;
+        }
+        let iov = libc::iovec {
+            iov_base: self.buf.addr(opts.offset).cast(),
+            iov_len: (opts.pages * PAGE_SIZE) as usize,
+        };
+        // SAFETY: the buffer outlives the registration, which ends below.
+        unsafe { self.ring.submitter().register_buffers(&[iov]) }
+            .map_err(WorkloadError::sys("io_uring_register(REGISTER_BUFFERS)"))?;
+        self.ring
+            .submitter()
+            .unregister_buffers()
+            .map_err(WorkloadError::sys("io_uring_register(UNREGISTER_BUFFERS)"))
+    }
+}

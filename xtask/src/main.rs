@@ -1,1 +1,69 @@
-fn main(){}
+//! pinwatch's project commands (`cargo xtask ...`): install prerequisites,
+//! boot stock kernels under qemu with pinwatch inside, run the test matrix.
+
+mod cmd;
+mod initramfs;
+mod kernels;
+mod setup;
+mod test;
+mod vm;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "pinwatch project commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install every prerequisite (idempotent): nightly rust-src, llvm-22-dev,
+    /// bpf-linker, qemu, busybox, cpio, xz and the VM kernel images.
+    Setup,
+    /// Boot a stock kernel under qemu with a fresh pinwatch and run CMD.
+    Vm {
+        /// debian-6.1, debian-6.12, or a path to a bzImage.
+        #[arg(long, default_value = "debian-6.12")]
+        kernel: String,
+        /// Seconds before the VM is killed.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Command to run inside the VM (a shell command line).
+        #[arg(trailing_var_arg = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Unit tests on the host, then the integration suite in the VM matrix.
+    Test {
+        /// Run only the VM matrix entries whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::all(),
+        Command::Vm { kernel, timeout, cmd } => vm::run_cli(&kernel, timeout, &cmd.join(" ")),
+        Command::Test { only } => test::run(only.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! A minimal initramfs: busybox, the binaries under test with the shared
+//! libraries `ldd` lists, kernel modules, an /init that mounts what pinwatch
+//! needs, runs one command and powers off.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd;
+
+/// Printed by /init with the command's exit status.
+pub const EXIT_MARKER: &str = "PINWATCH_VM_EXIT=";
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev /tmp /run
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+for m in /lib/modules/*.ko; do
+  [ -f "$m" ] || continue
+  case "$m" in
+    */brd.ko) insmod "$m" rd_nr=1 rd_size=65536 ;;
+    *) insmod "$m" ;;
+  esac
+done
+echo "pinwatch-vm: kernel $(uname -r), $(nproc) cpus"
+cd /tmp
+sh /cmd
+echo "PINWATCH_VM_EXIT=$?"
+poweroff -f
+"#;
+
+/// Builds `out` (gzip'd newc cpio) holding `binaries` in /bin, `modules`
+/// in /lib/modules and `/cmd` = `command`.
+pub fn build(out: &Path, binaries: &[PathBuf], modules: &[PathBuf], command: &str) -> anyhow::Result<()> {
+    let root = out.with_extension("root");
+    let _ = fs::remove_dir_all(&root);
+    for dir in ["bin", "lib/modules", "proc", "sys", "dev", "tmp"] {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    let busybox = which("busybox")?;
+    install(&busybox, &root.join("bin/busybox"))?;
+    for bin in binaries {
+        let name = bin.file_name().context("binary without a name")?;
+        install(bin, &root.join("bin").join(name))?;
+        for lib in shared_libs(bin)? {
+            let dest = root.join(lib.strip_prefix("/").unwrap_or(&lib));
+            if !dest.exists() {
+                fs::create_dir_all(dest.parent().expect("library has a directory"))?;
+                install(&lib, &dest)?;
+            }
+        }
+    }
+    for module in modules {
+        fs::copy(module, root.join("lib/modules").join(module.file_name().context("module name")?))?;
+    }
+    write_exec(&root.join("init"), INIT)?;
+    fs::write(root.join("cmd"), format!("{command}\n"))?;
+    let script = format!(
+        "cd '{}' && find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'",
+        root.display(),
+        out.display()
+    );
+    cmd::run(Command::new("sh").args(["-c", &script]))?;
+    fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+fn which(program: &str) -> anyhow::Result<PathBuf> {
+    let out = cmd::output(Command::new("sh").args(["-c", &format!("command -v {program}")]))
+        .with_context(|| format!("{program} not found: run `cargo xtask setup`"))?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+fn install(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::copy(from, to).with_context(|| format!("copy {} -> {}", from.display(), to.display()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+fn write_exec(path: &Path, text: &str) -> anyhow::Result<()> {
+    fs::write(path, text)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Shared libraries (and the loader) a dynamic binary needs, per `ldd`.
+fn shared_libs(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(bin).output().context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        if text.contains("not a dynamic executable") || String::from_utf8_lossy(&out.stderr).contains("not a dynamic") {
+            return Ok(Vec::new());
+        }
+        bail!("ldd {} failed", bin.display());
+    }
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+            // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}

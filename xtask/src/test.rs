@@ -1,0 +1,148 @@
+//! `cargo xtask test`: host unit tests, then the integration suite inside
+//! the VM on every kernel and attach mechanism of the matrix. A matrix
+//! entry that cannot boot is a failure, never a skip.
+
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{setup, vm, workspace_root};
+
+/// (kernel, attach mode) pairs of the matrix.
+const MATRIX: &[(&str, &str)] = &[
+    ("debian-6.1", "auto"),
+    ("debian-6.12", "fentry"),
+    ("debian-6.12", "kprobe"),
+];
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Adds libtest's "test result: ok. N passed; M failed; ..." lines.
+    fn add_libtest(&mut self, text: &str) -> bool {
+        let mut seen = false;
+        for line in text.lines() {
+            let Some(rest) = line.trim().strip_prefix("test result: ") else { continue };
+            seen = true;
+            for part in rest.split(';') {
+                let words: Vec<&str> = part.split_whitespace().collect();
+                let num = |w: &[&str]| w.iter().find_map(|x| x.parse::<u64>().ok()).unwrap_or(0);
+                if part.contains(" passed") {
+                    self.passed += num(&words);
+                } else if part.contains(" failed") {
+                    self.failed += num(&words);
+                }
+            }
+        }
+        seen
+    }
+}
+
+fn vm_test_binary() -> anyhow::Result<PathBuf> {
+    let out = Command::new("cargo")
+        .args(["test", "-p", "pin-user", "--test", "vm", "--no-run", "--message-format=json"])
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the VM test suite")?;
+    if !out.status.success() {
+        bail!("building the VM test suite failed");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "vm"
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            let dest = workspace_root().join("target/vm/pinwatch-vm-tests");
+            std::fs::create_dir_all(dest.parent().expect("has parent"))?;
+            std::fs::copy(exe, &dest)?;
+            return Ok(dest);
+        }
+    }
+    bail!("cargo did not report the vm test executable")
+}
+
+/// Runs everything; the last line is "N passed, M failed".
+pub fn run(only: Option<&str>) -> anyhow::Result<ExitCode> {
+    setup::ensure_build_tools()?;
+    let mut tally = Tally::default();
+
+    println!("== unit tests (host)");
+    let host = Command::new("cargo")
+        .args(["test", "--workspace"])
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo test")?;
+    let host_text = String::from_utf8_lossy(&host.stdout);
+    print!("{host_text}");
+    if !tally.add_libtest(&host_text) || !host.status.success() {
+        tally.failed += u64::from(!host.status.success() && tally.failed == 0);
+        println!("host unit tests failed");
+    }
+
+    let pinwatch = vm::build_pinwatch()?;
+    let suite = vm_test_binary()?;
+    let mut failures = Vec::new();
+    for (kernel, attach) in MATRIX {
+        let name = format!("{kernel}/{attach}");
+        if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        println!("== VM {name}");
+        let command = format!(
+            "PINWATCH_ATTACH={attach} PINWATCH_KERNEL={kernel} /bin/pinwatch-vm-tests --test-threads=1 --nocapture"
+        );
+        match vm::run(kernel, &[pinwatch.clone(), suite.clone()], &command, Duration::from_secs(1200), true) {
+            Ok(outcome) => {
+                let text = outcome.lines.join("\n");
+                if !tally.add_libtest(&text) {
+                    tally.failed += 1;
+                    failures.push(format!("{name}: the suite reported no result"));
+                } else if outcome.status != 0 {
+                    failures.push(format!("{name}: exit status {}", outcome.status));
+                }
+            }
+            Err(e) => {
+                tally.failed += 1;
+                failures.push(format!("{name}: {e:#}"));
+            }
+        }
+    }
+    println!("== summary");
+    for f in &failures {
+        println!("FAILED {f}");
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(if tally.failed == 0 && failures.is_empty() && host.status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_libtest_lines() {
+        let mut t = Tally::default();
+        assert!(t.add_libtest(
+            "test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\
+             test result: FAILED. 3 passed; 2 failed; 0 ignored"
+        ));
+        assert_eq!((t.passed, t.failed), (15, 2));
+        assert!(!t.add_libtest("nothing here"));
+    }
+}

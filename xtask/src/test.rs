@@ -48,7 +48,7 @@ impl Tally {
 
 fn vm_test_binary() -> anyhow::Result<PathBuf> {
     let out = Command::new("cargo")
-        .args(["test", "-p", "pin-user", "--test", "vm", "--no-run", "--message-format=json"])
+        .args(["test", "-p", "pin-user", "--test", "vm", "--no-run", "--message-format=json-render-diagnostics"])
         .current_dir(workspace_root())
         .stderr(Stdio::inherit())
         .output()

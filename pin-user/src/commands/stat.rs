@@ -22,11 +22,6 @@ pub fn run(mode: AttachMode, interval: Duration, count: Option<u64>, json: bool)
         .filter_map(|st| st.attached.map(|m| format!("{}:{m}", st.function)))
         .collect();
     let missing = probes.status.iter().filter(|st| st.attached.is_none()).count();
-    eprintln!(
-        "pinwatch: kernel {}: attached {} functions ({missing} not attached; see `pinwatch probes`)",
-        facts.release,
-        attached.len()
-    );
     log::info!("attached: {}", attached.join(" "));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -40,6 +35,13 @@ pub fn run(mode: AttachMode, interval: Duration, count: Option<u64>, json: bool)
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         let mut previous = Snapshot::read(&probes.ebpf)?;
+        // Said only once counting has started, so a caller that waits for
+        // this line misses nothing.
+        eprintln!(
+            "pinwatch: kernel {}: attached {} functions ({missing} not attached; see `pinwatch probes`)",
+            facts.release,
+            attached.len()
+        );
         let mut printed = 0u64;
         loop {
             let stop = tokio::select! {

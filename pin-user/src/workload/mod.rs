@@ -18,12 +18,12 @@ mod uring;
 
 use std::io::BufRead as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use buffer::{PAGE_SIZE, UserBuffer};
 
 /// The kernel paths a workload can drive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WorkloadKind {
     /// process_vm_readv from this process's own memory (pin_user_pages_remote).
@@ -68,7 +68,7 @@ pub struct WorkloadOptions {
 }
 
 /// What a workload did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadReport {
     /// The workload.
     pub workload: WorkloadKind,

@@ -45,12 +45,7 @@ pub struct FuncInfo {
 /// [`FuncInfo::nr_arg`] of functions without a page-count parameter.
 pub const NO_ARG: u8 = 0xff;
 
-const fn f(
-    symbols: &'static [&'static str],
-    kind: FuncKind,
-    is_pin: bool,
-    nr_arg: u8,
-) -> FuncInfo {
+const fn f(symbols: &'static [&'static str], kind: FuncKind, is_pin: bool, nr_arg: u8) -> FuncInfo {
     FuncInfo {
         name: symbols[0],
         symbols,
@@ -75,7 +70,12 @@ pub const FAST_INTERNAL: FuncId = 10;
 pub const FUNCS: [FuncInfo; FUNC_COUNT] = [
     f(&["get_user_pages"], Variant, false, 1),
     f(&["get_user_pages_fast"], FastVariant, false, 1),
-    f(&["get_user_pages_fast_only", "__get_user_pages_fast"], FastVariant, false, 1),
+    f(
+        &["get_user_pages_fast_only", "__get_user_pages_fast"],
+        FastVariant,
+        false,
+        1,
+    ),
     f(&["get_user_pages_remote"], Variant, false, 2),
     f(&["get_user_pages_unlocked"], Variant, false, 1),
     f(&["pin_user_pages"], Variant, true, 1),
@@ -83,7 +83,12 @@ pub const FUNCS: [FuncInfo; FUNC_COUNT] = [
     f(&["pin_user_pages_fast_only"], FastVariant, true, 1),
     f(&["pin_user_pages_remote"], Variant, true, 2),
     f(&["pin_user_pages_unlocked"], Variant, true, 1),
-    f(&["gup_fast_fallback", "internal_get_user_pages_fast"], FastInternal, false, 1),
+    f(
+        &["gup_fast_fallback", "internal_get_user_pages_fast"],
+        FastInternal,
+        false,
+        1,
+    ),
     f(&["__gup_longterm_locked"], SlowInternal, false, 2),
     f(&["__get_user_pages"], Walker, false, 2),
     // Release family.

@@ -229,6 +229,9 @@ mod tests {
             core::mem::size_of::<GupStats>(),
             8 * (11 + LATENCY_BUCKETS + ERRNO_SLOTS)
         );
-        assert_eq!(core::mem::size_of::<TaskState>(), 4 * 2 + 8 * 2 + 4 * 2 + 8 * 4 + 4 * 2 + 8);
+        assert_eq!(
+            core::mem::size_of::<TaskState>(),
+            4 * 2 + 8 * 2 + 4 * 2 + 8 * 4 + 4 * 2 + 8
+        );
     }
 }

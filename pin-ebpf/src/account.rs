@@ -7,11 +7,11 @@
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use pin_common::{
-    FuncConfig, FuncId, GUP_FUNC_COUNT, Health, ProcStats, TaskState, catalog::is_fast,
-    errno_slot, latency_bucket,
+    FuncConfig, FuncId, GUP_FUNC_COUNT, Health, ProcStats, TaskState, catalog::is_fast, errno_slot,
+    latency_bucket,
 };
 
-use crate::maps::{GUP_STATS, HEALTH, CONFIG, PROCS, RELEASE_STATS, TASKS};
+use crate::maps::{CONFIG, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TASKS};
 
 /// Deeper nesting than this means the state is stale (a return was missed);
 /// real GUP nesting is at most four traced functions deep.
@@ -20,7 +20,11 @@ const MAX_DEPTH: u32 = 8;
 /// Sign-extends a register that held a 32-bit `int`.
 #[inline(always)]
 fn widen(raw: u64, is_int: u8) -> i64 {
-    if is_int != 0 { raw as u32 as i32 as i64 } else { raw as i64 }
+    if is_int != 0 {
+        raw as u32 as i32 as i64
+    } else {
+        raw as i64
+    }
 }
 
 #[inline(always)]
@@ -83,7 +87,9 @@ fn proc_stats() -> Option<&'static mut ProcStats> {
 pub fn gup_entry(id: FuncId, raw_nr: u64) {
     let Some(config) = config(id) else { return };
     let nr = widen(raw_nr, config.nr_is_int);
-    let Some(state) = task_state(true) else { return };
+    let Some(state) = task_state(true) else {
+        return;
+    };
     if state.depth >= MAX_DEPTH {
         bump_health(Health::UnmatchedExit);
         state.depth = 0;
@@ -104,8 +110,7 @@ pub fn gup_entry(id: FuncId, raw_nr: u64) {
         state.fast_level = level;
         state.fast_nr = nr;
         state.fallback_level = 0;
-    } else if state.fast_level != 0 && state.fallback_level == 0 && level == state.fast_level + 1
-    {
+    } else if state.fast_level != 0 && state.fallback_level == 0 && level == state.fast_level + 1 {
         state.fallback_level = level;
         state.fallback_nr = nr;
     }
@@ -208,7 +213,9 @@ pub fn release_entry(id: FuncId, pages: u64) {
     if config(id).is_none() {
         return;
     }
-    let Some(state) = task_state(true) else { return };
+    let Some(state) = task_state(true) else {
+        return;
+    };
     if state.release_depth >= MAX_DEPTH {
         bump_health(Health::UnmatchedExit);
         state.release_depth = 0;

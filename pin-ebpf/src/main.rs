@@ -64,7 +64,11 @@ mod programs {
             #[fentry]
             fn $fentry(ctx: FEntryContext) -> u32 {
                 const NR: u8 = FUNCS[$id].nr_arg;
-                let pages = if NR == NO_ARG { 1 } else { ctx.arg::<u64>(NR as usize) };
+                let pages = if NR == NO_ARG {
+                    1
+                } else {
+                    ctx.arg::<u64>(NR as usize)
+                };
                 account::release_entry($id, pages);
                 0
             }
@@ -95,27 +99,147 @@ mod programs {
         };
     }
 
-    gup_programs!(0, gup_fentry_00, gup_fexit_00, gup_kprobe_00, gup_kretprobe_00);
-    gup_programs!(1, gup_fentry_01, gup_fexit_01, gup_kprobe_01, gup_kretprobe_01);
-    gup_programs!(2, gup_fentry_02, gup_fexit_02, gup_kprobe_02, gup_kretprobe_02);
-    gup_programs!(3, gup_fentry_03, gup_fexit_03, gup_kprobe_03, gup_kretprobe_03);
-    gup_programs!(4, gup_fentry_04, gup_fexit_04, gup_kprobe_04, gup_kretprobe_04);
-    gup_programs!(5, gup_fentry_05, gup_fexit_05, gup_kprobe_05, gup_kretprobe_05);
-    gup_programs!(6, gup_fentry_06, gup_fexit_06, gup_kprobe_06, gup_kretprobe_06);
-    gup_programs!(7, gup_fentry_07, gup_fexit_07, gup_kprobe_07, gup_kretprobe_07);
-    gup_programs!(8, gup_fentry_08, gup_fexit_08, gup_kprobe_08, gup_kretprobe_08);
-    gup_programs!(9, gup_fentry_09, gup_fexit_09, gup_kprobe_09, gup_kretprobe_09);
-    gup_programs!(10, gup_fentry_10, gup_fexit_10, gup_kprobe_10, gup_kretprobe_10);
-    gup_programs!(11, gup_fentry_11, gup_fexit_11, gup_kprobe_11, gup_kretprobe_11);
-    gup_programs!(12, gup_fentry_12, gup_fexit_12, gup_kprobe_12, gup_kretprobe_12);
+    gup_programs!(
+        0,
+        gup_fentry_00,
+        gup_fexit_00,
+        gup_kprobe_00,
+        gup_kretprobe_00
+    );
+    gup_programs!(
+        1,
+        gup_fentry_01,
+        gup_fexit_01,
+        gup_kprobe_01,
+        gup_kretprobe_01
+    );
+    gup_programs!(
+        2,
+        gup_fentry_02,
+        gup_fexit_02,
+        gup_kprobe_02,
+        gup_kretprobe_02
+    );
+    gup_programs!(
+        3,
+        gup_fentry_03,
+        gup_fexit_03,
+        gup_kprobe_03,
+        gup_kretprobe_03
+    );
+    gup_programs!(
+        4,
+        gup_fentry_04,
+        gup_fexit_04,
+        gup_kprobe_04,
+        gup_kretprobe_04
+    );
+    gup_programs!(
+        5,
+        gup_fentry_05,
+        gup_fexit_05,
+        gup_kprobe_05,
+        gup_kretprobe_05
+    );
+    gup_programs!(
+        6,
+        gup_fentry_06,
+        gup_fexit_06,
+        gup_kprobe_06,
+        gup_kretprobe_06
+    );
+    gup_programs!(
+        7,
+        gup_fentry_07,
+        gup_fexit_07,
+        gup_kprobe_07,
+        gup_kretprobe_07
+    );
+    gup_programs!(
+        8,
+        gup_fentry_08,
+        gup_fexit_08,
+        gup_kprobe_08,
+        gup_kretprobe_08
+    );
+    gup_programs!(
+        9,
+        gup_fentry_09,
+        gup_fexit_09,
+        gup_kprobe_09,
+        gup_kretprobe_09
+    );
+    gup_programs!(
+        10,
+        gup_fentry_10,
+        gup_fexit_10,
+        gup_kprobe_10,
+        gup_kretprobe_10
+    );
+    gup_programs!(
+        11,
+        gup_fentry_11,
+        gup_fexit_11,
+        gup_kprobe_11,
+        gup_kretprobe_11
+    );
+    gup_programs!(
+        12,
+        gup_fentry_12,
+        gup_fexit_12,
+        gup_kprobe_12,
+        gup_kretprobe_12
+    );
 
-    release_programs!(13, rel_fentry_13, rel_fexit_13, rel_kprobe_13, rel_kretprobe_13);
-    release_programs!(14, rel_fentry_14, rel_fexit_14, rel_kprobe_14, rel_kretprobe_14);
-    release_programs!(15, rel_fentry_15, rel_fexit_15, rel_kprobe_15, rel_kretprobe_15);
-    release_programs!(16, rel_fentry_16, rel_fexit_16, rel_kprobe_16, rel_kretprobe_16);
-    release_programs!(17, rel_fentry_17, rel_fexit_17, rel_kprobe_17, rel_kretprobe_17);
-    release_programs!(18, rel_fentry_18, rel_fexit_18, rel_kprobe_18, rel_kretprobe_18);
-    release_programs!(19, rel_fentry_19, rel_fexit_19, rel_kprobe_19, rel_kretprobe_19);
+    release_programs!(
+        13,
+        rel_fentry_13,
+        rel_fexit_13,
+        rel_kprobe_13,
+        rel_kretprobe_13
+    );
+    release_programs!(
+        14,
+        rel_fentry_14,
+        rel_fexit_14,
+        rel_kprobe_14,
+        rel_kretprobe_14
+    );
+    release_programs!(
+        15,
+        rel_fentry_15,
+        rel_fexit_15,
+        rel_kprobe_15,
+        rel_kretprobe_15
+    );
+    release_programs!(
+        16,
+        rel_fentry_16,
+        rel_fexit_16,
+        rel_kprobe_16,
+        rel_kretprobe_16
+    );
+    release_programs!(
+        17,
+        rel_fentry_17,
+        rel_fexit_17,
+        rel_kprobe_17,
+        rel_kretprobe_17
+    );
+    release_programs!(
+        18,
+        rel_fentry_18,
+        rel_fexit_18,
+        rel_kprobe_18,
+        rel_kretprobe_18
+    );
+    release_programs!(
+        19,
+        rel_fentry_19,
+        rel_fexit_19,
+        rel_kprobe_19,
+        rel_kretprobe_19
+    );
 }
 
 /// The kernel requires a GPL-compatible license for fentry/fexit programs.

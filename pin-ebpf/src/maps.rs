@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use pin_common::{
-    FuncConfig, FUNC_COUNT, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, ProcStats, ReleaseStats,
+    FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, ProcStats, ReleaseStats,
     TaskState,
 };
 
@@ -18,7 +18,8 @@ pub static CONFIG: Array<FuncConfig> = Array::with_max_entries(FUNC_COUNT as u32
 
 /// Per outermost get/pin variant: counters and histograms.
 #[map]
-pub static GUP_STATS: PerCpuArray<GupStats> = PerCpuArray::with_max_entries(GUP_FUNC_COUNT as u32, 0);
+pub static GUP_STATS: PerCpuArray<GupStats> =
+    PerCpuArray::with_max_entries(GUP_FUNC_COUNT as u32, 0);
 
 /// Per release function: calls and pages.
 #[map]

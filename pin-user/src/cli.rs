@@ -103,7 +103,9 @@ pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Stat {
-        attach: AttachArgs { attach: AttachMode::Auto },
+        attach: AttachArgs {
+            attach: AttachMode::Auto,
+        },
         interval: Duration::from_secs(1),
         count: None,
         json: false,
@@ -113,7 +115,10 @@ pub fn main() -> ExitCode {
         Err(err) => {
             let code = if err.downcast_ref::<AttachError>().is_some() {
                 EXIT_CANNOT_TRACE
-            } else if matches!(err.downcast_ref::<WorkloadError>(), Some(WorkloadError::Usage(_))) {
+            } else if matches!(
+                err.downcast_ref::<WorkloadError>(),
+                Some(WorkloadError::Usage(_))
+            ) {
                 EXIT_USAGE
             } else {
                 1
@@ -136,11 +141,23 @@ fn one_line(err: &anyhow::Error) -> String {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Probes { attach, json } => commands::probes::run(attach.attach, json),
-        Command::Stat { attach, interval, count, json } => {
-            commands::stat::run(attach.attach, interval, count, json)
-        }
-        Command::Workload { name, calls, pages, offset, cold, file, json, wait_stdin } => {
-            commands::workload::run(crate::workload::WorkloadOptions {
+        Command::Stat {
+            attach,
+            interval,
+            count,
+            json,
+        } => commands::stat::run(attach.attach, interval, count, json),
+        Command::Workload {
+            name,
+            calls,
+            pages,
+            offset,
+            cold,
+            file,
+            json,
+            wait_stdin,
+        } => commands::workload::run(
+            crate::workload::WorkloadOptions {
                 kind: name,
                 calls,
                 pages,
@@ -148,8 +165,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 cold,
                 file,
                 wait_stdin,
-            }, json)
-        }
+            },
+            json,
+        ),
     }
 }
 

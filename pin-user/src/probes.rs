@@ -68,7 +68,9 @@ pub struct ProbeStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     /// The eBPF object (maps) could not be loaded.
-    #[error("cannot load pinwatch's BPF maps: {0} (pinwatch needs root, or CAP_BPF and CAP_PERFMON)")]
+    #[error(
+        "cannot load pinwatch's BPF maps: {0} (pinwatch needs root, or CAP_BPF and CAP_PERFMON)"
+    )]
     Load(String),
     /// Nothing attached.
     #[error("no GUP function could be traced on kernel {release}: {reason}")]
@@ -135,11 +137,20 @@ fn func_config(btf: &Btf, func: &FuncInfo, symbol: &str) -> Result<FuncConfig, S
 }
 
 fn program_names(id: FuncId, func: &FuncInfo) -> [String; 4] {
-    let family = if func.kind == FuncKind::Release { "rel" } else { "gup" };
+    let family = if func.kind == FuncKind::Release {
+        "rel"
+    } else {
+        "gup"
+    };
     ["fentry", "fexit", "kprobe", "kretprobe"].map(|kind| format!("{family}_{kind}_{id:02}"))
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, names: &[String; 4], symbol: &str, btf: &aya::Btf) -> Result<(), String> {
+fn attach_fentry(
+    ebpf: &mut Ebpf,
+    names: &[String; 4],
+    symbol: &str,
+    btf: &aya::Btf,
+) -> Result<(), String> {
     // Exit first: an entry without its exit would leave the task's nesting
     // state unbalanced; an exit without an entry is merely counted.
     let exit: &mut FExit = program(ebpf, &names[1])?;
@@ -169,7 +180,9 @@ fn attach_kprobe(ebpf: &mut Ebpf, names: &[String; 4], symbol: &str) -> Result<(
         return Err(short_error(&e));
     }
     let entry: &mut KProbe = program(ebpf, &names[2])?;
-    let result = entry.load().and_then(|()| entry.attach(symbol, 0).map(drop));
+    let result = entry
+        .load()
+        .and_then(|()| entry.attach(symbol, 0).map(drop));
     if let Err(e) = result {
         let _ = entry.unload();
         let exit: &mut KProbe = program(ebpf, &names[3])?;
@@ -262,7 +275,6 @@ pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachErr
         }
         status.push(st);
     }
-    drop(config);
 
     for st in status.iter_mut().filter(|st| configs.contains(&st.id)) {
         let func = &FUNCS[st.id as usize];
@@ -283,7 +295,9 @@ pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachErr
         if st.attached.is_none() && mode != AttachMode::Fentry {
             let result = match &facts.kprobes {
                 Err(e) => Err(e.clone()),
-                Ok(()) => attach_kprobe(&mut ebpf, &names, &symbol).map_err(|e| format!("kprobe: {e}")),
+                Ok(()) => {
+                    attach_kprobe(&mut ebpf, &names, &symbol).map_err(|e| format!("kprobe: {e}"))
+                }
             };
             match result {
                 Ok(()) => st.attached = Some(Mechanism::Kprobe),
@@ -355,7 +369,12 @@ mod tests {
         let types = vec![
             ("int", info(1, 0), 4, vec![32]),
             ("long", info(1, 0), 8, vec![64]),
-            ("", info(13, params.len() as u32), if ret_size == 4 { 1 } else { 2 }, words),
+            (
+                "",
+                info(13, params.len() as u32),
+                if ret_size == 4 { 1 } else { 2 },
+                words,
+            ),
             (name, info(12, 0), 3, vec![]),
         ];
         Btf::parse(build(&types, &names)).unwrap()
@@ -363,10 +382,27 @@ mod tests {
 
     #[test]
     fn config_from_btf() {
-        let btf = btf_with("pin_user_pages_fast", &[("start", 8), ("nr_pages", 4), ("gup_flags", 4), ("pages", 8)], 4);
+        let btf = btf_with(
+            "pin_user_pages_fast",
+            &[
+                ("start", 8),
+                ("nr_pages", 4),
+                ("gup_flags", 4),
+                ("pages", 8),
+            ],
+            4,
+        );
         let func = &FUNCS[6];
         let cfg = func_config(&btf, func, "pin_user_pages_fast").unwrap();
-        assert_eq!(cfg, FuncConfig { nr_is_int: 1, ret_is_int: 1, is_pin: 1, valid: 1 });
+        assert_eq!(
+            cfg,
+            FuncConfig {
+                nr_is_int: 1,
+                ret_is_int: 1,
+                is_pin: 1,
+                valid: 1
+            }
+        );
     }
 
     #[test]

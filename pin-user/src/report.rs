@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats};
 use serde::Serialize;
 
-use crate::{snapshot::{Delta, latency_quantile_ns}, vmstat::PinCounters};
+use crate::{
+    snapshot::{Delta, latency_quantile_ns},
+    vmstat::PinCounters,
+};
 
 /// Latency figures from the log2 histogram (bucket upper bounds, so each
 /// is "at most" that many ns) and the exact mean.
@@ -188,13 +191,27 @@ impl IntervalView {
         let _ = writeln!(
             out,
             "{:<26} {:>9} {:>10} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8}",
-            "variant", "calls/s", "pages/s", "pg/call", "partial", "errors", "fallback%", "fast_pg", "slow_pg", "p50", "p99"
+            "variant",
+            "calls/s",
+            "pages/s",
+            "pg/call",
+            "partial",
+            "errors",
+            "fallback%",
+            "fast_pg",
+            "slow_pg",
+            "p50",
+            "p99"
         );
         if self.variants.is_empty() {
             let _ = writeln!(out, "  (no GUP calls in {:.2}s)", self.interval_s);
         }
         for v in &self.variants {
-            let per_call = if v.calls > 0 { v.pages as f64 / v.calls as f64 } else { 0.0 };
+            let per_call = if v.calls > 0 {
+                v.pages as f64 / v.calls as f64
+            } else {
+                0.0
+            };
             let fallback = if v.fast_path {
                 format!("{:.1}", 100.0 * v.fallbacks as f64 / v.calls.max(1) as f64)
             } else {

@@ -107,7 +107,10 @@ fn sub(cur: &GupStats, prev: &GupStats) -> GupStats {
     d
 }
 
-fn percpu_array<'a, V: aya::Pod>(ebpf: &'a Ebpf, name: &'static str) -> Result<PerCpuArray<&'a MapData, V>, SnapshotError> {
+fn percpu_array<'a, V: aya::Pod>(
+    ebpf: &'a Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<&'a MapData, V>, SnapshotError> {
     let map = ebpf.map(name).ok_or(SnapshotError::MissingMap(name))?;
     PerCpuArray::try_from(map).map_err(|source| SnapshotError::Map { map: name, source })
 }
@@ -120,7 +123,11 @@ impl Snapshot {
         let gup_map = percpu_array::<GupStats>(ebpf, "GUP_STATS")?;
         let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
         for (id, total) in gup.iter_mut().enumerate() {
-            for cpu in gup_map.get(&(id as u32), 0).map_err(map_err("GUP_STATS"))?.iter() {
+            for cpu in gup_map
+                .get(&(id as u32), 0)
+                .map_err(map_err("GUP_STATS"))?
+                .iter()
+            {
                 add(total, cpu);
             }
         }
@@ -128,7 +135,11 @@ impl Snapshot {
         let rel_map = percpu_array::<ReleaseStats>(ebpf, "RELEASE_STATS")?;
         let mut release = vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT];
         for (i, total) in release.iter_mut().enumerate() {
-            for cpu in rel_map.get(&(i as u32), 0).map_err(map_err("RELEASE_STATS"))?.iter() {
+            for cpu in rel_map
+                .get(&(i as u32), 0)
+                .map_err(map_err("RELEASE_STATS"))?
+                .iter()
+            {
                 total.calls += cpu.calls;
                 total.pages += cpu.pages;
             }
@@ -145,7 +156,8 @@ impl Snapshot {
         }
 
         let procs_map: PerCpuHashMap<_, u32, ProcStats> = PerCpuHashMap::try_from(
-            ebpf.map("PROCS").ok_or(SnapshotError::MissingMap("PROCS"))?,
+            ebpf.map("PROCS")
+                .ok_or(SnapshotError::MissingMap("PROCS"))?,
         )
         .map_err(map_err("PROCS"))?;
         let mut procs = BTreeMap::new();
@@ -159,7 +171,11 @@ impl Snapshot {
                 total.pinned += cpu.pinned;
                 total.released += cpu.released;
                 if total.comm.is_empty() && cpu.comm[0] != 0 {
-                    let len = cpu.comm.iter().position(|&b| b == 0).unwrap_or(cpu.comm.len());
+                    let len = cpu
+                        .comm
+                        .iter()
+                        .position(|&b| b == 0)
+                        .unwrap_or(cpu.comm.len());
                     total.comm = String::from_utf8_lossy(&cpu.comm[..len]).into_owned();
                 }
             }

@@ -18,20 +18,26 @@ impl PinCounters {
     pub fn read() -> std::io::Result<Option<Self>> {
         let stats = procfs::vmstat().map_err(std::io::Error::other)?;
         let get = |name: &str| stats.get(name).map(|v| (*v).max(0) as u64);
-        Ok(match (get("nr_foll_pin_acquired"), get("nr_foll_pin_released")) {
-            (Some(acquired), Some(released)) => Some(Self {
-                nr_foll_pin_acquired: acquired,
-                nr_foll_pin_released: released,
-            }),
-            _ => None,
-        })
+        Ok(
+            match (get("nr_foll_pin_acquired"), get("nr_foll_pin_released")) {
+                (Some(acquired), Some(released)) => Some(Self {
+                    nr_foll_pin_acquired: acquired,
+                    nr_foll_pin_released: released,
+                }),
+                _ => None,
+            },
+        )
     }
 
     /// Change from `earlier` to `self`.
     pub fn since(&self, earlier: &Self) -> Self {
         Self {
-            nr_foll_pin_acquired: self.nr_foll_pin_acquired.saturating_sub(earlier.nr_foll_pin_acquired),
-            nr_foll_pin_released: self.nr_foll_pin_released.saturating_sub(earlier.nr_foll_pin_released),
+            nr_foll_pin_acquired: self
+                .nr_foll_pin_acquired
+                .saturating_sub(earlier.nr_foll_pin_acquired),
+            nr_foll_pin_released: self
+                .nr_foll_pin_released
+                .saturating_sub(earlier.nr_foll_pin_released),
         }
     }
 }
@@ -56,8 +62,20 @@ mod tests {
 
     #[test]
     fn since_subtracts() {
-        let a = PinCounters { nr_foll_pin_acquired: 10, nr_foll_pin_released: 4 };
-        let b = PinCounters { nr_foll_pin_acquired: 75, nr_foll_pin_released: 69 };
-        assert_eq!(b.since(&a), PinCounters { nr_foll_pin_acquired: 65, nr_foll_pin_released: 65 });
+        let a = PinCounters {
+            nr_foll_pin_acquired: 10,
+            nr_foll_pin_released: 4,
+        };
+        let b = PinCounters {
+            nr_foll_pin_acquired: 75,
+            nr_foll_pin_released: 69,
+        };
+        assert_eq!(
+            b.since(&a),
+            PinCounters {
+                nr_foll_pin_acquired: 65,
+                nr_foll_pin_released: 65
+            }
+        );
     }
 }

@@ -53,19 +53,29 @@ fn harness() -> MutexGuard<'static, Harness> {
                 eprintln!(
                     "probe {:<34} {:<8} {}",
                     st.function,
-                    st.attached.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                    st.attached
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     st.notes.join("; ")
                 );
             }
             let version = parse_version(&facts.release).expect("kernel version");
-            Mutex::new(Harness { probes, mode, version, release: facts.release.clone() })
+            Mutex::new(Harness {
+                probes,
+                mode,
+                version,
+                release: facts.release.clone(),
+            })
         })
         .lock()
         .unwrap_or_else(|e| e.into_inner())
 }
 
 fn id_of(name: &str) -> usize {
-    FUNCS.iter().position(|f| f.name == name).unwrap_or_else(|| panic!("{name} not in catalogue"))
+    FUNCS
+        .iter()
+        .position(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} not in catalogue"))
 }
 
 /// Runs one workload between two snapshots.
@@ -82,18 +92,27 @@ fn measure(h: &Harness, args: &[&str]) -> (WorkloadReport, Delta) {
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("ready line");
-    assert!(line.contains("\"ready\""), "workload did not get ready: {line:?}");
+    assert!(
+        line.contains("\"ready\""),
+        "workload did not get ready: {line:?}"
+    );
 
     vmstat::refresh().expect("stat_refresh");
     let before = Snapshot::read(&h.probes.ebpf).expect("snapshot");
-    child.stdin.take().expect("stdin").write_all(b"go\n").expect("start workload");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("start workload");
     line.clear();
     out.read_line(&mut line).expect("report line");
     let status = child.wait().expect("wait workload");
     assert!(status.success(), "workload {args:?} failed: {status}");
     vmstat::refresh().expect("stat_refresh");
     let after = Snapshot::read(&h.probes.ebpf).expect("snapshot");
-    let report: WorkloadReport = serde_json::from_str(&line).unwrap_or_else(|e| panic!("report {line:?}: {e}"));
+    let report: WorkloadReport =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("report {line:?}: {e}"));
     (report, after.since(&before))
 }
 
@@ -113,7 +132,11 @@ fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta, wa
     let got = &delta.gup[id];
     let view = IntervalView::new(delta);
     let is_pin = FUNCS[id].is_pin;
-    let pin_pages = if is_pin && !report.zero_page { want.pages } else { 0 };
+    let pin_pages = if is_pin && !report.zero_page {
+        want.pages
+    } else {
+        0
+    };
     let vm = delta.vmstat.expect("vmstat pin counters");
     let released: u64 = delta.release.iter().map(|r| r.pages).sum();
     eprintln!(
@@ -135,25 +158,73 @@ fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta, wa
         vm.nr_foll_pin_released,
     );
     let dump = || serde_json::to_string_pretty(&view).unwrap_or_default();
-    assert_eq!(got.calls, want.calls, "{workload}: calls of {}\n{}", want.variant, dump());
-    assert_eq!(got.pages_requested, want.pages, "{workload}: pages requested\n{}", dump());
-    assert_eq!(got.pages_returned, want.pages, "{workload}: pages returned\n{}", dump());
-    assert_eq!(got.errors + got.partial + got.zero, 0, "{workload}: errors/partial/zero\n{}", dump());
+    assert_eq!(
+        got.calls,
+        want.calls,
+        "{workload}: calls of {}\n{}",
+        want.variant,
+        dump()
+    );
+    assert_eq!(
+        got.pages_requested,
+        want.pages,
+        "{workload}: pages requested\n{}",
+        dump()
+    );
+    assert_eq!(
+        got.pages_returned,
+        want.pages,
+        "{workload}: pages returned\n{}",
+        dump()
+    );
+    assert_eq!(
+        got.errors + got.partial + got.zero,
+        0,
+        "{workload}: errors/partial/zero\n{}",
+        dump()
+    );
     let others: Vec<String> = (0..GUP_FUNC_COUNT)
         .filter(|&i| i != id && delta.gup[i].calls != 0)
         .map(|i| format!("{}={}", FUNCS[i].name, delta.gup[i].calls))
         .collect();
-    assert!(others.is_empty(), "{workload}: other variants moved: {others:?}\n{}", dump());
+    assert!(
+        others.is_empty(),
+        "{workload}: other variants moved: {others:?}\n{}",
+        dump()
+    );
     if let Some(fallbacks) = want.fallbacks {
-        assert_eq!(got.fallbacks, fallbacks, "{workload}: fallbacks\n{}", dump());
-        assert_eq!(got.fast_pages + got.slow_pages, want.pages, "{workload}: fast+slow pages\n{}", dump());
+        assert_eq!(
+            got.fallbacks,
+            fallbacks,
+            "{workload}: fallbacks\n{}",
+            dump()
+        );
+        assert_eq!(
+            got.fast_pages + got.slow_pages,
+            want.pages,
+            "{workload}: fast+slow pages\n{}",
+            dump()
+        );
         if fallbacks == 0 {
             assert_eq!(got.slow_pages, 0, "{workload}: slow pages without fallback");
         }
     }
-    assert_eq!(vm.nr_foll_pin_acquired, pin_pages, "{workload}: vmstat nr_foll_pin_acquired\n{}", dump());
-    assert_eq!(vm.nr_foll_pin_released, released, "{workload}: vmstat nr_foll_pin_released vs unpin probes\n{}", dump());
-    assert_eq!(delta.health, [0; 3], "{workload}: probe health counters moved");
+    assert_eq!(
+        vm.nr_foll_pin_acquired,
+        pin_pages,
+        "{workload}: vmstat nr_foll_pin_acquired\n{}",
+        dump()
+    );
+    assert_eq!(
+        vm.nr_foll_pin_released,
+        released,
+        "{workload}: vmstat nr_foll_pin_released vs unpin probes\n{}",
+        dump()
+    );
+    assert_eq!(
+        delta.health, [0; 3],
+        "{workload}: probe health counters moved"
+    );
     if let Some(proc) = delta.procs.get(&report.pid) {
         assert_eq!(proc.calls, want.calls, "{workload}: per-process calls");
         assert_eq!(proc.pages, want.pages, "{workload}: per-process pages");
@@ -165,14 +236,22 @@ fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta, wa
 /// O_DIRECT takes pages with FOLL_PIN since 6.3 (iov_iter_extract_pages),
 /// with FOLL_GET through get_user_pages_fast before.
 fn odirect_variant(h: &Harness) -> &'static str {
-    if h.version >= (6, 3) { "pin_user_pages_fast" } else { "get_user_pages_fast" }
+    if h.version >= (6, 3) {
+        "pin_user_pages_fast"
+    } else {
+        "get_user_pages_fast"
+    }
 }
 
 /// io_uring pinned with pin_user_pages under mmap_read_lock until
 /// io_pin_pages moved to io_uring/memmap.c (6.10), pin_user_pages_fast
 /// since. Measured: 6.1 and 6.12.
 fn io_uring_variant(h: &Harness) -> (&'static str, bool) {
-    if h.version >= (6, 10) { ("pin_user_pages_fast", true) } else { ("pin_user_pages", false) }
+    if h.version >= (6, 10) {
+        ("pin_user_pages_fast", true)
+    } else {
+        ("pin_user_pages", false)
+    }
 }
 
 #[test]
@@ -185,7 +264,12 @@ fn mechanism_is_the_one_asked_for() {
     };
     for st in &h.probes.status {
         if st.symbol.is_some() {
-            assert!(st.attached.is_some(), "{} present but not attached: {:?}", st.function, st.notes);
+            assert!(
+                st.attached.is_some(),
+                "{} present but not attached: {:?}",
+                st.function,
+                st.notes
+            );
         }
         if let (Some(want), Some(got)) = (want, st.attached) {
             assert_eq!(got, want, "{}", st.function);
@@ -196,40 +280,140 @@ fn mechanism_is_the_one_asked_for() {
 #[test]
 fn process_vm_readv_unaligned() {
     let h = harness();
-    let (r, d) = measure(&h, &["process-vm-readv", "--calls", "50", "--pages", "64", "--offset", "100"]);
+    let (r, d) = measure(
+        &h,
+        &[
+            "process-vm-readv",
+            "--calls",
+            "50",
+            "--pages",
+            "64",
+            "--offset",
+            "100",
+        ],
+    );
     assert_eq!(r.pages_per_call, 65);
-    check(&h, "process-vm-readv", &r, &d, Expect { variant: "pin_user_pages_remote", calls: 50, pages: 50 * 65, fallbacks: None });
+    check(
+        &h,
+        "process-vm-readv",
+        &r,
+        &d,
+        Expect {
+            variant: "pin_user_pages_remote",
+            calls: 50,
+            pages: 50 * 65,
+            fallbacks: None,
+        },
+    );
 }
 
 #[test]
 fn process_vm_writev() {
     let h = harness();
     let (r, d) = measure(&h, &["process-vm-writev", "--calls", "20", "--pages", "16"]);
-    check(&h, "process-vm-writev", &r, &d, Expect { variant: "pin_user_pages_remote", calls: 20, pages: 320, fallbacks: None });
+    check(
+        &h,
+        "process-vm-writev",
+        &r,
+        &d,
+        Expect {
+            variant: "pin_user_pages_remote",
+            calls: 20,
+            pages: 320,
+            fallbacks: None,
+        },
+    );
 }
 
 #[test]
 fn odirect_read_warm_takes_the_fast_path() {
     let h = harness();
-    let (r, d) = measure(&h, &["odirect-read", "--file", "/dev/ram0", "--calls", "20", "--pages", "16"]);
+    let (r, d) = measure(
+        &h,
+        &[
+            "odirect-read",
+            "--file",
+            "/dev/ram0",
+            "--calls",
+            "20",
+            "--pages",
+            "16",
+        ],
+    );
     let v = odirect_variant(&h);
-    check(&h, "odirect-read warm", &r, &d, Expect { variant: v, calls: 20, pages: 320, fallbacks: Some(0) });
+    check(
+        &h,
+        "odirect-read warm",
+        &r,
+        &d,
+        Expect {
+            variant: v,
+            calls: 20,
+            pages: 320,
+            fallbacks: Some(0),
+        },
+    );
 }
 
 #[test]
 fn odirect_read_cold_falls_back() {
     let h = harness();
-    let (r, d) = measure(&h, &["odirect-read", "--file", "/dev/ram0", "--calls", "20", "--pages", "16", "--cold"]);
+    let (r, d) = measure(
+        &h,
+        &[
+            "odirect-read",
+            "--file",
+            "/dev/ram0",
+            "--calls",
+            "20",
+            "--pages",
+            "16",
+            "--cold",
+        ],
+    );
     let v = odirect_variant(&h);
-    check(&h, "odirect-read cold", &r, &d, Expect { variant: v, calls: 20, pages: 320, fallbacks: Some(20) });
+    check(
+        &h,
+        "odirect-read cold",
+        &r,
+        &d,
+        Expect {
+            variant: v,
+            calls: 20,
+            pages: 320,
+            fallbacks: Some(20),
+        },
+    );
 }
 
 #[test]
 fn odirect_write_warm() {
     let h = harness();
-    let (r, d) = measure(&h, &["odirect-write", "--file", "/dev/ram0", "--calls", "20", "--pages", "8"]);
+    let (r, d) = measure(
+        &h,
+        &[
+            "odirect-write",
+            "--file",
+            "/dev/ram0",
+            "--calls",
+            "20",
+            "--pages",
+            "8",
+        ],
+    );
     let v = odirect_variant(&h);
-    check(&h, "odirect-write warm", &r, &d, Expect { variant: v, calls: 20, pages: 160, fallbacks: Some(0) });
+    check(
+        &h,
+        "odirect-write warm",
+        &r,
+        &d,
+        Expect {
+            variant: v,
+            calls: 20,
+            pages: 160,
+            fallbacks: Some(0),
+        },
+    );
 }
 
 #[test]
@@ -238,16 +422,48 @@ fn io_uring_register_pins_longterm() {
     let (r, d) = measure(&h, &["io-uring-register", "--calls", "20", "--pages", "16"]);
     let (variant, fast) = io_uring_variant(&h);
     let fallbacks = fast.then_some(0);
-    check(&h, "io-uring-register", &r, &d, Expect { variant, calls: 20, pages: 320, fallbacks });
+    check(
+        &h,
+        "io-uring-register",
+        &r,
+        &d,
+        Expect {
+            variant,
+            calls: 20,
+            pages: 320,
+            fallbacks,
+        },
+    );
 }
 
 #[test]
 fn io_uring_register_cold_falls_back() {
     let h = harness();
-    let (r, d) = measure(&h, &["io-uring-register", "--calls", "10", "--pages", "16", "--cold"]);
+    let (r, d) = measure(
+        &h,
+        &[
+            "io-uring-register",
+            "--calls",
+            "10",
+            "--pages",
+            "16",
+            "--cold",
+        ],
+    );
     let (variant, fast) = io_uring_variant(&h);
     let fallbacks = fast.then_some(10);
-    check(&h, "io-uring-register cold", &r, &d, Expect { variant, calls: 10, pages: 160, fallbacks });
+    check(
+        &h,
+        "io-uring-register cold",
+        &r,
+        &d,
+        Expect {
+            variant,
+            calls: 10,
+            pages: 160,
+            fallbacks,
+        },
+    );
 }
 
 #[test]
@@ -256,7 +472,18 @@ fn vmsplice_gets_in_16_page_batches() {
     let (r, d) = measure(&h, &["vmsplice", "--calls", "20", "--pages", "32"]);
     // iter_to_pipe takes at most 16 pages per iov_iter_get_pages2 call.
     let per_call = r.pages_per_call.div_ceil(16);
-    check(&h, "vmsplice", &r, &d, Expect { variant: "get_user_pages_fast", calls: 20 * per_call, pages: 20 * 32, fallbacks: Some(0) });
+    check(
+        &h,
+        "vmsplice",
+        &r,
+        &d,
+        Expect {
+            variant: "get_user_pages_fast",
+            calls: 20 * per_call,
+            pages: 20 * 32,
+            fallbacks: Some(0),
+        },
+    );
 }
 
 #[test]
@@ -264,28 +491,75 @@ fn proc_mem_read_gets_one_page_per_call() {
     let h = harness();
     let (r, d) = measure(&h, &["proc-mem-read", "--calls", "10", "--pages", "8"]);
     // access_remote_vm takes one page per get_user_pages_remote call.
-    check(&h, "proc-mem-read", &r, &d, Expect { variant: "get_user_pages_remote", calls: 80, pages: 80, fallbacks: None });
+    check(
+        &h,
+        "proc-mem-read",
+        &r,
+        &d,
+        Expect {
+            variant: "get_user_pages_remote",
+            calls: 80,
+            pages: 80,
+            fallbacks: None,
+        },
+    );
 }
 
 #[test]
 fn shared_futex_wake() {
     let h = harness();
     let (r, d) = measure(&h, &["futex-wake", "--calls", "50"]);
-    check(&h, "futex-wake", &r, &d, Expect { variant: "get_user_pages_fast", calls: 50, pages: 50, fallbacks: Some(0) });
+    check(
+        &h,
+        "futex-wake",
+        &r,
+        &d,
+        Expect {
+            variant: "get_user_pages_fast",
+            calls: 50,
+            pages: 50,
+            fallbacks: Some(0),
+        },
+    );
 }
 
 #[test]
 fn madv_populate_write() {
     let h = harness();
-    let (r, d) = measure(&h, &["populate", "--calls", "10", "--pages", "16", "--cold"]);
-    check(&h, "populate", &r, &d, Expect { variant: "__get_user_pages", calls: 10, pages: 160, fallbacks: None });
+    let (r, d) = measure(
+        &h,
+        &["populate", "--calls", "10", "--pages", "16", "--cold"],
+    );
+    check(
+        &h,
+        "populate",
+        &r,
+        &d,
+        Expect {
+            variant: "__get_user_pages",
+            calls: 10,
+            pages: 160,
+            fallbacks: None,
+        },
+    );
 }
 
 #[test]
 fn mlock_populates() {
     let h = harness();
     let (r, d) = measure(&h, &["mlock", "--calls", "10", "--pages", "16"]);
-    check(&h, "mlock", &r, &d, Expect { variant: "__get_user_pages", calls: 10, pages: 160, fallbacks: None });
+    check(
+        &h,
+        "mlock",
+        &r,
+        &d,
+        Expect {
+            variant: "__get_user_pages",
+            calls: 10,
+            pages: 160,
+            fallbacks: None,
+        },
+    );
 }
 
 /// The user-facing command: `pinwatch stat --json` sees a workload run
@@ -296,7 +570,16 @@ fn stat_json_sees_a_workload() {
     let bin = std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into());
     let attach = format!("{:?}", h.mode).to_lowercase();
     let stat = Command::new(&bin)
-        .args(["stat", "--json", "--interval", "2s", "--count", "3", "--attach", &attach])
+        .args([
+            "stat",
+            "--json",
+            "--interval",
+            "2s",
+            "--count",
+            "3",
+            "--attach",
+            &attach,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -306,9 +589,19 @@ fn stat_json_sees_a_workload() {
     let mut err = BufReader::new(stat.stderr.take().expect("stderr"));
     let mut line = String::new();
     err.read_line(&mut line).expect("stat start line");
-    assert!(line.contains("attached"), "pinwatch stat did not start: {line:?}");
+    assert!(
+        line.contains("attached"),
+        "pinwatch stat did not start: {line:?}"
+    );
     let status = Command::new(&bin)
-        .args(["workload", "process-vm-writev", "--calls", "25", "--pages", "4"])
+        .args([
+            "workload",
+            "process-vm-writev",
+            "--calls",
+            "25",
+            "--pages",
+            "4",
+        ])
         .status()
         .expect("workload");
     assert!(status.success());
@@ -328,7 +621,10 @@ fn stat_json_sees_a_workload() {
             }
         }
     }
-    eprintln!("OBSERVED kernel={} attach={:?} workload=stat --json lines={lines} pin_user_pages_remote calls={calls}/25 pages={pages}/100", h.release, h.mode);
+    eprintln!(
+        "OBSERVED kernel={} attach={:?} workload=stat --json lines={lines} pin_user_pages_remote calls={calls}/25 pages={pages}/100",
+        h.release, h.mode
+    );
     assert_eq!(lines, 3, "three intervals");
     assert_eq!((calls, pages), (25, 100), "stat totals:\n{text}");
 }

@@ -17,11 +17,18 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Runs `cmd` capturing output; fails unless it exits 0.
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let Output { status, stdout, stderr } = cmd
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd
         .output()
         .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
-        bail!("{cmd:?} failed: {status}: {}", String::from_utf8_lossy(&stderr).trim());
+        bail!(
+            "{cmd:?} failed: {status}: {}",
+            String::from_utf8_lossy(&stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&stdout).into_owned())
 }

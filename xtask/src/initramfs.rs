@@ -42,7 +42,12 @@ poweroff -f
 
 /// Builds `out` (gzip'd newc cpio) holding `binaries` in /bin, `modules`
 /// in /lib/modules and `/cmd` = `command`.
-pub fn build(out: &Path, binaries: &[PathBuf], modules: &[PathBuf], command: &str) -> anyhow::Result<()> {
+pub fn build(
+    out: &Path,
+    binaries: &[PathBuf],
+    modules: &[PathBuf],
+    command: &str,
+) -> anyhow::Result<()> {
     let root = out.with_extension("root");
     let _ = fs::remove_dir_all(&root);
     for dir in ["bin", "lib/modules", "proc", "sys", "dev", "tmp"] {
@@ -62,7 +67,11 @@ pub fn build(out: &Path, binaries: &[PathBuf], modules: &[PathBuf], command: &st
         }
     }
     for module in modules {
-        fs::copy(module, root.join("lib/modules").join(module.file_name().context("module name")?))?;
+        fs::copy(
+            module,
+            root.join("lib/modules")
+                .join(module.file_name().context("module name")?),
+        )?;
     }
     write_exec(&root.join("init"), INIT)?;
     fs::write(root.join("cmd"), format!("{command}\n"))?;
@@ -96,10 +105,15 @@ fn write_exec(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Shared libraries (and the loader) a dynamic binary needs, per `ldd`.
 fn shared_libs(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let out = Command::new("ldd").arg(bin).output().context("running ldd")?;
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        if text.contains("not a dynamic executable") || String::from_utf8_lossy(&out.stderr).contains("not a dynamic") {
+        if text.contains("not a dynamic executable")
+            || String::from_utf8_lossy(&out.stderr).contains("not a dynamic")
+        {
             return Ok(Vec::new());
         }
         bail!("ldd {} failed", bin.display());

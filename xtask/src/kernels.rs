@@ -76,7 +76,11 @@ pub fn ensure(spec: &str) -> anyhow::Result<Kernel> {
         if !path.is_file() {
             bail!("unknown kernel {spec}: use debian-6.1, debian-6.12 or the path of a bzImage");
         }
-        return Ok(Kernel { name: spec.to_string(), vmlinuz: path, modules: Vec::new() });
+        return Ok(Kernel {
+            name: spec.to_string(),
+            vmlinuz: path,
+            modules: Vec::new(),
+        });
     };
     setup::ensure_apt(&["xz-utils"])?;
     let package = match newest_package(regex) {
@@ -116,7 +120,11 @@ fn load(spec: &str, dir: &Path) -> anyhow::Result<Kernel> {
             modules.push(path);
         }
     }
-    Ok(Kernel { name: spec.to_string(), vmlinuz: dir.join("vmlinuz"), modules })
+    Ok(Kernel {
+        name: spec.to_string(),
+        vmlinuz: dir.join("vmlinuz"),
+        modules,
+    })
 }
 
 fn unpack(package: &str, dir: &Path) -> anyhow::Result<()> {
@@ -124,7 +132,11 @@ fn unpack(package: &str, dir: &Path) -> anyhow::Result<()> {
     let tmp = dir.with_extension("partial");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    cmd::run(Command::new("apt-get").args(["download", "-q", package]).current_dir(&tmp))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(&tmp),
+    )?;
     let deb = fs::read_dir(&tmp)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
@@ -133,10 +145,18 @@ fn unpack(package: &str, dir: &Path) -> anyhow::Result<()> {
     cmd::run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
     let boot = fs::read_dir(root.join("boot"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
         .context("no boot/vmlinuz-* in the package")?;
     fs::copy(&boot, tmp.join("vmlinuz"))?;
-    let release = boot.file_name().unwrap_or_default().to_string_lossy().trim_start_matches("vmlinuz-").to_string();
+    let release = boot
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .trim_start_matches("vmlinuz-")
+        .to_string();
     let kernel_dir = root.join("lib/modules").join(&release).join("kernel");
     for m in MODULES {
         let name = Path::new(m).file_name().expect("module file name");
@@ -166,12 +186,15 @@ mod tests {
 
     #[test]
     fn newest_by_version() {
-        let mut names = vec![
+        let mut names = [
             "linux-image-6.12.9+deb12-cloud-amd64".to_string(),
             "linux-image-6.12.117+deb12-cloud-amd64".to_string(),
             "linux-image-6.12.101+deb12-cloud-amd64".to_string(),
         ];
         names.sort_by_key(|n| version_key(n));
-        assert_eq!(names.last().unwrap(), "linux-image-6.12.117+deb12-cloud-amd64");
+        assert_eq!(
+            names.last().unwrap(),
+            "linux-image-6.12.117+deb12-cloud-amd64"
+        );
     }
 }

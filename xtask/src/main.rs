@@ -56,7 +56,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::all(),
-        Command::Vm { kernel, timeout, cmd } => vm::run_cli(&kernel, timeout, &cmd.join(" ")),
+        Command::Vm {
+            kernel,
+            timeout,
+            cmd,
+        } => vm::run_cli(&kernel, timeout, &cmd.join(" ")),
         Command::Test { only } => test::run(only.as_deref()),
     };
     match result {

@@ -68,7 +68,11 @@ pub fn ensure_apt(packages: &[&str]) -> anyhow::Result<()> {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("missing packages: {}; run as root or `sudo apt-get install {}`", missing.join(" "), missing.join(" "));
+        bail!(
+            "missing packages: {}; run as root or `sudo apt-get install {}`",
+            missing.join(" "),
+            missing.join(" ")
+        );
     }
     eprintln!("setup: installing {}", missing.join(" "));
     apt_update_once()?;
@@ -98,14 +102,26 @@ fn ensure_nightly_rust_src() -> anyhow::Result<()> {
     if !components.status.success() {
         eprintln!("setup: installing the nightly toolchain");
         cmd::run(Command::new("rustup").args([
-            "toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src",
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
         ]))
         .context("the eBPF object needs a nightly toolchain with rust-src")?;
         return Ok(());
     }
     if !String::from_utf8_lossy(&components.stdout).contains("rust-src") {
         eprintln!("setup: adding rust-src to nightly");
-        cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        cmd::run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
@@ -118,12 +134,21 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)");
-    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "/usr/lib/llvm-22/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
     cmd::run(
         Command::new("cargo")
             .args([
-                "install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features",
-                "--features", "llvm-22", "--force",
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+                "--force",
             ])
             .env("PATH", path),
     )

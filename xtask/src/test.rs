@@ -30,7 +30,9 @@ impl Tally {
     fn add_libtest(&mut self, text: &str) -> bool {
         let mut seen = false;
         for line in text.lines() {
-            let Some(rest) = line.trim().strip_prefix("test result: ") else { continue };
+            let Some(rest) = line.trim().strip_prefix("test result: ") else {
+                continue;
+            };
             seen = true;
             for part in rest.split(';') {
                 let words: Vec<&str> = part.split_whitespace().collect();
@@ -48,7 +50,15 @@ impl Tally {
 
 fn vm_test_binary() -> anyhow::Result<PathBuf> {
     let out = Command::new("cargo")
-        .args(["test", "-p", "pin-user", "--test", "vm", "--no-run", "--message-format=json-render-diagnostics"])
+        .args([
+            "test",
+            "-p",
+            "pin-user",
+            "--test",
+            "vm",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
         .current_dir(workspace_root())
         .stderr(Stdio::inherit())
         .output()
@@ -58,7 +68,9 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     for line in text.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if msg["reason"] == "compiler-artifact"
             && msg["target"]["name"] == "vm"
             && let Some(exe) = msg["executable"].as_str()
@@ -103,7 +115,13 @@ pub fn run(only: Option<&str>) -> anyhow::Result<ExitCode> {
         let command = format!(
             "PINWATCH_ATTACH={attach} PINWATCH_KERNEL={kernel} /bin/pinwatch-vm-tests --test-threads=1 --nocapture"
         );
-        match vm::run(kernel, &[pinwatch.clone(), suite.clone()], &command, Duration::from_secs(1200), true) {
+        match vm::run(
+            kernel,
+            &[pinwatch.clone(), suite.clone()],
+            &command,
+            Duration::from_secs(1200),
+            true,
+        ) {
             Ok(outcome) => {
                 let text = outcome.lines.join("\n");
                 if !tally.add_libtest(&text) {
@@ -124,11 +142,13 @@ pub fn run(only: Option<&str>) -> anyhow::Result<ExitCode> {
         println!("FAILED {f}");
     }
     println!("{} passed, {} failed", tally.passed, tally.failed);
-    Ok(if tally.failed == 0 && failures.is_empty() && host.status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if tally.failed == 0 && failures.is_empty() && host.status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 #[cfg(test)]

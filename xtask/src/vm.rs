@@ -25,20 +25,36 @@ pub struct VmOutcome {
 /// Builds pinwatch (debug profile) and returns the binary's path.
 pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
     setup::ensure_build_tools()?;
-    cmd::run(Command::new("cargo").args(["build", "-p", "pin-user", "--bin", "pinwatch"]).current_dir(workspace_root()))?;
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "-p", "pin-user", "--bin", "pinwatch"])
+            .current_dir(workspace_root()),
+    )?;
     Ok(workspace_root().join("target/debug/pinwatch"))
 }
 
 /// `cargo xtask vm`: fresh pinwatch, boot, run, return the status.
 pub fn run_cli(kernel: &str, timeout: u64, command: &str) -> anyhow::Result<ExitCode> {
     let pinwatch = build_pinwatch()?;
-    let outcome = run(kernel, &[pinwatch], command, Duration::from_secs(timeout), true)?;
+    let outcome = run(
+        kernel,
+        &[pinwatch],
+        command,
+        Duration::from_secs(timeout),
+        true,
+    )?;
     Ok(ExitCode::from(outcome.status.clamp(0, 255) as u8))
 }
 
 /// Boots `kernel` with `binaries` in /bin, runs `command`, streams the
 /// console when `echo` is set.
-pub fn run(kernel: &str, binaries: &[PathBuf], command: &str, timeout: Duration, echo: bool) -> anyhow::Result<VmOutcome> {
+pub fn run(
+    kernel: &str,
+    binaries: &[PathBuf],
+    command: &str,
+    timeout: Duration,
+    echo: bool,
+) -> anyhow::Result<VmOutcome> {
     setup::ensure_vm_tools()?;
     let kernel = kernels::ensure(kernel)?;
     let work = workspace_root().join("target/vm");
@@ -86,7 +102,11 @@ pub fn run(kernel: &str, binaries: &[PathBuf], command: &str, timeout: Duration,
             let _ = child.kill();
             let _ = child.wait();
             let _ = std::fs::remove_file(&initrd);
-            bail!("VM on {} timed out after {}s", kernel.name, timeout.as_secs());
+            bail!(
+                "VM on {} timed out after {}s",
+                kernel.name,
+                timeout.as_secs()
+            );
         }
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(line) => {
@@ -110,7 +130,14 @@ pub fn run(kernel: &str, binaries: &[PathBuf], command: &str, timeout: Duration,
         None => bail!(
             "VM on {} ended without reporting an exit status (kernel panic or init failure); last lines:\n{}",
             kernel.name,
-            lines.iter().rev().take(15).rev().cloned().collect::<Vec<_>>().join("\n")
+            lines
+                .iter()
+                .rev()
+                .take(15)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
     }
 }

@@ -30,9 +30,7 @@ struct ProbesReport {
 /// pin_user_pages_remote call of one page.
 fn self_check(p: &probes::Probes) -> Option<Result<String, String>> {
     const VARIANT: usize = 8; // pin_user_pages_remote
-    if p.status[VARIANT].attached.is_none() {
-        return None;
-    }
+    p.status[VARIANT].attached?;
     let run = || -> anyhow::Result<(u64, u64)> {
         let before = Snapshot::read(&p.ebpf)?;
         workload::run(&WorkloadOptions {
@@ -48,7 +46,9 @@ fn self_check(p: &probes::Probes) -> Option<Result<String, String>> {
         Ok((d.gup[VARIANT].calls, d.gup[VARIANT].pages_returned))
     };
     Some(match run() {
-        Ok((1, 1)) => Ok("process_vm_readv of 1 page seen as 1 pin_user_pages_remote call, 1 page".into()),
+        Ok((1, 1)) => {
+            Ok("process_vm_readv of 1 page seen as 1 pin_user_pages_remote call, 1 page".into())
+        }
         Ok((calls, pages)) => Err(format!(
             "process_vm_readv of 1 page seen as {calls} calls, {pages} pages (expected 1, 1)"
         )),

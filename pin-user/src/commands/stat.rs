@@ -13,7 +13,12 @@ use crate::{
 };
 
 /// Runs the command until `count` intervals passed or a signal arrives.
-pub fn run(mode: AttachMode, interval: Duration, count: Option<u64>, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(
+    mode: AttachMode,
+    interval: Duration,
+    count: Option<u64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
     let probes = probes::attach(&facts, mode)?;
     let attached: Vec<String> = probes
@@ -21,7 +26,11 @@ pub fn run(mode: AttachMode, interval: Duration, count: Option<u64>, json: bool)
         .iter()
         .filter_map(|st| st.attached.map(|m| format!("{}:{m}", st.function)))
         .collect();
-    let missing = probes.status.iter().filter(|st| st.attached.is_none()).count();
+    let missing = probes
+        .status
+        .iter()
+        .filter(|st| st.attached.is_none())
+        .count();
     log::info!("attached: {}", attached.join(" "));
 
     let runtime = tokio::runtime::Builder::new_current_thread()

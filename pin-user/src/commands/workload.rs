@@ -20,7 +20,11 @@ pub fn run(opts: WorkloadOptions, json: bool) -> anyhow::Result<ExitCode> {
             report.offset,
             report.pages_per_call,
             if report.cold { ", cold" } else { ", warm" },
-            if report.zero_page { ", zero-page backed" } else { "" },
+            if report.zero_page {
+                ", zero-page backed"
+            } else {
+                ""
+            },
             report.elapsed_ns as f64 / 1e6,
         );
     }

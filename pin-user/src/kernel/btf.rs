@@ -273,7 +273,13 @@ pub(crate) mod tests {
         out.extend_from_slice(&MAGIC.to_le_bytes());
         out.push(1);
         out.push(0);
-        for word in [24u32, 0, type_bytes.len() as u32, type_bytes.len() as u32, strings.len() as u32] {
+        for word in [
+            24u32,
+            0,
+            type_bytes.len() as u32,
+            type_bytes.len() as u32,
+            strings.len() as u32,
+        ] {
             out.extend_from_slice(&word.to_le_bytes());
         }
         out.extend_from_slice(&type_bytes);
@@ -306,8 +312,14 @@ pub(crate) mod tests {
         assert_eq!(
             proto.params,
             vec![
-                Param { name: "start".into(), size: Some(8) },
-                Param { name: "nr_pages".into(), size: Some(4) },
+                Param {
+                    name: "start".into(),
+                    size: Some(8)
+                },
+                Param {
+                    name: "nr_pages".into(),
+                    size: Some(4)
+                },
             ]
         );
         assert_eq!(proto.ret_size, Some(4));
@@ -328,7 +340,9 @@ pub(crate) mod tests {
     #[test]
     fn reads_the_running_kernel() {
         let btf = Btf::from_sys_fs().expect("kernel BTF at /sys/kernel/btf/vmlinux");
-        let proto = btf.func_proto("pin_user_pages_fast").expect("pin_user_pages_fast in BTF");
+        let proto = btf
+            .func_proto("pin_user_pages_fast")
+            .expect("pin_user_pages_fast in BTF");
         assert_eq!(proto.params[1].name, "nr_pages");
         assert_eq!(proto.params[1].size, Some(4));
         assert_eq!(proto.ret_size, Some(4));

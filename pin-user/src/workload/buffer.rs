@@ -30,7 +30,10 @@ impl UserBuffer {
         if ptr == libc::MAP_FAILED {
             return Err(WorkloadError::last_os("mmap"));
         }
-        let buf = Self { ptr: ptr.cast(), len };
+        let buf = Self {
+            ptr: ptr.cast(),
+            len,
+        };
         // Keep THP out of it: the counts assume small pages.
         // SAFETY: advising our own mapping.
         unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) };

@@ -9,7 +9,7 @@ pub struct FutexWake {
 
 impl FutexWake {
     pub fn new(opts: &WorkloadOptions) -> Result<Self, WorkloadError> {
-        if opts.offset % 4 != 0 {
+        if !opts.offset.is_multiple_of(4) {
             return Err(WorkloadError::Usage(format!(
                 "a futex word must be 4-byte aligned: --offset {} is not",
                 opts.offset

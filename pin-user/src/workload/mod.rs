@@ -142,7 +142,11 @@ fn expect_len(call: &'static str, got: isize, want: usize) -> Result<(), Workloa
         return Err(WorkloadError::last_os(call));
     }
     if got as usize != want {
-        return Err(WorkloadError::Short { call, got: got as u64, want: want as u64 });
+        return Err(WorkloadError::Short {
+            call,
+            got: got as u64,
+            want: want as u64,
+        });
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ impl Odirect {
                     .into(),
             )
         })?;
-        if opts.offset % DIO_ALIGN != 0 {
+        if !opts.offset.is_multiple_of(DIO_ALIGN) {
             return Err(WorkloadError::Usage(format!(
                 "O_DIRECT needs --offset to be a multiple of {DIO_ALIGN}, got {}",
                 opts.offset
@@ -73,7 +73,12 @@ impl Odirect {
         if !opts.cold {
             buf.warm();
         }
-        Ok(Self { buf, file, path, write })
+        Ok(Self {
+            buf,
+            file,
+            path,
+            write,
+        })
     }
 }
 

@@ -20,7 +20,8 @@ impl Vmsplice {
             return Err(WorkloadError::last_os("pipe"));
         }
         // SAFETY: fresh descriptors we own.
-        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // Room for the whole buffer (+1 page for an unaligned start), so a
         // call never blocks or comes up short.
         let want = ((opts.pages + 1) * PAGE_SIZE) as libc::c_int;
@@ -34,7 +35,12 @@ impl Vmsplice {
         if !opts.cold {
             buf.warm();
         }
-        Ok(Self { buf, read_end, write_end, drain: vec![0; (opts.pages * PAGE_SIZE) as usize] })
+        Ok(Self {
+            buf,
+            read_end,
+            write_end,
+            drain: vec![0; (opts.pages * PAGE_SIZE) as usize],
+        })
     }
 }
 
@@ -44,7 +50,10 @@ impl Prepared for Vmsplice {
             self.buf.drop_pages()?;
         }
         let len = (opts.pages * PAGE_SIZE) as usize;
-        let iov = libc::iovec { iov_base: self.buf.addr(opts.offset).cast(), iov_len: len };
+        let iov = libc::iovec {
+            iov_base: self.buf.addr(opts.offset).cast(),
+            iov_len: len,
+        };
         // SAFETY: the iovec lies in our mapping; the pipe is ours.
         let got = unsafe { libc::vmsplice(self.write_end.as_raw_fd(), &iov, 1, 0) };
         expect_len("vmsplice", got, len)?;

@@ -21,7 +21,11 @@ impl ProcessVm {
         if !opts.cold {
             remote.warm();
         }
-        Ok(Self { local, remote, write })
+        Ok(Self {
+            local,
+            remote,
+            write,
+        })
     }
 }
 
@@ -31,8 +35,14 @@ impl Prepared for ProcessVm {
             self.remote.drop_pages()?;
         }
         let len = (opts.pages * PAGE_SIZE) as usize;
-        let local = libc::iovec { iov_base: self.local.addr(0).cast(), iov_len: len };
-        let remote = libc::iovec { iov_base: self.remote.addr(opts.offset).cast(), iov_len: len };
+        let local = libc::iovec {
+            iov_base: self.local.addr(0).cast(),
+            iov_len: len,
+        };
+        let remote = libc::iovec {
+            iov_base: self.remote.addr(opts.offset).cast(),
+            iov_len: len,
+        };
         let pid = std::process::id() as libc::pid_t;
         // SAFETY: both iovecs lie inside our own live mappings.
         let got = unsafe {
@@ -42,7 +52,11 @@ impl Prepared for ProcessVm {
                 libc::process_vm_readv(pid, &local, 1, &remote, 1, 0)
             }
         };
-        let call = if self.write { "process_vm_writev" } else { "process_vm_readv" };
+        let call = if self.write {
+            "process_vm_writev"
+        } else {
+            "process_vm_readv"
+        };
         expect_len(call, got, len)
     }
 
@@ -65,7 +79,8 @@ impl ProcMem {
         if !opts.cold {
             buf.warm();
         }
-        let mem = File::open("/proc/self/mem").map_err(WorkloadError::sys("open /proc/self/mem"))?;
+        let mem =
+            File::open("/proc/self/mem").map_err(WorkloadError::sys("open /proc/self/mem"))?;
         let mut dst = vec![0u8; (opts.pages * PAGE_SIZE) as usize];
         dst.fill(1);
         Ok(Self { buf, mem, dst })

@@ -5,7 +5,11 @@
 //! The fentry/fexit and kprobe/kretprobe programs in `main.rs` only read
 //! arguments and return values and call into here.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+};
+use aya_log_ebpf::warn;
 use pin_common::{
     FuncConfig, FuncId, GUP_FUNC_COUNT, Health, ProcStats, TaskState, catalog::is_fast, errno_slot,
     latency_bucket,
@@ -43,7 +47,7 @@ fn bump_health(which: Health) {
 }
 
 #[inline(always)]
-fn task_state(create: bool) -> Option<&'static mut TaskState> {
+fn task_state(ctx: &impl EbpfContext, create: bool) -> Option<&'static mut TaskState> {
     let key = bpf_get_current_pid_tgid();
     if let Some(state) = TASKS.get_ptr_mut(key) {
         return Some(unsafe { &mut *state });
@@ -52,7 +56,12 @@ fn task_state(create: bool) -> Option<&'static mut TaskState> {
         return None;
     }
     let fresh = TaskState::default();
-    if TASKS.insert(key, fresh, 0).is_err() {
+    if let Err(err) = TASKS.insert(key, fresh, 0) {
+        // Rare (the LRU map evicts rather than fails): worth a log line.
+        warn!(
+            ctx,
+            "pinwatch: cannot track task {}: TASKS insert failed ({})", key as u32, err
+        );
         bump_health(Health::TaskStateLost);
         return None;
     }
@@ -66,7 +75,7 @@ fn task_state(create: bool) -> Option<&'static mut TaskState> {
 }
 
 #[inline(always)]
-fn proc_stats() -> Option<&'static mut ProcStats> {
+fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if let Some(stats) = PROCS.get_ptr_mut(tgid) {
         return Some(unsafe { &mut *stats });
@@ -75,7 +84,11 @@ fn proc_stats() -> Option<&'static mut ProcStats> {
     if let Ok(comm) = bpf_get_current_comm() {
         fresh.comm = comm;
     }
-    if PROCS.insert(tgid, fresh, 0).is_err() {
+    if let Err(err) = PROCS.insert(tgid, fresh, 0) {
+        warn!(
+            ctx,
+            "pinwatch: cannot track process {}: PROCS insert failed ({})", tgid, err
+        );
         bump_health(Health::ProcStateLost);
         return None;
     }
@@ -84,10 +97,10 @@ fn proc_stats() -> Option<&'static mut ProcStats> {
 
 /// Entry into get/pin function `id`; `raw_nr` is its page-count register.
 #[inline(always)]
-pub fn gup_entry(id: FuncId, raw_nr: u64) {
+pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, raw_nr: u64) {
     let Some(config) = config(id) else { return };
     let nr = widen(raw_nr, config.nr_is_int);
-    let Some(state) = task_state(true) else {
+    let Some(state) = task_state(ctx, true) else {
         return;
     };
     if state.depth >= MAX_DEPTH {
@@ -119,10 +132,10 @@ pub fn gup_entry(id: FuncId, raw_nr: u64) {
 
 /// Return from get/pin function `id` with raw return register `raw_ret`.
 #[inline(always)]
-pub fn gup_exit(id: FuncId, raw_ret: u64) {
+pub fn gup_exit(ctx: &impl EbpfContext, id: FuncId, raw_ret: u64) {
     let Some(config) = config(id) else { return };
     let ret = widen(raw_ret, config.ret_is_int);
-    let Some(state) = task_state(false) else {
+    let Some(state) = task_state(ctx, false) else {
         bump_health(Health::UnmatchedExit);
         return;
     };
@@ -139,12 +152,12 @@ pub fn gup_exit(id: FuncId, raw_ret: u64) {
         state.fast_ret = ret;
     }
     if state.depth == 0 {
-        account_call(state, ret);
+        account_call(ctx, state, ret);
     }
 }
 
 #[inline(always)]
-fn account_call(state: &TaskState, ret: i64) {
+fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     let outer = state.outer;
     if outer as usize >= GUP_FUNC_COUNT {
         return;
@@ -196,7 +209,7 @@ fn account_call(state: &TaskState, ret: i64) {
         *count += 1;
     }
 
-    if let Some(proc) = proc_stats() {
+    if let Some(proc) = proc_stats(ctx) {
         proc.calls += 1;
         if ret > 0 {
             proc.pages += ret as u64;
@@ -209,11 +222,11 @@ fn account_call(state: &TaskState, ret: i64) {
 
 /// Entry into release function `id` releasing `pages` pages.
 #[inline(always)]
-pub fn release_entry(id: FuncId, pages: u64) {
+pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
     if config(id).is_none() {
         return;
     }
-    let Some(state) = task_state(true) else {
+    let Some(state) = task_state(ctx, true) else {
         return;
     };
     if state.release_depth >= MAX_DEPTH {
@@ -229,8 +242,8 @@ pub fn release_entry(id: FuncId, pages: u64) {
 
 /// Return from release function `id`.
 #[inline(always)]
-pub fn release_exit(_id: FuncId) {
-    let Some(state) = task_state(false) else {
+pub fn release_exit(ctx: &impl EbpfContext) {
+    let Some(state) = task_state(ctx, false) else {
         bump_health(Health::UnmatchedExit);
         return;
     };
@@ -248,7 +261,7 @@ pub fn release_exit(_id: FuncId) {
         stats.calls += 1;
         stats.pages += state.release_pages;
     }
-    if let Some(proc) = proc_stats() {
+    if let Some(proc) = proc_stats(ctx) {
         proc.released += state.release_pages;
     }
 }

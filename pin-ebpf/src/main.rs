@@ -33,26 +33,26 @@ mod programs {
             #[fentry]
             fn $fentry(ctx: FEntryContext) -> u32 {
                 const NR: usize = FUNCS[$id].nr_arg as usize;
-                account::gup_entry($id, ctx.arg::<u64>(NR));
+                account::gup_entry(&ctx, $id, ctx.arg::<u64>(NR));
                 0
             }
 
             #[fexit]
             fn $fexit(ctx: FExitContext) -> u32 {
-                account::gup_exit($id, ctx.ret::<u64>().unwrap_or(0));
+                account::gup_exit(&ctx, $id, ctx.ret::<u64>().unwrap_or(0));
                 0
             }
 
             #[kprobe]
             fn $kprobe(ctx: ProbeContext) -> u32 {
                 const NR: usize = FUNCS[$id].nr_arg as usize;
-                account::gup_entry($id, ctx.arg::<u64>(NR).unwrap_or(0));
+                account::gup_entry(&ctx, $id, ctx.arg::<u64>(NR).unwrap_or(0));
                 0
             }
 
             #[kretprobe]
             fn $kretprobe(ctx: RetProbeContext) -> u32 {
-                account::gup_exit($id, ctx.ret::<u64>());
+                account::gup_exit(&ctx, $id, ctx.ret::<u64>());
                 0
             }
         };
@@ -69,13 +69,13 @@ mod programs {
                 } else {
                     ctx.arg::<u64>(NR as usize)
                 };
-                account::release_entry($id, pages);
+                account::release_entry(&ctx, $id, pages);
                 0
             }
 
             #[fexit]
-            fn $fexit(_ctx: FExitContext) -> u32 {
-                account::release_exit($id);
+            fn $fexit(ctx: FExitContext) -> u32 {
+                account::release_exit(&ctx);
                 0
             }
 
@@ -87,13 +87,13 @@ mod programs {
                 } else {
                     ctx.arg::<u64>(NR as usize).unwrap_or(0)
                 };
-                account::release_entry($id, pages);
+                account::release_entry(&ctx, $id, pages);
                 0
             }
 
             #[kretprobe]
-            fn $kretprobe(_ctx: RetProbeContext) -> u32 {
-                account::release_exit($id);
+            fn $kretprobe(ctx: RetProbeContext) -> u32 {
+                account::release_exit(&ctx);
                 0
             }
         };

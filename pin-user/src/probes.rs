@@ -82,12 +82,18 @@ pub enum AttachError {
     },
 }
 
+/// The kernel side's rare diagnostics (aya-log), forwarded to `log`.
+pub type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
+
 /// Loaded programs and maps; dropping it detaches everything.
 pub struct Probes {
     /// The eBPF object, owning programs, links and maps.
     pub ebpf: Ebpf,
     /// Per known function, what happened.
     pub status: Vec<ProbeStatus>,
+    /// Diagnostics from the programs; poll [`KernelLog::flush`] when its
+    /// fd is readable. Must outlive the programs (it owns their log map).
+    pub kernel_log: Option<KernelLog>,
 }
 
 fn role(kind: FuncKind) -> &'static str {
@@ -232,6 +238,13 @@ pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachErr
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .map_err(|e| AttachError::Load(e.to_string()))?;
+    let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => Some(logger),
+        Err(e) => {
+            log::warn!("kernel-side diagnostics unavailable: {e}");
+            None
+        }
+    };
     let aya_btf = match mode {
         AttachMode::Kprobe => None,
         _ => aya::Btf::from_sys_fs().ok(),
@@ -318,7 +331,11 @@ pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachErr
             reason,
         });
     }
-    Ok(Probes { ebpf, status })
+    Ok(Probes {
+        ebpf,
+        status,
+        kernel_log,
+    })
 }
 
 /// Discovery only: what `attach` would find, without loading anything.

@@ -70,6 +70,27 @@ pub struct ReleaseView {
     pub pages: u64,
 }
 
+/// One process over an interval.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ProcessView {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Its comm when it last called.
+    pub comm: String,
+    /// Outermost GUP calls.
+    pub calls: u64,
+    /// Pages returned to it by any variant.
+    pub pages: u64,
+    /// Pages returned by FOLL_PIN variants.
+    pub pinned: u64,
+    /// Pages released by unpin calls running in it (releases done in other
+    /// contexts, e.g. I/O completion, count for that context's process).
+    pub released: u64,
+}
+
+/// How many processes a view lists.
+pub const TOP_PROCESSES: usize = 10;
+
 /// Everything `stat` shows for one interval.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct IntervalView {
@@ -79,6 +100,9 @@ pub struct IntervalView {
     pub variants: Vec<VariantView>,
     /// Release functions with any call in the interval.
     pub release: Vec<ReleaseView>,
+    /// The most active processes (by pages, then calls), at most
+    /// [`TOP_PROCESSES`].
+    pub processes: Vec<ProcessView>,
     /// /proc/vmstat pin counter changes (not flushed: per-CPU batching can
     /// delay up to a few pages per CPU).
     pub vmstat: Option<PinCounters>,
@@ -174,6 +198,23 @@ impl IntervalView {
                     pages: r.pages,
                 })
                 .collect(),
+            processes: {
+                let mut procs: Vec<ProcessView> = delta
+                    .procs
+                    .iter()
+                    .map(|(pid, p)| ProcessView {
+                        pid: *pid,
+                        comm: p.comm.clone(),
+                        calls: p.calls,
+                        pages: p.pages,
+                        pinned: p.pinned,
+                        released: p.released,
+                    })
+                    .collect();
+                procs.sort_by(|a, b| (b.pages, b.calls, a.pid).cmp(&(a.pages, a.calls, b.pid)));
+                procs.truncate(TOP_PROCESSES);
+                procs
+            },
             vmstat: delta.vmstat,
             health: HealthView {
                 task_state_lost: delta.health[0],
@@ -246,6 +287,20 @@ impl IntervalView {
                 r.pages as f64 / secs
             );
         }
+        if !self.processes.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:>8} {:<16} {:>9} {:>10} {:>10} {:>10}",
+                "pid", "comm", "calls", "pages", "pinned", "released"
+            );
+            for p in &self.processes {
+                let _ = writeln!(
+                    out,
+                    "{:>8} {:<16} {:>9} {:>10} {:>10} {:>10}",
+                    p.pid, p.comm, p.calls, p.pages, p.pinned, p.released
+                );
+            }
+        }
         if let Some(vm) = &self.vmstat {
             let _ = writeln!(
                 out,
@@ -303,7 +358,22 @@ mod tests {
             health: [0; 3],
             vmstat: None,
         };
+        let mut delta = delta;
+        for (pid, pages) in (1..=12u32).map(|p| (p, u64::from(p) * 10)) {
+            delta.procs.insert(
+                pid,
+                crate::snapshot::ProcTotals {
+                    comm: format!("p{pid}"),
+                    calls: 1,
+                    pages,
+                    pinned: pages,
+                    released: 0,
+                },
+            );
+        }
         let view = IntervalView::new(&delta);
+        assert_eq!(view.processes.len(), TOP_PROCESSES);
+        assert_eq!(view.processes[0].pid, 12, "busiest first");
         assert_eq!(view.variants.len(), 1);
         let v = &view.variants[0];
         assert_eq!(v.variant, "pin_user_pages_fast");

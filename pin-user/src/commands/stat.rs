@@ -20,7 +20,7 @@ pub fn run(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
-    let probes = probes::attach(&facts, mode)?;
+    let mut probes = probes::attach(&facts, mode)?;
     let attached: Vec<String> = probes
         .status
         .iter()
@@ -40,6 +40,16 @@ pub fn run(
     runtime.block_on(async {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing a SIGTERM handler")?;
+        let mut kernel_log = match probes.kernel_log.take() {
+            // SAFETY: the logger owns its ring buffer map fd, which stays
+            // open and unchanged until the logger (inside the AsyncFd) drops.
+            Some(logger) => Some(
+                unsafe { tokio::io::unix::AsyncFd::register(logger) }
+                    .map_err(std::io::Error::from)
+                    .context("watching the kernel log ring")?,
+            ),
+            None => None,
+        };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -57,6 +67,13 @@ pub fn run(
                 _ = ticker.tick() => false,
                 _ = tokio::signal::ctrl_c() => true,
                 _ = sigterm.recv() => true,
+                ready = readable(&mut kernel_log) => {
+                    if let Ok(mut guard) = ready {
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                    continue;
+                }
             };
             let current = Snapshot::read(&probes.ebpf)?;
             let view = IntervalView::new(&current.since(&previous));
@@ -75,4 +92,16 @@ pub fn run(
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+type LogGuard<'a> = tokio::io::unix::AsyncFdReadyMutGuard<'a, probes::KernelLog>;
+
+/// Waits until the kernel log ring has records; never, when there is none.
+async fn readable(
+    log: &mut Option<tokio::io::unix::AsyncFd<probes::KernelLog>>,
+) -> std::io::Result<LogGuard<'_>> {
+    match log {
+        Some(fd) => fd.readable_mut().await,
+        None => std::future::pending().await,
+    }
 }

@@ -102,13 +102,16 @@ pub fn short_error(err: &aya::programs::ProgramError) -> String {
         }
         other => {
             let mut msg = other.to_string();
+            // 524 is the kernel-internal ENOTSUPP, which libc cannot name:
+            // the kernel refused a BPF trampoline on this function.
+            let msg_fixup = |m: String| m.replace("Unknown error 524", "ENOTSUPP, no BPF trampoline for this function");
             let mut source = std::error::Error::source(other);
             while let Some(s) = source {
                 msg.push_str(": ");
                 msg.push_str(&s.to_string());
                 source = s.source();
             }
-            msg
+            msg_fixup(msg)
         }
     }
 }

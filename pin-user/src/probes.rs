@@ -209,18 +209,26 @@ where
         .map_err(|_| format!("program {name} has an unexpected type"))
 }
 
-/// Finds the kernel symbol for `func`, or says why there is none.
+/// Finds the kernel symbol for `func`, or says why there is none. BTF
+/// answers when the kernel has it (cheap); /proc/kallsyms otherwise.
 fn resolve_symbol(facts: &KernelFacts, func: &FuncInfo) -> Result<String, String> {
-    if let Some(sym) = func.symbols.iter().find(|s| facts.kallsyms.has(s)) {
+    if let Ok(btf) = &facts.btf {
+        return match func.symbols.iter().find(|s| btf.has_func(s)) {
+            Some(sym) => Ok((*sym).to_string()),
+            None => Err("not in this kernel (absent from its BTF)".to_string()),
+        };
+    }
+    let kallsyms = facts.kallsyms();
+    if let Some(sym) = func.symbols.iter().find(|s| kallsyms.has(s)) {
         return Ok((*sym).to_string());
     }
-    if facts.kallsyms.is_empty() {
+    if kallsyms.is_empty() {
         return Err("cannot read /proc/kallsyms".to_string());
     }
     let clones: Vec<&str> = func
         .symbols
         .iter()
-        .flat_map(|s| facts.kallsyms.clones(s))
+        .flat_map(|s| kallsyms.clones(s))
         .collect();
     if clones.is_empty() {
         Err("not in this kernel (absent from /proc/kallsyms)".to_string())
@@ -235,6 +243,7 @@ fn resolve_symbol(facts: &KernelFacts, func: &FuncInfo) -> Result<String, String
 /// Loads the eBPF object and attaches to every known function the kernel
 /// has, with the requested mechanism. Fails only when nothing attached.
 pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachError> {
+    log::info!("loading the eBPF object");
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .map_err(|e| AttachError::Load(e.to_string()))?;
@@ -245,6 +254,7 @@ pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachErr
             None
         }
     };
+    log::info!("parsing BTF for aya");
     let aya_btf = match mode {
         AttachMode::Kprobe => None,
         _ => aya::Btf::from_sys_fs().ok(),
@@ -293,6 +303,7 @@ pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachErr
         let func = &FUNCS[st.id as usize];
         let names = program_names(st.id, func);
         let symbol = st.symbol.clone().unwrap_or_default();
+        log::info!("attaching {symbol}");
         if mode != AttachMode::Kprobe {
             let result = match (&facts.tracing, &aya_btf) {
                 (Err(e), _) => Err(e.clone()),
@@ -319,6 +330,7 @@ pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachErr
         }
     }
 
+    log::info!("attach done");
     if status.iter().all(|st| st.attached.is_none()) {
         let reason = facts.no_mechanism_reason().unwrap_or_else(|| {
             status

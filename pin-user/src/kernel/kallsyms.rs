@@ -12,13 +12,18 @@ pub struct Kallsyms {
 }
 
 impl Kallsyms {
-    /// Reads `/proc/kallsyms`.
-    pub fn read() -> std::io::Result<Self> {
-        Ok(Self::parse(&std::fs::read_to_string("/proc/kallsyms")?))
+    /// Reads `/proc/kallsyms`, keeping the code symbols named in `wanted`
+    /// and their compiler clones (`name.isra.0`, ...). Keeping only those
+    /// matters: a kernel has ~200k symbols and pinwatch needs ~25.
+    pub fn read(wanted: &[&str]) -> std::io::Result<Self> {
+        Ok(Self::parse(
+            &std::fs::read_to_string("/proc/kallsyms")?,
+            wanted,
+        ))
     }
 
-    /// Parses kallsyms text, keeping only text (code) symbols.
-    pub fn parse(text: &str) -> Self {
+    /// Parses kallsyms text like [`Kallsyms::read`].
+    pub fn parse(text: &str, wanted: &[&str]) -> Self {
         let text = text
             .lines()
             .filter_map(|line| {
@@ -26,7 +31,9 @@ impl Kallsyms {
                 let _addr = fields.next()?;
                 let kind = fields.next()?;
                 let name = fields.next()?;
-                matches!(kind, "t" | "T" | "w" | "W").then(|| name.to_string())
+                let base = name.split_once('.').map_or(name, |(base, _)| base);
+                (matches!(kind, "t" | "T" | "w" | "W") && wanted.contains(&base))
+                    .then(|| name.to_string())
             })
             .collect();
         Self { text }
@@ -77,7 +84,14 @@ ffffffffc0000000 t brd_probe\t[brd]
 
     #[test]
     fn keeps_text_symbols_only() {
-        let syms = Kallsyms::parse(SAMPLE);
+        let wanted = [
+            "pin_user_pages_fast",
+            "gup_fast_fallback",
+            "__gup_longterm_locked",
+            "brd_probe",
+            "some_data",
+        ];
+        let syms = Kallsyms::parse(SAMPLE, &wanted);
         assert!(syms.has("pin_user_pages_fast"));
         assert!(syms.has("gup_fast_fallback"));
         assert!(syms.has("brd_probe"));
@@ -88,11 +102,12 @@ ffffffffc0000000 t brd_probe\t[brd]
             vec!["__gup_longterm_locked.constprop.0"]
         );
         assert_eq!(syms.len(), 4);
+        assert!(!Kallsyms::parse(SAMPLE, &["gup_fast_fallback"]).has("pin_user_pages_fast"));
     }
 
     #[test]
     fn tolerates_short_lines() {
-        let syms = Kallsyms::parse("garbage\n\nffff T\n");
+        let syms = Kallsyms::parse("garbage\n\nffff T\n", &["garbage"]);
         assert!(syms.is_empty());
     }
 }

@@ -16,8 +16,9 @@ pub struct KernelFacts {
     pub release: String,
     /// The kernel's BTF, or why it could not be read.
     pub btf: Result<Btf, String>,
-    /// Text symbols from /proc/kallsyms.
-    pub kallsyms: Kallsyms,
+    /// Text symbols from /proc/kallsyms, read on first use: generating it
+    /// is the slowest part of start-up and BTF usually answers instead.
+    kallsyms: std::cell::OnceCell<Kallsyms>,
     /// Ok when kprobes can be created, else why not.
     pub kprobes: Result<(), String>,
     /// Ok when tracing programs (fentry/fexit) may be loaded, else why not.
@@ -30,17 +31,30 @@ impl KernelFacts {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".to_string());
+        log::info!("reading kernel BTF");
         let btf = Btf::from_sys_fs().map_err(|e| {
             format!("{e} (the kernel needs CONFIG_DEBUG_INFO_BTF=y for fentry/fexit)")
         });
-        let kallsyms = Kallsyms::read().unwrap_or_default();
+        log::info!("probing mechanisms");
         Self {
             release,
             btf,
-            kallsyms,
+            kallsyms: std::cell::OnceCell::new(),
             kprobes: kprobes_available(),
             tracing: tracing_allowed(),
         }
+    }
+
+    /// The kernel's code symbols that pinwatch cares about.
+    pub fn kallsyms(&self) -> &Kallsyms {
+        self.kallsyms.get_or_init(|| {
+            log::info!("reading /proc/kallsyms");
+            let wanted: Vec<&str> = pin_common::FUNCS
+                .iter()
+                .flat_map(|f| f.symbols.iter().copied())
+                .collect();
+            Kallsyms::read(&wanted).unwrap_or_default()
+        })
     }
 
     /// Why no probe mechanism at all can work here, if that is the case.
@@ -104,7 +118,12 @@ pub fn short_error(err: &aya::programs::ProgramError) -> String {
             let mut msg = other.to_string();
             // 524 is the kernel-internal ENOTSUPP, which libc cannot name:
             // the kernel refused a BPF trampoline on this function.
-            let msg_fixup = |m: String| m.replace("Unknown error 524", "ENOTSUPP, no BPF trampoline for this function");
+            let msg_fixup = |m: String| {
+                m.replace(
+                    "Unknown error 524",
+                    "ENOTSUPP, no BPF trampoline for this function",
+                )
+            };
             let mut source = std::error::Error::source(other);
             while let Some(s) = source {
                 msg.push_str(": ");

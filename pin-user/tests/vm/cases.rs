@@ -1,0 +1,169 @@
+//! One test per workload: the observed counts must equal the workload's
+//! exact expectation on the running kernel.
+
+use crate::harness::{Expect, case, io_uring_variant, odirect_variant};
+
+#[test]
+fn process_vm_readv_unaligned() {
+    // 64 pages starting 100 bytes into a page span 65 pages.
+    case(
+        &[
+            "process-vm-readv",
+            "--calls",
+            "50",
+            "--pages",
+            "64",
+            "--offset",
+            "100",
+        ],
+        |_, r| {
+            assert_eq!(r.pages_per_call, 65);
+            Expect::new("pin_user_pages_remote", 50, 50 * 65)
+        },
+    );
+}
+
+#[test]
+fn process_vm_writev() {
+    case(
+        &["process-vm-writev", "--calls", "20", "--pages", "16"],
+        |_, _| Expect::new("pin_user_pages_remote", 20, 320),
+    );
+}
+
+#[test]
+fn odirect_read_warm_takes_the_fast_path() {
+    case(
+        &[
+            "odirect-read",
+            "--file",
+            "/dev/ram0",
+            "--calls",
+            "20",
+            "--pages",
+            "16",
+        ],
+        |h, _| Expect::new(odirect_variant(h), 20, 320).fallbacks(0),
+    );
+}
+
+#[test]
+fn odirect_read_cold_falls_back() {
+    let args = [
+        "odirect-read",
+        "--file",
+        "/dev/ram0",
+        "--calls",
+        "20",
+        "--pages",
+        "16",
+        "--cold",
+    ];
+    case(&args, |h, _| {
+        Expect::new(odirect_variant(h), 20, 320).fallbacks(20)
+    });
+}
+
+#[test]
+fn odirect_write_warm() {
+    case(
+        &[
+            "odirect-write",
+            "--file",
+            "/dev/ram0",
+            "--calls",
+            "20",
+            "--pages",
+            "8",
+        ],
+        |h, _| Expect::new(odirect_variant(h), 20, 160).fallbacks(0),
+    );
+}
+
+#[test]
+fn odirect_write_cold_pins_the_zero_page() {
+    let args = [
+        "odirect-write",
+        "--file",
+        "/dev/ram0",
+        "--calls",
+        "20",
+        "--pages",
+        "8",
+        "--cold",
+    ];
+    case(&args, |h, r| {
+        assert!(r.zero_page);
+        Expect::new(odirect_variant(h), 20, 160).fallbacks(20)
+    });
+}
+
+#[test]
+fn io_uring_register_pins_longterm() {
+    case(
+        &["io-uring-register", "--calls", "20", "--pages", "16"],
+        |h, _| {
+            let (variant, fast) = io_uring_variant(h);
+            Expect::new(variant, 20, 320).fallbacks_if(fast, 0)
+        },
+    );
+}
+
+/// Falls back where io_uring uses the fast path (6.10+).
+#[test]
+fn io_uring_register_cold() {
+    case(
+        &[
+            "io-uring-register",
+            "--calls",
+            "10",
+            "--pages",
+            "16",
+            "--cold",
+        ],
+        |h, _| {
+            let (variant, fast) = io_uring_variant(h);
+            Expect::new(variant, 10, 160).fallbacks_if(fast, 10)
+        },
+    );
+}
+
+#[test]
+fn vmsplice_gets_in_16_page_batches() {
+    // iter_to_pipe takes at most 16 pages per iov_iter_get_pages2 call.
+    case(&["vmsplice", "--calls", "20", "--pages", "32"], |_, r| {
+        let per_call = r.pages_per_call.div_ceil(16);
+        Expect::new("get_user_pages_fast", 20 * per_call, 20 * 32).fallbacks(0)
+    });
+}
+
+#[test]
+fn proc_mem_read_gets_one_page_per_call() {
+    // access_remote_vm takes one page per get_user_pages_remote call.
+    case(
+        &["proc-mem-read", "--calls", "10", "--pages", "8"],
+        |_, _| Expect::new("get_user_pages_remote", 80, 80),
+    );
+}
+
+#[test]
+fn shared_futex_wake() {
+    case(&["futex-wake", "--calls", "50"], |_, _| {
+        Expect::new("get_user_pages_fast", 50, 50).fallbacks(0)
+    });
+}
+
+#[test]
+fn madv_populate_write() {
+    case(
+        &["populate", "--calls", "10", "--pages", "16", "--cold"],
+        |_, _| Expect::new("__get_user_pages", 10, 160),
+    );
+}
+
+#[test]
+fn mlock_populates() {
+    case(&["mlock", "--calls", "10", "--pages", "16"], |_, _| {
+        Expect::new("__get_user_pages", 10, 160)
+    });
+}

@@ -1,0 +1,193 @@
+//! Checks that are not one workload against its expectation: the attach
+//! mechanism, error and partial-return accounting, and the `stat` command.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
+
+use pinwatch::{
+    probes::{AttachMode, Mechanism},
+    report::IntervalView,
+    snapshot::Snapshot,
+    vmstat,
+};
+
+use crate::harness::{harness, id_of};
+
+#[test]
+fn mechanism_is_the_one_asked_for() {
+    let h = harness();
+    let want = match h.mode {
+        AttachMode::Fentry => Some(Mechanism::Fentry),
+        AttachMode::Kprobe => Some(Mechanism::Kprobe),
+        AttachMode::Auto => None,
+    };
+    for st in &h.probes.status {
+        if st.symbol.is_some() {
+            assert!(
+                st.attached.is_some(),
+                "{} present but not attached: {:?}",
+                st.function,
+                st.notes
+            );
+        }
+        if let (Some(want), Some(got)) = (want, st.attached) {
+            assert_eq!(got, want, "{}", st.function);
+        }
+    }
+}
+
+/// Errors and partial returns, made by this test process itself: a
+/// process_vm_readv whose remote range is PROT_NONE from its first page
+/// (pin_user_pages_remote returns -EFAULT), then one whose range turns
+/// PROT_NONE after two pages. The second makes two GUP calls: the first
+/// returns 2 of 4 pages (partial), process_vm_rw_single_vec copies them
+/// and asks again for the remaining 2, which fails with -EFAULT.
+#[test]
+fn errors_and_partial_returns() {
+    let h = harness();
+    const PAGE: usize = 4096;
+    let map = || {
+        // SAFETY: a fresh anonymous mapping, used only through syscalls here.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4 * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(p != libc::MAP_FAILED);
+        // SAFETY: writing inside the mapping just made.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, 4 * PAGE) };
+        p.cast::<u8>()
+    };
+    let (local, remote) = (map(), map());
+    // SAFETY: changing protection of our own mapping's second half.
+    assert_eq!(
+        unsafe {
+            libc::mprotect(
+                remote.wrapping_add(2 * PAGE).cast(),
+                2 * PAGE,
+                libc::PROT_NONE,
+            )
+        },
+        0
+    );
+    let readv = |offset: usize, len: usize| -> isize {
+        let l = libc::iovec {
+            iov_base: local.cast(),
+            iov_len: len,
+        };
+        let r = libc::iovec {
+            iov_base: remote.wrapping_add(offset).cast(),
+            iov_len: len,
+        };
+        // SAFETY: both ranges lie in our own mappings.
+        unsafe { libc::process_vm_readv(std::process::id() as i32, &l, 1, &r, 1, 0) }
+    };
+    vmstat::refresh().expect("stat_refresh");
+    let before = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let efault = readv(2 * PAGE, 2 * PAGE);
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    let partial = readv(0, 4 * PAGE);
+    vmstat::refresh().expect("stat_refresh");
+    let d = Snapshot::read(&h.probes.ebpf)
+        .expect("snapshot")
+        .since(&before);
+    assert_eq!((efault, errno), (-1, Some(libc::EFAULT)));
+    assert_eq!(
+        partial,
+        (2 * PAGE) as isize,
+        "process_vm_readv copies what was pinned"
+    );
+    let got = &d.gup[id_of("pin_user_pages_remote")];
+    let view = IntervalView::new(&d);
+    let v = view
+        .variants
+        .iter()
+        .find(|v| v.variant == "pin_user_pages_remote")
+        .expect("variant in view");
+    let acquired = d.vmstat.map(|v| v.nr_foll_pin_acquired).unwrap_or(0);
+    eprintln!(
+        "OBSERVED kernel={} attach={:?} workload=errors-and-partial variant=pin_user_pages_remote calls={}/3 pages={}/2 partial={}/1 errors={}/2 errno={:?} vmstat_acquired={acquired}/2",
+        h.release, h.mode, got.calls, got.pages_returned, got.partial, got.errors, v.errno,
+    );
+    assert_eq!(got.calls, 3);
+    assert_eq!(got.pages_requested, 2 + 4 + 2);
+    assert_eq!(got.pages_returned, 2);
+    assert_eq!(got.partial, 1);
+    assert_eq!(got.errors, 2);
+    assert_eq!(v.errno.get("EFAULT"), Some(&2), "{:?}", v.errno);
+    assert_eq!(acquired, 2);
+}
+
+/// The user-facing command: `pinwatch stat --json` sees a workload run
+/// beside it, and its totals agree with the workload.
+#[test]
+fn stat_json_sees_a_workload() {
+    let h = harness();
+    let bin = std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into());
+    let attach = format!("{:?}", h.mode).to_lowercase();
+    let stat = Command::new(&bin)
+        .args([
+            "stat",
+            "--json",
+            "--interval",
+            "2s",
+            "--count",
+            "3",
+            "--attach",
+            &attach,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pinwatch stat");
+    // Wait until it counts, then run a workload whose total fits in the window.
+    let mut stat = stat;
+    let mut err = BufReader::new(stat.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    err.read_line(&mut line).expect("stat start line");
+    assert!(
+        line.contains("attached"),
+        "pinwatch stat did not start: {line:?}"
+    );
+    let status = Command::new(&bin)
+        .args([
+            "workload",
+            "process-vm-writev",
+            "--calls",
+            "25",
+            "--pages",
+            "4",
+        ])
+        .status()
+        .expect("workload");
+    assert!(status.success());
+    let out = stat.wait_with_output().expect("stat output");
+    assert!(out.status.success(), "pinwatch stat failed: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut calls = 0;
+    let mut pages = 0;
+    let mut lines = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        lines += 1;
+        for variant in v["variants"].as_array().expect("variants") {
+            if variant["variant"] == "pin_user_pages_remote" {
+                calls += variant["calls"].as_u64().unwrap_or(0);
+                pages += variant["pages"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    eprintln!(
+        "OBSERVED kernel={} attach={:?} workload=stat --json lines={lines} pin_user_pages_remote calls={calls}/25 pages={pages}/100",
+        h.release, h.mode
+    );
+    assert_eq!(lines, 3, "three intervals");
+    assert_eq!((calls, pages), (25, 100), "stat totals:\n{text}");
+}

@@ -1,0 +1,292 @@
+//! The shared harness: probes attached once per VM run, a workload run
+//! between two snapshots, and the comparison against an expectation.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Command, Stdio},
+    sync::{Mutex, MutexGuard, OnceLock},
+};
+
+use pin_common::{FUNCS, GUP_FUNC_COUNT};
+use pinwatch::{
+    kernel::{KernelFacts, parse_version},
+    probes::{self, AttachMode, Probes},
+    report::IntervalView,
+    snapshot::{Delta, Snapshot},
+    vmstat,
+    workload::WorkloadReport,
+};
+
+pub struct Harness {
+    /// The attached probes.
+    pub probes: Probes,
+    /// The mechanism asked for (PINWATCH_ATTACH).
+    pub mode: AttachMode,
+    /// Kernel (major, minor).
+    pub version: (u32, u32),
+    /// Kernel release string.
+    pub release: String,
+}
+
+pub fn harness() -> MutexGuard<'static, Harness> {
+    static HARNESS: OnceLock<Mutex<Harness>> = OnceLock::new();
+    HARNESS
+        .get_or_init(|| {
+            let mode = match std::env::var("PINWATCH_ATTACH").as_deref() {
+                Ok("fentry") => AttachMode::Fentry,
+                Ok("kprobe") => AttachMode::Kprobe,
+                _ => AttachMode::Auto,
+            };
+            let facts = KernelFacts::discover();
+            let probes = probes::attach(&facts, mode).expect("probes attach in the VM");
+            for st in &probes.status {
+                eprintln!(
+                    "probe {:<34} {:<8} {}",
+                    st.function,
+                    st.attached
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    st.notes.join("; ")
+                );
+            }
+            let version = parse_version(&facts.release).expect("kernel version");
+            Mutex::new(Harness {
+                probes,
+                mode,
+                version,
+                release: facts.release.clone(),
+            })
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn id_of(name: &str) -> usize {
+    FUNCS
+        .iter()
+        .position(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} not in catalogue"))
+}
+
+/// Runs one workload between two snapshots.
+pub fn measure(h: &Harness, args: &[&str]) -> (WorkloadReport, Delta) {
+    let bin = std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into());
+    let mut child = Command::new(&bin)
+        .arg("workload")
+        .args(args)
+        .args(["--json", "--wait-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn pinwatch workload");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready line");
+    assert!(
+        line.contains("\"ready\""),
+        "workload did not get ready: {line:?}"
+    );
+
+    vmstat::refresh().expect("stat_refresh");
+    let before = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("start workload");
+    line.clear();
+    out.read_line(&mut line).expect("report line");
+    let status = child.wait().expect("wait workload");
+    assert!(status.success(), "workload {args:?} failed: {status}");
+    vmstat::refresh().expect("stat_refresh");
+    let after = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let report: WorkloadReport =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("report {line:?}: {e}"));
+    (report, after.since(&before))
+}
+
+/// What a workload must have produced.
+pub struct Expect {
+    /// The outermost variant the path must reach.
+    pub variant: &'static str,
+    /// Outermost calls.
+    pub calls: u64,
+    /// Pages requested and returned.
+    pub pages: u64,
+    /// Some(n): the fast path must have fallen back exactly n times.
+    pub fallbacks: Option<u64>,
+}
+
+impl Expect {
+    /// `calls` calls of `variant` taking `pages` pages in all.
+    pub fn new(variant: &'static str, calls: u64, pages: u64) -> Self {
+        Self {
+            variant,
+            calls,
+            pages,
+            fallbacks: None,
+        }
+    }
+
+    /// The fast path must fall back exactly `n` times.
+    pub fn fallbacks(self, n: u64) -> Self {
+        Self {
+            fallbacks: Some(n),
+            ..self
+        }
+    }
+
+    /// Like [`Expect::fallbacks`] where the variant has a fast path.
+    pub fn fallbacks_if(self, fast: bool, n: u64) -> Self {
+        if fast { self.fallbacks(n) } else { self }
+    }
+}
+
+/// Runs `args` as a workload and checks it against `expect(h, report)`.
+pub fn case(args: &[&str], expect: impl FnOnce(&Harness, &WorkloadReport) -> Expect) {
+    let h = harness();
+    let (report, delta) = measure(&h, args);
+    let want = expect(&h, &report);
+    check(&h, &args.join(" "), &report, &delta, want);
+}
+
+/// Checks a delta against an expectation and prints the comparison line
+/// the issue notes quote.
+pub fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta, want: Expect) {
+    let id = id_of(want.variant);
+    let got = &delta.gup[id];
+    let view = IntervalView::new(delta);
+    let is_pin = FUNCS[id].is_pin;
+    let pin_pages = if is_pin && !report.zero_page {
+        want.pages
+    } else {
+        0
+    };
+    let vm = delta.vmstat.expect("vmstat pin counters");
+    let released: u64 = delta.release.iter().map(|r| r.pages).sum();
+    eprintln!(
+        "OBSERVED kernel={} attach={:?} workload={workload} variant={} calls={}/{} pages={}/{} \
+         fallbacks={} fast_pages={} slow_pages={} vmstat_acquired={}/{} released={} vmstat_released={}",
+        h.release,
+        h.mode,
+        want.variant,
+        got.calls,
+        want.calls,
+        got.pages_returned,
+        want.pages,
+        got.fallbacks,
+        got.fast_pages,
+        got.slow_pages,
+        vm.nr_foll_pin_acquired,
+        pin_pages,
+        released,
+        vm.nr_foll_pin_released,
+    );
+    let dump = || serde_json::to_string_pretty(&view).unwrap_or_default();
+    assert_eq!(
+        got.calls,
+        want.calls,
+        "{workload}: calls of {}\n{}",
+        want.variant,
+        dump()
+    );
+    assert_eq!(
+        got.pages_requested,
+        want.pages,
+        "{workload}: pages requested\n{}",
+        dump()
+    );
+    assert_eq!(
+        got.pages_returned,
+        want.pages,
+        "{workload}: pages returned\n{}",
+        dump()
+    );
+    assert_eq!(
+        got.errors + got.partial + got.zero,
+        0,
+        "{workload}: errors/partial/zero\n{}",
+        dump()
+    );
+    let others: Vec<String> = (0..GUP_FUNC_COUNT)
+        .filter(|&i| i != id && delta.gup[i].calls != 0)
+        .map(|i| format!("{}={}", FUNCS[i].name, delta.gup[i].calls))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "{workload}: other variants moved: {others:?}\n{}",
+        dump()
+    );
+    if let Some(fallbacks) = want.fallbacks {
+        assert_eq!(
+            got.fallbacks,
+            fallbacks,
+            "{workload}: fallbacks\n{}",
+            dump()
+        );
+        assert_eq!(
+            got.fast_pages + got.slow_pages,
+            want.pages,
+            "{workload}: fast+slow pages\n{}",
+            dump()
+        );
+        if fallbacks == 0 {
+            assert_eq!(got.slow_pages, 0, "{workload}: slow pages without fallback");
+        }
+    }
+    assert_eq!(
+        vm.nr_foll_pin_acquired,
+        pin_pages,
+        "{workload}: vmstat nr_foll_pin_acquired\n{}",
+        dump()
+    );
+    if report.zero_page && is_pin {
+        // The zero page is pinned and unpinned, but vmstat counts neither.
+        assert_eq!(
+            released,
+            want.pages,
+            "{workload}: unpinned pages\n{}",
+            dump()
+        );
+        assert_eq!(vm.nr_foll_pin_released, 0, "{workload}: vmstat released");
+    } else {
+        assert_eq!(
+            vm.nr_foll_pin_released,
+            released,
+            "{workload}: vmstat nr_foll_pin_released vs unpin probes\n{}",
+            dump()
+        );
+    }
+    assert_eq!(
+        delta.health, [0; 3],
+        "{workload}: probe health counters moved"
+    );
+    if let Some(proc) = delta.procs.get(&report.pid) {
+        assert_eq!(proc.calls, want.calls, "{workload}: per-process calls");
+        assert_eq!(proc.pages, want.pages, "{workload}: per-process pages");
+    } else {
+        panic!("{workload}: no per-process entry for pid {}", report.pid);
+    }
+}
+
+/// O_DIRECT takes pages with FOLL_PIN since 6.3 (iov_iter_extract_pages),
+/// with FOLL_GET through get_user_pages_fast before.
+pub fn odirect_variant(h: &Harness) -> &'static str {
+    if h.version >= (6, 3) {
+        "pin_user_pages_fast"
+    } else {
+        "get_user_pages_fast"
+    }
+}
+
+/// io_uring pinned with pin_user_pages under mmap_read_lock until
+/// io_pin_pages moved to io_uring/memmap.c (6.10), pin_user_pages_fast
+/// since. Measured: 6.1 and 6.12.
+pub fn io_uring_variant(h: &Harness) -> (&'static str, bool) {
+    if h.version >= (6, 10) {
+        ("pin_user_pages_fast", true)
+    } else {
+        ("pin_user_pages", false)
+    }
+}

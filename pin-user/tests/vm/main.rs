@@ -1,0 +1,20 @@
+//! The integration suite that runs inside the VM matrix (`cargo xtask
+//! test`): real probes on a stock kernel, real workloads, exact counts.
+//!
+//! Each test starts `pinwatch workload ... --wait-stdin`, waits until the
+//! workload has set up its buffers, snapshots the maps and /proc/vmstat
+//! (flushed with stat_refresh), lets the workload run, waits for it to exit
+//! and snapshots again. The difference must equal what the workload
+//! reports it did, for the variant the kernel is expected to use, and no
+//! other variant may move. FOLL_PIN pages must equal the
+//! `nr_foll_pin_acquired` delta, released pages the `nr_foll_pin_released`
+//! delta.
+//!
+//! Needs root and a kernel with kprobes or fentry; run it through
+//! `cargo xtask test`, which boots such kernels. Environment:
+//! `PINWATCH_ATTACH` (auto|fentry|kprobe), `PINWATCH_BIN` (default
+//! `pinwatch` on PATH).
+
+mod cases;
+mod checks;
+mod harness;

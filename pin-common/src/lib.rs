@@ -119,7 +119,10 @@ pub struct ProcStats {
     pub pinned: u64,
     /// Pages released by the unpin family while running in the process.
     pub released: u64,
-    /// The task's comm when it last called.
+    /// When this (per-CPU) entry last counted a call (ns, monotonic): the
+    /// agent takes `comm` from the most recent CPU's entry.
+    pub last_ns: u64,
+    /// The comm of the task that last made a GUP call.
     pub comm: [u8; 16],
 }
 

@@ -210,6 +210,12 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     }
 
     if let Some(proc) = proc_stats(ctx) {
+        // Refreshed on every call: a process's first GUP calls are often
+        // exec copying its arguments, under the parent's comm.
+        if let Ok(comm) = bpf_get_current_comm() {
+            proc.comm = comm;
+        }
+        proc.last_ns = now;
         proc.calls += 1;
         if ret > 0 {
             proc.pages += ret as u64;

@@ -165,12 +165,14 @@ impl Snapshot {
         // that vanish rather than failing the whole snapshot.
         for (tgid, values) in procs_map.iter().flatten() {
             let mut total = ProcTotals::default();
+            let mut latest = 0;
             for cpu in values.iter() {
                 total.calls += cpu.calls;
                 total.pages += cpu.pages;
                 total.pinned += cpu.pinned;
                 total.released += cpu.released;
-                if total.comm.is_empty() && cpu.comm[0] != 0 {
+                if cpu.comm[0] != 0 && (total.comm.is_empty() || cpu.last_ns > latest) {
+                    latest = cpu.last_ns;
                     let len = cpu
                         .comm
                         .iter()

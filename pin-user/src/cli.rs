@@ -20,7 +20,7 @@ pub const EXIT_CANNOT_TRACE: u8 = 3;
 #[derive(Debug, Parser)]
 #[command(name = "pinwatch", version, about, long_about = None)]
 pub struct Cli {
-    /// What to do (default: stat).
+    /// What to do (default: top).
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -36,6 +36,21 @@ pub struct AttachArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The live dashboard (the default command).
+    Top {
+        /// Attach options.
+        #[command(flatten)]
+        attach: AttachArgs,
+        /// Time between refreshes (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+        /// Show only this process in the processes panel.
+        #[arg(long, conflicts_with = "comm")]
+        pid: Option<u32>,
+        /// Show only processes whose comm contains this.
+        #[arg(long)]
+        comm: Option<String>,
+    },
     /// List every GUP function pinwatch knows and how it attached (or why not).
     Probes {
         /// Attach options.
@@ -89,6 +104,11 @@ pub enum Command {
     },
 }
 
+/// Bad input detected after argument parsing (exit code [`EXIT_USAGE`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Parses an interval such as `1s`, `250ms`, `2m`; must be at least 10ms.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 1s, 500ms, 2m)"))?;
@@ -102,23 +122,25 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Stat {
+    let command = cli.command.unwrap_or(Command::Top {
         attach: AttachArgs {
             attach: AttachMode::Auto,
         },
         interval: Duration::from_secs(1),
-        count: None,
-        json: false,
+        pid: None,
+        comm: None,
     });
     match run(command) {
         Ok(code) => code,
         Err(err) => {
             let code = if err.downcast_ref::<AttachError>().is_some() {
                 EXIT_CANNOT_TRACE
-            } else if matches!(
-                err.downcast_ref::<WorkloadError>(),
-                Some(WorkloadError::Usage(_))
-            ) {
+            } else if err.downcast_ref::<UsageError>().is_some()
+                || matches!(
+                    err.downcast_ref::<WorkloadError>(),
+                    Some(WorkloadError::Usage(_))
+                )
+            {
                 EXIT_USAGE
             } else {
                 1
@@ -140,6 +162,28 @@ fn one_line(err: &anyhow::Error) -> String {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Top {
+            attach,
+            interval,
+            pid,
+            comm,
+        } => {
+            if let Some(pid) = pid
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                return Err(UsageError(format!("no process with pid {pid}")).into());
+            }
+            let filter = match (pid, comm) {
+                (Some(pid), _) => Some(crate::tui::app::Filter::Pid(pid)),
+                (None, Some(comm)) => Some(crate::tui::app::Filter::Comm(comm)),
+                (None, None) => None,
+            };
+            crate::tui::run(crate::tui::TopOptions {
+                attach: attach.attach,
+                interval,
+                filter,
+            })
+        }
         Command::Probes { attach, json } => commands::probes::run(attach.attach, json),
         Command::Stat {
             attach,

@@ -4,7 +4,7 @@
 //! Data flows one way: [`probes`] attaches the kernel programs, which
 //! aggregate into per-CPU maps; [`snapshot`] reads those maps into
 //! snapshots and differences them; [`report`] turns deltas into views;
-//! [`commands`] print them. [`kernel`] discovers what the running kernel
+//! [`commands`] print them and [`tui`] draws the live dashboard. [`kernel`] discovers what the running kernel
 //! offers, [`vmstat`] reads the kernel's own pin counters, and [`workload`]
 //! drives known GUP paths for tests and demos.
 
@@ -14,5 +14,6 @@ pub mod kernel;
 pub mod probes;
 pub mod report;
 pub mod snapshot;
+pub mod tui;
 pub mod vmstat;
 pub mod workload;

@@ -63,7 +63,8 @@ pub struct Snapshot {
     pub vmstat: Option<PinCounters>,
 }
 
-fn add(into: &mut GupStats, from: &GupStats) {
+/// Adds `from` into `into` (summing CPUs or intervals).
+pub fn add(into: &mut GupStats, from: &GupStats) {
     into.calls += from.calls;
     into.pages_requested += from.pages_requested;
     into.pages_returned += from.pages_returned;

@@ -23,6 +23,8 @@ mkdir -p /proc /sys /dev /tmp /run
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
@@ -39,6 +41,11 @@ sh /cmd
 echo "PINWATCH_VM_EXIT=$?"
 poweroff -f
 "#;
+
+/// Host directories copied to the same path in the image, when present:
+/// terminal descriptions and the C.UTF-8 locale, which tmux needs (the
+/// dashboard test).
+const HOST_FILES: &[&str] = &["/lib/terminfo", "/usr/lib/locale/C.utf8"];
 
 /// Builds `out` (gzip'd newc cpio) holding `binaries` in /bin, `modules`
 /// in /lib/modules and `/cmd` = `command`.
@@ -66,6 +73,9 @@ pub fn build(
             }
         }
     }
+    for host in HOST_FILES.iter().map(Path::new).filter(|p| p.exists()) {
+        copy_tree(host, &root.join(host.strip_prefix("/").expect("absolute")))?;
+    }
     for module in modules {
         fs::copy(
             module,
@@ -82,6 +92,20 @@ pub fn build(
     );
     cmd::run(Command::new("sh").args(["-c", &script]))?;
     fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+/// Copies a file or directory tree, following symlinks.
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if from.is_dir() {
+        fs::create_dir_all(to)?;
+        for entry in fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else if from.is_file() {
+        fs::copy(from, to).with_context(|| format!("copy {}", from.display()))?;
+    }
     Ok(())
 }
 

@@ -11,7 +11,14 @@ use crate::{cmd, kernels};
 /// Debian packages the build needs (bpf-linker links against LLVM 22).
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
 /// Debian packages the VM runs need.
-const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "xz-utils"];
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
+    "tmux",
+    "ncurses-base",
+];
 /// The bpf-linker release known to build here against LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -105,6 +105,7 @@ pub fn run(only: Option<&str>) -> anyhow::Result<ExitCode> {
 
     let pinwatch = vm::build_pinwatch()?;
     let suite = vm_test_binary()?;
+    let tmux = vm::tmux()?;
     let mut failures = Vec::new();
     for (kernel, attach) in MATRIX {
         let name = format!("{kernel}/{attach}");
@@ -117,7 +118,7 @@ pub fn run(only: Option<&str>) -> anyhow::Result<ExitCode> {
         );
         match vm::run(
             kernel,
-            &[pinwatch.clone(), suite.clone()],
+            &[pinwatch.clone(), suite.clone(), tmux.clone()],
             &command,
             Duration::from_secs(1200),
             true,

@@ -33,12 +33,21 @@ pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/debug/pinwatch"))
 }
 
+/// The host's tmux, which the VM images carry so the dashboard can run in
+/// a real terminal there.
+pub fn tmux() -> anyhow::Result<PathBuf> {
+    setup::ensure_vm_tools()?;
+    let path = cmd::output(Command::new("sh").args(["-c", "command -v tmux"]))
+        .context("tmux not found: run `cargo xtask setup`")?;
+    Ok(PathBuf::from(path.trim()))
+}
+
 /// `cargo xtask vm`: fresh pinwatch, boot, run, return the status.
 pub fn run_cli(kernel: &str, timeout: u64, command: &str) -> anyhow::Result<ExitCode> {
     let pinwatch = build_pinwatch()?;
     let outcome = run(
         kernel,
-        &[pinwatch],
+        &[pinwatch, tmux()?],
         command,
         Duration::from_secs(timeout),
         true,

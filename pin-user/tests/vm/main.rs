@@ -17,4 +17,5 @@
 
 mod cases;
 mod checks;
+mod dashboard;
 mod harness;

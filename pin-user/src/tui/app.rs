@@ -1,0 +1,326 @@
+//! The dashboard's state: what has been seen (cumulative totals, per-process
+//! rows, trend history) and what the user is doing (focus, selection, sort,
+//! filter, pause, overlays). It only ingests [`Frame`]s, so it works the same
+//! on live probes and on anything else that produces deltas.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats, catalog::is_fast};
+
+use crate::snapshot::Delta;
+
+/// How many trend points are kept (one per interval).
+pub const HISTORY: usize = 600;
+
+/// One step of the snapshot stream the dashboard renders.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Counter changes since the previous frame.
+    pub delta: Delta,
+    /// VmPin (kB) from /proc/PID/status for processes active in `delta`.
+    pub vmpin_kb: BTreeMap<u32, u64>,
+    /// Host uptime in seconds when the frame was taken.
+    pub uptime_s: f64,
+}
+
+/// Static facts shown in the header.
+#[derive(Clone, Debug)]
+pub struct HeaderInfo {
+    /// Kernel release.
+    pub kernel: String,
+    /// How probes attached, e.g. "16 fentry, 3 kprobe, 1 absent".
+    pub probes: String,
+    /// Refresh interval in seconds.
+    pub interval_s: f64,
+}
+
+/// Which panel has the keyboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Panel {
+    /// The per-variant table.
+    Variants,
+    /// The per-process table.
+    Processes,
+}
+
+/// Sort orders of the variants table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VariantSort {
+    /// Busiest (pages/s) first.
+    Pages,
+    /// Most calls/s first.
+    Calls,
+    /// Slowest p99 first.
+    Latency,
+    /// By name.
+    Name,
+}
+
+/// Sort orders of the processes table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessSort {
+    /// Most pages pinned/s first.
+    Rate,
+    /// Most pages still pinned first.
+    Outstanding,
+    /// Most pages in total first.
+    Pages,
+    /// By pid.
+    Pid,
+}
+
+/// A process as the dashboard shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessRow {
+    /// tgid.
+    pub pid: u32,
+    /// Last comm seen.
+    pub comm: String,
+    /// Cumulative outermost GUP calls.
+    pub calls: u64,
+    /// Cumulative pages returned.
+    pub pages: u64,
+    /// Cumulative FOLL_PIN pages.
+    pub pinned: u64,
+    /// Cumulative pages released in its context.
+    pub released: u64,
+    /// FOLL_PIN pages per second in the last interval.
+    pub pins_per_s: f64,
+    /// VmPin in kB, when the process still exists.
+    pub vmpin_kb: Option<u64>,
+}
+
+impl ProcessRow {
+    /// Pins taken minus pins released in this process's context (releases
+    /// done elsewhere, e.g. I/O completion, count for that context).
+    pub fn outstanding(&self) -> i64 {
+        self.pinned as i64 - self.released as i64
+    }
+}
+
+/// One trend point.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrendPoint {
+    /// FOLL_PIN pages per second.
+    pub pinned_per_s: f64,
+    /// Fallbacks per fast-path call, in percent.
+    pub fallback_pct: f64,
+}
+
+/// A process filter (`f`, `--pid`, `--comm`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Only this tgid.
+    Pid(u32),
+    /// comm contains this.
+    Comm(String),
+}
+
+impl Filter {
+    /// Parses what the user typed: a number is a pid, anything else a comm.
+    pub fn parse(text: &str) -> Option<Filter> {
+        let text = text.trim();
+        if text.is_empty() {
+            None
+        } else if let Ok(pid) = text.parse() {
+            Some(Filter::Pid(pid))
+        } else {
+            Some(Filter::Comm(text.to_string()))
+        }
+    }
+
+    fn matches(&self, row: &ProcessRow) -> bool {
+        match self {
+            Filter::Pid(pid) => row.pid == *pid,
+            Filter::Comm(c) => row.comm.contains(c.as_str()),
+        }
+    }
+}
+
+/// Everything the dashboard knows and shows.
+pub struct App {
+    /// Header facts.
+    pub header: HeaderInfo,
+    /// Host uptime at the last frame.
+    pub uptime_s: f64,
+    /// The last interval, if any.
+    pub last: Option<Delta>,
+    /// Per-variant totals since start.
+    pub totals: Vec<GupStats>,
+    /// Per-release-function totals since start.
+    pub release_totals: Vec<ReleaseStats>,
+    /// Processes seen since start.
+    pub procs: BTreeMap<u32, ProcessRow>,
+    /// Trend history, oldest first.
+    pub history: VecDeque<TrendPoint>,
+    /// Focused panel.
+    pub focus: Panel,
+    /// Selected row in the variants table.
+    pub variant_sel: usize,
+    /// Selected row in the processes table.
+    pub process_sel: usize,
+    /// Variants sort order.
+    pub variant_sort: VariantSort,
+    /// Processes sort order.
+    pub process_sort: ProcessSort,
+    /// Frames are not taken while paused.
+    pub paused: bool,
+    /// Process filter.
+    pub filter: Option<Filter>,
+    /// Text being typed after `f`, if in that mode.
+    pub input: Option<String>,
+    /// Help overlay shown.
+    pub show_help: bool,
+    /// Details overlay shown (for the selected row).
+    pub show_details: bool,
+    /// Set when the user asked to quit.
+    pub quit: bool,
+}
+
+impl App {
+    /// A dashboard with nothing seen yet.
+    pub fn new(header: HeaderInfo, filter: Option<Filter>) -> Self {
+        Self {
+            header,
+            uptime_s: 0.0,
+            last: None,
+            totals: vec![GupStats::ZERO; GUP_FUNC_COUNT],
+            release_totals: vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT],
+            procs: BTreeMap::new(),
+            history: VecDeque::new(),
+            focus: Panel::Variants,
+            variant_sel: 0,
+            process_sel: 0,
+            variant_sort: VariantSort::Pages,
+            process_sort: ProcessSort::Rate,
+            paused: false,
+            filter,
+            input: None,
+            show_help: false,
+            show_details: false,
+            quit: false,
+        }
+    }
+
+    /// Folds one frame in.
+    pub fn ingest(&mut self, frame: Frame) {
+        let d = &frame.delta;
+        let secs = d.seconds.max(1e-9);
+        for (total, delta) in self.totals.iter_mut().zip(&d.gup) {
+            crate::snapshot::add(total, delta);
+        }
+        for (total, delta) in self.release_totals.iter_mut().zip(&d.release) {
+            total.calls += delta.calls;
+            total.pages += delta.pages;
+        }
+        for row in self.procs.values_mut() {
+            row.pins_per_s = 0.0;
+        }
+        for (pid, p) in &d.procs {
+            let row = self.procs.entry(*pid).or_insert_with(|| ProcessRow {
+                pid: *pid,
+                ..Default::default()
+            });
+            row.comm = p.comm.clone();
+            row.calls += p.calls;
+            row.pages += p.pages;
+            row.pinned += p.pinned;
+            row.released += p.released;
+            row.pins_per_s = p.pinned as f64 / secs;
+        }
+        for (pid, row) in self.procs.iter_mut() {
+            if let Some(kb) = frame.vmpin_kb.get(pid) {
+                row.vmpin_kb = Some(*kb);
+            }
+        }
+        let pinned: u64 = (0..GUP_FUNC_COUNT)
+            .filter(|&i| FUNCS[i].is_pin)
+            .map(|i| d.gup[i].pages_returned)
+            .sum();
+        let (fallbacks, fast_calls) = (0..GUP_FUNC_COUNT)
+            .filter(|&i| is_fast(i as u32))
+            .fold((0, 0), |(f, c), i| {
+                (f + d.gup[i].fallbacks, c + d.gup[i].calls)
+            });
+        self.history.push_back(TrendPoint {
+            pinned_per_s: pinned as f64 / secs,
+            fallback_pct: if fast_calls > 0 {
+                100.0 * fallbacks as f64 / fast_calls as f64
+            } else {
+                0.0
+            },
+        });
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+        self.uptime_s = frame.uptime_s;
+        self.last = Some(frame.delta);
+        self.clamp_selection();
+    }
+
+    /// Variant ids to show: every variant seen since start, sorted.
+    pub fn variant_rows(&self) -> Vec<usize> {
+        let last = |i: usize| {
+            self.last
+                .as_ref()
+                .map(|d| d.gup[i])
+                .unwrap_or(GupStats::ZERO)
+        };
+        let mut rows: Vec<usize> = (0..GUP_FUNC_COUNT)
+            .filter(|&i| self.totals[i].calls > 0)
+            .collect();
+        match self.variant_sort {
+            VariantSort::Pages => {
+                rows.sort_by_key(|&i| (std::cmp::Reverse(last(i).pages_returned), i))
+            }
+            VariantSort::Calls => rows.sort_by_key(|&i| (std::cmp::Reverse(last(i).calls), i)),
+            VariantSort::Latency => rows.sort_by_key(|&i| {
+                let p99 =
+                    crate::snapshot::latency_quantile_ns(&last(i).latency_log2, 0.99).unwrap_or(0);
+                (std::cmp::Reverse(p99), i)
+            }),
+            VariantSort::Name => rows.sort_by_key(|&i| FUNCS[i].name),
+        }
+        rows
+    }
+
+    /// Processes to show, filtered and sorted.
+    pub fn process_rows(&self) -> Vec<&ProcessRow> {
+        let mut rows: Vec<&ProcessRow> = self
+            .procs
+            .values()
+            .filter(|r| self.filter.as_ref().is_none_or(|f| f.matches(r)))
+            .collect();
+        match self.process_sort {
+            ProcessSort::Rate => rows.sort_by(|a, b| {
+                b.pins_per_s
+                    .total_cmp(&a.pins_per_s)
+                    .then(b.pages.cmp(&a.pages))
+                    .then(a.pid.cmp(&b.pid))
+            }),
+            ProcessSort::Outstanding => {
+                rows.sort_by_key(|r| (std::cmp::Reverse(r.outstanding()), r.pid))
+            }
+            ProcessSort::Pages => rows.sort_by_key(|r| (std::cmp::Reverse(r.pages), r.pid)),
+            ProcessSort::Pid => rows.sort_by_key(|r| r.pid),
+        }
+        rows
+    }
+
+    fn clamp_selection(&mut self) {
+        let variants = self.variant_rows().len();
+        let procs = self.process_rows().len();
+        self.variant_sel = self.variant_sel.min(variants.saturating_sub(1));
+        self.process_sel = self.process_sel.min(procs.saturating_sub(1));
+    }
+
+    /// Pins taken minus released since start, from pinwatch's own counters.
+    pub fn outstanding(&self) -> i64 {
+        let pinned: u64 = (0..GUP_FUNC_COUNT)
+            .filter(|&i| FUNCS[i].is_pin)
+            .map(|i| self.totals[i].pages_returned)
+            .sum();
+        let released: u64 = self.release_totals.iter().map(|r| r.pages).sum();
+        pinned as i64 - released as i64
+    }
+}

@@ -1,0 +1,493 @@
+//! Drawing: one function per panel, all reading [`App`] only. Usable from
+//! 80x24 up; wider terminals get more columns, taller ones more rows.
+
+use pin_common::{FUNCS, GupStats, catalog::is_fast};
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    style::{Modifier, Style, Stylize as _},
+    text::{Line, Span},
+    widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, TableState},
+};
+
+use super::app::{App, Panel, ProcessSort, VariantSort};
+use crate::{report::errno_name, snapshot::latency_quantile_ns};
+
+/// Draws the whole dashboard.
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    let variant_rows = app.variant_rows().len() as u16;
+    let [header, variants, middle, bottom, footer] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Length((variant_rows + 3).clamp(4, (area.height / 3).max(4))),
+        Constraint::Length((area.height / 4).max(5)),
+        Constraint::Min(4),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(f, app, header);
+    draw_variants(f, app, variants);
+    let [trends, hist] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
+    draw_trends(f, app, trends);
+    draw_histogram(f, app, hist);
+    let [procs, side] =
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
+    draw_processes(f, app, procs);
+    draw_errors_and_release(f, app, side);
+    draw_footer(f, app, footer);
+    if app.show_help {
+        draw_help(f, area);
+    } else if app.show_details {
+        draw_details(f, app, area);
+    }
+}
+
+fn rate(n: u64, secs: f64) -> String {
+    format!("{:.1}", n as f64 / secs.max(1e-9))
+}
+
+fn fmt_ns(ns: Option<u64>) -> String {
+    match ns {
+        None => "-".into(),
+        Some(ns) if ns < 10_000 => format!("{ns}ns"),
+        Some(ns) if ns < 10_000_000 => format!("{}us", ns / 1000),
+        Some(ns) => format!("{}ms", ns / 1_000_000),
+    }
+}
+
+fn fmt_uptime(s: f64) -> String {
+    let s = s as u64;
+    format!("{}d{:02}h{:02}m", s / 86400, s / 3600 % 24, s / 60 % 60)
+}
+
+fn block(title: String, focused: bool) -> Block<'static> {
+    let b = Block::default().borders(Borders::ALL).title(title);
+    if focused {
+        b.border_style(Style::default().add_modifier(Modifier::BOLD))
+    } else {
+        b
+    }
+}
+
+fn last_or_zero(app: &App, id: usize) -> GupStats {
+    app.last
+        .as_ref()
+        .map(|d| d.gup[id])
+        .unwrap_or(GupStats::ZERO)
+}
+
+fn draw_header(f: &mut Frame, app: &App, area: Rect) {
+    let secs = app.last.as_ref().map(|d| d.seconds).unwrap_or(0.0);
+    let (calls, pinned) = app.last.as_ref().map_or((0, 0), |d| {
+        let calls = d.gup.iter().map(|g| g.calls).sum::<u64>();
+        let pinned = (0..d.gup.len())
+            .filter(|&i| FUNCS[i].is_pin)
+            .map(|i| d.gup[i].pages_returned)
+            .sum();
+        (calls, pinned)
+    });
+    let vm = app.last.as_ref().and_then(|d| d.vmstat);
+    let mut first = vec![
+        Span::from("pinwatch").bold(),
+        Span::from(format!(
+            "  kernel {}  up {}  every {:.1}s",
+            app.header.kernel,
+            fmt_uptime(app.uptime_s),
+            app.header.interval_s,
+        )),
+    ];
+    if app.paused {
+        first.push(Span::from("  PAUSED").reversed());
+    }
+    let mut probes = format!("probes: {}", app.header.probes);
+    if let Some(filter) = &app.filter {
+        probes.push_str(&match filter {
+            super::app::Filter::Pid(pid) => format!("  processes: pid {pid}"),
+            super::app::Filter::Comm(c) => format!("  processes: comm ~ {c}"),
+        });
+    }
+    let mut third = format!(
+        "calls/s {}  pins/s {}  held {}",
+        rate(calls, secs),
+        rate(pinned, secs),
+        app.outstanding()
+    );
+    if let Some(vm) = vm {
+        third.push_str(&format!(
+            "  vmstat pins/s +{} -{}",
+            rate(vm.nr_foll_pin_acquired, secs),
+            rate(vm.nr_foll_pin_released, secs)
+        ));
+    }
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::from(first),
+            Line::from(probes),
+            Line::from(third),
+        ]),
+        area,
+    );
+}
+
+fn draw_variants(f: &mut Frame, app: &App, area: Rect) {
+    let wide = area.width >= 110;
+    let secs = app.last.as_ref().map(|d| d.seconds).unwrap_or(1.0);
+    // (title, width) per column; the narrow set fits 80 columns.
+    let mut columns = vec![
+        ("variant", 24),
+        ("calls/s", 8),
+        ("pages/s", 8),
+        ("pg/call", 7),
+    ];
+    if wide {
+        columns.push(("part%", 5));
+    }
+    columns.extend([("err/s", 5), ("fb%", 4)]);
+    if wide {
+        columns.extend([("fast pg", 8), ("slow pg", 8)]);
+    }
+    columns.extend([("p50", 6), ("p99", 6)]);
+    if wide {
+        columns.push(("max", 6));
+    }
+    let rows: Vec<Row> = app
+        .variant_rows()
+        .into_iter()
+        .map(|id| {
+            let d = last_or_zero(app, id);
+            let pct = |n: u64| {
+                if d.calls > 0 {
+                    format!("{:.0}", 100.0 * n as f64 / d.calls as f64)
+                } else {
+                    "-".into()
+                }
+            };
+            let mut cells = vec![
+                FUNCS[id].name.to_string(),
+                rate(d.calls, secs),
+                rate(d.pages_returned, secs),
+                if d.calls > 0 {
+                    format!("{:.1}", d.pages_returned as f64 / d.calls as f64)
+                } else {
+                    "-".into()
+                },
+            ];
+            if wide {
+                cells.push(pct(d.partial));
+            }
+            cells.push(rate(d.errors, secs));
+            cells.push(if is_fast(id as u32) {
+                pct(d.fallbacks)
+            } else {
+                "-".into()
+            });
+            if wide {
+                cells.extend([d.fast_pages.to_string(), d.slow_pages.to_string()]);
+            }
+            cells.push(fmt_ns(latency_quantile_ns(&d.latency_log2, 0.5)));
+            cells.push(fmt_ns(latency_quantile_ns(&d.latency_log2, 0.99)));
+            if wide {
+                cells.push(fmt_ns(latency_quantile_ns(&d.latency_log2, 1.0)));
+            }
+            Row::new(cells)
+        })
+        .collect();
+    let widths: Vec<Constraint> = columns
+        .iter()
+        .map(|(_, w)| Constraint::Length(*w))
+        .collect();
+    let header: Vec<&str> = columns.iter().map(|(t, _)| *t).collect();
+    let sort = match app.variant_sort {
+        VariantSort::Pages => "pages/s",
+        VariantSort::Calls => "calls/s",
+        VariantSort::Latency => "p99",
+        VariantSort::Name => "name",
+    };
+    let empty = rows.is_empty();
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).bold())
+        .column_spacing(1)
+        .row_highlight_style(Style::default().reversed())
+        .block(block(
+            format!(" GUP variants (sort: {sort}) "),
+            app.focus == Panel::Variants,
+        ));
+    let mut state = TableState::default().with_selected((!empty).then_some(app.variant_sel));
+    f.render_stateful_widget(table, area, &mut state);
+}
+
+fn draw_trends(f: &mut Frame, app: &App, area: Rect) {
+    let b = block(" trends ".into(), false);
+    let inner = b.inner(area);
+    f.render_widget(b, area);
+    let [l1, s1, l2, s2] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+        Constraint::Fill(1),
+    ])
+    .areas(inner);
+    let n = inner.width as usize;
+    let start = app.history.len().saturating_sub(n);
+    let pinned: Vec<u64> = app
+        .history
+        .iter()
+        .skip(start)
+        .map(|p| p.pinned_per_s.round() as u64)
+        .collect();
+    let fallback: Vec<u64> = app
+        .history
+        .iter()
+        .skip(start)
+        .map(|p| p.fallback_pct.round() as u64)
+        .collect();
+    let last = app.history.back().copied();
+    f.render_widget(
+        Paragraph::new(format!(
+            "pinned pages/s: {:.1} (max {})",
+            last.map_or(0.0, |p| p.pinned_per_s),
+            pinned.iter().max().copied().unwrap_or(0)
+        )),
+        l1,
+    );
+    f.render_widget(Sparkline::default().data(&pinned), s1);
+    f.render_widget(
+        Paragraph::new(format!(
+            "fast-path fallback: {:.1}%",
+            last.map_or(0.0, |p| p.fallback_pct)
+        )),
+        l2,
+    );
+    f.render_widget(Sparkline::default().data(&fallback).max(100), s2);
+}
+
+fn draw_histogram(f: &mut Frame, app: &App, area: Rect) {
+    let Some(&id) = app.variant_rows().get(app.variant_sel) else {
+        f.render_widget(
+            Paragraph::new("no GUP calls yet").block(block(" latency ".into(), false)),
+            area,
+        );
+        return;
+    };
+    let last = last_or_zero(app, id);
+    let (hist, when) = if last.calls > 0 {
+        (last.latency_log2, "last interval")
+    } else {
+        (app.totals[id].latency_log2, "since start")
+    };
+    let total: u64 = hist.iter().sum();
+    let first = hist.iter().position(|&c| c > 0).unwrap_or(0);
+    let end = hist.iter().rposition(|&c| c > 0).map_or(0, |i| i + 1);
+    let inner_w = area.width.saturating_sub(2) as usize;
+    let bar_w = inner_w.saturating_sub(26);
+    let max = hist.iter().copied().max().unwrap_or(1).max(1);
+    let lines: Vec<Line> = (first..end)
+        .map(|i| {
+            let c = hist[i];
+            let bar = "#".repeat((c as usize * bar_w).div_ceil(max as usize).min(bar_w));
+            Line::from(format!(
+                "<{:>6} {:>7} {:>4.0}% {bar}",
+                fmt_ns(Some(1u64 << (i + 1).min(63))),
+                c,
+                100.0 * c as f64 / total.max(1) as f64
+            ))
+        })
+        .collect();
+    let title = format!(" latency {} ({when}) ", FUNCS[id].name);
+    f.render_widget(Paragraph::new(lines).block(block(title, false)), area);
+}
+
+fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
+    let rows: Vec<Row> = app
+        .process_rows()
+        .into_iter()
+        .map(|p| {
+            Row::new(vec![
+                p.pid.to_string(),
+                p.comm.clone(),
+                format!("{:.1}", p.pins_per_s),
+                p.pages.to_string(),
+                p.outstanding().to_string(),
+                p.vmpin_kb.map_or("-".into(), |kb| kb.to_string()),
+            ])
+        })
+        .collect();
+    let sort = match app.process_sort {
+        ProcessSort::Rate => "pins/s",
+        ProcessSort::Outstanding => "still pinned",
+        ProcessSort::Pages => "pages",
+        ProcessSort::Pid => "pid",
+    };
+    let empty = rows.is_empty();
+    let widths = [
+        Constraint::Length(7),
+        Constraint::Min(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+    ];
+    let table = Table::new(rows, widths)
+        .header(Row::new(vec!["pid", "comm", "pins/s", "pages", "held", "VmPin kB"]).bold())
+        .row_highlight_style(Style::default().reversed())
+        .block(block(
+            format!(" processes (sort: {sort}) "),
+            app.focus == Panel::Processes,
+        ));
+    let mut state = TableState::default().with_selected((!empty).then_some(app.process_sel));
+    f.render_stateful_widget(table, area, &mut state);
+}
+
+fn draw_errors_and_release(f: &mut Frame, app: &App, area: Rect) {
+    let secs = app.last.as_ref().map(|d| d.seconds).unwrap_or(1.0);
+    let mut lines = vec![Line::from("errors (total)").bold()];
+    let mut errs: Vec<(String, u64)> = Vec::new();
+    for stats in &app.totals {
+        for (e, &n) in stats.errno.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let name = errno_name(e);
+            match errs.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, total)) => *total += n,
+                None => errs.push((name, n)),
+            }
+        }
+    }
+    if errs.is_empty() {
+        lines.push(Line::from("  none"));
+    }
+    for (name, n) in errs {
+        lines.push(Line::from(format!("  {name:<10} {n}")));
+    }
+    lines.push(Line::from("unpinned pages/s").bold());
+    let mut any = false;
+    let width = area.width.saturating_sub(2) as usize;
+    if let Some(d) = &app.last {
+        for (i, r) in d.release.iter().enumerate().filter(|(_, r)| r.calls > 0) {
+            any = true;
+            let value = rate(r.pages, secs);
+            let name_w = width.saturating_sub(value.len() + 3);
+            let name: String = FUNCS[pin_common::GUP_FUNC_COUNT + i]
+                .name
+                .chars()
+                .take(name_w)
+                .collect();
+            lines.push(Line::from(format!("  {name:<name_w$} {value}")));
+        }
+    }
+    if !any {
+        lines.push(Line::from("  none"));
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(block(" errors & release ".into(), false)),
+        area,
+    );
+}
+
+fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
+    let text = match &app.input {
+        Some(input) => {
+            format!("filter processes by pid or comm (Enter apply, Esc cancel): {input}_")
+        }
+        None => {
+            "q quit ↑↓/jk select Tab panel Enter details s sort p pause f filter ? help".to_string()
+        }
+    };
+    f.render_widget(Paragraph::new(text).reversed(), area);
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+fn draw_help(f: &mut Frame, area: Rect) {
+    let lines = [
+        "q, Esc      quit",
+        "↑ ↓, j k    select a row",
+        "Tab         switch panel (variants / processes)",
+        "Enter       details of the selected row",
+        "s           cycle the sort of the focused panel",
+        "p           pause / resume (no samples while paused)",
+        "f           filter processes by pid or comm",
+        "?           this help",
+        "",
+        "Rates are per second over the last interval; latency",
+        "columns are upper bounds of log2 buckets.",
+    ];
+    let r = centered(area, 62, lines.len() as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines.map(Line::from).to_vec()).block(block(" help ".into(), true)),
+        r,
+    );
+}
+
+fn draw_details(f: &mut Frame, app: &App, area: Rect) {
+    let lines: Vec<Line> = match app.focus {
+        Panel::Variants => match app.variant_rows().get(app.variant_sel) {
+            Some(&id) => {
+                let t = &app.totals[id];
+                let mut v = vec![
+                    format!("since start: {} calls", t.calls),
+                    format!(
+                        "pages requested {}  returned {}",
+                        t.pages_requested, t.pages_returned
+                    ),
+                    format!(
+                        "partial {}  zero {}  errors {}",
+                        t.partial, t.zero, t.errors
+                    ),
+                    format!(
+                        "fallbacks {}  fast pages {}  slow pages {}",
+                        t.fallbacks, t.fast_pages, t.slow_pages
+                    ),
+                    format!(
+                        "latency p50 {}  p90 {}  p99 {}  max {}  mean {}",
+                        fmt_ns(latency_quantile_ns(&t.latency_log2, 0.5)),
+                        fmt_ns(latency_quantile_ns(&t.latency_log2, 0.9)),
+                        fmt_ns(latency_quantile_ns(&t.latency_log2, 0.99)),
+                        fmt_ns(latency_quantile_ns(&t.latency_log2, 1.0)),
+                        fmt_ns((t.calls > 0).then(|| t.latency_sum_ns / t.calls)),
+                    ),
+                ];
+                for (e, n) in t.errno.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    v.push(format!("  {} {n}", errno_name(e)));
+                }
+                v.into_iter().map(Line::from).collect()
+            }
+            None => vec![Line::from("nothing selected")],
+        },
+        Panel::Processes => match app.process_rows().get(app.process_sel) {
+            Some(p) => [
+                format!("pid {}  comm {}", p.pid, p.comm),
+                format!("calls {}  pages {}", p.calls, p.pages),
+                format!(
+                    "pinned {}  released {}  still pinned {}",
+                    p.pinned,
+                    p.released,
+                    p.outstanding()
+                ),
+                format!(
+                    "VmPin {}",
+                    p.vmpin_kb.map_or("-".into(), |kb| format!("{kb} kB"))
+                ),
+            ]
+            .map(Line::from)
+            .to_vec(),
+            None => vec![Line::from("nothing selected")],
+        },
+    };
+    let title = match (app.focus, app.variant_rows().get(app.variant_sel)) {
+        (Panel::Variants, Some(&id)) => format!(" {} ", FUNCS[id].name),
+        _ => " details ".into(),
+    };
+    let r = centered(area, 70, lines.len() as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(Paragraph::new(lines).block(block(title, true)), r);
+}

@@ -1,0 +1,181 @@
+//! Rendered-frame snapshots (ratatui's TestBackend + insta) of the
+//! dashboard fed synthetic frames, at 80x24 and 160x48.
+
+use std::collections::BTreeMap;
+
+use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats};
+use ratatui::{Terminal, backend::TestBackend};
+
+use super::{
+    app::{App, Filter, Frame, HeaderInfo},
+    keys::handle_key,
+    render::draw,
+};
+use crate::{
+    snapshot::{Delta, ProcTotals},
+    vmstat::PinCounters,
+};
+
+fn id(name: &str) -> usize {
+    FUNCS.iter().position(|f| f.name == name).unwrap()
+}
+
+/// A frame whose numbers scale with `step`, so trends have a shape.
+fn frame(step: u64) -> Frame {
+    let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
+    let fast = &mut gup[id("pin_user_pages_fast")];
+    fast.calls = 100 + step * 10;
+    fast.pages_requested = fast.calls * 16;
+    fast.pages_returned = fast.pages_requested - 16;
+    fast.partial = 1;
+    fast.fallbacks = step * 3;
+    fast.slow_pages = step * 3 * 16;
+    fast.fast_pages = fast.pages_returned - fast.slow_pages;
+    fast.latency_log2[9] = fast.calls - 5;
+    fast.latency_log2[14] = 5;
+    let remote = &mut gup[id("pin_user_pages_remote")];
+    remote.calls = 50;
+    remote.pages_requested = 50 * 65;
+    remote.pages_returned = 50 * 65 - 2;
+    remote.errors = 2;
+    remote.errno[14] = 2;
+    remote.latency_log2[16] = 50;
+    let get = &mut gup[id("get_user_pages_fast")];
+    get.calls = 40;
+    get.pages_requested = 40;
+    get.pages_returned = 40;
+    get.fast_pages = 40;
+    get.latency_log2[8] = 40;
+    let mut release = vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT];
+    release[id("unpin_user_folio") - GUP_FUNC_COUNT] = ReleaseStats {
+        calls: 300,
+        pages: 300,
+    };
+    release[id("unpin_user_pages_dirty_lock") - GUP_FUNC_COUNT] = ReleaseStats {
+        calls: 50,
+        pages: 3000,
+    };
+    let mut procs = BTreeMap::new();
+    procs.insert(
+        4242,
+        ProcTotals {
+            comm: "fio".into(),
+            calls: 100,
+            pages: 1600,
+            pinned: 1600,
+            released: 1200,
+        },
+    );
+    procs.insert(
+        777,
+        ProcTotals {
+            comm: "qemu-system-x86".into(),
+            calls: 50,
+            pages: 3248,
+            pinned: 3248,
+            released: 3248,
+        },
+    );
+    procs.insert(
+        31,
+        ProcTotals {
+            comm: "sh".into(),
+            calls: 40,
+            pages: 40,
+            pinned: 0,
+            released: 0,
+        },
+    );
+    Frame {
+        delta: Delta {
+            seconds: 1.0,
+            gup,
+            release,
+            procs,
+            health: [0; 3],
+            vmstat: Some(PinCounters {
+                nr_foll_pin_acquired: 4848,
+                nr_foll_pin_released: 4448,
+            }),
+        },
+        vmpin_kb: BTreeMap::from([(4242, 1600)]),
+        uptime_s: 93784.0,
+    }
+}
+
+fn app() -> App {
+    let mut app = App::new(
+        HeaderInfo {
+            kernel: "6.12.117+deb12-cloud-amd64".into(),
+            probes: "19 fentry, 0 kprobe, 1 absent".into(),
+            interval_s: 1.0,
+        },
+        None,
+    );
+    for step in 0..12 {
+        app.ingest(frame(step));
+    }
+    app
+}
+
+fn render(app: &App, w: u16, h: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    terminal.draw(|f| draw(f, app)).unwrap();
+    format!("{}", terminal.backend())
+}
+
+#[test]
+fn dashboard_80x24() {
+    insta::assert_snapshot!(render(&app(), 80, 24));
+}
+
+#[test]
+fn dashboard_160x48() {
+    insta::assert_snapshot!(render(&app(), 160, 48));
+}
+
+#[test]
+fn help_overlay_80x24() {
+    let mut app = app();
+    handle_key(
+        &mut app,
+        ratatui::crossterm::event::KeyEvent::from(ratatui::crossterm::event::KeyCode::Char('?')),
+    );
+    insta::assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn details_and_filter_160x48() {
+    let mut app = app();
+    app.filter = Filter::parse("fio");
+    app.show_details = true;
+    insta::assert_snapshot!(render(&app, 160, 48));
+}
+
+#[test]
+fn empty_dashboard_renders() {
+    let app = App::new(
+        HeaderInfo {
+            kernel: "k".into(),
+            probes: "p".into(),
+            interval_s: 1.0,
+        },
+        None,
+    );
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("no GUP calls yet"), "{screen}");
+    // Tiny terminals must not panic either.
+    render(&app, 20, 5);
+}
+
+#[test]
+fn ingest_accumulates_and_tracks_outstanding() {
+    let app = app();
+    let fast = &app.totals[id("pin_user_pages_fast")];
+    assert_eq!(fast.calls, (0..12).map(|s| 100 + s * 10).sum::<u64>());
+    assert_eq!(app.history.len(), 12);
+    let fio = app.procs.get(&4242).unwrap();
+    assert_eq!(fio.outstanding(), 12 * 400);
+    assert_eq!(fio.vmpin_kb, Some(1600));
+    assert_eq!(app.process_rows()[0].pid, 777, "most pins/s first");
+}

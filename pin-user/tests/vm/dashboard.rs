@@ -1,0 +1,118 @@
+//! `pinwatch top` in a real terminal: tmux inside the VM runs the
+//! dashboard, a workload runs beside it, and the captured screen must show
+//! live, non-zero numbers for the variant the workload drives. `q` must end
+//! it.
+
+use std::{
+    process::Command,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use crate::harness::harness;
+
+fn tmux(args: &[&str]) -> (bool, String) {
+    // tmux refuses to start without a UTF-8 locale (the image carries C.utf8).
+    let out = Command::new("tmux")
+        .env("LC_ALL", "C.UTF-8")
+        .args(args)
+        .output()
+        .expect("run tmux");
+    if !out.status.success() {
+        eprintln!(
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn screen() -> String {
+    tmux(&["capture-pane", "-p", "-t", "pw"]).1
+}
+
+fn wait_for(what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let s = screen();
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out waiting for {what}; screen:\n{s}"
+        );
+        sleep(Duration::from_millis(300));
+    }
+}
+
+/// The calls/s cell of `variant`'s row, if the row is on screen.
+fn calls_per_s(screen: &str, variant: &str) -> Option<f64> {
+    let line = screen.lines().find(|l| {
+        l.trim_start_matches('│')
+            .starts_with(&format!("{variant} "))
+    })?;
+    line.trim_start_matches('│')
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn top_shows_live_numbers_in_a_terminal() {
+    let h = harness();
+    let bin = std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into());
+    let attach = format!("{:?}", h.mode).to_lowercase();
+    let cmd = format!("TERM=screen {bin} top --interval 1s --attach {attach}");
+    let (ok, _) = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "pw",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    assert!(ok, "tmux new-session failed");
+    wait_for("the dashboard", Duration::from_secs(60), |s| {
+        s.contains("GUP variants")
+    });
+    // Keep pinning for a few intervals so a refresh lands inside the run.
+    let workload = Command::new(&bin)
+        .args([
+            "workload",
+            "process-vm-readv",
+            "--calls",
+            "4000",
+            "--pages",
+            "16",
+        ])
+        .spawn()
+        .expect("workload");
+    let shown = wait_for(
+        "pin_user_pages_remote with a non-zero rate",
+        Duration::from_secs(60),
+        |s| calls_per_s(s, "pin_user_pages_remote").is_some_and(|c| c > 0.0),
+    );
+    let status = workload.wait_with_output().expect("workload").status;
+    assert!(status.success());
+    eprintln!("SCREEN kernel={} attach={attach}\n{shown}", h.release);
+    assert!(shown.contains("pinwatch"), "header");
+    assert!(shown.contains("processes"), "processes panel");
+    tmux(&["send-keys", "-t", "pw", "q"]);
+    let started = Instant::now();
+    while tmux(&["has-session", "-t", "pw"]).0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "q did not quit:\n{}",
+            screen()
+        );
+        sleep(Duration::from_millis(200));
+    }
+}

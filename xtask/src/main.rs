@@ -32,6 +32,9 @@ enum Command {
         /// Seconds before the VM is killed.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
+        /// Give the VM this terminal's keyboard (e.g. for `pinwatch top`).
+        #[arg(long, short)]
+        interactive: bool,
         /// Command to run inside the VM (a shell command line).
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
@@ -59,8 +62,9 @@ fn main() -> ExitCode {
         Command::Vm {
             kernel,
             timeout,
+            interactive,
             cmd,
-        } => vm::run_cli(&kernel, timeout, &cmd.join(" ")),
+        } => vm::run_cli(&kernel, timeout, &cmd.join(" "), interactive),
         Command::Test { only } => test::run(only.as_deref()),
     };
     match result {

@@ -3,7 +3,7 @@
 //! status.
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{Read as _, Write as _},
     path::PathBuf,
     process::{Command, ExitCode, Stdio},
     sync::mpsc,
@@ -43,15 +43,16 @@ pub fn tmux() -> anyhow::Result<PathBuf> {
 }
 
 /// `cargo xtask vm`: fresh pinwatch, boot, run, return the status.
-pub fn run_cli(kernel: &str, timeout: u64, command: &str) -> anyhow::Result<ExitCode> {
+pub fn run_cli(
+    kernel: &str,
+    timeout: u64,
+    command: &str,
+    interactive: bool,
+) -> anyhow::Result<ExitCode> {
     let pinwatch = build_pinwatch()?;
-    let outcome = run(
-        kernel,
-        &[pinwatch, tmux()?],
-        command,
-        Duration::from_secs(timeout),
-        true,
-    )?;
+    let binaries = [pinwatch, tmux()?];
+    let timeout = Duration::from_secs(timeout);
+    let outcome = run_with_stdin(kernel, &binaries, command, timeout, true, interactive)?;
     Ok(ExitCode::from(outcome.status.clamp(0, 255) as u8))
 }
 
@@ -64,6 +65,38 @@ pub fn run(
     timeout: Duration,
     echo: bool,
 ) -> anyhow::Result<VmOutcome> {
+    run_with_stdin(kernel, binaries, command, timeout, echo, false)
+}
+
+/// The host terminal's (rows, columns), when stdin is a terminal.
+fn host_terminal_size() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the struct we pass.
+    let ok = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Like [`run`]; with `interactive` the VM's console takes this terminal's
+/// keyboard (qemu puts it in raw mode; Ctrl-A X leaves qemu).
+pub fn run_with_stdin(
+    kernel: &str,
+    binaries: &[PathBuf],
+    command: &str,
+    timeout: Duration,
+    echo: bool,
+    interactive: bool,
+) -> anyhow::Result<VmOutcome> {
+    let command = match (interactive, host_terminal_size()) {
+        // The serial console cannot tell the guest its size.
+        (true, Some((rows, cols))) => format!("stty rows {rows} cols {cols}; {command}"),
+        _ => command.to_string(),
+    };
+    let command = command.as_str();
     setup::ensure_vm_tools()?;
     let kernel = kernels::ensure(kernel)?;
     let work = workspace_root().join("target/vm");
@@ -83,22 +116,40 @@ pub fn run(
             "-nographic",
             "-no-reboot",
         ])
-        .stdin(Stdio::null())
+        .stdin(if interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .context("starting qemu-system-x86_64 (run `cargo xtask setup`)")?;
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
+    // Forward bytes as they come (a dashboard draws without newlines) and
+    // hand complete lines on for the exit marker.
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            match line {
-                Ok(l) => {
-                    if tx.send(l).is_err() {
-                        break;
-                    }
+        let mut stdout = stdout;
+        let mut buf = [0u8; 4096];
+        let mut partial = Vec::new();
+        loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if echo {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&buf[..n]);
+                let _ = out.flush();
+            }
+            partial.extend_from_slice(&buf[..n]);
+            while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                if tx.send(line).is_err() {
+                    return;
                 }
-                Err(_) => break,
             }
         }
     });
@@ -120,9 +171,6 @@ pub fn run(
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(line) => {
                 let line = line.trim_end_matches('\r').to_string();
-                if echo {
-                    println!("{line}");
-                }
                 if let Some(code) = line.strip_prefix(initramfs::EXIT_MARKER) {
                     status = code.trim().parse().ok();
                 }

@@ -321,8 +321,8 @@ impl IntervalView {
     }
 }
 
-/// Formats a latency upper bound compactly ("≤" is implied by the header).
-fn fmt_ns(ns: Option<u64>) -> String {
+/// Formats a latency (an upper bound, "≤" implied) compactly: ns, us, ms.
+pub fn fmt_ns(ns: Option<u64>) -> String {
     match ns {
         None => "-".into(),
         Some(ns) if ns < 10_000 => format!("{ns}ns"),

@@ -11,7 +11,10 @@ use ratatui::{
 };
 
 use super::app::{App, Panel, ProcessSort, VariantSort};
-use crate::{report::errno_name, snapshot::latency_quantile_ns};
+use crate::{
+    report::{errno_name, fmt_ns},
+    snapshot::latency_quantile_ns,
+};
 
 /// Draws the whole dashboard.
 pub fn draw(f: &mut Frame, app: &App) {
@@ -45,15 +48,6 @@ pub fn draw(f: &mut Frame, app: &App) {
 
 fn rate(n: u64, secs: f64) -> String {
     format!("{:.1}", n as f64 / secs.max(1e-9))
-}
-
-fn fmt_ns(ns: Option<u64>) -> String {
-    match ns {
-        None => "-".into(),
-        Some(ns) if ns < 10_000 => format!("{ns}ns"),
-        Some(ns) if ns < 10_000_000 => format!("{}us", ns / 1000),
-        Some(ns) => format!("{}ms", ns / 1_000_000),
-    }
 }
 
 fn fmt_uptime(s: f64) -> String {

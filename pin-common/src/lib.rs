@@ -11,6 +11,12 @@ pub mod catalog;
 
 pub use catalog::{FUNC_COUNT, FUNCS, FuncId, FuncKind, GUP_FUNC_COUNT, NO_ARG};
 
+/// Capacity of the per-thread state map (`TASKS`).
+pub const TASKS_CAPACITY: u32 = 16384;
+
+/// Capacity of the per-process map (`PROCS`).
+pub const PROCS_CAPACITY: u32 = 8192;
+
 /// Number of log2 latency buckets. Bucket `i` counts calls whose latency in
 /// nanoseconds has its highest set bit at position `i` (bucket 0 also holds
 /// 0 ns); the last bucket also takes everything slower (2^39 ns ≈ 9 min).

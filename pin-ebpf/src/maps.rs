@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use pin_common::{
-    FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, ProcStats, ReleaseStats,
-    TaskState,
+    FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, PROCS_CAPACITY, ProcStats,
+    ReleaseStats, TASKS_CAPACITY, TaskState,
 };
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
@@ -29,11 +29,12 @@ pub static RELEASE_STATS: PerCpuArray<ReleaseStats> =
 /// Per thread: where it is inside the GUP family. LRU so that a thread that
 /// dies mid-call (or a missed return probe) cannot fill the map.
 #[map]
-pub static TASKS: LruHashMap<u64, TaskState> = LruHashMap::with_max_entries(16384, 0);
+pub static TASKS: LruHashMap<u64, TaskState> = LruHashMap::with_max_entries(TASKS_CAPACITY, 0);
 
 /// Per process (tgid): calls, pages, pins and releases.
 #[map]
-pub static PROCS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with_max_entries(8192, 0);
+pub static PROCS: LruPerCpuHashMap<u32, ProcStats> =
+    LruPerCpuHashMap::with_max_entries(PROCS_CAPACITY, 0);
 
 /// Events the probes could not account, by [`pin_common::Health`] index.
 #[map]

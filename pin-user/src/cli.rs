@@ -60,6 +60,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve Prometheus / OpenMetrics metrics over HTTP at /metrics.
+    Serve {
+        /// Attach options.
+        #[command(flatten)]
+        attach: AttachArgs,
+        /// Address to listen on (loopback unless you name another).
+        #[arg(long, default_value = "127.0.0.1:9435")]
+        listen: std::net::SocketAddr,
+        /// Turn on the kernel's BPF run-time statistics while serving, to
+        /// export the probes' own cost.
+        #[arg(long)]
+        bpf_stats: bool,
+    },
     /// Periodic per-variant summaries, like vmstat.
     Stat {
         /// Attach options.
@@ -184,6 +197,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 filter,
             })
         }
+        Command::Serve {
+            attach,
+            listen,
+            bpf_stats,
+        } => crate::export::serve::run(crate::export::serve::ServeOptions {
+            attach: attach.attach,
+            listen,
+            bpf_stats,
+        }),
         Command::Probes { attach, json } => commands::probes::run(attach.attach, json),
         Command::Stat {
             attach,

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod export;
 pub mod kernel;
 pub mod probes;
 pub mod report;

@@ -19,12 +19,15 @@ const VM_PACKAGES: &[&str] = &[
     "tmux",
     "ncurses-base",
 ];
+/// Debian packages the unit tests need (promtool checks the exposition).
+const TEST_PACKAGES: &[&str] = &["prometheus"];
 /// The bpf-linker release known to build here against LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Everything: build tools, VM tools, every kernel of the matrix.
 pub fn all() -> anyhow::Result<std::process::ExitCode> {
     ensure_build_tools()?;
+    ensure_test_tools()?;
     ensure_vm_tools()?;
     for spec in kernels::MATRIX_KERNELS {
         let k = kernels::ensure(spec)?;
@@ -47,7 +50,12 @@ pub fn ensure_build_tools() -> anyhow::Result<()> {
     result
 }
 
-/// qemu, busybox, cpio, xz.
+/// promtool, for the exposition tests.
+pub fn ensure_test_tools() -> anyhow::Result<()> {
+    ensure_apt(TEST_PACKAGES)
+}
+
+/// qemu, busybox, cpio, xz, tmux.
 pub fn ensure_vm_tools() -> anyhow::Result<()> {
     ensure_apt(VM_PACKAGES)
 }

@@ -87,6 +87,7 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
 /// Runs everything; the last line is "N passed, M failed".
 pub fn run(only: Option<&str>) -> anyhow::Result<ExitCode> {
     setup::ensure_build_tools()?;
+    setup::ensure_test_tools()?;
     let mut tally = Tally::default();
 
     println!("== unit tests (host)");

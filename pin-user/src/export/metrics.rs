@@ -1,0 +1,509 @@
+//! Prometheus metrics from a cumulative [`Snapshot`], encoded with the
+//! `prometheus-client` crate (OpenMetrics), plus the classic Prometheus text
+//! format for scrapers that do not ask for OpenMetrics.
+
+use std::fmt::Write as _;
+
+use pin_common::{FUNCS, GUP_FUNC_COUNT, LATENCY_BUCKETS, catalog::is_fast};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Registry,
+};
+
+use crate::{probes::ProbeStatus, report::errno_name, snapshot::Snapshot};
+
+/// Everything one scrape exports.
+#[derive(Clone, Debug)]
+pub struct MetricsInput {
+    /// Counters since the agent attached.
+    pub snapshot: Snapshot,
+    /// How each known function attached.
+    pub probes: Vec<ProbeStatus>,
+    /// (map name, entries in use, capacity).
+    pub map_fill: Vec<(&'static str, u64, u64)>,
+    /// Per traced function: (run time in ns, runs) summed over its
+    /// programs, when the kernel keeps BPF run-time statistics.
+    pub run_stats: Vec<(&'static str, u64, u64)>,
+}
+
+#[derive(Debug)]
+struct Exporter(MetricsInput);
+
+type Labels<'a> = Vec<(&'static str, String)>;
+
+fn family<'a>(
+    encoder: &mut DescriptorEncoder<'a>,
+    name: &'static str,
+    help: &str,
+    kind: MetricType,
+    rows: Vec<(Labels<'_>, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in rows {
+        let mut m = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(&value, None)?,
+            _ => m.encode_gauge(&(value as i64))?,
+        }
+    }
+    Ok(())
+}
+
+fn variant(id: usize) -> (&'static str, String) {
+    ("variant", FUNCS[id].name.to_string())
+}
+
+impl Collector for Exporter {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
+        let input = &self.0;
+        let gup = &input.snapshot.gup;
+        let seen: Vec<usize> = (0..GUP_FUNC_COUNT)
+            .filter(|&i| input.probes.get(i).is_some_and(|p| p.attached.is_some()))
+            .collect();
+        let per_variant =
+            |f: &dyn Fn(usize) -> u64| seen.iter().map(|&i| (vec![variant(i)], f(i))).collect();
+
+        family(
+            &mut encoder,
+            "pinwatch_gup_calls",
+            "Outermost GUP calls by variant.",
+            Counter,
+            per_variant(&|i| gup[i].calls),
+        )?;
+        let pages = seen
+            .iter()
+            .flat_map(|&i| {
+                [
+                    ("requested", gup[i].pages_requested),
+                    ("returned", gup[i].pages_returned),
+                ]
+                .map(|(outcome, v)| (vec![variant(i), ("outcome", outcome.to_string())], v))
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "pinwatch_gup_pages",
+            "Pages requested from and returned by GUP calls.",
+            Counter,
+            pages,
+        )?;
+        family(
+            &mut encoder,
+            "pinwatch_gup_partial_returns",
+            "Calls that returned fewer pages than requested.",
+            Counter,
+            per_variant(&|i| gup[i].partial),
+        )?;
+        family(
+            &mut encoder,
+            "pinwatch_gup_zero_returns",
+            "Calls that returned 0 pages.",
+            Counter,
+            per_variant(&|i| gup[i].zero),
+        )?;
+        let fast: Vec<usize> = seen
+            .iter()
+            .copied()
+            .filter(|&i| is_fast(i as u32))
+            .collect();
+        family(
+            &mut encoder,
+            "pinwatch_gup_fast_path_fallbacks",
+            "Fast-path calls that fell back to the slow path.",
+            Counter,
+            fast.iter()
+                .map(|&i| (vec![variant(i)], gup[i].fallbacks))
+                .collect(),
+        )?;
+        let paths = fast
+            .iter()
+            .flat_map(|&i| {
+                [("fast", gup[i].fast_pages), ("slow", gup[i].slow_pages)]
+                    .map(|(path, v)| (vec![variant(i), ("path", path.to_string())], v))
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "pinwatch_gup_fast_path_pages",
+            "Pages taken by the fast path and by the slow path after a fallback.",
+            Counter,
+            paths,
+        )?;
+        let errors = seen
+            .iter()
+            .flat_map(|&i| {
+                gup[i]
+                    .errno
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(move |(e, n)| (vec![variant(i), ("errno", errno_name(e))], *n))
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "pinwatch_gup_errors",
+            "GUP calls that returned an error, by errno.",
+            Counter,
+            errors,
+        )?;
+
+        let mut latency = encoder.encode_descriptor(
+            "pinwatch_gup_latency_seconds",
+            "Latency of outermost GUP calls (log2 buckets kept in the kernel).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for &i in &seen {
+            let buckets: Vec<(f64, u64)> = (0..LATENCY_BUCKETS)
+                .map(|b| {
+                    let le = if b + 1 == LATENCY_BUCKETS {
+                        f64::INFINITY
+                    } else {
+                        (1u64 << (b + 1)) as f64 / 1e9
+                    };
+                    (le, gup[i].latency_log2[b])
+                })
+                .collect();
+            let labels = vec![variant(i)];
+            latency
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    gup[i].latency_sum_ns as f64 / 1e9,
+                    gup[i].calls,
+                    &buckets,
+                    None,
+                )?;
+        }
+
+        let releases: Vec<usize> = (GUP_FUNC_COUNT..FUNCS.len())
+            .filter(|&i| input.probes.get(i).is_some_and(|p| p.attached.is_some()))
+            .collect();
+        let rel = &input.snapshot.release;
+        let by_function = |f: &dyn Fn(usize) -> u64| {
+            releases
+                .iter()
+                .map(|&i| {
+                    (
+                        vec![("function", FUNCS[i].name.to_string())],
+                        f(i - GUP_FUNC_COUNT),
+                    )
+                })
+                .collect()
+        };
+        family(
+            &mut encoder,
+            "pinwatch_unpin_calls",
+            "Outermost calls of the release (unpin) family.",
+            Counter,
+            by_function(&|r| rel[r].calls),
+        )?;
+        family(
+            &mut encoder,
+            "pinwatch_unpin_pages",
+            "Pages released by the unpin family.",
+            Counter,
+            by_function(&|r| rel[r].pages),
+        )?;
+
+        let pinned: u64 = (0..GUP_FUNC_COUNT)
+            .filter(|&i| FUNCS[i].is_pin)
+            .map(|i| gup[i].pages_returned)
+            .sum();
+        let released: u64 = rel.iter().map(|r| r.pages).sum();
+        let mut outstanding = encoder.encode_descriptor(
+            "pinwatch_outstanding_pins",
+            "FOLL_PIN pages taken minus pages released since pinwatch attached.",
+            None,
+            Gauge,
+        )?;
+        outstanding.encode_gauge(&(pinned as i64 - released as i64))?;
+        if let Some(vm) = input.snapshot.vmstat {
+            family(
+                &mut encoder,
+                "pinwatch_vmstat_foll_pin_acquired",
+                "The kernel's nr_foll_pin_acquired (/proc/vmstat).",
+                Counter,
+                vec![(vec![], vm.nr_foll_pin_acquired)],
+            )?;
+            family(
+                &mut encoder,
+                "pinwatch_vmstat_foll_pin_released",
+                "The kernel's nr_foll_pin_released (/proc/vmstat).",
+                Counter,
+                vec![(vec![], vm.nr_foll_pin_released)],
+            )?;
+        }
+
+        let mut info = encoder.encode_descriptor(
+            "pinwatch_probe",
+            "How each known GUP function is traced.",
+            None,
+            MetricType::Info,
+        )?;
+        for p in &input.probes {
+            let attach = p.attached.map_or("none".to_string(), |m| m.to_string());
+            let labels = vec![("function", p.function.to_string()), ("attach", attach)];
+            info.encode_info(&labels)?;
+        }
+
+        let health = [
+            ("task_state_lost", input.snapshot.health[0]),
+            ("unmatched_exit", input.snapshot.health[1]),
+            ("proc_state_lost", input.snapshot.health[2]),
+        ];
+        family(
+            &mut encoder,
+            "pinwatch_probe_events_lost",
+            "Probe events pinwatch could not account, by reason.",
+            Counter,
+            health
+                .iter()
+                .map(|(r, n)| (vec![("reason", r.to_string())], *n))
+                .collect(),
+        )?;
+        family(
+            &mut encoder,
+            "pinwatch_map_entries",
+            "Entries in use in pinwatch's BPF hash maps.",
+            Gauge,
+            input
+                .map_fill
+                .iter()
+                .map(|(m, n, _)| (vec![("map", m.to_string())], *n))
+                .collect(),
+        )?;
+        family(
+            &mut encoder,
+            "pinwatch_map_capacity",
+            "Capacity of pinwatch's BPF hash maps.",
+            Gauge,
+            input
+                .map_fill
+                .iter()
+                .map(|(m, _, c)| (vec![("map", m.to_string())], *c))
+                .collect(),
+        )?;
+        if !input.run_stats.is_empty() {
+            let mut run = encoder.encode_descriptor(
+                "pinwatch_bpf_run_seconds",
+                "Time the kernel spent in pinwatch's programs, per traced function (needs BPF stats enabled).",
+                None,
+                Counter,
+            )?;
+            for (f, ns, _) in &input.run_stats {
+                let labels = vec![("function", f.to_string())];
+                run.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&(*ns as f64 / 1e9), None)?;
+            }
+            family(
+                &mut encoder,
+                "pinwatch_bpf_runs",
+                "Runs of pinwatch's programs, per traced function (needs BPF stats enabled).",
+                Counter,
+                input
+                    .run_stats
+                    .iter()
+                    .map(|(f, _, runs)| (vec![("function", f.to_string())], *runs))
+                    .collect(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes `input` as an OpenMetrics text exposition (with `# EOF`).
+pub fn openmetrics(input: MetricsInput) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exporter(input)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+/// Rewrites an OpenMetrics exposition into the classic Prometheus text
+/// format (0.0.4): counter families carry their `_total` suffix in HELP and
+/// TYPE, info families become gauges named `*_info`, and `# EOF` and
+/// `# UNIT` lines go. prometheus-client only writes OpenMetrics, and these
+/// are the only differences in what pinwatch exports.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let mut kinds = std::collections::HashMap::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
+                kinds.insert(name.to_string(), kind.to_string());
+            }
+        }
+    }
+    let rename = |name: &str| match kinds.get(name).map(String::as_str) {
+        Some("counter") => format!("{name}_total"),
+        Some("info") => format!("{name}_info"),
+        _ => name.to_string(),
+    };
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let _ = writeln!(out, "# HELP {} {help}", rename(name));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let kind = if kind == "info" { "gauge" } else { kind };
+            let _ = writeln!(out, "# TYPE {} {kind}", rename(name));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, io::Write as _, process::Stdio, time::Instant};
+
+    use pin_common::{GupStats, ReleaseStats};
+
+    use super::*;
+    use crate::{
+        probes::{Mechanism, ProbeStatus},
+        snapshot::ProcTotals,
+        vmstat::PinCounters,
+    };
+
+    fn id(name: &str) -> usize {
+        FUNCS.iter().position(|f| f.name == name).unwrap()
+    }
+
+    /// A fixed input: two variants with traffic, one error, releases.
+    pub(crate) fn input() -> MetricsInput {
+        let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
+        let fast = &mut gup[id("pin_user_pages_fast")];
+        fast.calls = 10;
+        fast.pages_requested = 160;
+        fast.pages_returned = 150;
+        fast.partial = 1;
+        fast.fallbacks = 2;
+        fast.fast_pages = 120;
+        fast.slow_pages = 30;
+        fast.latency_sum_ns = 12_000;
+        fast.latency_log2[9] = 8;
+        fast.latency_log2[13] = 2;
+        let remote = &mut gup[id("pin_user_pages_remote")];
+        remote.calls = 3;
+        remote.pages_requested = 8;
+        remote.pages_returned = 2;
+        remote.errors = 2;
+        remote.errno[14] = 2;
+        remote.latency_sum_ns = 90_000;
+        remote.latency_log2[15] = 3;
+        let mut release = vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT];
+        release[id("unpin_user_folio") - GUP_FUNC_COUNT] = ReleaseStats {
+            calls: 150,
+            pages: 150,
+        };
+        let probes = FUNCS
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ProbeStatus {
+                id: i as u32,
+                function: f.name,
+                role: "r",
+                symbol: (f.name != "pin_user_pages_fast_only").then(|| f.name.to_string()),
+                attached: match f.name {
+                    "pin_user_pages_fast_only" => None,
+                    "pin_user_pages_remote" => Some(Mechanism::Kprobe),
+                    _ => Some(Mechanism::Fentry),
+                },
+                notes: vec![],
+            })
+            .collect();
+        MetricsInput {
+            snapshot: Snapshot {
+                taken: Instant::now(),
+                gup,
+                release,
+                procs: BTreeMap::from([(
+                    7,
+                    ProcTotals {
+                        comm: "fio".into(),
+                        calls: 13,
+                        pages: 152,
+                        pinned: 152,
+                        released: 150,
+                    },
+                )]),
+                health: [0, 1, 0],
+                vmstat: Some(PinCounters {
+                    nr_foll_pin_acquired: 1000,
+                    nr_foll_pin_released: 990,
+                }),
+            },
+            probes,
+            map_fill: vec![("TASKS", 12, 16384), ("PROCS", 1, 8192)],
+            run_stats: vec![("pin_user_pages_fast", 250_000, 20)],
+        }
+    }
+
+    #[test]
+    fn prometheus_text_golden() {
+        insta::assert_snapshot!(prometheus_text(&openmetrics(input())));
+    }
+
+    #[test]
+    fn openmetrics_golden() {
+        let om = openmetrics(input());
+        assert!(om.ends_with("# EOF\n"));
+        insta::assert_snapshot!(om);
+    }
+
+    #[test]
+    fn content_negotiation() {
+        assert!(wants_openmetrics_header(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        )));
+        assert!(!wants_openmetrics_header(Some("text/plain")));
+        assert!(!wants_openmetrics_header(None));
+    }
+
+    fn wants_openmetrics_header(accept: Option<&str>) -> bool {
+        crate::export::serve::wants_openmetrics(accept)
+    }
+
+    /// The real parser and linter: promtool (Debian package `prometheus`,
+    /// installed by `cargo xtask setup`).
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        let text = prometheus_text(&openmetrics(input()));
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package prometheus): run `cargo xtask setup`");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool: {said}\n{text}"
+        );
+    }
+}

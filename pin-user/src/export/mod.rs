@@ -1,0 +1,5 @@
+//! Getting pinwatch's numbers out: Prometheus/OpenMetrics exposition
+//! ([`metrics`]) served over HTTP ([`serve`]).
+
+pub mod metrics;
+pub mod serve;

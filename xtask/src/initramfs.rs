@@ -28,6 +28,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 for m in /lib/modules/*.ko; do
   [ -f "$m" ] || continue
   case "$m" in

@@ -19,3 +19,4 @@ mod cases;
 mod checks;
 mod dashboard;
 mod harness;
+mod serve;

@@ -194,10 +194,19 @@ pub enum Health {
     UnmatchedExit = 1,
     /// A per-process entry could not be created.
     ProcStateLost = 2,
+    /// A forked process of a followed tree could not be added to `TRACKED`.
+    TrackLost = 3,
 }
 
 /// Number of [`Health`] counters.
-pub const HEALTH_COUNT: usize = 3;
+pub const HEALTH_COUNT: usize = 4;
+
+/// Capacity of the followed-process set (`TRACKED`).
+pub const TRACKED_CAPACITY: u32 = 65536;
+
+/// Offset of `child_pid` in the `sched:sched_process_fork` tracepoint record
+/// (stable since 2.6; checked on Debian 6.1 and 6.12).
+pub const FORK_CHILD_PID_OFFSET: usize = 44;
 
 #[cfg(feature = "user")]
 mod pod {

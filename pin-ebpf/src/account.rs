@@ -15,7 +15,7 @@ use pin_common::{
     latency_bucket,
 };
 
-use crate::maps::{CONFIG, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TASKS};
+use crate::maps::{CONFIG, FILTER, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TASKS, TRACKED};
 
 /// Deeper nesting than this means the state is stale (a return was missed);
 /// real GUP nesting is at most four traced functions deep.
@@ -95,9 +95,49 @@ fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
     PROCS.get_ptr_mut(tgid).map(|stats| unsafe { &mut *stats })
 }
 
+/// Whether the current task is counted: always, unless a process tree is
+/// being followed and this task is outside it.
+#[inline(always)]
+fn counted() -> bool {
+    match FILTER.get(0) {
+        Some(&1) => {
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            unsafe { TRACKED.get(&tgid) }.is_some()
+        }
+        _ => true,
+    }
+}
+
+/// `sched_process_fork`, in the parent: follow the child when the parent
+/// is followed.
+#[inline(always)]
+pub fn on_fork(ctx: &aya_ebpf::programs::TracePointContext) {
+    if !matches!(FILTER.get(0), Some(&1)) || !counted() {
+        return;
+    }
+    let Ok(child) = (unsafe { ctx.read_at::<u32>(pin_common::FORK_CHILD_PID_OFFSET) }) else {
+        return;
+    };
+    if TRACKED.insert(&child, &1, 0).is_err() {
+        bump_health(Health::TrackLost);
+    }
+}
+
+/// `sched_process_exit`: forget the exiting task.
+#[inline(always)]
+pub fn on_exit() {
+    if matches!(FILTER.get(0), Some(&1)) {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let _ = TRACKED.remove(&tid);
+    }
+}
+
 /// Entry into get/pin function `id`; `raw_nr` is its page-count register.
 #[inline(always)]
 pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, raw_nr: u64) {
+    if !counted() {
+        return;
+    }
     let Some(config) = config(id) else { return };
     let nr = widen(raw_nr, config.nr_is_int);
     let Some(state) = task_state(ctx, true) else {
@@ -133,6 +173,9 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, raw_nr: u64) {
 /// Return from get/pin function `id` with raw return register `raw_ret`.
 #[inline(always)]
 pub fn gup_exit(ctx: &impl EbpfContext, id: FuncId, raw_ret: u64) {
+    if !counted() {
+        return;
+    }
     let Some(config) = config(id) else { return };
     let ret = widen(raw_ret, config.ret_is_int);
     let Some(state) = task_state(ctx, false) else {
@@ -229,6 +272,9 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
 /// Entry into release function `id` releasing `pages` pages.
 #[inline(always)]
 pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
+    if !counted() {
+        return;
+    }
     if config(id).is_none() {
         return;
     }
@@ -249,6 +295,9 @@ pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
 /// Return from release function `id`.
 #[inline(always)]
 pub fn release_exit(ctx: &impl EbpfContext) {
+    if !counted() {
+        return;
+    }
     let Some(state) = task_state(ctx, false) else {
         bump_health(Health::UnmatchedExit);
         return;

@@ -20,8 +20,8 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        macros::{fentry, fexit, kprobe, kretprobe},
-        programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+        macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
+        programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
     };
     use pin_common::{FUNCS, NO_ARG};
 
@@ -97,6 +97,20 @@ mod programs {
                 0
             }
         };
+    }
+
+    /// sched:sched_process_fork, for following a process tree.
+    #[tracepoint]
+    fn track_fork(ctx: TracePointContext) -> u32 {
+        account::on_fork(&ctx);
+        0
+    }
+
+    /// sched:sched_process_exit, for following a process tree.
+    #[tracepoint]
+    fn track_exit(_ctx: TracePointContext) -> u32 {
+        account::on_exit();
+        0
     }
 
     gup_programs!(

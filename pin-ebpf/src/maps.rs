@@ -4,11 +4,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use pin_common::{
     FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, PROCS_CAPACITY, ProcStats,
-    ReleaseStats, TASKS_CAPACITY, TaskState,
+    ReleaseStats, TASKS_CAPACITY, TRACKED_CAPACITY, TaskState,
 };
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
@@ -35,6 +35,16 @@ pub static TASKS: LruHashMap<u64, TaskState> = LruHashMap::with_max_entries(TASK
 #[map]
 pub static PROCS: LruPerCpuHashMap<u32, ProcStats> =
     LruPerCpuHashMap::with_max_entries(PROCS_CAPACITY, 0);
+
+/// 1 at index 0 when only the processes in `TRACKED` are counted
+/// (`pinwatch record -- CMD`).
+#[map]
+pub static FILTER: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The followed process tree: tgids (and thread ids) forked from the
+/// command, kept current by the fork/exit tracepoints.
+#[map]
+pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0);
 
 /// Events the probes could not account, by [`pin_common::Health`] index.
 #[map]

@@ -73,6 +73,41 @@ pub enum Command {
         #[arg(long)]
         bpf_stats: bool,
     },
+    /// Record counters to a file while CMD runs (only its process tree
+    /// counts) or for a duration (the whole host).
+    Record {
+        /// Attach options.
+        #[command(flatten)]
+        attach: AttachArgs,
+        /// Output file (written atomically).
+        #[arg(short, long, default_value = "pinwatch-record.json")]
+        output: PathBuf,
+        /// Stop after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Sampling interval.
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = crate::commands::record::RecordFormat::Json)]
+        format: crate::commands::record::RecordFormat,
+        /// Command to run and follow (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Compare two recordings: exit 1 on a regression, 0 otherwise, 2 on bad input.
+    Diff {
+        /// The baseline recording.
+        base: PathBuf,
+        /// The recording to judge.
+        new: PathBuf,
+        /// Relative change that counts (also must exceed the intervals' noise).
+        #[arg(long, default_value = "5%", value_parser = crate::export::diff::parse_threshold)]
+        threshold: f64,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Periodic per-variant summaries, like vmstat.
     Stat {
         /// Attach options.
@@ -121,6 +156,15 @@ pub enum Command {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// Parses a duration such as `30s` or `5m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 30s, 5m)"))?;
+    if d.is_zero() {
+        return Err("the duration must be above zero".into());
+    }
+    Ok(d)
+}
 
 /// Parses an interval such as `1s`, `250ms`, `2m`; must be at least 10ms.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -206,6 +250,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             bpf_stats,
         }),
+        Command::Record {
+            attach,
+            output,
+            duration,
+            interval,
+            format,
+            command,
+        } => crate::commands::record::run(crate::commands::record::RecordOptions {
+            attach: attach.attach,
+            output,
+            duration,
+            interval,
+            format,
+            command,
+        }),
+        Command::Diff {
+            base,
+            new,
+            threshold,
+            json,
+        } => crate::commands::diff::run(&base, &new, threshold, json),
         Command::Probes { attach, json } => commands::probes::run(attach.attach, json),
         Command::Stat {
             attach,

@@ -4,8 +4,8 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::Array,
-    programs::{FEntry, FExit, KProbe},
+    maps::{Array, HashMap as BpfHashMap},
+    programs::{FEntry, FExit, KProbe, TracePoint},
 };
 use pin_common::{FUNCS, FuncConfig, FuncId, FuncKind, NO_ARG, catalog::FuncInfo};
 use serde::Serialize;
@@ -107,6 +107,66 @@ fn role(kind: FuncKind) -> &'static str {
     }
 }
 
+impl Probes {
+    /// Counts only `pid` and the processes it forks from now on (`record
+    /// -- CMD`): attaches the fork/exit tracepoints that keep the followed
+    /// set current, adds `pid`, and turns the kernel-side filter on.
+    pub fn follow(&mut self, pid: u32) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        ensure_tracefs();
+        for (program, event) in [
+            ("track_fork", "sched_process_fork"),
+            ("track_exit", "sched_process_exit"),
+        ] {
+            let tp: &mut TracePoint =
+                program_mut(&mut self.ebpf, program).map_err(anyhow::Error::msg)?;
+            tp.load().with_context(|| format!("loading {program}"))?;
+            tp.attach("sched", event).with_context(|| {
+                format!("attaching to sched:{event} (is tracefs mounted at /sys/kernel/tracing?)")
+            })?;
+        }
+        let mut tracked: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("TRACKED")
+                .context("map TRACKED missing")?,
+        )?;
+        tracked
+            .insert(pid, 1, 0)
+            .context("adding the command to TRACKED")?;
+        let mut filter: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut("FILTER").context("map FILTER missing")?)?;
+        filter
+            .set(0, 1, 0)
+            .context("turning the process filter on")?;
+        Ok(())
+    }
+}
+
+/// Mounts tracefs where the kernel has it but nobody mounted it (root
+/// only; tracepoint attach needs it to look up event ids).
+fn ensure_tracefs() {
+    let dir = std::path::Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() || !dir.exists() {
+        return;
+    }
+    // SAFETY: plain mount(2) with static NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        log::warn!(
+            "could not mount tracefs: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Page-count parameter names accepted at `FuncInfo::nr_arg`.
 const NR_PARAM_NAMES: &[&str] = &["nr_pages", "npages", "nfolios", "nr"];
 
@@ -196,6 +256,13 @@ fn attach_kprobe(ebpf: &mut Ebpf, names: &[String; 4], symbol: &str) -> Result<(
         return Err(short_error(&e));
     }
     Ok(())
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    program(ebpf, name)
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>

@@ -119,6 +119,8 @@ pub struct HealthView {
     pub unmatched_exits: u64,
     /// Per-process entries lost.
     pub proc_state_lost: u64,
+    /// Forked processes of a followed command that could not be followed.
+    pub tracked_lost: u64,
 }
 
 /// Symbolic name of an errno value GUP returns.
@@ -220,6 +222,7 @@ impl IntervalView {
                 task_state_lost: delta.health[0],
                 unmatched_exits: delta.health[1],
                 proc_state_lost: delta.health[2],
+                tracked_lost: delta.health[3],
             },
         }
     }
@@ -310,11 +313,11 @@ impl IntervalView {
             );
         }
         let h = &self.health;
-        if h.task_state_lost + h.unmatched_exits + h.proc_state_lost > 0 {
+        if h.task_state_lost + h.unmatched_exits + h.proc_state_lost + h.tracked_lost > 0 {
             let _ = writeln!(
                 out,
-                "probe health: {} task states lost, {} unmatched returns, {} process entries lost",
-                h.task_state_lost, h.unmatched_exits, h.proc_state_lost
+                "probe health: {} task states lost, {} unmatched returns, {} process entries lost, {} forks not followed",
+                h.task_state_lost, h.unmatched_exits, h.proc_state_lost, h.tracked_lost
             );
         }
         out
@@ -355,7 +358,7 @@ mod tests {
             gup,
             release: vec![Default::default(); FUNCS.len() - GUP_FUNC_COUNT],
             procs: Default::default(),
-            health: [0; 3],
+            health: [0; 4],
             vmstat: None,
         };
         let mut delta = delta;

@@ -1,10 +1,10 @@
 //! The kernel's own pin counters, `/proc/vmstat` `nr_foll_pin_acquired` and
 //! `nr_foll_pin_released`: the independent check on pinwatch's numbers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// FOLL_PIN page counters since boot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinCounters {
     /// Pages pinned (FOLL_PIN references taken), zero page excluded.
     pub nr_foll_pin_acquired: u64,

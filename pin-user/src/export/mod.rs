@@ -1,5 +1,8 @@
 //! Getting pinwatch's numbers out: Prometheus/OpenMetrics exposition
-//! ([`metrics`]) served over HTTP ([`serve`]).
+//! ([`metrics`]) served over HTTP ([`serve`]), and recordings
+//! ([`record`]).
 
+pub mod diff;
 pub mod metrics;
+pub mod record;
 pub mod serve;

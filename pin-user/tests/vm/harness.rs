@@ -259,7 +259,7 @@ pub fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta
         );
     }
     assert_eq!(
-        delta.health, [0; 3],
+        delta.health, [0; 4],
         "{workload}: probe health counters moved"
     );
     if let Some(proc) = delta.procs.get(&report.pid) {

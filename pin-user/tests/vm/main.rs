@@ -19,4 +19,5 @@ mod cases;
 mod checks;
 mod dashboard;
 mod harness;
+mod record;
 mod serve;

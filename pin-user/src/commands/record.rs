@@ -1,0 +1,241 @@
+//! `pinwatch record`: sample the counters at an interval while a command
+//! runs (only its process tree counts) or for a duration (the whole host),
+//! and write a `pinwatch.record/v1` file. Whatever ends the recording
+//! (command exit, duration, SIGINT/SIGTERM/SIGHUP, an error while
+//! sampling) the file is written, complete, before pinwatch exits.
+
+use std::{
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    path::PathBuf,
+    process::{Child, Command, ExitCode},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    export::record::{Counts, Interval, Meta, Record, SCHEMA},
+    kernel::KernelFacts,
+    probes::{self, AttachMode},
+    snapshot::Snapshot,
+    vmstat,
+};
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordFormat {
+    /// The `pinwatch.record/v1` JSON document.
+    Json,
+    /// One row per interval and variant.
+    Csv,
+}
+
+/// What `pinwatch record` was asked to do.
+pub struct RecordOptions {
+    /// Probe mechanism.
+    pub attach: AttachMode,
+    /// Output file.
+    pub output: PathBuf,
+    /// Stop after this long (without a command: required or Ctrl-C).
+    pub duration: Option<Duration>,
+    /// Sampling interval.
+    pub interval: Duration,
+    /// Output format.
+    pub format: RecordFormat,
+    /// Command to run and follow.
+    pub command: Vec<String>,
+}
+
+/// Whether `program` can be executed: a path, or a name found on PATH.
+fn executable(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runnable = |p: &std::path::Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return runnable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| runnable(&dir.join(program))))
+}
+
+/// Starts `command` held at a gate until the probes follow its pid, so none
+/// of its GUP calls are missed: `sh` waits for a line on fd 3, then execs
+/// the command under the same pid. (A blocking `pre_exec` cannot do this:
+/// std's spawn waits for the exec.)
+fn spawn_gated(command: &[String]) -> anyhow::Result<(Child, std::os::fd::OwnedFd)> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe2");
+    }
+    // SAFETY: fresh descriptors from pipe2.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let gate = read_end.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        "read -r _ <&3; exec 3<&-; exec \"$@\"",
+        "pinwatch-record",
+    ])
+    .args(command);
+    // SAFETY: dup2 is async-signal-safe; it gives the shell the gate as fd 3
+    // (without O_CLOEXEC).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(gate, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .context("cannot start /bin/sh to run the command")?;
+    drop(read_end);
+    Ok((child, write_end))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Runs the recording; the exit code is the command's, when there is one.
+pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
+    if let Some(program) = opts.command.first()
+        && !executable(program)
+    {
+        return Err(crate::cli::UsageError(format!(
+            "command not found or not executable: {program}"
+        ))
+        .into());
+    }
+    let facts = KernelFacts::discover();
+    let mut probes = probes::attach(&facts, opts.attach)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let mut child = None;
+    if !opts.command.is_empty() {
+        let (mut c, gate) = spawn_gated(&opts.command)?;
+        if let Err(e) = probes.follow(c.id()) {
+            let _ = c.kill();
+            let _ = c.wait();
+            return Err(e.context("cannot follow the command's process tree"));
+        }
+        child = Some((c, gate));
+    }
+    let _ = vmstat::refresh();
+    let first = Snapshot::read(&probes.ebpf)?;
+    let started = SystemTime::now();
+    let start = Instant::now();
+    // A line through the gate lets the command exec.
+    let mut child = child.map(|(c, gate)| {
+        let mut gate = std::fs::File::from(gate);
+        let _ = std::io::Write::write_all(&mut gate, b"go\n");
+        c
+    });
+
+    let mut intervals = Vec::new();
+    let mut previous = first.clone();
+    let mut next_tick = start + opts.interval;
+    let mut exit_status = None;
+    let mut sampling_error = None;
+    loop {
+        std::thread::sleep(
+            Duration::from_millis(20).min(next_tick.saturating_duration_since(Instant::now())),
+        );
+        if let Some(c) = child.as_mut()
+            && let Some(status) = c.try_wait().context("waiting for the command")?
+        {
+            exit_status = Some(status);
+        }
+        let stopping = stop.load(Ordering::Relaxed);
+        let timed_out = opts.duration.is_some_and(|d| start.elapsed() >= d);
+        let done = exit_status.is_some() || stopping || timed_out;
+        if Instant::now() >= next_tick || done {
+            if done {
+                let _ = vmstat::refresh();
+            }
+            match Snapshot::read(&probes.ebpf) {
+                Ok(current) => {
+                    let d = current.since(&previous);
+                    intervals.push(Interval {
+                        t_s: previous.taken.duration_since(first.taken).as_secs_f64(),
+                        duration_s: d.seconds,
+                        counts: Counts::from_delta(&d),
+                    });
+                    previous = current;
+                }
+                Err(e) => sampling_error = Some(e),
+            }
+            next_tick += opts.interval;
+        }
+        if done || sampling_error.is_some() {
+            break;
+        }
+    }
+    if let Some(c) = child.as_mut()
+        && exit_status.is_none()
+    {
+        // Stopped by a signal or an error: end the command too.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        exit_status = c.wait().ok();
+    }
+
+    let record = Record {
+        schema: SCHEMA.to_string(),
+        meta: Meta {
+            kernel: facts.release.clone(),
+            hostname: hostname(),
+            started: humantime::format_rfc3339_seconds(started).to_string(),
+            duration_s: previous.taken.duration_since(first.taken).as_secs_f64(),
+            interval_s: opts.interval.as_secs_f64(),
+            attach: probes
+                .status
+                .iter()
+                .filter_map(|s| s.attached.map(|m| (s.function.to_string(), m.to_string())))
+                .collect(),
+            command: (!opts.command.is_empty()).then(|| opts.command.clone()),
+            exit_status: exit_status
+                .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))),
+        },
+        counts: Counts::from_delta(&previous.since(&first)),
+        intervals,
+    };
+    match opts.format {
+        RecordFormat::Json => record.write_json(&opts.output),
+        RecordFormat::Csv => record.write_csv(&opts.output),
+    }
+    .with_context(|| format!("writing {}", opts.output.display()))?;
+    eprintln!(
+        "pinwatch: recorded {:.1}s ({} intervals) to {}",
+        record.meta.duration_s,
+        record.intervals.len(),
+        opts.output.display()
+    );
+    if let Some(e) = sampling_error {
+        return Err(anyhow::Error::new(e)
+            .context("sampling stopped early; the recording holds what came before"));
+    }
+    Ok(match record.meta.exit_status {
+        Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        None => ExitCode::SUCCESS,
+    })
+}

@@ -1,0 +1,356 @@
+//! Recordings: the `pinwatch.record/v1` JSON document (see
+//! `docs/record-schema.md`), built from snapshots, written atomically, read
+//! back for `diff`, and flattened to CSV.
+
+use std::{collections::BTreeMap, io::Write as _, path::Path};
+
+use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    report::errno_name,
+    snapshot::{Delta, latency_quantile_ns},
+    vmstat::PinCounters,
+};
+
+/// The schema identifier this version writes and reads.
+pub const SCHEMA: &str = "pinwatch.record/v1";
+
+/// Fast-path figures of one variant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FastPath {
+    /// Calls that fell back to the slow path.
+    pub fallbacks: u64,
+    /// Pages taken by the fast path.
+    pub fast_pages: u64,
+    /// Pages taken by the slow path after a fallback.
+    pub slow_pages: u64,
+}
+
+/// Latency figures of one variant, from the kernel's log2 histogram.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median (upper bound of its bucket), ns.
+    pub p50: Option<u64>,
+    /// 90th percentile (upper bound), ns.
+    pub p90: Option<u64>,
+    /// 99th percentile (upper bound), ns.
+    pub p99: Option<u64>,
+    /// Slowest call (upper bound), ns.
+    pub max: Option<u64>,
+    /// Exact mean, ns.
+    pub mean: Option<u64>,
+    /// Bucket i counts calls faster than 2^(i+1) ns.
+    pub log2_buckets: Vec<u64>,
+}
+
+/// One variant's totals over a recording or an interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VariantTotals {
+    /// Outermost calls.
+    pub calls: u64,
+    /// Pages requested.
+    pub pages_requested: u64,
+    /// Pages returned (pinned, or referenced for FOLL_GET variants).
+    pub pages_pinned: u64,
+    /// Calls returning 0 < ret < nr_pages.
+    pub partial: u64,
+    /// Calls returning 0.
+    pub zero: u64,
+    /// Error returns by errno name.
+    pub errors: BTreeMap<String, u64>,
+    /// Fast path split (fast variants only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fast_path: Option<FastPath>,
+    /// Latency.
+    pub latency_ns: Latency,
+}
+
+impl VariantTotals {
+    /// From a per-variant counter delta.
+    pub fn from_stats(id: usize, s: &GupStats) -> Self {
+        let hist = s.latency_log2.to_vec();
+        VariantTotals {
+            calls: s.calls,
+            pages_requested: s.pages_requested,
+            pages_pinned: s.pages_returned,
+            partial: s.partial,
+            zero: s.zero,
+            errors: s
+                .errno
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(e, n)| (errno_name(e), *n))
+                .collect(),
+            fast_path: pin_common::catalog::is_fast(id as u32).then_some(FastPath {
+                fallbacks: s.fallbacks,
+                fast_pages: s.fast_pages,
+                slow_pages: s.slow_pages,
+            }),
+            latency_ns: Latency {
+                p50: latency_quantile_ns(&hist, 0.5),
+                p90: latency_quantile_ns(&hist, 0.9),
+                p99: latency_quantile_ns(&hist, 0.99),
+                max: latency_quantile_ns(&hist, 1.0),
+                mean: (s.calls > 0).then(|| s.latency_sum_ns / s.calls),
+                log2_buckets: hist,
+            },
+        }
+    }
+
+    /// Total error returns.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// One release function's totals.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnpinTotals {
+    /// Outermost calls.
+    pub calls: u64,
+    /// Pages released.
+    pub pages: u64,
+}
+
+/// What a recording (or one of its intervals) saw.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Per variant (kernel function name), only those that were called.
+    pub totals: BTreeMap<String, VariantTotals>,
+    /// Per release function, only those that were called.
+    pub unpin: BTreeMap<String, UnpinTotals>,
+    /// /proc/vmstat pin counter deltas (host-wide even when following a
+    /// command).
+    pub vmstat: Option<PinCounters>,
+}
+
+impl Counts {
+    /// From a counter delta.
+    pub fn from_delta(d: &Delta) -> Self {
+        Counts {
+            totals: (0..GUP_FUNC_COUNT)
+                .filter(|&i| d.gup[i].calls > 0)
+                .map(|i| {
+                    (
+                        FUNCS[i].name.to_string(),
+                        VariantTotals::from_stats(i, &d.gup[i]),
+                    )
+                })
+                .collect(),
+            unpin: d
+                .release
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.calls > 0)
+                .map(|(i, r): (usize, &ReleaseStats)| {
+                    (
+                        FUNCS[GUP_FUNC_COUNT + i].name.to_string(),
+                        UnpinTotals {
+                            calls: r.calls,
+                            pages: r.pages,
+                        },
+                    )
+                })
+                .collect(),
+            vmstat: d.vmstat,
+        }
+    }
+}
+
+/// One sampling interval of a recording.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Start, in seconds since the recording started.
+    pub t_s: f64,
+    /// Length in seconds.
+    pub duration_s: f64,
+    /// What it saw.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Where and how a recording was made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Kernel release.
+    pub kernel: String,
+    /// Host name.
+    pub hostname: String,
+    /// Start time, RFC 3339 (UTC).
+    pub started: String,
+    /// Length in seconds.
+    pub duration_s: f64,
+    /// Sampling interval in seconds.
+    pub interval_s: f64,
+    /// Mechanism per traced function ("fentry", "kprobe"; absent ones
+    /// left out).
+    pub attach: BTreeMap<String, String>,
+    /// The recorded command, when one was given (then only its process
+    /// tree counts), else null (the whole host).
+    pub command: Option<Vec<String>>,
+    /// The command's exit status, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exit_status: Option<i32>,
+}
+
+/// A whole recording.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Where and how.
+    pub meta: Meta,
+    /// What the whole recording saw.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Per sampling interval.
+    pub intervals: Vec<Interval>,
+}
+
+/// Errors reading a recording.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not JSON of the expected shape.
+    #[error("{path} is not a pinwatch recording: {source}")]
+    Parse {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: serde_json::Error,
+    },
+    /// A recording of another schema version.
+    #[error("{path} has schema {found:?}; this pinwatch reads {SCHEMA:?}")]
+    Schema {
+        /// Path.
+        path: String,
+        /// What the file says.
+        found: String,
+    },
+}
+
+impl Record {
+    /// Reads and validates a recording.
+    pub fn read(path: &Path) -> Result<Record, RecordError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| RecordError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        // Check the schema first, so a foreign version gets a clear error
+        // rather than a field-level parse error.
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| RecordError::Parse {
+                path: p.clone(),
+                source,
+            })?;
+        let found = value
+            .get("schema")
+            .and_then(|s| s.as_str())
+            .unwrap_or("(none)");
+        if found != SCHEMA {
+            return Err(RecordError::Schema {
+                path: p,
+                found: found.to_string(),
+            });
+        }
+        serde_json::from_value(value).map_err(|source| RecordError::Parse { path: p, source })
+    }
+
+    /// Writes JSON atomically: a temporary file in the same directory,
+    /// then rename, so readers never see a partial recording.
+    pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
+        write_atomically(path, |f| {
+            serde_json::to_writer_pretty(&mut *f, self)?;
+            f.write_all(b"\n")
+        })
+    }
+
+    /// Writes CSV atomically: one row per (interval, variant) plus rows
+    /// with interval "total".
+    pub fn write_csv(&self, path: &Path) -> std::io::Result<()> {
+        write_atomically(path, |f| {
+            let mut w = csv::Writer::from_writer(f);
+            w.write_record([
+                "interval",
+                "t_s",
+                "duration_s",
+                "variant",
+                "calls",
+                "pages_requested",
+                "pages_pinned",
+                "partial",
+                "zero",
+                "errors",
+                "fallbacks",
+                "fast_pages",
+                "slow_pages",
+                "p50_ns",
+                "p99_ns",
+                "max_ns",
+                "mean_ns",
+            ])?;
+            let rows = self
+                .intervals
+                .iter()
+                .enumerate()
+                .map(|(i, iv)| (i.to_string(), iv.t_s, iv.duration_s, &iv.counts))
+                .chain(std::iter::once((
+                    "total".to_string(),
+                    0.0,
+                    self.meta.duration_s,
+                    &self.counts,
+                )));
+            let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+            for (label, t, dur, counts) in rows {
+                for (variant, v) in &counts.totals {
+                    let fp = v.fast_path.clone().unwrap_or_default();
+                    w.write_record([
+                        label.clone(),
+                        format!("{t:.3}"),
+                        format!("{dur:.3}"),
+                        variant.clone(),
+                        v.calls.to_string(),
+                        v.pages_requested.to_string(),
+                        v.pages_pinned.to_string(),
+                        v.partial.to_string(),
+                        v.zero.to_string(),
+                        v.error_count().to_string(),
+                        fp.fallbacks.to_string(),
+                        fp.fast_pages.to_string(),
+                        fp.slow_pages.to_string(),
+                        opt(v.latency_ns.p50),
+                        opt(v.latency_ns.p99),
+                        opt(v.latency_ns.max),
+                        opt(v.latency_ns.mean),
+                    ])?;
+                }
+            }
+            w.flush()
+        })
+    }
+}
+
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    write(tmp.as_file_mut())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

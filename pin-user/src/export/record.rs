@@ -354,3 +354,126 @@ fn write_atomically(
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use pin_common::{GupStats, ReleaseStats};
+
+    use super::*;
+    use crate::{snapshot::Delta, vmstat::PinCounters};
+
+    fn delta(scale: u64) -> Delta {
+        let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
+        let fast = &mut gup[6]; // pin_user_pages_fast
+        fast.calls = 10 * scale;
+        fast.pages_requested = 160 * scale;
+        fast.pages_returned = 160 * scale;
+        fast.fallbacks = scale;
+        fast.fast_pages = 150 * scale;
+        fast.slow_pages = 10 * scale;
+        fast.latency_sum_ns = 9000 * scale;
+        fast.latency_log2[9] = 9 * scale;
+        fast.latency_log2[12] = scale;
+        let remote = &mut gup[8]; // pin_user_pages_remote
+        remote.calls = 2 * scale;
+        remote.pages_requested = 8 * scale;
+        remote.pages_returned = 2 * scale;
+        remote.partial = scale;
+        remote.errors = scale;
+        remote.errno[14] = scale;
+        remote.latency_sum_ns = 50_000 * scale;
+        remote.latency_log2[14] = 2 * scale;
+        let mut release = vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT];
+        release[6] = ReleaseStats {
+            calls: 160 * scale,
+            pages: 160 * scale,
+        };
+        Delta {
+            seconds: scale as f64,
+            gup,
+            release,
+            procs: BTreeMap::new(),
+            health: [0; 4],
+            vmstat: Some(PinCounters {
+                nr_foll_pin_acquired: 162 * scale,
+                nr_foll_pin_released: 160 * scale,
+            }),
+        }
+    }
+
+    fn record() -> Record {
+        Record {
+            schema: SCHEMA.into(),
+            meta: Meta {
+                kernel: "6.12.117+deb12-cloud-amd64".into(),
+                hostname: "ci".into(),
+                started: "2026-11-22T06:00:00Z".into(),
+                duration_s: 2.0,
+                interval_s: 1.0,
+                attach: BTreeMap::from([("pin_user_pages_fast".into(), "fentry".into())]),
+                command: Some(vec!["fio".into(), "job.fio".into()]),
+                exit_status: Some(0),
+            },
+            counts: Counts::from_delta(&delta(2)),
+            intervals: (0..2)
+                .map(|i| Interval {
+                    t_s: i as f64,
+                    duration_s: 1.0,
+                    counts: Counts::from_delta(&delta(1)),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn json_golden_and_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        record().write_json(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        insta::assert_snapshot!(text);
+        assert_eq!(Record::read(&path).unwrap(), record());
+    }
+
+    #[test]
+    fn csv_golden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        record().write_csv(&path).unwrap();
+        insta::assert_snapshot!(std::fs::read_to_string(&path).unwrap());
+    }
+
+    #[test]
+    fn foreign_and_broken_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("f.json");
+        std::fs::write(&foreign, r#"{"schema":"pinwatch.record/v2","meta":{}}"#).unwrap();
+        assert!(matches!(
+            Record::read(&foreign),
+            Err(RecordError::Schema { .. })
+        ));
+        let broken = dir.path().join("b.json");
+        std::fs::write(&broken, r#"{"schema":"pinwatch.record/v1","meta":"#).unwrap();
+        assert!(matches!(
+            Record::read(&broken),
+            Err(RecordError::Parse { .. })
+        ));
+        assert!(matches!(
+            Record::read(&dir.path().join("missing")),
+            Err(RecordError::Io { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic the reader.
+        #[test]
+        fn reader_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x.json");
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = Record::read(&path);
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub mod export;
 pub mod kernel;
 pub mod probes;
 pub mod report;
+pub mod signals;
 pub mod snapshot;
 pub mod tui;
 pub mod vmstat;

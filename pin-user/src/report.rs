@@ -5,27 +5,45 @@
 use std::collections::BTreeMap;
 
 use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     snapshot::{Delta, latency_quantile_ns},
     vmstat::PinCounters,
 };
 
-/// Latency figures from the log2 histogram (bucket upper bounds, so each
-/// is "at most" that many ns) and the exact mean.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct LatencyView {
-    /// Median, upper bound of its bucket.
-    pub p50_ns: Option<u64>,
-    /// 99th percentile, upper bound of its bucket.
-    pub p99_ns: Option<u64>,
-    /// Slowest call, upper bound of its bucket.
-    pub max_ns: Option<u64>,
-    /// Exact mean (sum of latencies / calls).
-    pub mean_ns: Option<u64>,
-    /// Raw log2 buckets (bucket i: latency < 2^(i+1) ns).
+/// Latency figures of one variant, from the kernel's log2 histogram: the
+/// percentiles are upper bounds of the buckets holding them, the mean is
+/// exact. Shared by `stat --json` and recordings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median, ns.
+    pub p50: Option<u64>,
+    /// 90th percentile, ns.
+    pub p90: Option<u64>,
+    /// 99th percentile, ns.
+    pub p99: Option<u64>,
+    /// Slowest call, ns.
+    pub max: Option<u64>,
+    /// Exact mean (latency sum / calls), ns.
+    pub mean: Option<u64>,
+    /// Bucket i counts calls faster than 2^(i+1) ns; the last takes the rest.
     pub log2_buckets: Vec<u64>,
+}
+
+impl Latency {
+    /// From a variant's counters.
+    pub fn from_stats(s: &GupStats) -> Self {
+        let hist = &s.latency_log2;
+        Latency {
+            p50: latency_quantile_ns(hist, 0.5),
+            p90: latency_quantile_ns(hist, 0.9),
+            p99: latency_quantile_ns(hist, 0.99),
+            max: latency_quantile_ns(hist, 1.0),
+            mean: (s.calls > 0).then(|| s.latency_sum_ns / s.calls),
+            log2_buckets: hist.to_vec(),
+        }
+    }
 }
 
 /// One GUP variant over an interval.
@@ -56,7 +74,7 @@ pub struct VariantView {
     /// Pages taken by the slow path after a fallback.
     pub slow_pages: u64,
     /// Latency.
-    pub latency: LatencyView,
+    pub latency: Latency,
 }
 
 /// One release function over an interval.
@@ -146,7 +164,6 @@ pub fn errno_name(errno: usize) -> String {
 
 /// Builds the view of one variant's delta.
 pub fn variant_view(id: usize, d: &GupStats) -> VariantView {
-    let hist = d.latency_log2.to_vec();
     VariantView {
         variant: FUNCS[id].name,
         fast_path: pin_common::catalog::is_fast(id as u32),
@@ -166,13 +183,7 @@ pub fn variant_view(id: usize, d: &GupStats) -> VariantView {
         fallbacks: d.fallbacks,
         fast_pages: d.fast_pages,
         slow_pages: d.slow_pages,
-        latency: LatencyView {
-            p50_ns: latency_quantile_ns(&hist, 0.5),
-            p99_ns: latency_quantile_ns(&hist, 0.99),
-            max_ns: latency_quantile_ns(&hist, 1.0),
-            mean_ns: (d.calls > 0).then(|| d.latency_sum_ns / d.calls),
-            log2_buckets: hist,
-        },
+        latency: Latency::from_stats(d),
     }
 }
 
@@ -273,8 +284,8 @@ impl IntervalView {
                 fallback,
                 v.fast_pages,
                 v.slow_pages,
-                fmt_ns(v.latency.p50_ns),
-                fmt_ns(v.latency.p99_ns),
+                fmt_ns(v.latency.p50),
+                fmt_ns(v.latency.p99),
             );
             if !v.errno.is_empty() {
                 let errs: Vec<String> = v.errno.iter().map(|(k, n)| format!("{k}={n}")).collect();
@@ -381,8 +392,8 @@ mod tests {
         let v = &view.variants[0];
         assert_eq!(v.variant, "pin_user_pages_fast");
         assert_eq!(v.errno.get("EFAULT"), Some(&1));
-        assert_eq!(v.latency.p50_ns, Some(1024));
-        assert_eq!(v.latency.mean_ns, Some(1000));
+        assert_eq!(v.latency.p50, Some(1024));
+        assert_eq!(v.latency.mean, Some(1000));
         assert_eq!(v.latency.log2_buckets.len(), LATENCY_BUCKETS);
         let text = view.render_text();
         assert!(text.contains("pin_user_pages_fast"), "{text}");

@@ -8,10 +8,7 @@ use std::{
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
     path::PathBuf,
     process::{Child, Command, ExitCode},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::Ordering,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -121,15 +118,7 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
     }
     let facts = KernelFacts::discover();
     let mut probes = probes::attach(&facts, opts.attach)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let stop = crate::signals::stop_flag()?;
     let mut child = None;
     if !opts.command.is_empty() {
         let (mut c, gate) = spawn_gated(&opts.command)?;

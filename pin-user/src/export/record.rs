@@ -7,11 +7,8 @@ use std::{collections::BTreeMap, io::Write as _, path::Path};
 use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    report::errno_name,
-    snapshot::{Delta, latency_quantile_ns},
-    vmstat::PinCounters,
-};
+pub use crate::report::Latency;
+use crate::{report::errno_name, snapshot::Delta, vmstat::PinCounters};
 
 /// The schema identifier this version writes and reads.
 pub const SCHEMA: &str = "pinwatch.record/v1";
@@ -25,23 +22,6 @@ pub struct FastPath {
     pub fast_pages: u64,
     /// Pages taken by the slow path after a fallback.
     pub slow_pages: u64,
-}
-
-/// Latency figures of one variant, from the kernel's log2 histogram.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Latency {
-    /// Median (upper bound of its bucket), ns.
-    pub p50: Option<u64>,
-    /// 90th percentile (upper bound), ns.
-    pub p90: Option<u64>,
-    /// 99th percentile (upper bound), ns.
-    pub p99: Option<u64>,
-    /// Slowest call (upper bound), ns.
-    pub max: Option<u64>,
-    /// Exact mean, ns.
-    pub mean: Option<u64>,
-    /// Bucket i counts calls faster than 2^(i+1) ns.
-    pub log2_buckets: Vec<u64>,
 }
 
 /// One variant's totals over a recording or an interval.
@@ -69,7 +49,6 @@ pub struct VariantTotals {
 impl VariantTotals {
     /// From a per-variant counter delta.
     pub fn from_stats(id: usize, s: &GupStats) -> Self {
-        let hist = s.latency_log2.to_vec();
         VariantTotals {
             calls: s.calls,
             pages_requested: s.pages_requested,
@@ -88,14 +67,7 @@ impl VariantTotals {
                 fast_pages: s.fast_pages,
                 slow_pages: s.slow_pages,
             }),
-            latency_ns: Latency {
-                p50: latency_quantile_ns(&hist, 0.5),
-                p90: latency_quantile_ns(&hist, 0.9),
-                p99: latency_quantile_ns(&hist, 0.99),
-                max: latency_quantile_ns(&hist, 1.0),
-                mean: (s.calls > 0).then(|| s.latency_sum_ns / s.calls),
-                log2_buckets: hist,
-            },
+            latency_ns: Latency::from_stats(s),
         }
     }
 

@@ -12,10 +12,7 @@ use std::{
     collections::BTreeMap,
     io::IsTerminal as _,
     process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -101,15 +98,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
     }
     let facts = KernelFacts::discover();
     let probes = probes::attach(&facts, opts.attach)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let stop = crate::signals::stop_flag()?;
     let header = HeaderInfo {
         kernel: facts.release.clone(),
         probes: probes_summary(&probes.status),

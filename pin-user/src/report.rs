@@ -162,6 +162,16 @@ pub fn errno_name(errno: usize) -> String {
     name.to_string()
 }
 
+/// A variant's error returns by errno name (only those that occurred).
+pub fn errno_counts(s: &GupStats) -> BTreeMap<String, u64> {
+    s.errno
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(e, n)| (errno_name(e), *n))
+        .collect()
+}
+
 /// Builds the view of one variant's delta.
 pub fn variant_view(id: usize, d: &GupStats) -> VariantView {
     VariantView {
@@ -173,13 +183,7 @@ pub fn variant_view(id: usize, d: &GupStats) -> VariantView {
         partial: d.partial,
         zero: d.zero,
         errors: d.errors,
-        errno: d
-            .errno
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n > 0)
-            .map(|(e, n)| (errno_name(e), *n))
-            .collect(),
+        errno: errno_counts(d),
         fallbacks: d.fallbacks,
         fast_pages: d.fast_pages,
         slow_pages: d.slow_pages,

@@ -8,7 +8,7 @@ use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats};
 use serde::{Deserialize, Serialize};
 
 pub use crate::report::Latency;
-use crate::{report::errno_name, snapshot::Delta, vmstat::PinCounters};
+use crate::{report::errno_counts, snapshot::Delta, vmstat::PinCounters};
 
 /// The schema identifier this version writes and reads.
 pub const SCHEMA: &str = "pinwatch.record/v1";
@@ -55,13 +55,7 @@ impl VariantTotals {
             pages_pinned: s.pages_returned,
             partial: s.partial,
             zero: s.zero,
-            errors: s
-                .errno
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(|(e, n)| (errno_name(e), *n))
-                .collect(),
+            errors: errno_counts(s),
             fast_path: pin_common::catalog::is_fast(id as u32).then_some(FastPath {
                 fallbacks: s.fallbacks,
                 fast_pages: s.fast_pages,

@@ -8,6 +8,7 @@ use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    snapshot::ProcTotals,
     snapshot::{Delta, latency_quantile_ns},
     vmstat::PinCounters,
 };
@@ -88,22 +89,15 @@ pub struct ReleaseView {
     pub pages: u64,
 }
 
-/// One process over an interval.
+/// One process over an interval (releases count for the process whose
+/// context ran them, e.g. I/O completion).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ProcessView {
     /// Process id (tgid).
     pub pid: u32,
-    /// Its comm when it last called.
-    pub comm: String,
-    /// Outermost GUP calls.
-    pub calls: u64,
-    /// Pages returned to it by any variant.
-    pub pages: u64,
-    /// Pages returned by FOLL_PIN variants.
-    pub pinned: u64,
-    /// Pages released by unpin calls running in it (releases done in other
-    /// contexts, e.g. I/O completion, count for that context's process).
-    pub released: u64,
+    /// Its counters.
+    #[serde(flatten)]
+    pub totals: ProcTotals,
 }
 
 /// How many processes a view lists.
@@ -221,14 +215,16 @@ impl IntervalView {
                     .iter()
                     .map(|(pid, p)| ProcessView {
                         pid: *pid,
-                        comm: p.comm.clone(),
-                        calls: p.calls,
-                        pages: p.pages,
-                        pinned: p.pinned,
-                        released: p.released,
+                        totals: p.clone(),
                     })
                     .collect();
-                procs.sort_by(|a, b| (b.pages, b.calls, a.pid).cmp(&(a.pages, a.calls, b.pid)));
+                procs.sort_by(|a, b| {
+                    (b.totals.pages, b.totals.calls, a.pid).cmp(&(
+                        a.totals.pages,
+                        a.totals.calls,
+                        b.pid,
+                    ))
+                });
                 procs.truncate(TOP_PROCESSES);
                 procs
             },
@@ -315,7 +311,12 @@ impl IntervalView {
                 let _ = writeln!(
                     out,
                     "{:>8} {:<16} {:>9} {:>10} {:>10} {:>10}",
-                    p.pid, p.comm, p.calls, p.pages, p.pinned, p.released
+                    p.pid,
+                    p.totals.comm,
+                    p.totals.calls,
+                    p.totals.pages,
+                    p.totals.pinned,
+                    p.totals.released
                 );
             }
         }

@@ -32,7 +32,7 @@ pub enum SnapshotError {
 }
 
 /// Per-process counters summed over CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProcTotals {
     /// Last comm seen.
     pub comm: String,
@@ -44,6 +44,17 @@ pub struct ProcTotals {
     pub pinned: u64,
     /// Pages released by unpin calls made in this process.
     pub released: u64,
+}
+
+impl ProcTotals {
+    /// Adds a later interval's counts (its comm is the newer one).
+    pub fn add(&mut self, later: &ProcTotals) {
+        self.comm.clone_from(&later.comm);
+        self.calls += later.calls;
+        self.pages += later.pages;
+        self.pinned += later.pinned;
+        self.released += later.released;
+    }
 }
 
 /// All counters at one instant.

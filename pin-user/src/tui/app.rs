@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats, catalog::is_fast};
 
-use crate::snapshot::Delta;
+use crate::snapshot::{Delta, ProcTotals};
 
 /// How many trend points are kept (one per interval).
 pub const HISTORY: usize = 600;
@@ -74,16 +74,8 @@ pub enum ProcessSort {
 pub struct ProcessRow {
     /// tgid.
     pub pid: u32,
-    /// Last comm seen.
-    pub comm: String,
-    /// Cumulative outermost GUP calls.
-    pub calls: u64,
-    /// Cumulative pages returned.
-    pub pages: u64,
-    /// Cumulative FOLL_PIN pages.
-    pub pinned: u64,
-    /// Cumulative pages released in its context.
-    pub released: u64,
+    /// Counters since the dashboard started.
+    pub totals: ProcTotals,
     /// FOLL_PIN pages per second in the last interval.
     pub pins_per_s: f64,
     /// VmPin in kB, when the process still exists.
@@ -94,7 +86,7 @@ impl ProcessRow {
     /// Pins taken minus pins released in this process's context (releases
     /// done elsewhere, e.g. I/O completion, count for that context).
     pub fn outstanding(&self) -> i64 {
-        self.pinned as i64 - self.released as i64
+        self.totals.pinned as i64 - self.totals.released as i64
     }
 }
 
@@ -132,7 +124,7 @@ impl Filter {
     fn matches(&self, row: &ProcessRow) -> bool {
         match self {
             Filter::Pid(pid) => row.pid == *pid,
-            Filter::Comm(c) => row.comm.contains(c.as_str()),
+            Filter::Comm(c) => row.totals.comm.contains(c.as_str()),
         }
     }
 }
@@ -221,11 +213,7 @@ impl App {
                 pid: *pid,
                 ..Default::default()
             });
-            row.comm = p.comm.clone();
-            row.calls += p.calls;
-            row.pages += p.pages;
-            row.pinned += p.pinned;
-            row.released += p.released;
+            row.totals.add(p);
             row.pins_per_s = p.pinned as f64 / secs;
         }
         for (pid, row) in self.procs.iter_mut() {
@@ -295,13 +283,13 @@ impl App {
             ProcessSort::Rate => rows.sort_by(|a, b| {
                 b.pins_per_s
                     .total_cmp(&a.pins_per_s)
-                    .then(b.pages.cmp(&a.pages))
+                    .then(b.totals.pages.cmp(&a.totals.pages))
                     .then(a.pid.cmp(&b.pid))
             }),
             ProcessSort::Outstanding => {
                 rows.sort_by_key(|r| (std::cmp::Reverse(r.outstanding()), r.pid))
             }
-            ProcessSort::Pages => rows.sort_by_key(|r| (std::cmp::Reverse(r.pages), r.pid)),
+            ProcessSort::Pages => rows.sort_by_key(|r| (std::cmp::Reverse(r.totals.pages), r.pid)),
             ProcessSort::Pid => rows.sort_by_key(|r| r.pid),
         }
         rows

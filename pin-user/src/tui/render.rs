@@ -299,9 +299,9 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
         .map(|p| {
             Row::new(vec![
                 p.pid.to_string(),
-                p.comm.clone(),
+                p.totals.comm.clone(),
                 format!("{:.1}", p.pins_per_s),
-                p.pages.to_string(),
+                p.totals.pages.to_string(),
                 p.outstanding().to_string(),
                 p.vmpin_kb.map_or("-".into(), |kb| kb.to_string()),
             ])
@@ -459,12 +459,12 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
         },
         Panel::Processes => match app.process_rows().get(app.process_sel) {
             Some(p) => [
-                format!("pid {}  comm {}", p.pid, p.comm),
-                format!("calls {}  pages {}", p.calls, p.pages),
+                format!("pid {}  comm {}", p.pid, p.totals.comm),
+                format!("calls {}  pages {}", p.totals.calls, p.totals.pages),
                 format!(
                     "pinned {}  released {}  still pinned {}",
-                    p.pinned,
-                    p.released,
+                    p.totals.pinned,
+                    p.totals.released,
                     p.outstanding()
                 ),
                 format!(

@@ -1,10 +1,7 @@
 //! Checks that are not one workload against its expectation: the attach
 //! mechanism, error and partial-return accounting, and the `stat` command.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use pinwatch::{
     probes::{AttachMode, Mechanism},
@@ -13,7 +10,7 @@ use pinwatch::{
     vmstat,
 };
 
-use crate::harness::{harness, id_of};
+use crate::harness::{harness, id_of, pinwatch_bin, start_pinwatch};
 
 #[test]
 fn mechanism_is_the_one_asked_for() {
@@ -130,10 +127,11 @@ fn errors_and_partial_returns() {
 #[test]
 fn stat_json_sees_a_workload() {
     let h = harness();
-    let bin = std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into());
-    let attach = format!("{:?}", h.mode).to_lowercase();
-    let stat = Command::new(&bin)
-        .args([
+    let bin = pinwatch_bin();
+    let attach = h.attach_arg();
+    // Waits until it counts; then a workload whose total fits in the window.
+    let stat = start_pinwatch(
+        &[
             "stat",
             "--json",
             "--interval",
@@ -142,19 +140,8 @@ fn stat_json_sees_a_workload() {
             "3",
             "--attach",
             &attach,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pinwatch stat");
-    // Wait until it counts, then run a workload whose total fits in the window.
-    let mut stat = stat;
-    let mut err = BufReader::new(stat.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    err.read_line(&mut line).expect("stat start line");
-    assert!(
-        line.contains("attached"),
-        "pinwatch stat did not start: {line:?}"
+        ],
+        "attached",
     );
     let status = Command::new(&bin)
         .args([

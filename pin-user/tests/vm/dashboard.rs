@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::harness::harness;
+use crate::harness::{harness, pinwatch_bin};
 
 fn tmux(args: &[&str]) -> (bool, String) {
     // tmux refuses to start without a UTF-8 locale (the image carries C.utf8).
@@ -65,8 +65,8 @@ fn calls_per_s(screen: &str, variant: &str) -> Option<f64> {
 #[test]
 fn top_shows_live_numbers_in_a_terminal() {
     let h = harness();
-    let bin = std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into());
-    let attach = format!("{:?}", h.mode).to_lowercase();
+    let bin = pinwatch_bin();
+    let attach = h.attach_arg();
     let cmd = format!("TERM=screen {bin} top --interval 1s --attach {attach}");
     let (ok, _) = tmux(&[
         "new-session",

@@ -68,9 +68,41 @@ pub fn id_of(name: &str) -> usize {
         .unwrap_or_else(|| panic!("{name} not in catalogue"))
 }
 
+/// The pinwatch binary under test (`PINWATCH_BIN`, default on PATH).
+pub fn pinwatch_bin() -> String {
+    std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into())
+}
+
+impl Harness {
+    /// The `--attach` value matching the harness's own probes.
+    pub fn attach_arg(&self) -> String {
+        format!("{:?}", self.mode).to_lowercase()
+    }
+}
+
+/// Starts `pinwatch ARGS` (stdout and stderr piped) and waits for its first
+/// stderr line, which must contain `started`: from then on it counts.
+pub fn start_pinwatch(args: &[&str], started: &str) -> std::process::Child {
+    let mut child = Command::new(pinwatch_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn pinwatch {args:?}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().expect("stderr"))
+        .read_line(&mut line)
+        .expect("start line");
+    assert!(
+        line.contains(started),
+        "pinwatch {args:?} did not start: {line:?}"
+    );
+    child
+}
+
 /// Runs one workload between two snapshots.
 pub fn measure(h: &Harness, args: &[&str]) -> (WorkloadReport, Delta) {
-    let bin = std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into());
+    let bin = pinwatch_bin();
     let mut child = Command::new(&bin)
         .arg("workload")
         .args(args)

@@ -7,13 +7,13 @@ use std::process::{Command, Stdio};
 
 use pinwatch::export::record::Record;
 
-use crate::harness::harness;
+use crate::harness::{harness, pinwatch_bin};
 
 #[test]
 fn record_follows_the_command_tree() {
     let h = harness();
-    let bin = std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into());
-    let attach = format!("{:?}", h.mode).to_lowercase();
+    let bin = pinwatch_bin();
+    let attach = h.attach_arg();
     // Outside the tree: shared-futex GUP calls that must not be recorded.
     let mut noise = Command::new(&bin)
         .args(["workload", "futex-wake", "--calls", "200000"])

@@ -2,12 +2,12 @@
 //! at /metrics equal the workload's exact expectation, in both formats.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::TcpStream,
     process::{Command, Stdio},
 };
 
-use crate::harness::harness;
+use crate::harness::{harness, pinwatch_bin, start_pinwatch};
 
 /// One HTTP/1.1 GET; returns (headers, body).
 fn get(addr: &str, accept: &str) -> (String, String) {
@@ -35,21 +35,12 @@ fn sample(body: &str, prefix: &str) -> Option<u64> {
 #[test]
 fn serve_exports_exact_counters() {
     let h = harness();
-    let bin = std::env::var("PINWATCH_BIN").unwrap_or_else(|_| "pinwatch".into());
-    let attach = format!("{:?}", h.mode).to_lowercase();
+    let bin = pinwatch_bin();
+    let attach = h.attach_arg();
     let addr = "127.0.0.1:9435";
-    let mut serve = Command::new(&bin)
-        .args(["serve", "--listen", addr, "--attach", &attach])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pinwatch serve");
-    let mut line = String::new();
-    BufReader::new(serve.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.contains("serving metrics"),
-        "serve did not start: {line:?}"
+    let mut serve = start_pinwatch(
+        &["serve", "--listen", addr, "--attach", &attach],
+        "serving metrics",
     );
     let status = Command::new(&bin)
         .args([

@@ -40,18 +40,43 @@ pub struct FuncInfo {
     /// or [`NO_ARG`] for functions that handle one page or folio. The probes
     /// read this position; the agent checks it against the kernel's BTF.
     pub nr_arg: u8,
+    /// Index of the start-address parameter, or [`NO_ARG`].
+    pub start_arg: u8,
+    /// Index of the `gup_flags` parameter, or [`NO_ARG`].
+    pub flags_arg: u8,
 }
 
 /// [`FuncInfo::nr_arg`] of functions without a page-count parameter.
 pub const NO_ARG: u8 = 0xff;
 
-const fn f(symbols: &'static [&'static str], kind: FuncKind, is_pin: bool, nr_arg: u8) -> FuncInfo {
+/// Positions of (start, nr_pages, gup_flags) in the two signatures the
+/// get/pin family uses, `(start, nr, flags, ...)` and `(mm, start, nr,
+/// flags, ...)`, and in the ones that differ.
+const LOCAL: (u8, u8, u8) = (0, 1, 2);
+const REMOTE: (u8, u8, u8) = (1, 2, 3);
+/// `*_unlocked(start, nr_pages, pages, gup_flags)`.
+const UNLOCKED: (u8, u8, u8) = (0, 1, 3);
+/// `__gup_longterm_locked(mm, start, nr_pages, pages, locked|vmas, gup_flags)`.
+const LONGTERM: (u8, u8, u8) = (1, 2, 5);
+/// Release functions: one page/folio, no count.
+const ONE: (u8, u8, u8) = (NO_ARG, NO_ARG, NO_ARG);
+/// Release functions with a count at position 1.
+const COUNTED: (u8, u8, u8) = (NO_ARG, 1, NO_ARG);
+
+const fn f(
+    symbols: &'static [&'static str],
+    kind: FuncKind,
+    is_pin: bool,
+    (start_arg, nr_arg, flags_arg): (u8, u8, u8),
+) -> FuncInfo {
     FuncInfo {
         name: symbols[0],
         symbols,
         kind,
         is_pin,
         nr_arg,
+        start_arg,
+        flags_arg,
     }
 }
 
@@ -68,37 +93,42 @@ pub const FAST_INTERNAL: FuncId = 10;
 
 /// Every function pinwatch traces, indexed by [`FuncId`].
 pub const FUNCS: [FuncInfo; FUNC_COUNT] = [
-    f(&["get_user_pages"], Variant, false, 1),
-    f(&["get_user_pages_fast"], FastVariant, false, 1),
+    f(&["get_user_pages"], Variant, false, LOCAL),
+    f(&["get_user_pages_fast"], FastVariant, false, LOCAL),
     f(
         &["get_user_pages_fast_only", "__get_user_pages_fast"],
         FastVariant,
         false,
-        1,
+        LOCAL,
     ),
-    f(&["get_user_pages_remote"], Variant, false, 2),
-    f(&["get_user_pages_unlocked"], Variant, false, 1),
-    f(&["pin_user_pages"], Variant, true, 1),
-    f(&["pin_user_pages_fast"], FastVariant, true, 1),
-    f(&["pin_user_pages_fast_only"], FastVariant, true, 1),
-    f(&["pin_user_pages_remote"], Variant, true, 2),
-    f(&["pin_user_pages_unlocked"], Variant, true, 1),
+    f(&["get_user_pages_remote"], Variant, false, REMOTE),
+    f(&["get_user_pages_unlocked"], Variant, false, UNLOCKED),
+    f(&["pin_user_pages"], Variant, true, LOCAL),
+    f(&["pin_user_pages_fast"], FastVariant, true, LOCAL),
+    f(&["pin_user_pages_fast_only"], FastVariant, true, LOCAL),
+    f(&["pin_user_pages_remote"], Variant, true, REMOTE),
+    f(&["pin_user_pages_unlocked"], Variant, true, UNLOCKED),
     f(
         &["gup_fast_fallback", "internal_get_user_pages_fast"],
         FastInternal,
         false,
-        1,
+        LOCAL,
     ),
-    f(&["__gup_longterm_locked"], SlowInternal, false, 2),
-    f(&["__get_user_pages"], Walker, false, 2),
+    f(&["__gup_longterm_locked"], SlowInternal, false, LONGTERM),
+    f(&["__get_user_pages"], Walker, false, REMOTE),
     // Release family.
-    f(&["unpin_user_page"], Release, true, NO_ARG),
-    f(&["unpin_user_pages"], Release, true, 1),
-    f(&["unpin_user_pages_dirty_lock"], Release, true, 1),
-    f(&["unpin_user_page_range_dirty_lock"], Release, true, 1),
-    f(&["unpin_folio"], Release, true, NO_ARG),
-    f(&["unpin_folios"], Release, true, 1),
-    f(&["unpin_user_folio"], Release, true, 1),
+    f(&["unpin_user_page"], Release, true, ONE),
+    f(&["unpin_user_pages"], Release, true, COUNTED),
+    f(&["unpin_user_pages_dirty_lock"], Release, true, COUNTED),
+    f(
+        &["unpin_user_page_range_dirty_lock"],
+        Release,
+        true,
+        COUNTED,
+    ),
+    f(&["unpin_folio"], Release, true, ONE),
+    f(&["unpin_folios"], Release, true, COUNTED),
+    f(&["unpin_user_folio"], Release, true, COUNTED),
 ];
 
 /// Whether `id` belongs to the fast path (variant or internal): the first

@@ -146,6 +146,11 @@ pub struct FuncConfig {
     pub is_pin: u8,
     /// 1 once the agent filled this entry (probes ignore unfilled ones).
     pub valid: u8,
+    /// 1 when BTF confirms the start address and `gup_flags` sit where
+    /// [`catalog::FuncInfo`] says: per-call events carry them only then.
+    pub args_known: u8,
+    /// Explicit padding (keeps the layout free of uninitialised bytes).
+    pub _pad: [u8; 3],
 }
 
 /// What a task is doing inside the GUP family, kept per thread (key: full
@@ -161,6 +166,10 @@ pub struct TaskState {
     pub start_ns: u64,
     /// `nr_pages` of the outermost call.
     pub nr: i64,
+    /// Start address of the outermost call (0 when unknown).
+    pub addr: u64,
+    /// `gup_flags` of the outermost call as passed by its caller.
+    pub flags: u64,
     /// Level (depth before entry, plus one) of the innermost fast-path
     /// function, 0 when not inside one.
     pub fast_level: u32,
@@ -180,6 +189,8 @@ pub struct TaskState {
     pub release_outer: u32,
     /// Pages the outermost release call releases.
     pub release_pages: u64,
+    /// Entry time of the outermost release call (ns, monotonic).
+    pub release_start_ns: u64,
 }
 
 /// Indexes of the agent-visible health counters in the `HEALTH` per-CPU
@@ -196,10 +207,65 @@ pub enum Health {
     ProcStateLost = 2,
     /// A forked process of a followed tree could not be added to `TRACKED`.
     TrackLost = 3,
+    /// A per-call event was dropped because the `EVENTS` ring was full.
+    EventsLost = 4,
 }
 
 /// Number of [`Health`] counters.
-pub const HEALTH_COUNT: usize = 4;
+pub const HEALTH_COUNT: usize = 5;
+
+/// Size of the per-call `EVENTS` ring buffer in bytes (a power of two and
+/// a multiple of the page size); about 2700 [`CallEvent`]s.
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+
+/// Index in the `EVENT_FILTER` array: 1 when per-call events are wanted.
+pub const EVENTS_ON: u32 = 0;
+/// Index in the `EVENT_FILTER` array: only this thread id (0: any).
+pub const EVENTS_TID: u32 = 1;
+/// Index in the `EVENT_FILTER` array: only this process id (0: any).
+pub const EVENTS_TGID: u32 = 2;
+/// Number of `EVENT_FILTER` entries.
+pub const EVENT_FILTER_LEN: u32 = 3;
+
+/// [`CallEvent::kind`] of an outermost get/pin call.
+pub const EVENT_GUP: u32 = 0;
+/// [`CallEvent::kind`] of an outermost release (unpin) call.
+pub const EVENT_RELEASE: u32 = 1;
+
+/// One outermost call, sent through the `EVENTS` ring buffer when a
+/// feature needs per-call data (`validate`, `trace`); never on by default.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallEvent {
+    /// Entry time (ns, monotonic clock).
+    pub start_ns: u64,
+    /// Entry to return, in nanoseconds.
+    pub latency_ns: u64,
+    /// Caller's `pid_tgid` (thread id in the low half).
+    pub pid_tgid: u64,
+    /// Start address (get/pin calls whose arguments BTF confirmed, else 0).
+    pub addr: u64,
+    /// `nr_pages` as passed (get/pin), or pages released (release).
+    pub nr: i64,
+    /// `gup_flags` as passed by the caller ([`u64::MAX`] when unknown).
+    pub flags: u64,
+    /// Return value (get/pin; 0 for releases).
+    pub ret: i64,
+    /// Pages taken by the lockless fast path.
+    pub fast_pages: u64,
+    /// Pages taken by the slow path (the whole return for slow variants).
+    pub slow_pages: u64,
+    /// [`FuncId`] of the outermost function.
+    pub func: u32,
+    /// [`EVENT_GUP`] or [`EVENT_RELEASE`].
+    pub kind: u32,
+    /// 1 when a fast-path call fell back to the slow path.
+    pub fell_back: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The caller's comm.
+    pub comm: [u8; 16],
+}
 
 /// Capacity of the followed-process set (`TRACKED`).
 pub const TRACKED_CAPACITY: u32 = 65536;
@@ -217,6 +283,7 @@ mod pod {
     unsafe impl aya::Pod for super::ProcStats {}
     unsafe impl aya::Pod for super::FuncConfig {}
     unsafe impl aya::Pod for super::TaskState {}
+    unsafe impl aya::Pod for super::CallEvent {}
 }
 
 #[cfg(test)]
@@ -242,14 +309,15 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(core::mem::size_of::<FuncConfig>(), 4);
+        assert_eq!(core::mem::size_of::<FuncConfig>(), 8);
+        assert_eq!(core::mem::size_of::<CallEvent>(), 8 * 9 + 4 * 4 + 16);
         assert_eq!(
             core::mem::size_of::<GupStats>(),
             8 * (11 + LATENCY_BUCKETS + ERRNO_SLOTS)
         );
         assert_eq!(
             core::mem::size_of::<TaskState>(),
-            4 * 2 + 8 * 2 + 4 * 2 + 8 * 4 + 4 * 2 + 8
+            4 * 2 + 8 * 4 + 4 * 2 + 8 * 4 + 4 * 2 + 8 * 2
         );
     }
 }

@@ -11,11 +11,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use pin_common::{
-    FuncConfig, FuncId, GUP_FUNC_COUNT, Health, ProcStats, TaskState, catalog::is_fast, errno_slot,
-    latency_bucket,
+    CallEvent, EVENT_GUP, EVENT_RELEASE, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FuncConfig, FuncId,
+    GUP_FUNC_COUNT, Health, ProcStats, TaskState, catalog::is_fast, errno_slot, latency_bucket,
 };
 
-use crate::maps::{CONFIG, FILTER, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TASKS, TRACKED};
+use crate::maps::{
+    CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TASKS, TRACKED,
+};
 
 /// Deeper nesting than this means the state is stale (a return was missed);
 /// real GUP nesting is at most four traced functions deep.
@@ -132,9 +134,33 @@ pub fn on_exit() {
     }
 }
 
-/// Entry into get/pin function `id`; `raw_nr` is its page-count register.
+/// Whether the current outermost call must also become a per-call event.
 #[inline(always)]
-pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, raw_nr: u64) {
+fn event_wanted(pid_tgid: u64) -> bool {
+    if !matches!(EVENT_FILTER.get(EVENTS_ON), Some(&1)) {
+        return false;
+    }
+    let tid = EVENT_FILTER.get(EVENTS_TID).copied().unwrap_or(0);
+    let tgid = EVENT_FILTER.get(EVENTS_TGID).copied().unwrap_or(0);
+    (tid == 0 || tid == pid_tgid as u32) && (tgid == 0 || tgid == (pid_tgid >> 32) as u32)
+}
+
+/// Sends one per-call event, counting it in `HEALTH` when the ring is full.
+#[inline(always)]
+fn emit(event: CallEvent) {
+    match EVENTS.reserve::<CallEvent>(0) {
+        Some(mut slot) => {
+            slot.write(event);
+            slot.submit(0);
+        }
+        None => bump_health(Health::EventsLost),
+    }
+}
+
+/// Entry into get/pin function `id`; `raw_nr` is its page-count register,
+/// `addr` and `flags` its start-address and `gup_flags` registers.
+#[inline(always)]
+pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, raw_nr: u64, addr: u64, flags: u64) {
     if !counted() {
         return;
     }
@@ -152,6 +178,13 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, raw_nr: u64) {
         state.outer = id;
         state.start_ns = unsafe { bpf_ktime_get_ns() };
         state.nr = nr;
+        if config.args_known != 0 {
+            state.addr = addr;
+            state.flags = flags;
+        } else {
+            state.addr = 0;
+            state.flags = u64::MAX;
+        }
         state.fast_level = 0;
         state.fallback_level = 0;
         state.fast_ret = 0;
@@ -199,6 +232,29 @@ pub fn gup_exit(ctx: &impl EbpfContext, id: FuncId, raw_ret: u64) {
     }
 }
 
+/// Pages taken by the fast and the slow path, and whether the call fell
+/// back, for a call that went through the fast path (zeros otherwise).
+#[inline(always)]
+fn path_split(state: &TaskState) -> (u64, u64, bool) {
+    if state.fast_level == 0 {
+        return (0, 0, false);
+    }
+    if state.fallback_level != 0 {
+        let fast = state.fast_nr - state.fallback_nr;
+        let fast = if fast > 0 { fast as u64 } else { 0 };
+        let slow = if state.slow_ret > 0 {
+            state.slow_ret as u64
+        } else {
+            0
+        };
+        (fast, slow, true)
+    } else if state.fast_ret > 0 {
+        (state.fast_ret as u64, 0, false)
+    } else {
+        (0, 0, false)
+    }
+}
+
 #[inline(always)]
 fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     let outer = state.outer;
@@ -228,22 +284,39 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
             *count += 1;
         }
     }
-    if state.fast_level != 0 {
-        if state.fallback_level != 0 {
-            stats.fallbacks += 1;
-            let fast = state.fast_nr - state.fallback_nr;
-            if fast > 0 {
-                stats.fast_pages += fast as u64;
-            }
-            if state.slow_ret > 0 {
-                stats.slow_pages += state.slow_ret as u64;
-            }
-        } else if state.fast_ret > 0 {
-            stats.fast_pages += state.fast_ret as u64;
-        }
+    let (fast_pages, slow_pages, fell_back) = path_split(state);
+    if fell_back {
+        stats.fallbacks += 1;
     }
+    stats.fast_pages += fast_pages;
+    stats.slow_pages += slow_pages;
     let now = unsafe { bpf_ktime_get_ns() };
     let ns = now.saturating_sub(state.start_ns);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if event_wanted(pid_tgid) {
+        // A slow variant's pages all come from the slow path.
+        let slow_pages = if state.fast_level == 0 && ret > 0 {
+            ret as u64
+        } else {
+            slow_pages
+        };
+        emit(CallEvent {
+            start_ns: state.start_ns,
+            latency_ns: ns,
+            pid_tgid,
+            addr: state.addr,
+            nr: state.nr,
+            flags: state.flags,
+            ret,
+            fast_pages,
+            slow_pages,
+            func: outer,
+            kind: EVENT_GUP,
+            fell_back: fell_back as u32,
+            _pad: 0,
+            comm: bpf_get_current_comm().unwrap_or_default(),
+        });
+    }
     stats.latency_sum_ns += ns;
     if ns > stats.latency_max_ns {
         stats.latency_max_ns = ns;
@@ -288,6 +361,7 @@ pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
     if state.release_depth == 0 {
         state.release_outer = id;
         state.release_pages = pages;
+        state.release_start_ns = unsafe { bpf_ktime_get_ns() };
     }
     state.release_depth += 1;
 }
@@ -318,5 +392,19 @@ pub fn release_exit(ctx: &impl EbpfContext) {
     }
     if let Some(proc) = proc_stats(ctx) {
         proc.released += state.release_pages;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if event_wanted(pid_tgid) {
+        let now = unsafe { bpf_ktime_get_ns() };
+        emit(CallEvent {
+            start_ns: state.release_start_ns,
+            latency_ns: now.saturating_sub(state.release_start_ns),
+            pid_tgid,
+            nr: state.release_pages as i64,
+            func: state.release_outer,
+            kind: EVENT_RELEASE,
+            comm: bpf_get_current_comm().unwrap_or_default(),
+            ..CallEvent::default()
+        });
     }
 }

@@ -33,7 +33,15 @@ mod programs {
             #[fentry]
             fn $fentry(ctx: FEntryContext) -> u32 {
                 const NR: usize = FUNCS[$id].nr_arg as usize;
-                account::gup_entry(&ctx, $id, ctx.arg::<u64>(NR));
+                const START: usize = FUNCS[$id].start_arg as usize;
+                const FLAGS: usize = FUNCS[$id].flags_arg as usize;
+                account::gup_entry(
+                    &ctx,
+                    $id,
+                    ctx.arg::<u64>(NR),
+                    ctx.arg::<u64>(START),
+                    ctx.arg::<u64>(FLAGS),
+                );
                 0
             }
 
@@ -46,7 +54,15 @@ mod programs {
             #[kprobe]
             fn $kprobe(ctx: ProbeContext) -> u32 {
                 const NR: usize = FUNCS[$id].nr_arg as usize;
-                account::gup_entry(&ctx, $id, ctx.arg::<u64>(NR).unwrap_or(0));
+                const START: usize = FUNCS[$id].start_arg as usize;
+                const FLAGS: usize = FUNCS[$id].flags_arg as usize;
+                account::gup_entry(
+                    &ctx,
+                    $id,
+                    ctx.arg::<u64>(NR).unwrap_or(0),
+                    ctx.arg::<u64>(START).unwrap_or(0),
+                    ctx.arg::<u64>(FLAGS).unwrap_or(0),
+                );
                 0
             }
 

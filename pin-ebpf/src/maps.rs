@@ -4,11 +4,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use pin_common::{
-    FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, PROCS_CAPACITY, ProcStats,
-    ReleaseStats, TASKS_CAPACITY, TRACKED_CAPACITY, TaskState,
+    EVENT_FILTER_LEN, EVENTS_RING_BYTES, FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats,
+    HEALTH_COUNT, PROCS_CAPACITY, ProcStats, ReleaseStats, TASKS_CAPACITY, TRACKED_CAPACITY,
+    TaskState,
 };
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
@@ -49,3 +50,14 @@ pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACIT
 /// Events the probes could not account, by [`pin_common::Health`] index.
 #[map]
 pub static HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(HEALTH_COUNT as u32, 0);
+
+/// Per-call events ([`pin_common::CallEvent`]) for the features that need
+/// them; written only while `EVENT_FILTER[EVENTS_ON]` is 1. A full ring
+/// drops the event and counts it in `HEALTH`.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Which calls become events: on/off, thread id, process id (see the
+/// `EVENTS_*` indexes in pin-common).
+#[map]
+pub static EVENT_FILTER: Array<u32> = Array::with_max_entries(EVENT_FILTER_LEN, 0);

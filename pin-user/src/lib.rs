@@ -10,8 +10,10 @@
 
 pub mod cli;
 pub mod commands;
+pub mod events;
 pub mod export;
 pub mod kernel;
+pub mod model;
 pub mod probes;
 pub mod report;
 pub mod signals;

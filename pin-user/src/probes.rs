@@ -169,6 +169,10 @@ fn ensure_tracefs() {
 
 /// Page-count parameter names accepted at `FuncInfo::nr_arg`.
 const NR_PARAM_NAMES: &[&str] = &["nr_pages", "npages", "nfolios", "nr"];
+/// Start-address parameter names accepted at `FuncInfo::start_arg`.
+const START_PARAM_NAMES: &[&str] = &["start", "addr"];
+/// Flag parameter names accepted at `FuncInfo::flags_arg`.
+const FLAGS_PARAM_NAMES: &[&str] = &["gup_flags", "flags"];
 
 /// Checks `func`'s BTF prototype against what the probes read and derives
 /// its config.
@@ -194,11 +198,22 @@ fn func_config(btf: &Btf, func: &FuncInfo, symbol: &str) -> Result<FuncConfig, S
         }
         param.size == Some(4)
     };
+    let named = |index: u8, names: &[&str]| {
+        index != NO_ARG
+            && proto
+                .params
+                .get(index as usize)
+                .is_some_and(|p| names.contains(&p.name.as_str()))
+    };
+    let args_known =
+        named(func.start_arg, START_PARAM_NAMES) && named(func.flags_arg, FLAGS_PARAM_NAMES);
     Ok(FuncConfig {
         nr_is_int: nr_is_int as u8,
         ret_is_int: (proto.ret_size == Some(4)) as u8,
         is_pin: func.is_pin as u8,
         valid: 1,
+        args_known: args_known as u8,
+        _pad: [0; 3],
     })
 }
 
@@ -496,7 +511,9 @@ mod tests {
                 nr_is_int: 1,
                 ret_is_int: 1,
                 is_pin: 1,
-                valid: 1
+                valid: 1,
+                args_known: 1,
+                _pad: [0; 3],
             }
         );
     }

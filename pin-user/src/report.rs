@@ -133,6 +133,8 @@ pub struct HealthView {
     pub proc_state_lost: u64,
     /// Forked processes of a followed command that could not be followed.
     pub tracked_lost: u64,
+    /// Per-call events dropped because the ring buffer was full.
+    pub events_lost: u64,
 }
 
 /// Symbolic name of an errno value GUP returns.
@@ -234,6 +236,7 @@ impl IntervalView {
                 unmatched_exits: delta.health[1],
                 proc_state_lost: delta.health[2],
                 tracked_lost: delta.health[3],
+                events_lost: delta.health[4],
             },
         }
     }
@@ -329,11 +332,21 @@ impl IntervalView {
             );
         }
         let h = &self.health;
-        if h.task_state_lost + h.unmatched_exits + h.proc_state_lost + h.tracked_lost > 0 {
+        if h.task_state_lost
+            + h.unmatched_exits
+            + h.proc_state_lost
+            + h.tracked_lost
+            + h.events_lost
+            > 0
+        {
             let _ = writeln!(
                 out,
-                "probe health: {} task states lost, {} unmatched returns, {} process entries lost, {} forks not followed",
-                h.task_state_lost, h.unmatched_exits, h.proc_state_lost, h.tracked_lost
+                "probe health: {} task states lost, {} unmatched returns, {} process entries lost, {} forks not followed, {} events dropped",
+                h.task_state_lost,
+                h.unmatched_exits,
+                h.proc_state_lost,
+                h.tracked_lost,
+                h.events_lost
             );
         }
         out
@@ -374,7 +387,7 @@ mod tests {
             gup,
             release: vec![Default::default(); FUNCS.len() - GUP_FUNC_COUNT],
             procs: Default::default(),
-            health: [0; 4],
+            health: [0; pin_common::HEALTH_COUNT],
             vmstat: None,
         };
         let mut delta = delta;

@@ -255,6 +255,7 @@ impl Collector for Exporter {
             ("unmatched_exit", input.snapshot.health[1]),
             ("proc_state_lost", input.snapshot.health[2]),
             ("fork_not_followed", input.snapshot.health[3]),
+            ("event_ring_full", input.snapshot.health[4]),
         ];
         family(
             &mut encoder,
@@ -441,7 +442,7 @@ mod tests {
                         released: 150,
                     },
                 )]),
-                health: [0, 1, 0, 0],
+                health: [0, 1, 0, 0, 0],
                 vmstat: Some(PinCounters {
                     nr_foll_pin_acquired: 1000,
                     nr_foll_pin_released: 990,

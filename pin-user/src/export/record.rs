@@ -361,7 +361,7 @@ mod tests {
             gup,
             release,
             procs: BTreeMap::new(),
-            health: [0; 4],
+            health: [0; pin_common::HEALTH_COUNT],
             vmstat: Some(PinCounters {
                 nr_foll_pin_acquired: 162 * scale,
                 nr_foll_pin_released: 160 * scale,

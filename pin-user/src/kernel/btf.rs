@@ -1,6 +1,6 @@
 //! A small reader for the kernel's BTF (`/sys/kernel/btf/vmlinux`): just
 //! enough to find a function's prototype, its parameter names and the sizes
-//! of their types.
+//! of their types, and the values of enumerators such as `FOLL_*`.
 //!
 //! Written by hand because aya keeps its BTF type accessors crate-private
 //! and the one maintained standalone reader (btf-rs) is LGPL, which does not
@@ -227,6 +227,40 @@ impl Btf {
             params,
             ret_size: self.type_size(proto.size_or_type),
         })
+    }
+
+    /// Every enumerator whose name starts with `prefix`, with its value, in
+    /// type order (e.g. the `FOLL_*` flags, an enum since 6.3).
+    pub fn enumerators(&self, prefix: &str) -> Vec<(String, u64)> {
+        let mut found = Vec::new();
+        for t in &self.types {
+            let (stride, wide) = match t.kind {
+                KIND_ENUM => (8, false),
+                KIND_ENUM64 => (12, true),
+                _ => continue,
+            };
+            for i in 0..t.vlen as usize {
+                let off = t.data + stride * i;
+                let (Ok(name_off), Ok(lo)) = (u32_at(&self.data, off), u32_at(&self.data, off + 4))
+                else {
+                    continue;
+                };
+                let Ok(name) = self.string(name_off) else {
+                    continue;
+                };
+                if !name.starts_with(prefix) {
+                    continue;
+                }
+                let value = if wide {
+                    let hi = u32_at(&self.data, off + 8).unwrap_or(0);
+                    (u64::from(hi) << 32) | u64::from(lo)
+                } else {
+                    u64::from(lo)
+                };
+                found.push((name.to_string(), value));
+            }
+        }
+        found
     }
 
     /// Number of types (for diagnostics).

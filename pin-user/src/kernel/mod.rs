@@ -3,6 +3,7 @@
 //! programs. Everything is discovered, nothing assumed.
 
 pub mod btf;
+pub mod foll;
 pub mod kallsyms;
 
 use aya::programs::ProgramType;

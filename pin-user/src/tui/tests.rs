@@ -92,7 +92,7 @@ fn frame(step: u64) -> Frame {
             gup,
             release,
             procs,
-            health: [0; 4],
+            health: [0; pin_common::HEALTH_COUNT],
             vmstat: Some(PinCounters {
                 nr_foll_pin_acquired: 4848,
                 nr_foll_pin_released: 4448,

@@ -1,0 +1,129 @@
+//! What changes between kernel versions: pin rules that moved, and the
+//! named deviations from the documented contract. Each entry says where the
+//! boundary comes from; pinwatch has verified the ends on Debian 6.1 and
+//! 6.12 kernels (`cargo xtask test`).
+
+use serde::Serialize;
+
+/// A kernel release, major.minor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct KernelVersion {
+    /// Major number.
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+}
+
+impl KernelVersion {
+    /// `major.minor`.
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Self { major, minor }
+    }
+
+    /// Parses the start of a release string such as `6.12.117+deb13-amd64`.
+    pub fn parse(release: &str) -> Option<Self> {
+        let mut parts = release.split(|c: char| !c.is_ascii_digit());
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(Self { major, minor })
+    }
+}
+
+impl std::fmt::Display for KernelVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// A named, version-bound departure of a real kernel from the documented
+/// contract ("returns the number of pages pinned, possibly fewer; 0 if
+/// nr_pages <= 0; -errno only if nothing was pinned").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deviation {
+    /// A negative `int nr_pages` to a fast variant is sign-extended and
+    /// overflows the range check: -EOVERFLOW (or -EFAULT for tiny start
+    /// addresses) instead of 0. 6.1 returns 0 as documented (or -EFAULT).
+    FastNegativeNr,
+    /// `pin_user_pages`, `_remote` and `_unlocked` return 0, not -EINVAL,
+    /// when given invalid flags (6.4's `is_valid_gup_args`); 6.1 returns
+    /// -EINVAL.
+    PinInvalidArgsReturnZero,
+    /// The non-fast variants take `unsigned long nr_pages` (since 4.x): a
+    /// negative count is a huge one, and the walk runs until a page fails
+    /// (the 2010 contract's `int nr_pages` returned 0).
+    NegativeNrUnsigned,
+}
+
+impl Deviation {
+    /// Stable kebab-case name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Deviation::FastNegativeNr => "fast-negative-nr",
+            Deviation::PinInvalidArgsReturnZero => "pin-invalid-args-return-zero",
+            Deviation::NegativeNrUnsigned => "negative-nr-unsigned",
+        }
+    }
+
+    /// One-line explanation.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Deviation::FastNegativeNr => {
+                "negative nr_pages to a *_fast variant returns -EOVERFLOW/-EFAULT, not 0"
+            }
+            Deviation::PinInvalidArgsReturnZero => {
+                "pin_user_pages{,_remote,_unlocked} return 0, not -EINVAL, on invalid flags"
+            }
+            Deviation::NegativeNrUnsigned => {
+                "negative nr_pages to a non-fast variant is a huge unsigned count, not 0"
+            }
+        }
+    }
+}
+
+/// The version-dependent behaviour of one kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Rules {
+    /// The kernel.
+    pub version: KernelVersion,
+    /// FOLL_PIN on the shared zero page counts in `nr_foll_pin_*` and the
+    /// page's refcount. Off since 6.5 ("mm: Don't pin ZERO_PAGE in
+    /// pin_user_pages()"); on in 6.1 (`try_grab_page` has no zero check).
+    pub zero_page_pins_counted: bool,
+    /// FOLL_LONGTERM|FOLL_WRITE pins of shared file mappings that need
+    /// dirty tracking are refused (-EFAULT; the fast path rolls its grab
+    /// back and falls back). Since 6.5 (`writable_file_mapping_allowed`).
+    pub longterm_write_file_refused: bool,
+    /// R/O FOLL_LONGTERM pins of non-anonymous pages (zero page, page cache)
+    /// in private mappings unshare them into anonymous copies first (the
+    /// fast path always falls back for them). Not in 6.1; in 6.5+.
+    pub ro_longterm_unshares_non_anon: bool,
+    /// A named deviation: see [`Deviation::PinInvalidArgsReturnZero`].
+    pub pin_invalid_args_return_zero: bool,
+    /// A named deviation: see [`Deviation::FastNegativeNr`] (6.1's range
+    /// check returned 0 on overflow; later ones -EOVERFLOW).
+    pub fast_negative_nr_overflow: bool,
+    /// O_DIRECT takes user pages with FOLL_PIN (`iov_iter_extract_pages`,
+    /// 6.3+) rather than FOLL_GET.
+    pub dio_pins: bool,
+    /// io_uring registers buffers with `pin_user_pages_fast` (6.10+) rather
+    /// than `pin_user_pages` followed by its own VMA checks.
+    pub io_uring_pins_fast: bool,
+}
+
+impl Rules {
+    /// The rules of kernel `version`.
+    pub fn for_version(version: KernelVersion) -> Self {
+        let since = |major, minor| version >= KernelVersion::new(major, minor);
+        Self {
+            version,
+            zero_page_pins_counted: !since(6, 5),
+            longterm_write_file_refused: since(6, 5),
+            ro_longterm_unshares_non_anon: since(6, 5),
+            pin_invalid_args_return_zero: since(6, 4),
+            fast_negative_nr_overflow: since(6, 4),
+            dio_pins: since(6, 3),
+            io_uring_pins_fast: since(6, 10),
+        }
+    }
+}

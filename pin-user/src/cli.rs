@@ -51,6 +51,29 @@ pub enum Command {
         #[arg(long)]
         comm: Option<String>,
     },
+    /// Check the live kernel against the reference pinning model: run each
+    /// scenario's real call path and compare, field by field, what the model
+    /// predicts with what the probes and /proc/vmstat observe. Exit 0: all
+    /// agree; 1: a disagreement; 4: a scenario could not run here.
+    Validate {
+        /// Attach options.
+        #[command(flatten)]
+        attach: AttachArgs,
+        /// Run only this scenario (see --list).
+        #[arg(long)]
+        scenario: Option<String>,
+        /// Scratch block device or file for the O_DIRECT and file-mapping
+        /// scenarios; its first 64 KiB are overwritten (default: /dev/ram0
+        /// when it is a brd ramdisk).
+        #[arg(long)]
+        device: Option<PathBuf>,
+        /// JSON report instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// List the scenarios and exit.
+        #[arg(long)]
+        list: bool,
+    },
     /// List every GUP function pinwatch knows and how it attached (or why not).
     Probes {
         /// Attach options.
@@ -272,6 +295,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         } => crate::commands::diff::run(&base, &new, threshold, json),
         Command::Probes { attach, json } => commands::probes::run(attach.attach, json),
+        Command::Validate {
+            attach,
+            scenario,
+            device,
+            json,
+            list,
+        } => commands::validate::run(commands::validate::ValidateOptions {
+            attach: attach.attach,
+            scenario,
+            device,
+            json,
+            list,
+        }),
         Command::Stat {
             attach,
             interval,

@@ -19,5 +19,6 @@ pub mod report;
 pub mod signals;
 pub mod snapshot;
 pub mod tui;
+pub mod validate;
 pub mod vmstat;
 pub mod workload;

@@ -105,6 +105,12 @@ fn bad_input_is_one_line_and_exit_2() {
         ],
         vec!["workload".into(), "odirect-read".into()],
         vec!["top".into(), "--pid".into(), "4000000".into()],
+        vec!["validate".into(), "--scenario".into(), "nope".into()],
+        vec![
+            "validate".into(),
+            "--device".into(),
+            "/nonexistent/dev".into(),
+        ],
     ];
     for args in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -119,4 +125,16 @@ fn bad_input_is_one_line_and_exit_2() {
             "{args:?} error is long: {stderr}"
         );
     }
+}
+
+#[test]
+fn validate_lists_its_catalogue_without_root() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .args(["validate", "--list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().count() >= 12, "{text}");
+    assert!(text.contains("uring-file-longterm"), "{text}");
 }

@@ -5,4 +5,5 @@ pub mod diff;
 pub mod probes;
 pub mod record;
 pub mod stat;
+pub mod validate;
 pub mod workload;

@@ -345,9 +345,13 @@ fn slow_take(
             fault_in(space, &vma, addr, f.write)
         }
     };
-    if f.write && !page.writable {
+    let force_follows =
+        f.force && !vma.write && vma.is_cow() && page.anon && page.exclusive && page.dirty;
+    if f.write && !page.writable && !force_follows {
         // A write fault: reuse an exclusive anonymous page, make a shared
-        // mapping's page writable, or copy (COW).
+        // mapping's page writable, or copy (COW). FOLL_FORCE writes to a
+        // read-only private mapping follow a dirty PTE of an exclusive
+        // anonymous page without one (`can_follow_write_pte`).
         p.faults += 1;
         if vma.shared {
             page.writable = true;
@@ -361,6 +365,7 @@ fn slow_take(
                 huge: false,
                 anon: true,
                 exclusive: true,
+                dirty: true,
             };
         }
         space.set_page(addr, PageState::Present(page));
@@ -373,6 +378,7 @@ fn slow_take(
             huge: false,
             anon: true,
             exclusive: true,
+            dirty: false,
         };
         space.set_page(addr, PageState::Present(page));
     }
@@ -391,6 +397,7 @@ fn fault_in(space: &mut AddressSpace, vma: &Vma, addr: u64, write: bool) -> Pres
             writable: vma.write,
             anon: true,
             exclusive: true,
+            dirty: true,
             ..Present::default()
         },
         // Private file pages are mapped read-only until written (COW).

@@ -5,19 +5,34 @@
 
 use serde::Serialize;
 
-/// A kernel release, major.minor.
+/// A kernel version, major.minor.patch (the upstream stable release).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct KernelVersion {
     /// Major number.
     pub major: u32,
     /// Minor number.
     pub minor: u32,
+    /// Stable patch level (0 when unknown).
+    pub patch: u32,
 }
 
 impl KernelVersion {
-    /// `major.minor`.
+    /// `major.minor.0`.
     pub const fn new(major: u32, minor: u32) -> Self {
-        Self { major, minor }
+        Self {
+            major,
+            minor,
+            patch: 0,
+        }
+    }
+
+    /// `major.minor.patch`.
+    pub const fn with_patch(major: u32, minor: u32, patch: u32) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
     }
 
     /// Parses the start of a release string such as `6.12.117+deb13-amd64`.
@@ -25,13 +40,34 @@ impl KernelVersion {
         let mut parts = release.split(|c: char| !c.is_ascii_digit());
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next()?.parse().ok()?;
-        Some(Self { major, minor })
+        let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        Some(Self {
+            major,
+            minor,
+            patch,
+        })
+    }
+
+    /// The upstream version from `/proc/version`: distributions such as
+    /// Debian keep the ABI name in the release (`6.1.0-56-cloud-amd64`)
+    /// and name the upstream stable release at the end (`Debian
+    /// 6.1.192-2`); that one wins when present and of the same series.
+    pub fn from_proc_version(proc_version: &str, release: &str) -> Option<Self> {
+        let base = Self::parse(release)?;
+        let upstream = proc_version
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "Debian" || w[0] == "Ubuntu")
+            .filter_map(|w| Self::parse(w[1]))
+            .find(|v| (v.major, v.minor) == (base.major, base.minor));
+        Some(upstream.unwrap_or(base))
     }
 }
 
 impl std::fmt::Display for KernelVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
     }
 }
 
@@ -88,7 +124,10 @@ pub struct Rules {
     pub version: KernelVersion,
     /// FOLL_PIN on the shared zero page counts in `nr_foll_pin_*` and the
     /// page's refcount. Off since 6.5 ("mm: Don't pin ZERO_PAGE in
-    /// pin_user_pages()"); on in 6.1 (`try_grab_page` has no zero check).
+    /// pin_user_pages()"). The 6.1 stable series changed in between: the
+    /// 6.1.119 source counts it (`try_grab_page` has no zero check),
+    /// Debian's 6.1.192 measurably does not; the boundary is placed after
+    /// the release read.
     pub zero_page_pins_counted: bool,
     /// FOLL_LONGTERM|FOLL_WRITE pins of shared file mappings that need
     /// dirty tracking are refused (-EFAULT; the fast path rolls its grab
@@ -117,7 +156,9 @@ impl Rules {
         let since = |major, minor| version >= KernelVersion::new(major, minor);
         Self {
             version,
-            zero_page_pins_counted: !since(6, 5),
+            zero_page_pins_counted: !(since(6, 5)
+                || (version.major, version.minor) == (6, 1)
+                    && version >= KernelVersion::with_patch(6, 1, 120)),
             longterm_write_file_refused: since(6, 5),
             ro_longterm_unshares_non_anon: since(6, 5),
             pin_invalid_args_return_zero: since(6, 4),

@@ -42,6 +42,10 @@ pub struct Present {
     /// The anonymous page is exclusive to this mm (not shared with a
     /// fork's copy), so R/O pins need not unshare it.
     pub exclusive: bool,
+    /// The PTE is dirty (written through this mapping): lets FOLL_FORCE
+    /// write through a read-only PTE of an exclusive anonymous page
+    /// without a fault (`can_follow_write_pte`).
+    pub dirty: bool,
 }
 
 /// One page of a VMA.
@@ -144,9 +148,7 @@ impl AddressSpace {
         }
     }
 
-    /// Marks every page of a mapping not shared with anything else, as
-    /// after a fork's child exited and nothing was copied... is not what
-    /// the kernel does: it is used only by tests building states directly.
+    /// Number of pages over all mappings.
     pub fn page_count(&self) -> usize {
         self.vmas.iter().map(|v| v.pages.len()).sum()
     }

@@ -6,7 +6,8 @@ use super::paths::{self, pages_spanned};
 use super::*;
 
 const BASE: u64 = 0x7f00_0000_0000;
-const V6_1: KernelVersion = KernelVersion::new(6, 1);
+const V6_1: KernelVersion = KernelVersion::with_patch(6, 1, 119);
+const V6_1_DEBIAN: KernelVersion = KernelVersion::with_patch(6, 1, 192);
 const V6_12: KernelVersion = KernelVersion::new(6, 12);
 
 fn warm() -> Present {
@@ -76,7 +77,7 @@ fn cold_fast_pin_falls_back_and_faults() {
 
 #[test]
 fn read_of_untouched_memory_pins_the_zero_page_counted_only_on_old_kernels() {
-    for (v, counted) in [(V6_1, 8), (V6_12, 0)] {
+    for (v, counted) in [(V6_1, 8), (V6_1_DEBIAN, 0), (V6_12, 0)] {
         let mut space = anon(8, PageState::Absent);
         let p = predict(
             &mut space,
@@ -311,13 +312,14 @@ fn ledger_catches_double_release() {
 fn any_present() -> impl Strategy<Value = PageState> {
     prop_oneof![
         Just(PageState::Absent),
-        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(writable, zero, exclusive)| {
+        any::<(bool, bool, bool, bool)>().prop_map(|(writable, zero, exclusive, dirty)| {
             PageState::Present(Present {
                 writable: writable && !zero,
                 zero,
                 huge: false,
                 anon: !zero,
                 exclusive: exclusive && !zero,
+                dirty: dirty && !zero,
             })
         }),
     ]
@@ -427,4 +429,18 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn versions_come_from_the_upstream_release() {
+    let debian = "Linux version 6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-12) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)";
+    assert_eq!(
+        KernelVersion::from_proc_version(debian, "6.1.0-56-cloud-amd64"),
+        Some(KernelVersion::with_patch(6, 1, 192))
+    );
+    assert_eq!(
+        KernelVersion::from_proc_version("Linux version 6.18.44", "6.18.44-fc"),
+        Some(KernelVersion::with_patch(6, 18, 44))
+    );
+    assert_eq!(KernelVersion::parse("garbage"), None);
 }

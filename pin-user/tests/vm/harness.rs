@@ -291,7 +291,8 @@ pub fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta
         );
     }
     assert_eq!(
-        delta.health, [0; 4],
+        delta.health,
+        [0; pin_common::HEALTH_COUNT],
         "{workload}: probe health counters moved"
     );
     if let Some(proc) = delta.procs.get(&report.pid) {

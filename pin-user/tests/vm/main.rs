@@ -21,3 +21,4 @@ mod dashboard;
 mod harness;
 mod record;
 mod serve;
+mod validate;

@@ -1,0 +1,718 @@
+//! The scenario catalogue: one memory layout and one real call path each.
+//!
+//! Scenarios run on the calling thread (the probes report that thread's
+//! calls only), prepare their mappings, snapshot them, predict with the
+//! model, make the system call and compare. A scenario that needs
+//! something this host lacks (a scratch block device, transparent huge
+//! pages) reports why it did not run.
+
+use std::{ops::Range, os::fd::AsRawFd as _, path::Path};
+
+use io_uring::IoUring;
+
+use super::{Ctx, Step, procsnap, step};
+use crate::model::{AddressSpace, PAGE_SIZE, PageState, Present, paths};
+
+/// Pages most scenarios use.
+const PAGES: u64 = 16;
+/// Bytes of [`PAGES`].
+const LEN: u64 = PAGES * PAGE_SIZE;
+/// Bytes of a PMD-mapped huge page.
+const HUGE: u64 = 2 << 20;
+
+/// A scenario: a name, what it exercises, and how to run it.
+pub struct Scenario {
+    /// Catalogue name (`--scenario NAME`).
+    pub name: &'static str,
+    /// What it exercises.
+    pub about: &'static str,
+    /// Runs it; `Err` says why it could not run here.
+    pub run: fn(&mut Ctx) -> Result<Vec<Step>, String>,
+}
+
+/// Every scenario, in the order `validate` runs them.
+pub const CATALOGUE: &[Scenario] = &[
+    Scenario {
+        name: "readv-warm",
+        about: "process_vm_readv of 16 written pages: PIN slow path, pins released after the copy",
+        run: readv_warm,
+    },
+    Scenario {
+        name: "readv-cold-zero-page",
+        about: "process_vm_readv of 16 never-touched pages: read faults map the zero page, pinned but counted only before 6.5",
+        run: readv_cold,
+    },
+    Scenario {
+        name: "readv-into-hole",
+        about: "process_vm_readv over 4 mapped pages then an unmapped hole: a partial count, then -EFAULT",
+        run: readv_hole,
+    },
+    Scenario {
+        name: "readv-unmapped",
+        about: "process_vm_readv of the never-mappable first 32 KiB: -EFAULT, nothing pinned",
+        run: readv_unmapped,
+    },
+    Scenario {
+        name: "readv-prot-none",
+        about: "process_vm_readv of a PROT_NONE mapping: -EFAULT",
+        run: readv_prot_none,
+    },
+    Scenario {
+        name: "writev-read-only",
+        about: "process_vm_writev into a read-only mapping: FOLL_WRITE without FOLL_FORCE, -EFAULT",
+        run: writev_read_only,
+    },
+    Scenario {
+        name: "readv-zero-length",
+        about: "process_vm_readv of 0 bytes: nr_pages = 0 never reaches GUP from userspace",
+        run: readv_zero_length,
+    },
+    Scenario {
+        name: "proc-mem-read-get",
+        about: "pread /proc/self/mem over 4 pages: GET path, one FOLL_FORCE get_user_pages_remote per page, no pins",
+        run: proc_mem_read,
+    },
+    Scenario {
+        name: "proc-mem-write-read-only",
+        about: "pwrite /proc/self/mem into a read-only private page: FOLL_FORCE write fault reuses the exclusive page",
+        run: proc_mem_write_ro,
+    },
+    Scenario {
+        name: "vmsplice-get",
+        about: "vmsplice of 16 written pages: GET fast path, no pins",
+        run: vmsplice_get,
+    },
+    Scenario {
+        name: "dio-read-warm",
+        about: "O_DIRECT read into 16 written pages: the fast path takes all",
+        run: dio_read_warm,
+    },
+    Scenario {
+        name: "dio-read-cold",
+        about: "O_DIRECT read into 16 untouched pages: fast path falls back, slow path faults",
+        run: dio_read_cold,
+    },
+    Scenario {
+        name: "dio-write-zero-page",
+        about: "O_DIRECT write from read-touched pages (the zero page): special PTEs fall back; zero-page pins uncounted",
+        run: dio_write_zero,
+    },
+    Scenario {
+        name: "dio-read-after-fork",
+        about: "O_DIRECT read into pages shared with a live fork: write pins break COW",
+        run: dio_read_after_fork,
+    },
+    Scenario {
+        name: "dio-write-after-fork",
+        about: "O_DIRECT write from pages shared with a live fork: R/O pins must unshare (GET needs not)",
+        run: dio_write_after_fork,
+    },
+    Scenario {
+        name: "dio-read-huge-page",
+        about: "O_DIRECT read into a PMD-mapped transparent huge page: fast path, per-page pin counts",
+        run: dio_read_huge,
+    },
+    Scenario {
+        name: "uring-memfd-longterm",
+        about: "io_uring buffer registration of memfd memory: LONGTERM pins held until unregistration",
+        run: uring_memfd,
+    },
+    Scenario {
+        name: "uring-file-longterm",
+        about: "io_uring registration of a shared block-device mapping: LONGTERM write pin of a dirty-tracked file",
+        run: uring_file,
+    },
+    Scenario {
+        name: "populate-write",
+        about: "MADV_POPULATE_WRITE of 16 untouched pages: faults without references",
+        run: populate_write,
+    },
+];
+
+/// `-errno` for a failed libc call, else the value.
+fn rc(ret: isize) -> i64 {
+    if ret < 0 {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+    } else {
+        ret as i64
+    }
+}
+
+/// An mmap'd range unmapped on drop.
+struct Mapping {
+    addr: u64,
+    len: u64,
+}
+
+impl Mapping {
+    fn new(len: u64, prot: i32, flags: i32, fd: i32) -> Result<Self, String> {
+        // SAFETY: a fresh mapping; the result is checked.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len as usize, prot, flags, fd, 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Self {
+            addr: ptr as u64,
+            len,
+        })
+    }
+
+    /// Private anonymous small pages, untouched.
+    fn anon(len: u64) -> Result<Self, String> {
+        let m = Self::new(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+        )?;
+        m.advise(libc::MADV_NOHUGEPAGE);
+        Ok(m)
+    }
+
+    fn advise(&self, advice: i32) -> i32 {
+        // SAFETY: advising our own mapping.
+        unsafe { libc::madvise(self.addr as *mut _, self.len as usize, advice) }
+    }
+
+    fn range(&self) -> Range<u64> {
+        self.addr..self.addr + self.len
+    }
+
+    /// Writes every page.
+    fn write_pages(&self) {
+        for off in (0..self.len).step_by(PAGE_SIZE as usize) {
+            // SAFETY: within the mapping, which is writable when called.
+            unsafe { ((self.addr + off) as *mut u8).write_volatile(0x5a) };
+        }
+    }
+
+    /// Reads every page.
+    fn read_pages(&self) {
+        for off in (0..self.len).step_by(PAGE_SIZE as usize) {
+            // SAFETY: within the mapping, which is readable when called.
+            unsafe { ((self.addr + off) as *const u8).read_volatile() };
+        }
+    }
+
+    fn protect(&self, prot: i32) -> Result<(), String> {
+        // SAFETY: changing our own mapping's protection.
+        if unsafe { libc::mprotect(self.addr as *mut _, self.len as usize, prot) } != 0 {
+            return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what we mapped (a partially unmapped range is
+        // fine: munmap ignores holes).
+        unsafe { libc::munmap(self.addr as *mut _, self.len as usize) };
+    }
+}
+
+fn snap(range: Range<u64>) -> Result<AddressSpace, String> {
+    procsnap::snapshot(std::process::id() as i32, range).map_err(|e| e.to_string())
+}
+
+fn process_vm(write: bool, local: &Mapping, remote: u64, len: u64) -> i64 {
+    let l = libc::iovec {
+        iov_base: local.addr as *mut _,
+        iov_len: len as usize,
+    };
+    let r = libc::iovec {
+        iov_base: remote as *mut _,
+        iov_len: len as usize,
+    };
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: the local iovec lies in our mapping; the remote one is only
+    // accessed by the kernel, which checks it.
+    rc(unsafe {
+        if write {
+            libc::process_vm_writev(pid, &l, 1, &r, 1, 0)
+        } else {
+            libc::process_vm_readv(pid, &l, 1, &r, 1, 0)
+        }
+    })
+}
+
+/// A written local buffer for the process_vm scenarios, made before the
+/// remote layout so that it cannot land in a hole the scenario made.
+fn local_buffer() -> Result<Mapping, String> {
+    let local = Mapping::anon(LEN)?;
+    local.write_pages();
+    Ok(local)
+}
+
+/// The process_vm_{readv,writev} scenarios: `len` bytes at `remote`.
+fn process_vm_case(
+    ctx: &mut Ctx,
+    local: &Mapping,
+    remote: u64,
+    len: u64,
+    write: bool,
+    watch: Range<u64>,
+) -> Result<Vec<Step>, String> {
+    let mut space = snap(watch)?;
+    let predicted = paths::process_vm(&mut space, remote, len, write, &ctx.rules);
+    let observed = ctx.observe(|| process_vm(write, local, remote, len));
+    let what = if write {
+        "process_vm_writev"
+    } else {
+        "process_vm_readv"
+    };
+    Ok(vec![step(
+        ctx,
+        format!("{what} {len} bytes"),
+        predicted,
+        observed,
+    )])
+}
+
+fn readv_warm(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let local = local_buffer()?;
+    let remote = Mapping::anon(LEN)?;
+    remote.write_pages();
+    process_vm_case(ctx, &local, remote.addr, LEN, false, remote.range())
+}
+
+fn readv_cold(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let local = local_buffer()?;
+    let remote = Mapping::anon(LEN)?;
+    process_vm_case(ctx, &local, remote.addr, LEN, false, remote.range())
+}
+
+fn readv_hole(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let local = local_buffer()?;
+    let remote = Mapping::anon(8 * PAGE_SIZE)?;
+    remote.write_pages();
+    // SAFETY: unmapping the upper half of our own mapping.
+    unsafe {
+        libc::munmap(
+            (remote.addr + 4 * PAGE_SIZE) as *mut _,
+            4 * PAGE_SIZE as usize,
+        )
+    };
+    process_vm_case(
+        ctx,
+        &local,
+        remote.addr,
+        8 * PAGE_SIZE,
+        false,
+        remote.range(),
+    )
+}
+
+fn readv_unmapped(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let local = local_buffer()?;
+    // Below vm.mmap_min_addr (64 KiB by default) nothing can ever be
+    // mapped: a range that is unmapped by construction, not by luck.
+    let len = 8 * PAGE_SIZE;
+    process_vm_case(ctx, &local, 0, len, false, 0..len)
+}
+
+fn readv_prot_none(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let local = local_buffer()?;
+    let remote = Mapping::anon(LEN)?;
+    remote.write_pages();
+    remote.protect(libc::PROT_NONE)?;
+    process_vm_case(ctx, &local, remote.addr, LEN, false, remote.range())
+}
+
+fn writev_read_only(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let local = local_buffer()?;
+    let remote = Mapping::anon(LEN)?;
+    remote.write_pages();
+    remote.protect(libc::PROT_READ)?;
+    process_vm_case(ctx, &local, remote.addr, LEN, true, remote.range())
+}
+
+fn readv_zero_length(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let local = local_buffer()?;
+    let remote = Mapping::anon(LEN)?;
+    remote.write_pages();
+    process_vm_case(ctx, &local, remote.addr, 0, false, remote.range())
+}
+
+fn open_proc_mem() -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+        .map_err(|e| format!("open /proc/self/mem: {e}"))
+}
+
+fn proc_mem_read(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let buf = Mapping::anon(4 * PAGE_SIZE)?;
+    buf.write_pages();
+    let mem = open_proc_mem()?;
+    let dst = Mapping::anon(4 * PAGE_SIZE)?;
+    dst.write_pages();
+    let mut space = snap(buf.range())?;
+    let predicted = paths::proc_mem(&mut space, buf.addr, buf.len, false, &ctx.rules);
+    let observed = ctx.observe(|| {
+        // SAFETY: dst is our writable mapping of buf.len bytes.
+        rc(unsafe {
+            libc::pread(
+                mem.as_raw_fd(),
+                dst.addr as *mut _,
+                buf.len as usize,
+                buf.addr as i64,
+            )
+        })
+    });
+    Ok(vec![step(
+        ctx,
+        "pread /proc/self/mem 4 pages",
+        predicted,
+        observed,
+    )])
+}
+
+fn proc_mem_write_ro(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let buf = Mapping::anon(PAGE_SIZE)?;
+    buf.write_pages();
+    buf.protect(libc::PROT_READ)?;
+    let mem = open_proc_mem()?;
+    let src = [0xa5u8; 8];
+    let mut space = snap(buf.range())?;
+    let predicted = paths::proc_mem(&mut space, buf.addr, src.len() as u64, true, &ctx.rules);
+    let observed = ctx.observe(|| {
+        // SAFETY: writes 8 bytes from our array into our own (read-only)
+        // mapping through /proc/self/mem.
+        rc(unsafe {
+            libc::pwrite(
+                mem.as_raw_fd(),
+                src.as_ptr().cast(),
+                src.len(),
+                buf.addr as i64,
+            )
+        })
+    });
+    Ok(vec![step(
+        ctx,
+        "pwrite /proc/self/mem 8 bytes into PROT_READ",
+        predicted,
+        observed,
+    )])
+}
+
+fn vmsplice_get(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let buf = Mapping::anon(LEN)?;
+    buf.write_pages();
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    let mut space = snap(buf.range())?;
+    let predicted = paths::vmsplice(&mut space, buf.addr, LEN, &ctx.rules);
+    let iov = libc::iovec {
+        iov_base: buf.addr as *mut _,
+        iov_len: LEN as usize,
+    };
+    // SAFETY: the iovec covers our mapping; the pipe is ours.
+    let observed = ctx.observe(|| rc(unsafe { libc::vmsplice(fds[1], &iov, 1, 0) }));
+    let mut sink = vec![0u8; LEN as usize];
+    // SAFETY: draining and closing our pipe.
+    unsafe {
+        libc::read(fds[0], sink.as_mut_ptr().cast(), sink.len());
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    Ok(vec![step(ctx, "vmsplice 16 pages", predicted, observed)])
+}
+
+/// The scratch block device (or file), opened with `flags`.
+fn device(ctx: &Ctx, flags: i32) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = ctx.device.as_deref().ok_or_else(|| {
+        "no scratch block device: load brd (modprobe brd rd_nr=1 rd_size=65536) or pass --device PATH (its first 64 KiB are overwritten)".to_string()
+    })?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))
+}
+
+/// O_DIRECT read into (`into_memory`) or write from `buf`.
+fn dio_case(
+    ctx: &mut Ctx,
+    buf_addr: u64,
+    len: u64,
+    into_memory: bool,
+    watch: Range<u64>,
+    what: &str,
+) -> Result<Vec<Step>, String> {
+    let dev = device(ctx, libc::O_DIRECT)?;
+    let mut space = snap(watch)?;
+    let predicted = paths::direct_io(&mut space, buf_addr, len, into_memory, &ctx.rules);
+    let fd = dev.as_raw_fd();
+    let observed = ctx.observe(|| {
+        // SAFETY: the buffer is our mapping of `len` bytes.
+        rc(unsafe {
+            if into_memory {
+                libc::pread(fd, buf_addr as *mut _, len as usize, 0)
+            } else {
+                libc::pwrite(fd, buf_addr as *const _, len as usize, 0)
+            }
+        })
+    });
+    Ok(vec![step(ctx, what.to_string(), predicted, observed)])
+}
+
+fn dio_read_warm(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let buf = Mapping::anon(LEN)?;
+    buf.write_pages();
+    dio_case(
+        ctx,
+        buf.addr,
+        LEN,
+        true,
+        buf.range(),
+        "O_DIRECT pread 16 pages",
+    )
+}
+
+fn dio_read_cold(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let buf = Mapping::anon(LEN)?;
+    dio_case(
+        ctx,
+        buf.addr,
+        LEN,
+        true,
+        buf.range(),
+        "O_DIRECT pread 16 pages",
+    )
+}
+
+fn dio_write_zero(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let buf = Mapping::anon(LEN)?;
+    buf.read_pages();
+    dio_case(
+        ctx,
+        buf.addr,
+        LEN,
+        false,
+        buf.range(),
+        "O_DIRECT pwrite 16 zero pages",
+    )
+}
+
+/// A forked child that keeps this process's pages shared until dropped.
+struct LiveFork {
+    pid: libc::pid_t,
+    release: i32,
+}
+
+impl LiveFork {
+    fn start() -> Result<Self, String> {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe fills the array.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: the child only calls async-signal-safe functions.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            let mut b = 0u8;
+            // SAFETY: async-signal-safe calls only, then _exit.
+            unsafe {
+                libc::close(fds[1]);
+                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: closing our copy of the read end.
+        unsafe { libc::close(fds[0]) };
+        Ok(Self {
+            pid,
+            release: fds[1],
+        })
+    }
+}
+
+impl Drop for LiveFork {
+    fn drop(&mut self) {
+        // SAFETY: closing the pipe lets the child exit; then reap it.
+        unsafe {
+            libc::close(self.release);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+fn dio_read_after_fork(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let buf = Mapping::anon(LEN)?;
+    buf.write_pages();
+    let _child = LiveFork::start()?;
+    dio_case(
+        ctx,
+        buf.addr,
+        LEN,
+        true,
+        buf.range(),
+        "O_DIRECT pread 16 pages shared with a fork",
+    )
+}
+
+fn dio_write_after_fork(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let buf = Mapping::anon(LEN)?;
+    buf.write_pages();
+    let _child = LiveFork::start()?;
+    dio_case(
+        ctx,
+        buf.addr,
+        LEN,
+        false,
+        buf.range(),
+        "O_DIRECT pwrite 16 pages shared with a fork",
+    )
+}
+
+fn dio_read_huge(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    device(ctx, libc::O_DIRECT)?;
+    let area = Mapping::new(
+        2 * HUGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )?;
+    let aligned = (area.addr + HUGE - 1) & !(HUGE - 1);
+    // SAFETY: advising part of our own mapping.
+    unsafe { libc::madvise(aligned as *mut _, HUGE as usize, libc::MADV_HUGEPAGE) };
+    // SAFETY: inside the mapping.
+    unsafe { (aligned as *mut u8).write_volatile(1) };
+    let space = snap(aligned..aligned + LEN)?;
+    if !matches!(
+        space.page(aligned),
+        Some((_, PageState::Present(Present { huge: true, .. })))
+    ) {
+        return Err(
+            "the kernel mapped no transparent huge page (THP disabled or no free 2 MiB block)"
+                .into(),
+        );
+    }
+    dio_case(
+        ctx,
+        aligned,
+        LEN,
+        true,
+        aligned..aligned + LEN,
+        "O_DIRECT pread 16 pages of a huge page",
+    )
+}
+
+fn register(ring: &IoUring, addr: u64, len: u64) -> i64 {
+    let iov = libc::iovec {
+        iov_base: addr as *mut _,
+        iov_len: len as usize,
+    };
+    // SAFETY: the buffer outlives the registration (unregistered before the
+    // mapping is dropped, or the ring is dropped first).
+    match unsafe { ring.submitter().register_buffers(&[iov]) } {
+        Ok(()) => 0,
+        Err(e) => -(e.raw_os_error().unwrap_or(0) as i64),
+    }
+}
+
+fn unregister(ring: &IoUring) -> i64 {
+    match ring.submitter().unregister_buffers() {
+        Ok(()) => 0,
+        Err(e) => -(e.raw_os_error().unwrap_or(0) as i64),
+    }
+}
+
+/// Registers `len` bytes at `addr`, then unregisters if that worked.
+fn uring_case(ctx: &mut Ctx, addr: u64, len: u64, watch: Range<u64>) -> Result<Vec<Step>, String> {
+    let ring = IoUring::new(4).map_err(|e| format!("io_uring_setup: {e}"))?;
+    let mut space = snap(watch)?;
+    let registered = paths::io_uring_register(&mut space, addr, len, &ctx.rules);
+    let observed = ctx.observe(|| register(&ring, addr, len));
+    let ok = observed.result == 0;
+    let mut steps = vec![step(
+        ctx,
+        "IORING_REGISTER_BUFFERS 16 pages",
+        registered.clone(),
+        observed,
+    )];
+    if ok {
+        let predicted = paths::io_uring_unregister(&registered);
+        let observed = ctx.observe(|| unregister(&ring));
+        steps.push(step(ctx, "IORING_UNREGISTER_BUFFERS", predicted, observed));
+    }
+    Ok(steps)
+}
+
+fn uring_memfd(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    // SAFETY: plain memfd_create with a static name.
+    let fd = unsafe { libc::memfd_create(c"pinwatch-validate".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: sizing and mapping our own memfd; closed after mapping.
+    let map = unsafe {
+        libc::ftruncate(fd, LEN as i64);
+        let m = Mapping::new(
+            LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+        );
+        libc::close(fd);
+        m?
+    };
+    map.write_pages();
+    uring_case(ctx, map.addr, LEN, map.range())
+}
+
+fn uring_file(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let dev = device(ctx, 0)?;
+    let map = Mapping::new(
+        LEN,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+        dev.as_raw_fd(),
+    )?;
+    map.write_pages();
+    uring_case(ctx, map.addr, LEN, map.range())
+}
+
+fn populate_write(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let buf = Mapping::anon(LEN)?;
+    let mut space = snap(buf.range())?;
+    let predicted = paths::populate(&mut space, buf.addr, LEN, true, &ctx.rules);
+    let observed = ctx.observe(|| rc(buf.advise(libc::MADV_POPULATE_WRITE) as isize));
+    Ok(vec![step(
+        ctx,
+        "madvise(MADV_POPULATE_WRITE) 16 pages",
+        predicted,
+        observed,
+    )])
+}
+
+/// Whether `path` is usable as the default scratch device: a brd ramdisk.
+pub fn is_ramdisk(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("ram") && Path::new("/sys/block").join(n).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_is_large_enough_and_names_are_unique() {
+        assert!(CATALOGUE.len() >= 12);
+        let mut names: Vec<&str> = CATALOGUE.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CATALOGUE.len());
+    }
+}

@@ -94,6 +94,7 @@ pub fn run(opts: ValidateOptions) -> anyhow::Result<ExitCode> {
     )
     .context("switching per-call events on")?;
 
+    crate::validate::prefault_code();
     let mut reports = Vec::new();
     for scenario in selected {
         let mut ctx = Ctx::new(rules, device.clone(), &mut events);

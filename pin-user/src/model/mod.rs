@@ -25,6 +25,6 @@ mod tests;
 
 pub use call::{Call, GupFlags, Variant};
 pub use ledger::{LedgerError, PinLedger};
-pub use predict::{Prediction, predict};
+pub use predict::{GUP_PIN_COUNTING_BIAS, Prediction, predict};
 pub use rules::{Deviation, KernelVersion, Rules};
 pub use space::{AddressSpace, Backing, HUGE_PAGE_PAGES, PAGE_SIZE, PageState, Present, Vma};

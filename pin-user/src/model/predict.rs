@@ -57,6 +57,12 @@ pub struct Prediction {
     /// Counted pins among `pins_held` (what releasing them adds to
     /// `nr_foll_pin_released`).
     pub counted_pins_held: u64,
+    /// Folio reference-count increase the call leaves behind: +1 per
+    /// FOLL_GET page, +1024 (`GUP_PIN_COUNTING_BIAS`) per pin of a small
+    /// folio, +1 per pin of a large one (whose `_pincount` counts the pin).
+    pub refcount_delta: u64,
+    /// `_pincount` increase of large folios (PMD-mapped pages).
+    pub pincount_delta: u64,
     /// The named deviation that decided the result, if any.
     pub deviation: Option<Deviation>,
     /// Why the call took fewer pages than asked.
@@ -79,6 +85,8 @@ impl Prediction {
             pin_released: 0,
             pins_held: 0,
             counted_pins_held: 0,
+            refcount_delta: 0,
+            pincount_delta: 0,
             deviation: None,
             stop: None,
         }
@@ -235,9 +243,20 @@ fn record_page(p: &mut Prediction, addr: u64, page: Present, rules: &Rules) {
         if !page.zero || rules.zero_page_pins_counted {
             p.pin_acquired += 1;
             p.counted_pins_held += 1;
+            if page.huge {
+                p.refcount_delta += 1;
+                p.pincount_delta += 1;
+            } else {
+                p.refcount_delta += GUP_PIN_COUNTING_BIAS;
+            }
         }
+    } else {
+        p.refcount_delta += 1;
     }
 }
+
+/// What a FOLL_PIN adds to a small folio's refcount (include/linux/mm.h).
+pub const GUP_PIN_COUNTING_BIAS: u64 = 1024;
 
 enum FastStep {
     Take(Present),

@@ -51,6 +51,13 @@ fn warm_fast_pin_takes_everything_locklessly() {
         (8, 8, 0, false)
     );
     assert_eq!((p.faults, p.pin_acquired, p.pins_held), (0, 8, 8));
+    assert_eq!((p.refcount_delta, p.pincount_delta), (8 * 1024, 0));
+    let g = predict(
+        &mut space,
+        &call(Variant::GetUserPagesFast, BASE, 8, GupFlags::NONE),
+        &rules(V6_12),
+    );
+    assert_eq!((g.refcount_delta, g.pin_acquired), (8, 0));
 }
 
 #[test]
@@ -279,6 +286,8 @@ fn thp_write_fault_maps_a_whole_huge_page() {
         &rules(V6_12),
     );
     assert_eq!((p.ret, p.faults), (16, 1));
+    // Pins of a large folio go to _pincount, one reference each.
+    assert_eq!((p.refcount_delta, p.pincount_delta), (16, 16));
     assert!(matches!(
         space.page(base + 511 * PAGE_SIZE),
         Some((_, PageState::Present(Present { huge: true, .. })))

@@ -9,6 +9,7 @@
 //! (`getrusage`), the pins released by the unpin family, and the change of
 //! `/proc/vmstat` `nr_foll_pin_acquired`/`released`.
 
+mod layout;
 pub mod procsnap;
 pub mod scenarios;
 

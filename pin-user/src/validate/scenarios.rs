@@ -10,7 +10,11 @@ use std::{ops::Range, os::fd::AsRawFd as _, path::Path};
 
 use io_uring::IoUring;
 
-use super::{Ctx, Step, procsnap, step};
+use super::{
+    Ctx, Step,
+    layout::{LiveFork, Mapping, rc},
+    procsnap, step,
+};
 use crate::model::{AddressSpace, PAGE_SIZE, PageState, Present, paths};
 
 /// Pages most scenarios use.
@@ -128,88 +132,6 @@ pub const CATALOGUE: &[Scenario] = &[
         run: populate_write,
     },
 ];
-
-/// `-errno` for a failed libc call, else the value.
-fn rc(ret: isize) -> i64 {
-    if ret < 0 {
-        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
-    } else {
-        ret as i64
-    }
-}
-
-/// An mmap'd range unmapped on drop.
-struct Mapping {
-    addr: u64,
-    len: u64,
-}
-
-impl Mapping {
-    fn new(len: u64, prot: i32, flags: i32, fd: i32) -> Result<Self, String> {
-        // SAFETY: a fresh mapping; the result is checked.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len as usize, prot, flags, fd, 0) };
-        if ptr == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-        }
-        Ok(Self {
-            addr: ptr as u64,
-            len,
-        })
-    }
-
-    /// Private anonymous small pages, untouched.
-    fn anon(len: u64) -> Result<Self, String> {
-        let m = Self::new(
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-        )?;
-        m.advise(libc::MADV_NOHUGEPAGE);
-        Ok(m)
-    }
-
-    fn advise(&self, advice: i32) -> i32 {
-        // SAFETY: advising our own mapping.
-        unsafe { libc::madvise(self.addr as *mut _, self.len as usize, advice) }
-    }
-
-    fn range(&self) -> Range<u64> {
-        self.addr..self.addr + self.len
-    }
-
-    /// Writes every page.
-    fn write_pages(&self) {
-        for off in (0..self.len).step_by(PAGE_SIZE as usize) {
-            // SAFETY: within the mapping, which is writable when called.
-            unsafe { ((self.addr + off) as *mut u8).write_volatile(0x5a) };
-        }
-    }
-
-    /// Reads every page.
-    fn read_pages(&self) {
-        for off in (0..self.len).step_by(PAGE_SIZE as usize) {
-            // SAFETY: within the mapping, which is readable when called.
-            unsafe { ((self.addr + off) as *const u8).read_volatile() };
-        }
-    }
-
-    fn protect(&self, prot: i32) -> Result<(), String> {
-        // SAFETY: changing our own mapping's protection.
-        if unsafe { libc::mprotect(self.addr as *mut _, self.len as usize, prot) } != 0 {
-            return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what we mapped (a partially unmapped range is
-        // fine: munmap ignores holes).
-        unsafe { libc::munmap(self.addr as *mut _, self.len as usize) };
-    }
-}
 
 fn snap(range: Range<u64>) -> Result<AddressSpace, String> {
     procsnap::snapshot(std::process::id() as i32, range).map_err(|e| e.to_string())
@@ -499,52 +421,6 @@ fn dio_write_zero(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
         buf.range(),
         "O_DIRECT pwrite 16 zero pages",
     )
-}
-
-/// A forked child that keeps this process's pages shared until dropped.
-struct LiveFork {
-    pid: libc::pid_t,
-    release: i32,
-}
-
-impl LiveFork {
-    fn start() -> Result<Self, String> {
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe fills the array.
-        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: the child only calls async-signal-safe functions.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            let mut b = 0u8;
-            // SAFETY: async-signal-safe calls only, then _exit.
-            unsafe {
-                libc::close(fds[1]);
-                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
-                libc::_exit(0);
-            }
-        }
-        // SAFETY: closing our copy of the read end.
-        unsafe { libc::close(fds[0]) };
-        Ok(Self {
-            pid,
-            release: fds[1],
-        })
-    }
-}
-
-impl Drop for LiveFork {
-    fn drop(&mut self) {
-        // SAFETY: closing the pipe lets the child exit; then reap it.
-        unsafe {
-            libc::close(self.release);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-        }
-    }
 }
 
 fn dio_read_after_fork(ctx: &mut Ctx) -> Result<Vec<Step>, String> {

@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
     maps::{Array, MapData, RingBuf},
 };
-use pin_common::{CallEvent, EVENT_GUP, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FUNCS, FuncId, Health};
+use pin_common::{CallEvent, EVENT_GUP, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FUNCS, FuncId};
 use serde::Serialize;
 
 use crate::{kernel::foll::FollFlags, report::errno_name};
@@ -186,9 +186,6 @@ pub fn set_filter(ebpf: &mut Ebpf, filter: Option<EventFilter>) -> Result<(), Ev
     }
     Ok(())
 }
-
-/// Index of the dropped-events counter in the `HEALTH` map.
-pub const EVENTS_LOST: usize = Health::EventsLost as usize;
 
 #[cfg(test)]
 mod tests {

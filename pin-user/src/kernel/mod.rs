@@ -69,10 +69,7 @@ impl KernelFacts {
 
 /// Parses `major.minor` out of a kernel release string.
 pub fn parse_version(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
+    crate::model::KernelVersion::parse(release).map(|v| (v.major, v.minor))
 }
 
 fn kprobes_available() -> Result<(), String> {

@@ -65,11 +65,6 @@ impl Variant {
         }
     }
 
-    /// The variant a kernel symbol names.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.name() == name)
-    }
-
     /// Takes FOLL_PIN references (else FOLL_GET, or none for populate).
     pub fn pins(self) -> bool {
         matches!(
@@ -145,6 +140,14 @@ impl GupFlags {
         write: true,
         ..GupFlags::NONE
     };
+
+    /// FOLL_WRITE when `write`, else nothing.
+    pub fn write_if(write: bool) -> GupFlags {
+        GupFlags {
+            write,
+            ..GupFlags::NONE
+        }
+    }
 
     /// The names of the set flags, without the `FOLL_` prefix.
     pub fn names(&self) -> Vec<&'static str> {

@@ -40,7 +40,23 @@ pub struct PathPrediction {
 }
 
 impl PathPrediction {
-    fn push(&mut self, p: Prediction) -> Prediction {
+    /// Predicts the next GUP call of the path and records it.
+    fn gup(
+        &mut self,
+        space: &mut AddressSpace,
+        rules: &Rules,
+        variant: Variant,
+        start: u64,
+        nr: u64,
+        flags: GupFlags,
+    ) -> Prediction {
+        let call = Call {
+            variant,
+            start,
+            nr_pages: nr as i64,
+            flags,
+        };
+        let p = predict(space, &call, rules);
         self.calls.push(p.clone());
         p
     }
@@ -81,15 +97,6 @@ pub fn pages_spanned(addr: u64, len: u64) -> u64 {
     (addr + len - 1) / PAGE_SIZE - addr / PAGE_SIZE + 1
 }
 
-fn call(variant: Variant, start: u64, nr: u64, flags: GupFlags) -> Call {
-    Call {
-        variant,
-        start,
-        nr_pages: nr as i64,
-        flags,
-    }
-}
-
 /// `process_vm_readv`/`writev` of `len` bytes at `addr` in the target:
 /// `pin_user_pages_remote` in chunks, each released after its copy.
 pub fn process_vm(
@@ -100,11 +107,7 @@ pub fn process_vm(
     rules: &Rules,
 ) -> PathPrediction {
     let mut out = PathPrediction::default();
-    let flags = if write {
-        GupFlags::WRITE
-    } else {
-        GupFlags::NONE
-    };
+    let flags = GupFlags::write_if(write);
     let mut remaining = pages_spanned(addr, len);
     let mut page_addr = addr & !(PAGE_SIZE - 1);
     let mut offset = addr % PAGE_SIZE;
@@ -112,11 +115,14 @@ pub fn process_vm(
     let mut copied = 0u64;
     while remaining > 0 && bytes_left > 0 {
         let chunk = remaining.min(PROCESS_VM_MAX_PAGES);
-        let p = out.push(predict(
+        let p = out.gup(
             space,
-            &call(Variant::PinUserPagesRemote, page_addr, chunk, flags),
             rules,
-        ));
+            Variant::PinUserPagesRemote,
+            page_addr,
+            chunk,
+            flags,
+        );
         if p.ret <= 0 {
             out.result = if copied > 0 { copied as i64 } else { -EFAULT };
             return out;
@@ -153,11 +159,14 @@ pub fn proc_mem(
     while done < len {
         let at = addr + done;
         let chunk = (PAGE_SIZE - at % PAGE_SIZE).min(len - done);
-        let p = out.push(predict(
+        let p = out.gup(
             space,
-            &call(Variant::GetUserPagesRemote, at & !(PAGE_SIZE - 1), 1, flags),
             rules,
-        ));
+            Variant::GetUserPagesRemote,
+            at & !(PAGE_SIZE - 1),
+            1,
+            flags,
+        );
         if p.ret <= 0 {
             break;
         }
@@ -176,11 +185,14 @@ pub fn vmsplice(space: &mut AddressSpace, addr: u64, len: u64, rules: &Rules) ->
     let mut taken = 0u64;
     while remaining > 0 {
         let chunk = remaining.min(VMSPLICE_BATCH);
-        let p = out.push(predict(
+        let p = out.gup(
             space,
-            &call(Variant::GetUserPagesFast, page_addr, chunk, GupFlags::NONE),
             rules,
-        ));
+            Variant::GetUserPagesFast,
+            page_addr,
+            chunk,
+            GupFlags::NONE,
+        );
         if p.ret <= 0 {
             break;
         }
@@ -215,17 +227,9 @@ pub fn direct_io(
     } else {
         Variant::GetUserPagesFast
     };
-    let flags = if into_memory {
-        GupFlags::WRITE
-    } else {
-        GupFlags::NONE
-    };
+    let flags = GupFlags::write_if(into_memory);
     let nr = pages_spanned(addr, len);
-    let p = out.push(predict(
-        space,
-        &call(variant, addr & !(PAGE_SIZE - 1), nr, flags),
-        rules,
-    ));
+    let p = out.gup(space, rules, variant, addr & !(PAGE_SIZE - 1), nr, flags);
     out.release(&p);
     out.result = if p.ret == nr as i64 {
         len as i64
@@ -259,11 +263,7 @@ pub fn io_uring_register(
         ..GupFlags::NONE
     };
     let nr = pages_spanned(addr, len);
-    let p = out.push(predict(
-        space,
-        &call(variant, addr & !(PAGE_SIZE - 1), nr, flags),
-        rules,
-    ));
+    let p = out.gup(space, rules, variant, addr & !(PAGE_SIZE - 1), nr, flags);
     if p.ret != nr as i64 {
         out.release(&p);
         out.result = if p.ret < 0 { p.ret } else { -EFAULT };
@@ -306,17 +306,9 @@ pub fn populate(
     rules: &Rules,
 ) -> PathPrediction {
     let mut out = PathPrediction::default();
-    let flags = if write {
-        GupFlags::WRITE
-    } else {
-        GupFlags::NONE
-    };
+    let flags = GupFlags::write_if(write);
     let nr = pages_spanned(addr, len);
-    let p = out.push(predict(
-        space,
-        &call(Variant::Populate, addr, nr, flags),
-        rules,
-    ));
+    let p = out.gup(space, rules, Variant::Populate, addr, nr, flags);
     out.result = if p.ret == nr as i64 { 0 } else { -EFAULT };
     out
 }

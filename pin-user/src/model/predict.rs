@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{
     AddressSpace, Backing, Call, Deviation, HUGE_PAGE_PAGES, PAGE_SIZE, PageState, Present, Rules,
-    Vma,
+    VmaShape,
 };
 
 /// Highest user address + 1 on x86_64 with 4-level page tables, minus the
@@ -290,7 +290,7 @@ fn fast_take(space: &AddressSpace, call: &Call, addr: u64, rules: &Rules) -> Fas
         // gup_fast_folio_allowed refuses any non-shmem file folio.
         return rollback;
     }
-    if pin && !f.write && !page.writable && must_unshare(vma, &page, call, rules, true) {
+    if pin && !f.write && !page.writable && must_unshare(&vma, &page, call, rules, true) {
         return rollback;
     }
     FastStep::Take(page)
@@ -298,7 +298,7 @@ fn fast_take(space: &AddressSpace, call: &Call, addr: u64, rules: &Rules) -> Fas
 
 /// Whether a R/O pin must unshare the page first (`gup_must_unshare`);
 /// `fast` when asked by the lockless walk, which cannot see the VMA.
-fn must_unshare(vma: &Vma, page: &Present, call: &Call, rules: &Rules, fast: bool) -> bool {
+fn must_unshare(vma: &VmaShape, page: &Present, call: &Call, rules: &Rules, fast: bool) -> bool {
     if !call.variant.pins() || call.flags.write {
         return false;
     }
@@ -323,7 +323,6 @@ fn slow_take(
     let Some((vma, state)) = space.page(addr) else {
         return Err((EFAULT, "no VMA".into()));
     };
-    let vma = vma.clone();
     // check_vma_flags.
     if vma.backing == Backing::Special {
         return Err((EFAULT, "VM_IO/VM_PFNMAP mapping".into()));
@@ -361,7 +360,7 @@ fn slow_take(
         PageState::Present(page) => page,
         PageState::Absent => {
             p.faults += 1;
-            fault_in(space, &vma, addr, f.write)
+            fault_in(space, vma, addr, f.write)
         }
     };
     let force_follows =
@@ -406,7 +405,7 @@ fn slow_take(
 
 /// Maps a page for a fault at `addr`; THP-eligible anonymous write faults
 /// map the whole aligned huge page.
-fn fault_in(space: &mut AddressSpace, vma: &Vma, addr: u64, write: bool) -> Present {
+fn fault_in(space: &mut AddressSpace, vma: VmaShape, addr: u64, write: bool) -> Present {
     let page = match (vma.backing, vma.shared, write) {
         (Backing::Anon, false, false) => Present {
             zero: true,

@@ -101,13 +101,48 @@ impl Vma {
         }
     }
 
-    /// Whether writes to private pages copy them (a COW mapping).
-    pub fn is_cow(&self) -> bool {
-        !self.shared
+    /// The mapping without its pages.
+    pub fn shape(&self) -> VmaShape {
+        VmaShape {
+            start: self.start,
+            end: self.end,
+            read: self.read,
+            write: self.write,
+            shared: self.shared,
+            backing: self.backing,
+            thp: self.thp,
+        }
     }
 
     fn index(&self, addr: u64) -> usize {
         ((addr - self.start) / PAGE_SIZE) as usize
+    }
+}
+
+/// A mapping's bounds and attributes, without its pages: what the
+/// prediction consults while it changes the pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaShape {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// PROT_READ.
+    pub read: bool,
+    /// PROT_WRITE.
+    pub write: bool,
+    /// MAP_SHARED.
+    pub shared: bool,
+    /// What backs it.
+    pub backing: Backing,
+    /// Whether faults may map huge pages.
+    pub thp: bool,
+}
+
+impl VmaShape {
+    /// Whether writes to private pages copy them (a COW mapping).
+    pub fn is_cow(&self) -> bool {
+        !self.shared
     }
 }
 
@@ -130,10 +165,10 @@ impl AddressSpace {
         self.vmas.iter().find(|v| v.start <= addr && addr < v.end)
     }
 
-    /// The page at `addr`, with its mapping.
-    pub fn page(&self, addr: u64) -> Option<(&Vma, PageState)> {
+    /// The page at `addr`, with its mapping's shape.
+    pub fn page(&self, addr: u64) -> Option<(VmaShape, PageState)> {
         let vma = self.vma(addr)?;
-        Some((vma, vma.pages[vma.index(addr)]))
+        Some((vma.shape(), vma.pages[vma.index(addr)]))
     }
 
     /// Replaces the page at `addr` (which must be mapped).
@@ -146,10 +181,5 @@ impl AddressSpace {
             let i = vma.index(addr);
             vma.pages[i] = state;
         }
-    }
-
-    /// Number of pages over all mappings.
-    pub fn page_count(&self) -> usize {
-        self.vmas.iter().map(|v| v.pages.len()).sum()
     }
 }

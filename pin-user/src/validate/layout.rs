@@ -1,9 +1,8 @@
-//! Memory layouts the scenarios build: mappings they control page by page,
-//! and a live fork that keeps pages shared (copy-on-write) while it runs.
+//! Memory layouts the scenarios build: mappings (the workloads'
+//! [`UserBuffer`]) and a live fork that keeps pages shared (copy-on-write)
+//! while it runs.
 
-use std::ops::Range;
-
-use crate::model::PAGE_SIZE;
+use crate::{model::PAGE_SIZE, workload::UserBuffer};
 
 /// `-errno` for a failed libc call, else the value.
 pub(super) fn rc(ret: isize) -> i64 {
@@ -14,77 +13,14 @@ pub(super) fn rc(ret: isize) -> i64 {
     }
 }
 
-/// An mmap'd range unmapped on drop.
-pub(super) struct Mapping {
-    pub(super) addr: u64,
-    pub(super) len: u64,
+/// Private anonymous small pages, untouched, for a scenario.
+pub(super) fn anon(len: u64) -> Result<UserBuffer, String> {
+    UserBuffer::new(len / PAGE_SIZE).map_err(|e| e.to_string())
 }
 
-impl Mapping {
-    pub(super) fn new(len: u64, prot: i32, flags: i32, fd: i32) -> Result<Self, String> {
-        // SAFETY: a fresh mapping; the result is checked.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len as usize, prot, flags, fd, 0) };
-        if ptr == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-        }
-        Ok(Self {
-            addr: ptr as u64,
-            len,
-        })
-    }
-
-    /// Private anonymous small pages, untouched.
-    pub(super) fn anon(len: u64) -> Result<Self, String> {
-        let m = Self::new(
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-        )?;
-        m.advise(libc::MADV_NOHUGEPAGE);
-        Ok(m)
-    }
-
-    pub(super) fn advise(&self, advice: i32) -> i32 {
-        // SAFETY: advising our own mapping.
-        unsafe { libc::madvise(self.addr as *mut _, self.len as usize, advice) }
-    }
-
-    pub(super) fn range(&self) -> Range<u64> {
-        self.addr..self.addr + self.len
-    }
-
-    /// Writes every page.
-    pub(super) fn write_pages(&self) {
-        for off in (0..self.len).step_by(PAGE_SIZE as usize) {
-            // SAFETY: within the mapping, which is writable when called.
-            unsafe { ((self.addr + off) as *mut u8).write_volatile(0x5a) };
-        }
-    }
-
-    /// Reads every page.
-    pub(super) fn read_pages(&self) {
-        for off in (0..self.len).step_by(PAGE_SIZE as usize) {
-            // SAFETY: within the mapping, which is readable when called.
-            unsafe { ((self.addr + off) as *const u8).read_volatile() };
-        }
-    }
-
-    pub(super) fn protect(&self, prot: i32) -> Result<(), String> {
-        // SAFETY: changing our own mapping's protection.
-        if unsafe { libc::mprotect(self.addr as *mut _, self.len as usize, prot) } != 0 {
-            return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what we mapped (a partially unmapped range is
-        // fine: munmap ignores holes).
-        unsafe { libc::munmap(self.addr as *mut _, self.len as usize) };
-    }
+/// Any mapping, for a scenario (see [`UserBuffer::map`]).
+pub(super) fn map(len: u64, prot: i32, flags: i32, fd: i32) -> Result<UserBuffer, String> {
+    UserBuffer::map(len, prot, flags, fd).map_err(|e| e.to_string())
 }
 
 /// A forked child that keeps this process's pages shared until dropped.

@@ -19,7 +19,7 @@ use procfs::{
     process::{MMPermissions, MMapPath, MemoryPageFlags, PageInfo, Process, VmFlags},
 };
 
-use crate::model::{AddressSpace, Backing, PAGE_SIZE, PageState, Present, Vma};
+use crate::model::{AddressSpace, Backing, PAGE_SIZE, PageState, Present, Vma, VmaShape};
 
 /// `f_type` of tmpfs (shmem-backed files).
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -133,7 +133,7 @@ pub fn snapshot(pid: i32, range: Range<u64>) -> Result<AddressSpace, SnapshotErr
         let infos = pagemap
             .get_range_info(first..last)
             .map_err(proc_err("/proc/PID/pagemap"))?;
-        let shape = vma.clone();
+        let shape = vma.shape();
         for (slot, info) in vma.pages.iter_mut().zip(infos) {
             let PageInfo::MemoryPage(pte) = info else {
                 continue; // swapped: not present
@@ -151,7 +151,7 @@ pub fn snapshot(pid: i32, range: Range<u64>) -> Result<AddressSpace, SnapshotErr
     Ok(space)
 }
 
-fn present(vma: &Vma, pte: MemoryPageFlags, phys: Option<PhysicalPageFlags>) -> Present {
+fn present(vma: &VmaShape, pte: MemoryPageFlags, phys: Option<PhysicalPageFlags>) -> Present {
     let phys = phys.unwrap_or(PhysicalPageFlags::empty());
     let zero = phys.contains(PhysicalPageFlags::ZERO_PAGE);
     let anon = !zero && !pte.contains(MemoryPageFlags::FILE);
@@ -183,29 +183,15 @@ mod tests {
     /// anonymous; an untouched one is absent; a hole is not in the space.
     #[test]
     fn snapshots_this_process() {
-        let len = 4 * PAGE_SIZE as usize;
-        // SAFETY: fresh anonymous mapping, checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        let base = ptr as u64;
+        let buf = crate::workload::UserBuffer::new(4).unwrap();
+        let base = buf.start();
         // SAFETY: within the mapping.
-        unsafe { (ptr as *mut u8).write_volatile(1) };
-        let space = snapshot(std::process::id() as i32, base..base + len as u64).unwrap();
+        unsafe { (base as *mut u8).write_volatile(1) };
+        let space = snapshot(std::process::id() as i32, buf.range()).unwrap();
         let (vma, first) = space.page(base).unwrap();
         assert!(vma.read && vma.write && !vma.shared);
         assert_eq!(vma.backing, Backing::Anon);
         assert!(matches!(first, PageState::Present(p) if p.anon));
         assert_eq!(space.page(base + PAGE_SIZE).unwrap().1, PageState::Absent);
-        // SAFETY: unmapping what we mapped.
-        unsafe { libc::munmap(ptr, len) };
     }
 }

@@ -12,10 +12,13 @@ use io_uring::IoUring;
 
 use super::{
     Ctx, Step,
-    layout::{LiveFork, Mapping, rc},
+    layout::{LiveFork, anon, map, rc},
     procsnap, step,
 };
-use crate::model::{AddressSpace, PAGE_SIZE, PageState, Present, paths};
+use crate::{
+    model::{AddressSpace, PAGE_SIZE, PageState, Present, paths},
+    workload::UserBuffer,
+};
 
 /// Pages most scenarios use.
 const PAGES: u64 = 16;
@@ -137,9 +140,9 @@ fn snap(range: Range<u64>) -> Result<AddressSpace, String> {
     procsnap::snapshot(std::process::id() as i32, range).map_err(|e| e.to_string())
 }
 
-fn process_vm(write: bool, local: &Mapping, remote: u64, len: u64) -> i64 {
+fn process_vm(write: bool, local: &UserBuffer, remote: u64, len: u64) -> i64 {
     let l = libc::iovec {
-        iov_base: local.addr as *mut _,
+        iov_base: local.start() as *mut _,
         iov_len: len as usize,
     };
     let r = libc::iovec {
@@ -160,16 +163,16 @@ fn process_vm(write: bool, local: &Mapping, remote: u64, len: u64) -> i64 {
 
 /// A written local buffer for the process_vm scenarios, made before the
 /// remote layout so that it cannot land in a hole the scenario made.
-fn local_buffer() -> Result<Mapping, String> {
-    let local = Mapping::anon(LEN)?;
-    local.write_pages();
+fn local_buffer() -> Result<UserBuffer, String> {
+    let mut local = anon(LEN)?;
+    local.warm();
     Ok(local)
 }
 
 /// The process_vm_{readv,writev} scenarios: `len` bytes at `remote`.
 fn process_vm_case(
     ctx: &mut Ctx,
-    local: &Mapping,
+    local: &UserBuffer,
     remote: u64,
     len: u64,
     write: bool,
@@ -193,32 +196,32 @@ fn process_vm_case(
 
 fn readv_warm(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     let local = local_buffer()?;
-    let remote = Mapping::anon(LEN)?;
-    remote.write_pages();
-    process_vm_case(ctx, &local, remote.addr, LEN, false, remote.range())
+    let mut remote = anon(LEN)?;
+    remote.warm();
+    process_vm_case(ctx, &local, remote.start(), LEN, false, remote.range())
 }
 
 fn readv_cold(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     let local = local_buffer()?;
-    let remote = Mapping::anon(LEN)?;
-    process_vm_case(ctx, &local, remote.addr, LEN, false, remote.range())
+    let remote = anon(LEN)?;
+    process_vm_case(ctx, &local, remote.start(), LEN, false, remote.range())
 }
 
 fn readv_hole(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     let local = local_buffer()?;
-    let remote = Mapping::anon(8 * PAGE_SIZE)?;
-    remote.write_pages();
+    let mut remote = anon(8 * PAGE_SIZE)?;
+    remote.warm();
     // SAFETY: unmapping the upper half of our own mapping.
     unsafe {
         libc::munmap(
-            (remote.addr + 4 * PAGE_SIZE) as *mut _,
+            (remote.start() + 4 * PAGE_SIZE) as *mut _,
             4 * PAGE_SIZE as usize,
         )
     };
     process_vm_case(
         ctx,
         &local,
-        remote.addr,
+        remote.start(),
         8 * PAGE_SIZE,
         false,
         remote.range(),
@@ -235,25 +238,25 @@ fn readv_unmapped(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
 
 fn readv_prot_none(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     let local = local_buffer()?;
-    let remote = Mapping::anon(LEN)?;
-    remote.write_pages();
-    remote.protect(libc::PROT_NONE)?;
-    process_vm_case(ctx, &local, remote.addr, LEN, false, remote.range())
+    let mut remote = anon(LEN)?;
+    remote.warm();
+    remote.protect(libc::PROT_NONE).map_err(|e| e.to_string())?;
+    process_vm_case(ctx, &local, remote.start(), LEN, false, remote.range())
 }
 
 fn writev_read_only(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     let local = local_buffer()?;
-    let remote = Mapping::anon(LEN)?;
-    remote.write_pages();
-    remote.protect(libc::PROT_READ)?;
-    process_vm_case(ctx, &local, remote.addr, LEN, true, remote.range())
+    let mut remote = anon(LEN)?;
+    remote.warm();
+    remote.protect(libc::PROT_READ).map_err(|e| e.to_string())?;
+    process_vm_case(ctx, &local, remote.start(), LEN, true, remote.range())
 }
 
 fn readv_zero_length(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     let local = local_buffer()?;
-    let remote = Mapping::anon(LEN)?;
-    remote.write_pages();
-    process_vm_case(ctx, &local, remote.addr, 0, false, remote.range())
+    let mut remote = anon(LEN)?;
+    remote.warm();
+    process_vm_case(ctx, &local, remote.start(), 0, false, remote.range())
 }
 
 fn open_proc_mem() -> Result<std::fs::File, String> {
@@ -265,21 +268,21 @@ fn open_proc_mem() -> Result<std::fs::File, String> {
 }
 
 fn proc_mem_read(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = Mapping::anon(4 * PAGE_SIZE)?;
-    buf.write_pages();
+    let mut buf = anon(4 * PAGE_SIZE)?;
+    buf.warm();
     let mem = open_proc_mem()?;
-    let dst = Mapping::anon(4 * PAGE_SIZE)?;
-    dst.write_pages();
+    let mut dst = anon(4 * PAGE_SIZE)?;
+    dst.warm();
     let mut space = snap(buf.range())?;
-    let predicted = paths::proc_mem(&mut space, buf.addr, buf.len, false, &ctx.rules);
+    let predicted = paths::proc_mem(&mut space, buf.start(), buf.len() as u64, false, &ctx.rules);
     let observed = ctx.observe(|| {
         // SAFETY: dst is our writable mapping of buf.len bytes.
         rc(unsafe {
             libc::pread(
                 mem.as_raw_fd(),
-                dst.addr as *mut _,
-                buf.len as usize,
-                buf.addr as i64,
+                dst.start() as *mut _,
+                buf.len(),
+                buf.start() as i64,
             )
         })
     });
@@ -292,13 +295,13 @@ fn proc_mem_read(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
 }
 
 fn proc_mem_write_ro(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = Mapping::anon(PAGE_SIZE)?;
-    buf.write_pages();
-    buf.protect(libc::PROT_READ)?;
+    let mut buf = anon(PAGE_SIZE)?;
+    buf.warm();
+    buf.protect(libc::PROT_READ).map_err(|e| e.to_string())?;
     let mem = open_proc_mem()?;
     let src = [0xa5u8; 8];
     let mut space = snap(buf.range())?;
-    let predicted = paths::proc_mem(&mut space, buf.addr, src.len() as u64, true, &ctx.rules);
+    let predicted = paths::proc_mem(&mut space, buf.start(), src.len() as u64, true, &ctx.rules);
     let observed = ctx.observe(|| {
         // SAFETY: writes 8 bytes from our array into our own (read-only)
         // mapping through /proc/self/mem.
@@ -307,7 +310,7 @@ fn proc_mem_write_ro(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
                 mem.as_raw_fd(),
                 src.as_ptr().cast(),
                 src.len(),
-                buf.addr as i64,
+                buf.start() as i64,
             )
         })
     });
@@ -320,17 +323,17 @@ fn proc_mem_write_ro(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
 }
 
 fn vmsplice_get(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = Mapping::anon(LEN)?;
-    buf.write_pages();
+    let mut buf = anon(LEN)?;
+    buf.warm();
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
     let mut space = snap(buf.range())?;
-    let predicted = paths::vmsplice(&mut space, buf.addr, LEN, &ctx.rules);
+    let predicted = paths::vmsplice(&mut space, buf.start(), LEN, &ctx.rules);
     let iov = libc::iovec {
-        iov_base: buf.addr as *mut _,
+        iov_base: buf.start() as *mut _,
         iov_len: LEN as usize,
     };
     // SAFETY: the iovec covers our mapping; the pipe is ours.
@@ -359,17 +362,16 @@ fn device(ctx: &Ctx, flags: i32) -> Result<std::fs::File, String> {
         .map_err(|e| format!("open {}: {e}", path.display()))
 }
 
-/// O_DIRECT read into (`into_memory`) or write from `buf`.
+/// O_DIRECT read into (`into_memory`) or write from the bytes of `buf`.
 fn dio_case(
     ctx: &mut Ctx,
-    buf_addr: u64,
-    len: u64,
+    buf: Range<u64>,
     into_memory: bool,
-    watch: Range<u64>,
     what: &str,
 ) -> Result<Vec<Step>, String> {
     let dev = device(ctx, libc::O_DIRECT)?;
-    let mut space = snap(watch)?;
+    let (buf_addr, len) = (buf.start, buf.end - buf.start);
+    let mut space = snap(buf)?;
     let predicted = paths::direct_io(&mut space, buf_addr, len, into_memory, &ctx.rules);
     let fd = dev.as_raw_fd();
     let observed = ctx.observe(|| {
@@ -386,80 +388,55 @@ fn dio_case(
 }
 
 fn dio_read_warm(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = Mapping::anon(LEN)?;
-    buf.write_pages();
-    dio_case(
-        ctx,
-        buf.addr,
-        LEN,
-        true,
-        buf.range(),
-        "O_DIRECT pread 16 pages",
-    )
+    let mut buf = anon(LEN)?;
+    buf.warm();
+    dio_case(ctx, buf.range(), true, "O_DIRECT pread 16 pages")
 }
 
 fn dio_read_cold(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = Mapping::anon(LEN)?;
-    dio_case(
-        ctx,
-        buf.addr,
-        LEN,
-        true,
-        buf.range(),
-        "O_DIRECT pread 16 pages",
-    )
+    let buf = anon(LEN)?;
+    dio_case(ctx, buf.range(), true, "O_DIRECT pread 16 pages")
 }
 
 fn dio_write_zero(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = Mapping::anon(LEN)?;
-    buf.read_pages();
-    dio_case(
-        ctx,
-        buf.addr,
-        LEN,
-        false,
-        buf.range(),
-        "O_DIRECT pwrite 16 zero pages",
-    )
+    let buf = anon(LEN)?;
+    buf.touch_read();
+    dio_case(ctx, buf.range(), false, "O_DIRECT pwrite 16 zero pages")
 }
 
 fn dio_read_after_fork(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = Mapping::anon(LEN)?;
-    buf.write_pages();
+    let mut buf = anon(LEN)?;
+    buf.warm();
     let _child = LiveFork::start()?;
     dio_case(
         ctx,
-        buf.addr,
-        LEN,
-        true,
         buf.range(),
+        true,
         "O_DIRECT pread 16 pages shared with a fork",
     )
 }
 
 fn dio_write_after_fork(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = Mapping::anon(LEN)?;
-    buf.write_pages();
+    let mut buf = anon(LEN)?;
+    buf.warm();
     let _child = LiveFork::start()?;
     dio_case(
         ctx,
-        buf.addr,
-        LEN,
-        false,
         buf.range(),
+        false,
         "O_DIRECT pwrite 16 pages shared with a fork",
     )
 }
 
 fn dio_read_huge(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     device(ctx, libc::O_DIRECT)?;
-    let area = Mapping::new(
+    let area = map(
         2 * HUGE,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
         -1,
     )?;
-    let aligned = (area.addr + HUGE - 1) & !(HUGE - 1);
+    let aligned = (area.start() + HUGE - 1) & !(HUGE - 1);
     // SAFETY: advising part of our own mapping.
     unsafe { libc::madvise(aligned as *mut _, HUGE as usize, libc::MADV_HUGEPAGE) };
     // SAFETY: inside the mapping.
@@ -476,10 +453,8 @@ fn dio_read_huge(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     }
     dio_case(
         ctx,
-        aligned,
-        LEN,
-        true,
         aligned..aligned + LEN,
+        true,
         "O_DIRECT pread 16 pages of a huge page",
     )
 }
@@ -504,10 +479,11 @@ fn unregister(ring: &IoUring) -> i64 {
     }
 }
 
-/// Registers `len` bytes at `addr`, then unregisters if that worked.
-fn uring_case(ctx: &mut Ctx, addr: u64, len: u64, watch: Range<u64>) -> Result<Vec<Step>, String> {
+/// Registers the bytes of `buf`, then unregisters if that worked.
+fn uring_case(ctx: &mut Ctx, buf: Range<u64>) -> Result<Vec<Step>, String> {
     let ring = IoUring::new(4).map_err(|e| format!("io_uring_setup: {e}"))?;
-    let mut space = snap(watch)?;
+    let (addr, len) = (buf.start, buf.end - buf.start);
+    let mut space = snap(buf)?;
     let registered = paths::io_uring_register(&mut space, addr, len, &ctx.rules);
     let observed = ctx.observe(|| register(&ring, addr, len));
     let ok = observed.result == 0;
@@ -532,9 +508,9 @@ fn uring_memfd(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
         return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: sizing and mapping our own memfd; closed after mapping.
-    let map = unsafe {
+    let mut mapping = unsafe {
         libc::ftruncate(fd, LEN as i64);
-        let m = Mapping::new(
+        let m = map(
             LEN,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
@@ -543,27 +519,33 @@ fn uring_memfd(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
         libc::close(fd);
         m?
     };
-    map.write_pages();
-    uring_case(ctx, map.addr, LEN, map.range())
+    mapping.warm();
+    uring_case(ctx, mapping.range())
 }
 
 fn uring_file(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     let dev = device(ctx, 0)?;
-    let map = Mapping::new(
+    let mut mapping = map(
         LEN,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_SHARED,
         dev.as_raw_fd(),
     )?;
-    map.write_pages();
-    uring_case(ctx, map.addr, LEN, map.range())
+    mapping.warm();
+    uring_case(ctx, mapping.range())
 }
 
 fn populate_write(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = Mapping::anon(LEN)?;
+    let buf = anon(LEN)?;
     let mut space = snap(buf.range())?;
-    let predicted = paths::populate(&mut space, buf.addr, LEN, true, &ctx.rules);
-    let observed = ctx.observe(|| rc(buf.advise(libc::MADV_POPULATE_WRITE) as isize));
+    let predicted = paths::populate(&mut space, buf.start(), LEN, true, &ctx.rules);
+    let observed = ctx.observe(|| {
+        rc(if buf.advise(libc::MADV_POPULATE_WRITE).is_ok() {
+            0
+        } else {
+            -1
+        })
+    });
     Ok(vec![step(
         ctx,
         "madvise(MADV_POPULATE_WRITE) 16 pages",

@@ -1,5 +1,8 @@
-//! Anonymous page-aligned buffers whose residency the workloads control
-//! exactly (prefault or drop pages), which a Vec cannot promise.
+//! Page-aligned mappings whose residency the workloads and `validate`'s
+//! scenarios control exactly (prefault, read-touch or drop pages, change
+//! protection), which a Vec cannot promise.
+
+use std::ops::Range;
 
 use super::WorkloadError;
 
@@ -13,31 +16,30 @@ pub struct UserBuffer {
 }
 
 impl UserBuffer {
-    /// Maps `pages` pages; they are not present until touched.
+    /// Maps `pages` private anonymous small pages (THP off: the counts
+    /// assume small pages); they are not present until touched.
     pub fn new(pages: u64) -> Result<Self, WorkloadError> {
-        let len = (pages * PAGE_SIZE) as usize;
-        // SAFETY: a fresh anonymous mapping; the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
+        let buf = Self::map(
+            pages * PAGE_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+        )?;
+        buf.advise(libc::MADV_NOHUGEPAGE)?;
+        Ok(buf)
+    }
+
+    /// Maps `len` bytes with mmap's `prot`, `flags` and `fd` (offset 0).
+    pub fn map(len: u64, prot: i32, flags: i32, fd: i32) -> Result<Self, WorkloadError> {
+        // SAFETY: a fresh mapping; the result is checked.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len as usize, prot, flags, fd, 0) };
         if ptr == libc::MAP_FAILED {
             return Err(WorkloadError::last_os("mmap"));
         }
-        let buf = Self {
+        Ok(Self {
             ptr: ptr.cast(),
-            len,
-        };
-        // Keep THP out of it: the counts assume small pages.
-        // SAFETY: advising our own mapping.
-        unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) };
-        Ok(buf)
+            len: len as usize,
+        })
     }
 
     /// Writes every page so all are present, writable and not the zero page.
@@ -48,13 +50,45 @@ impl UserBuffer {
         }
     }
 
+    /// Reads every page: never-written anonymous ones map the zero page.
+    pub fn touch_read(&self) {
+        for off in (0..self.len).step_by(PAGE_SIZE as usize) {
+            // SAFETY: within the mapping.
+            unsafe { self.ptr.add(off).read_volatile() };
+        }
+    }
+
     /// Drops every page (MADV_DONTNEED): the next access faults.
     pub fn drop_pages(&mut self) -> Result<(), WorkloadError> {
+        self.advise(libc::MADV_DONTNEED)
+    }
+
+    /// madvise(2) over the whole mapping.
+    pub fn advise(&self, advice: i32) -> Result<(), WorkloadError> {
         // SAFETY: advising our own mapping.
-        if unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_DONTNEED) } != 0 {
-            return Err(WorkloadError::last_os("madvise(MADV_DONTNEED)"));
+        if unsafe { libc::madvise(self.ptr.cast(), self.len, advice) } != 0 {
+            return Err(WorkloadError::last_os(format!("madvise({advice})")));
         }
         Ok(())
+    }
+
+    /// mprotect(2) over the whole mapping.
+    pub fn protect(&self, prot: i32) -> Result<(), WorkloadError> {
+        // SAFETY: changing our own mapping's protection.
+        if unsafe { libc::mprotect(self.ptr.cast(), self.len, prot) } != 0 {
+            return Err(WorkloadError::last_os("mprotect"));
+        }
+        Ok(())
+    }
+
+    /// Address of the first byte.
+    pub fn start(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    /// The mapped byte range.
+    pub fn range(&self) -> Range<u64> {
+        self.start()..self.start() + self.len as u64
     }
 
     /// Address of byte `offset`.
@@ -77,7 +111,8 @@ impl UserBuffer {
 
 impl Drop for UserBuffer {
     fn drop(&mut self) {
-        // SAFETY: unmapping what we mapped.
+        // SAFETY: unmapping what we mapped (munmap ignores parts a user of
+        // the mapping already unmapped).
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }

@@ -44,30 +44,32 @@ pub struct FuncInfo {
     pub start_arg: u8,
     /// Index of the `gup_flags` parameter, or [`NO_ARG`].
     pub flags_arg: u8,
+    /// Index of the `pages` output array, or [`NO_ARG`].
+    pub pages_arg: u8,
 }
 
 /// [`FuncInfo::nr_arg`] of functions without a page-count parameter.
 pub const NO_ARG: u8 = 0xff;
 
-/// Positions of (start, nr_pages, gup_flags) in the two signatures the
-/// get/pin family uses, `(start, nr, flags, ...)` and `(mm, start, nr,
-/// flags, ...)`, and in the ones that differ.
-const LOCAL: (u8, u8, u8) = (0, 1, 2);
-const REMOTE: (u8, u8, u8) = (1, 2, 3);
+/// Positions of (start, nr_pages, gup_flags, pages) in the two signatures
+/// the get/pin family uses, `(start, nr, flags, pages, ...)` and `(mm,
+/// start, nr, flags, pages, ...)`, and in the ones that differ.
+const LOCAL: (u8, u8, u8, u8) = (0, 1, 2, 3);
+const REMOTE: (u8, u8, u8, u8) = (1, 2, 3, 4);
 /// `*_unlocked(start, nr_pages, pages, gup_flags)`.
-const UNLOCKED: (u8, u8, u8) = (0, 1, 3);
+const UNLOCKED: (u8, u8, u8, u8) = (0, 1, 3, 2);
 /// `__gup_longterm_locked(mm, start, nr_pages, pages, locked|vmas, gup_flags)`.
-const LONGTERM: (u8, u8, u8) = (1, 2, 5);
+const LONGTERM: (u8, u8, u8, u8) = (1, 2, 5, 3);
 /// Release functions: one page/folio, no count.
-const ONE: (u8, u8, u8) = (NO_ARG, NO_ARG, NO_ARG);
+const ONE: (u8, u8, u8, u8) = (NO_ARG, NO_ARG, NO_ARG, NO_ARG);
 /// Release functions with a count at position 1.
-const COUNTED: (u8, u8, u8) = (NO_ARG, 1, NO_ARG);
+const COUNTED: (u8, u8, u8, u8) = (NO_ARG, 1, NO_ARG, NO_ARG);
 
 const fn f(
     symbols: &'static [&'static str],
     kind: FuncKind,
     is_pin: bool,
-    (start_arg, nr_arg, flags_arg): (u8, u8, u8),
+    (start_arg, nr_arg, flags_arg, pages_arg): (u8, u8, u8, u8),
 ) -> FuncInfo {
     FuncInfo {
         name: symbols[0],
@@ -77,6 +79,7 @@ const fn f(
         nr_arg,
         start_arg,
         flags_arg,
+        pages_arg,
     }
 }
 

@@ -7,8 +7,10 @@
 //! The `user` feature adds `aya::Pod` impls for the agent.
 #![no_std]
 
+pub mod attribution;
 pub mod catalog;
 
+pub use attribution::{CallerKey, CallerStats, PinRecord};
 pub use catalog::{FUNC_COUNT, FUNCS, FuncId, FuncKind, GUP_FUNC_COUNT, NO_ARG};
 
 /// Capacity of the per-thread state map (`TASKS`).
@@ -149,8 +151,11 @@ pub struct FuncConfig {
     /// 1 when BTF confirms the start address and `gup_flags` sit where
     /// [`catalog::FuncInfo`] says: per-call events carry them only then.
     pub args_known: u8,
+    /// 1 when BTF confirms the `pages` output array sits at
+    /// [`catalog::FuncInfo::pages_arg`] (pin lifetimes need it).
+    pub pages_known: u8,
     /// Explicit padding (keeps the layout free of uninitialised bytes).
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
 }
 
 /// What a task is doing inside the GUP family, kept per thread (key: full
@@ -170,6 +175,10 @@ pub struct TaskState {
     pub addr: u64,
     /// `gup_flags` of the outermost call as passed by its caller.
     pub flags: u64,
+    /// Return address of the outermost call (0 when unknown or off).
+    pub caller: u64,
+    /// The outermost call's `pages` output array (0 when unknown).
+    pub pages: u64,
     /// Level (depth before entry, plus one) of the innermost fast-path
     /// function, 0 when not inside one.
     pub fast_level: u32,
@@ -209,10 +218,20 @@ pub enum Health {
     TrackLost = 3,
     /// A per-call event was dropped because the `EVENTS` ring was full.
     EventsLost = 4,
+    /// An outermost call's stack did not show its caller.
+    CallerUnknown = 5,
+    /// Pinned pages beyond `LIFETIME_PAGES_PER_CALL` in one call, whose
+    /// lifetime is not tracked.
+    LifetimesTruncated = 6,
+    /// Pinned pages not tracked because `PIN_LIFETIMES` was full.
+    LifetimesFull = 7,
+    /// FOLL_PIN releases of folios pinwatch did not see pinned (pinned
+    /// before it started, or not tracked).
+    UntrackedRelease = 8,
 }
 
 /// Number of [`Health`] counters.
-pub const HEALTH_COUNT: usize = 5;
+pub const HEALTH_COUNT: usize = 9;
 
 /// Size of the per-call `EVENTS` ring buffer in bytes (a power of two and
 /// a multiple of the page size); about 2700 [`CallEvent`]s.
@@ -255,6 +274,8 @@ pub struct CallEvent {
     pub fast_pages: u64,
     /// Pages taken by the slow path (the whole return for slow variants).
     pub slow_pages: u64,
+    /// Return address in the caller (get/pin calls; 0 when unknown).
+    pub caller: u64,
     /// [`FuncId`] of the outermost function.
     pub func: u32,
     /// [`EVENT_GUP`] or [`EVENT_RELEASE`].
@@ -284,6 +305,9 @@ mod pod {
     unsafe impl aya::Pod for super::FuncConfig {}
     unsafe impl aya::Pod for super::TaskState {}
     unsafe impl aya::Pod for super::CallEvent {}
+    unsafe impl aya::Pod for super::CallerKey {}
+    unsafe impl aya::Pod for super::CallerStats {}
+    unsafe impl aya::Pod for super::PinRecord {}
 }
 
 #[cfg(test)]
@@ -310,14 +334,14 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(core::mem::size_of::<FuncConfig>(), 8);
-        assert_eq!(core::mem::size_of::<CallEvent>(), 8 * 9 + 4 * 4 + 16);
+        assert_eq!(core::mem::size_of::<CallEvent>(), 8 * 10 + 4 * 4 + 16);
         assert_eq!(
             core::mem::size_of::<GupStats>(),
             8 * (11 + LATENCY_BUCKETS + ERRNO_SLOTS)
         );
         assert_eq!(
             core::mem::size_of::<TaskState>(),
-            4 * 2 + 8 * 4 + 4 * 2 + 8 * 4 + 4 * 2 + 8 * 2
+            4 * 2 + 8 * 6 + 4 * 2 + 8 * 4 + 4 * 2 + 8 * 2
         );
     }
 }

@@ -15,6 +15,7 @@ use pin_common::{
     GUP_FUNC_COUNT, Health, ProcStats, TaskState, catalog::is_fast, errno_slot, latency_bucket,
 };
 
+use crate::attribution;
 use crate::maps::{
     CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TASKS, TRACKED,
 };
@@ -41,8 +42,9 @@ fn config(id: FuncId) -> Option<FuncConfig> {
     }
 }
 
+/// Counts one event the probes could not account.
 #[inline(always)]
-fn bump_health(which: Health) {
+pub fn bump_health(which: Health) {
     if let Some(counter) = HEALTH.get_ptr_mut(which as u32) {
         unsafe { *counter += 1 };
     }
@@ -157,10 +159,27 @@ fn emit(event: CallEvent) {
     }
 }
 
-/// Entry into get/pin function `id`; `raw_nr` is its page-count register,
-/// `addr` and `flags` its start-address and `gup_flags` registers.
+/// The argument registers of a get/pin call the probes read.
+pub struct GupArgs {
+    /// Page count.
+    pub nr: u64,
+    /// Start address.
+    pub addr: u64,
+    /// `gup_flags`.
+    pub flags: u64,
+    /// The `pages` output array (0 when the function has none).
+    pub pages: u64,
+}
+
+/// Entry into get/pin function `id` with its argument registers.
 #[inline(always)]
-pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, raw_nr: u64, addr: u64, flags: u64) {
+pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
+    let GupArgs {
+        nr: raw_nr,
+        addr,
+        flags,
+        pages,
+    } = args;
     if !counted() {
         return;
     }
@@ -185,6 +204,12 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, raw_nr: u64, addr: u64, fla
             state.addr = 0;
             state.flags = u64::MAX;
         }
+        state.pages = if config.pages_known != 0 { pages } else { 0 };
+        state.caller = if attribution::callers_on() {
+            attribution::find_caller(ctx)
+        } else {
+            0
+        };
         state.fast_level = 0;
         state.fallback_level = 0;
         state.fast_ret = 0;
@@ -312,6 +337,7 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
             slow_pages,
             func: outer,
             kind: EVENT_GUP,
+            caller: state.caller,
             fell_back: fell_back as u32,
             _pad: 0,
             comm: bpf_get_current_comm().unwrap_or_default(),
@@ -321,8 +347,24 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     if ns > stats.latency_max_ns {
         stats.latency_max_ns = ns;
     }
-    if let Some(count) = stats.latency_log2.get_mut(latency_bucket(ns)) {
+    let latency_slot = latency_bucket(ns);
+    if let Some(count) = stats.latency_log2.get_mut(latency_slot) {
         *count += 1;
+    }
+    let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
+    if attribution::callers_on() {
+        attribution::account_caller(
+            state,
+            ret,
+            ns,
+            fast_pages,
+            slow_pages,
+            fell_back,
+            latency_slot,
+        );
+    }
+    if is_pin && attribution::lifetimes_on() {
+        attribution::remember_pins(state, ret, now);
     }
 
     if let Some(proc) = proc_stats(ctx) {
@@ -335,7 +377,7 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
         proc.calls += 1;
         if ret > 0 {
             proc.pages += ret as u64;
-            if config(outer).is_some_and(|l| l.is_pin != 0) {
+            if is_pin {
                 proc.pinned += ret as u64;
             }
         }

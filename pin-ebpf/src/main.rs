@@ -15,6 +15,8 @@
 #[cfg(target_arch = "bpf")]
 mod account;
 #[cfg(target_arch = "bpf")]
+mod attribution;
+#[cfg(target_arch = "bpf")]
 mod maps;
 
 #[cfg(target_arch = "bpf")]
@@ -25,7 +27,23 @@ mod programs {
     };
     use pin_common::{FUNCS, NO_ARG};
 
-    use crate::account;
+    use crate::{account, attribution};
+
+    /// Argument `n` of a traced function through `bpf_get_func_arg`,
+    /// which takes any argument type (0 when it fails).
+    #[inline(always)]
+    fn func_arg(ctx: &FEntryContext, n: u32) -> u64 {
+        let mut value = 0u64;
+        // SAFETY: the helper writes one u64 into `value`.
+        let _ = unsafe {
+            aya_ebpf::helpers::generated::bpf_get_func_arg(
+                aya_ebpf::EbpfContext::as_ptr(ctx),
+                n,
+                &mut value,
+            )
+        };
+        value
+    }
 
     /// Four programs for get/pin function `$id`.
     macro_rules! gup_programs {
@@ -35,13 +53,20 @@ mod programs {
                 const NR: usize = FUNCS[$id].nr_arg as usize;
                 const START: usize = FUNCS[$id].start_arg as usize;
                 const FLAGS: usize = FUNCS[$id].flags_arg as usize;
-                account::gup_entry(
-                    &ctx,
-                    $id,
-                    ctx.arg::<u64>(NR),
-                    ctx.arg::<u64>(START),
-                    ctx.arg::<u64>(FLAGS),
-                );
+                const PAGES: u8 = FUNCS[$id].pages_arg;
+                let args = account::GupArgs {
+                    nr: ctx.arg::<u64>(NR),
+                    addr: ctx.arg::<u64>(START),
+                    flags: ctx.arg::<u64>(FLAGS),
+                    // `struct page **` is not a pointer to a struct, so
+                    // the verifier refuses a direct context load of it.
+                    pages: if PAGES == NO_ARG {
+                        0
+                    } else {
+                        func_arg(&ctx, PAGES as u32)
+                    },
+                };
+                account::gup_entry(&ctx, $id, args);
                 0
             }
 
@@ -56,13 +81,18 @@ mod programs {
                 const NR: usize = FUNCS[$id].nr_arg as usize;
                 const START: usize = FUNCS[$id].start_arg as usize;
                 const FLAGS: usize = FUNCS[$id].flags_arg as usize;
-                account::gup_entry(
-                    &ctx,
-                    $id,
-                    ctx.arg::<u64>(NR).unwrap_or(0),
-                    ctx.arg::<u64>(START).unwrap_or(0),
-                    ctx.arg::<u64>(FLAGS).unwrap_or(0),
-                );
+                const PAGES: u8 = FUNCS[$id].pages_arg;
+                let args = account::GupArgs {
+                    nr: ctx.arg::<u64>(NR).unwrap_or(0),
+                    addr: ctx.arg::<u64>(START).unwrap_or(0),
+                    flags: ctx.arg::<u64>(FLAGS).unwrap_or(0),
+                    pages: if PAGES == NO_ARG {
+                        0
+                    } else {
+                        ctx.arg::<u64>(PAGES as usize).unwrap_or(0)
+                    },
+                };
+                account::gup_entry(&ctx, $id, args);
                 0
             }
 
@@ -113,6 +143,25 @@ mod programs {
                 0
             }
         };
+    }
+
+    /// `gup_put_folio(folio, refs, flags)`, where FOLL_PIN releases end:
+    /// times pin lifetimes (`--lifetimes` only).
+    #[fentry]
+    fn put_fentry(ctx: FEntryContext) -> u32 {
+        let refs = ctx.arg::<u64>(1) as u32 as i32 as i64;
+        let flags = ctx.arg::<u64>(2) as u32 as u64;
+        attribution::folio_released(ctx.arg::<u64>(0), refs, flags);
+        0
+    }
+
+    /// kprobe twin of `put_fentry`.
+    #[kprobe]
+    fn put_kprobe(ctx: ProbeContext) -> u32 {
+        let refs = ctx.arg::<u64>(1).unwrap_or(0) as u32 as i32 as i64;
+        let flags = ctx.arg::<u64>(2).unwrap_or(0) as u32 as u64;
+        attribution::folio_released(ctx.arg::<u64>(0).unwrap_or(0), refs, flags);
+        0
     }
 
     /// sched:sched_process_fork, for following a process tree.

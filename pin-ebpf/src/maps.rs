@@ -7,9 +7,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use pin_common::{
-    EVENT_FILTER_LEN, EVENTS_RING_BYTES, FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats,
-    HEALTH_COUNT, PROCS_CAPACITY, ProcStats, ReleaseStats, TASKS_CAPACITY, TRACKED_CAPACITY,
-    TaskState,
+    CallerKey, CallerStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES, FUNC_COUNT, FuncConfig,
+    GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, PROCS_CAPACITY, PinRecord, ProcStats, ReleaseStats,
+    TASKS_CAPACITY, TRACKED_CAPACITY, TaskState,
+    attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY, SETTINGS_LEN},
 };
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
@@ -61,3 +62,27 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 /// `EVENTS_*` indexes in pin-common).
 #[map]
 pub static EVENT_FILTER: Array<u32> = Array::with_max_entries(EVENT_FILTER_LEN, 0);
+
+/// Feature switches set by the agent before attaching (caller attribution,
+/// pin lifetimes) and the kernel's FOLL_PIN bit; see `SETTING_*` in
+/// pin-common.
+#[map]
+pub static SETTINGS: Array<u64> = Array::with_max_entries(SETTINGS_LEN, 0);
+
+/// Per (call site, outermost function): counters, latency and hold-time
+/// histograms. LRU: a flood of distinct call sites evicts the coldest.
+#[map]
+pub static CALLERS: LruPerCpuHashMap<CallerKey, CallerStats> =
+    LruPerCpuHashMap::with_max_entries(CALLERS_CAPACITY, 0);
+
+/// An all-zero [`CallerStats`] to create `CALLERS` entries from (the
+/// value is larger than the BPF stack). Never written.
+#[map]
+pub static CALLER_ZERO: PerCpuArray<CallerStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Outstanding pins by folio address (`--lifetimes`). Not LRU: an evicted
+/// pin would vanish silently; a full map is counted instead. The agent
+/// shrinks it to one entry when lifetimes are off.
+#[map]
+pub static PIN_LIFETIMES: HashMap<u64, PinRecord> =
+    HashMap::with_max_entries(LIFETIMES_CAPACITY, 0);

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     commands,
-    probes::{AttachError, AttachMode},
+    probes::{AttachError, AttachMode, AttachOptions},
     workload::{WorkloadError, WorkloadKind},
 };
 
@@ -31,6 +31,25 @@ pub struct AttachArgs {
     /// Probe mechanism: fentry/fexit where possible, else kprobe/kretprobe.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
+    /// Do not attribute calls to their kernel call site (saves a short
+    /// stack read on every outermost call).
+    #[arg(long)]
+    pub no_callers: bool,
+    /// Time how long pinned pages stay pinned (costs a map update per
+    /// pinned page and per release; hooks gup_put_folio).
+    #[arg(long)]
+    pub lifetimes: bool,
+}
+
+impl AttachArgs {
+    /// The probe options these flags ask for.
+    pub fn options(&self) -> AttachOptions {
+        AttachOptions {
+            mode: self.attach,
+            callers: !self.no_callers,
+            lifetimes: self.lifetimes,
+        }
+    }
 }
 
 /// The subcommands.
@@ -205,6 +224,8 @@ pub fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Top {
         attach: AttachArgs {
             attach: AttachMode::Auto,
+            no_callers: false,
+            lifetimes: false,
         },
         interval: Duration::from_secs(1),
         pid: None,
@@ -259,7 +280,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 (None, None) => None,
             };
             crate::tui::run(crate::tui::TopOptions {
-                attach: attach.attach,
+                attach: attach.options(),
                 interval,
                 filter,
             })
@@ -269,7 +290,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             bpf_stats,
         } => crate::export::serve::run(crate::export::serve::ServeOptions {
-            attach: attach.attach,
+            attach: attach.options(),
             listen,
             bpf_stats,
         }),
@@ -281,7 +302,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             format,
             command,
         } => crate::commands::record::run(crate::commands::record::RecordOptions {
-            attach: attach.attach,
+            attach: attach.options(),
             output,
             duration,
             interval,
@@ -294,7 +315,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             threshold,
             json,
         } => crate::commands::diff::run(&base, &new, threshold, json),
-        Command::Probes { attach, json } => commands::probes::run(attach.attach, json),
+        Command::Probes { attach, json } => commands::probes::run(attach.options(), json),
         Command::Validate {
             attach,
             scenario,
@@ -302,7 +323,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             list,
         } => commands::validate::run(commands::validate::ValidateOptions {
-            attach: attach.attach,
+            attach: attach.options(),
             scenario,
             device,
             json,
@@ -313,7 +334,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             interval,
             count,
             json,
-        } => commands::stat::run(attach.attach, interval, count, json),
+        } => commands::stat::run(attach.options(), interval, count, json),
         Command::Workload {
             name,
             calls,

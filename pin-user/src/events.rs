@@ -205,6 +205,7 @@ mod tests {
             ret: 12,
             fast_pages: 4,
             slow_pages: 8,
+            caller: 0,
             func: 6,
             kind: EVENT_GUP,
             fell_back: 1,

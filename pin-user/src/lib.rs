@@ -8,6 +8,7 @@
 //! offers, [`vmstat`] reads the kernel's own pin counters, and [`workload`]
 //! drives known GUP paths for tests and demos.
 
+pub mod attribution;
 pub mod cli;
 pub mod commands;
 pub mod events;

@@ -10,7 +10,10 @@ use aya::{
 use pin_common::{FUNCS, FuncConfig, FuncId, FuncKind, NO_ARG, catalog::FuncInfo};
 use serde::Serialize;
 
-use crate::kernel::{Btf, KernelFacts, short_error};
+use crate::{
+    attribution::lifetimes,
+    kernel::{Btf, KernelFacts, short_error},
+};
 
 /// The eBPF object built from `pin-ebpf` by the build script.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pin-ebpf"));
@@ -25,6 +28,29 @@ pub enum AttachMode {
     Fentry,
     /// Only kprobe/kretprobe.
     Kprobe,
+}
+
+/// What to attach and which optional kernel-side features to turn on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachOptions {
+    /// Mechanism wanted.
+    pub mode: AttachMode,
+    /// Attribute every outermost call to its kernel call site (a short
+    /// stack read per call).
+    pub callers: bool,
+    /// Time pin lifetimes (a map update per pinned page and per release).
+    pub lifetimes: bool,
+}
+
+impl AttachOptions {
+    /// The default instrumentation with mechanism `mode`.
+    pub fn new(mode: AttachMode) -> Self {
+        Self {
+            mode,
+            callers: true,
+            lifetimes: false,
+        }
+    }
 }
 
 /// How a probe ended up attached.
@@ -94,6 +120,8 @@ pub struct Probes {
     /// Diagnostics from the programs; poll [`KernelLog::flush`] when its
     /// fd is readable. Must outlive the programs (it owns their log map).
     pub kernel_log: Option<KernelLog>,
+    /// How pin lifetimes are traced, when `--lifetimes` asked for them.
+    pub lifetimes: Option<Mechanism>,
 }
 
 fn role(kind: FuncKind) -> &'static str {
@@ -207,13 +235,15 @@ fn func_config(btf: &Btf, func: &FuncInfo, symbol: &str) -> Result<FuncConfig, S
     };
     let args_known =
         named(func.start_arg, START_PARAM_NAMES) && named(func.flags_arg, FLAGS_PARAM_NAMES);
+    let pages_known = named(func.pages_arg, &["pages"]);
     Ok(FuncConfig {
         nr_is_int: nr_is_int as u8,
         ret_is_int: (proto.ret_size == Some(4)) as u8,
         is_pin: func.is_pin as u8,
         valid: 1,
         args_known: args_known as u8,
-        _pad: [0; 3],
+        pages_known: pages_known as u8,
+        _pad: [0; 2],
     })
 }
 
@@ -280,7 +310,7 @@ where
     program(ebpf, name)
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program>,
 {
@@ -324,9 +354,11 @@ fn resolve_symbol(facts: &KernelFacts, func: &FuncInfo) -> Result<String, String
 
 /// Loads the eBPF object and attaches to every known function the kernel
 /// has, with the requested mechanism. Fails only when nothing attached.
-pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachError> {
+pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, AttachError> {
+    let mode = options.mode;
     log::info!("loading the eBPF object");
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries("PIN_LIFETIMES", lifetimes::capacity(options.lifetimes))
         .load(EBPF_OBJECT)
         .map_err(|e| AttachError::Load(e.to_string()))?;
     let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -412,6 +444,8 @@ pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachErr
         }
     }
 
+    let lifetimes = lifetimes::configure(&mut ebpf, facts, options, aya_btf.as_ref())
+        .map_err(AttachError::Load)?;
     log::info!("attach done");
     if status.iter().all(|st| st.attached.is_none()) {
         let reason = facts.no_mechanism_reason().unwrap_or_else(|| {
@@ -429,6 +463,7 @@ pub fn attach(facts: &KernelFacts, mode: AttachMode) -> Result<Probes, AttachErr
         ebpf,
         status,
         kernel_log,
+        lifetimes,
     })
 }
 
@@ -513,7 +548,8 @@ mod tests {
                 is_pin: 1,
                 valid: 1,
                 args_known: 1,
-                _pad: [0; 3],
+                pages_known: 1,
+                _pad: [0; 2],
             }
         );
     }

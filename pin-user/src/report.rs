@@ -8,6 +8,10 @@ use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    attribution::{
+        lifetimes::Outstanding,
+        view::{CallerView, caller_views},
+    },
     snapshot::ProcTotals,
     snapshot::{Delta, latency_quantile_ns},
     vmstat::PinCounters,
@@ -35,13 +39,17 @@ pub struct Latency {
 impl Latency {
     /// From a variant's counters.
     pub fn from_stats(s: &GupStats) -> Self {
-        let hist = &s.latency_log2;
+        Self::from_hist(&s.latency_log2, s.latency_sum_ns, s.calls)
+    }
+
+    /// From a log2 histogram, the latency sum and the number of calls.
+    pub fn from_hist(hist: &[u64], sum_ns: u64, calls: u64) -> Self {
         Latency {
             p50: latency_quantile_ns(hist, 0.5),
             p90: latency_quantile_ns(hist, 0.9),
             p99: latency_quantile_ns(hist, 0.99),
             max: latency_quantile_ns(hist, 1.0),
-            mean: (s.calls > 0).then(|| s.latency_sum_ns / s.calls),
+            mean: (calls > 0).then(|| sum_ns / calls),
             log2_buckets: hist.to_vec(),
         }
     }
@@ -118,6 +126,11 @@ pub struct IntervalView {
     /// /proc/vmstat pin counter changes (not flushed: per-CPU batching can
     /// delay up to a few pages per CPU).
     pub vmstat: Option<PinCounters>,
+    /// Calling kernel functions, busiest first.
+    pub callers: Vec<CallerView>,
+    /// What is still pinned (`--lifetimes` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outstanding: Option<Outstanding>,
     /// Events the probes could not account.
     pub health: HealthView,
 }
@@ -135,6 +148,14 @@ pub struct HealthView {
     pub tracked_lost: u64,
     /// Per-call events dropped because the ring buffer was full.
     pub events_lost: u64,
+    /// Outermost calls whose stack did not show the caller.
+    pub callers_unknown: u64,
+    /// Pinned pages not lifetime-tracked: beyond the per-call limit.
+    pub lifetimes_truncated: u64,
+    /// Pinned pages not lifetime-tracked: the table was full.
+    pub lifetimes_full: u64,
+    /// FOLL_PIN releases of pages pinwatch did not see pinned.
+    pub untracked_releases: u64,
 }
 
 /// Symbolic name of an errno value GUP returns.
@@ -231,12 +252,18 @@ impl IntervalView {
                 procs
             },
             vmstat: delta.vmstat,
+            callers: caller_views(&delta.callers, &delta.sites),
+            outstanding: None,
             health: HealthView {
                 task_state_lost: delta.health[0],
                 unmatched_exits: delta.health[1],
                 proc_state_lost: delta.health[2],
                 tracked_lost: delta.health[3],
                 events_lost: delta.health[4],
+                callers_unknown: delta.health[5],
+                lifetimes_truncated: delta.health[6],
+                lifetimes_full: delta.health[7],
+                untracked_releases: delta.health[8],
             },
         }
     }
@@ -323,6 +350,13 @@ impl IntervalView {
                 );
             }
         }
+        out.push_str(&crate::attribution::view::render_text(
+            &self.callers,
+            self.interval_s,
+        ));
+        if let Some(outstanding) = &self.outstanding {
+            out.push_str(&crate::attribution::lifetimes::render_text(outstanding));
+        }
         if let Some(vm) = &self.vmstat {
             let _ = writeln!(
                 out,
@@ -347,6 +381,13 @@ impl IntervalView {
                 h.proc_state_lost,
                 h.tracked_lost,
                 h.events_lost
+            );
+        }
+        if h.callers_unknown + h.lifetimes_truncated + h.lifetimes_full + h.untracked_releases > 0 {
+            let _ = writeln!(
+                out,
+                "attribution: {} calls without a visible caller; lifetimes: {} pages over the per-call limit, {} pages with the table full, {} releases of pins not seen pinned",
+                h.callers_unknown, h.lifetimes_truncated, h.lifetimes_full, h.untracked_releases
             );
         }
         out
@@ -389,6 +430,8 @@ mod tests {
             procs: Default::default(),
             health: [0; pin_common::HEALTH_COUNT],
             vmstat: None,
+            callers: crate::attribution::sample_callers().0,
+            sites: crate::attribution::sample_callers().1,
         };
         let mut delta = delta;
         for (pid, pages) in (1..=12u32).map(|p| (p, u64::from(p) * 10)) {

@@ -9,11 +9,14 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap},
 };
 use pin_common::{
-    ERRNO_SLOTS, FUNCS, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, LATENCY_BUCKETS, ProcStats,
-    ReleaseStats,
+    CallerKey, CallerStats, ERRNO_SLOTS, FUNCS, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT,
+    LATENCY_BUCKETS, ProcStats, ReleaseStats,
 };
 
-use crate::vmstat::PinCounters;
+use crate::{
+    attribution::{self, symbols::CallSite},
+    vmstat::PinCounters,
+};
 
 /// Errors reading the kernel maps.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,10 @@ pub struct Snapshot {
     pub health: [u64; HEALTH_COUNT],
     /// /proc/vmstat pin counters at the same time, where the kernel has them.
     pub vmstat: Option<PinCounters>,
+    /// Per (call site, outermost function).
+    pub callers: BTreeMap<CallerKey, CallerStats>,
+    /// Names of the call sites in `callers`.
+    pub sites: BTreeMap<u64, CallSite>,
 }
 
 /// Adds `from` into `into` (summing CPUs or intervals).
@@ -196,6 +203,13 @@ impl Snapshot {
             procs.insert(tgid, total);
         }
 
+        let callers = attribution::read_callers(ebpf).map_err(map_err("CALLERS"))?;
+        let sites = if callers.is_empty() {
+            BTreeMap::new()
+        } else {
+            attribution::symbols::resolve(callers.keys().map(|k| k.caller))
+        };
+
         Ok(Snapshot {
             taken: Instant::now(),
             gup,
@@ -203,6 +217,8 @@ impl Snapshot {
             procs,
             health,
             vmstat: PinCounters::read().ok().flatten(),
+            callers,
+            sites,
         })
     }
 
@@ -242,12 +258,25 @@ impl Snapshot {
         for (i, h) in health.iter_mut().enumerate() {
             *h = self.health[i].saturating_sub(earlier.health[i]);
         }
+        let callers = self
+            .callers
+            .iter()
+            .filter_map(|(key, cur)| {
+                let d = match earlier.callers.get(key) {
+                    Some(prev) => attribution::sub(cur, prev),
+                    None => *cur,
+                };
+                attribution::is_active(&d).then_some((*key, d))
+            })
+            .collect();
         Delta {
             seconds: self.taken.duration_since(earlier.taken).as_secs_f64(),
             gup,
             release,
             procs,
             health,
+            callers,
+            sites: self.sites.clone(),
             vmstat: match (self.vmstat, earlier.vmstat) {
                 (Some(c), Some(p)) => Some(c.since(&p)),
                 _ => None,
@@ -271,6 +300,10 @@ pub struct Delta {
     pub health: [u64; HEALTH_COUNT],
     /// vmstat pin counter changes.
     pub vmstat: Option<PinCounters>,
+    /// Per (call site, outermost function), only active ones.
+    pub callers: BTreeMap<CallerKey, CallerStats>,
+    /// Names of the call sites.
+    pub sites: BTreeMap<u64, CallSite>,
 }
 
 /// Upper bound in ns of the latency bucket holding quantile `q` (0..=1) of

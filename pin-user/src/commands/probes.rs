@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::{
     cli::EXIT_CANNOT_TRACE,
     kernel::KernelFacts,
-    probes::{self, AttachMode, ProbeStatus},
+    probes::{self, AttachOptions, ProbeStatus},
     snapshot::Snapshot,
     workload::{self, WorkloadKind, WorkloadOptions},
 };
@@ -23,6 +23,8 @@ struct ProbesReport {
     /// Why nothing could be attached, if so.
     error: Option<String>,
     self_check: Option<Result<String, String>>,
+    /// How the pin-lifetime release hook attached (`--lifetimes`).
+    lifetimes: Option<String>,
     probes: Vec<ProbeStatus>,
 }
 
@@ -66,9 +68,9 @@ fn status_text(st: &ProbeStatus) -> String {
 }
 
 /// Runs the command.
-pub fn run(mode: AttachMode, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
-    let attached = probes::attach(&facts, mode);
+    let attached = probes::attach(&facts, options);
     let (status, error, check) = match &attached {
         Ok(p) => (p.status.clone(), None, self_check(p)),
         // The reason is kernel-wide: say it once, below the table.
@@ -81,6 +83,10 @@ pub fn run(mode: AttachMode, json: bool) -> anyhow::Result<ExitCode> {
         btf: facts.btf.as_ref().map(|_| ()).map_err(Clone::clone),
         error,
         self_check: check,
+        lifetimes: attached.as_ref().ok().and_then(|p| {
+            p.lifetimes
+                .map(|m| format!("{} via {m}", crate::attribution::lifetimes::RELEASE_HOOK))
+        }),
         probes: status,
     };
     if json {
@@ -106,6 +112,9 @@ fn print_text(r: &ProbesReport) {
     println!("fentry   {}", yes_no(&r.fentry));
     println!("kprobe   {}", yes_no(&r.kprobe));
     println!("BTF      {}", yes_no(&r.btf));
+    if let Some(hook) = &r.lifetimes {
+        println!("lifetime {hook}");
+    }
     println!();
     println!("{:<34} {:<13} {:<30} attach", "function", "role", "symbol");
     for st in &r.probes {

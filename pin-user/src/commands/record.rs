@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use crate::{
     export::record::{Counts, Interval, Meta, Record, SCHEMA},
     kernel::KernelFacts,
-    probes::{self, AttachMode},
+    probes::{self, AttachOptions},
     snapshot::Snapshot,
     vmstat,
 };
@@ -34,7 +34,7 @@ pub enum RecordFormat {
 /// What `pinwatch record` was asked to do.
 pub struct RecordOptions {
     /// Probe mechanism.
-    pub attach: AttachMode,
+    pub attach: AttachOptions,
     /// Output file.
     pub output: PathBuf,
     /// Stop after this long (without a command: required or Ctrl-C).

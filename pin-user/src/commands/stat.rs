@@ -7,20 +7,20 @@ use anyhow::Context as _;
 
 use crate::{
     kernel::KernelFacts,
-    probes::{self, AttachMode},
+    probes::{self, AttachOptions},
     report::IntervalView,
     snapshot::Snapshot,
 };
 
 /// Runs the command until `count` intervals passed or a signal arrives.
 pub fn run(
-    mode: AttachMode,
+    options: AttachOptions,
     interval: Duration,
     count: Option<u64>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
-    let mut probes = probes::attach(&facts, mode)?;
+    let mut probes = probes::attach(&facts, options)?;
     let attached: Vec<String> = probes
         .status
         .iter()
@@ -76,7 +76,13 @@ pub fn run(
                 }
             };
             let current = Snapshot::read(&probes.ebpf)?;
-            let view = IntervalView::new(&current.since(&previous));
+            let mut view = IntervalView::new(&current.since(&previous));
+            if options.lifetimes {
+                view.outstanding = Some(
+                    crate::attribution::lifetimes::read_outstanding(&probes.ebpf)
+                        .context("reading PIN_LIFETIMES")?,
+                );
+            }
             previous = current;
             if json {
                 println!("{}", serde_json::to_string(&view)?);

@@ -15,7 +15,7 @@ use crate::{
     events::{EventFilter, EventStream},
     kernel::{KernelFacts, foll::FollFlags},
     model::{KernelVersion, Rules, paths::PathPrediction},
-    probes::{self, AttachMode},
+    probes::{self, AttachOptions},
     validate::{Ctx, Observation, ScenarioReport, Verdict, scenarios},
 };
 
@@ -25,7 +25,7 @@ pub const EXIT_INCOMPLETE: u8 = 4;
 /// What the user asked for.
 pub struct ValidateOptions {
     /// Probe mechanism.
-    pub attach: AttachMode,
+    pub attach: AttachOptions,
     /// Only this scenario.
     pub scenario: Option<String>,
     /// Scratch block device (default: /dev/ram0 when it is a brd ramdisk).

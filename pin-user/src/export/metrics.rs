@@ -442,7 +442,9 @@ mod tests {
                         released: 150,
                     },
                 )]),
-                health: [0, 1, 0, 0, 0],
+                health: [0, 1, 0, 0, 0, 0, 0, 0, 0],
+                callers: crate::attribution::sample_callers().0,
+                sites: crate::attribution::sample_callers().1,
                 vmstat: Some(PinCounters {
                     nr_foll_pin_acquired: 1000,
                     nr_foll_pin_released: 990,

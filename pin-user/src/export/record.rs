@@ -362,6 +362,8 @@ mod tests {
             release,
             procs: BTreeMap::new(),
             health: [0; pin_common::HEALTH_COUNT],
+            callers: crate::attribution::sample_callers().0,
+            sites: crate::attribution::sample_callers().1,
             vmstat: Some(PinCounters {
                 nr_foll_pin_acquired: 162 * scale,
                 nr_foll_pin_released: 160 * scale,

@@ -18,14 +18,14 @@ use pin_common::{FUNCS, PROCS_CAPACITY, TASKS_CAPACITY, TaskState};
 use super::metrics::{MetricsInput, openmetrics, prometheus_text};
 use crate::{
     kernel::KernelFacts,
-    probes::{self, AttachMode, Probes},
+    probes::{self, AttachOptions, Probes},
     snapshot::Snapshot,
 };
 
 /// What `pinwatch serve` was asked to do.
 pub struct ServeOptions {
     /// Probe mechanism.
-    pub attach: AttachMode,
+    pub attach: AttachOptions,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Ask the kernel to keep BPF run-time statistics while serving.

@@ -107,7 +107,14 @@ pub fn short_error(err: &aya::programs::ProgramError) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
-            match log.lines().rev().find(|l| !l.trim().is_empty()) {
+            log::debug!("verifier log:\n{log}");
+            // The last line is usually the statistics; the reason is the
+            // last line before them.
+            let reason = log.lines().rev().find(|l| {
+                let l = l.trim();
+                !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time")
+            });
+            match reason {
                 Some(last) => format!("BPF_PROG_LOAD: {io_error}: {}", last.trim()),
                 None => format!("BPF_PROG_LOAD: {io_error}"),
             }

@@ -21,7 +21,7 @@ use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
 use crate::{
     kernel::KernelFacts,
-    probes::{self, AttachMode, Mechanism, ProbeStatus},
+    probes::{self, AttachOptions, Mechanism, ProbeStatus},
     snapshot::{Snapshot, SnapshotError},
 };
 use app::{App, Filter, Frame, HeaderInfo};
@@ -29,7 +29,7 @@ use app::{App, Filter, Frame, HeaderInfo};
 /// What `pinwatch top` was asked to do.
 pub struct TopOptions {
     /// Probe mechanism.
-    pub attach: AttachMode,
+    pub attach: AttachOptions,
     /// Refresh interval.
     pub interval: Duration,
     /// Initial process filter.

@@ -93,6 +93,8 @@ fn frame(step: u64) -> Frame {
             release,
             procs,
             health: [0; pin_common::HEALTH_COUNT],
+            callers: crate::attribution::sample_callers().0,
+            sites: crate::attribution::sample_callers().1,
             vmstat: Some(PinCounters {
                 nr_foll_pin_acquired: 4848,
                 nr_foll_pin_released: 4448,

@@ -1,0 +1,280 @@
+//! Who made each outermost call (its kernel call site) and, with
+//! `--lifetimes`, how long the pages it pinned stay pinned.
+//!
+//! The caller is read from the stack at the outermost entry: the frame
+//! right above the traced function's own frame. Lifetimes remember each
+//! pinned folio at the call's return and match it at `gup_put_folio`,
+//! where every FOLL_PIN release ends up.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_get_func_ip, bpf_get_stack, bpf_loop},
+    },
+};
+use pin_common::{
+    CallerKey, CallerStats, Health, PinRecord, TaskState,
+    attribution::{
+        CALLER_FRAMES, LIFETIME_PAGES_PER_CALL, SETTING_CALLERS, SETTING_FOLL_PIN,
+        SETTING_LIFETIMES, hold_bucket,
+    },
+};
+
+use crate::{
+    account::bump_health,
+    maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES, SETTINGS, TASKS},
+};
+
+/// How far past the traced function's address its own frame may point:
+/// the return address into it from the trampoline call (fentry) or the
+/// probed instruction pointer (kprobe), after an optional `endbr64`.
+const ENTRY_WINDOW: u64 = 32;
+
+#[inline(always)]
+fn setting(index: u32) -> u64 {
+    SETTINGS.get(index).copied().unwrap_or(0)
+}
+
+/// Whether callers are attributed.
+#[inline(always)]
+pub fn callers_on() -> bool {
+    setting(SETTING_CALLERS) == 1
+}
+
+/// The return address into whoever called the traced function, from the
+/// current stack; 0 (and counted) when the stack does not show it.
+#[inline(always)]
+pub fn find_caller(ctx: &impl EbpfContext) -> u64 {
+    let mut frames = [0u64; CALLER_FRAMES];
+    // SAFETY: helpers given the program's own context and a stack buffer
+    // of the size passed.
+    let (func_ip, len) = unsafe {
+        (
+            bpf_get_func_ip(ctx.as_ptr()),
+            bpf_get_stack(
+                ctx.as_ptr(),
+                frames.as_mut_ptr() as *mut _,
+                (CALLER_FRAMES * 8) as u32,
+                0,
+            ),
+        )
+    };
+    let count = if len > 0 { len as usize / 8 } else { 0 };
+    for i in 0..CALLER_FRAMES - 1 {
+        if i + 1 >= count {
+            break;
+        }
+        let frame = frames[i];
+        if frame >= func_ip && frame < func_ip + ENTRY_WINDOW {
+            return frames[i + 1];
+        }
+    }
+    bump_health(Health::CallerUnknown);
+    0
+}
+
+/// This CPU's counters for a call site, created on first use.
+#[inline(always)]
+fn caller_stats(key: &CallerKey) -> Option<&'static mut CallerStats> {
+    if let Some(stats) = CALLERS.get_ptr_mut(key) {
+        return Some(unsafe { &mut *stats });
+    }
+    let zero = CALLER_ZERO.get(0)?;
+    // The map is LRU: inserting evicts the coldest call site when full.
+    CALLERS.insert(key, zero, 0).ok()?;
+    CALLERS.get_ptr_mut(key).map(|stats| unsafe { &mut *stats })
+}
+
+/// Folds one outermost call into its call site's counters.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn account_caller(
+    state: &TaskState,
+    ret: i64,
+    ns: u64,
+    fast_pages: u64,
+    slow_pages: u64,
+    fell_back: bool,
+    latency_slot: usize,
+) {
+    let key = CallerKey {
+        caller: state.caller,
+        func: state.outer,
+        _pad: 0,
+    };
+    let Some(stats) = caller_stats(&key) else {
+        return;
+    };
+    stats.calls += 1;
+    if ret > 0 {
+        stats.pages += ret as u64;
+    } else if ret < 0 {
+        stats.errors += 1;
+    }
+    if fell_back {
+        stats.fallbacks += 1;
+    }
+    stats.fast_pages += fast_pages;
+    stats.slow_pages += slow_pages;
+    stats.latency_sum_ns += ns;
+    if let Some(count) = stats.latency_log2.get_mut(latency_slot) {
+        *count += 1;
+    }
+}
+
+/// Whether pin lifetimes are recorded.
+#[inline(always)]
+pub fn lifetimes_on() -> bool {
+    setting(SETTING_LIFETIMES) == 1
+}
+
+/// The folio a `struct page *` belongs to: a tail page's `compound_head`
+/// (the word after `flags`) holds the head's address with bit 0 set.
+#[inline(always)]
+fn folio_of(page: u64) -> Option<u64> {
+    let head: u64 = unsafe { bpf_probe_read_kernel((page + 8) as *const u64) }.ok()?;
+    Some(if head & 1 != 0 { head - 1 } else { page })
+}
+
+/// What [`remember_one`] needs about the call, on the caller's stack.
+#[repr(C)]
+struct PinBatch {
+    pages: u64,
+    start_ns: u64,
+    caller: u64,
+    tgid: u32,
+    func: u32,
+    tracked: u64,
+}
+
+/// `bpf_loop` body: remembers the folio of page `index` of the batch.
+/// A callback, so the verifier checks it once rather than per page.
+#[inline(never)]
+extern "C" fn remember_one(index: u64, ctx: *mut c_void) -> i64 {
+    let batch = unsafe { &mut *(ctx as *mut PinBatch) };
+    let slot = (batch.pages + index * 8) as *const u64;
+    let Ok(page) = (unsafe { bpf_probe_read_kernel(slot) }) else {
+        return 1;
+    };
+    let Some(folio) = folio_of(page) else {
+        return 0;
+    };
+    if let Some(record) = PIN_LIFETIMES.get_ptr_mut(&folio) {
+        // Another pin of a folio already held: its clock keeps the oldest
+        // pin's start.
+        unsafe { (*record).refs += 1 };
+        batch.tracked += 1;
+        return 0;
+    }
+    let record = PinRecord {
+        start_ns: batch.start_ns,
+        caller: batch.caller,
+        refs: 1,
+        tgid: batch.tgid,
+        func: batch.func,
+    };
+    if PIN_LIFETIMES.insert(&folio, &record, 0).is_ok() {
+        batch.tracked += 1;
+    } else {
+        bump_health(Health::LifetimesFull);
+    }
+    0
+}
+
+/// Remembers the folios an outermost pin call returned (`ret` pages in
+/// its `pages` array), for [`folio_released`] to time.
+#[inline(always)]
+pub fn remember_pins(state: &TaskState, ret: i64, now: u64) {
+    if state.pages == 0 || ret <= 0 {
+        return;
+    }
+    let returned = ret as u64;
+    let limit = LIFETIME_PAGES_PER_CALL as u64;
+    if returned > limit {
+        add_health(Health::LifetimesTruncated, returned - limit);
+    }
+    let mut batch = PinBatch {
+        pages: state.pages,
+        start_ns: now,
+        caller: state.caller,
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        func: state.outer,
+        tracked: 0,
+    };
+    let count = if returned > limit { limit } else { returned };
+    // SAFETY: bpf_loop calls `remember_one` with the batch on our stack.
+    unsafe {
+        bpf_loop(
+            count as u32,
+            remember_one as *mut c_void,
+            &mut batch as *mut PinBatch as *mut c_void,
+            0,
+        )
+    };
+    let key = CallerKey {
+        caller: state.caller,
+        func: state.outer,
+        _pad: 0,
+    };
+    if let Some(stats) = caller_stats(&key) {
+        stats.pins_tracked += batch.tracked;
+    }
+}
+
+/// `gup_put_folio(folio, refs, flags)`: a FOLL_PIN release ends the hold
+/// of `refs` pins of `folio`, unless GUP itself is undoing a grab it never
+/// returned (the task is inside a get/pin call).
+#[inline(always)]
+pub fn folio_released(folio: u64, refs: i64, flags: u64) {
+    if !lifetimes_on() || flags & setting(SETTING_FOLL_PIN) == 0 || refs <= 0 {
+        return;
+    }
+    let key = bpf_get_current_pid_tgid();
+    if let Some(task) = unsafe { TASKS.get(&key) } {
+        if task.depth != 0 {
+            return;
+        }
+    }
+    let refs = refs as u64;
+    let Some(record) = PIN_LIFETIMES.get_ptr_mut(&folio) else {
+        add_health(Health::UntrackedRelease, refs);
+        return;
+    };
+    let record = unsafe { &mut *record };
+    let released = if refs < record.refs {
+        refs
+    } else {
+        record.refs
+    };
+    if refs > released {
+        add_health(Health::UntrackedRelease, refs - released);
+    }
+    let held = unsafe { bpf_ktime_get_ns() }.saturating_sub(record.start_ns);
+    let key = CallerKey {
+        caller: record.caller,
+        func: record.func,
+        _pad: 0,
+    };
+    if record.refs > released {
+        record.refs -= released;
+    } else {
+        let _ = PIN_LIFETIMES.remove(&folio);
+    }
+    if let Some(stats) = caller_stats(&key) {
+        stats.pins_released += released;
+        stats.hold_sum_ns += held * released;
+        if let Some(count) = stats.hold_log2.get_mut(hold_bucket(held)) {
+            *count += released;
+        }
+    }
+}
+
+#[inline(always)]
+fn add_health(which: Health, by: u64) {
+    if let Some(counter) = crate::maps::HEALTH.get_ptr_mut(which as u32) {
+        unsafe { *counter += by };
+    }
+}

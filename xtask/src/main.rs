@@ -44,6 +44,9 @@ enum Command {
         /// Run only the VM matrix entries whose name contains this.
         #[arg(long)]
         only: Option<String>,
+        /// Run only the VM tests whose name contains this (libtest filter).
+        #[arg(long)]
+        tests: Option<String>,
     },
 }
 
@@ -65,7 +68,7 @@ fn main() -> ExitCode {
             interactive,
             cmd,
         } => vm::run_cli(&kernel, timeout, &cmd.join(" "), interactive),
-        Command::Test { only } => test::run(only.as_deref()),
+        Command::Test { only, tests } => test::run(only.as_deref(), tests.as_deref()),
     };
     match result {
         Ok(code) => code,

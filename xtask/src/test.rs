@@ -85,7 +85,7 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// Runs everything; the last line is "N passed, M failed".
-pub fn run(only: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> {
     setup::ensure_build_tools()?;
     setup::ensure_test_tools()?;
     let mut tally = Tally::default();
@@ -115,7 +115,8 @@ pub fn run(only: Option<&str>) -> anyhow::Result<ExitCode> {
         }
         println!("== VM {name}");
         let command = format!(
-            "PINWATCH_ATTACH={attach} PINWATCH_KERNEL={kernel} /bin/pinwatch-vm-tests --test-threads=1 --nocapture"
+            "PINWATCH_ATTACH={attach} PINWATCH_KERNEL={kernel} /bin/pinwatch-vm-tests --test-threads=1 --nocapture {}",
+            tests.unwrap_or("")
         );
         match vm::run(
             kernel,

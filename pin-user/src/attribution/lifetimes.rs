@@ -201,6 +201,11 @@ pub fn read_outstanding(ebpf: &Ebpf) -> Result<Outstanding, aya::maps::MapError>
     };
     let map: BpfHashMap<_, u64, PinRecord> = BpfHashMap::try_from(map)?;
     let records: Vec<PinRecord> = map.iter().flatten().map(|(_, rec)| rec).collect();
+    // vmstat counters are batched per CPU (a CPU may sit on dozens of
+    // pins); flush them so the cross-check compares like with like.
+    if let Err(err) = crate::vmstat::refresh() {
+        log::debug!("stat_refresh: {err}");
+    }
     let vmstat = PinCounters::read().ok().flatten();
     Ok(summarise(&records, monotonic_ns(), vmstat, comm_of))
 }

@@ -36,6 +36,11 @@ pub enum WorkloadKind {
     OdirectWrite,
     /// io_uring buffer registration then unregistration (pin_user_pages_fast, LONGTERM).
     IoUringRegister,
+    /// io_uring buffer registration, one ring per call, kept: after the
+    /// calls print {"holding":PID} and wait for a stdin line; `unregister`
+    /// releases the pins, anything else exits holding them (the kernel
+    /// releases them when it tears the rings down).
+    IoUringHold,
     /// vmsplice of the buffer into a pipe (get_user_pages_fast, 16 pages per GUP call).
     Vmsplice,
     /// pread of /proc/self/mem (get_user_pages_remote, one GUP call per page).
@@ -166,6 +171,10 @@ trait Prepared {
     fn file(&self) -> Option<String> {
         None
     }
+    /// Runs after the calls (workloads that keep what they took).
+    fn after_calls(&mut self) -> Result<(), WorkloadError> {
+        Ok(())
+    }
 }
 
 fn prepare(opts: &WorkloadOptions) -> Result<Box<dyn Prepared>, WorkloadError> {
@@ -176,6 +185,7 @@ fn prepare(opts: &WorkloadOptions) -> Result<Box<dyn Prepared>, WorkloadError> {
         WorkloadKind::OdirectRead => Box::new(odirect::Odirect::new(opts, false)?),
         WorkloadKind::OdirectWrite => Box::new(odirect::Odirect::new(opts, true)?),
         WorkloadKind::IoUringRegister => Box::new(uring::Register::new(opts)?),
+        WorkloadKind::IoUringHold => Box::new(uring::Hold::new(opts)?),
         WorkloadKind::Vmsplice => Box::new(pipe::Vmsplice::new(opts)?),
         WorkloadKind::FutexWake => Box::new(futex::FutexWake::new(opts)?),
         WorkloadKind::Populate => Box::new(populate::Populate::new(opts, false)?),
@@ -213,6 +223,7 @@ pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport, WorkloadError> {
         prepared.run_once(opts)?;
     }
     let elapsed_ns = started.elapsed().as_nanos() as u64;
+    prepared.after_calls()?;
     let bytes_per_call = prepared.bytes_per_call(opts);
     Ok(WorkloadReport {
         workload: opts.kind,

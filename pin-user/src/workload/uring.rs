@@ -1,6 +1,8 @@
 //! io_uring fixed-buffer registration: io_pin_pages -> pin_user_pages_fast
 //! with FOLL_WRITE|FOLL_LONGTERM; unregistration releases the pins.
 
+use std::io::BufRead as _;
+
 use io_uring::IoUring;
 
 use super::{PAGE_SIZE, Prepared, UserBuffer, WorkloadError, WorkloadOptions};
@@ -37,5 +39,61 @@ impl Prepared for Register {
             .submitter()
             .unregister_buffers()
             .map_err(WorkloadError::sys("io_uring_register(UNREGISTER_BUFFERS)"))
+    }
+}
+
+/// Registrations that stay: one ring per call, each with the buffer
+/// registered, until [`Prepared::after_calls`] is told what to do.
+pub struct Hold {
+    rings: Vec<IoUring>,
+    buf: UserBuffer,
+}
+
+impl Hold {
+    pub fn new(opts: &WorkloadOptions) -> Result<Self, WorkloadError> {
+        let mut buf = UserBuffer::new(opts.pages + 1)?;
+        if !opts.cold {
+            buf.warm();
+        }
+        Ok(Self {
+            rings: Vec::new(),
+            buf,
+        })
+    }
+}
+
+impl Prepared for Hold {
+    fn run_once(&mut self, opts: &WorkloadOptions) -> Result<(), WorkloadError> {
+        let ring = IoUring::new(4).map_err(WorkloadError::sys("io_uring_setup"))?;
+        let iov = libc::iovec {
+            iov_base: self.buf.addr(opts.offset).cast(),
+            iov_len: (opts.pages * PAGE_SIZE) as usize,
+        };
+        // SAFETY: the buffer lives as long as this workload, which
+        // outlives the rings (dropped first, or at process exit).
+        unsafe { ring.submitter().register_buffers(&[iov]) }
+            .map_err(WorkloadError::sys("io_uring_register(REGISTER_BUFFERS)"))?;
+        self.rings.push(ring);
+        Ok(())
+    }
+
+    fn after_calls(&mut self) -> Result<(), WorkloadError> {
+        println!("{{\"holding\":{}}}", std::process::id());
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(WorkloadError::sys("reading stdin"))?;
+        if line.trim() == "unregister" {
+            for ring in &self.rings {
+                ring.submitter()
+                    .unregister_buffers()
+                    .map_err(WorkloadError::sys("io_uring_register(UNREGISTER_BUFFERS)"))?;
+            }
+            return Ok(());
+        }
+        // Exit holding the pins: no destructor runs, the kernel releases
+        // them when it tears the rings down.
+        std::process::exit(0);
     }
 }

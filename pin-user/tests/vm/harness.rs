@@ -10,7 +10,7 @@ use std::{
 use pin_common::{FUNCS, GUP_FUNC_COUNT};
 use pinwatch::{
     kernel::{KernelFacts, parse_version},
-    probes::{self, AttachMode, Probes},
+    probes::{self, AttachMode, AttachOptions, Probes},
     report::IntervalView,
     snapshot::{Delta, Snapshot},
     vmstat,
@@ -38,7 +38,13 @@ pub fn harness() -> MutexGuard<'static, Harness> {
                 _ => AttachMode::Auto,
             };
             let facts = KernelFacts::discover();
-            let probes = probes::attach(&facts, mode).expect("probes attach in the VM");
+            // Everything on: callers and pin lifetimes are checked too.
+            let options = AttachOptions {
+                mode,
+                callers: true,
+                lifetimes: true,
+            };
+            let probes = probes::attach(&facts, options).expect("probes attach in the VM");
             for st in &probes.status {
                 eprintln!(
                     "probe {:<34} {:<8} {}",

@@ -15,6 +15,7 @@
 //! `PINWATCH_ATTACH` (auto|fentry|kprobe), `PINWATCH_BIN` (default
 //! `pinwatch` on PATH).
 
+mod attribution;
 mod cases;
 mod checks;
 mod dashboard;

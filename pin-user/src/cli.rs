@@ -150,6 +150,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One line per GUP call as it happens (like bcc's trace): time, pid,
+    /// comm, variant, start, nr_pages, flags, result, fast/slow pages,
+    /// latency and the calling kernel function.
+    Trace {
+        /// Attach options.
+        #[command(flatten)]
+        attach: AttachArgs,
+        /// Only this process (filtered in the kernel).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Only threads whose comm contains this.
+        #[arg(long)]
+        comm: Option<String>,
+        /// Only this function (e.g. pin_user_pages_fast, unpin_user_pages).
+        #[arg(long)]
+        variant: Option<String>,
+        /// Stop after this long (e.g. 10s).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// One JSON object per call instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Periodic per-variant summaries, like vmstat.
     Stat {
         /// Attach options.
@@ -328,6 +351,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             device,
             json,
             list,
+        }),
+        Command::Trace {
+            attach,
+            pid,
+            comm,
+            variant,
+            duration,
+            json,
+        } => commands::trace::run(commands::trace::TraceOptions {
+            attach: attach.options(),
+            pid,
+            comm,
+            variant,
+            duration,
+            json,
         }),
         Command::Stat {
             attach,

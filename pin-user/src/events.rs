@@ -1,5 +1,5 @@
 //! Per-call records: the kernel's `EVENTS` ring buffer, switched on only by
-//! the features that need one record per call (`validate`, later `trace`),
+//! the features that need one record per call (`validate`, `trace`),
 //! decoded into [`CallRecord`]s.
 //!
 //! The aggregate counters never depend on this path: a full ring drops
@@ -74,6 +74,11 @@ pub struct CallRecord {
     pub fell_back: bool,
     /// Entry to return in nanoseconds.
     pub latency_ns: u64,
+    /// Return address in the calling kernel function (0: unknown or
+    /// attribution off).
+    pub caller_addr: u64,
+    /// That call site by name, once symbolized (`trace`).
+    pub caller: Option<String>,
 }
 
 impl CallRecord {
@@ -98,6 +103,8 @@ impl CallRecord {
             slow_pages: event.slow_pages,
             fell_back: event.fell_back != 0,
             latency_ns: event.latency_ns,
+            caller_addr: event.caller,
+            caller: None,
         }
     }
 

@@ -176,7 +176,7 @@ pub struct Outstanding {
 pub const OLDEST_SHOWN: usize = 10;
 
 /// Monotonic clock in ns (the clock `bpf_ktime_get_ns` reads).
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

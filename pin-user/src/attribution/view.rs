@@ -49,12 +49,16 @@ pub struct CallerView {
     pub slow_pages: u64,
     /// Call latency.
     pub latency: Latency,
+    /// Sum of call latencies, ns (for exact means over any interval).
+    pub latency_sum_ns: u64,
     /// Pinned pages whose lifetime was tracked (`--lifetimes`).
     pub pins_tracked: u64,
     /// Tracked pinned pages released.
     pub pins_released: u64,
     /// Hold times of the released ones (`--lifetimes`, when any).
     pub hold: Option<HoldTimes>,
+    /// Sum of hold times of the released ones, ns.
+    pub hold_sum_ns: u64,
 }
 
 impl HoldTimes {
@@ -112,9 +116,11 @@ pub fn caller_views(
                 fast_pages: s.fast_pages,
                 slow_pages: s.slow_pages,
                 latency: Latency::from_hist(&s.latency_log2, s.latency_sum_ns, s.calls),
+                latency_sum_ns: s.latency_sum_ns,
                 pins_tracked: s.pins_tracked,
                 pins_released: s.pins_released,
                 hold: HoldTimes::from_stats(&s),
+                hold_sum_ns: s.hold_sum_ns,
             }
         })
         .collect();

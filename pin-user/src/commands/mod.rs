@@ -5,5 +5,6 @@ pub mod diff;
 pub mod probes;
 pub mod record;
 pub mod stat;
+pub mod trace;
 pub mod validate;
 pub mod workload;

@@ -90,6 +90,10 @@ pub struct Counts {
     /// /proc/vmstat pin counter deltas (host-wide even when following a
     /// command).
     pub vmstat: Option<PinCounters>,
+    /// Per calling kernel function and variant (absent in recordings made
+    /// before caller attribution, or with `--no-callers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callers: Vec<crate::attribution::view::CallerView>,
 }
 
 impl Counts {
@@ -121,6 +125,7 @@ impl Counts {
                 })
                 .collect(),
             vmstat: d.vmstat,
+            callers: crate::attribution::view::caller_views(&d.callers, &d.sites),
         }
     }
 }

@@ -141,6 +141,10 @@ pub struct App {
     pub totals: Vec<GupStats>,
     /// Per-release-function totals since start.
     pub release_totals: Vec<ReleaseStats>,
+    /// Per (call site, variant) totals since start.
+    pub caller_totals: std::collections::BTreeMap<pin_common::CallerKey, pin_common::CallerStats>,
+    /// Names of the call sites seen.
+    pub sites: std::collections::BTreeMap<u64, crate::attribution::symbols::CallSite>,
     /// Processes seen since start.
     pub procs: BTreeMap<u32, ProcessRow>,
     /// Trend history, oldest first.
@@ -178,6 +182,8 @@ impl App {
             last: None,
             totals: vec![GupStats::ZERO; GUP_FUNC_COUNT],
             release_totals: vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT],
+            caller_totals: Default::default(),
+            sites: Default::default(),
             procs: BTreeMap::new(),
             history: VecDeque::new(),
             focus: Panel::Variants,
@@ -205,6 +211,15 @@ impl App {
             total.calls += delta.calls;
             total.pages += delta.pages;
         }
+        for (key, delta) in &d.callers {
+            let total = self
+                .caller_totals
+                .entry(*key)
+                .or_insert(pin_common::CallerStats::ZERO);
+            crate::attribution::add(total, delta);
+        }
+        self.sites
+            .extend(d.sites.iter().map(|(a, s)| (*a, s.clone())));
         for row in self.procs.values_mut() {
             row.pins_per_s = 0.0;
         }

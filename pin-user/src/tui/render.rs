@@ -37,7 +37,10 @@ pub fn draw(f: &mut Frame, app: &App) {
     let [procs, side] =
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
     draw_processes(f, app, procs);
-    draw_errors_and_release(f, app, side);
+    let [errors, callers] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(side);
+    draw_errors_and_release(f, app, errors);
+    draw_callers(f, app, callers);
     draw_footer(f, app, footer);
     if app.show_help {
         draw_help(f, area);
@@ -373,6 +376,26 @@ fn draw_errors_and_release(f: &mut Frame, app: &App, area: Rect) {
     }
     f.render_widget(
         Paragraph::new(lines).block(block(" errors & release ".into(), false)),
+        area,
+    );
+}
+
+/// Calling kernel functions since start, most pages first.
+fn draw_callers(f: &mut Frame, app: &App, area: Rect) {
+    let views = crate::attribution::view::caller_views(&app.caller_totals, &app.sites);
+    let width = area.width.saturating_sub(2) as usize;
+    let mut lines = Vec::new();
+    if views.is_empty() {
+        lines.push(Line::from("  none yet"));
+    }
+    for v in &views {
+        let value = format!("{} pg", v.pages);
+        let name_w = width.saturating_sub(value.len() + 3);
+        let name: String = v.caller.chars().take(name_w).collect();
+        lines.push(Line::from(format!("  {name:<name_w$} {value}")));
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(block(" callers (total) ".into(), false)),
         area,
     );
 }

@@ -243,3 +243,92 @@ fn io_uring_pins_of_an_exiting_process_are_released_at_teardown() {
     let h = harness();
     held_and_released(&h, b"exit\n");
 }
+
+#[test]
+fn trace_prints_each_call_of_one_process_with_its_caller() {
+    let h = harness();
+    let attach = h.attach_arg();
+    let mut workload = Command::new(pinwatch_bin())
+        .args([
+            "workload",
+            "process-vm-readv",
+            "--calls",
+            "3",
+            "--pages",
+            "4",
+            "--wait-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn workload");
+    let mut out = BufReader::new(workload.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready line");
+    let pid: u32 = line
+        .trim()
+        .trim_start_matches("{\"ready\":")
+        .trim_end_matches('}')
+        .parse()
+        .expect("pid");
+    let pid_arg = pid.to_string();
+    let mut trace = Command::new(pinwatch_bin())
+        .args(["trace", "--pid", &pid_arg, "--json", "--attach", &attach])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn trace");
+    let mut trace_err = BufReader::new(trace.stderr.take().expect("stderr"));
+    let mut started = String::new();
+    trace_err.read_line(&mut started).expect("start line");
+    assert!(started.contains("tracing GUP calls"), "{started:?}");
+    workload
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+    assert!(workload.wait().expect("wait").success());
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(trace.id() as i32, libc::SIGTERM) };
+    let output = trace.wait_with_output().expect("trace output");
+    assert!(output.status.success(), "{:?}", output.status);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let pins: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["function"] == "pin_user_pages_remote")
+        .collect();
+    eprintln!(
+        "OBSERVED trace --pid {pid}: {} lines, {} pin_user_pages_remote; first {}",
+        lines.len(),
+        pins.len(),
+        pins.first().map(|l| l.to_string()).unwrap_or_default()
+    );
+    assert!(lines.iter().all(|l| l["pid"] == pid), "only pid {pid}");
+    assert_eq!(pins.len(), 3, "{lines:#?}");
+    for pin in pins {
+        assert_eq!(pin["nr_pages"], 4);
+        assert_eq!(pin["ret"], 4);
+        assert!(
+            pin["caller"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("process_vm_rw")),
+            "{pin}"
+        );
+    }
+    let releases = lines
+        .iter()
+        .filter(|l| l["release"] == true)
+        .map(|l| l["nr_pages"].as_i64().unwrap_or(0))
+        .sum::<i64>();
+    assert_eq!(releases, 12, "every pinned page released: {lines:#?}");
+    let mut summary = String::new();
+    let _ = std::io::Read::read_to_string(&mut trace_err, &mut summary);
+    assert!(summary.contains("0 dropped"), "{summary}");
+}

@@ -55,11 +55,13 @@ pub fn configure(
     settings
         .set(SETTING_FOLL_PIN, foll_pin, 0)
         .map_err(|e| e.to_string())?;
+    if options.callers {
+        // Views name call sites; parsing kallsyms takes a while (seconds
+        // under emulation), so start now rather than at the first view.
+        symbols::preload();
+    }
     if !options.lifetimes {
         return Ok(None);
-    }
-    if options.callers {
-        symbols::preload();
     }
     let mechanism = attach_release_hook(ebpf, facts, options.mode, aya_btf)?;
     let mut settings: Array<_, u64> =

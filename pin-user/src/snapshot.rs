@@ -204,6 +204,10 @@ impl Snapshot {
         }
 
         let callers = attribution::read_callers(ebpf).map_err(map_err("CALLERS"))?;
+        // The instant and vmstat belong with the counters: take them before
+        // naming call sites, which can wait for kallsyms to be parsed.
+        let taken = Instant::now();
+        let vmstat = PinCounters::read().ok().flatten();
         let sites = if callers.is_empty() {
             BTreeMap::new()
         } else {
@@ -211,12 +215,12 @@ impl Snapshot {
         };
 
         Ok(Snapshot {
-            taken: Instant::now(),
+            taken,
             gup,
             release,
             procs,
             health,
-            vmstat: PinCounters::read().ok().flatten(),
+            vmstat,
             callers,
             sites,
         })

@@ -83,13 +83,15 @@ fn top_shows_live_numbers_in_a_terminal() {
     wait_for("the dashboard", Duration::from_secs(60), |s| {
         s.contains("GUP variants")
     });
-    // Keep pinning for a few intervals so a refresh lands inside the run.
+    // Keep pinning for several intervals so a refresh (and a screen
+    // capture, slow under a loaded TCG guest) lands inside the run: 4000
+    // calls took 1.5 s, too close to one 1 s interval.
     let workload = Command::new(&bin)
         .args([
             "workload",
             "process-vm-readv",
             "--calls",
-            "4000",
+            "20000",
             "--pages",
             "16",
         ])

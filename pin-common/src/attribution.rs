@@ -49,6 +49,17 @@ pub struct CallerKey {
     pub _pad: u32,
 }
 
+impl CallerKey {
+    /// The key of `func` called from return address `caller`.
+    pub const fn new(caller: u64, func: u32) -> Self {
+        Self {
+            caller,
+            func,
+            _pad: 0,
+        }
+    }
+}
+
 /// Per-caller counters, one per CPU in the `CALLERS` LRU per-CPU hash.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

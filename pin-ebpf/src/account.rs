@@ -45,8 +45,14 @@ fn config(id: FuncId) -> Option<FuncConfig> {
 /// Counts one event the probes could not account.
 #[inline(always)]
 pub fn bump_health(which: Health) {
+    add_health(which, 1);
+}
+
+/// Counts `by` events the probes could not account.
+#[inline(always)]
+pub fn add_health(which: Health, by: u64) {
     if let Some(counter) = HEALTH.get_ptr_mut(which as u32) {
-        unsafe { *counter += 1 };
+        unsafe { *counter += by };
     }
 }
 

@@ -24,7 +24,7 @@ use pin_common::{
 };
 
 use crate::{
-    account::bump_health,
+    account::{add_health, bump_health},
     maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES, SETTINGS, TASKS},
 };
 
@@ -100,11 +100,7 @@ pub fn account_caller(
     fell_back: bool,
     latency_slot: usize,
 ) {
-    let key = CallerKey {
-        caller: state.caller,
-        func: state.outer,
-        _pad: 0,
-    };
+    let key = CallerKey::new(state.caller, state.outer);
     let Some(stats) = caller_stats(&key) else {
         return;
     };
@@ -214,11 +210,7 @@ pub fn remember_pins(state: &TaskState, ret: i64, now: u64) {
             0,
         )
     };
-    let key = CallerKey {
-        caller: state.caller,
-        func: state.outer,
-        _pad: 0,
-    };
+    let key = CallerKey::new(state.caller, state.outer);
     if let Some(stats) = caller_stats(&key) {
         stats.pins_tracked += batch.tracked;
     }
@@ -253,11 +245,7 @@ pub fn folio_released(folio: u64, refs: i64, flags: u64) {
         add_health(Health::UntrackedRelease, refs - released);
     }
     let held = unsafe { bpf_ktime_get_ns() }.saturating_sub(record.start_ns);
-    let key = CallerKey {
-        caller: record.caller,
-        func: record.func,
-        _pad: 0,
-    };
+    let key = CallerKey::new(record.caller, record.func);
     if record.refs > released {
         record.refs -= released;
     } else {
@@ -269,12 +257,5 @@ pub fn folio_released(folio: u64, refs: i64, flags: u64) {
         if let Some(count) = stats.hold_log2.get_mut(hold_bucket(held)) {
             *count += released;
         }
-    }
-}
-
-#[inline(always)]
-fn add_health(which: Health, by: u64) {
-    if let Some(counter) = crate::maps::HEALTH.get_ptr_mut(which as u32) {
-        unsafe { *counter += by };
     }
 }

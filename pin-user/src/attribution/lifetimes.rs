@@ -44,33 +44,29 @@ pub fn configure(
     let foll_pin = FollFlags::for_kernel(facts.btf.as_ref().ok())
         .value("FOLL_PIN")
         .ok_or("the kernel's FOLL_PIN value is unknown")?;
-    let mut settings: Array<_, u64> = Array::try_from(
-        ebpf.map_mut("SETTINGS")
-            .ok_or("map SETTINGS missing from the object")?,
-    )
-    .map_err(|e| e.to_string())?;
-    settings
-        .set(SETTING_CALLERS, options.callers as u64, 0)
-        .map_err(|e| e.to_string())?;
-    settings
-        .set(SETTING_FOLL_PIN, foll_pin, 0)
-        .map_err(|e| e.to_string())?;
     if options.callers {
         // Views name call sites; parsing kallsyms takes a while (seconds
         // under emulation), so start now rather than at the first view.
         symbols::preload();
     }
-    if !options.lifetimes {
-        return Ok(None);
+    let mechanism = if options.lifetimes {
+        Some(attach_release_hook(ebpf, facts, options.mode, aya_btf)?)
+    } else {
+        None
+    };
+    let mut settings: Array<_, u64> = Array::try_from(
+        ebpf.map_mut("SETTINGS")
+            .ok_or("map SETTINGS missing from the object")?,
+    )
+    .map_err(|e| e.to_string())?;
+    for (index, value) in [
+        (SETTING_CALLERS, options.callers as u64),
+        (SETTING_FOLL_PIN, foll_pin),
+        (SETTING_LIFETIMES, options.lifetimes as u64),
+    ] {
+        settings.set(index, value, 0).map_err(|e| e.to_string())?;
     }
-    let mechanism = attach_release_hook(ebpf, facts, options.mode, aya_btf)?;
-    let mut settings: Array<_, u64> =
-        Array::try_from(ebpf.map_mut("SETTINGS").ok_or("map SETTINGS missing")?)
-            .map_err(|e| e.to_string())?;
-    settings
-        .set(SETTING_LIFETIMES, 1, 0)
-        .map_err(|e| e.to_string())?;
-    Ok(Some(mechanism))
+    Ok(mechanism)
 }
 
 fn attach_release_hook(
@@ -221,7 +217,12 @@ pub fn summarise(
     process: impl Fn(u32) -> (String, Option<u64>),
 ) -> Outstanding {
     let sites = symbols::resolve(records.iter().map(|r| r.caller));
-    let site_of = |addr: u64| sites.get(&addr).cloned().unwrap_or_else(CallSite::unknown);
+    let site_of = |addr: u64| {
+        sites
+            .get(&addr)
+            .cloned()
+            .unwrap_or_else(|| CallSite::bare(addr))
+    };
     let variant = |func: u32| {
         FUNCS
             .get(func as usize)

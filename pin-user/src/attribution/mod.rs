@@ -83,11 +83,7 @@ pub fn sample_callers() -> (
     BTreeMap<CallerKey, CallerStats>,
     BTreeMap<u64, symbols::CallSite>,
 ) {
-    let key = |caller, func| CallerKey {
-        caller,
-        func,
-        _pad: 0,
-    };
+    let key = CallerKey::new;
     let mut uring = CallerStats::ZERO;
     uring.calls = 4;
     uring.pages = 64;

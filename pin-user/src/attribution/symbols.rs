@@ -35,6 +35,18 @@ impl CallSite {
             offset: 0,
         }
     }
+
+    /// An address no symbol names: unknown for 0, else the bare address.
+    pub fn bare(addr: u64) -> Self {
+        if addr == 0 {
+            Self::unknown()
+        } else {
+            Self {
+                function: format!("{addr:#x}"),
+                offset: 0,
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for CallSite {
@@ -145,10 +157,11 @@ pub fn resolve(addrs: impl IntoIterator<Item = u64>) -> BTreeMap<u64, CallSite> 
     };
     let mut names = lock(&NAMES);
     for (i, addr) in missing.into_iter().enumerate() {
-        let site = found.get(i).cloned().flatten().unwrap_or(CallSite {
-            function: format!("{addr:#x}"),
-            offset: 0,
-        });
+        let site = found
+            .get(i)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| CallSite::bare(addr));
         names.insert(addr, site.clone());
         out.insert(addr, site);
     }

@@ -82,16 +82,10 @@ pub fn caller_views(
 ) -> Vec<CallerView> {
     let mut groups: BTreeMap<(String, u32), (CallerStats, Vec<String>)> = BTreeMap::new();
     for (key, stats) in callers.iter().filter(|(_, s)| super::is_active(s)) {
-        let site = sites.get(&key.caller).cloned().unwrap_or_else(|| {
-            if key.caller == 0 {
-                CallSite::unknown()
-            } else {
-                CallSite {
-                    function: format!("{:#x}", key.caller),
-                    offset: 0,
-                }
-            }
-        });
+        let site = sites
+            .get(&key.caller)
+            .cloned()
+            .unwrap_or_else(|| CallSite::bare(key.caller));
         let entry = groups
             .entry((site.function.clone(), key.func))
             .or_insert((CallerStats::ZERO, Vec::new()));
@@ -195,11 +189,7 @@ mod tests {
 
     #[test]
     fn sites_group_by_function_and_variant() {
-        let key = |caller, func| CallerKey {
-            caller,
-            func,
-            _pad: 0,
-        };
+        let key = CallerKey::new;
         let callers = BTreeMap::from([
             (key(0x1010, 6), stats(2, 32)),
             (key(0x1020, 6), stats(1, 16)),

@@ -12,12 +12,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{
-    attribution::view::{CallerView, caller_views},
-    probes::ProbeStatus,
-    report::errno_name,
-    snapshot::Snapshot,
-};
+use crate::{probes::ProbeStatus, report::errno_name, snapshot::Snapshot};
 
 /// Everything one scrape exports.
 #[derive(Clone, Debug)]
@@ -36,9 +31,11 @@ pub struct MetricsInput {
 #[derive(Debug)]
 struct Exporter(MetricsInput);
 
-type Labels<'a> = Vec<(&'static str, String)>;
+/// Label pairs of one series.
+pub(super) type Labels<'a> = Vec<(&'static str, String)>;
 
-fn family<'a>(
+/// Encodes one counter or gauge family.
+pub(super) fn family<'a>(
     encoder: &mut DescriptorEncoder<'a>,
     name: &'static str,
     help: &str,
@@ -255,7 +252,7 @@ impl Collector for Exporter {
             info.encode_info(&labels)?;
         }
 
-        encode_callers(&mut encoder, &input.snapshot)?;
+        super::caller_metrics::encode_callers(&mut encoder, &input.snapshot)?;
 
         let health = [
             ("task_state_lost", input.snapshot.health[0]),
@@ -326,102 +323,6 @@ impl Collector for Exporter {
         }
         Ok(())
     }
-}
-
-/// At most this many (caller, variant) series per caller metric; kernels
-/// have tens of GUP call sites, so this only bounds a pathological case
-/// (counted in `pinwatch_caller_series_dropped`).
-pub const MAX_CALLER_SERIES: usize = 64;
-
-/// The per-caller families: `caller` is the calling kernel function.
-fn encode_callers(
-    encoder: &mut DescriptorEncoder<'_>,
-    snapshot: &Snapshot,
-) -> Result<(), std::fmt::Error> {
-    use MetricType::{Counter, Gauge};
-    let mut views = caller_views(&snapshot.callers, &snapshot.sites);
-    // A stable choice (by name) keeps each kept series monotonic.
-    views.sort_by(|a, b| (&a.caller, &a.variant).cmp(&(&b.caller, &b.variant)));
-    let dropped = views.len().saturating_sub(MAX_CALLER_SERIES);
-    views.truncate(MAX_CALLER_SERIES);
-    let rows = |f: &dyn Fn(&CallerView) -> u64| -> Vec<(Labels<'_>, u64)> {
-        views
-            .iter()
-            .map(|v| {
-                (
-                    vec![("caller", v.caller.clone()), ("variant", v.variant.clone())],
-                    f(v),
-                )
-            })
-            .collect()
-    };
-    family(
-        encoder,
-        "pinwatch_caller_calls",
-        "Outermost GUP calls by calling kernel function.",
-        Counter,
-        rows(&|v| v.calls),
-    )?;
-    family(
-        encoder,
-        "pinwatch_caller_pages",
-        "Pages returned to each calling kernel function.",
-        Counter,
-        rows(&|v| v.pages),
-    )?;
-    family(
-        encoder,
-        "pinwatch_caller_fast_path_fallbacks",
-        "Fast-path fallbacks by calling kernel function.",
-        Counter,
-        rows(&|v| v.fallbacks),
-    )?;
-    let mut latency = encoder.encode_descriptor(
-        "pinwatch_caller_latency_seconds",
-        "Total latency of the calls by calling kernel function (divide by calls for the mean).",
-        None,
-        Counter,
-    )?;
-    for v in &views {
-        let labels = vec![("caller", v.caller.clone()), ("variant", v.variant.clone())];
-        latency
-            .encode_family(&labels)?
-            .encode_counter::<NoLabelSet, _, u64>(&(v.latency_sum_ns as f64 / 1e9), None)?;
-    }
-    if views.iter().any(|v| v.pins_tracked > 0) {
-        family(
-            encoder,
-            "pinwatch_caller_pins_tracked",
-            "Pinned pages whose lifetime is tracked (--lifetimes), by calling function.",
-            Counter,
-            rows(&|v| v.pins_tracked),
-        )?;
-        family(
-            encoder,
-            "pinwatch_caller_pins_released",
-            "Tracked pinned pages released again, by calling function.",
-            Counter,
-            rows(&|v| v.pins_released),
-        )?;
-        let mut hold = encoder.encode_descriptor(
-            "pinwatch_caller_hold_seconds",
-            "Total time released pinned pages were held, by calling function.",
-            None,
-            Counter,
-        )?;
-        for v in &views {
-            let labels = vec![("caller", v.caller.clone()), ("variant", v.variant.clone())];
-            hold.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&(v.hold_sum_ns as f64 / 1e9), None)?;
-        }
-    }
-    family(
-        encoder,
-        "pinwatch_caller_series_dropped",
-        "(caller, variant) pairs not exported because of the series cap.",
-        Gauge,
-        vec![(vec![], dropped as u64)],
-    )
 }
 
 /// Encodes `input` as an OpenMetrics text exposition (with `# EOF`).

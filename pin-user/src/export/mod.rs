@@ -2,6 +2,7 @@
 //! ([`metrics`]) served over HTTP ([`serve`]), and recordings
 //! ([`record`]).
 
+mod caller_metrics;
 pub mod diff;
 pub mod metrics;
 pub mod record;

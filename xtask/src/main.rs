@@ -1,6 +1,8 @@
 //! pinwatch's project commands (`cargo xtask ...`): install prerequisites,
-//! boot stock kernels under qemu with pinwatch inside, run the test matrix.
+//! boot stock kernels under qemu with pinwatch inside, run the test matrix,
+//! benchmark pinwatch against its peers.
 
+mod bench;
 mod cmd;
 mod initramfs;
 mod kernels;
@@ -35,6 +37,9 @@ enum Command {
         /// Give the VM this terminal's keyboard (e.g. for `pinwatch top`).
         #[arg(long, short)]
         interactive: bool,
+        /// Also carry this host binary (and its libraries) into /bin.
+        #[arg(long = "with")]
+        with: Vec<std::path::PathBuf>,
         /// Command to run inside the VM (a shell command line).
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
@@ -48,6 +53,12 @@ enum Command {
         #[arg(long)]
         tests: Option<String>,
     },
+    /// Overhead benchmark in one VM boot per kernel: pinwatch vs bpftrace vs
+    /// funclatency vs untraced; writes target/bench/bench.{md,json}.
+    Bench(bench::BenchArgs),
+    /// The benchmark's driver inside the VM (started by `bench`).
+    #[command(hide = true)]
+    BenchGuest(bench::guest::GuestArgs),
 }
 
 /// The workspace root.
@@ -66,9 +77,12 @@ fn main() -> ExitCode {
             kernel,
             timeout,
             interactive,
+            with,
             cmd,
-        } => vm::run_cli(&kernel, timeout, &cmd.join(" "), interactive),
+        } => vm::run_cli(&kernel, timeout, &cmd.join(" "), interactive, &with),
         Command::Test { only, tests } => test::run(only.as_deref(), tests.as_deref()),
+        Command::Bench(args) => bench::run(&args),
+        Command::BenchGuest(args) => bench::guest::run(&args),
     };
     match result {
         Ok(code) => code,

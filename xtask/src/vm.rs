@@ -42,17 +42,34 @@ pub fn tmux() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(path.trim()))
 }
 
-/// `cargo xtask vm`: fresh pinwatch, boot, run, return the status.
+/// `cargo xtask vm`: fresh pinwatch (and `with`), boot, run, return the
+/// status.
 pub fn run_cli(
     kernel: &str,
     timeout: u64,
     command: &str,
     interactive: bool,
+    with: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     let pinwatch = build_pinwatch()?;
-    let binaries = [pinwatch, tmux()?];
+    let mut binaries = vec![pinwatch, tmux()?];
+    binaries.extend(with.iter().cloned());
     let timeout = Duration::from_secs(timeout);
-    let outcome = run_with_stdin(kernel, &binaries, command, timeout, true, interactive)?;
+    let outcome = run_with_stdin(
+        kernel,
+        &binaries,
+        command,
+        timeout,
+        true,
+        interactive,
+        // Extra tools (bpftrace brings ~200 MiB of libraries) live in the
+        // initramfs, in guest memory.
+        if with.is_empty() {
+            DEFAULT_MEMORY_MB
+        } else {
+            4 * DEFAULT_MEMORY_MB
+        },
+    )?;
     Ok(ExitCode::from(outcome.status.clamp(0, 255) as u8))
 }
 
@@ -65,8 +82,19 @@ pub fn run(
     timeout: Duration,
     echo: bool,
 ) -> anyhow::Result<VmOutcome> {
-    run_with_stdin(kernel, binaries, command, timeout, echo, false)
+    run_with_stdin(
+        kernel,
+        binaries,
+        command,
+        timeout,
+        echo,
+        false,
+        DEFAULT_MEMORY_MB,
+    )
 }
+
+/// Guest memory of a VM run.
+pub const DEFAULT_MEMORY_MB: u32 = 1024;
 
 /// The host terminal's (rows, columns), when stdin is a terminal.
 fn host_terminal_size() -> Option<(u16, u16)> {
@@ -82,7 +110,8 @@ fn host_terminal_size() -> Option<(u16, u16)> {
 }
 
 /// Like [`run`]; with `interactive` the VM's console takes this terminal's
-/// keyboard (qemu puts it in raw mode; Ctrl-A X leaves qemu).
+/// keyboard (qemu puts it in raw mode; Ctrl-A X leaves qemu); the guest
+/// gets `memory_mb` of memory (the initramfs lives in it).
 pub fn run_with_stdin(
     kernel: &str,
     binaries: &[PathBuf],
@@ -90,6 +119,7 @@ pub fn run_with_stdin(
     timeout: Duration,
     echo: bool,
     interactive: bool,
+    memory_mb: u32,
 ) -> anyhow::Result<VmOutcome> {
     let command = match (interactive, host_terminal_size()) {
         // The serial console cannot tell the guest its size.
@@ -105,7 +135,8 @@ pub fn run_with_stdin(
     initramfs::build(&initrd, binaries, &kernel.modules, command)?;
 
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2"])
+        .args(["-m", &memory_mb.to_string()])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")

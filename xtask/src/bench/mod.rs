@@ -1,0 +1,152 @@
+//! `cargo xtask bench`: what pinwatch costs on the GUP hot path, next to
+//! the tools users would pick instead (a bpftrace script gathering the same
+//! figures, libbpf-tools `funclatency`) and to an empty fentry+fexit pair.
+//!
+//! The host builds a release pinwatch, boots each kernel once with
+//! pinwatch, bpftrace, funclatency and this very binary in the image, and
+//! runs `xtask bench-guest` there ([`guest`]); the guest prints one JSON
+//! line of raw samples ([`results`]) that the host turns into tables
+//! ([`report`]).
+
+pub mod guest;
+mod report;
+mod results;
+mod scripts;
+mod tools;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cmd, kernels, setup, vm, workspace_root};
+
+/// Debian packages of the peers (carried into the VM image with their
+/// libraries).
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools"];
+/// bpftrace brings LLVM and clang libraries (~200 MiB) into the initramfs.
+const GUEST_MEMORY_MB: u32 = 4096;
+
+/// Options of `cargo xtask bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Kernels to run on (repeat the flag); default: every matrix kernel.
+    #[arg(long = "kernel")]
+    pub kernels: Vec<String>,
+    /// Where bench.json and bench.md go.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Passed to the guest.
+    #[command(flatten)]
+    pub guest: guest::GuestArgs,
+}
+
+fn which(program: &str) -> anyhow::Result<PathBuf> {
+    let out = cmd::output(Command::new("sh").args(["-c", &format!("command -v {program}")]))
+        .with_context(|| format!("{program} not found: run `cargo xtask setup`"))?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+/// Builds pinwatch with the release profile (what users run).
+fn build_release_pinwatch() -> anyhow::Result<PathBuf> {
+    setup::ensure_build_tools()?;
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "pin-user", "--bin", "pinwatch"])
+            .current_dir(workspace_root()),
+    )?;
+    Ok(workspace_root().join("target/release/pinwatch"))
+}
+
+/// The command line that reproduces a run.
+fn command_line(args: &BenchArgs, kernels: &[String]) -> String {
+    let mut s = String::from("cargo xtask bench");
+    for k in kernels {
+        s.push_str(&format!(" --kernel {k}"));
+    }
+    s.push_str(&format!(
+        " --reps {} --target-ms {}",
+        args.guest.reps, args.guest.target_ms
+    ));
+    s
+}
+
+/// Runs the benchmark on every kernel and writes the tables.
+pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    setup::ensure_vm_tools()?;
+    setup::ensure_apt(BENCH_PACKAGES)?;
+    let kernels: Vec<String> = if args.kernels.is_empty() {
+        kernels::MATRIX_KERNELS
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
+    } else {
+        args.kernels.clone()
+    };
+    let binaries = [
+        build_release_pinwatch()?,
+        std::env::current_exe().context("locating the xtask binary")?,
+        which("bpftrace")?,
+        which("funclatency")?,
+    ];
+    let command = format!(
+        "mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; /bin/xtask bench-guest --reps {} --target-ms {} --device {}",
+        args.guest.reps, args.guest.target_ms, args.guest.device
+    );
+    let mut runs = Vec::new();
+    for kernel in &kernels {
+        println!("== bench on {kernel}");
+        let outcome = vm::run_with_stdin(
+            kernel,
+            &binaries,
+            &command,
+            Duration::from_secs(3 * 3600),
+            true,
+            false,
+            GUEST_MEMORY_MB,
+        )?;
+        let result = outcome
+            .lines
+            .iter()
+            .find_map(|l| l.strip_prefix(guest::RESULT_MARKER))
+            .with_context(|| {
+                format!(
+                    "the benchmark on {kernel} printed no result (exit status {})",
+                    outcome.status
+                )
+            })?;
+        let run: results::BenchRun =
+            serde_json::from_str(result).context("parsing the guest's result")?;
+        runs.push(run);
+    }
+    write_outputs(&args.out, &command_line(args, &kernels), &runs)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_outputs(out: &Path, command: &str, runs: &[results::BenchRun]) -> anyhow::Result<()> {
+    let out = if out.is_absolute() {
+        out.to_path_buf()
+    } else {
+        workspace_root().join(out)
+    };
+    fs::create_dir_all(&out)?;
+    fs::write(out.join("bench.json"), serde_json::to_string_pretty(runs)?)?;
+    let mut md = format!(
+        "## pinwatch overhead benchmark\n\nProduced by `{command}` (qemu TCG, 2 vCPUs; only ratios taken in one run mean anything).\n\n"
+    );
+    for run in runs {
+        md.push_str(&report::markdown(run));
+        md.push('\n');
+    }
+    fs::write(out.join("bench.md"), &md)?;
+    println!("{md}");
+    println!("wrote {}/bench.{{md,json}}", out.display());
+    if runs.is_empty() {
+        bail!("no kernel was benchmarked");
+    }
+    Ok(())
+}

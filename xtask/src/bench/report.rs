@@ -1,0 +1,337 @@
+//! From raw samples to the tables: per-repetition ratios to the untraced
+//! run of the same repetition, summarised as median and range.
+
+use std::fmt::Write as _;
+
+use super::results::{BenchRun, TracerKind};
+
+/// Median and range of a set of samples.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    /// Median.
+    pub median: f64,
+    /// Smallest sample.
+    pub min: f64,
+    /// Largest sample.
+    pub max: f64,
+}
+
+/// Median and range; `None` for no samples.
+pub fn spread(samples: &[f64]) -> Option<Spread> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Spread {
+        median,
+        min: v[0],
+        max: v[n - 1],
+    })
+}
+
+/// The tracers in report order.
+const TRACED: [TracerKind; 4] = [
+    TracerKind::Pinwatch,
+    TracerKind::Bpftrace,
+    TracerKind::Funclatency,
+    TracerKind::EmptyPair,
+];
+
+fn timing(run: &BenchRun, tracer: &TracerKind, workload: &str, rep: u32) -> Option<f64> {
+    run.timings
+        .iter()
+        .find(|t| &t.tracer == tracer && t.workload == workload && t.rep == rep)
+        .map(|t| t.ns_per_call)
+}
+
+/// Per repetition: (traced / untraced, traced − untraced) for one workload.
+fn overheads(run: &BenchRun, tracer: &TracerKind, workload: &str) -> (Vec<f64>, Vec<f64>) {
+    let (mut ratios, mut added) = (Vec::new(), Vec::new());
+    for rep in 0..run.reps {
+        if let (Some(base), Some(traced)) = (
+            timing(run, &TracerKind::Untraced, workload, rep),
+            timing(run, tracer, workload, rep),
+        ) {
+            ratios.push(traced / base);
+            added.push(traced - base);
+        }
+    }
+    (ratios, added)
+}
+
+/// Added wall-clock nanoseconds per call (median over repetitions).
+pub fn added_ns(run: &BenchRun, tracer: &TracerKind, workload: &str) -> Option<f64> {
+    spread(&overheads(run, tracer, workload).1).map(|s| s.median)
+}
+
+/// In-kernel nanoseconds per call of a tracer's programs (median).
+pub fn in_kernel_ns(run: &BenchRun, tracer: &TracerKind, workload: &str) -> Option<f64> {
+    let per_call: Vec<f64> = run
+        .in_kernel
+        .iter()
+        .filter(|k| &k.tracer == tracer && k.workload == workload && k.calls > 0)
+        .map(|k| k.run_time_ns as f64 / k.calls as f64)
+        .collect();
+    spread(&per_call).map(|s| s.median)
+}
+
+fn runs_per_call(run: &BenchRun, tracer: &TracerKind, workload: &str) -> Option<f64> {
+    let per_call: Vec<f64> = run
+        .in_kernel
+        .iter()
+        .filter(|k| &k.tracer == tracer && k.workload == workload && k.calls > 0)
+        .map(|k| k.run_count as f64 / k.calls as f64)
+        .collect();
+    spread(&per_call).map(|s| s.median)
+}
+
+/// The two targets for one 1-page workload: pinwatch's added cost over
+/// bpftrace's, and its in-kernel cost over the empty pair's.
+pub fn targets(run: &BenchRun, workload: &str) -> (Option<f64>, Option<f64>) {
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    (
+        ratio(
+            added_ns(run, &TracerKind::Pinwatch, workload),
+            added_ns(run, &TracerKind::Bpftrace, workload),
+        ),
+        ratio(
+            in_kernel_ns(run, &TracerKind::Pinwatch, workload),
+            in_kernel_ns(run, &TracerKind::EmptyPair, workload),
+        ),
+    )
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or("–".into(), f)
+}
+
+/// One kernel's tables in markdown.
+pub fn markdown(run: &BenchRun) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "### {} ({} vCPUs, {} repetitions)\n\n`{}`\n",
+        run.kernel, run.cpus, run.reps, run.kernel_version
+    );
+    let _ = writeln!(
+        s,
+        "Wall-clock time per system call: untraced median, and for each tracer the median ratio to the untraced run of the same repetition [min–max] and the median added time per call.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | function | pages | callers | untraced ns/call | {} |",
+        TRACED.map(|t| t.label()).join(" | ")
+    );
+    let _ = writeln!(s, "|---|---|--:|--:|--:|{}", "---|".repeat(TRACED.len()));
+    for w in &run.workloads {
+        let base: Vec<f64> = (0..run.reps)
+            .filter_map(|r| timing(run, &TracerKind::Untraced, &w.name, r))
+            .collect();
+        let mut row = format!(
+            "| {} | {} | {} | {} | {} |",
+            w.name,
+            w.function,
+            w.pages,
+            w.callers,
+            opt(spread(&base).map(|s| s.median), |v| format!("{v:.0}"))
+        );
+        for tracer in &TRACED {
+            let (ratios, added) = overheads(run, tracer, &w.name);
+            let cell = match (spread(&ratios), spread(&added)) {
+                (Some(r), Some(a)) => format!(
+                    " {:.2}× [{:.2}–{:.2}], {:+.0} ns |",
+                    r.median, r.min, r.max, a.median
+                ),
+                _ => " – |".into(),
+            };
+            row.push_str(&cell);
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    let _ = writeln!(
+        s,
+        "\nIn-kernel cost per call (`kernel.bpf_stats_enabled`): run time of the tracer's BPF programs over a statistics pass divided by the calls made, median; program runs per call in parentheses.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | {} |",
+        TRACED.map(|t| t.label()).join(" | ")
+    );
+    let _ = writeln!(s, "|---|{}", "--:|".repeat(TRACED.len()));
+    for w in &run.workloads {
+        let mut row = format!("| {} |", w.name);
+        for tracer in &TRACED {
+            let cell = match (
+                in_kernel_ns(run, tracer, &w.name),
+                runs_per_call(run, tracer, &w.name),
+            ) {
+                (Some(ns), Some(runs)) => format!(" {ns:.0} ns ({runs:.1}) |"),
+                _ => " – |".into(),
+            };
+            row.push_str(&cell);
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    let _ = writeln!(
+        s,
+        "\nThe tracers themselves: time from start to first report (each reports once a second), CPU share over the timing passes, peak RSS; medians over starts.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| tracer | starts | first data | CPU share | peak RSS |\n|---|--:|--:|--:|--:|"
+    );
+    for tracer in &TRACED {
+        let starts: Vec<_> = run
+            .tracer_runs
+            .iter()
+            .filter(|t| &t.tracer == tracer)
+            .collect();
+        let med = |f: &dyn Fn(&super::results::TracerRun) -> f64| {
+            spread(&starts.iter().map(|t| f(t)).collect::<Vec<_>>()).map(|s| s.median)
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            tracer.label(),
+            starts.len(),
+            opt(med(&|t| t.first_data_ms), |v| format!("{:.1} s", v / 1e3)),
+            opt(med(&|t| t.cpu_share), |v| format!("{:.2} %", v * 100.0)),
+            opt(med(&|t| t.peak_rss_kib as f64), |v| format!(
+                "{:.1} MiB",
+                v / 1024.0
+            )),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nTargets (1-page calls): pinwatch's added time per call at most ½ of bpftrace's; its in-kernel cost per call at most 2× the empty fentry+fexit pair's.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | pinwatch added / bpftrace added | pinwatch in-kernel / empty pair |\n|---|--:|--:|"
+    );
+    for w in run.workloads.iter().filter(|w| w.pages == 1) {
+        let (added, in_kernel) = targets(run, &w.name);
+        let verdict = |v: Option<f64>, limit: f64| {
+            opt(v, |v| {
+                format!("{v:.2} ({})", if v <= limit { "met" } else { "missed" })
+            })
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            w.name,
+            verdict(added, 0.5),
+            verdict(in_kernel, 2.0)
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::results::{InKernel, Timing, TracerRun, WorkloadSpec};
+
+    #[test]
+    fn spread_takes_the_middle() {
+        assert_eq!(spread(&[]), None);
+        let s = spread(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(spread(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+    }
+
+    fn sample_run() -> BenchRun {
+        let t = |rep, tracer, ns| Timing {
+            rep,
+            tracer,
+            workload: "futex-1p".into(),
+            ns_per_call: ns,
+        };
+        let k = |tracer, run_time_ns| InKernel {
+            rep: 0,
+            tracer,
+            workload: "futex-1p".into(),
+            calls: 1000,
+            run_time_ns,
+            run_count: 2000,
+            programs: 2,
+        };
+        BenchRun {
+            kernel: "6.12.0".into(),
+            kernel_version: "Linux version 6.12.0".into(),
+            cpus: 2,
+            reps: 2,
+            pinwatch_attach: vec![],
+            workloads: vec![WorkloadSpec {
+                name: "futex-1p".into(),
+                kind: "futex-wake".into(),
+                pages: 1,
+                callers: 1,
+                calls: 1000,
+                function: "get_user_pages_fast".into(),
+            }],
+            timings: vec![
+                t(0, TracerKind::Untraced, 1000.0),
+                t(1, TracerKind::Untraced, 1100.0),
+                t(0, TracerKind::Pinwatch, 1100.0),
+                t(1, TracerKind::Pinwatch, 1210.0),
+                t(0, TracerKind::Bpftrace, 1400.0),
+                t(1, TracerKind::Bpftrace, 1540.0),
+            ],
+            in_kernel: vec![
+                k(TracerKind::Pinwatch, 150_000),
+                k(TracerKind::EmptyPair, 50_000),
+            ],
+            tracer_runs: vec![TracerRun {
+                rep: 0,
+                tracer: TracerKind::Pinwatch,
+                function: String::new(),
+                first_data_ms: 2500.0,
+                cpu_share: 0.01,
+                peak_rss_kib: 20480,
+            }],
+        }
+    }
+
+    #[test]
+    fn ratios_pair_each_repetition_with_its_own_untraced_run() {
+        let run = sample_run();
+        let (ratios, added) = overheads(&run, &TracerKind::Pinwatch, "futex-1p");
+        assert_eq!(ratios, vec![1.1, 1.1]);
+        assert_eq!(added, vec![100.0, 110.0]);
+        let (added_ratio, in_kernel_ratio) = targets(&run, "futex-1p");
+        assert!((added_ratio.unwrap() - 105.0 / 420.0).abs() < 1e-9);
+        assert_eq!(in_kernel_ratio, Some(3.0));
+    }
+
+    #[test]
+    fn markdown_shows_every_table_and_the_verdicts() {
+        let md = markdown(&sample_run());
+        assert!(
+            md.contains(
+                "| futex-1p | get_user_pages_fast | 1 | 1 | 1050 | 1.10× [1.10–1.10], +105 ns |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| futex-1p | 150 ns (2.0) |"), "{md}");
+        assert!(
+            md.contains("| pinwatch | 1 | 2.5 s | 1.00 % | 20.0 MiB |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| futex-1p | 0.25 (met) | 3.00 (missed) |"),
+            "{md}"
+        );
+    }
+}

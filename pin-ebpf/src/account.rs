@@ -179,7 +179,7 @@ pub struct GupArgs {
 
 /// Entry into get/pin function `id` with its argument registers.
 #[inline(always)]
-pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
+pub fn gup_entry(ctx: &impl attribution::DirectCaller, id: FuncId, args: GupArgs) {
     let GupArgs {
         nr: raw_nr,
         addr,

@@ -1,8 +1,9 @@
 //! Who made each outermost call (its kernel call site) and, with
 //! `--lifetimes`, how long the pages it pinned stay pinned.
 //!
-//! The caller is read from the stack at the outermost entry: the frame
-//! right above the traced function's own frame. Lifetimes remember each
+//! The caller is read at the outermost entry: the traced function's return
+//! address, straight from its frame (trampoline or kprobe registers), or
+//! from a short stack walk when the frame does not look as expected. Lifetimes remember each
 //! pinned folio at the call's return and match it at `gup_put_folio`,
 //! where every FOLL_PIN release ends up.
 
@@ -12,8 +13,9 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_get_func_ip, bpf_get_stack, bpf_loop},
+        generated::{bpf_get_func_arg_cnt, bpf_get_func_ip, bpf_get_stack, bpf_loop},
     },
+    programs::{FEntryContext, ProbeContext},
 };
 use pin_common::{
     CallerKey, CallerStats, Health, PinRecord, TaskState,
@@ -44,10 +46,87 @@ pub fn callers_on() -> bool {
     setting(SETTING_CALLERS) == 1
 }
 
-/// The return address into whoever called the traced function, from the
-/// current stack; 0 (and counted) when the stack does not show it.
+/// Lowest address of the kernel's text mapping (x86-64: the top 2 GiB,
+/// modules included): a return address read from a frame must lie above.
+const KERNEL_TEXT: u64 = 0xffff_ffff_8000_0000;
+
+/// A program context that can read the traced function's return address
+/// straight from its frame, without walking the stack.
+pub trait DirectCaller: EbpfContext {
+    /// The return address into the caller, or 0 when the frame does not
+    /// look as expected (the caller then falls back to a stack walk).
+    fn direct_caller(&self) -> u64;
+}
+
+impl DirectCaller for FEntryContext {
+    /// The BPF trampoline saves the traced function's register arguments
+    /// at the context pointer, then (when it also calls the function for
+    /// fexit) a return-value slot, then its saved frame pointer, the
+    /// return address into the traced function (just past its fentry
+    /// call) and, above that, the traced function's own return address.
+    /// The return address into the traced function identifies which of
+    /// the two layouts this trampoline has.
+    fn direct_caller(&self) -> u64 {
+        // SAFETY: helpers given the program's own context.
+        let (args, func_ip) = unsafe {
+            (
+                bpf_get_func_arg_cnt(self.as_ptr()) as u64,
+                bpf_get_func_ip(self.as_ptr()),
+            )
+        };
+        // The verifier allows arithmetic on the context pointer only with
+        // a bounded offset; x86-64 passes at most 6 arguments in registers
+        // and the trampoline saves at most 12.
+        if args > 12 {
+            return 0;
+        }
+        let above_args = self.as_ptr() as u64 + args * 8;
+        // SAFETY: reads kernel memory through the checked helper.
+        let Ok(words) = (unsafe { bpf_probe_read_kernel(above_args as *const [u64; 4]) }) else {
+            return 0;
+        };
+        let into_traced = |w: u64| w.wrapping_sub(func_ip) < ENTRY_WINDOW;
+        let caller = if into_traced(words[1]) {
+            words[2]
+        } else if into_traced(words[2]) {
+            words[3]
+        } else {
+            0
+        };
+        if caller >= KERNEL_TEXT { caller } else { 0 }
+    }
+}
+
+impl DirectCaller for ProbeContext {
+    /// At a function-entry kprobe the stack pointer points at the
+    /// function's return address.
+    fn direct_caller(&self) -> u64 {
+        // SAFETY: the context's registers, then kernel memory through the
+        // checked helper.
+        let caller = unsafe {
+            let sp = (*self.regs).rsp;
+            bpf_probe_read_kernel(sp as *const u64).unwrap_or(0)
+        };
+        if caller >= KERNEL_TEXT { caller } else { 0 }
+    }
+}
+
+/// The return address into whoever called the traced function: read from
+/// its frame where the layout is known, else found on a stack walk; 0 (and
+/// counted) when neither shows it.
 #[inline(always)]
-pub fn find_caller(ctx: &impl EbpfContext) -> u64 {
+pub fn find_caller(ctx: &impl DirectCaller) -> u64 {
+    let direct = ctx.direct_caller();
+    if direct != 0 {
+        return direct;
+    }
+    walk_for_caller(ctx)
+}
+
+/// The frame above the traced function's own on a short stack walk
+/// (`bpf_get_stack`, several times the cost of a direct read).
+#[inline(always)]
+fn walk_for_caller(ctx: &impl EbpfContext) -> u64 {
     let mut frames = [0u64; CALLER_FRAMES];
     // SAFETY: helpers given the program's own context and a stack buffer
     // of the size passed.

@@ -88,6 +88,30 @@ pub struct ProbeStatus {
     /// Why it is not attached, or what was tried before the mechanism that
     /// worked (e.g. fentry refused before kprobe succeeded).
     pub notes: Vec<String>,
+    /// Present but deliberately left untraced: the functions around it
+    /// already show everything its probes would (the internal fast path,
+    /// when every fast variant that calls it is traced).
+    pub not_needed: bool,
+}
+
+impl ProbeStatus {
+    /// Present on this kernel yet not traced, when it should be.
+    pub fn is_gap(&self) -> bool {
+        self.attached.is_none() && !self.not_needed
+    }
+}
+
+/// Why the internal fast path stays untraced: its probes would only cost.
+const FAST_INTERNAL_NOT_NEEDED: &str = "not needed: every fast variant is traced, and a fallback shows as the slow call right below the variant";
+
+/// Whether every fast variant this kernel has is attached (then the
+/// internal fast function they share adds nothing but cost).
+fn fast_variants_traced(status: &[ProbeStatus]) -> bool {
+    let mut present = status
+        .iter()
+        .filter(|st| FUNCS[st.id as usize].kind == FuncKind::FastVariant && st.symbol.is_some())
+        .peekable();
+    present.peek().is_some() && present.all(|st| st.attached.is_some())
 }
 
 /// Errors that stop pinwatch from tracing at all.
@@ -390,6 +414,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             symbol: None,
             attached: None,
             notes: Vec::new(),
+            not_needed: false,
         };
         match resolve_symbol(facts, func) {
             Ok(symbol) => {
@@ -413,7 +438,17 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         status.push(st);
     }
 
-    for st in status.iter_mut().filter(|st| configs.contains(&st.id)) {
+    for index in 0..status.len() {
+        if !configs.contains(&status[index].id) {
+            continue;
+        }
+        // Ids put the fast variants before the internal fast path.
+        if FUNCS[index].kind == FuncKind::FastInternal && fast_variants_traced(&status) {
+            status[index].not_needed = true;
+            status[index].notes.push(FAST_INTERNAL_NOT_NEEDED.into());
+            continue;
+        }
+        let st = &mut status[index];
         let func = &FUNCS[st.id as usize];
         let names = program_names(st.id, func);
         let symbol = st.symbol.clone().unwrap_or_default();
@@ -481,6 +516,7 @@ pub fn discover(facts: &KernelFacts) -> Vec<ProbeStatus> {
                 symbol: None,
                 attached: None,
                 notes: Vec::new(),
+                not_needed: false,
             };
             match resolve_symbol(facts, func) {
                 Ok(sym) => st.symbol = Some(sym),

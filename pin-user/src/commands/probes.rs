@@ -59,6 +59,9 @@ fn self_check(p: &probes::Probes) -> Option<Result<String, String>> {
 }
 
 fn status_text(st: &ProbeStatus) -> String {
+    if st.not_needed {
+        return st.notes.join("; ");
+    }
     match (&st.attached, st.notes.is_empty()) {
         (Some(m), true) => m.to_string(),
         (Some(m), false) => format!("{m} (after: {})", st.notes.join("; ")),

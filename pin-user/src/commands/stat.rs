@@ -26,11 +26,7 @@ pub fn run(
         .iter()
         .filter_map(|st| st.attached.map(|m| format!("{}:{m}", st.function)))
         .collect();
-    let missing = probes
-        .status
-        .iter()
-        .filter(|st| st.attached.is_none())
-        .count();
+    let missing = probes.status.iter().filter(|st| st.is_gap()).count();
     log::info!("attached: {}", attached.join(" "));
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -247,7 +247,11 @@ impl Collector for Exporter {
             MetricType::Info,
         )?;
         for p in &input.probes {
-            let attach = p.attached.map_or("none".to_string(), |m| m.to_string());
+            let attach = match p.attached {
+                Some(m) => m.to_string(),
+                None if p.not_needed => "not-needed".to_string(),
+                None => "none".to_string(),
+            };
             let labels = vec![("function", p.function.to_string()), ("attach", attach)];
             info.encode_info(&labels)?;
         }
@@ -432,6 +436,7 @@ mod tests {
                     "pin_user_pages_remote" => Some(Mechanism::Kprobe),
                     _ => Some(Mechanism::Fentry),
                 },
+                not_needed: false,
                 notes: vec![],
             })
             .collect();

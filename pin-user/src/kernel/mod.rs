@@ -108,11 +108,15 @@ pub fn short_error(err: &aya::programs::ProgramError) -> String {
         } => {
             let log = verifier_log.to_string();
             log::debug!("verifier log:\n{log}");
-            // The last line is usually the statistics; the reason is the
-            // last line before them.
+            // The last lines are usually statistics ("processed ...",
+            // "verification time ...", "stack depth ..."); the reason is
+            // the last line before them.
             let reason = log.lines().rev().find(|l| {
                 let l = l.trim();
-                !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time")
+                !l.is_empty()
+                    && !l.starts_with("processed ")
+                    && !l.starts_with("verification time")
+                    && !l.starts_with("stack depth")
             });
             match reason {
                 Some(last) => format!("BPF_PROG_LOAD: {io_error}: {}", last.trim()),

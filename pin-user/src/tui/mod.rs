@@ -39,7 +39,7 @@ pub struct TopOptions {
 /// "16 fentry, 3 kprobe, 1 absent".
 pub fn probes_summary(status: &[ProbeStatus]) -> String {
     let count = |m| status.iter().filter(|s| s.attached == Some(m)).count();
-    let absent = status.iter().filter(|s| s.attached.is_none()).count();
+    let absent = status.iter().filter(|s| s.is_gap()).count();
     format!(
         "{} fentry, {} kprobe, {absent} absent",
         count(Mechanism::Fentry),

@@ -134,6 +134,22 @@ pub const FUNCS: [FuncInfo; FUNC_COUNT] = [
     f(&["unpin_user_folio"], Release, true, COUNTED),
 ];
 
+/// `unpin_user_pages_dirty_lock`: the one release function that calls
+/// another traced one (`unpin_user_pages`, when it need not dirty the
+/// pages), so the only one whose return is traced.
+pub const RELEASE_NESTING: FuncId = 15;
+
+/// `unpin_user_pages`, which [`RELEASE_NESTING`] calls.
+pub const RELEASE_NESTED: FuncId = 14;
+
+/// Whether `id` is traced at its return as well as its entry: every get/pin
+/// function (results, latency, nesting), and of the releases only
+/// [`RELEASE_NESTING`]; the other releases are counted at entry.
+#[inline(always)]
+pub fn has_exit_probe(id: FuncId) -> bool {
+    !is_release(id) || id == RELEASE_NESTING
+}
+
 /// Whether `id` belongs to the fast path (variant or internal): the first
 /// slow function entered below it is a fallback.
 #[inline(always)]
@@ -164,6 +180,11 @@ mod tests {
             assert_eq!(is_release(id), func.kind == Release, "{}", func.name);
         }
         assert_eq!(FUNCS[FAST_INTERNAL as usize].kind, FastInternal);
+        assert_eq!(
+            FUNCS[RELEASE_NESTING as usize].name,
+            "unpin_user_pages_dirty_lock"
+        );
+        assert_eq!(FUNCS[RELEASE_NESTED as usize].name, "unpin_user_pages");
         assert_eq!(
             FUNCS.iter().filter(|f| f.kind != Release).count(),
             GUP_FUNC_COUNT

@@ -192,14 +192,11 @@ pub struct TaskState {
     pub fallback_nr: i64,
     /// Return value of the nested slow call.
     pub slow_ret: i64,
-    /// How many traced release functions the task is inside.
+    /// Whether the task is inside `unpin_user_pages_dirty_lock` (whose
+    /// nested `unpin_user_pages` is part of the same release).
     pub release_depth: u32,
-    /// [`FuncId`] of the outermost release function.
-    pub release_outer: u32,
-    /// Pages the outermost release call releases.
-    pub release_pages: u64,
-    /// Entry time of the outermost release call (ns, monotonic).
-    pub release_start_ns: u64,
+    /// Explicit padding.
+    pub _release_pad: u32,
 }
 
 /// Indexes of the agent-visible health counters in the `HEALTH` per-CPU
@@ -248,6 +245,9 @@ pub const EVENT_FILTER_LEN: u32 = 3;
 
 /// [`CallEvent::kind`] of an outermost get/pin call.
 pub const EVENT_GUP: u32 = 0;
+/// [`CallEvent::latency_ns`] of a call whose return is not traced.
+pub const LATENCY_UNMEASURED: u64 = u64::MAX;
+
 /// [`CallEvent::kind`] of an outermost release (unpin) call.
 pub const EVENT_RELEASE: u32 = 1;
 
@@ -258,7 +258,8 @@ pub const EVENT_RELEASE: u32 = 1;
 pub struct CallEvent {
     /// Entry time (ns, monotonic clock).
     pub start_ns: u64,
-    /// Entry to return, in nanoseconds.
+    /// Entry to return, in nanoseconds ([`LATENCY_UNMEASURED`] for
+    /// releases, which are traced at entry only).
     pub latency_ns: u64,
     /// Caller's `pid_tgid` (thread id in the low half).
     pub pid_tgid: u64,
@@ -341,7 +342,7 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<TaskState>(),
-            4 * 2 + 8 * 6 + 4 * 2 + 8 * 4 + 4 * 2 + 8 * 2
+            4 * 2 + 8 * 6 + 4 * 2 + 8 * 4 + 4 * 2
         );
     }
 }

@@ -12,7 +12,9 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use pin_common::{
     CallEvent, EVENT_GUP, EVENT_RELEASE, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FuncConfig, FuncId,
-    GUP_FUNC_COUNT, Health, ProcStats, TaskState, catalog::is_fast, errno_slot, latency_bucket,
+    GUP_FUNC_COUNT, Health, LATENCY_UNMEASURED, ProcStats, TaskState,
+    catalog::{RELEASE_NESTED, RELEASE_NESTING, is_fast},
+    errno_slot, latency_bucket,
 };
 
 use crate::attribution;
@@ -390,7 +392,9 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     }
 }
 
-/// Entry into release function `id` releasing `pages` pages.
+/// Entry into release function `id` releasing `pages` pages: counted here,
+/// since releases (but one) are traced at entry only; their cost grows
+/// with every page an O_DIRECT completion releases one by one.
 #[inline(always)]
 pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
     if !counted() {
@@ -399,60 +403,49 @@ pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
     if config(id).is_none() {
         return;
     }
-    let Some(state) = task_state(ctx, true) else {
-        return;
-    };
-    if state.release_depth >= MAX_DEPTH {
-        bump_health(Health::UnmatchedExit);
-        state.release_depth = 0;
+    if id == RELEASE_NESTED {
+        // Part of an `unpin_user_pages_dirty_lock` already counted.
+        if task_state(ctx, false).is_some_and(|state| state.release_depth != 0) {
+            return;
+        }
+    } else if id == RELEASE_NESTING
+        && let Some(state) = task_state(ctx, true)
+    {
+        state.release_depth = 1;
     }
-    if state.release_depth == 0 {
-        state.release_outer = id;
-        state.release_pages = pages;
-        state.release_start_ns = unsafe { bpf_ktime_get_ns() };
+    let index = id.wrapping_sub(GUP_FUNC_COUNT as u32);
+    if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
+        let stats = unsafe { &mut *stats };
+        stats.calls += 1;
+        stats.pages += pages;
     }
-    state.release_depth += 1;
+    if let Some(proc) = proc_stats(ctx) {
+        proc.released += pages;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if event_wanted(pid_tgid) {
+        emit(CallEvent {
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            latency_ns: LATENCY_UNMEASURED,
+            pid_tgid,
+            nr: pages as i64,
+            func: id,
+            kind: EVENT_RELEASE,
+            comm: bpf_get_current_comm().unwrap_or_default(),
+            ..CallEvent::default()
+        });
+    }
 }
 
-/// Return from release function `id`.
+/// Return from `unpin_user_pages_dirty_lock`, the one release function
+/// traced at its return.
 #[inline(always)]
 pub fn release_exit(ctx: &impl EbpfContext) {
     if !counted() {
         return;
     }
-    let Some(state) = task_state(ctx, false) else {
-        bump_health(Health::UnmatchedExit);
-        return;
-    };
-    if state.release_depth == 0 {
-        bump_health(Health::UnmatchedExit);
-        return;
-    }
-    state.release_depth -= 1;
-    if state.release_depth != 0 {
-        return;
-    }
-    let index = state.release_outer.wrapping_sub(GUP_FUNC_COUNT as u32);
-    if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
-        let stats = unsafe { &mut *stats };
-        stats.calls += 1;
-        stats.pages += state.release_pages;
-    }
-    if let Some(proc) = proc_stats(ctx) {
-        proc.released += state.release_pages;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if event_wanted(pid_tgid) {
-        let now = unsafe { bpf_ktime_get_ns() };
-        emit(CallEvent {
-            start_ns: state.release_start_ns,
-            latency_ns: now.saturating_sub(state.release_start_ns),
-            pid_tgid,
-            nr: state.release_pages as i64,
-            func: state.release_outer,
-            kind: EVENT_RELEASE,
-            comm: bpf_get_current_comm().unwrap_or_default(),
-            ..CallEvent::default()
-        });
+    match task_state(ctx, false) {
+        Some(state) if state.release_depth != 0 => state.release_depth = 0,
+        _ => bump_health(Health::UnmatchedExit),
     }
 }

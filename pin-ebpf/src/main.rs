@@ -104,7 +104,8 @@ mod programs {
         };
     }
 
-    /// Four programs for release function `$id`.
+    /// Four programs for release function `$id`; the agent attaches the
+    /// return pair only where `catalog::has_exit_probe` says so.
     macro_rules! release_programs {
         ($id:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
             #[fentry]

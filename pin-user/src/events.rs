@@ -9,7 +9,9 @@ use aya::{
     Ebpf,
     maps::{Array, MapData, RingBuf},
 };
-use pin_common::{CallEvent, EVENT_GUP, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FUNCS, FuncId};
+use pin_common::{
+    CallEvent, EVENT_GUP, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FUNCS, FuncId, LATENCY_UNMEASURED,
+};
 use serde::Serialize;
 
 use crate::{kernel::foll::FollFlags, report::errno_name};
@@ -72,8 +74,9 @@ pub struct CallRecord {
     pub slow_pages: u64,
     /// Whether a fast call fell back to the slow path.
     pub fell_back: bool,
-    /// Entry to return in nanoseconds.
-    pub latency_ns: u64,
+    /// Entry to return in nanoseconds (`None` for releases, traced at
+    /// entry only).
+    pub latency_ns: Option<u64>,
     /// Return address in the calling kernel function (0: unknown or
     /// attribution off).
     pub caller_addr: u64,
@@ -102,7 +105,7 @@ impl CallRecord {
             fast_pages: event.fast_pages,
             slow_pages: event.slow_pages,
             fell_back: event.fell_back != 0,
-            latency_ns: event.latency_ns,
+            latency_ns: (event.latency_ns != LATENCY_UNMEASURED).then_some(event.latency_ns),
             caller_addr: event.caller,
             caller: None,
         }

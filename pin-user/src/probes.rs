@@ -7,7 +7,10 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap},
     programs::{FEntry, FExit, KProbe, TracePoint},
 };
-use pin_common::{FUNCS, FuncConfig, FuncId, FuncKind, NO_ARG, catalog::FuncInfo};
+use pin_common::{
+    FUNCS, FuncConfig, FuncId, FuncKind, NO_ARG,
+    catalog::{FuncInfo, has_exit_probe},
+};
 use serde::Serialize;
 
 use crate::{
@@ -285,14 +288,17 @@ fn attach_fentry(
     names: &[String; 4],
     symbol: &str,
     btf: &aya::Btf,
+    with_exit: bool,
 ) -> Result<(), String> {
     // Exit first: an entry without its exit would leave the task's nesting
     // state unbalanced; an exit without an entry is merely counted.
-    let exit: &mut FExit = program(ebpf, &names[1])?;
-    exit.load(symbol, btf).map_err(|e| short_error(&e))?;
-    if let Err(e) = exit.attach() {
-        let _ = exit.unload();
-        return Err(short_error(&e));
+    if with_exit {
+        let exit: &mut FExit = program(ebpf, &names[1])?;
+        exit.load(symbol, btf).map_err(|e| short_error(&e))?;
+        if let Err(e) = exit.attach() {
+            let _ = exit.unload();
+            return Err(short_error(&e));
+        }
     }
     let entry: &mut FEntry = program(ebpf, &names[0])?;
     let result = entry
@@ -300,19 +306,28 @@ fn attach_fentry(
         .and_then(|()| entry.attach().map(drop));
     if let Err(e) = result {
         let _ = entry.unload();
-        let exit: &mut FExit = program(ebpf, &names[1])?;
-        let _ = exit.unload();
+        if with_exit {
+            let exit: &mut FExit = program(ebpf, &names[1])?;
+            let _ = exit.unload();
+        }
         return Err(short_error(&e));
     }
     Ok(())
 }
 
-fn attach_kprobe(ebpf: &mut Ebpf, names: &[String; 4], symbol: &str) -> Result<(), String> {
-    let exit: &mut KProbe = program(ebpf, &names[3])?;
-    exit.load().map_err(|e| short_error(&e))?;
-    if let Err(e) = exit.attach(symbol, 0) {
-        let _ = exit.unload();
-        return Err(short_error(&e));
+fn attach_kprobe(
+    ebpf: &mut Ebpf,
+    names: &[String; 4],
+    symbol: &str,
+    with_exit: bool,
+) -> Result<(), String> {
+    if with_exit {
+        let exit: &mut KProbe = program(ebpf, &names[3])?;
+        exit.load().map_err(|e| short_error(&e))?;
+        if let Err(e) = exit.attach(symbol, 0) {
+            let _ = exit.unload();
+            return Err(short_error(&e));
+        }
     }
     let entry: &mut KProbe = program(ebpf, &names[2])?;
     let result = entry
@@ -320,8 +335,10 @@ fn attach_kprobe(ebpf: &mut Ebpf, names: &[String; 4], symbol: &str) -> Result<(
         .and_then(|()| entry.attach(symbol, 0).map(drop));
     if let Err(e) = result {
         let _ = entry.unload();
-        let exit: &mut KProbe = program(ebpf, &names[3])?;
-        let _ = exit.unload();
+        if with_exit {
+            let exit: &mut KProbe = program(ebpf, &names[3])?;
+            let _ = exit.unload();
+        }
         return Err(short_error(&e));
     }
     Ok(())
@@ -451,13 +468,14 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         let st = &mut status[index];
         let func = &FUNCS[st.id as usize];
         let names = program_names(st.id, func);
+        let with_exit = has_exit_probe(st.id);
         let symbol = st.symbol.clone().unwrap_or_default();
         log::info!("attaching {symbol}");
         if mode != AttachMode::Kprobe {
             let result = match (&facts.tracing, &aya_btf) {
                 (Err(e), _) => Err(e.clone()),
                 (Ok(()), None) => Err("fentry needs kernel BTF, which aya could not read".into()),
-                (Ok(()), Some(btf)) => attach_fentry(&mut ebpf, &names, &symbol, btf)
+                (Ok(()), Some(btf)) => attach_fentry(&mut ebpf, &names, &symbol, btf, with_exit)
                     .map_err(|e| format!("fentry: {e}")),
             };
             match result {
@@ -468,9 +486,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         if st.attached.is_none() && mode != AttachMode::Fentry {
             let result = match &facts.kprobes {
                 Err(e) => Err(e.clone()),
-                Ok(()) => {
-                    attach_kprobe(&mut ebpf, &names, &symbol).map_err(|e| format!("kprobe: {e}"))
-                }
+                Ok(()) => attach_kprobe(&mut ebpf, &names, &symbol, with_exit)
+                    .map_err(|e| format!("kprobe: {e}")),
             };
             match result {
                 Ok(()) => st.attached = Some(Mechanism::Kprobe),

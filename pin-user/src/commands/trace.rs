@@ -67,8 +67,11 @@ pub fn render_line(r: &CallRecord, t0: u64) -> String {
         r.ret_text()
     };
     let fallback = if r.fell_back { "*" } else { "" };
+    let latency = r
+        .latency_ns
+        .map_or_else(|| "-".to_string(), |ns| format!("{:.1}", ns as f64 / 1e3));
     format!(
-        "{time:<10.6} {:>7} {:>7} {:<16} {:<25} {start:<18} {:>4} {flags:<25} {ret:<10} {:>5}{fallback:<1} {:>5} {:>9.1} {}",
+        "{time:<10.6} {:>7} {:>7} {:<16} {:<25} {start:<18} {:>4} {flags:<25} {ret:<10} {:>5}{fallback:<1} {:>5} {latency:>9} {}",
         r.pid,
         r.tid,
         r.comm,
@@ -76,7 +79,6 @@ pub fn render_line(r: &CallRecord, t0: u64) -> String {
         r.nr_pages,
         r.fast_pages,
         r.slow_pages,
-        r.latency_ns as f64 / 1e3,
         r.caller.as_deref().unwrap_or("-"),
     )
 }
@@ -213,7 +215,7 @@ mod tests {
             fast_pages: 16,
             slow_pages: 0,
             fell_back: false,
-            latency_ns: 2500,
+            latency_ns: Some(2500),
             caller_addr: 1,
             caller: Some("io_pin_pages+0x82".into()),
         }

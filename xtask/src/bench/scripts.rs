@@ -89,16 +89,13 @@ pub fn gup_script(probes: &[Probe]) -> String {
             continue;
         }
         let _ = writeln!(s, "// {id} = {}", p.function);
-        match kind {
-            FuncKind::Release => {
-                let (entry, _, count, _) = probe_names(p, false);
-                let _ = writeln!(
-                    s,
-                    "{entry} {{ @release_calls[{id}] = count(); @release_pages[{id}] = sum({count}); }}"
-                );
-                continue;
-            }
-            _ => {}
+        if kind == FuncKind::Release {
+            let (entry, _, count, _) = probe_names(p, false);
+            let _ = writeln!(
+                s,
+                "{entry} {{ @release_calls[{id}] = count(); @release_pages[{id}] = sum({count}); }}"
+            );
+            continue;
         }
         let fast = kind == FuncKind::FastVariant;
         let (entry, exit, count, ret) = probe_names(p, fast);

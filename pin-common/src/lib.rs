@@ -13,9 +13,6 @@ pub mod catalog;
 pub use attribution::{CallerKey, CallerStats, PinRecord};
 pub use catalog::{FUNC_COUNT, FUNCS, FuncId, FuncKind, GUP_FUNC_COUNT, NO_ARG};
 
-/// Capacity of the per-thread state map (`TASKS`).
-pub const TASKS_CAPACITY: u32 = 16384;
-
 /// Capacity of the per-process map (`PROCS`).
 pub const PROCS_CAPACITY: u32 = 8192;
 
@@ -158,8 +155,8 @@ pub struct FuncConfig {
     pub _pad: [u8; 2],
 }
 
-/// What a task is doing inside the GUP family, kept per thread (key: full
-/// pid_tgid) in the `TASKS` LRU hash. Only the kernel side writes it.
+/// What a task is doing inside the GUP family, kept per thread in task
+/// local storage (`TASK_STATES`). Only the kernel side uses it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskState {

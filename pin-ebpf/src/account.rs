@@ -19,7 +19,8 @@ use pin_common::{
 
 use crate::attribution;
 use crate::maps::{
-    CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TASKS, TRACKED,
+    CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TASK_STATES,
+    TRACKED,
 };
 
 /// Deeper nesting than this means the state is stale (a return was missed);
@@ -58,32 +59,16 @@ pub fn add_health(which: Health, by: u64) {
     }
 }
 
+/// The current thread's nesting state, created on first use when `create`.
 #[inline(always)]
-fn task_state(ctx: &impl EbpfContext, create: bool) -> Option<&'static mut TaskState> {
-    let key = bpf_get_current_pid_tgid();
-    if let Some(state) = TASKS.get_ptr_mut(key) {
-        return Some(unsafe { &mut *state });
-    }
-    if !create {
-        return None;
-    }
-    let fresh = TaskState::default();
-    if let Err(err) = TASKS.insert(key, fresh, 0) {
-        // Rare (the LRU map evicts rather than fails): worth a log line.
-        warn!(
-            ctx,
-            "pinwatch: cannot track task {}: TASKS insert failed ({})", key as u32, err
-        );
+fn task_state(create: bool) -> Option<&'static mut TaskState> {
+    let state = TASK_STATES.current(create);
+    if state.is_none() && create {
+        // Allocation failed or the kernel refused a recursive use of the
+        // storage (a probe firing inside another probe's lookup).
         bump_health(Health::TaskStateLost);
-        return None;
     }
-    match TASKS.get_ptr_mut(key) {
-        Some(state) => Some(unsafe { &mut *state }),
-        None => {
-            bump_health(Health::TaskStateLost);
-            None
-        }
-    }
+    state
 }
 
 #[inline(always)]
@@ -193,7 +178,7 @@ pub fn gup_entry(ctx: &impl attribution::DirectCaller, id: FuncId, args: GupArgs
     }
     let Some(config) = config(id) else { return };
     let nr = widen(raw_nr, config.nr_is_int);
-    let Some(state) = task_state(ctx, true) else {
+    let Some(state) = task_state(true) else {
         return;
     };
     if state.depth >= MAX_DEPTH {
@@ -244,7 +229,7 @@ pub fn gup_exit(ctx: &impl EbpfContext, id: FuncId, raw_ret: u64) {
     }
     let Some(config) = config(id) else { return };
     let ret = widen(raw_ret, config.ret_is_int);
-    let Some(state) = task_state(ctx, false) else {
+    let Some(state) = task_state(false) else {
         bump_health(Health::UnmatchedExit);
         return;
     };
@@ -405,11 +390,11 @@ pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
     }
     if id == RELEASE_NESTED {
         // Part of an `unpin_user_pages_dirty_lock` already counted.
-        if task_state(ctx, false).is_some_and(|state| state.release_depth != 0) {
+        if task_state(false).is_some_and(|state| state.release_depth != 0) {
             return;
         }
     } else if id == RELEASE_NESTING
-        && let Some(state) = task_state(ctx, true)
+        && let Some(state) = task_state(true)
     {
         state.release_depth = 1;
     }
@@ -440,11 +425,11 @@ pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
 /// Return from `unpin_user_pages_dirty_lock`, the one release function
 /// traced at its return.
 #[inline(always)]
-pub fn release_exit(ctx: &impl EbpfContext) {
+pub fn release_exit() {
     if !counted() {
         return;
     }
-    match task_state(ctx, false) {
+    match task_state(false) {
         Some(state) if state.release_depth != 0 => state.release_depth = 0,
         _ => bump_health(Health::UnmatchedExit),
     }

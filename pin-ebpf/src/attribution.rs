@@ -27,7 +27,7 @@ use pin_common::{
 
 use crate::{
     account::{add_health, bump_health},
-    maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES, SETTINGS, TASKS},
+    maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES, SETTINGS, TASK_STATES},
 };
 
 /// How far past the traced function's address its own frame may point:
@@ -303,11 +303,11 @@ pub fn folio_released(folio: u64, refs: i64, flags: u64) {
     if !lifetimes_on() || flags & setting(SETTING_FOLL_PIN) == 0 || refs <= 0 {
         return;
     }
-    let key = bpf_get_current_pid_tgid();
-    if let Some(task) = unsafe { TASKS.get(&key) } {
-        if task.depth != 0 {
-            return;
-        }
+    if TASK_STATES
+        .current(false)
+        .is_some_and(|task| task.depth != 0)
+    {
+        return;
     }
     let refs = refs as u64;
     let Some(record) = PIN_LIFETIMES.get_ptr_mut(&folio) else {

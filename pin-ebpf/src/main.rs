@@ -18,6 +18,8 @@ mod account;
 mod attribution;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod task_storage;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
@@ -121,8 +123,8 @@ mod programs {
             }
 
             #[fexit]
-            fn $fexit(ctx: FExitContext) -> u32 {
-                account::release_exit(&ctx);
+            fn $fexit(_ctx: FExitContext) -> u32 {
+                account::release_exit();
                 0
             }
 
@@ -139,8 +141,8 @@ mod programs {
             }
 
             #[kretprobe]
-            fn $kretprobe(ctx: RetProbeContext) -> u32 {
-                account::release_exit(&ctx);
+            fn $kretprobe(_ctx: RetProbeContext) -> u32 {
+                account::release_exit();
                 0
             }
         };

@@ -4,14 +4,16 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use pin_common::{
     CallerKey, CallerStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES, FUNC_COUNT, FuncConfig,
     GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, PROCS_CAPACITY, PinRecord, ProcStats, ReleaseStats,
-    TASKS_CAPACITY, TRACKED_CAPACITY, TaskState,
+    TRACKED_CAPACITY, TaskState,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY, SETTINGS_LEN},
 };
+
+use crate::task_storage::TaskStorage;
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
 /// from the kernel's BTF before any program is attached.
@@ -28,10 +30,13 @@ pub static GUP_STATS: PerCpuArray<GupStats> =
 pub static RELEASE_STATS: PerCpuArray<ReleaseStats> =
     PerCpuArray::with_max_entries((FUNC_COUNT - GUP_FUNC_COUNT) as u32, 0);
 
-/// Per thread: where it is inside the GUP family. LRU so that a thread that
-/// dies mid-call (or a missed return probe) cannot fill the map.
-#[map]
-pub static TASKS: LruHashMap<u64, TaskState> = LruHashMap::with_max_entries(TASKS_CAPACITY, 0);
+/// Per thread: where it is inside the GUP family. Task local storage rather
+/// than a hash keyed by thread id: found through the task without hashing
+/// (the lookup every probe makes), and freed when the thread exits, so a
+/// thread that dies mid-call leaves nothing behind.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "TASK_STATES")]
+pub static TASK_STATES: TaskStorage<TaskState> = TaskStorage::new();
 
 /// Per process (tgid): calls, pages, pins and releases.
 #[map]

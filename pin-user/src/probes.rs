@@ -399,6 +399,9 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let mode = options.mode;
     log::info!("loading the eBPF object");
     let mut ebpf = EbpfLoader::new()
+        // TASK_STATES is task local storage, which aya's userspace has no
+        // type for; only the probes use it.
+        .allow_unsupported_maps()
         .map_max_entries("PIN_LIFETIMES", lifetimes::capacity(options.lifetimes))
         .load(EBPF_OBJECT)
         .map_err(|e| AttachError::Load(e.to_string()))?;

@@ -464,7 +464,7 @@ mod tests {
                 }),
             },
             probes,
-            map_fill: vec![("TASKS", 12, 16384), ("PROCS", 1, 8192)],
+            map_fill: vec![("PROCS", 1, 8192)],
             run_stats: vec![("pin_user_pages_fast", 250_000, 20)],
         }
     }

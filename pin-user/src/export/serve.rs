@@ -9,11 +9,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::HashMap as BpfHashMap;
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, header, service::service_fn};
 use hyper_util::rt::TokioIo;
-use pin_common::{FUNCS, PROCS_CAPACITY, TASKS_CAPACITY, TaskState};
+use pin_common::{FUNCS, PROCS_CAPACITY};
 
 use super::metrics::{MetricsInput, openmetrics, prometheus_text};
 use crate::{
@@ -35,19 +34,13 @@ pub struct ServeOptions {
 /// Reads everything one scrape exports.
 pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsInput> {
     let snapshot = Snapshot::read(&probes.ebpf)?;
-    let tasks = probes
-        .ebpf
-        .map("TASKS")
-        .and_then(|m| BpfHashMap::<_, u64, TaskState>::try_from(m).ok())
-        .map_or(0, |m| m.keys().count() as u64);
-    let map_fill = vec![
-        ("TASKS", tasks, u64::from(TASKS_CAPACITY)),
-        (
-            "PROCS",
-            snapshot.procs.len() as u64,
-            u64::from(PROCS_CAPACITY),
-        ),
-    ];
+    // Per-thread state lives in task local storage, freed with each
+    // thread: nothing to fill up, and the kernel cannot list it.
+    let map_fill = vec![(
+        "PROCS",
+        snapshot.procs.len() as u64,
+        u64::from(PROCS_CAPACITY),
+    )];
     let mut run_stats: Vec<(&'static str, u64, u64)> = Vec::new();
     if with_run_stats {
         for (name, prog) in probes.ebpf.programs() {

@@ -121,6 +121,10 @@ pub fn run(args: &GuestArgs) -> anyhow::Result<std::process::ExitCode> {
             function: String::new(),
         },
         Config {
+            kind: TracerKind::PinwatchNoCallers,
+            function: String::new(),
+        },
+        Config {
             kind: TracerKind::Bpftrace,
             function: String::new(),
         },
@@ -303,6 +307,16 @@ fn start_tracer(config: &Config) -> anyhow::Result<Option<Tracer>> {
         TracerKind::Pinwatch => [PINWATCH, "stat", "--json", "--interval", "1s"]
             .map(String::from)
             .to_vec(),
+        TracerKind::PinwatchNoCallers => [
+            PINWATCH,
+            "stat",
+            "--no-callers",
+            "--json",
+            "--interval",
+            "1s",
+        ]
+        .map(String::from)
+        .to_vec(),
         TracerKind::Bpftrace => vec![BPFTRACE.into(), GUP_SCRIPT.into()],
         TracerKind::EmptyPair => vec![BPFTRACE.into(), EMPTY_SCRIPT.into()],
         TracerKind::Funclatency => vec![
@@ -316,7 +330,7 @@ fn start_tracer(config: &Config) -> anyhow::Result<Option<Tracer>> {
     // funclatency says "Tracing ..." once attached, then reports each second.
     let mut attached = false;
     let is_data = move |line: &str| match kind {
-        TracerKind::Pinwatch => line.starts_with('{'),
+        TracerKind::Pinwatch | TracerKind::PinwatchNoCallers => line.starts_with('{'),
         TracerKind::Funclatency => {
             let data = attached;
             attached |= line.starts_with("Tracing");
@@ -387,13 +401,24 @@ fn statistics_passes(
         let before = tools::prog_stats(pid)?;
         run_workload(w, calls, args)?;
         let after = tools::prog_stats(pid)?;
+        let calls = calls * u64::from(w.callers);
+        let run_count = after.run_count.saturating_sub(before.run_count);
+        // Every tracer here probes the call's entry and return: fewer runs
+        // mean it did not see the calls, and its cost would look too low.
+        if run_count < 2 * calls {
+            bail!(
+                "{} ran its programs {run_count} times over {calls} calls of {}: it is not tracing them",
+                config.kind.label(),
+                w.name
+            );
+        }
         run.in_kernel.push(InKernel {
             rep,
             tracer: config.kind.clone(),
             workload: w.name.clone(),
-            calls: calls * u64::from(w.callers),
+            calls,
             run_time_ns: after.run_time_ns.saturating_sub(before.run_time_ns),
-            run_count: after.run_count.saturating_sub(before.run_count),
+            run_count,
             programs: after.programs,
         });
     }

@@ -37,8 +37,9 @@ pub fn spread(samples: &[f64]) -> Option<Spread> {
 }
 
 /// The tracers in report order.
-const TRACED: [TracerKind; 4] = [
+const TRACED: [TracerKind; 5] = [
     TracerKind::Pinwatch,
+    TracerKind::PinwatchNoCallers,
     TracerKind::Bpftrace,
     TracerKind::Funclatency,
     TracerKind::EmptyPair,
@@ -218,7 +219,7 @@ pub fn markdown(run: &BenchRun) -> String {
     );
     let _ = writeln!(
         s,
-        "| workload | pinwatch added / bpftrace added | pinwatch in-kernel / empty pair |\n|---|--:|--:|"
+        "| workload | pinwatch added / bpftrace added | pinwatch in-kernel / empty pair | funclatency in-kernel / empty pair |\n|---|--:|--:|--:|"
     );
     for w in run.workloads.iter().filter(|w| w.pages == 1) {
         let (added, in_kernel) = targets(run, &w.name);
@@ -227,12 +228,20 @@ pub fn markdown(run: &BenchRun) -> String {
                 format!("{v:.2} ({})", if v <= limit { "met" } else { "missed" })
             })
         };
+        let floor = match (
+            in_kernel_ns(run, &TracerKind::Funclatency, &w.name),
+            in_kernel_ns(run, &TracerKind::EmptyPair, &w.name),
+        ) {
+            (Some(f), Some(e)) if e > 0.0 => Some(f / e),
+            _ => None,
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             w.name,
             verdict(added, 0.5),
-            verdict(in_kernel, 2.0)
+            verdict(in_kernel, 2.0),
+            opt(floor, |v| format!("{v:.2}"))
         );
     }
     s

@@ -12,6 +12,8 @@ pub enum TracerKind {
     Untraced,
     /// `pinwatch stat` with its default instrumentation.
     Pinwatch,
+    /// `pinwatch stat --no-callers` (no call-site attribution).
+    PinwatchNoCallers,
     /// The equivalent bpftrace script.
     Bpftrace,
     /// libbpf-tools `funclatency` on the workload's function.
@@ -26,6 +28,7 @@ impl TracerKind {
         match self {
             TracerKind::Untraced => "untraced",
             TracerKind::Pinwatch => "pinwatch",
+            TracerKind::PinwatchNoCallers => "pinwatch --no-callers",
             TracerKind::Bpftrace => "bpftrace",
             TracerKind::Funclatency => "funclatency",
             TracerKind::EmptyPair => "empty fentry+fexit",

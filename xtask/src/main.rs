@@ -24,7 +24,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install every prerequisite (idempotent): nightly rust-src, llvm-22-dev,
-    /// bpf-linker, qemu, busybox, cpio, xz and the VM kernel images.
+    /// bpf-linker, qemu, busybox, cpio, xz, bpftrace, libbpf-tools and the VM
+    /// kernel images.
     Setup,
     /// Boot a stock kernel under qemu with a fresh pinwatch and run CMD.
     Vm {

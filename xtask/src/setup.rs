@@ -24,11 +24,13 @@ const TEST_PACKAGES: &[&str] = &["prometheus"];
 /// The bpf-linker release known to build here against LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Everything: build tools, VM tools, every kernel of the matrix.
+/// Everything: build tools, VM tools, the benchmark's peers, every kernel
+/// of the matrix.
 pub fn all() -> anyhow::Result<std::process::ExitCode> {
     ensure_build_tools()?;
     ensure_test_tools()?;
     ensure_vm_tools()?;
+    crate::bench::ensure_tools()?;
     for spec in kernels::MATRIX_KERNELS {
         let k = kernels::ensure(spec)?;
         println!("kernel {spec}: {}", k.vmlinuz.display());

@@ -31,6 +31,11 @@ const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools"];
 /// bpftrace brings LLVM and clang libraries (~200 MiB) into the initramfs.
 const GUEST_MEMORY_MB: u32 = 4096;
 
+/// bpftrace and libbpf-tools (for `funclatency`).
+pub fn ensure_tools() -> anyhow::Result<()> {
+    setup::ensure_apt(BENCH_PACKAGES)
+}
+
 /// Options of `cargo xtask bench`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
@@ -78,7 +83,7 @@ fn command_line(args: &BenchArgs, kernels: &[String]) -> String {
 /// Runs the benchmark on every kernel and writes the tables.
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     setup::ensure_vm_tools()?;
-    setup::ensure_apt(BENCH_PACKAGES)?;
+    ensure_tools()?;
     let kernels: Vec<String> = if args.kernels.is_empty() {
         kernels::MATRIX_KERNELS
             .iter()

@@ -201,7 +201,8 @@ pub struct TaskState {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
-    /// The per-task state could not be created (map full / error).
+    /// The per-task state could not be created (allocation failure, or the
+    /// kernel refused a recursive use of task local storage).
     TaskStateLost = 0,
     /// An exit probe ran without a matching entry (e.g. kretprobe misses,
     /// or probes attached while the task was already inside the call).

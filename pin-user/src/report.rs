@@ -138,7 +138,7 @@ pub struct IntervalView {
 /// Probe health over an interval.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct HealthView {
-    /// Per-task state lost (map full).
+    /// Per-task state that could not be created (calls not accounted).
     pub task_state_lost: u64,
     /// Returns without a matching entry (e.g. kretprobe misses).
     pub unmatched_exits: u64,

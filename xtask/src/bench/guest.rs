@@ -35,6 +35,9 @@ pub struct GuestArgs {
     /// Scratch block device for the O_DIRECT workloads.
     #[arg(long, default_value = "/dev/ram0")]
     pub device: String,
+    /// Also measure this other pinwatch build (a path inside the VM).
+    #[arg(long, hide = true)]
+    pub baseline_binary: Option<String>,
 }
 
 /// Printed before the JSON of the whole run.
@@ -133,6 +136,12 @@ pub fn run(args: &GuestArgs) -> anyhow::Result<std::process::ExitCode> {
             function: String::new(),
         },
     ];
+    if args.baseline_binary.is_some() {
+        configs.push(Config {
+            kind: TracerKind::Baseline,
+            function: String::new(),
+        });
+    }
     configs.extend(functions.iter().map(|f| Config {
         kind: TracerKind::Funclatency,
         function: f.clone(),
@@ -301,12 +310,18 @@ fn run_workload(w: &WorkloadSpec, calls: u64, args: &GuestArgs) -> anyhow::Resul
     Ok(total / w.callers as f64)
 }
 
-fn start_tracer(config: &Config) -> anyhow::Result<Option<Tracer>> {
+fn start_tracer(config: &Config, args: &GuestArgs) -> anyhow::Result<Option<Tracer>> {
     let argv: Vec<String> = match config.kind {
         TracerKind::Untraced => return Ok(None),
         TracerKind::Pinwatch => [PINWATCH, "stat", "--json", "--interval", "1s"]
             .map(String::from)
             .to_vec(),
+        TracerKind::Baseline => {
+            let binary = args.baseline_binary.clone().unwrap_or_default();
+            [binary.as_str(), "stat", "--json", "--interval", "1s"]
+                .map(String::from)
+                .to_vec()
+        }
         TracerKind::PinwatchNoCallers => [
             PINWATCH,
             "stat",
@@ -330,7 +345,9 @@ fn start_tracer(config: &Config) -> anyhow::Result<Option<Tracer>> {
     // funclatency says "Tracing ..." once attached, then reports each second.
     let mut attached = false;
     let is_data = move |line: &str| match kind {
-        TracerKind::Pinwatch | TracerKind::PinwatchNoCallers => line.starts_with('{'),
+        TracerKind::Pinwatch | TracerKind::PinwatchNoCallers | TracerKind::Baseline => {
+            line.starts_with('{')
+        }
         TracerKind::Funclatency => {
             let data = attached;
             attached |= line.starts_with("Tracing");
@@ -350,7 +367,7 @@ fn measure(
     args: &GuestArgs,
     run: &mut BenchRun,
 ) -> anyhow::Result<()> {
-    let mut tracer = start_tracer(config)?;
+    let mut tracer = start_tracer(config, args)?;
     let covered: Vec<&WorkloadSpec> = workloads.iter().filter(|w| config.covers(w)).collect();
     let cpu_before = match &tracer {
         Some(t) => tools::cpu_time(t.pid())?,

@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Where bench.json and bench.md go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
+    /// Another pinwatch build to measure side by side (e.g. the previous
+    /// release), shown as "baseline pinwatch".
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
     /// Passed to the guest.
     #[command(flatten)]
     pub guest: guest::GuestArgs,
@@ -77,6 +81,9 @@ fn command_line(args: &BenchArgs, kernels: &[String]) -> String {
         " --reps {} --target-ms {}",
         args.guest.reps, args.guest.target_ms
     ));
+    if let Some(baseline) = &args.baseline {
+        s.push_str(&format!(" --baseline {}", baseline.display()));
+    }
     s
 }
 
@@ -92,16 +99,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.kernels.clone()
     };
-    let binaries = [
+    let mut binaries = vec![
         build_release_pinwatch()?,
         std::env::current_exe().context("locating the xtask binary")?,
         which("bpftrace")?,
         which("funclatency")?,
     ];
-    let command = format!(
+    let mut command = format!(
         "mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; /bin/xtask bench-guest --reps {} --target-ms {} --device {}",
         args.guest.reps, args.guest.target_ms, args.guest.device
     );
+    if let Some(baseline) = &args.baseline {
+        // The image keeps file names: give the other build its own.
+        let staged = workspace_root().join("target/vm/pinwatch-baseline");
+        fs::create_dir_all(staged.parent().expect("has a parent"))?;
+        fs::copy(baseline, &staged)
+            .with_context(|| format!("copying the baseline {}", baseline.display()))?;
+        binaries.push(staged);
+        command.push_str(" --baseline-binary /bin/pinwatch-baseline");
+    }
     let mut runs = Vec::new();
     for kernel in &kernels {
         println!("== bench on {kernel}");

@@ -37,9 +37,10 @@ pub fn spread(samples: &[f64]) -> Option<Spread> {
 }
 
 /// The tracers in report order.
-const TRACED: [TracerKind; 5] = [
+const TRACED: [TracerKind; 6] = [
     TracerKind::Pinwatch,
     TracerKind::PinwatchNoCallers,
+    TracerKind::Baseline,
     TracerKind::Bpftrace,
     TracerKind::Funclatency,
     TracerKind::EmptyPair,
@@ -116,8 +117,13 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or("–".into(), f)
 }
 
-/// One kernel's tables in markdown.
+/// One kernel's tables in markdown (columns for the tracers it ran).
 pub fn markdown(run: &BenchRun) -> String {
+    let traced: Vec<TracerKind> = TRACED
+        .into_iter()
+        .filter(|t| run.timings.iter().any(|x| &x.tracer == t))
+        .collect();
+    let labels = traced.iter().map(|t| t.label()).collect::<Vec<_>>();
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -131,9 +137,9 @@ pub fn markdown(run: &BenchRun) -> String {
     let _ = writeln!(
         s,
         "| workload | function | pages | callers | untraced ns/call | {} |",
-        TRACED.map(|t| t.label()).join(" | ")
+        labels.join(" | ")
     );
-    let _ = writeln!(s, "|---|---|--:|--:|--:|{}", "---|".repeat(TRACED.len()));
+    let _ = writeln!(s, "|---|---|--:|--:|--:|{}", "---|".repeat(traced.len()));
     for w in &run.workloads {
         let base: Vec<f64> = (0..run.reps)
             .filter_map(|r| timing(run, &TracerKind::Untraced, &w.name, r))
@@ -146,7 +152,7 @@ pub fn markdown(run: &BenchRun) -> String {
             w.callers,
             opt(spread(&base).map(|s| s.median), |v| format!("{v:.0}"))
         );
-        for tracer in &TRACED {
+        for tracer in &traced {
             let (ratios, added) = overheads(run, tracer, &w.name);
             let cell = match (spread(&ratios), spread(&added)) {
                 (Some(r), Some(a)) => format!(
@@ -163,15 +169,11 @@ pub fn markdown(run: &BenchRun) -> String {
         s,
         "\nIn-kernel cost per call (`kernel.bpf_stats_enabled`): run time of the tracer's BPF programs over a statistics pass divided by the calls made, median; program runs per call in parentheses.\n"
     );
-    let _ = writeln!(
-        s,
-        "| workload | {} |",
-        TRACED.map(|t| t.label()).join(" | ")
-    );
-    let _ = writeln!(s, "|---|{}", "--:|".repeat(TRACED.len()));
+    let _ = writeln!(s, "| workload | {} |", labels.join(" | "));
+    let _ = writeln!(s, "|---|{}", "--:|".repeat(traced.len()));
     for w in &run.workloads {
         let mut row = format!("| {} |", w.name);
-        for tracer in &TRACED {
+        for tracer in &traced {
             let cell = match (
                 in_kernel_ns(run, tracer, &w.name),
                 runs_per_call(run, tracer, &w.name),
@@ -191,7 +193,7 @@ pub fn markdown(run: &BenchRun) -> String {
         s,
         "| tracer | starts | first data | CPU share | peak RSS |\n|---|--:|--:|--:|--:|"
     );
-    for tracer in &TRACED {
+    for tracer in &traced {
         let starts: Vec<_> = run
             .tracer_runs
             .iter()

@@ -14,6 +14,9 @@ pub enum TracerKind {
     Pinwatch,
     /// `pinwatch stat --no-callers` (no call-site attribution).
     PinwatchNoCallers,
+    /// `pinwatch stat` of another build (`--baseline`), for before/after
+    /// comparisons in one run.
+    Baseline,
     /// The equivalent bpftrace script.
     Bpftrace,
     /// libbpf-tools `funclatency` on the workload's function.
@@ -29,6 +32,7 @@ impl TracerKind {
             TracerKind::Untraced => "untraced",
             TracerKind::Pinwatch => "pinwatch",
             TracerKind::PinwatchNoCallers => "pinwatch --no-callers",
+            TracerKind::Baseline => "baseline pinwatch",
             TracerKind::Bpftrace => "bpftrace",
             TracerKind::Funclatency => "funclatency",
             TracerKind::EmptyPair => "empty fentry+fexit",

@@ -3,9 +3,9 @@
 //!
 //! The caller is read at the outermost entry: the traced function's return
 //! address, straight from its frame (trampoline or kprobe registers), or
-//! from a short stack walk when the frame does not look as expected. Lifetimes remember each
-//! pinned folio at the call's return and match it at `gup_put_folio`,
-//! where every FOLL_PIN release ends up.
+//! from a short stack walk when the frame does not look as expected.
+//! Lifetimes remember each pinned folio at the call's return and match it
+//! at `gup_put_folio`, where every FOLL_PIN release ends up.
 
 use core::ffi::c_void;
 

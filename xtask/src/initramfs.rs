@@ -110,7 +110,8 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn which(program: &str) -> anyhow::Result<PathBuf> {
+/// A program's path on this host, or an error that says how to get it.
+pub fn which(program: &str) -> anyhow::Result<PathBuf> {
     let out = cmd::output(Command::new("sh").args(["-c", &format!("command -v {program}")]))
         .with_context(|| format!("{program} not found: run `cargo xtask setup`"))?;
     Ok(PathBuf::from(out.trim()))

@@ -37,9 +37,7 @@ pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
 /// a real terminal there.
 pub fn tmux() -> anyhow::Result<PathBuf> {
     setup::ensure_vm_tools()?;
-    let path = cmd::output(Command::new("sh").args(["-c", "command -v tmux"]))
-        .context("tmux not found: run `cargo xtask setup`")?;
-    Ok(PathBuf::from(path.trim()))
+    initramfs::which("tmux")
 }
 
 /// `cargo xtask vm`: fresh pinwatch (and `with`), boot, run, return the

@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, kernels, setup, vm, workspace_root};
+use crate::{cmd, initramfs, kernels, setup, vm, workspace_root};
 
 /// Debian packages of the peers (carried into the VM image with their
 /// libraries).
@@ -52,12 +52,6 @@ pub struct BenchArgs {
     /// Passed to the guest.
     #[command(flatten)]
     pub guest: guest::GuestArgs,
-}
-
-fn which(program: &str) -> anyhow::Result<PathBuf> {
-    let out = cmd::output(Command::new("sh").args(["-c", &format!("command -v {program}")]))
-        .with_context(|| format!("{program} not found: run `cargo xtask setup`"))?;
-    Ok(PathBuf::from(out.trim()))
 }
 
 /// Builds pinwatch with the release profile (what users run).
@@ -102,8 +96,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut binaries = vec![
         build_release_pinwatch()?,
         std::env::current_exe().context("locating the xtask binary")?,
-        which("bpftrace")?,
-        which("funclatency")?,
+        initramfs::which("bpftrace")?,
+        initramfs::which("funclatency")?,
     ];
     let mut command = format!(
         "mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; /bin/xtask bench-guest --reps {} --target-ms {} --device {}",

@@ -99,7 +99,6 @@ pub fn gup_script(probes: &[Probe]) -> String {
         }
         let fast = kind == FuncKind::FastVariant;
         let (entry, exit, count, ret) = probe_names(p, fast);
-        let f = id;
         let fallback_entry = if fast {
             String::new()
         } else {
@@ -119,14 +118,14 @@ pub fn gup_script(probes: &[Probe]) -> String {
         };
         let split = if fast {
             format!(
-                "    if (@fb[tid] == 1) {{ @fallbacks[{f}] = count(); @fast_pages[{f}] = sum(@n[tid] - @fbn[tid]); if (@sret[tid] > 0) {{ @slow_pages[{f}] = sum(@sret[tid]); }} delete(@fb[tid]); delete(@fbn[tid]); delete(@sret[tid]); }}\n    else if ($r > 0) {{ @fast_pages[{f}] = sum($r); }}\n"
+                "    if (@fb[tid] == 1) {{ @fallbacks[{id}] = count(); @fast_pages[{id}] = sum(@n[tid] - @fbn[tid]); if (@sret[tid] > 0) {{ @slow_pages[{id}] = sum(@sret[tid]); }} delete(@fb[tid]); delete(@fbn[tid]); delete(@sret[tid]); }}\n    else if ($r > 0) {{ @fast_pages[{id}] = sum($r); }}\n"
             )
         } else {
             String::new()
         };
         let _ = write!(
             s,
-            "{exit} {{\n  $d = @d[tid];\n  $r = {ret};\n{fallback_exit}  if ($d == 1) {{\n    @calls[{f}] = count();\n    @latency_ns[{f}] = hist(nsecs - @t[tid]);\n    if ($r > 0) {{ @pages[{f}] = sum($r); }}\n    if ($r < 0) {{ @errors[{f}] = count(); }}\n{split}    delete(@d[tid]); delete(@t[tid]); delete(@n[tid]); delete(@fast[tid]);\n  }} else if ($d > 1) {{ @d[tid] = $d - 1; }}\n}}\n"
+            "{exit} {{\n  $d = @d[tid];\n  $r = {ret};\n{fallback_exit}  if ($d == 1) {{\n    @calls[{id}] = count();\n    @latency_ns[{id}] = hist(nsecs - @t[tid]);\n    if ($r > 0) {{ @pages[{id}] = sum($r); }}\n    if ($r < 0) {{ @errors[{id}] = count(); }}\n{split}    delete(@d[tid]); delete(@t[tid]); delete(@n[tid]); delete(@fast[tid]);\n  }} else if ($d > 1) {{ @d[tid] = $d - 1; }}\n}}\n"
         );
     }
     // bpftrace refuses to print a map no probe writes.

@@ -60,6 +60,10 @@ pub enum Command {
         /// Attach options.
         #[command(flatten)]
         attach: AttachArgs,
+        /// Run without probes, from /proc/vmstat and per-process VmPin only
+        /// (what pinwatch does by itself when the kernel refuses probes).
+        #[arg(long)]
+        reduced: bool,
         /// Time between refreshes (e.g. 1s, 500ms).
         #[arg(long, default_value = "1s", value_parser = parse_interval)]
         interval: Duration,
@@ -107,6 +111,10 @@ pub enum Command {
         /// Attach options.
         #[command(flatten)]
         attach: AttachArgs,
+        /// Run without probes, from /proc/vmstat and per-process VmPin only
+        /// (what pinwatch does by itself when the kernel refuses probes).
+        #[arg(long)]
+        reduced: bool,
         /// Address to listen on (loopback unless you name another).
         #[arg(long, default_value = "127.0.0.1:9435")]
         listen: std::net::SocketAddr,
@@ -121,6 +129,10 @@ pub enum Command {
         /// Attach options.
         #[command(flatten)]
         attach: AttachArgs,
+        /// Run without probes, from /proc/vmstat and per-process VmPin only
+        /// (what pinwatch does by itself when the kernel refuses probes).
+        #[arg(long)]
+        reduced: bool,
         /// Output file (written atomically).
         #[arg(short, long, default_value = "pinwatch-record.json")]
         output: PathBuf,
@@ -178,6 +190,10 @@ pub enum Command {
         /// Attach options.
         #[command(flatten)]
         attach: AttachArgs,
+        /// Run without probes, from /proc/vmstat and per-process VmPin only
+        /// (what pinwatch does by itself when the kernel refuses probes).
+        #[arg(long)]
+        reduced: bool,
         /// Time between summaries (e.g. 1s, 500ms).
         #[arg(long, default_value = "1s", value_parser = parse_interval)]
         interval: Duration,
@@ -250,6 +266,7 @@ pub fn main() -> ExitCode {
             no_callers: false,
             lifetimes: false,
         },
+        reduced: false,
         interval: Duration::from_secs(1),
         pid: None,
         comm: None,
@@ -288,6 +305,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Top {
             attach,
+            reduced,
             interval,
             pid,
             comm,
@@ -306,19 +324,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 attach: attach.options(),
                 interval,
                 filter,
+                reduced,
             })
         }
         Command::Serve {
             attach,
+            reduced,
             listen,
             bpf_stats,
         } => crate::export::serve::run(crate::export::serve::ServeOptions {
             attach: attach.options(),
             listen,
             bpf_stats,
+            reduced,
         }),
         Command::Record {
             attach,
+            reduced,
             output,
             duration,
             interval,
@@ -331,6 +353,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             interval,
             format,
             command,
+            reduced,
         }),
         Command::Diff {
             base,
@@ -369,10 +392,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }),
         Command::Stat {
             attach,
+            reduced,
             interval,
             count,
             json,
-        } => commands::stat::run(attach.options(), interval, count, json),
+        } => commands::stat::run(attach.options(), reduced, interval, count, json),
         Command::Workload {
             name,
             calls,

@@ -16,6 +16,7 @@ pub mod export;
 pub mod kernel;
 pub mod model;
 pub mod probes;
+pub mod reduced;
 pub mod report;
 pub mod signals;
 pub mod snapshot;

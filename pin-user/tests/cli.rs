@@ -48,6 +48,7 @@ fn record(p99: u64) -> Record {
             attach: BTreeMap::new(),
             command: Some(vec!["fio".into()]),
             exit_status: Some(0),
+            reduced: None,
         },
         counts: totals(300),
         intervals: (0..3)

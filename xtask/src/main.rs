@@ -41,6 +41,9 @@ enum Command {
         /// Also carry this host binary (and its libraries) into /bin.
         #[arg(long = "with")]
         with: Vec<std::path::PathBuf>,
+        /// Extra kernel command-line parameters (e.g. lockdown=confidentiality).
+        #[arg(long, default_value = "")]
+        kernel_params: String,
         /// Command to run inside the VM (a shell command line).
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
@@ -79,8 +82,16 @@ fn main() -> ExitCode {
             timeout,
             interactive,
             with,
+            kernel_params,
             cmd,
-        } => vm::run_cli(&kernel, timeout, &cmd.join(" "), interactive, &with),
+        } => vm::run_cli(
+            &kernel,
+            timeout,
+            &cmd.join(" "),
+            interactive,
+            &with,
+            &kernel_params,
+        ),
         Command::Test { only, tests } => test::run(only.as_deref(), tests.as_deref()),
         Command::Bench(args) => bench::run(&args),
         Command::BenchGuest(args) => bench::guest::run(&args),

@@ -123,7 +123,6 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
             &[pinwatch.clone(), suite.clone(), tmux.clone()],
             &command,
             Duration::from_secs(1200),
-            true,
         ) {
             Ok(outcome) => {
                 let text = outcome.lines.join("\n");

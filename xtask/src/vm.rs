@@ -48,47 +48,62 @@ pub fn run_cli(
     command: &str,
     interactive: bool,
     with: &[PathBuf],
+    kernel_params: &str,
 ) -> anyhow::Result<ExitCode> {
     let pinwatch = build_pinwatch()?;
     let mut binaries = vec![pinwatch, tmux()?];
     binaries.extend(with.iter().cloned());
     let timeout = Duration::from_secs(timeout);
-    let outcome = run_with_stdin(
-        kernel,
-        &binaries,
-        command,
-        timeout,
-        true,
+    let options = VmOptions {
         interactive,
         // Extra tools (bpftrace brings ~200 MiB of libraries) live in the
         // initramfs, in guest memory.
-        if with.is_empty() {
+        memory_mb: if with.is_empty() {
             DEFAULT_MEMORY_MB
         } else {
             4 * DEFAULT_MEMORY_MB
         },
-    )?;
+        kernel_params: kernel_params.to_string(),
+        ..VmOptions::default()
+    };
+    let outcome = run_with(kernel, &binaries, command, timeout, &options)?;
     Ok(ExitCode::from(outcome.status.clamp(0, 255) as u8))
 }
 
+/// How a VM boots, beyond its kernel, binaries and command.
+#[derive(Clone, Debug)]
+pub struct VmOptions {
+    /// Stream the console to stdout.
+    pub echo: bool,
+    /// Give the VM this terminal's keyboard (qemu puts it in raw mode;
+    /// Ctrl-A X leaves qemu).
+    pub interactive: bool,
+    /// Guest memory (the initramfs lives in it).
+    pub memory_mb: u32,
+    /// Extra kernel command-line parameters (e.g. `lockdown=...`).
+    pub kernel_params: String,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        Self {
+            echo: true,
+            interactive: false,
+            memory_mb: DEFAULT_MEMORY_MB,
+            kernel_params: String::new(),
+        }
+    }
+}
+
 /// Boots `kernel` with `binaries` in /bin, runs `command`, streams the
-/// console when `echo` is set.
+/// console.
 pub fn run(
     kernel: &str,
     binaries: &[PathBuf],
     command: &str,
     timeout: Duration,
-    echo: bool,
 ) -> anyhow::Result<VmOutcome> {
-    run_with_stdin(
-        kernel,
-        binaries,
-        command,
-        timeout,
-        echo,
-        false,
-        DEFAULT_MEMORY_MB,
-    )
+    run_with(kernel, binaries, command, timeout, &VmOptions::default())
 }
 
 /// Guest memory of a VM run.
@@ -107,18 +122,20 @@ fn host_terminal_size() -> Option<(u16, u16)> {
     (ok && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
-/// Like [`run`]; with `interactive` the VM's console takes this terminal's
-/// keyboard (qemu puts it in raw mode; Ctrl-A X leaves qemu); the guest
-/// gets `memory_mb` of memory (the initramfs lives in it).
-pub fn run_with_stdin(
+/// Like [`run`], booted as `options` say.
+pub fn run_with(
     kernel: &str,
     binaries: &[PathBuf],
     command: &str,
     timeout: Duration,
-    echo: bool,
-    interactive: bool,
-    memory_mb: u32,
+    options: &VmOptions,
 ) -> anyhow::Result<VmOutcome> {
+    let VmOptions {
+        echo,
+        interactive,
+        memory_mb,
+        ref kernel_params,
+    } = *options;
     let command = match (interactive, host_terminal_size()) {
         // The serial console cannot tell the guest its size.
         (true, Some((rows, cols))) => format!("stty rows {rows} cols {cols}; {command}"),
@@ -139,12 +156,11 @@ pub fn run_with_stdin(
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
-        .args([
-            "-append",
-            "console=ttyS0 quiet rdinit=/init panic=-1 oops=panic",
-            "-nographic",
-            "-no-reboot",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 quiet rdinit=/init panic=-1 oops=panic {kernel_params}"
+        ))
+        .args(["-nographic", "-no-reboot"])
         .stdin(if interactive {
             Stdio::inherit()
         } else {

@@ -14,6 +14,16 @@ use crate::{
 /// Runs the comparison.
 pub fn run(base: &Path, new: &Path, threshold: f64, json: bool) -> anyhow::Result<ExitCode> {
     let read = |p: &Path| Record::read(p).map_err(|e| UsageError(e.to_string()));
+    for (path, record) in [(base, read(base)?), (new, read(new)?)] {
+        if record.meta.reduced.is_some() {
+            return Err(UsageError(format!(
+                "{} was recorded in reduced mode (no probes): it has no per-variant figures to \
+                 compare; record on a kernel pinwatch can trace",
+                path.display()
+            ))
+            .into());
+        }
+    }
     let (base, new) = (read(base)?, read(new)?);
     let report = diff(&base, &new, threshold);
     if json {

@@ -2,7 +2,8 @@
 //! runs (only its process tree counts) or for a duration (the whole host),
 //! and write a `pinwatch.record/v1` file. Whatever ends the recording
 //! (command exit, duration, SIGINT/SIGTERM/SIGHUP, an error while
-//! sampling) the file is written, complete, before pinwatch exits.
+//! sampling) the file is written, complete, before pinwatch exits. In
+//! reduced mode the kernel's own pin counters are recorded instead.
 
 use std::{
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
@@ -17,7 +18,8 @@ use anyhow::Context as _;
 use crate::{
     export::record::{Counts, Interval, Meta, Record, SCHEMA},
     kernel::KernelFacts,
-    probes::{self, AttachOptions},
+    probes::AttachOptions,
+    reduced::{self, ReducedSample, ReducedView, Source},
     snapshot::Snapshot,
     vmstat,
 };
@@ -45,6 +47,8 @@ pub struct RecordOptions {
     pub format: RecordFormat,
     /// Command to run and follow.
     pub command: Vec<String>,
+    /// Record in reduced mode even if probes could attach.
+    pub reduced: bool,
 }
 
 /// Whether `program` can be executed: a path, or a name found on PATH.
@@ -83,11 +87,18 @@ fn spawn_gated(command: &[String]) -> anyhow::Result<(Child, std::os::fd::OwnedF
         "pinwatch-record",
     ])
     .args(command);
-    // SAFETY: dup2 is async-signal-safe; it gives the shell the gate as fd 3
+    // SAFETY: dup2 and fcntl are async-signal-safe; they give the shell the gate as fd 3
     // (without O_CLOEXEC).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(gate, 3) < 0 {
+            // dup2 onto itself keeps O_CLOEXEC (pipe2 hands out fd 3 when
+            // nothing else is open), so clear the flag then.
+            let ok = if gate == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(gate, 3) >= 0
+            };
+            if !ok {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -117,7 +128,10 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
         .into());
     }
     let facts = KernelFacts::discover();
-    let mut probes = probes::attach(&facts, opts.attach)?;
+    let mut probes = match reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
+        Source::Probes(probes) => probes,
+        Source::Reduced(reason) => return run_reduced(&opts, &facts, reason),
+    };
     let stop = crate::signals::stop_flag()?;
     let mut child = None;
     if !opts.command.is_empty() {
@@ -171,7 +185,7 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
                     });
                     previous = current;
                 }
-                Err(e) => sampling_error = Some(e),
+                Err(e) => sampling_error = Some(anyhow::Error::new(e)),
             }
             next_tick += opts.interval;
         }
@@ -202,12 +216,29 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
                 .filter_map(|s| s.attached.map(|m| (s.function.to_string(), m.to_string())))
                 .collect(),
             command: (!opts.command.is_empty()).then(|| opts.command.clone()),
-            exit_status: exit_status
-                .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))),
+            exit_status: exit_status.map(exit_code),
+            reduced: None,
         },
         counts: Counts::from_delta(&previous.since(&first)),
         intervals,
     };
+    finish(&opts, record, sampling_error)
+}
+
+/// A child's exit status as a shell would report it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Writes the recording, says where, and returns the command's exit code
+/// (or the sampling error, after the file is safe).
+fn finish(
+    opts: &RecordOptions,
+    record: Record,
+    sampling_error: Option<anyhow::Error>,
+) -> anyhow::Result<ExitCode> {
     match opts.format {
         RecordFormat::Json => record.write_json(&opts.output),
         RecordFormat::Csv => record.write_csv(&opts.output),
@@ -220,11 +251,111 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
         opts.output.display()
     );
     if let Some(e) = sampling_error {
-        return Err(anyhow::Error::new(e)
-            .context("sampling stopped early; the recording holds what came before"));
+        return Err(e.context("sampling stopped early; the recording holds what came before"));
     }
     Ok(match record.meta.exit_status {
         Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// Reduced mode: samples `/proc/vmstat` and `VmPin` (host-wide) while the
+/// command runs or for the duration, then writes the recording.
+fn run_reduced(
+    opts: &RecordOptions,
+    facts: &KernelFacts,
+    reason: crate::reduced::ReducedReason,
+) -> anyhow::Result<ExitCode> {
+    let stop = crate::signals::stop_flag()?;
+    let _ = vmstat::refresh();
+    let first = ReducedSample::read()?;
+    let started = SystemTime::now();
+    let start = Instant::now();
+    let mut child = match opts.command.is_empty() {
+        true => None,
+        false => {
+            // Nothing to follow: open the gate at once.
+            let (c, gate) = spawn_gated(&opts.command)?;
+            let _ = std::io::Write::write_all(&mut std::fs::File::from(gate), b"go\n");
+            Some(c)
+        }
+    };
+    let mut intervals = Vec::new();
+    let (mut previous, mut previous_at) = (first.clone(), start);
+    let mut exit_status = None;
+    let mut sampling_error = None;
+    loop {
+        let next_tick = previous_at + opts.interval;
+        std::thread::sleep(
+            Duration::from_millis(20).min(next_tick.saturating_duration_since(Instant::now())),
+        );
+        if let Some(c) = child.as_mut()
+            && let Some(status) = c.try_wait().context("waiting for the command")?
+        {
+            exit_status = Some(status);
+        }
+        let done = exit_status.is_some()
+            || stop.load(Ordering::Relaxed)
+            || opts.duration.is_some_and(|d| start.elapsed() >= d);
+        if !done && Instant::now() < next_tick {
+            continue;
+        }
+        if done {
+            let _ = vmstat::refresh();
+        }
+        match ReducedSample::read() {
+            Ok(current) => {
+                let now = Instant::now();
+                let view = ReducedView::new(
+                    &previous,
+                    &current,
+                    now.duration_since(previous_at).as_secs_f64(),
+                );
+                intervals.push(Interval {
+                    t_s: previous_at.duration_since(start).as_secs_f64(),
+                    duration_s: view.interval_s,
+                    counts: reduced_counts(view),
+                });
+                (previous, previous_at) = (current, now);
+            }
+            Err(e) => sampling_error = Some(anyhow::Error::new(e)),
+        }
+        if done || sampling_error.is_some() {
+            break;
+        }
+    }
+    if let Some(c) = child.as_mut()
+        && exit_status.is_none()
+    {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        exit_status = c.wait().ok();
+    }
+    let duration_s = previous_at.duration_since(start).as_secs_f64();
+    let record = Record {
+        schema: SCHEMA.to_string(),
+        meta: Meta {
+            kernel: facts.release.clone(),
+            hostname: hostname(),
+            started: humantime::format_rfc3339_seconds(started).to_string(),
+            duration_s,
+            interval_s: opts.interval.as_secs_f64(),
+            attach: Default::default(),
+            command: (!opts.command.is_empty()).then(|| opts.command.clone()),
+            exit_status: exit_status.map(exit_code),
+            reduced: Some(reason),
+        },
+        counts: reduced_counts(ReducedView::new(&first, &previous, duration_s)),
+        intervals,
+    };
+    finish(opts, record, sampling_error)
+}
+
+/// The part of a recording's counts reduced mode has.
+fn reduced_counts(view: ReducedView) -> Counts {
+    Counts {
+        vmstat: view.vmstat,
+        pinned_processes: view.processes,
+        ..Default::default()
+    }
 }

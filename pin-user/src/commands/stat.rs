@@ -1,5 +1,6 @@
 //! `pinwatch stat`: periodic per-variant summaries on stdout, like vmstat;
-//! JSON lines with `--json`.
+//! JSON lines with `--json`. In reduced mode, the kernel's own pin counters
+//! instead (see [`crate::reduced`]).
 
 use std::{process::ExitCode, time::Duration};
 
@@ -8,6 +9,7 @@ use anyhow::Context as _;
 use crate::{
     kernel::KernelFacts,
     probes::{self, AttachOptions},
+    reduced::{self, ReducedSample, ReducedView, Source},
     report::IntervalView,
     snapshot::Snapshot,
 };
@@ -15,12 +17,16 @@ use crate::{
 /// Runs the command until `count` intervals passed or a signal arrives.
 pub fn run(
     options: AttachOptions,
+    force_reduced: bool,
     interval: Duration,
     count: Option<u64>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
-    let mut probes = probes::attach(&facts, options)?;
+    let mut probes = match reduced::attach_or_reduce(&facts, options, force_reduced)? {
+        Source::Probes(probes) => probes,
+        Source::Reduced(_) => return run_reduced(interval, count, json),
+    };
     let attached: Vec<String> = probes
         .status
         .iter()
@@ -34,8 +40,7 @@ pub fn run(
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing a SIGTERM handler")?;
+        let mut stop_signals = crate::signals::StopSignals::new()?;
         let mut kernel_log = match probes.kernel_log.take() {
             // SAFETY: the logger owns its ring buffer map fd, which stays
             // open and unchanged until the logger (inside the AsyncFd) drops.
@@ -61,8 +66,7 @@ pub fn run(
         loop {
             let stop = tokio::select! {
                 _ = ticker.tick() => false,
-                _ = tokio::signal::ctrl_c() => true,
-                _ = sigterm.recv() => true,
+                _ = stop_signals.recv() => true,
                 ready = readable(&mut kernel_log) => {
                     if let Ok(mut guard) = ready {
                         guard.get_inner_mut().flush();
@@ -94,6 +98,31 @@ pub fn run(
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reduced mode: the kernel's pin counters each interval, until `count`
+/// intervals passed or SIGINT, SIGTERM or SIGHUP arrives.
+fn run_reduced(interval: Duration, count: Option<u64>, json: bool) -> anyhow::Result<ExitCode> {
+    let stop = crate::signals::stop_flag()?;
+    let mut previous = ReducedSample::read()?;
+    let mut taken = std::time::Instant::now();
+    let mut printed = 0u64;
+    loop {
+        let stopping = crate::signals::sleep_unless_stopped(&stop, interval);
+        let current = ReducedSample::read()?;
+        let view = ReducedView::new(&previous, &current, taken.elapsed().as_secs_f64());
+        taken = std::time::Instant::now();
+        previous = current;
+        if json {
+            println!("{}", serde_json::to_string(&view)?);
+        } else {
+            println!("{}", view.render_text());
+        }
+        printed += 1;
+        if stopping || count.is_some_and(|c| printed >= c) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
 }
 
 type LogGuard<'a> = tokio::io::unix::AsyncFdReadyMutGuard<'a, probes::KernelLog>;

@@ -138,8 +138,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the tokio runtime")?;
     let (traced, lost) = runtime.block_on(async {
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing a SIGTERM handler")?;
+        let mut stop_signals = crate::signals::StopSignals::new()?;
         let deadline = async {
             match opts.duration {
                 Some(d) => tokio::time::sleep(d).await,
@@ -153,8 +152,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<ExitCode> {
         loop {
             let stop = tokio::select! {
                 _ = ticker.tick() => false,
-                _ = tokio::signal::ctrl_c() => true,
-                _ = sigterm.recv() => true,
+                _ = stop_signals.recv() => true,
                 _ = &mut deadline => true,
             };
             let mut records: Vec<CallRecord> = stream

@@ -299,6 +299,7 @@ mod tests {
                 attach: BTreeMap::new(),
                 command: None,
                 exit_status: None,
+                reduced: None,
             },
             counts: Counts {
                 totals: t,

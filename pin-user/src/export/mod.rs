@@ -6,4 +6,5 @@ mod caller_metrics;
 pub mod diff;
 pub mod metrics;
 pub mod record;
+pub mod reduced_metrics;
 pub mod serve;

@@ -94,6 +94,9 @@ pub struct Counts {
     /// before caller attribution, or with `--no-callers`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub callers: Vec<crate::attribution::view::CallerView>,
+    /// Reduced mode only: processes with the most `VmPin` at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_processes: Vec<crate::reduced::PinnedView>,
 }
 
 impl Counts {
@@ -126,6 +129,7 @@ impl Counts {
                 .collect(),
             vmstat: d.vmstat,
             callers: crate::attribution::view::caller_views(&d.callers, &d.sites),
+            pinned_processes: Vec::new(),
         }
     }
 }
@@ -164,6 +168,11 @@ pub struct Meta {
     /// The command's exit status, when one was given.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exit_status: Option<i32>,
+    /// Present when recorded in reduced mode (no probes): why, and what
+    /// would enable full tracing. Such a recording has only `vmstat` and
+    /// `pinned_processes`, host-wide even when a command was given.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reduced: Option<crate::reduced::ReducedReason>,
 }
 
 /// A whole recording.
@@ -249,6 +258,9 @@ impl Record {
     /// Writes CSV atomically: one row per (interval, variant) plus rows
     /// with interval "total".
     pub fn write_csv(&self, path: &Path) -> std::io::Result<()> {
+        if self.meta.reduced.is_some() {
+            return self.write_reduced_csv(path);
+        }
         write_atomically(path, |f| {
             let mut w = csv::Writer::from_writer(f);
             w.write_record([
@@ -305,6 +317,46 @@ impl Record {
                         opt(v.latency_ns.mean),
                     ])?;
                 }
+            }
+            w.flush()
+        })
+    }
+}
+
+impl Record {
+    /// CSV of a reduced-mode recording: one row per interval (and a
+    /// "total" row) of `/proc/vmstat` FOLL_PIN page changes.
+    fn write_reduced_csv(&self, path: &Path) -> std::io::Result<()> {
+        write_atomically(path, |f| {
+            let mut w = csv::Writer::from_writer(f);
+            w.write_record([
+                "interval",
+                "t_s",
+                "duration_s",
+                "nr_foll_pin_acquired",
+                "nr_foll_pin_released",
+            ])?;
+            let rows = self
+                .intervals
+                .iter()
+                .enumerate()
+                .map(|(i, iv)| (i.to_string(), iv.t_s, iv.duration_s, &iv.counts))
+                .chain(std::iter::once((
+                    "total".to_string(),
+                    0.0,
+                    self.meta.duration_s,
+                    &self.counts,
+                )));
+            for (label, t, dur, counts) in rows {
+                let vm = counts.vmstat;
+                let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+                w.write_record([
+                    label,
+                    format!("{t:.3}"),
+                    format!("{dur:.3}"),
+                    opt(vm.map(|v| v.nr_foll_pin_acquired)),
+                    opt(vm.map(|v| v.nr_foll_pin_released)),
+                ])?;
             }
             w.flush()
         })
@@ -388,6 +440,7 @@ mod tests {
                 attach: BTreeMap::from([("pin_user_pages_fast".into(), "fentry".into())]),
                 command: Some(vec!["fio".into(), "job.fio".into()]),
                 exit_status: Some(0),
+                reduced: None,
             },
             counts: Counts::from_delta(&delta(2)),
             intervals: (0..2)

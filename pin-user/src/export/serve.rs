@@ -1,6 +1,7 @@
 //! `pinwatch serve`: the metrics of [`super::metrics`] over HTTP at
 //! `/metrics`, OpenMetrics when the scraper asks for it (Accept header),
-//! the classic Prometheus text format otherwise. Loopback by default.
+//! the classic Prometheus text format otherwise. Loopback by default. In
+//! reduced mode, the metrics of [`super::reduced_metrics`].
 
 use std::{
     net::SocketAddr,
@@ -17,7 +18,8 @@ use pin_common::{FUNCS, PROCS_CAPACITY};
 use super::metrics::{MetricsInput, openmetrics, prometheus_text};
 use crate::{
     kernel::KernelFacts,
-    probes::{self, AttachOptions, Probes},
+    probes::{AttachOptions, Probes},
+    reduced::{self, ReducedReason, ReducedSample, Source},
     snapshot::Snapshot,
 };
 
@@ -29,6 +31,16 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Ask the kernel to keep BPF run-time statistics while serving.
     pub bpf_stats: bool,
+    /// Serve reduced-mode metrics even if probes could attach.
+    pub reduced: bool,
+}
+
+/// What a scrape reads.
+enum Scraped {
+    /// The probes' maps.
+    Probes(Box<Mutex<Probes>>),
+    /// Reduced mode: /proc, no probes.
+    Reduced(ReducedReason),
 }
 
 /// Reads everything one scrape exports.
@@ -77,7 +89,7 @@ pub fn wants_openmetrics(accept: Option<&str>) -> bool {
 }
 
 fn respond(
-    probes: &Mutex<Probes>,
+    scraped: &Scraped,
     with_run_stats: bool,
     req: &Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -93,13 +105,20 @@ fn respond(
         "/" => return text(200, "pinwatch: metrics at /metrics\n".into()),
         _ => return text(404, "not found; metrics are at /metrics\n".into()),
     }
-    let input = {
-        let probes = probes.lock().unwrap_or_else(|e| e.into_inner());
-        collect(&probes, with_run_stats)
+    let exposition = match scraped {
+        Scraped::Probes(probes) => {
+            let probes = probes.lock().unwrap_or_else(|e| e.into_inner());
+            collect(&probes, with_run_stats)
+                .map(openmetrics)
+                .map_err(|e| format!("reading pinwatch's maps failed: {e:#}"))
+        }
+        Scraped::Reduced(reason) => ReducedSample::read()
+            .map(|sample| super::reduced_metrics::openmetrics(&sample, reason))
+            .map_err(|e| format!("reading the kernel's counters failed: {e}")),
     };
-    let input = match input {
-        Ok(input) => input,
-        Err(e) => return text(500, format!("reading pinwatch's maps failed: {e:#}\n")),
+    let exposition = match exposition {
+        Ok(exposition) => exposition,
+        Err(e) => return text(500, format!("{e}\n")),
     };
     let accept = req
         .headers()
@@ -108,12 +127,12 @@ fn respond(
     let (content_type, body) = if wants_openmetrics(accept) {
         (
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            openmetrics(input),
+            exposition,
         )
     } else {
         (
             "text/plain; version=0.0.4; charset=utf-8",
-            prometheus_text(&openmetrics(input)),
+            prometheus_text(&exposition),
         )
     };
     Response::builder()
@@ -122,10 +141,13 @@ fn respond(
         .expect("static response parts")
 }
 
-/// Serves until SIGINT or SIGTERM.
+/// Serves until SIGINT, SIGTERM or SIGHUP.
 pub fn run(opts: ServeOptions) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
-    let probes = probes::attach(&facts, opts.attach)?;
+    let scraped = match reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
+        Source::Probes(probes) => Scraped::Probes(Box::new(Mutex::new(*probes))),
+        Source::Reduced(reason) => Scraped::Reduced(reason),
+    };
     // Kept for as long as we serve: dropping the fd turns the stats off.
     let _stats = if opts.bpf_stats {
         Some(
@@ -138,7 +160,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<ExitCode> {
     let with_run_stats = opts.bpf_stats
         || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
             .is_ok_and(|s| s.trim() == "1");
-    let probes = Arc::new(Mutex::new(probes));
+    let scraped = Arc::new(scraped);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -151,18 +173,16 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<ExitCode> {
             "pinwatch: serving metrics at http://{}/metrics",
             listener.local_addr()?
         );
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut stop_signals = crate::signals::StopSignals::new()?;
         loop {
             let (stream, _) = tokio::select! {
                 accepted = listener.accept() => accepted.context("accepting a connection")?,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = sigterm.recv() => break,
+                _ = stop_signals.recv() => break,
             };
-            let probes = Arc::clone(&probes);
+            let scraped = Arc::clone(&scraped);
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let response = respond(&probes, with_run_stats, &req);
+                    let response = respond(&scraped, with_run_stats, &req);
                     async move { Ok::<_, std::convert::Infallible>(response) }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod keys;
+pub mod reduced;
 pub mod render;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,8 @@ pub struct TopOptions {
     pub interval: Duration,
     /// Initial process filter.
     pub filter: Option<Filter>,
+    /// Reduced mode even if probes could attach.
+    pub reduced: bool,
 }
 
 /// "16 fentry, 3 kprobe, 1 absent".
@@ -97,7 +100,13 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
         bail!("pinwatch top needs a terminal; use `pinwatch stat` (or --json) for plain output");
     }
     let facts = KernelFacts::discover();
-    let probes = probes::attach(&facts, opts.attach)?;
+    let probes = match crate::reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
+        crate::reduced::Source::Probes(probes) => probes,
+        crate::reduced::Source::Reduced(reason) => {
+            reduced::run(facts.release.clone(), reason, opts.interval)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let stop = crate::signals::stop_flag()?;
     let header = HeaderInfo {
         kernel: facts.release.clone(),

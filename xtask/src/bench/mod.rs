@@ -115,14 +115,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut runs = Vec::new();
     for kernel in &kernels {
         println!("== bench on {kernel}");
-        let outcome = vm::run_with_stdin(
+        let outcome = vm::run_with(
             kernel,
             &binaries,
             &command,
             Duration::from_secs(3 * 3600),
-            true,
-            false,
-            GUEST_MEMORY_MB,
+            &vm::VmOptions {
+                memory_mb: GUEST_MEMORY_MB,
+                ..vm::VmOptions::default()
+            },
         )?;
         let result = outcome
             .lines

@@ -13,8 +13,10 @@ use crate::{
 
 /// Exit code for bad usage (also what clap uses).
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code when the kernel or privileges do not allow tracing.
+/// Exit code when the kernel does not allow tracing.
 pub const EXIT_CANNOT_TRACE: u8 = 3;
+/// Exit code when the process lacks the privileges attaching needs.
+pub const EXIT_PRIVILEGES: u8 = 5;
 
 /// Trace, count and time Linux page pinning (the get_user_pages family).
 #[derive(Debug, Parser)]
@@ -274,7 +276,9 @@ pub fn main() -> ExitCode {
     match run(command) {
         Ok(code) => code,
         Err(err) => {
-            let code = if err.downcast_ref::<AttachError>().is_some() {
+            let code = if let Some(AttachError::Privileges(_)) = err.downcast_ref::<AttachError>() {
+                EXIT_PRIVILEGES
+            } else if err.downcast_ref::<AttachError>().is_some() {
                 EXIT_CANNOT_TRACE
             } else if err.downcast_ref::<UsageError>().is_some()
                 || matches!(

@@ -15,6 +15,7 @@ pub mod events;
 pub mod export;
 pub mod kernel;
 pub mod model;
+pub mod privileges;
 pub mod probes;
 pub mod reduced;
 pub mod report;

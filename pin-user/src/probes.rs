@@ -104,6 +104,20 @@ impl ProbeStatus {
     }
 }
 
+/// Whether an error (or one of its causes) is EPERM or EACCES.
+fn is_permission_denied(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Why the internal fast path stays untraced: its probes would only cost.
 const FAST_INTERNAL_NOT_NEEDED: &str = "not needed: every fast variant is traced, and a fallback shows as the slow call right below the variant";
 
@@ -120,10 +134,18 @@ fn fast_variants_traced(status: &[ProbeStatus]) -> bool {
 /// Errors that stop pinwatch from tracing at all.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    /// The eBPF object (maps) could not be loaded.
+    /// The process lacks the capabilities attaching needs.
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::PrivilegeError),
+    /// The kernel refused bpf() itself although the process holds the
+    /// capabilities: a seccomp filter (containers) or an LSM denies it.
     #[error(
-        "cannot load pinwatch's BPF maps: {0} (pinwatch needs root, or CAP_BPF and CAP_PERFMON)"
+        "the kernel refused bpf() ({0}) although pinwatch holds CAP_BPF and CAP_PERFMON: a seccomp \
+         profile (as in containers) or a security module denies BPF"
     )]
+    Refused(String),
+    /// The eBPF object (maps) could not be loaded.
+    #[error("cannot load pinwatch's BPF maps: {0}")]
     Load(String),
     /// Nothing attached.
     #[error("no GUP function could be traced on kernel {release}: {reason}")]
@@ -396,6 +418,7 @@ fn resolve_symbol(facts: &KernelFacts, func: &FuncInfo) -> Result<String, String
 /// Loads the eBPF object and attaches to every known function the kernel
 /// has, with the requested mechanism. Fails only when nothing attached.
 pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, AttachError> {
+    crate::privileges::check_can_attach()?;
     let mode = options.mode;
     log::info!("loading the eBPF object");
     let mut ebpf = EbpfLoader::new()
@@ -404,7 +427,13 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         .allow_unsupported_maps()
         .map_max_entries("PIN_LIFETIMES", lifetimes::capacity(options.lifetimes))
         .load(EBPF_OBJECT)
-        .map_err(|e| AttachError::Load(e.to_string()))?;
+        .map_err(|e| {
+            if is_permission_denied(&e) {
+                AttachError::Refused(e.to_string())
+            } else {
+                AttachError::Load(e.to_string())
+            }
+        })?;
     let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => Some(logger),
         Err(e) => {

@@ -43,16 +43,22 @@ impl ReducedReason {
         }
     }
 
-    /// The kernel refused every probe; `None` when the error is not about
-    /// the kernel (e.g. the eBPF object failed to load), which reduced mode
-    /// must not paper over.
+    /// The kernel (or the policy around it) refused every probe; `None`
+    /// when the error is the user's to fix (privileges) or a broken eBPF
+    /// object, which reduced mode must not paper over.
     pub fn from_attach_error(err: &AttachError) -> Option<Self> {
         match err {
             AttachError::NothingAttached { .. } => Some(Self {
                 why: err.to_string(),
                 enable: ENABLE_TRACING.into(),
             }),
-            AttachError::Load(_) => None,
+            AttachError::Refused(_) => Some(Self {
+                why: err.to_string(),
+                enable: "run pinwatch on the host, or let the container call bpf() and \
+                         perf_event_open() (e.g. a seccomp profile that allows them)"
+                    .into(),
+            }),
+            AttachError::Privileges(_) | AttachError::Load(_) => None,
         }
     }
 

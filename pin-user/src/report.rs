@@ -118,6 +118,10 @@ pub struct IntervalView {
     pub interval_s: f64,
     /// Variants with any call in the interval.
     pub variants: Vec<VariantView>,
+    /// Functions this kernel has that pinwatch could not attach: their
+    /// calls are not in any figure (`pinwatch probes` says why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untraced: Vec<String>,
     /// Release functions with any call in the interval.
     pub release: Vec<ReleaseView>,
     /// The most active processes (by pages, then calls), at most
@@ -213,6 +217,7 @@ impl IntervalView {
     pub fn new(delta: &Delta) -> Self {
         Self {
             interval_s: delta.seconds,
+            untraced: Vec::new(),
             variants: delta
                 .gup
                 .iter()
@@ -290,6 +295,13 @@ impl IntervalView {
         );
         if self.variants.is_empty() {
             let _ = writeln!(out, "  (no GUP calls in {:.2}s)", self.interval_s);
+        }
+        if !self.untraced.is_empty() {
+            let _ = writeln!(
+                out,
+                "  untraced here (calls not counted): {}",
+                self.untraced.join(", ")
+            );
         }
         for v in &self.variants {
             let per_call = if v.calls > 0 {

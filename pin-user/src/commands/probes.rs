@@ -97,7 +97,9 @@ pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         print_text(&report);
     }
-    Ok(if report.error.is_some() {
+    Ok(if let Err(probes::AttachError::Privileges(_)) = &attached {
+        ExitCode::from(crate::cli::EXIT_PRIVILEGES)
+    } else if report.error.is_some() {
         ExitCode::from(EXIT_CANNOT_TRACE)
     } else if matches!(report.self_check, Some(Err(_))) {
         ExitCode::FAILURE

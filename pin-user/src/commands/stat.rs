@@ -32,7 +32,12 @@ pub fn run(
         .iter()
         .filter_map(|st| st.attached.map(|m| format!("{}:{m}", st.function)))
         .collect();
-    let missing = probes.status.iter().filter(|st| st.is_gap()).count();
+    let untraced: Vec<String> = probes
+        .status
+        .iter()
+        .filter(|st| st.is_gap() && st.symbol.is_some())
+        .map(|st| st.function.to_string())
+        .collect();
     log::info!("attached: {}", attached.join(" "));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -58,9 +63,17 @@ pub fn run(
         // Said only once counting has started, so a caller that waits for
         // this line misses nothing.
         eprintln!(
-            "pinwatch: kernel {}: attached {} functions ({missing} not attached; see `pinwatch probes`)",
+            "pinwatch: kernel {}: attached {} functions{}",
             facts.release,
-            attached.len()
+            attached.len(),
+            if untraced.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; untraced: {} (see `pinwatch probes`)",
+                    untraced.join(", ")
+                )
+            }
         );
         let mut printed = 0u64;
         loop {
@@ -77,6 +90,7 @@ pub fn run(
             };
             let current = Snapshot::read(&probes.ebpf)?;
             let mut view = IntervalView::new(&current.since(&previous));
+            view.untraced.clone_from(&untraced);
             if options.lifetimes {
                 view.outstanding = Some(
                     crate::attribution::lifetimes::read_outstanding(&probes.ebpf)

@@ -32,6 +32,9 @@ pub struct HeaderInfo {
     pub probes: String,
     /// Refresh interval in seconds.
     pub interval_s: f64,
+    /// GUP variants this kernel has that are not traced (each shown as
+    /// such, never as a row of zeros).
+    pub untraced: Vec<&'static str>,
 }
 
 /// Which panel has the keyboard.

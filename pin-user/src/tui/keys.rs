@@ -110,6 +110,7 @@ mod tests {
                 kernel: "k".into(),
                 probes: "p".into(),
                 interval_s: 1.0,
+                untraced: Vec::new(),
             },
             None,
         )

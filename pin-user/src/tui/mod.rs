@@ -50,6 +50,17 @@ pub fn probes_summary(status: &[ProbeStatus]) -> String {
     )
 }
 
+/// GUP variants present on this kernel but not traced.
+pub fn untraced_variants(status: &[ProbeStatus]) -> Vec<&'static str> {
+    status
+        .iter()
+        .filter(|s| {
+            s.is_gap() && s.symbol.is_some() && (s.id as usize) < pin_common::GUP_FUNC_COUNT
+        })
+        .map(|s| s.function)
+        .collect()
+}
+
 /// Reads live maps into frames.
 struct LiveSource<'a> {
     probes: &'a probes::Probes,
@@ -112,6 +123,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
         kernel: facts.release.clone(),
         probes: probes_summary(&probes.status),
         interval_s: opts.interval.as_secs_f64(),
+        untraced: untraced_variants(&probes.status),
     };
     let mut app = App::new(header, opts.filter);
     let mut source = LiveSource {

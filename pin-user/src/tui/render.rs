@@ -19,7 +19,7 @@ use crate::{
 /// Draws the whole dashboard.
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
-    let variant_rows = app.variant_rows().len() as u16;
+    let variant_rows = (app.variant_rows().len() + app.header.untraced.len()) as u16;
     let [header, variants, middle, bottom, footer] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length((variant_rows + 3).clamp(4, (area.height / 3).max(4))),
@@ -148,7 +148,7 @@ fn draw_variants(f: &mut Frame, app: &App, area: Rect) {
     if wide {
         columns.push(("max", 6));
     }
-    let rows: Vec<Row> = app
+    let mut rows: Vec<Row> = app
         .variant_rows()
         .into_iter()
         .map(|id| {
@@ -190,6 +190,13 @@ fn draw_variants(f: &mut Frame, app: &App, area: Rect) {
             Row::new(cells)
         })
         .collect();
+    let empty = rows.is_empty();
+    // After the selectable rows: functions this kernel has but pinwatch
+    // could not attach, labelled, never shown as zeros.
+    rows.extend(app.header.untraced.iter().map(|name| {
+        // "untraced" fits the 8-wide calls/s column; `pinwatch probes` says why.
+        Row::new(vec![name.to_string(), "untraced".into()]).style(Style::default().dim())
+    }));
     let widths: Vec<Constraint> = columns
         .iter()
         .map(|(_, w)| Constraint::Length(*w))
@@ -201,7 +208,6 @@ fn draw_variants(f: &mut Frame, app: &App, area: Rect) {
         VariantSort::Latency => "p99",
         VariantSort::Name => "name",
     };
-    let empty = rows.is_empty();
     let table = Table::new(rows, widths)
         .header(Row::new(header).bold())
         .column_spacing(1)

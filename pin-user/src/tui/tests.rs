@@ -111,6 +111,7 @@ fn app() -> App {
             kernel: "6.12.117+deb12-cloud-amd64".into(),
             probes: "19 fentry, 0 kprobe, 1 absent".into(),
             interval_s: 1.0,
+            untraced: vec!["get_user_pages_unlocked"],
         },
         None,
     );
@@ -161,6 +162,7 @@ fn empty_dashboard_renders() {
             kernel: "k".into(),
             probes: "p".into(),
             interval_s: 1.0,
+            untraced: Vec::new(),
         },
         None,
     );

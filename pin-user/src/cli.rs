@@ -200,7 +200,7 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = parse_interval)]
         interval: Duration,
         /// Stop after this many summaries (default: until Ctrl-C).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
         /// One JSON object per line instead of a table.
         #[arg(long)]
@@ -261,7 +261,18 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version: print as clap does, exit 0.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("pinwatch: error: {}", clap_one_line(&err));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let command = cli.command.unwrap_or(Command::Top {
         attach: AttachArgs {
             attach: AttachMode::Auto,
@@ -294,6 +305,22 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// clap's multi-line usage error as one line: the error, its tip if it
+/// has one, and where to look.
+fn clap_one_line(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines
+        .next()
+        .unwrap_or("bad arguments")
+        .trim_start_matches("error: ");
+    let tip = lines
+        .find_map(|l| l.strip_prefix("tip: "))
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    format!("{first}{tip}; see pinwatch --help")
 }
 
 /// An error and its causes on one line.

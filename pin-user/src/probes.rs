@@ -104,18 +104,18 @@ impl ProbeStatus {
     }
 }
 
-/// Whether an error (or one of its causes) is EPERM or EACCES.
-fn is_permission_denied(err: &(dyn std::error::Error + 'static)) -> bool {
+/// The EPERM or EACCES among an error's causes, if there is one.
+fn permission_denied<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
     let mut next = Some(err);
     while let Some(e) = next {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::PermissionDenied
         {
-            return true;
+            return Some(io);
         }
         next = e.source();
     }
-    false
+    None
 }
 
 /// Why the internal fast path stays untraced: its probes would only cost.
@@ -427,12 +427,9 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         .allow_unsupported_maps()
         .map_max_entries("PIN_LIFETIMES", lifetimes::capacity(options.lifetimes))
         .load(EBPF_OBJECT)
-        .map_err(|e| {
-            if is_permission_denied(&e) {
-                AttachError::Refused(e.to_string())
-            } else {
-                AttachError::Load(e.to_string())
-            }
+        .map_err(|e| match permission_denied(&e) {
+            Some(denied) => AttachError::Refused(denied.to_string()),
+            None => AttachError::Load(e.to_string()),
         })?;
     let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => Some(logger),

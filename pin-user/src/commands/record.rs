@@ -111,6 +111,27 @@ fn spawn_gated(command: &[String]) -> anyhow::Result<(Child, std::os::fd::OwnedF
     Ok((child, write_end))
 }
 
+/// Fails before anything is recorded when the output could not be written
+/// at the end: a missing or unwritable directory, or a directory in the
+/// way. Tries exactly what the final write does (a temporary file beside
+/// the output).
+fn check_output(output: &std::path::Path) -> anyhow::Result<()> {
+    let usage =
+        |why: String| crate::cli::UsageError(format!("cannot write {}: {why}", output.display()));
+    if output.is_dir() {
+        return Err(usage("it is a directory".into()).into());
+    }
+    let dir = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(usage(format!("no directory {}", dir.display())).into());
+    }
+    tempfile::NamedTempFile::new_in(dir).map_err(|e| usage(e.kind().to_string()))?;
+    Ok(())
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -127,6 +148,7 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    check_output(&opts.output)?;
     let facts = KernelFacts::discover();
     let mut probes = match reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
         Source::Probes(probes) => probes,

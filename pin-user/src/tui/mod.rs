@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
 use crate::{
@@ -108,7 +108,11 @@ impl Drop for RestoreTerminal {
 /// Runs the dashboard until q, Ctrl-C, SIGINT, SIGTERM or SIGHUP.
 pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() {
-        bail!("pinwatch top needs a terminal; use `pinwatch stat` (or --json) for plain output");
+        return Err(crate::cli::UsageError(
+            "pinwatch top needs a terminal; use `pinwatch stat` (or --json) for plain output"
+                .into(),
+        )
+        .into());
     }
     let facts = KernelFacts::discover();
     let probes = match crate::reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {

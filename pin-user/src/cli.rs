@@ -260,6 +260,12 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when a reader of our output goes
+    // away (`pinwatch stat | head`) instead of panicking on EPIPE. The
+    // kernel detaches the probes with the process; a recording is written
+    // before anything is printed about it.
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -185,6 +185,33 @@ fn role(kind: FuncKind) -> &'static str {
 }
 
 impl Probes {
+    /// Functions this kernel has that could not be attached.
+    pub fn untraced(&self) -> Vec<&'static str> {
+        self.status
+            .iter()
+            .filter(|st| st.is_gap() && st.symbol.is_some())
+            .map(|st| st.function)
+            .collect()
+    }
+
+    /// "attached 19 functions; untraced: a, b (see `pinwatch probes`)".
+    pub fn summary(&self) -> String {
+        let attached = self
+            .status
+            .iter()
+            .filter(|st| st.attached.is_some())
+            .count();
+        let untraced = self.untraced();
+        if untraced.is_empty() {
+            format!("attached {attached} functions")
+        } else {
+            format!(
+                "attached {attached} functions; untraced: {} (see `pinwatch probes`)",
+                untraced.join(", ")
+            )
+        }
+    }
+
     /// Counts only `pid` and the processes it forks from now on (`record
     /// -- CMD`): attaches the fork/exit tracepoints that keep the followed
     /// set current, adds `pid`, and turns the kernel-side filter on.

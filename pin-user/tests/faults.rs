@@ -17,6 +17,9 @@ use std::{
 
 use pinwatch::export::record::{Counts, Meta, Record, SCHEMA};
 
+#[path = "common/sandbox.rs"]
+mod sandbox;
+
 /// How the child is started.
 #[derive(Clone, Copy)]
 enum As {
@@ -48,31 +51,6 @@ fn fault(what: &'static str, args: &[&str], code: i32) -> Fault {
     }
 }
 
-/// Removes CAP_BPF (39) and CAP_SYS_ADMIN (21) from the bounding set, so
-/// the exec'd root process does not get them (raw prctl: async-signal-safe).
-fn drop_cap_bpf() -> std::io::Result<()> {
-    for cap in [21, 39] {
-        // SAFETY: a plain prctl.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// A seccomp program that fails bpf() with EPERM and allows the rest.
-fn deny_bpf_filter() -> seccompiler::BpfProgram {
-    use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
-    SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_bpf, vec![])]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        TargetArch::x86_64,
-    )
-    .and_then(TryInto::try_into)
-    .expect("seccomp filter")
-}
-
 /// Runs pinwatch; returns (exit code, stderr, stdout).
 fn run(fault: &Fault) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pinwatch"));
@@ -84,30 +62,14 @@ fn run(fault: &Fault) -> (i32, String, String) {
         As::Invoker => {}
         As::Nobody => {
             // SAFETY: setgroups, setgid and setuid are async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setgid(65534) != 0
-                        || libc::setuid(65534) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                })
-            };
+            unsafe { cmd.pre_exec(sandbox::become_nobody) };
         }
         As::RootWithoutCapBpf => {
             // SAFETY: only raw syscalls between fork and exec.
-            unsafe { cmd.pre_exec(drop_cap_bpf) };
+            unsafe { cmd.pre_exec(sandbox::drop_cap_bpf) };
         }
         As::SeccompDeniesBpf => {
-            let filter = deny_bpf_filter();
-            // SAFETY: prctl and seccomp on a program built before fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    seccompiler::apply_filter(&filter).map_err(std::io::Error::other)
-                })
-            };
+            sandbox::deny_bpf(&mut cmd);
         }
     }
     let out = cmd.output().expect("run pinwatch");

@@ -108,6 +108,7 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
     let suite = vm_test_binary()?;
     let tmux = vm::tmux()?;
     let mut failures = Vec::new();
+    let mut faults = Vec::new();
     for (kernel, attach) in MATRIX {
         let name = format!("{kernel}/{attach}");
         if only.is_some_and(|o| !name.contains(o)) {
@@ -125,6 +126,16 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
             Duration::from_secs(1200),
         ) {
             Ok(outcome) => {
+                faults.extend(
+                    outcome
+                        .lines
+                        .iter()
+                        // libtest may print a row after "test name ... ".
+                        .filter_map(|l| {
+                            l.find(FAULT_MARKER).map(|at| &l[at + FAULT_MARKER.len()..])
+                        })
+                        .map(|row| row.trim().to_string()),
+                );
                 let text = outcome.lines.join("\n");
                 if !tally.add_libtest(&text) {
                     tally.failed += 1;
@@ -139,6 +150,16 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
             }
         }
     }
+    // The whole matrix rewrites the committed table; a partial run writes
+    // beside it.
+    let table = if only.is_none() && tests.is_none() {
+        workspace_root().join("docs/faults/vm.md")
+    } else {
+        workspace_root().join("target/vm/faults-vm.md")
+    };
+    std::fs::write(&table, fault_table(&faults))
+        .with_context(|| format!("writing {}", table.display()))?;
+    println!("fault table: {}", table.display());
     println!("== summary");
     for f in &failures {
         println!("FAILED {f}");
@@ -151,6 +172,27 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
             ExitCode::FAILURE
         },
     )
+}
+
+/// What the VM suite prints before each fault-table row.
+const FAULT_MARKER: &str = "FAULT|";
+
+/// The VM fault table from `FAULT|kernel|attach|fault|outcome` rows.
+fn fault_table(rows: &[String]) -> String {
+    let mut out = String::from(
+        "# Faults on kernels that can trace\n\n\
+         Written by `cargo xtask test` from what the VM suite \
+         (`pin-user/tests/vm/robustness.rs`) observed; each row is also an \
+         assertion there. Bad input and host-side faults: `host.snap`.\n\n\
+         | kernel | attach | fault | observed |\n|---|---|---|---|\n",
+    );
+    for row in rows {
+        let cells: Vec<&str> = row.splitn(4, '|').collect();
+        if let [kernel, attach, fault, outcome] = cells[..] {
+            out.push_str(&format!("| {kernel} | {attach} | {fault} | {outcome} |\n"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

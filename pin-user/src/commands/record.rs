@@ -167,6 +167,14 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
     }
     let _ = vmstat::refresh();
     let first = Snapshot::read(&probes.ebpf)?;
+    // Said once counting has started, so a caller that waits for this
+    // line misses nothing.
+    eprintln!(
+        "pinwatch: recording to {}: kernel {}: {}",
+        opts.output.display(),
+        facts.release,
+        probes.summary()
+    );
     let started = SystemTime::now();
     let start = Instant::now();
     // A line through the gate lets the command exec.

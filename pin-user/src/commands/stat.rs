@@ -32,12 +32,7 @@ pub fn run(
         .iter()
         .filter_map(|st| st.attached.map(|m| format!("{}:{m}", st.function)))
         .collect();
-    let untraced: Vec<String> = probes
-        .status
-        .iter()
-        .filter(|st| st.is_gap() && st.symbol.is_some())
-        .map(|st| st.function.to_string())
-        .collect();
+    let untraced: Vec<String> = probes.untraced().iter().map(|f| f.to_string()).collect();
     log::info!("attached: {}", attached.join(" "));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -62,19 +57,7 @@ pub fn run(
         let mut previous = Snapshot::read(&probes.ebpf)?;
         // Said only once counting has started, so a caller that waits for
         // this line misses nothing.
-        eprintln!(
-            "pinwatch: kernel {}: attached {} functions{}",
-            facts.release,
-            attached.len(),
-            if untraced.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; untraced: {} (see `pinwatch probes`)",
-                    untraced.join(", ")
-                )
-            }
-        );
+        eprintln!("pinwatch: kernel {}: {}", facts.release, probes.summary());
         let mut printed = 0u64;
         loop {
             let stop = tokio::select! {

@@ -95,14 +95,20 @@ pub fn start_pinwatch(args: &[&str], started: &str) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn pinwatch {args:?}: {e}"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
-    BufReader::new(child.stderr.take().expect("stderr"))
-        .read_line(&mut line)
-        .expect("start line");
+    stderr.read_line(&mut line).expect("start line");
     assert!(
         line.contains(started),
         "pinwatch {args:?} did not start: {line:?}"
     );
+    // Keep reading, passing it on: a closed pipe would fail pinwatch's
+    // later messages.
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("  | {line}");
+        }
+    });
     child
 }
 

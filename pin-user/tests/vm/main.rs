@@ -21,5 +21,6 @@ mod checks;
 mod dashboard;
 mod harness;
 mod record;
+mod robustness;
 mod serve;
 mod validate;

@@ -1,0 +1,359 @@
+//! Faults on a kernel that can trace: signals end every long-running
+//! command cleanly (probes detached, recordings complete), SIGKILL leaves
+//! no program, link or map of pinwatch in the kernel, a kernel that
+//! refuses bpf() (seccomp) gives reduced mode with exact vmstat counts,
+//! and an unmounted tracefs is mounted again. Each outcome is printed as a
+//! `FAULT|...` line; `cargo xtask test` gathers them into
+//! `docs/faults/vm.md`.
+
+use std::{
+    collections::BTreeSet,
+    io::Read as _,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use pinwatch::export::record::Record;
+
+use crate::harness::{Harness, harness, pinwatch_bin, start_pinwatch};
+
+#[path = "../common/sandbox.rs"]
+mod sandbox;
+
+/// One row of the VM fault table.
+fn fault(h: &Harness, what: &str, outcome: &str) {
+    eprintln!("FAULT|{}|{}|{what}|{outcome}", h.release, h.attach_arg());
+}
+
+/// BPF object ids the kernel holds: programs, links, maps.
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct BpfObjects {
+    programs: BTreeSet<u32>,
+    links: BTreeSet<u32>,
+    maps: BTreeSet<u32>,
+}
+
+impl BpfObjects {
+    fn now() -> Self {
+        Self {
+            // Objects can vanish while being listed: skip those errors.
+            programs: aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .map(|p| p.id())
+                .collect(),
+            links: aya::programs::loaded_links()
+                .filter_map(Result::ok)
+                .map(|l| l.id())
+                .collect(),
+            maps: aya::maps::loaded_maps()
+                .filter_map(Result::ok)
+                .map(|m| m.id())
+                .collect(),
+        }
+    }
+
+    /// Objects in `self` that `baseline` lacks: (programs, links, maps).
+    fn beyond(&self, baseline: &Self) -> (usize, usize, usize) {
+        (
+            self.programs.difference(&baseline.programs).count(),
+            self.links.difference(&baseline.links).count(),
+            self.maps.difference(&baseline.maps).count(),
+        )
+    }
+}
+
+/// Waits until the kernel has released everything beyond `baseline` (it
+/// frees programs after an RCU grace period); returns what is left.
+fn settle(baseline: &BpfObjects) -> (usize, usize, usize) {
+    let started = Instant::now();
+    loop {
+        let left = BpfObjects::now().beyond(baseline);
+        if left == (0, 0, 0) || started.elapsed() > Duration::from_secs(15) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGKILL => "SIGKILL",
+        _ => "signal",
+    }
+}
+
+/// 30 process_vm_writev calls of 8 pages: 30 pin_user_pages_remote calls,
+/// 240 FOLL_PIN pages.
+fn pinning_workload() {
+    let status = Command::new(pinwatch_bin())
+        .args([
+            "workload",
+            "process-vm-writev",
+            "--calls",
+            "30",
+            "--pages",
+            "8",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn remote_calls(rec: &Record) -> u64 {
+    rec.counts
+        .totals
+        .get("pin_user_pages_remote")
+        .map_or(0, |v| v.calls)
+}
+
+#[test]
+fn signals_detach_and_finish_every_command() {
+    let h = harness();
+    let attach = h.attach_arg();
+    let baseline = BpfObjects::now();
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let name = signal_name(sig);
+        let path = format!("/tmp/signal-{name}.json");
+        let commands: [(&str, Vec<&str>, &str); 4] = [
+            (
+                "record",
+                vec!["record", "-o", &path, "--interval", "200ms"],
+                "recording to",
+            ),
+            ("stat", vec!["stat", "--interval", "10s"], "attached"),
+            ("trace", vec!["trace", "--json"], "tracing GUP calls"),
+            (
+                "serve",
+                vec!["serve", "--listen", "127.0.0.1:0"],
+                "serving metrics",
+            ),
+        ];
+        for (command, mut args, started) in commands {
+            args.extend(["--attach", &attach]);
+            let child = start_pinwatch(&args, started);
+            let running = BpfObjects::now().beyond(&baseline);
+            assert!(running.0 > 0, "{command} loaded no program");
+            pinning_workload();
+            signal(&child, sig);
+            let out = child.wait_with_output().unwrap();
+            let left = settle(&baseline);
+            let mut outcome = format!(
+                "exit {}; {} programs, {} links, {} maps while running, {} {} {} after",
+                out.status.code().unwrap_or(-1),
+                running.0,
+                running.1,
+                running.2,
+                left.0,
+                left.1,
+                left.2
+            );
+            assert_eq!(out.status.code(), Some(0), "{command} after {name}");
+            assert_eq!(left, (0, 0, 0), "{command} left objects after {name}");
+            if command == "record" {
+                let rec = Record::read(Path::new(&path)).expect("complete JSON");
+                assert_eq!(remote_calls(&rec), 30, "{command} after {name}");
+                outcome.push_str("; recording complete, 30/30 calls");
+            }
+            if command == "stat" {
+                // The interval the signal cut short is printed.
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(text.contains("pin_user_pages_remote"), "{text}");
+                outcome.push_str("; last interval printed");
+            }
+            fault(&h, &format!("{name} to {command}"), &outcome);
+        }
+    }
+}
+
+#[test]
+fn sigkill_leaves_nothing_in_the_kernel() {
+    let h = harness();
+    let attach = h.attach_arg();
+    let baseline = BpfObjects::now();
+    // pinwatch pins nothing: bpffs must stay empty of it.
+    let bpffs = Path::new("/sys/fs/bpf");
+    let _ = std::fs::create_dir_all(bpffs);
+    // SAFETY: mount(2) with valid C strings; failing is fine (mounted).
+    unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    let pinned_before = std::fs::read_dir(bpffs).map_or(0, |d| d.count());
+    let commands: [(&str, Vec<&str>, &str); 3] = [
+        (
+            "stat --lifetimes",
+            vec!["stat", "--lifetimes", "--interval", "1s"],
+            "attached",
+        ),
+        (
+            "record -- CMD",
+            vec!["record", "-o", "/tmp/killed.json", "--", "sleep", "600"],
+            "recording to",
+        ),
+        ("trace", vec!["trace"], "tracing GUP calls"),
+    ];
+    for (command, mut args, started) in commands {
+        args.extend(["--attach", &attach]);
+        let mut child = start_pinwatch(&args, started);
+        pinning_workload();
+        let running = BpfObjects::now().beyond(&baseline);
+        assert!(running.0 > 0 && running.2 > 0, "{command}: {running:?}");
+        signal(&child, libc::SIGKILL);
+        let _ = child.wait();
+        let left = settle(&baseline);
+        let pinned = std::fs::read_dir(bpffs).map_or(0, |d| d.count()) - pinned_before;
+        fault(
+            &h,
+            &format!("SIGKILL to {command}"),
+            &format!(
+                "{} programs, {} links, {} maps while running; {} {} {} left after; {pinned} pinned in bpffs",
+                running.0, running.1, running.2, left.0, left.1, left.2
+            ),
+        );
+        assert_eq!(left, (0, 0, 0), "{command} left objects after SIGKILL");
+        assert_eq!(pinned, 0);
+    }
+    // The killed recording's command is not left behind either: it got
+    // no SIGKILL, but `sleep` is its own process. Reap it if it lingers.
+    let _ = Command::new("pkill").args(["-x", "sleep"]).status();
+}
+
+#[test]
+fn refused_bpf_gives_reduced_mode_with_exact_vmstat() {
+    let h = harness();
+    let mut cmd = Command::new(pinwatch_bin());
+    cmd.args([
+        "record",
+        "-o",
+        "/tmp/reduced.json",
+        "--interval",
+        "200ms",
+        "--",
+    ])
+    .args([&pinwatch_bin(), "workload", "process-vm-writev"])
+    .args(["--calls", "30", "--pages", "8"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    sandbox::deny_bpf(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reduced mode") && stderr.contains("seccomp"),
+        "{stderr}"
+    );
+    let rec = Record::read(Path::new("/tmp/reduced.json")).expect("a reduced recording");
+    assert!(rec.meta.reduced.is_some());
+    assert!(rec.counts.totals.is_empty(), "no per-variant figures");
+    let vm = rec.counts.vmstat.expect("vmstat counters");
+    fault(
+        &h,
+        "bpf() denied by seccomp: record -- 30 x 8-page process_vm_writev",
+        &format!(
+            "reduced mode; vmstat acquired {} released {} (expected 240 240)",
+            vm.nr_foll_pin_acquired, vm.nr_foll_pin_released
+        ),
+    );
+    assert_eq!(
+        (vm.nr_foll_pin_acquired, vm.nr_foll_pin_released),
+        (240, 240)
+    );
+}
+
+#[test]
+fn reduced_mode_shows_vmpin() {
+    let h = harness();
+    // This process registers a 16-page io_uring fixed buffer: VmPin 64 KiB.
+    let ring = io_uring::IoUring::new(4).unwrap();
+    let mut buffer = vec![0u8; 16 * 4096 + 4096];
+    let start = buffer.as_mut_ptr().align_offset(4096);
+    let iov = libc::iovec {
+        iov_base: buffer[start..].as_mut_ptr().cast(),
+        iov_len: 16 * 4096,
+    };
+    // SAFETY: the buffer outlives the registration, ended below.
+    unsafe { ring.submitter().register_buffers(&[iov]) }.unwrap();
+    let out = Command::new(pinwatch_bin())
+        .args([
+            "stat",
+            "--reduced",
+            "--json",
+            "--count",
+            "1",
+            "--interval",
+            "200ms",
+        ])
+        .output()
+        .unwrap();
+    ring.submitter().unregister_buffers().unwrap();
+    drop(ring);
+    assert!(out.status.success());
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let me = std::process::id();
+    let mine = view["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == me)
+        .map(|p| p["vm_pin_kb"].clone());
+    fault(
+        &h,
+        "stat --reduced beside a 16-page io_uring fixed buffer",
+        &format!(
+            "VmPin of the registering process: {} KiB (expected 64)",
+            mine.as_ref().map_or("absent".into(), |v| v.to_string())
+        ),
+    );
+    assert_eq!(mine, Some(serde_json::json!(64)), "{view}");
+}
+
+#[test]
+fn unmounted_tracefs_is_mounted_again() {
+    let h = harness();
+    let tracing = c"/sys/kernel/tracing";
+    // SAFETY: umount2 on a valid path; it may be busy or not mounted.
+    let unmounted = unsafe { libc::umount2(tracing.as_ptr(), libc::MNT_DETACH) } == 0;
+    let status = Command::new(pinwatch_bin())
+        .args([
+            "record",
+            "-o",
+            "/tmp/tracefs.json",
+            "--attach",
+            &h.attach_arg(),
+        ])
+        .args(["--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let mounted = Path::new("/sys/kernel/tracing/events/sched").exists();
+    let mut err = String::new();
+    let _ = status.stderr.as_slice().read_to_string(&mut err);
+    fault(
+        &h,
+        "tracefs unmounted: record -- CMD (follows forks via sched tracepoints)",
+        &format!(
+            "unmounted first: {unmounted}; exit {}; tracefs mounted after: {mounted}",
+            status.status.code().unwrap_or(-1)
+        ),
+    );
+    assert!(unmounted, "could not unmount tracefs for the test");
+    assert!(status.status.success(), "{err}");
+    assert!(mounted);
+}

@@ -44,11 +44,6 @@ pub fn configure(
     let foll_pin = FollFlags::for_kernel(facts.btf.as_ref().ok())
         .value("FOLL_PIN")
         .ok_or("the kernel's FOLL_PIN value is unknown")?;
-    if options.callers {
-        // Views name call sites; parsing kallsyms takes a while (seconds
-        // under emulation), so start now rather than at the first view.
-        symbols::preload();
-    }
     let mechanism = if options.lifetimes {
         Some(attach_release_hook(ebpf, facts, options.mode, aya_btf)?)
     } else {

@@ -122,6 +122,12 @@ pub fn preload() {
     });
 }
 
+/// Loads the kernel's symbols now and waits until they are in memory
+/// (before giving up the privilege of reading real kallsyms addresses).
+pub fn load() {
+    let _ = resolve([0xffff_ffff_8100_0000]);
+}
+
 /// Names every address in `addrs` (0 and unresolvable ones as unknown or
 /// as the bare address).
 pub fn resolve(addrs: impl IntoIterator<Item = u64>) -> BTreeMap<u64, CallSite> {

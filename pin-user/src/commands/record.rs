@@ -166,6 +166,12 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
         child = Some((c, gate));
     }
     let _ = vmstat::refresh();
+    // Stays root: it signals and reaps a root child, refreshes vmstat
+    // (root's file) and writes where the output was checked.
+    probes.shed_privileges(&crate::privileges::Needs {
+        stay_root: true,
+        keep: vec![caps::Capability::CAP_DAC_OVERRIDE],
+    })?;
     let first = Snapshot::read(&probes.ebpf)?;
     // Said once counting has started, so a caller that waits for this
     // line misses nothing.

@@ -34,6 +34,7 @@ pub fn run(
         .collect();
     let untraced: Vec<String> = probes.untraced().iter().map(|f| f.to_string()).collect();
     log::info!("attached: {}", attached.join(" "));
+    probes.shed_privileges(&Default::default())?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

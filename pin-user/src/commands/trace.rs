@@ -119,9 +119,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<ExitCode> {
     };
     let mut stream =
         EventStream::start(&mut probes.ebpf, filter, flags).context("starting per-call events")?;
-    if opts.attach.callers {
-        symbols::preload();
-    }
+    probes.shed_privileges(&Default::default())?;
     let lost_at_start = events_lost(&probes);
     let t0 = crate::attribution::lifetimes::monotonic_ns();
     eprintln!(

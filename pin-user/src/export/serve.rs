@@ -160,15 +160,23 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<ExitCode> {
     let with_run_stats = opts.bpf_stats
         || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
             .is_ok_and(|s| s.trim() == "1");
+    // Bound before privileges go, so a port below 1024 still works.
+    let listener = std::net::TcpListener::bind(opts.listen)
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    listener.set_nonblocking(true)?;
+    if let Scraped::Probes(probes) = &scraped {
+        probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shed_privileges(&Default::default())?;
+    }
     let scraped = Arc::new(scraped);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         eprintln!(
             "pinwatch: serving metrics at http://{}/metrics",
             listener.local_addr()?

@@ -122,6 +122,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
+    probes.shed_privileges(&Default::default())?;
     let stop = crate::signals::stop_flag()?;
     let header = HeaderInfo {
         kernel: facts.release.clone(),

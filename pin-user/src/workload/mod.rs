@@ -9,6 +9,7 @@
 //! kernel; the report states the facts a test needs to compute that.
 
 mod buffer;
+mod fork;
 mod futex;
 mod odirect;
 mod pipe;
@@ -30,6 +31,9 @@ pub enum WorkloadKind {
     ProcessVmReadv,
     /// process_vm_writev into this process's own memory (pin_user_pages_remote, FOLL_WRITE).
     ProcessVmWritev,
+    /// Like process-vm-writev, each call from a fresh forked child that
+    /// then exits (many short-lived processes, for soak tests).
+    ForkWritev,
     /// O_DIRECT read into the buffer (6.3+: pin_user_pages_fast; older: get_user_pages_fast).
     OdirectRead,
     /// O_DIRECT write from the buffer (same paths as odirect-read).
@@ -181,6 +185,7 @@ fn prepare(opts: &WorkloadOptions) -> Result<Box<dyn Prepared>, WorkloadError> {
     Ok(match opts.kind {
         WorkloadKind::ProcessVmReadv => Box::new(remote::ProcessVm::new(opts, false)?),
         WorkloadKind::ProcessVmWritev => Box::new(remote::ProcessVm::new(opts, true)?),
+        WorkloadKind::ForkWritev => Box::new(fork::ForkWritev::new(opts)?),
         WorkloadKind::ProcMemRead => Box::new(remote::ProcMem::new(opts)?),
         WorkloadKind::OdirectRead => Box::new(odirect::Odirect::new(opts, false)?),
         WorkloadKind::OdirectWrite => Box::new(odirect::Odirect::new(opts, true)?),

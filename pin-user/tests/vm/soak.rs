@@ -1,0 +1,136 @@
+//! Soak: `pinwatch serve`, scraped every second as a fast Prometheus
+//! would, runs while tens of thousands of short-lived processes each pin
+//! once (`workload fork-writev`). The agent's RSS must stay flat, the
+//! per-process table bounded by its capacity (LRU), and the counts exact:
+//! equal to the workload's and to `/proc/vmstat`'s.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use pinwatch::{vmstat, workload::WorkloadReport};
+
+use crate::harness::{harness, pinwatch_bin, start_pinwatch};
+
+/// Processes the workload forks (`PINWATCH_SOAK_PROCESSES` overrides).
+const PROCESSES: u64 = 30_000;
+
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to pinwatch serve");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn sample(body: &str, series: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .ok()
+        .and_then(|s| s.vmrss)
+        .unwrap_or(0)
+}
+
+#[test]
+fn soak_many_short_lived_processes() {
+    let h = harness();
+    let processes: u64 = std::env::var("PINWATCH_SOAK_PROCESSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PROCESSES);
+    let addr = "127.0.0.1:9436";
+    let serve = start_pinwatch(
+        &["serve", "--listen", addr, "--attach", &h.attach_arg()],
+        "serving metrics",
+    );
+    let calls = "pinwatch_gup_calls_total{variant=\"pin_user_pages_remote\"}";
+    let pages = "pinwatch_gup_pages_total{variant=\"pin_user_pages_remote\",outcome=\"returned\"}";
+    let entries = "pinwatch_map_entries{map=\"PROCS\"}";
+    let capacity = "pinwatch_map_capacity{map=\"PROCS\"}";
+    vmstat::refresh().unwrap();
+    let vm_before = vmstat::PinCounters::read().unwrap().unwrap();
+    let before = scrape(addr);
+
+    let started = Instant::now();
+    let mut workload = Command::new(pinwatch_bin())
+        .args(["workload", "fork-writev", "--pages", "1", "--json", "--calls"])
+        .arg(processes.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("workload");
+    let mut rss = Vec::new();
+    let mut fill_max = 0;
+    let mut cap = 0;
+    while workload.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_secs(1));
+        let body = scrape(addr);
+        fill_max = fill_max.max(sample(&body, entries));
+        cap = sample(&body, capacity);
+        rss.push(rss_kb(serve.id()));
+    }
+    let mut out = String::new();
+    workload
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(workload.wait().unwrap().success());
+    let report: WorkloadReport = serde_json::from_str(out.trim()).expect("workload report");
+    let elapsed = started.elapsed();
+    vmstat::refresh().unwrap();
+    let vm = vmstat::PinCounters::read().unwrap().unwrap().since(&vm_before);
+    let after = scrape(addr);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert!(serve.wait_with_output().unwrap().status.success());
+
+    let seen_calls = sample(&after, calls) - sample(&before, calls);
+    let seen_pages = sample(&after, pages) - sample(&before, pages);
+    // Flat: the second half of the run never exceeds the first half's
+    // peak by more than 2 MiB.
+    let half = rss.len() / 2;
+    let first_peak = rss[..half.max(1)].iter().copied().max().unwrap_or(0);
+    let second_peak = rss[half..].iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "\nFAULT|{}|{}|soak: {} short-lived processes pinning 1 page each, serve scraped every 1 s|{:.0} s; \
+         counted {seen_calls} calls, {seen_pages} pages, vmstat +{} -{}; PROCS map fill max {fill_max}/{cap}; \
+         agent RSS first half peak {} KiB, second half peak {} KiB ({} samples)",
+        h.release,
+        h.attach_arg(),
+        report.calls,
+        elapsed.as_secs_f64(),
+        vm.nr_foll_pin_acquired,
+        vm.nr_foll_pin_released,
+        first_peak,
+        second_peak,
+        rss.len()
+    );
+    assert_eq!(report.calls, processes);
+    assert_eq!((seen_calls, seen_pages), (processes, processes));
+    assert_eq!(
+        (vm.nr_foll_pin_acquired, vm.nr_foll_pin_released),
+        (processes, processes)
+    );
+    assert!(cap > 0 && fill_max <= cap, "map fill {fill_max}/{cap}");
+    assert!(rss.len() >= 4, "the run was too short to judge RSS");
+    assert!(
+        second_peak <= first_peak + 2048,
+        "agent RSS grew: {rss:?}"
+    );
+}

@@ -229,36 +229,61 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    if let Some(c) = child.as_mut()
-        && exit_status.is_none()
-    {
-        // Stopped by a signal or an error: end the command too.
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        exit_status = c.wait().ok();
+    if exit_status.is_none() {
+        exit_status = end_command(child.as_mut());
     }
 
     let record = Record {
         schema: SCHEMA.to_string(),
         meta: Meta {
-            kernel: facts.release.clone(),
-            hostname: hostname(),
-            started: humantime::format_rfc3339_seconds(started).to_string(),
-            duration_s: previous.taken.duration_since(first.taken).as_secs_f64(),
-            interval_s: opts.interval.as_secs_f64(),
             attach: probes
                 .status
                 .iter()
                 .filter_map(|s| s.attached.map(|m| (s.function.to_string(), m.to_string())))
                 .collect(),
-            command: (!opts.command.is_empty()).then(|| opts.command.clone()),
-            exit_status: exit_status.map(exit_code),
-            reduced: None,
+            ..meta(
+                &opts,
+                &facts,
+                started,
+                previous.taken.duration_since(first.taken),
+                exit_status,
+            )
         },
         counts: Counts::from_delta(&previous.since(&first)),
         intervals,
     };
     finish(&opts, record, sampling_error)
+}
+
+/// Ends the command when the recording stopped first (a signal, the
+/// duration, an error) and returns how it ended.
+fn end_command(child: Option<&mut Child>) -> Option<std::process::ExitStatus> {
+    let child = child?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().ok()
+}
+
+/// The recording's metadata; no probes attached and not reduced (callers
+/// fill in what applies).
+fn meta(
+    opts: &RecordOptions,
+    facts: &KernelFacts,
+    started: SystemTime,
+    duration: Duration,
+    exit_status: Option<std::process::ExitStatus>,
+) -> Meta {
+    Meta {
+        kernel: facts.release.clone(),
+        hostname: hostname(),
+        started: humantime::format_rfc3339_seconds(started).to_string(),
+        duration_s: duration.as_secs_f64(),
+        interval_s: opts.interval.as_secs_f64(),
+        attach: Default::default(),
+        command: (!opts.command.is_empty()).then(|| opts.command.clone()),
+        exit_status: exit_status.map(exit_code),
+        reduced: None,
+    }
 }
 
 /// A child's exit status as a shell would report it.
@@ -360,28 +385,17 @@ fn run_reduced(
             break;
         }
     }
-    if let Some(c) = child.as_mut()
-        && exit_status.is_none()
-    {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        exit_status = c.wait().ok();
+    if exit_status.is_none() {
+        exit_status = end_command(child.as_mut());
     }
-    let duration_s = previous_at.duration_since(start).as_secs_f64();
+    let duration = previous_at.duration_since(start);
     let record = Record {
         schema: SCHEMA.to_string(),
         meta: Meta {
-            kernel: facts.release.clone(),
-            hostname: hostname(),
-            started: humantime::format_rfc3339_seconds(started).to_string(),
-            duration_s,
-            interval_s: opts.interval.as_secs_f64(),
-            attach: Default::default(),
-            command: (!opts.command.is_empty()).then(|| opts.command.clone()),
-            exit_status: exit_status.map(exit_code),
             reduced: Some(reason),
+            ..meta(opts, facts, started, duration, exit_status)
         },
-        counts: reduced_counts(ReducedView::new(&first, &previous, duration_s)),
+        counts: reduced_counts(ReducedView::new(&first, &previous, duration.as_secs_f64())),
         intervals,
     };
     finish(opts, record, sampling_error)

@@ -53,6 +53,27 @@ pub(super) fn family<'a>(
     Ok(())
 }
 
+/// The kernel's own FOLL_PIN counters (same names in reduced mode).
+pub(super) fn encode_vmstat(
+    encoder: &mut DescriptorEncoder,
+    vm: crate::vmstat::PinCounters,
+) -> Result<(), std::fmt::Error> {
+    family(
+        encoder,
+        "pinwatch_vmstat_foll_pin_acquired",
+        "The kernel's nr_foll_pin_acquired (/proc/vmstat).",
+        MetricType::Counter,
+        vec![(vec![], vm.nr_foll_pin_acquired)],
+    )?;
+    family(
+        encoder,
+        "pinwatch_vmstat_foll_pin_released",
+        "The kernel's nr_foll_pin_released (/proc/vmstat).",
+        MetricType::Counter,
+        vec![(vec![], vm.nr_foll_pin_released)],
+    )
+}
+
 fn variant(id: usize) -> (&'static str, String) {
     ("variant", FUNCS[id].name.to_string())
 }
@@ -224,20 +245,7 @@ impl Collector for Exporter {
         )?;
         outstanding.encode_gauge(&(pinned as i64 - released as i64))?;
         if let Some(vm) = input.snapshot.vmstat {
-            family(
-                &mut encoder,
-                "pinwatch_vmstat_foll_pin_acquired",
-                "The kernel's nr_foll_pin_acquired (/proc/vmstat).",
-                Counter,
-                vec![(vec![], vm.nr_foll_pin_acquired)],
-            )?;
-            family(
-                &mut encoder,
-                "pinwatch_vmstat_foll_pin_released",
-                "The kernel's nr_foll_pin_released (/proc/vmstat).",
-                Counter,
-                vec![(vec![], vm.nr_foll_pin_released)],
-            )?;
+            encode_vmstat(&mut encoder, vm)?;
         }
 
         let mut info = encoder.encode_descriptor(

@@ -282,17 +282,7 @@ impl Record {
                 "max_ns",
                 "mean_ns",
             ])?;
-            let rows = self
-                .intervals
-                .iter()
-                .enumerate()
-                .map(|(i, iv)| (i.to_string(), iv.t_s, iv.duration_s, &iv.counts))
-                .chain(std::iter::once((
-                    "total".to_string(),
-                    0.0,
-                    self.meta.duration_s,
-                    &self.counts,
-                )));
+            let rows = self.csv_rows();
             let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
             for (label, t, dur, counts) in rows {
                 for (variant, v) in &counts.totals {
@@ -324,6 +314,21 @@ impl Record {
 }
 
 impl Record {
+    /// (label, start, length, counts) of every interval, then of the
+    /// whole recording labelled "total": the rows of both CSV layouts.
+    fn csv_rows(&self) -> impl Iterator<Item = (String, f64, f64, &Counts)> {
+        self.intervals
+            .iter()
+            .enumerate()
+            .map(|(i, iv)| (i.to_string(), iv.t_s, iv.duration_s, &iv.counts))
+            .chain(std::iter::once((
+                "total".to_string(),
+                0.0,
+                self.meta.duration_s,
+                &self.counts,
+            )))
+    }
+
     /// CSV of a reduced-mode recording: one row per interval (and a
     /// "total" row) of `/proc/vmstat` FOLL_PIN page changes.
     fn write_reduced_csv(&self, path: &Path) -> std::io::Result<()> {
@@ -336,17 +341,7 @@ impl Record {
                 "nr_foll_pin_acquired",
                 "nr_foll_pin_released",
             ])?;
-            let rows = self
-                .intervals
-                .iter()
-                .enumerate()
-                .map(|(i, iv)| (i.to_string(), iv.t_s, iv.duration_s, &iv.counts))
-                .chain(std::iter::once((
-                    "total".to_string(),
-                    0.0,
-                    self.meta.duration_s,
-                    &self.counts,
-                )));
+            let rows = self.csv_rows();
             for (label, t, dur, counts) in rows {
                 let vm = counts.vmstat;
                 let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());

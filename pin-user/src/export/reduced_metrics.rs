@@ -7,7 +7,7 @@ use prometheus_client::{
     collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Registry,
 };
 
-use super::metrics::family;
+use super::metrics::{encode_vmstat, family};
 use crate::reduced::{ReducedReason, ReducedSample};
 
 #[derive(Debug)]
@@ -29,20 +29,7 @@ impl Collector for ReducedExporter {
             ("reason", self.reason.why.clone()),
         ])?;
         if let Some(vm) = self.sample.vmstat {
-            family(
-                &mut encoder,
-                "pinwatch_vmstat_foll_pin_acquired",
-                "The kernel's nr_foll_pin_acquired (/proc/vmstat).",
-                MetricType::Counter,
-                vec![(vec![], vm.nr_foll_pin_acquired)],
-            )?;
-            family(
-                &mut encoder,
-                "pinwatch_vmstat_foll_pin_released",
-                "The kernel's nr_foll_pin_released (/proc/vmstat).",
-                MetricType::Counter,
-                vec![(vec![], vm.nr_foll_pin_released)],
-            )?;
+            encode_vmstat(&mut encoder, vm)?;
         }
         family(
             &mut encoder,

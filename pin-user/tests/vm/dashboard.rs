@@ -118,3 +118,73 @@ fn top_shows_live_numbers_in_a_terminal() {
         sleep(Duration::from_millis(200));
     }
 }
+
+/// The pid of the running `pinwatch top`.
+fn top_pid() -> Option<i32> {
+    procfs::process::all_processes()
+        .ok()?
+        .flatten()
+        .find(|p| {
+            p.cmdline()
+                .is_ok_and(|c| c.len() > 1 && c[0].ends_with("pinwatch") && c[1] == "top")
+        })
+        .map(|p| p.pid)
+}
+
+#[test]
+fn signals_end_top_and_restore_the_terminal() {
+    let h = harness();
+    let bin = pinwatch_bin();
+    let attach = h.attach_arg();
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")] {
+        // After top ends, the shell reports its status and the terminal's
+        // line discipline: cooked mode (icanon, echo) means it was restored.
+        let cmd = format!(
+            "TERM=screen {bin} top --interval 1s --attach {attach}; echo EXIT=$?; \
+             stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; \
+             echo; sleep 600"
+        );
+        let (ok, _) = tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "pw",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &cmd,
+        ]);
+        assert!(ok, "tmux new-session failed");
+        wait_for("the dashboard", Duration::from_secs(60), |s| {
+            s.contains("GUP variants")
+        });
+        let pid = top_pid().expect("pinwatch top is running");
+        // SAFETY: signalling a process this test started.
+        unsafe { libc::kill(pid, sig) };
+        let shown = wait_for("the shell after top", Duration::from_secs(30), |s| {
+            s.contains("EXIT=") && s.contains("icanon")
+        });
+        let tail: Vec<&str> = shown
+            .lines()
+            .filter(|l| l.starts_with("EXIT=") || l.contains("icanon"))
+            .collect();
+        eprintln!(
+            "\nFAULT|{}|{attach}|{name} to top (in tmux)|{}",
+            h.release,
+            tail.join("; ")
+        );
+        tmux(&["kill-session", "-t", "pw"]);
+        assert!(shown.contains("EXIT=0"), "{shown}");
+        assert!(
+            tail.iter()
+                .any(|l| l.split_whitespace().any(|w| w == "icanon"))
+                && tail
+                    .iter()
+                    .any(|l| l.split_whitespace().any(|w| w == "echo")),
+            "terminal left raw: {shown}"
+        );
+        // The alternate screen is gone: the dashboard is not on screen.
+        assert!(!shown.contains("GUP variants"), "{shown}");
+    }
+}

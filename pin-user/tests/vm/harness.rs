@@ -112,6 +112,40 @@ pub fn start_pinwatch(args: &[&str], started: &str) -> std::process::Child {
     child
 }
 
+/// 30 process_vm_writev calls of 8 pages: 30 pin_user_pages_remote calls,
+/// 240 FOLL_PIN pages, 240 released.
+pub fn pinning_workload() {
+    let status = Command::new(pinwatch_bin())
+        .args([
+            "workload",
+            "process-vm-writev",
+            "--calls",
+            "30",
+            "--pages",
+            "8",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// One HTTP/1.1 GET of /metrics with this Accept header; returns
+/// (headers, body).
+pub fn get_metrics(addr: &str, accept: &str) -> (String, String) {
+    use std::{io::Read as _, net::TcpStream};
+    let mut s = TcpStream::connect(addr).expect("connect to pinwatch serve");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    (head.to_string(), body.to_string())
+}
+
 /// Runs one workload between two snapshots.
 pub fn measure(h: &Harness, args: &[&str]) -> (WorkloadReport, Delta) {
     let bin = pinwatch_bin();

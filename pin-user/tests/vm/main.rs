@@ -22,6 +22,6 @@ mod dashboard;
 mod harness;
 mod record;
 mod robustness;
-mod soak;
 mod serve;
+mod soak;
 mod validate;

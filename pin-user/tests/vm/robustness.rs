@@ -16,7 +16,7 @@ use std::{
 
 use pinwatch::export::record::Record;
 
-use crate::harness::{Harness, harness, pinwatch_bin, start_pinwatch};
+use crate::harness::{Harness, harness, pinning_workload, pinwatch_bin, start_pinwatch};
 
 #[path = "../common/sandbox.rs"]
 mod sandbox;
@@ -89,24 +89,6 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGKILL => "SIGKILL",
         _ => "signal",
     }
-}
-
-/// 30 process_vm_writev calls of 8 pages: 30 pin_user_pages_remote calls,
-/// 240 FOLL_PIN pages.
-fn pinning_workload() {
-    let status = Command::new(pinwatch_bin())
-        .args([
-            "workload",
-            "process-vm-writev",
-            "--calls",
-            "30",
-            "--pages",
-            "8",
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn remote_calls(rec: &Record) -> u64 {

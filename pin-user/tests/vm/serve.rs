@@ -1,27 +1,7 @@
 //! `pinwatch serve` against a real scrape: after a workload, the counters
 //! at /metrics equal the workload's exact expectation, in both formats.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    process::{Command, Stdio},
-};
-
-use crate::harness::{harness, pinwatch_bin, start_pinwatch};
-
-/// One HTTP/1.1 GET; returns (headers, body).
-fn get(addr: &str, accept: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to pinwatch serve");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    (head.to_string(), body.to_string())
-}
+use crate::harness::{get_metrics, harness, pinning_workload, start_pinwatch};
 
 fn sample(body: &str, prefix: &str) -> Option<u64> {
     body.lines()
@@ -35,28 +15,15 @@ fn sample(body: &str, prefix: &str) -> Option<u64> {
 #[test]
 fn serve_exports_exact_counters() {
     let h = harness();
-    let bin = pinwatch_bin();
     let attach = h.attach_arg();
     let addr = "127.0.0.1:9435";
     let mut serve = start_pinwatch(
         &["serve", "--listen", addr, "--attach", &attach],
         "serving metrics",
     );
-    let status = Command::new(&bin)
-        .args([
-            "workload",
-            "process-vm-writev",
-            "--calls",
-            "30",
-            "--pages",
-            "8",
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    pinning_workload();
 
-    let (head, text) = get(addr, "text/plain");
+    let (head, text) = get_metrics(addr, "text/plain");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     let calls = sample(
         &text,
@@ -84,7 +51,7 @@ fn serve_exports_exact_counters() {
         "{text}"
     );
 
-    let (head, om) = get(addr, "application/openmetrics-text; version=1.0.0");
+    let (head, om) = get_metrics(addr, "application/openmetrics-text; version=1.0.0");
     assert!(head.contains("application/openmetrics-text"), "{head}");
     assert!(om.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     assert_eq!(

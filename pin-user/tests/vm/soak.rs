@@ -5,29 +5,20 @@
 //! equal to the workload's and to `/proc/vmstat`'s.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
+    io::Read as _,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use pinwatch::{vmstat, workload::WorkloadReport};
 
-use crate::harness::{harness, pinwatch_bin, start_pinwatch};
+use crate::harness::{get_metrics, harness, pinwatch_bin, start_pinwatch};
 
 /// Processes the workload forks (`PINWATCH_SOAK_PROCESSES` overrides).
 const PROCESSES: u64 = 30_000;
 
 fn scrape(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect to pinwatch serve");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    response
+    get_metrics(addr, "text/plain").1
 }
 
 fn sample(body: &str, series: &str) -> u64 {
@@ -68,7 +59,14 @@ fn soak_many_short_lived_processes() {
 
     let started = Instant::now();
     let mut workload = Command::new(pinwatch_bin())
-        .args(["workload", "fork-writev", "--pages", "1", "--json", "--calls"])
+        .args([
+            "workload",
+            "fork-writev",
+            "--pages",
+            "1",
+            "--json",
+            "--calls",
+        ])
         .arg(processes.to_string())
         .stdout(Stdio::piped())
         .spawn()
@@ -94,7 +92,10 @@ fn soak_many_short_lived_processes() {
     let report: WorkloadReport = serde_json::from_str(out.trim()).expect("workload report");
     let elapsed = started.elapsed();
     vmstat::refresh().unwrap();
-    let vm = vmstat::PinCounters::read().unwrap().unwrap().since(&vm_before);
+    let vm = vmstat::PinCounters::read()
+        .unwrap()
+        .unwrap()
+        .since(&vm_before);
     let after = scrape(addr);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
@@ -129,8 +130,5 @@ fn soak_many_short_lived_processes() {
     );
     assert!(cap > 0 && fill_max <= cap, "map fill {fill_max}/{cap}");
     assert!(rss.len() >= 4, "the run was too short to judge RSS");
-    assert!(
-        second_peak <= first_peak + 2048,
-        "agent RSS grew: {rss:?}"
-    );
+    assert!(second_peak <= first_peak + 2048, "agent RSS grew: {rss:?}");
 }

@@ -181,9 +181,9 @@ const FAULT_MARKER: &str = "FAULT|";
 fn fault_table(rows: &[String]) -> String {
     let mut out = String::from(
         "# Faults on kernels that can trace\n\n\
-         Written by `cargo xtask test` from what the VM suite \
-         (`pin-user/tests/vm/robustness.rs`) observed; each row is also an \
-         assertion there. Bad input and host-side faults: `host.snap`.\n\n\
+         Written by `cargo xtask test` from the `FAULT|` rows \
+         the VM suite (`pin-user/tests/vm/`: robustness, soak, dashboard) prints; \
+         each row is also an assertion there. Bad input and host-side faults: `host.snap`.\n\n\
          | kernel | attach | fault | observed |\n|---|---|---|---|\n",
     );
     for row in rows {

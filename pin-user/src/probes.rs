@@ -197,50 +197,6 @@ impl Probes {
             .collect()
     }
 
-    /// Whether one map lookup succeeds now: the measurement behind
-    /// [`crate::privileges::shed`]. Touches nothing but the bpf() call.
-    pub fn reads_maps(&self) -> bool {
-        let Some(map) = self.ebpf.map("FILTER") else {
-            return false;
-        };
-        Array::<_, u32>::try_from(map).is_ok_and(|filter| filter.get(&0, 0).is_ok())
-    }
-
-    /// Gives up every privilege the command no longer needs (see
-    /// [`crate::privileges::shed`]) and starts loading the kernel's
-    /// symbols for call-site names: before becoming `nobody` (who reads
-    /// kallsyms without addresses), or after keeping CAP_SYSLOG for them.
-    /// Call before the command starts threads.
-    pub fn shed_privileges(
-        &self,
-        needs: &crate::privileges::Needs,
-    ) -> Result<crate::privileges::Shed, crate::privileges::ShedError> {
-        use crate::{
-            attribution::symbols,
-            privileges::{Needs, Shed},
-        };
-        let mut needs: Needs = needs.clone();
-        if self.callers {
-            needs.keep.push(caps::Capability::CAP_SYSLOG);
-        }
-        let shed = crate::privileges::shed(
-            || self.reads_maps(),
-            &needs,
-            || {
-                if self.callers {
-                    symbols::load();
-                }
-            },
-        )?;
-        if self.callers && shed != Shed::Nobody {
-            // Parsing kallsyms takes seconds under emulation: start now
-            // rather than at the first view.
-            symbols::preload();
-        }
-        log::info!("privileges after attaching: {shed}");
-        Ok(shed)
-    }
-
     /// "attached 19 functions; untraced: a, b (see `pinwatch probes`)".
     pub fn summary(&self) -> String {
         let attached = self

@@ -128,7 +128,13 @@ fn soak_many_short_lived_processes() {
         (vm.nr_foll_pin_acquired, vm.nr_foll_pin_released),
         (processes, processes)
     );
-    assert!(cap > 0 && fill_max <= cap, "map fill {fill_max}/{cap}");
+    // The kernel preallocates `cap` elements and cannot exceed them, but a
+    // read walks the keys while processes come and go: entries evicted and
+    // inserted during one walk are both seen (observed up to 8229/8192).
+    assert!(
+        cap > 0 && fill_max <= cap + cap / 20,
+        "map fill {fill_max}/{cap}"
+    );
     assert!(rss.len() >= 4, "the run was too short to judge RSS");
     assert!(second_peak <= first_peak + 2048, "agent RSS grew: {rss:?}");
 }

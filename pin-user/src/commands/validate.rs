@@ -16,7 +16,7 @@ use crate::{
     kernel::{KernelFacts, foll::FollFlags},
     model::{KernelVersion, Rules, paths::PathPrediction},
     probes::{self, AttachOptions},
-    validate::{Ctx, Observation, ScenarioReport, Verdict, scenarios},
+    validate::{Ctx, Observation, ScenarioReport, Verdict, faults::FaultCounter, scenarios},
 };
 
 /// Exit code when a scenario could not run on this host.
@@ -94,10 +94,12 @@ pub fn run(opts: ValidateOptions) -> anyhow::Result<ExitCode> {
     )
     .context("switching per-call events on")?;
 
-    crate::validate::prefault_code();
+    // On this thread, which makes every measured call.
+    let mut faults = FaultCounter::for_this_thread()
+        .context("opening this thread's page-fault counters (perf_event_open)")?;
     let mut reports = Vec::new();
     for scenario in selected {
-        let mut ctx = Ctx::new(rules, device.clone(), &mut events);
+        let mut ctx = Ctx::new(rules, device.clone(), &mut events, &mut faults);
         let report = match (scenario.run)(&mut ctx) {
             Ok(steps) => ScenarioReport {
                 name: scenario.name,
@@ -200,7 +202,7 @@ fn summarize_observed(o: &Observation) -> String {
             calls.join(" ")
         },
         o.result,
-        o.faults
+        o.faults.map_or("?".into(), |f| f.to_string())
     )
 }
 

@@ -5,10 +5,11 @@
 //! makes the call on this thread while the probes send per-call records
 //! for this thread only ([`crate::events`]), and compares field by field:
 //! the GUP calls (variant, start, nr_pages, flags, return, fast/slow pages,
-//! fallback), the syscall's result, the faults the thread took
-//! (`getrusage`), the pins released by the unpin family, and the change of
+//! fallback), the syscall's result, the faults GUP took for the thread
+//! ([`faults`]), the pins released by the unpin family, and the change of
 //! `/proc/vmstat` `nr_foll_pin_acquired`/`released`.
 
+pub mod faults;
 mod layout;
 pub mod procsnap;
 pub mod scenarios;
@@ -21,6 +22,7 @@ use crate::{
     model::{Deviation, Rules, paths::PathPrediction},
     vmstat::{self, PinCounters},
 };
+use faults::FaultCounter;
 
 /// What one system call did, as observed.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -31,8 +33,12 @@ pub struct Observation {
     pub calls: Vec<CallRecord>,
     /// Pages the unpin family released on this thread during it.
     pub released: u64,
-    /// Minor + major faults this thread took during it.
-    pub faults: u64,
+    /// Faults GUP took for this thread during it (None: the counters could
+    /// not be read).
+    pub faults: Option<u64>,
+    /// Faults the thread took by CPU exception during it (its own code,
+    /// kernel copies to or from user memory): not GUP's, not compared.
+    pub exception_faults: Option<u64>,
     /// `nr_foll_pin_acquired` change (None when /proc/vmstat lacks it).
     pub pin_acquired: Option<u64>,
     /// `nr_foll_pin_released` change.
@@ -99,20 +105,23 @@ pub struct Ctx<'a> {
     /// Block device for the O_DIRECT and file-mapping scenarios.
     pub device: Option<std::path::PathBuf>,
     events: &'a mut EventStream,
+    faults: &'a mut FaultCounter,
 }
 
 impl<'a> Ctx<'a> {
-    /// A context drawing per-call records from `events`, which must be
-    /// filtered to the calling thread.
+    /// A context drawing per-call records from `events` and fault counts
+    /// from `faults`, both of which must belong to the calling thread.
     pub fn new(
         rules: Rules,
         device: Option<std::path::PathBuf>,
         events: &'a mut EventStream,
+        faults: &'a mut FaultCounter,
     ) -> Self {
         Self {
             rules,
             device,
             events,
+            faults,
         }
     }
 
@@ -126,10 +135,13 @@ impl<'a> Ctx<'a> {
         let _ = vmstat::refresh();
         let before_vm = PinCounters::read().ok().flatten();
         self.events.drain();
-        prefault_stack();
-        let before_faults = thread_faults();
+        let before_faults = self.faults.read();
         let result = syscall();
-        let faults = thread_faults().saturating_sub(before_faults);
+        let after_faults = self.faults.read();
+        let faults = match (before_faults, after_faults) {
+            (Ok(before), Ok(after)) => Some(after.since(&before)),
+            _ => None,
+        };
         let records = self.events.drain();
         let _ = vmstat::refresh();
         let after_vm = PinCounters::read().ok().flatten();
@@ -143,58 +155,12 @@ impl<'a> Ctx<'a> {
             result,
             calls: records.into_iter().filter(|r| !r.release).collect(),
             released,
-            faults,
+            faults: faults.map(|f| f.gup),
+            exception_faults: faults.map(|f| f.by_exception),
             pin_acquired: delta.map(|d| d.nr_foll_pin_acquired),
             pin_released: delta.map(|d| d.nr_foll_pin_released),
         }
     }
-}
-
-/// Maps every page of this process's executable code (MADV_POPULATE_READ
-/// on each executable file mapping), so that the first run of a code path
-/// inside a measured window cannot add a page fault that is not the
-/// system call's. Best effort: failures only make fault counts noisier.
-pub fn prefault_code() {
-    let Ok(maps) = procfs::process::Process::myself().and_then(|p| p.maps()) else {
-        return;
-    };
-    for map in maps.iter() {
-        let exec = map.perms.contains(procfs::process::MMPermissions::EXECUTE);
-        if exec && matches!(map.pathname, procfs::process::MMapPath::Path(_)) {
-            let (start, end) = map.address;
-            // SAFETY: advising an existing mapping of our own; populating
-            // read-only code has no effect on its contents.
-            unsafe {
-                libc::madvise(
-                    start as *mut _,
-                    (end - start) as usize,
-                    libc::MADV_POPULATE_READ,
-                )
-            };
-        }
-    }
-}
-
-/// Touches 64 KiB of stack below the caller, so the measured window (the
-/// closure, the syscall wrapper) cannot fault in a stack page that a
-/// deeper call reaches for the first time: that fault would not be the
-/// system call's. (Seen once as "faults: predicted 0, observed 1".)
-#[inline(never)]
-fn prefault_stack() {
-    let mut pad = [0u8; 64 * 1024];
-    for i in (0..pad.len()).step_by(4096) {
-        // SAFETY: a write inside our own array; volatile so it happens.
-        unsafe { std::ptr::write_volatile(&mut pad[i], 1) };
-    }
-    std::hint::black_box(&pad);
-}
-
-/// Faults this thread has taken so far.
-fn thread_faults() -> u64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct we own.
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
-    (usage.ru_minflt + usage.ru_majflt) as u64
 }
 
 fn field(
@@ -300,7 +266,12 @@ pub fn compare(
         );
     }
     field(&mut out, "result", predicted.result, observed.result);
-    field(&mut out, "faults", predicted.faults(), observed.faults);
+    field(
+        &mut out,
+        "faults",
+        predicted.faults(),
+        observed.faults.map_or("?".into(), |f| f.to_string()),
+    );
     field(
         &mut out,
         "pins released",

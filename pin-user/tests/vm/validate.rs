@@ -37,8 +37,16 @@ fn validate_agrees_with_the_model() {
                 .map(|st| st["fields"].as_array().map_or(0, Vec::len))
                 .sum()
         });
+        // Faults the measured thread took itself (not GUP's, not compared):
+        // shown so that a run where they occur is visible.
+        let own_faults: u64 = s["steps"].as_array().map_or(0, |steps| {
+            steps
+                .iter()
+                .filter_map(|st| st["observed"]["exception_faults"].as_u64())
+                .sum()
+        });
         eprintln!(
-            "OBSERVED validate {name}: {kind} ({fields} fields, {calls} GUP calls) {}",
+            "OBSERVED validate {name}: {kind} ({fields} fields, {calls} GUP calls, {own_faults} own faults) {}",
             verdict["detail"]
         );
         if kind != "agrees" && kind != "known-deviation" {

@@ -1,22 +1,23 @@
-//! Probe discovery and attach: which GUP functions the running kernel has,
-//! which mechanism reaches each (fentry/fexit preferred, kprobe/kretprobe as
-//! fallback), and the loaded eBPF object that keeps the links alive.
+//! Probe discovery and attach: which GUP functions the running kernel has
+//! ([`signature`]), which mechanism reaches each (fentry/fexit preferred,
+//! kprobe/kretprobe as fallback; [`programs`]), and the loaded eBPF object
+//! that keeps the links alive.
+
+mod programs;
+mod signature;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap},
-    programs::{FEntry, FExit, KProbe, TracePoint},
+    programs::TracePoint,
 };
-use pin_common::{
-    FUNCS, FuncConfig, FuncId, FuncKind, NO_ARG,
-    catalog::{FuncInfo, has_exit_probe},
-};
+use pin_common::{FUNCS, FuncConfig, FuncId, FuncKind, catalog::has_exit_probe};
 use serde::Serialize;
 
-use crate::{
-    attribution::lifetimes,
-    kernel::{Btf, KernelFacts, short_error},
-};
+use crate::{attribution::lifetimes, kernel::KernelFacts};
+pub(crate) use programs::program;
+use programs::{attach_fentry, attach_kprobe, program_names};
+use signature::{func_config, resolve_symbol};
 
 /// The eBPF object built from `pin-ebpf` by the build script.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pin-ebpf"));
@@ -221,13 +222,12 @@ impl Probes {
     pub fn follow(&mut self, pid: u32) -> anyhow::Result<()> {
         use anyhow::Context as _;
         ensure_tracefs();
-        for (program, event) in [
+        for (name, event) in [
             ("track_fork", "sched_process_fork"),
             ("track_exit", "sched_process_exit"),
         ] {
-            let tp: &mut TracePoint =
-                program_mut(&mut self.ebpf, program).map_err(anyhow::Error::msg)?;
-            tp.load().with_context(|| format!("loading {program}"))?;
+            let tp: &mut TracePoint = program(&mut self.ebpf, name).map_err(anyhow::Error::msg)?;
+            tp.load().with_context(|| format!("loading {name}"))?;
             tp.attach("sched", event).with_context(|| {
                 format!("attaching to sched:{event} (is tracefs mounted at /sys/kernel/tracing?)")
             })?;
@@ -271,177 +271,6 @@ fn ensure_tracefs() {
             "could not mount tracefs: {}",
             std::io::Error::last_os_error()
         );
-    }
-}
-
-/// Page-count parameter names accepted at `FuncInfo::nr_arg`.
-const NR_PARAM_NAMES: &[&str] = &["nr_pages", "npages", "nfolios", "nr"];
-/// Start-address parameter names accepted at `FuncInfo::start_arg`.
-const START_PARAM_NAMES: &[&str] = &["start", "addr"];
-/// Flag parameter names accepted at `FuncInfo::flags_arg`.
-const FLAGS_PARAM_NAMES: &[&str] = &["gup_flags", "flags"];
-
-/// Checks `func`'s BTF prototype against what the probes read and derives
-/// its config.
-fn func_config(btf: &Btf, func: &FuncInfo, symbol: &str) -> Result<FuncConfig, String> {
-    let proto = btf
-        .func_proto(symbol)
-        .ok_or_else(|| format!("no BTF prototype for {symbol}"))?;
-    let nr_is_int = if func.nr_arg == NO_ARG {
-        false
-    } else {
-        let param = proto.params.get(func.nr_arg as usize).ok_or_else(|| {
-            format!(
-                "{symbol} has {} parameters; pinwatch expects a page count at position {}",
-                proto.params.len(),
-                func.nr_arg
-            )
-        })?;
-        if !NR_PARAM_NAMES.contains(&param.name.as_str()) {
-            return Err(format!(
-                "unsupported signature: parameter {} of {symbol} is `{}`, not a page count",
-                func.nr_arg, param.name
-            ));
-        }
-        param.size == Some(4)
-    };
-    let named = |index: u8, names: &[&str]| {
-        index != NO_ARG
-            && proto
-                .params
-                .get(index as usize)
-                .is_some_and(|p| names.contains(&p.name.as_str()))
-    };
-    let args_known =
-        named(func.start_arg, START_PARAM_NAMES) && named(func.flags_arg, FLAGS_PARAM_NAMES);
-    let pages_known = named(func.pages_arg, &["pages"]);
-    Ok(FuncConfig {
-        nr_is_int: nr_is_int as u8,
-        ret_is_int: (proto.ret_size == Some(4)) as u8,
-        is_pin: func.is_pin as u8,
-        valid: 1,
-        args_known: args_known as u8,
-        pages_known: pages_known as u8,
-        _pad: [0; 2],
-    })
-}
-
-fn program_names(id: FuncId, func: &FuncInfo) -> [String; 4] {
-    let family = if func.kind == FuncKind::Release {
-        "rel"
-    } else {
-        "gup"
-    };
-    ["fentry", "fexit", "kprobe", "kretprobe"].map(|kind| format!("{family}_{kind}_{id:02}"))
-}
-
-fn attach_fentry(
-    ebpf: &mut Ebpf,
-    names: &[String; 4],
-    symbol: &str,
-    btf: &aya::Btf,
-    with_exit: bool,
-) -> Result<(), String> {
-    // Exit first: an entry without its exit would leave the task's nesting
-    // state unbalanced; an exit without an entry is merely counted.
-    if with_exit {
-        let exit: &mut FExit = program(ebpf, &names[1])?;
-        exit.load(symbol, btf).map_err(|e| short_error(&e))?;
-        if let Err(e) = exit.attach() {
-            let _ = exit.unload();
-            return Err(short_error(&e));
-        }
-    }
-    let entry: &mut FEntry = program(ebpf, &names[0])?;
-    let result = entry
-        .load(symbol, btf)
-        .and_then(|()| entry.attach().map(drop));
-    if let Err(e) = result {
-        let _ = entry.unload();
-        if with_exit {
-            let exit: &mut FExit = program(ebpf, &names[1])?;
-            let _ = exit.unload();
-        }
-        return Err(short_error(&e));
-    }
-    Ok(())
-}
-
-fn attach_kprobe(
-    ebpf: &mut Ebpf,
-    names: &[String; 4],
-    symbol: &str,
-    with_exit: bool,
-) -> Result<(), String> {
-    if with_exit {
-        let exit: &mut KProbe = program(ebpf, &names[3])?;
-        exit.load().map_err(|e| short_error(&e))?;
-        if let Err(e) = exit.attach(symbol, 0) {
-            let _ = exit.unload();
-            return Err(short_error(&e));
-        }
-    }
-    let entry: &mut KProbe = program(ebpf, &names[2])?;
-    let result = entry
-        .load()
-        .and_then(|()| entry.attach(symbol, 0).map(drop));
-    if let Err(e) = result {
-        let _ = entry.unload();
-        if with_exit {
-            let exit: &mut KProbe = program(ebpf, &names[3])?;
-            let _ = exit.unload();
-        }
-        return Err(short_error(&e));
-    }
-    Ok(())
-}
-
-fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
-{
-    program(ebpf, name)
-}
-
-pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
-{
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the embedded object"))?;
-    prog.try_into()
-        .map_err(|_| format!("program {name} has an unexpected type"))
-}
-
-/// Finds the kernel symbol for `func`, or says why there is none. BTF
-/// answers when the kernel has it (cheap); /proc/kallsyms otherwise.
-fn resolve_symbol(facts: &KernelFacts, func: &FuncInfo) -> Result<String, String> {
-    if let Ok(btf) = &facts.btf {
-        return match func.symbols.iter().find(|s| btf.has_func(s)) {
-            Some(sym) => Ok((*sym).to_string()),
-            None => Err("not in this kernel (absent from its BTF)".to_string()),
-        };
-    }
-    let kallsyms = facts.kallsyms();
-    if let Some(sym) = func.symbols.iter().find(|s| kallsyms.has(s)) {
-        return Ok((*sym).to_string());
-    }
-    if kallsyms.is_empty() {
-        return Err("cannot read /proc/kallsyms".to_string());
-    }
-    let clones: Vec<&str> = func
-        .symbols
-        .iter()
-        .flat_map(|s| kallsyms.clones(s))
-        .collect();
-    if clones.is_empty() {
-        Err("not in this kernel (absent from /proc/kallsyms)".to_string())
-    } else {
-        Err(format!(
-            "only a compiler clone exists ({}); its arguments may differ, not probed",
-            clones.join(", ")
-        ))
     }
 }
 
@@ -602,96 +431,4 @@ pub fn discover(facts: &KernelFacts) -> Vec<ProbeStatus> {
             st
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernel::btf::tests::build;
-
-    fn btf_with(name: &str, params: &[(&str, u32)], ret_size: u32) -> Btf {
-        // Types: 1 = 4-byte int, 2 = 8-byte long, 3 = proto, 4 = func.
-        let mut words = Vec::new();
-        for (pname, size) in params {
-            let _ = pname;
-            words.push(0); // names patched below via strings order
-            words.push(if *size == 4 { 1 } else { 2 });
-        }
-        let names: Vec<&str> = params.iter().map(|(n, _)| *n).collect();
-        // Intern param names first so their offsets are predictable.
-        let mut off = 1u32;
-        for (i, n) in names.iter().enumerate() {
-            words[2 * i] = off;
-            off += n.len() as u32 + 1;
-        }
-        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
-        let types = vec![
-            ("int", info(1, 0), 4, vec![32]),
-            ("long", info(1, 0), 8, vec![64]),
-            (
-                "",
-                info(13, params.len() as u32),
-                if ret_size == 4 { 1 } else { 2 },
-                words,
-            ),
-            (name, info(12, 0), 3, vec![]),
-        ];
-        Btf::parse(build(&types, &names)).unwrap()
-    }
-
-    #[test]
-    fn config_from_btf() {
-        let btf = btf_with(
-            "pin_user_pages_fast",
-            &[
-                ("start", 8),
-                ("nr_pages", 4),
-                ("gup_flags", 4),
-                ("pages", 8),
-            ],
-            4,
-        );
-        let func = &FUNCS[6];
-        let cfg = func_config(&btf, func, "pin_user_pages_fast").unwrap();
-        assert_eq!(
-            cfg,
-            FuncConfig {
-                nr_is_int: 1,
-                ret_is_int: 1,
-                is_pin: 1,
-                valid: 1,
-                args_known: 1,
-                pages_known: 1,
-                _pad: [0; 2],
-            }
-        );
-    }
-
-    #[test]
-    fn config_rejects_shifted_signature() {
-        // A pre-5.9 style get_user_pages_remote(tsk, mm, start, nr_pages, ...).
-        let btf = btf_with(
-            "get_user_pages_remote",
-            &[("tsk", 8), ("mm", 8), ("start", 8), ("nr_pages", 8)],
-            8,
-        );
-        let err = func_config(&btf, &FUNCS[3], "get_user_pages_remote").unwrap_err();
-        assert!(err.contains("unsupported signature"), "{err}");
-    }
-
-    #[test]
-    fn every_program_name_is_in_the_embedded_object() {
-        assert_eq!(program_names(6, &FUNCS[6])[0], "gup_fentry_06");
-        for (id, func) in FUNCS.iter().enumerate() {
-            for name in program_names(id as FuncId, func) {
-                let needle = format!("{name}\0");
-                assert!(
-                    EBPF_OBJECT
-                        .windows(needle.len())
-                        .any(|w| w == needle.as_bytes()),
-                    "{name} not in the eBPF object"
-                );
-            }
-        }
-    }
 }

@@ -190,11 +190,17 @@ fn sigkill_leaves_nothing_in_the_kernel() {
         ("trace", vec!["trace"], "tracing GUP calls"),
     ];
     for (command, mut args, started) in commands {
-        args.extend(["--attach", &attach]);
+        // Right after the subcommand: after `--` it would be the command's.
+        args.splice(1..1, ["--attach", &attach]);
         let mut child = start_pinwatch(&args, started);
         pinning_workload();
         let running = BpfObjects::now().beyond(&baseline);
         assert!(running.0 > 0 && running.2 > 0, "{command}: {running:?}");
+        // Still running when killed, or this tests nothing.
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{command} ended before SIGKILL"
+        );
         signal(&child, libc::SIGKILL);
         let _ = child.wait();
         let left = settle(&baseline);

@@ -16,6 +16,9 @@ use crate::cmd;
 /// Printed by /init with the command's exit status.
 pub const EXIT_MARKER: &str = "PINWATCH_VM_EXIT=";
 
+/// Printed by /init once the guest's userspace runs (before the command).
+pub const BOOT_MARKER: &str = "pinwatch-vm: kernel ";
+
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -156,4 +159,17 @@ fn shared_libs(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
             path.starts_with('/').then(|| PathBuf::from(path))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The VM runner tells a boot death from a test failure by these
+    /// lines; /init must print both.
+    #[test]
+    fn init_prints_the_markers_the_runner_reads() {
+        assert!(INIT.contains(&format!("echo \"{BOOT_MARKER}")));
+        assert!(INIT.contains(EXIT_MARKER));
+    }
 }

@@ -22,6 +22,28 @@ pub struct VmOutcome {
     pub lines: Vec<String>,
 }
 
+/// The guest kernel died before /init printed [`initramfs::BOOT_MARKER`]:
+/// nothing of the command ran, so the run says nothing about it.
+#[derive(Debug)]
+pub struct BootFailure {
+    /// Kernel name.
+    pub kernel: String,
+    /// The console's last lines (the oops, usually).
+    pub last_lines: String,
+}
+
+impl std::fmt::Display for BootFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VM on {} died while booting, before its init ran; last lines:\n{}",
+            self.kernel, self.last_lines
+        )
+    }
+}
+
+impl std::error::Error for BootFailure {}
+
 /// Builds pinwatch (debug profile) and returns the binary's path.
 pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
     setup::ensure_build_tools()?;
@@ -227,19 +249,18 @@ pub fn run_with(
     }
     let _ = child.wait();
     let _ = std::fs::remove_file(&initrd);
+    let last_lines = || lines[lines.len().saturating_sub(15)..].join("\n");
     match status {
         Some(status) => Ok(VmOutcome { status, lines }),
+        None if !lines.iter().any(|l| l.contains(initramfs::BOOT_MARKER)) => Err(BootFailure {
+            kernel: kernel.name.to_string(),
+            last_lines: last_lines(),
+        }
+        .into()),
         None => bail!(
             "VM on {} ended without reporting an exit status (kernel panic or init failure); last lines:\n{}",
             kernel.name,
-            lines
-                .iter()
-                .rev()
-                .take(15)
-                .rev()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            last_lines()
         ),
     }
 }

@@ -25,6 +25,9 @@ const ENABLE_TRACING: &str = "use a kernel built with CONFIG_KPROBES=y, or one t
      tracing programs (CONFIG_DEBUG_INFO_BTF=y and CONFIG_FUNCTION_TRACER=y, no lockdown or LSM \
      denying bpf)";
 
+const ENABLE_BTF: &str = "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (it exposes \
+     /sys/kernel/btf/vmlinux), where pinwatch can check each function's signature before probing it";
+
 /// Why pinwatch runs reduced, and what would give it full tracing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReducedReason {
@@ -48,9 +51,14 @@ impl ReducedReason {
     /// object, which reduced mode must not paper over.
     pub fn from_attach_error(err: &AttachError) -> Option<Self> {
         match err {
-            AttachError::NothingAttached { .. } => Some(Self {
+            AttachError::NothingAttached { needs_btf, .. } => Some(Self {
                 why: err.to_string(),
-                enable: ENABLE_TRACING.into(),
+                enable: if *needs_btf {
+                    ENABLE_BTF
+                } else {
+                    ENABLE_TRACING
+                }
+                .into(),
             }),
             AttachError::Refused(_) => Some(Self {
                 why: err.to_string(),
@@ -335,9 +343,21 @@ mod tests {
         let refused = AttachError::NothingAttached {
             release: "6.18".into(),
             reason: "kprobes unavailable".into(),
+            needs_btf: false,
         };
         let reason = ReducedReason::from_attach_error(&refused).unwrap();
         assert!(reason.banner().contains("CONFIG_KPROBES=y"));
+        let no_btf = AttachError::NothingAttached {
+            release: "6.18".into(),
+            reason: "no kernel BTF".into(),
+            needs_btf: true,
+        };
+        let reason = ReducedReason::from_attach_error(&no_btf).unwrap();
+        assert!(
+            reason.banner().contains("CONFIG_DEBUG_INFO_BTF=y"),
+            "{}",
+            reason.banner()
+        );
         assert!(ReducedReason::from_attach_error(&AttachError::Load("EPERM".into())).is_none());
     }
 }

@@ -34,7 +34,10 @@ impl KernelFacts {
             .unwrap_or_else(|_| "unknown".to_string());
         log::info!("reading kernel BTF");
         let btf = Btf::from_sys_fs().map_err(|e| {
-            format!("{e} (the kernel needs CONFIG_DEBUG_INFO_BTF=y for fentry/fexit)")
+            format!(
+                "no kernel BTF: {e} (pinwatch checks every function's signature in it before \
+                 probing, with kprobes too)"
+            )
         });
         log::info!("probing mechanisms");
         Self {

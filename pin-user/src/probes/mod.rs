@@ -155,6 +155,9 @@ pub enum AttachError {
         release: String,
         /// Summary of why.
         reason: String,
+        /// The kernel exposes no BTF (`/sys/kernel/btf/vmlinux`), without
+        /// which pinwatch probes nothing.
+        needs_btf: bool,
     },
 }
 
@@ -388,15 +391,21 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         .map_err(AttachError::Load)?;
     log::info!("attach done");
     if status.iter().all(|st| st.attached.is_none()) {
-        let reason = facts.no_mechanism_reason().unwrap_or_else(|| {
-            status
-                .iter()
-                .find_map(|st| st.notes.last().cloned())
-                .unwrap_or_else(|| "no known function found".to_string())
-        });
+        // Without BTF no signature can be checked, so nothing is probed
+        // whatever the mechanisms: say that rather than one function's note.
+        let reason = facts
+            .no_mechanism_reason()
+            .or_else(|| facts.btf.as_ref().err().cloned())
+            .unwrap_or_else(|| {
+                status
+                    .iter()
+                    .find_map(|st| st.notes.last().cloned())
+                    .unwrap_or_else(|| "no known function found".to_string())
+            });
         return Err(AttachError::NothingAttached {
             release: facts.release.clone(),
             reason,
+            needs_btf: facts.btf.is_err(),
         });
     }
     Ok(Probes {

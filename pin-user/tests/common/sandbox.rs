@@ -56,3 +56,29 @@ pub fn deny_bpf(cmd: &mut Command) {
         cmd.pre_exec(move || seccompiler::apply_filter(&filter).map_err(std::io::Error::other))
     };
 }
+
+/// Makes `cmd` see an empty /sys/kernel/btf (a tmpfs over it, in a mount
+/// namespace of its own), as on a kernel built without BTF.
+pub fn hide_btf(cmd: &mut Command) {
+    // SAFETY: unshare and mount(2) with static C strings, between fork and
+    // exec; only the child's new namespace changes.
+    unsafe {
+        cmd.pre_exec(|| {
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            let null = std::ptr::null();
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(null, c"/".as_ptr(), null, private, null.cast()) != 0
+                || libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/sys/kernel/btf".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    null.cast(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}

@@ -264,6 +264,35 @@ fn refused_bpf_gives_reduced_mode_with_exact_vmstat() {
 }
 
 #[test]
+fn missing_btf_gives_reduced_mode_saying_why() {
+    let h = harness();
+    let mut cmd = Command::new(pinwatch_bin());
+    cmd.args(["stat", "--json", "--interval", "1s", "--count", "1"])
+        .args(["--attach", &h.attach_arg()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    sandbox::hide_btf(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let banner = stderr
+        .lines()
+        .find(|l| l.contains("reduced mode"))
+        .unwrap_or_default();
+    fault(
+        &h,
+        "kernel BTF hidden (empty tmpfs over /sys/kernel/btf): stat",
+        &format!("exit {:?}; {banner}", out.status.code()),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        banner.contains("no kernel BTF") && banner.contains("CONFIG_DEBUG_INFO_BTF=y"),
+        "{stderr}"
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(line["mode"], "reduced");
+}
+
+#[test]
 fn reduced_mode_shows_vmpin() {
     let h = harness();
     // This process registers a 16-page io_uring fixed buffer: VmPin 64 KiB.

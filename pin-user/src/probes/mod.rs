@@ -311,39 +311,24 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     )
     .map_err(|e| AttachError::Load(e.to_string()))?;
 
-    let mut status = Vec::with_capacity(FUNCS.len());
+    let mut status = discover(facts);
     let mut configs = Vec::with_capacity(FUNCS.len());
-    for (id, func) in FUNCS.iter().enumerate() {
-        let id = id as FuncId;
-        let mut st = ProbeStatus {
-            id,
-            function: func.name,
-            role: role(func.kind),
-            symbol: None,
-            attached: None,
-            notes: Vec::new(),
-            not_needed: false,
+    for st in &mut status {
+        let Some(symbol) = &st.symbol else { continue };
+        let cfg = match &facts.btf {
+            Ok(btf) => func_config(btf, &FUNCS[st.id as usize], symbol),
+            Err(e) => Err(e.clone()),
         };
-        match resolve_symbol(facts, func) {
-            Ok(symbol) => {
-                let cfg = match &facts.btf {
-                    Ok(btf) => func_config(btf, func, &symbol),
-                    Err(e) => Err(e.clone()),
-                };
-                match cfg {
-                    Ok(cfg) => {
-                        config
-                            .set(id, cfg, 0)
-                            .map_err(|e| AttachError::Load(format!("CONFIG[{id}]: {e}")))?;
-                        configs.push(id);
-                    }
-                    Err(e) => st.notes.push(e),
-                }
-                st.symbol = Some(symbol);
+        match cfg {
+            Ok(cfg) => {
+                let id = st.id;
+                config
+                    .set(id, cfg, 0)
+                    .map_err(|e| AttachError::Load(format!("CONFIG[{id}]: {e}")))?;
+                configs.push(id);
             }
             Err(e) => st.notes.push(e),
         }
-        status.push(st);
     }
 
     for index in 0..status.len() {
@@ -417,8 +402,9 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     })
 }
 
-/// Discovery only: what `attach` would find, without loading anything.
-/// Used where probes cannot be loaded, to still show the catalogue.
+/// Discovery only: which symbol stands for each known function, without
+/// loading anything. `attach` starts from it; where probes cannot be
+/// loaded it still shows the catalogue.
 pub fn discover(facts: &KernelFacts) -> Vec<ProbeStatus> {
     FUNCS
         .iter()

@@ -34,8 +34,12 @@ pub const SETTING_CALLERS: u32 = 0;
 pub const SETTING_LIFETIMES: u32 = 1;
 /// Index in the `SETTINGS` array: the kernel's `FOLL_PIN` bit.
 pub const SETTING_FOLL_PIN: u32 = 2;
+/// Index in the `SETTINGS` array: the address of the kernel's return-probe
+/// trampoline (`arch_rethook_trampoline`, `__kretprobe_trampoline` or
+/// `kretprobe_trampoline`, by kernel), 0 when unknown.
+pub const SETTING_RETURN_TRAMPOLINE: u32 = 3;
 /// Number of `SETTINGS` entries.
-pub const SETTINGS_LEN: u32 = 3;
+pub const SETTINGS_LEN: u32 = 4;
 
 /// Key of the per-caller table.
 #[repr(C)]

@@ -76,6 +76,11 @@ pub struct GupStats {
     pub latency_sum_ns: u64,
     /// Largest latency seen on this CPU, in nanoseconds.
     pub latency_max_ns: u64,
+    /// Outermost calls of this variant that were never counted because
+    /// their return was not seen (a kretprobe out of instances, an exit
+    /// program skipped by the kernel's recursion guard): found when the
+    /// thread's next GUP call shows the state left behind to be stale.
+    pub missed_returns: u64,
     /// log2 latency histogram, see [`latency_bucket`].
     pub latency_log2: [u64; LATENCY_BUCKETS],
     /// Error returns by errno, see [`errno_slot`].
@@ -96,6 +101,7 @@ impl GupStats {
         slow_pages: 0,
         latency_sum_ns: 0,
         latency_max_ns: 0,
+        missed_returns: 0,
         latency_log2: [0; LATENCY_BUCKETS],
         errno: [0; ERRNO_SLOTS],
     };
@@ -106,10 +112,16 @@ impl GupStats {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReleaseStats {
-    /// Outermost release calls.
+    /// Outermost release calls made by callers of GUP.
     pub calls: u64,
     /// Pages released by them.
     pub pages: u64,
+    /// Calls GUP made itself, inside a get/pin call: undoing a grab it
+    /// does not return (a rollback, a FOLL_LONGTERM migration retry).
+    /// `nr_foll_pin_released` counts these pages too.
+    pub internal_calls: u64,
+    /// Pages released by those calls.
+    pub internal_pages: u64,
 }
 
 /// Per-process counters in the `PROCS` LRU per-CPU hash, keyed by tgid.
@@ -172,6 +184,17 @@ pub struct TaskState {
     pub addr: u64,
     /// `gup_flags` of the outermost call as passed by its caller.
     pub flags: u64,
+    /// Where the outermost call's frame sits on the kernel stack (the
+    /// trampoline's context pointer for fentry, the stack pointer at entry
+    /// for kprobes): a truly nested call always enters from deeper (a lower
+    /// address), so an entry at or above it proves the state stale.
+    pub outer_frame: u64,
+    /// The word at `outer_frame` when the outermost call entered (0: not
+    /// checked): while that call runs the word stays; once the stack is
+    /// reused it changes, which proves the state stale even when a later
+    /// call enters from deeper (the kernel randomises each system call's
+    /// stack offset).
+    pub outer_mark: u64,
     /// Return address of the outermost call (0 when unknown or off).
     pub caller: u64,
     /// The outermost call's `pages` output array (0 when unknown).
@@ -223,10 +246,17 @@ pub enum Health {
     /// FOLL_PIN releases of folios pinwatch did not see pinned (pinned
     /// before it started, or not tracked).
     UntrackedRelease = 8,
+    /// Outermost calls never counted because their return was not seen
+    /// (summed over variants; `GupStats::missed_returns` has them per
+    /// variant).
+    MissedReturn = 9,
+    /// Per-thread nesting deeper than real GUP nesting can be: the state
+    /// was reset (counted with [`Health::MissedReturn`] as well).
+    DepthOverflow = 10,
 }
 
 /// Number of [`Health`] counters.
-pub const HEALTH_COUNT: usize = 9;
+pub const HEALTH_COUNT: usize = Health::DepthOverflow as usize + 1;
 
 /// Size of the per-call `EVENTS` ring buffer in bytes (a power of two and
 /// a multiple of the page size); about 2700 [`CallEvent`]s.
@@ -336,11 +366,11 @@ mod tests {
         assert_eq!(core::mem::size_of::<CallEvent>(), 8 * 10 + 4 * 4 + 16);
         assert_eq!(
             core::mem::size_of::<GupStats>(),
-            8 * (11 + LATENCY_BUCKETS + ERRNO_SLOTS)
+            8 * (12 + LATENCY_BUCKETS + ERRNO_SLOTS)
         );
         assert_eq!(
             core::mem::size_of::<TaskState>(),
-            4 * 2 + 8 * 6 + 4 * 2 + 8 * 4 + 4 * 2
+            4 * 2 + 8 * 8 + 4 * 2 + 8 * 4 + 4 * 2
         );
     }
 }

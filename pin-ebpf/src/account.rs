@@ -7,7 +7,9 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
 };
 use aya_log_ebpf::warn;
 use pin_common::{
@@ -26,6 +28,32 @@ use crate::maps::{
 /// Deeper nesting than this means the state is stale (a return was missed);
 /// real GUP nesting is at most four traced functions deep.
 const MAX_DEPTH: u32 = 8;
+
+/// Largest distance between two frames of one task's kernel stack
+/// (x86-64 `THREAD_SIZE` is 16 KiB, 32 KiB with KASAN): an entry farther
+/// away runs on another stack (an interrupt's), so its position says
+/// nothing about the task's state.
+const STACK_SPAN: u64 = 32 * 1024;
+
+/// Adds `by` to a counter in a map value. Atomic, because the counter can
+/// be updated by two programs at once even in a per-CPU slot: on
+/// preemptible kernels (`preempt=full`, PREEMPT_RT, PREEMPT_LAZY) BPF
+/// programs run with migration disabled but can be preempted by another
+/// task's program on the same CPU, and interrupts nest into task context.
+/// A plain read-modify-write could lose the other's increment. With its
+/// result unused this compiles to one `lock xadd`.
+/// (`AtomicU64::fetch_add` is not offered on the BPF target, which has no
+/// compare-and-swap in its base instruction set; the intrinsic lowers to
+/// the BPF atomic add that every kernel pinwatch supports has.)
+#[inline(always)]
+pub fn add_to(counter: &mut u64, by: u64) {
+    // SAFETY: the pointer comes from a live `&mut u64` into a map value.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            counter, by,
+        );
+    }
+}
 
 /// Sign-extends a register that held a 32-bit `int`.
 #[inline(always)]
@@ -55,7 +83,7 @@ pub fn bump_health(which: Health) {
 #[inline(always)]
 pub fn add_health(which: Health, by: u64) {
     if let Some(counter) = HEALTH.get_ptr_mut(which as u32) {
-        unsafe { *counter += by };
+        add_to(unsafe { &mut *counter }, by);
     }
 }
 
@@ -106,26 +134,63 @@ fn counted() -> bool {
 }
 
 /// `sched_process_fork`, in the parent: follow the child when the parent
-/// is followed.
+/// is followed. A child of a parent outside the tree takes a pid that may
+/// still be in `TRACKED` from a followed process that died (entries of
+/// dead processes are pruned by the agent, not at exit): drop it, so a
+/// reused pid is never counted.
 #[inline(always)]
 pub fn on_fork(ctx: &aya_ebpf::programs::TracePointContext) {
-    if !matches!(FILTER.get(0), Some(&1)) || !counted() {
+    if !matches!(FILTER.get(0), Some(&1)) {
         return;
     }
     let Ok(child) = (unsafe { ctx.read_at::<u32>(pin_common::FORK_CHILD_PID_OFFSET) }) else {
         return;
     };
+    if !counted() {
+        let _ = TRACKED.remove(&child);
+        return;
+    }
     if TRACKED.insert(&child, &1, 0).is_err() {
         bump_health(Health::TrackLost);
     }
 }
 
-/// `sched_process_exit`: forget the exiting task.
+/// Where an fentry program's trampoline frame sits on the kernel stack: the
+/// trampoline saves the traced function's arguments at the context pointer,
+/// in its frame just below that function's return address.
+#[inline(always)]
+pub fn frame_of_trampoline(ctx: &impl EbpfContext) -> u64 {
+    let ctx_addr = ctx.as_ptr() as u64;
+    // The verifier keeps the context pointer typed as such and refuses
+    // arithmetic on it with unbounded numbers; read back through the
+    // helper, our copy of its value is a plain number.
+    // SAFETY: reads 8 bytes of our own stack.
+    unsafe { bpf_probe_read_kernel(&ctx_addr as *const u64) }.unwrap_or(0)
+}
+
+/// A thread exits: a call it is still inside was never seen to return
+/// (threads do not exit from inside GUP), so count it as missed.
+#[inline(always)]
+pub fn on_task_exit() {
+    if let Some(state) = TASK_STATES.current(false)
+        && state.depth != 0
+    {
+        forget_missed_call(state);
+    }
+}
+
+/// `sched_process_exit`: forget an exiting thread that is not its
+/// process's leader. A leader's exit does not end its process (the other
+/// threads go on; a thread that execs takes over the leader's pid), so the
+/// process stays followed until the agent sees it gone from /proc.
 #[inline(always)]
 pub fn on_exit() {
     if matches!(FILTER.get(0), Some(&1)) {
-        let tid = bpf_get_current_pid_tgid() as u32;
-        let _ = TRACKED.remove(&tid);
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+        if tid != tgid {
+            let _ = TRACKED.remove(&tid);
+        }
     }
 }
 
@@ -162,16 +227,19 @@ pub struct GupArgs {
     pub flags: u64,
     /// The `pages` output array (0 when the function has none).
     pub pages: u64,
+    /// The traced function's frame.
+    pub frame: attribution::Frame,
 }
 
 /// Entry into get/pin function `id` with its argument registers.
 #[inline(always)]
-pub fn gup_entry(ctx: &impl attribution::DirectCaller, id: FuncId, args: GupArgs) {
+pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
     let GupArgs {
         nr: raw_nr,
         addr,
         flags,
         pages,
+        frame,
     } = args;
     if !counted() {
         return;
@@ -181,13 +249,14 @@ pub fn gup_entry(ctx: &impl attribution::DirectCaller, id: FuncId, args: GupArgs
     let Some(state) = task_state(true) else {
         return;
     };
-    if state.depth >= MAX_DEPTH {
-        bump_health(Health::UnmatchedExit);
-        state.depth = 0;
+    if state.depth != 0 && state_is_stale(state, &frame) {
+        forget_missed_call(state);
     }
     let level = state.depth + 1;
     if state.depth == 0 {
         state.outer = id;
+        state.outer_frame = frame.addr;
+        state.outer_mark = frame.mark;
         state.start_ns = unsafe { bpf_ktime_get_ns() };
         state.nr = nr;
         if config.args_known != 0 {
@@ -199,7 +268,7 @@ pub fn gup_entry(ctx: &impl attribution::DirectCaller, id: FuncId, args: GupArgs
         }
         state.pages = if config.pages_known != 0 { pages } else { 0 };
         state.caller = if attribution::callers_on() {
-            attribution::find_caller(ctx)
+            attribution::find_caller(ctx, &frame)
         } else {
             0
         };
@@ -219,6 +288,66 @@ pub fn gup_entry(ctx: &impl attribution::DirectCaller, id: FuncId, args: GupArgs
         state.fallback_nr = nr;
     }
     state.depth = level;
+}
+
+/// Whether a thread's nesting state, found at an entry from `frame`, was
+/// left behind by a call whose return was never seen. Without this check
+/// one missed return would leave the thread nested under a phantom call
+/// for good, and none of its later calls would be counted.
+///
+/// A truly nested call enters from deeper on the same stack (a lower
+/// address) than the outermost call it nests in, and the outermost call's
+/// frame still holds the word it held at entry. An entry at or above that
+/// frame, or a frame whose word changed, means the call has returned.
+#[inline(always)]
+fn state_is_stale(state: &TaskState, frame: &attribution::Frame) -> bool {
+    if state.depth >= MAX_DEPTH {
+        bump_health(Health::DepthOverflow);
+        return true;
+    }
+    let (here, outer) = (frame.addr, state.outer_frame);
+    // 0: a frame could not be read; no verdict then.
+    if here == 0 || outer == 0 {
+        return false;
+    }
+    if here >= outer {
+        // Farther than one stack's span: another stack (an interrupt's).
+        return here - outer < STACK_SPAN;
+    }
+    if outer - here >= STACK_SPAN || state.outer_mark == 0 {
+        return false;
+    }
+    // SAFETY: reads kernel memory through the checked helper.
+    let now = unsafe { bpf_probe_read_kernel(outer as *const u64) }.unwrap_or(state.outer_mark);
+    now != state.outer_mark && now != attribution::return_trampoline()
+}
+
+/// Whether a task inside a get/pin call (`state.depth != 0`) runs, at
+/// `frame`, within that call: deeper on the same stack than the call's
+/// frame. Code on another stack (an interrupt's, e.g. an I/O completion
+/// releasing pins) merely interrupted the call; code at or above the
+/// frame runs after a call whose return was missed.
+#[inline(always)]
+pub fn inside_gup_call(state: &TaskState, frame: u64) -> bool {
+    let outer = state.outer_frame;
+    if frame == 0 || outer == 0 {
+        // No position to compare: the depth alone says so.
+        return true;
+    }
+    frame < outer && outer - frame < STACK_SPAN
+}
+
+/// Drops a stale state's unfinished call and counts it as missed, both in
+/// its variant's counters and in `HEALTH`.
+#[inline(always)]
+fn forget_missed_call(state: &mut TaskState) {
+    bump_health(Health::MissedReturn);
+    if (state.outer as usize) < GUP_FUNC_COUNT
+        && let Some(stats) = GUP_STATS.get_ptr_mut(state.outer)
+    {
+        add_to(unsafe { &mut (*stats).missed_returns }, 1);
+    }
+    state.depth = 0;
 }
 
 /// Return from get/pin function `id` with raw return register `raw_ret`.
@@ -284,30 +413,30 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     };
     let stats = unsafe { &mut *stats };
     let nr = state.nr;
-    stats.calls += 1;
+    add_to(&mut stats.calls, 1);
     if nr > 0 {
-        stats.pages_requested += nr as u64;
+        add_to(&mut stats.pages_requested, nr as u64);
     }
     if ret > 0 {
-        stats.pages_returned += ret as u64;
+        add_to(&mut stats.pages_returned, ret as u64);
         if ret < nr {
-            stats.partial += 1;
+            add_to(&mut stats.partial, 1);
         }
     } else if ret == 0 {
-        stats.zero += 1;
+        add_to(&mut stats.zero, 1);
     } else {
-        stats.errors += 1;
+        add_to(&mut stats.errors, 1);
         let slot = errno_slot(ret.unsigned_abs());
-        if let Some(count) = stats.errno.get_mut(slot) {
-            *count += 1;
+        if let Some(errors) = stats.errno.get_mut(slot) {
+            add_to(errors, 1);
         }
     }
     let (fast_pages, slow_pages, fell_back) = path_split(state);
     if fell_back {
-        stats.fallbacks += 1;
+        add_to(&mut stats.fallbacks, 1);
     }
-    stats.fast_pages += fast_pages;
-    stats.slow_pages += slow_pages;
+    add_to(&mut stats.fast_pages, fast_pages);
+    add_to(&mut stats.slow_pages, slow_pages);
     let now = unsafe { bpf_ktime_get_ns() };
     let ns = now.saturating_sub(state.start_ns);
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -336,13 +465,16 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
             comm: bpf_get_current_comm().unwrap_or_default(),
         });
     }
-    stats.latency_sum_ns += ns;
+    add_to(&mut stats.latency_sum_ns, ns);
+    // A plain store: a maximum lost to a concurrent update is replaced by
+    // the other update's (also real) value, and views take the interval's
+    // maximum from the histogram, whose counts are exact.
     if ns > stats.latency_max_ns {
         stats.latency_max_ns = ns;
     }
     let latency_slot = latency_bucket(ns);
-    if let Some(count) = stats.latency_log2.get_mut(latency_slot) {
-        *count += 1;
+    if let Some(calls) = stats.latency_log2.get_mut(latency_slot) {
+        add_to(calls, 1);
     }
     let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
     if attribution::callers_on() {
@@ -367,11 +499,11 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
             proc.comm = comm;
         }
         proc.last_ns = now;
-        proc.calls += 1;
+        add_to(&mut proc.calls, 1);
         if ret > 0 {
-            proc.pages += ret as u64;
+            add_to(&mut proc.pages, ret as u64);
             if is_pin {
-                proc.pinned += ret as u64;
+                add_to(&mut proc.pinned, ret as u64);
             }
         }
     }
@@ -381,11 +513,23 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
 /// since releases (but one) are traced at entry only; their cost grows
 /// with every page an O_DIRECT completion releases one by one.
 #[inline(always)]
-pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
+pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl FnOnce() -> u64) {
     if !counted() {
         return;
     }
     if config(id).is_none() {
+        return;
+    }
+    let index = id.wrapping_sub(GUP_FUNC_COUNT as u32);
+    if task_state(false).is_some_and(|state| state.depth != 0 && inside_gup_call(state, frame())) {
+        // GUP undoing its own grab (a rollback, a FOLL_LONGTERM migration
+        // retry): not a release by the caller; counted apart (vmstat's
+        // nr_foll_pin_released has both).
+        if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
+            let stats = unsafe { &mut *stats };
+            add_to(&mut stats.internal_calls, 1);
+            add_to(&mut stats.internal_pages, pages);
+        }
         return;
     }
     if id == RELEASE_NESTED {
@@ -398,14 +542,13 @@ pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64) {
     {
         state.release_depth = 1;
     }
-    let index = id.wrapping_sub(GUP_FUNC_COUNT as u32);
     if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
         let stats = unsafe { &mut *stats };
-        stats.calls += 1;
-        stats.pages += pages;
+        add_to(&mut stats.calls, 1);
+        add_to(&mut stats.pages, pages);
     }
     if let Some(proc) = proc_stats(ctx) {
-        proc.released += pages;
+        add_to(&mut proc.released, pages);
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     if event_wanted(pid_tgid) {

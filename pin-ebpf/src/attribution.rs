@@ -11,6 +11,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_get_func_arg_cnt, bpf_get_func_ip, bpf_get_stack, bpf_loop},
@@ -21,12 +22,12 @@ use pin_common::{
     CallerKey, CallerStats, Health, PinRecord, TaskState,
     attribution::{
         CALLER_FRAMES, LIFETIME_PAGES_PER_CALL, SETTING_CALLERS, SETTING_FOLL_PIN,
-        SETTING_LIFETIMES, hold_bucket,
+        SETTING_LIFETIMES, SETTING_RETURN_TRAMPOLINE, hold_bucket,
     },
 };
 
 use crate::{
-    account::{add_health, bump_health},
+    account::{add_health, add_to, bump_health},
     maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES, SETTINGS, TASK_STATES},
 };
 
@@ -50,23 +51,42 @@ pub fn callers_on() -> bool {
 /// modules included): a return address read from a frame must lie above.
 const KERNEL_TEXT: u64 = 0xffff_ffff_8000_0000;
 
-/// A program context that can read the traced function's return address
-/// straight from its frame, without walking the stack.
-pub trait DirectCaller: EbpfContext {
-    /// The return address into the caller, or 0 when the frame does not
-    /// look as expected (the caller then falls back to a stack walk).
-    fn direct_caller(&self) -> u64;
+/// What an entry program learns from the traced function's frame.
+#[derive(Clone, Copy, Default)]
+pub struct Frame {
+    /// Address of a word of the frame that stays put while the call runs
+    /// (0: unknown). Deeper frames have lower addresses.
+    pub addr: u64,
+    /// The word at `addr` at entry (0: do not check it later).
+    pub mark: u64,
+    /// The return address into the caller (0: not in the frame).
+    pub caller: u64,
 }
 
-impl DirectCaller for FEntryContext {
+/// A program context that can read the traced function's frame: where it
+/// is on the kernel stack and the return address into the caller, without
+/// walking the stack.
+pub trait EntryFrame: EbpfContext {
+    /// The traced function's frame.
+    fn entry_frame(&self) -> Frame;
+}
+
+/// A kernel text address, or 0.
+#[inline(always)]
+fn text_or_zero(addr: u64) -> u64 {
+    if addr >= KERNEL_TEXT { addr } else { 0 }
+}
+
+impl EntryFrame for FEntryContext {
     /// The BPF trampoline saves the traced function's register arguments
     /// at the context pointer, then (when it also calls the function for
     /// fexit) a return-value slot, then its saved frame pointer, the
     /// return address into the traced function (just past its fentry
     /// call) and, above that, the traced function's own return address.
     /// The return address into the traced function identifies which of
-    /// the two layouts this trampoline has.
-    fn direct_caller(&self) -> u64 {
+    /// the two layouts this trampoline has; its slot is the frame's mark:
+    /// it holds that value for as long as the call runs.
+    fn entry_frame(&self) -> Frame {
         // SAFETY: helpers given the program's own context.
         let (args, func_ip) = unsafe {
             (
@@ -74,51 +94,77 @@ impl DirectCaller for FEntryContext {
                 bpf_get_func_ip(self.as_ptr()),
             )
         };
-        // The verifier allows arithmetic on the context pointer only with
-        // a bounded offset; x86-64 passes at most 6 arguments in registers
-        // and the trampoline saves at most 12.
+        // x86-64 passes at most 6 arguments in registers and the
+        // trampoline saves at most 12.
         if args > 12 {
-            return 0;
+            return Frame::default();
         }
-        let above_args = self.as_ptr() as u64 + args * 8;
+        let ctx_addr = crate::account::frame_of_trampoline(self);
+        if ctx_addr == 0 {
+            return Frame::default();
+        }
+        let above_args = ctx_addr + args * 8;
         // SAFETY: reads kernel memory through the checked helper.
         let Ok(words) = (unsafe { bpf_probe_read_kernel(above_args as *const [u64; 4]) }) else {
-            return 0;
+            return Frame::default();
         };
         let into_traced = |w: u64| w.wrapping_sub(func_ip) < ENTRY_WINDOW;
-        let caller = if into_traced(words[1]) {
-            words[2]
+        if into_traced(words[1]) {
+            Frame {
+                addr: above_args + 8,
+                mark: words[1],
+                caller: text_or_zero(words[2]),
+            }
         } else if into_traced(words[2]) {
-            words[3]
+            Frame {
+                addr: above_args + 16,
+                mark: words[2],
+                caller: text_or_zero(words[3]),
+            }
         } else {
-            0
-        };
-        if caller >= KERNEL_TEXT { caller } else { 0 }
+            Frame {
+                addr: ctx_addr,
+                mark: 0,
+                caller: 0,
+            }
+        }
     }
 }
 
-impl DirectCaller for ProbeContext {
+impl EntryFrame for ProbeContext {
     /// At a function-entry kprobe the stack pointer points at the
-    /// function's return address.
-    fn direct_caller(&self) -> u64 {
+    /// function's return address. A kretprobe on the same function swaps
+    /// that word for its trampoline's address while the call runs, so the
+    /// word is a mark only where the agent told us that address.
+    fn entry_frame(&self) -> Frame {
         // SAFETY: the context's registers, then kernel memory through the
         // checked helper.
-        let caller = unsafe {
+        let (sp, word) = unsafe {
             let sp = (*self.regs).rsp;
-            bpf_probe_read_kernel(sp as *const u64).unwrap_or(0)
+            (sp, bpf_probe_read_kernel(sp as *const u64).unwrap_or(0))
         };
-        if caller >= KERNEL_TEXT { caller } else { 0 }
+        Frame {
+            addr: sp,
+            mark: if return_trampoline() != 0 { word } else { 0 },
+            caller: text_or_zero(word),
+        }
     }
+}
+
+/// The address of the kernel's return-probe trampoline, which a kretprobe
+/// writes over the return address of a call it watches (0: unknown).
+#[inline(always)]
+pub fn return_trampoline() -> u64 {
+    setting(SETTING_RETURN_TRAMPOLINE)
 }
 
 /// The return address into whoever called the traced function: read from
 /// its frame where the layout is known, else found on a stack walk; 0 (and
 /// counted) when neither shows it.
 #[inline(always)]
-pub fn find_caller(ctx: &impl DirectCaller) -> u64 {
-    let direct = ctx.direct_caller();
-    if direct != 0 {
-        return direct;
+pub fn find_caller(ctx: &impl EbpfContext, frame: &Frame) -> u64 {
+    if frame.caller != 0 {
+        return frame.caller;
     }
     walk_for_caller(ctx)
 }
@@ -183,20 +229,20 @@ pub fn account_caller(
     let Some(stats) = caller_stats(&key) else {
         return;
     };
-    stats.calls += 1;
+    add_to(&mut stats.calls, 1);
     if ret > 0 {
-        stats.pages += ret as u64;
+        add_to(&mut stats.pages, ret as u64);
     } else if ret < 0 {
-        stats.errors += 1;
+        add_to(&mut stats.errors, 1);
     }
     if fell_back {
-        stats.fallbacks += 1;
+        add_to(&mut stats.fallbacks, 1);
     }
-    stats.fast_pages += fast_pages;
-    stats.slow_pages += slow_pages;
-    stats.latency_sum_ns += ns;
-    if let Some(count) = stats.latency_log2.get_mut(latency_slot) {
-        *count += 1;
+    add_to(&mut stats.fast_pages, fast_pages);
+    add_to(&mut stats.slow_pages, slow_pages);
+    add_to(&mut stats.latency_sum_ns, ns);
+    if let Some(calls) = stats.latency_log2.get_mut(latency_slot) {
+        add_to(calls, 1);
     }
 }
 
@@ -237,13 +283,6 @@ extern "C" fn remember_one(index: u64, ctx: *mut c_void) -> i64 {
     let Some(folio) = folio_of(page) else {
         return 0;
     };
-    if let Some(record) = PIN_LIFETIMES.get_ptr_mut(&folio) {
-        // Another pin of a folio already held: its clock keeps the oldest
-        // pin's start.
-        unsafe { (*record).refs += 1 };
-        batch.tracked += 1;
-        return 0;
-    }
     let record = PinRecord {
         start_ns: batch.start_ns,
         caller: batch.caller,
@@ -251,11 +290,27 @@ extern "C" fn remember_one(index: u64, ctx: *mut c_void) -> i64 {
         tgid: batch.tgid,
         func: batch.func,
     };
-    if PIN_LIFETIMES.insert(&folio, &record, 0).is_ok() {
-        batch.tracked += 1;
-    } else {
-        bump_health(Health::LifetimesFull);
+    // Insert only if absent (BPF_NOEXIST), so that two CPUs pinning one
+    // new folio at once cannot overwrite each other's reference: the loser
+    // finds the winner's record and adds to it. Twice, because the record
+    // can also vanish between the two steps (its last pin released).
+    for _ in 0..2 {
+        if PIN_LIFETIMES
+            .insert(&folio, &record, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
+            batch.tracked += 1;
+            return 0;
+        }
+        if let Some(held) = PIN_LIFETIMES.get_ptr_mut(&folio) {
+            // Another pin of a folio already held: its clock keeps the
+            // oldest pin's start.
+            add_to(unsafe { &mut (*held).refs }, 1);
+            batch.tracked += 1;
+            return 0;
+        }
     }
+    bump_health(Health::LifetimesFull);
     0
 }
 
@@ -291,21 +346,22 @@ pub fn remember_pins(state: &TaskState, ret: i64, now: u64) {
     };
     let key = CallerKey::new(state.caller, state.outer);
     if let Some(stats) = caller_stats(&key) {
-        stats.pins_tracked += batch.tracked;
+        add_to(&mut stats.pins_tracked, batch.tracked);
     }
 }
 
 /// `gup_put_folio(folio, refs, flags)`: a FOLL_PIN release ends the hold
 /// of `refs` pins of `folio`, unless GUP itself is undoing a grab it never
-/// returned (the task is inside a get/pin call).
+/// returned (the task runs inside a get/pin call, rather than being
+/// interrupted in one by an I/O completion that releases pins).
 #[inline(always)]
-pub fn folio_released(folio: u64, refs: i64, flags: u64) {
+pub fn folio_released(folio: u64, refs: i64, flags: u64, frame: impl FnOnce() -> u64) {
     if !lifetimes_on() || flags & setting(SETTING_FOLL_PIN) == 0 || refs <= 0 {
         return;
     }
     if TASK_STATES
         .current(false)
-        .is_some_and(|task| task.depth != 0)
+        .is_some_and(|task| task.depth != 0 && crate::account::inside_gup_call(task, frame()))
     {
         return;
     }
@@ -331,10 +387,10 @@ pub fn folio_released(folio: u64, refs: i64, flags: u64) {
         let _ = PIN_LIFETIMES.remove(&folio);
     }
     if let Some(stats) = caller_stats(&key) {
-        stats.pins_released += released;
-        stats.hold_sum_ns += held * released;
-        if let Some(count) = stats.hold_log2.get_mut(hold_bucket(held)) {
-            *count += released;
+        add_to(&mut stats.pins_released, released);
+        add_to(&mut stats.hold_sum_ns, held * released);
+        if let Some(pins) = stats.hold_log2.get_mut(hold_bucket(held)) {
+            add_to(pins, released);
         }
     }
 }

@@ -11,6 +11,9 @@
 //! bookkeeping lives in `account`, all state in `maps`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The atomic add of `account::add_to` (see there).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod account;
@@ -24,8 +27,11 @@ mod task_storage;
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
-        programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+        macros::{fentry, fexit, kprobe, kretprobe, raw_tracepoint, tracepoint},
+        programs::{
+            FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
+            TracePointContext,
+        },
     };
     use pin_common::{FUNCS, NO_ARG};
 
@@ -67,6 +73,7 @@ mod programs {
                     } else {
                         func_arg(&ctx, PAGES as u32)
                     },
+                    frame: attribution::EntryFrame::entry_frame(&ctx),
                 };
                 account::gup_entry(&ctx, $id, args);
                 0
@@ -93,6 +100,7 @@ mod programs {
                     } else {
                         ctx.arg::<u64>(PAGES as usize).unwrap_or(0)
                     },
+                    frame: attribution::EntryFrame::entry_frame(&ctx),
                 };
                 account::gup_entry(&ctx, $id, args);
                 0
@@ -118,7 +126,7 @@ mod programs {
                 } else {
                     ctx.arg::<u64>(NR as usize)
                 };
-                account::release_entry(&ctx, $id, pages);
+                account::release_entry(&ctx, $id, pages, || account::frame_of_trampoline(&ctx));
                 0
             }
 
@@ -136,7 +144,8 @@ mod programs {
                 } else {
                     ctx.arg::<u64>(NR as usize).unwrap_or(0)
                 };
-                account::release_entry(&ctx, $id, pages);
+                // SAFETY: the context's saved registers.
+                account::release_entry(&ctx, $id, pages, || unsafe { (*ctx.regs).rsp });
                 0
             }
 
@@ -154,7 +163,9 @@ mod programs {
     fn put_fentry(ctx: FEntryContext) -> u32 {
         let refs = ctx.arg::<u64>(1) as u32 as i32 as i64;
         let flags = ctx.arg::<u64>(2) as u32 as u64;
-        attribution::folio_released(ctx.arg::<u64>(0), refs, flags);
+        attribution::folio_released(ctx.arg::<u64>(0), refs, flags, || {
+            account::frame_of_trampoline(&ctx)
+        });
         0
     }
 
@@ -163,7 +174,10 @@ mod programs {
     fn put_kprobe(ctx: ProbeContext) -> u32 {
         let refs = ctx.arg::<u64>(1).unwrap_or(0) as u32 as i32 as i64;
         let flags = ctx.arg::<u64>(2).unwrap_or(0) as u32 as u64;
-        attribution::folio_released(ctx.arg::<u64>(0).unwrap_or(0), refs, flags);
+        // SAFETY: the context's saved registers.
+        attribution::folio_released(ctx.arg::<u64>(0).unwrap_or(0), refs, flags, || unsafe {
+            (*ctx.regs).rsp
+        });
         0
     }
 
@@ -178,6 +192,15 @@ mod programs {
     #[tracepoint]
     fn track_exit(_ctx: TracePointContext) -> u32 {
         account::on_exit();
+        0
+    }
+
+    /// sched_process_exit as a raw tracepoint (attached by name, no
+    /// tracefs needed), always on: a thread that exits with a call whose
+    /// return was never seen has that call counted as missed.
+    #[raw_tracepoint(tracepoint = "sched_process_exit")]
+    fn task_exit(_ctx: RawTracePointContext) -> u32 {
+        account::on_task_exit();
         0
     }
 

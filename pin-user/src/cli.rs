@@ -232,7 +232,30 @@ pub enum Command {
         /// After setup print {"ready":PID} and wait for a line on stdin (for test harnesses).
         #[arg(long)]
         wait_stdin: bool,
+        /// Threads calling at once (stalled-readv only).
+        #[arg(long, default_value_t = 1)]
+        threads: u64,
     },
+}
+
+impl Command {
+    /// The long-running commands, which SIGINT, SIGTERM and SIGHUP end
+    /// cleanly (probes detached, output finished) from the moment the
+    /// command line is parsed. The others keep the default: a signal ends
+    /// them at once.
+    pub fn ends_on_stop_signals(&self) -> bool {
+        match self {
+            Command::Top { .. }
+            | Command::Stat { .. }
+            | Command::Trace { .. }
+            | Command::Serve { .. }
+            | Command::Record { .. } => true,
+            Command::Validate { .. }
+            | Command::Probes { .. }
+            | Command::Diff { .. }
+            | Command::Workload { .. } => false,
+        }
+    }
 }
 
 /// Bad input detected after argument parsing (exit code [`EXIT_USAGE`]).
@@ -260,6 +283,9 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // Held (blocked) until the command is known, so a stop signal that
+    // comes during start-up is never lost; see `signals`.
+    crate::signals::hold();
     // Like other Unix tools, end quietly when a reader of our output goes
     // away (`pinwatch stat | head`) instead of panicking on EPIPE. The
     // kernel detaches the probes with the process; a recording is written
@@ -290,8 +316,25 @@ pub fn main() -> ExitCode {
         pid: None,
         comm: None,
     });
+    if command.ends_on_stop_signals() {
+        // Before anything slow (kernel discovery, attaching): from here a
+        // stop signal is counted, and attach or the command's loop ends on
+        // it.
+        if let Err(err) = crate::signals::install() {
+            eprintln!("pinwatch: error: {}", one_line(&err));
+            return ExitCode::FAILURE;
+        }
+    } else {
+        crate::signals::release();
+    }
     match run(command) {
         Ok(code) => code,
+        Err(err) if matches!(err.downcast_ref(), Some(AttachError::Stopped)) => {
+            // Asked to stop while attaching: what was attached is detached
+            // (dropped) by now, and stopping is what the user wanted.
+            eprintln!("pinwatch: stopped during start-up");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             let code = if let Some(AttachError::Privileges(_)) = err.downcast_ref::<AttachError>() {
                 EXIT_PRIVILEGES
@@ -443,6 +486,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             file,
             json,
             wait_stdin,
+            threads,
         } => commands::workload::run(
             crate::workload::WorkloadOptions {
                 kind: name,
@@ -452,6 +496,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 cold,
                 file,
                 wait_stdin,
+                threads,
             },
             json,
         ),

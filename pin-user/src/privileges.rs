@@ -15,6 +15,13 @@
 //! becomes `nobody` with no capability at all, or keeps CAP_BPF as root.
 //! Debian's 6.1.192 and 6.12.117 (`unprivileged_bpf_disabled=2`) both allow
 //! the reads: pinwatch runs as `nobody` there.
+//!
+//! Root becomes `nobody` only where `nobody` can still read the files the
+//! agent goes on reading ([`READ_AFTER_SHEDDING`]); a guest whose `/` only
+//! root may search keeps uid 0 instead. A regular user running a binary
+//! given file capabilities (`setcap cap_bpf,cap_perfmon,cap_syslog+ep`)
+//! has no CAP_SETUID to change users and no need to: it stays that user
+//! and drops every capability it no longer needs.
 
 use std::collections::HashSet;
 
@@ -86,6 +93,20 @@ pub enum Shed {
     Nobody,
     /// Stayed uid 0 with only these capabilities.
     Kept(Vec<Capability>),
+    /// A regular user (file capabilities): stayed that user with only
+    /// these capabilities.
+    User {
+        /// The effective uid.
+        uid: u32,
+        /// The capabilities left.
+        kept: Vec<Capability>,
+    },
+}
+
+/// "CAP_BPF, CAP_SYSLOG".
+fn names(caps: &[Capability]) -> String {
+    let names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+    names.join(", ")
 }
 
 impl std::fmt::Display for Shed {
@@ -94,9 +115,12 @@ impl std::fmt::Display for Shed {
             Shed::Nothing => f.write_str("unprivileged from the start"),
             Shed::Nobody => write!(f, "now uid {NOBODY} (nobody), no capabilities"),
             Shed::Kept(caps) if caps.is_empty() => f.write_str("uid 0, no capabilities"),
-            Shed::Kept(caps) => {
-                let names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
-                write!(f, "uid 0 keeping only {}", names.join(", "))
+            Shed::Kept(caps) => write!(f, "uid 0 keeping only {}", names(caps)),
+            Shed::User { uid, kept } if kept.is_empty() => {
+                write!(f, "unprivileged user {uid}, no capabilities")
+            }
+            Shed::User { uid, kept } => {
+                write!(f, "unprivileged user {uid} keeping only {}", names(kept))
             }
         }
     }
@@ -112,6 +136,14 @@ pub enum ShedError {
     /// on one would leave the others privileged.
     #[error("shedding privileges after attaching: {0} threads already run")]
     Threads(u64),
+    /// A file the agent needs after shedding could not be read before.
+    #[error("shedding privileges after attaching: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 fn call<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, ShedError> {
@@ -125,10 +157,101 @@ fn threads() -> u64 {
         .map_or(1, |s| s.threads)
 }
 
+/// The uid when the process runs as a regular user: no uid (real,
+/// effective, saved) is 0, so it holds only what file capabilities gave it
+/// and may not change users.
+fn regular_user() -> Option<u32> {
+    let (mut real, mut effective, mut saved) = (0, 0, 0);
+    // SAFETY: getresuid writes three uids it is given valid pointers to.
+    if unsafe { libc::getresuid(&mut real, &mut effective, &mut saved) } != 0 {
+        return None;
+    }
+    (real != 0 && effective != 0 && saved != 0).then_some(effective)
+}
+
+/// Files the agent goes on reading after shedding: aya reads the possible
+/// CPUs on each thread's first per-CPU map read; interval snapshots read
+/// the kernel's pin counters (the ancestors of `/proc/vmstat` also lead to
+/// each `/proc/PID/status`, read for VmPin). `/proc/sys/vm/stat_refresh`
+/// is root's whoever asks, so it is no reason to stay root.
+pub const READ_AFTER_SHEDDING: &[&str] = &["/sys/devices/system/cpu/possible", "/proc/vmstat"];
+
+/// Why a user who neither owns nor shares a group with anything on the
+/// way (`nobody`) could not read `path`: the first directory others may
+/// not search, or the file others may not read. Mode bits only (ACLs and
+/// security modules aside); a file root cannot see either is no reason to
+/// stay root, so it gives None.
+pub fn blocked_for_others(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    };
+    let file_mode = mode(path)?;
+    // Both the path as written and as resolved are walked: a symlink on
+    // the way is searched through its own directories and its target's.
+    let mut walks = vec![path.to_path_buf()];
+    if let Ok(real) = std::fs::canonicalize(path)
+        && real != path
+    {
+        walks.push(real);
+    }
+    for walk in &walks {
+        for dir in walk.ancestors().skip(1) {
+            if let Some(m) = mode(dir)
+                && m & 0o001 == 0
+            {
+                return Some(format!(
+                    "others may not search {} (mode {m:04o})",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    (file_mode & 0o004 == 0).then(|| {
+        format!(
+            "others may not read {} (mode {file_mode:04o})",
+            path.display()
+        )
+    })
+}
+
+/// Keeps only `keep` (those of it still permitted) in the effective and
+/// permitted sets, clears the inheritable and ambient ones, and drops the
+/// rest of the bounding set where CAP_SETPCAP allows it. Without
+/// CAP_SETPCAP (a regular user) the bounding set stays: with
+/// `no_new_privs` set, no exec can gain what it bounds anyway.
+fn keep_only(keep: &HashSet<Capability>) -> Result<Vec<Capability>, ShedError> {
+    let permitted = call("capget", caps::read(None, CapSet::Permitted))?;
+    let keep: HashSet<Capability> = keep.intersection(&permitted).copied().collect();
+    // The bounding set first, while CAP_SETPCAP is still effective.
+    if has(Capability::CAP_SETPCAP) {
+        for cap in caps::all() {
+            if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+                call("PR_CAPBSET_DROP", caps::drop(None, CapSet::Bounding, cap))?;
+            }
+        }
+    }
+    call("clearing ambient", caps::clear(None, CapSet::Ambient))?;
+    call(
+        "clearing inheritable",
+        caps::clear(None, CapSet::Inheritable),
+    )?;
+    call("capset", caps::set(None, CapSet::Effective, &keep))?;
+    call("capset", caps::set(None, CapSet::Permitted, &keep))?;
+    let mut kept: Vec<Capability> = keep.into_iter().collect();
+    kept.sort_by_key(|c| c.index());
+    Ok(kept)
+}
+
 /// Drops every privilege the command no longer needs: first measures
-/// whether `read_map` works with no effective capability; if so (and
-/// `needs` allows) runs `before_user_change` (e.g. loading kernel symbols)
-/// and becomes `nobody`, else keeps CAP_BPF plus `needs.keep` as root.
+/// whether `read_map` works with no effective capability. A regular user
+/// (file capabilities) then keeps CAP_BPF if reads need it plus
+/// `needs.keep`, and stays who it is. Root, if reads need nothing, `needs`
+/// allows and `nobody` can read [`READ_AFTER_SHEDDING`], runs
+/// `before_user_change` (e.g. loading kernel symbols) and becomes `nobody`;
+/// else it keeps CAP_BPF (if reads need it) plus `needs.keep` as root.
 /// Must run before the command starts threads of its own.
 pub fn shed(
     read_map: impl Fn() -> bool,
@@ -165,44 +288,46 @@ pub fn shed(
             std::io::Error::last_os_error()
         )));
     }
-    if reads_without_caps && !needs.stay_root {
-        before_user_change();
-        // glibc applies these to every thread; leaving uid 0 clears every
-        // capability set.
-        // SAFETY: plain system calls.
-        let failed = unsafe {
-            libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(NOBODY, NOBODY, NOBODY) != 0
-                || libc::setresuid(NOBODY, NOBODY, NOBODY) != 0
-        };
-        if failed {
-            return Err(ShedError::Call(format!(
-                "becoming nobody: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        return Ok(Shed::Nobody);
-    }
     let mut keep: HashSet<Capability> = needs.keep.iter().copied().collect();
     if !reads_without_caps {
         keep.insert(Capability::CAP_BPF);
     }
-    // The bounding set first, while CAP_SETPCAP is still effective.
-    for cap in caps::all() {
-        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            call("PR_CAPBSET_DROP", caps::drop(None, CapSet::Bounding, cap))?;
+    if let Some(uid) = regular_user() {
+        // No CAP_SETUID to become anyone else. `before_user_change` is not
+        // run: whatever it starts (kernel symbols load on a thread of their
+        // own) would keep every capability the process started with, since
+        // only a change of uid clears them in all threads at once; what it
+        // needs stays in `needs.keep` instead and is used after shedding.
+        let kept = keep_only(&keep)?;
+        return Ok(Shed::User { uid, kept });
+    }
+    if reads_without_caps && !needs.stay_root {
+        let blocked = READ_AFTER_SHEDDING
+            .iter()
+            .find_map(|path| blocked_for_others(std::path::Path::new(path)));
+        match blocked {
+            Some(why) => log::info!("staying uid 0 rather than becoming nobody: {why}"),
+            None => {
+                before_user_change();
+                // glibc applies these to every thread; leaving uid 0
+                // clears every capability set.
+                // SAFETY: plain system calls.
+                let failed = unsafe {
+                    libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setresgid(NOBODY, NOBODY, NOBODY) != 0
+                        || libc::setresuid(NOBODY, NOBODY, NOBODY) != 0
+                };
+                if failed {
+                    return Err(ShedError::Call(format!(
+                        "becoming nobody: {}",
+                        std::io::Error::last_os_error()
+                    )));
+                }
+                return Ok(Shed::Nobody);
+            }
         }
     }
-    call("clearing ambient", caps::clear(None, CapSet::Ambient))?;
-    call(
-        "clearing inheritable",
-        caps::clear(None, CapSet::Inheritable),
-    )?;
-    call("capset", caps::set(None, CapSet::Effective, &keep))?;
-    call("capset", caps::set(None, CapSet::Permitted, &keep))?;
-    let mut kept: Vec<Capability> = keep.into_iter().collect();
-    kept.sort_by_key(|c| c.index());
-    Ok(Shed::Kept(kept))
+    Ok(Shed::Kept(keep_only(&keep)?))
 }
 
 /// Shedding, for attached probes: kept here with the rest of the policy.
@@ -219,16 +344,26 @@ impl crate::probes::Probes {
     /// Gives up every privilege the command no longer needs (see
     /// [`crate::privileges::shed`]) and starts loading the kernel's
     /// symbols for call-site names: before becoming `nobody` (who reads
-    /// kallsyms without addresses), or after keeping CAP_SYSLOG for them.
-    /// Call before the command starts threads.
+    /// kallsyms without addresses), or after keeping CAP_SYSLOG for them
+    /// (as root or as a regular user). Reads what per-CPU map reads need
+    /// first. Call before the command starts threads.
     pub fn shed_privileges(
         &self,
         needs: &crate::privileges::Needs,
     ) -> Result<crate::privileges::Shed, crate::privileges::ShedError> {
         use crate::{
             attribution::symbols,
-            privileges::{Needs, Shed},
+            privileges::{Needs, Shed, ShedError},
         };
+        // aya reads the possible CPUs on each thread's first per-CPU map
+        // read, then caches it for the thread: read it now, on the thread
+        // that reads the maps, while every file is still reachable, and
+        // name the file if even that fails (aya would report a refused
+        // bpf_map_lookup_elem instead).
+        aya::util::nr_cpus().map_err(|(path, source)| ShedError::Read {
+            path: path.to_string(),
+            source,
+        })?;
         let mut needs: Needs = needs.clone();
         if self.callers {
             needs.keep.push(caps::Capability::CAP_SYSLOG);
@@ -249,5 +384,94 @@ impl crate::probes::Probes {
         }
         log::info!("privileges after attaching: {shed}");
         Ok(shed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
+
+    use super::*;
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn blocked_for_others_names_the_first_obstacle() {
+        let dir = tempfile::tempdir().unwrap();
+        // tempdir makes its directory 0700: open it as the test's root.
+        chmod(dir.path(), 0o755);
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let file = sub.join("possible");
+        fs::write(&file, "0-3\n").unwrap();
+        chmod(&sub, 0o755);
+        chmod(&file, 0o444);
+        assert_eq!(blocked_for_others(&file), None);
+
+        chmod(&sub, 0o750);
+        let why = blocked_for_others(&file).expect("sub blocks");
+        assert!(why.contains(&sub.display().to_string()), "{why}");
+        assert!(why.contains("0750"), "{why}");
+
+        chmod(&sub, 0o711);
+        chmod(&file, 0o440);
+        let why = blocked_for_others(&file).expect("the file blocks");
+        assert!(why.contains(&file.display().to_string()), "{why}");
+        assert!(why.contains("0440"), "{why}");
+
+        // What root cannot see either is no reason to stay root.
+        assert_eq!(blocked_for_others(&sub.join("absent")), None);
+    }
+
+    #[test]
+    fn blocked_for_others_walks_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        chmod(dir.path(), 0o755);
+        // link -> hidden/open: open itself is searchable, its parent not.
+        let hidden = dir.path().join("hidden");
+        let open = hidden.join("open");
+        fs::create_dir_all(&open).unwrap();
+        fs::write(open.join("vmstat"), "").unwrap();
+        chmod(&open.join("vmstat"), 0o444);
+        chmod(&open, 0o755);
+        chmod(&hidden, 0o700);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let why = blocked_for_others(&link.join("vmstat")).expect("the target's parent blocks");
+        assert!(why.contains(&hidden.display().to_string()), "{why}");
+        chmod(&hidden, 0o711);
+        assert_eq!(blocked_for_others(&link.join("vmstat")), None);
+    }
+
+    #[test]
+    fn shed_outcomes_read_as_sentences() {
+        assert_eq!(
+            Shed::User {
+                uid: 1000,
+                kept: vec![]
+            }
+            .to_string(),
+            "unprivileged user 1000, no capabilities"
+        );
+        assert_eq!(
+            Shed::User {
+                uid: 1000,
+                kept: vec![Capability::CAP_SYSLOG, Capability::CAP_BPF]
+            }
+            .to_string(),
+            "unprivileged user 1000 keeping only CAP_SYSLOG, CAP_BPF"
+        );
+        assert_eq!(
+            Shed::Kept(vec![Capability::CAP_BPF]).to_string(),
+            "uid 0 keeping only CAP_BPF"
+        );
+    }
+
+    #[test]
+    fn what_the_agent_reads_after_shedding_is_absolute() {
+        // Relative paths would be walked from wherever pinwatch started.
+        assert!(READ_AFTER_SHEDDING.iter().all(|p| p.starts_with('/')));
     }
 }

@@ -47,8 +47,8 @@ impl ReducedReason {
     }
 
     /// The kernel (or the policy around it) refused every probe; `None`
-    /// when the error is the user's to fix (privileges) or a broken eBPF
-    /// object, which reduced mode must not paper over.
+    /// when the error is the user's to fix (privileges), a broken eBPF
+    /// object, which reduced mode must not paper over, or a stop signal.
     pub fn from_attach_error(err: &AttachError) -> Option<Self> {
         match err {
             AttachError::NothingAttached { needs_btf, .. } => Some(Self {
@@ -66,7 +66,7 @@ impl ReducedReason {
                          perf_event_open() (e.g. a seccomp profile that allows them)"
                     .into(),
             }),
-            AttachError::Privileges(_) | AttachError::Load(_) => None,
+            AttachError::Privileges(_) | AttachError::Load(_) | AttachError::Stopped => None,
         }
     }
 

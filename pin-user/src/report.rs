@@ -91,10 +91,19 @@ pub struct VariantView {
 pub struct ReleaseView {
     /// Kernel function name.
     pub function: &'static str,
-    /// Outermost calls.
+    /// Outermost calls by GUP's callers.
     pub calls: u64,
-    /// Pages released.
+    /// Pages they released.
     pub pages: u64,
+    /// Pages GUP released itself inside a get/pin call (rollbacks,
+    /// FOLL_LONGTERM migration retries); `nr_foll_pin_released` counts
+    /// them too.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gup_internal_pages: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One process over an interval (releases count for the process whose
@@ -160,6 +169,32 @@ pub struct HealthView {
     pub lifetimes_full: u64,
     /// FOLL_PIN releases of pages pinwatch did not see pinned.
     pub untracked_releases: u64,
+    /// Outermost calls never counted because their return was not seen
+    /// (found stale at the thread's next call).
+    pub missed_returns: u64,
+    /// Program runs the kernel skipped (its per-program recursion guard),
+    /// per traced function and program; only those that skipped any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_runs: Vec<SkippedRuns>,
+}
+
+/// Runs of one program the kernel skipped over an interval.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SkippedRuns {
+    /// The traced function.
+    pub function: &'static str,
+    /// `fentry`, `fexit`, `kprobe` or `kretprobe`.
+    pub program: &'static str,
+    /// Runs skipped.
+    pub runs: u64,
+}
+
+impl HealthView {
+    /// Every miss that means a call was not counted, or counted without
+    /// part of it: skipped program runs and calls whose return was not seen.
+    pub fn calls_missed(&self) -> u64 {
+        self.missed_returns + self.skipped_runs.iter().map(|s| s.runs).sum::<u64>()
+    }
 }
 
 /// Symbolic name of an errno value GUP returns.
@@ -230,11 +265,12 @@ impl IntervalView {
                 .release
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.calls > 0)
+                .filter(|(_, r)| r.calls + r.internal_calls > 0)
                 .map(|(i, r)| ReleaseView {
                     function: FUNCS[GUP_FUNC_COUNT + i].name,
                     calls: r.calls,
                     pages: r.pages,
+                    gup_internal_pages: r.internal_pages,
                 })
                 .collect(),
             processes: {
@@ -269,6 +305,17 @@ impl IntervalView {
                 lifetimes_truncated: delta.health[6],
                 lifetimes_full: delta.health[7],
                 untracked_releases: delta.health[8],
+                missed_returns: delta.health[9],
+                skipped_runs: delta
+                    .misses
+                    .iter()
+                    .filter(|(_, runs)| **runs > 0)
+                    .map(|(key, runs)| SkippedRuns {
+                        function: key.function,
+                        program: key.program,
+                        runs: *runs,
+                    })
+                    .collect(),
             },
         }
     }
@@ -335,13 +382,21 @@ impl IntervalView {
             }
         }
         for r in &self.release {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "{:<26} {:>9.1} {:>10.1}   (release)",
                 r.function,
                 r.calls as f64 / secs,
                 r.pages as f64 / secs
             );
+            if r.gup_internal_pages > 0 {
+                let _ = write!(
+                    out,
+                    "  + {:.1} pages/s released by GUP itself",
+                    r.gup_internal_pages as f64 / secs
+                );
+            }
+            out.push('\n');
         }
         if !self.processes.is_empty() {
             let _ = writeln!(
@@ -395,6 +450,23 @@ impl IntervalView {
                 h.events_lost
             );
         }
+        if h.calls_missed() > 0 {
+            let skipped: Vec<String> = h
+                .skipped_runs
+                .iter()
+                .map(|s| format!("{} {} {}", s.runs, s.function, s.program))
+                .collect();
+            let _ = writeln!(
+                out,
+                "missed: {} calls whose return was not seen; runs skipped by the kernel: {}",
+                h.missed_returns,
+                if skipped.is_empty() {
+                    "none".to_string()
+                } else {
+                    skipped.join(", ")
+                }
+            );
+        }
         if h.callers_unknown + h.lifetimes_truncated + h.lifetimes_full + h.untracked_releases > 0 {
             let _ = writeln!(
                 out,
@@ -441,6 +513,7 @@ mod tests {
             release: vec![Default::default(); FUNCS.len() - GUP_FUNC_COUNT],
             procs: Default::default(),
             health: [0; pin_common::HEALTH_COUNT],
+            misses: Default::default(),
             vmstat: None,
             callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,

@@ -15,6 +15,7 @@ use pin_common::{
 
 use crate::{
     attribution::{self, symbols::CallSite},
+    probes::misses::{self, Misses},
     vmstat::PinCounters,
 };
 
@@ -73,6 +74,8 @@ pub struct Snapshot {
     pub procs: BTreeMap<u32, ProcTotals>,
     /// Health counters by `pin_common::Health` index.
     pub health: [u64; HEALTH_COUNT],
+    /// Runs the kernel skipped, per loaded program.
+    pub misses: Misses,
     /// /proc/vmstat pin counters at the same time, where the kernel has them.
     pub vmstat: Option<PinCounters>,
     /// Per (call site, outermost function).
@@ -94,6 +97,7 @@ pub fn add(into: &mut GupStats, from: &GupStats) {
     into.slow_pages += from.slow_pages;
     into.latency_sum_ns += from.latency_sum_ns;
     into.latency_max_ns = into.latency_max_ns.max(from.latency_max_ns);
+    into.missed_returns += from.missed_returns;
     for (a, b) in into.latency_log2.iter_mut().zip(from.latency_log2.iter()) {
         *a += b;
     }
@@ -114,6 +118,7 @@ fn sub(cur: &GupStats, prev: &GupStats) -> GupStats {
     d.fast_pages = cur.fast_pages.saturating_sub(prev.fast_pages);
     d.slow_pages = cur.slow_pages.saturating_sub(prev.slow_pages);
     d.latency_sum_ns = cur.latency_sum_ns.saturating_sub(prev.latency_sum_ns);
+    d.missed_returns = cur.missed_returns.saturating_sub(prev.missed_returns);
     // A maximum cannot be differenced; the interval's is derived from the
     // histogram delta by the views.
     d.latency_max_ns = 0;
@@ -161,6 +166,8 @@ impl Snapshot {
             {
                 total.calls += cpu.calls;
                 total.pages += cpu.pages;
+                total.internal_calls += cpu.internal_calls;
+                total.internal_pages += cpu.internal_pages;
             }
         }
 
@@ -173,6 +180,8 @@ impl Snapshot {
                 .iter()
                 .sum();
         }
+
+        let misses = crate::probes::misses::read(ebpf);
 
         let procs_map: PerCpuHashMap<_, u32, ProcStats> = PerCpuHashMap::try_from(
             ebpf.map("PROCS")
@@ -220,6 +229,7 @@ impl Snapshot {
             release,
             procs,
             health,
+            misses,
             vmstat,
             callers,
             sites,
@@ -241,6 +251,8 @@ impl Snapshot {
             .map(|(c, p)| ReleaseStats {
                 calls: c.calls.saturating_sub(p.calls),
                 pages: c.pages.saturating_sub(p.pages),
+                internal_calls: c.internal_calls.saturating_sub(p.internal_calls),
+                internal_pages: c.internal_pages.saturating_sub(p.internal_pages),
             })
             .collect();
         let procs = self
@@ -279,6 +291,7 @@ impl Snapshot {
             release,
             procs,
             health,
+            misses: misses::since(&self.misses, &earlier.misses),
             callers,
             sites: self.sites.clone(),
             vmstat: match (self.vmstat, earlier.vmstat) {
@@ -302,6 +315,8 @@ pub struct Delta {
     pub procs: BTreeMap<u32, ProcTotals>,
     /// Health counter changes.
     pub health: [u64; HEALTH_COUNT],
+    /// Runs the kernel skipped, per loaded program.
+    pub misses: Misses,
     /// vmstat pin counter changes.
     pub vmstat: Option<PinCounters>,
     /// Per (call site, outermost function), only active ones.

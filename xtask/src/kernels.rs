@@ -13,7 +13,11 @@ use anyhow::{Context as _, bail};
 use crate::{cmd, setup, workspace_root};
 
 /// The named kernels of the matrix.
-pub const MATRIX_KERNELS: &[&str] = &["debian-6.1", "debian-6.12"];
+pub const MATRIX_KERNELS: &[&str] = &["debian-6.1", "debian-6.12", "debian-6.12-rt"];
+
+/// The kernels the overhead benchmark runs on by default (the stock cloud
+/// kernels users run most).
+pub const BENCH_KERNELS: &[&str] = &["debian-6.1", "debian-6.12"];
 
 /// An unpacked kernel ready to boot.
 pub struct Kernel {
@@ -30,6 +34,8 @@ fn package_regex(spec: &str) -> Option<&'static str> {
     match spec {
         "debian-6.1" => Some(r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$"),
         "debian-6.12" => Some(r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64$"),
+        // PREEMPT_RT: BPF programs run preemptible (migration disabled).
+        "debian-6.12-rt" => Some(r"^linux-image-6\.12\.[0-9]+\+deb12-rt-amd64$"),
         _ => None,
     }
 }
@@ -74,7 +80,9 @@ pub fn ensure(spec: &str) -> anyhow::Result<Kernel> {
     let Some(regex) = package_regex(spec) else {
         let path = PathBuf::from(spec);
         if !path.is_file() {
-            bail!("unknown kernel {spec}: use debian-6.1, debian-6.12 or the path of a bzImage");
+            bail!(
+                "unknown kernel {spec}: use debian-6.1, debian-6.12, debian-6.12-rt or the path of a bzImage"
+            );
         }
         return Ok(Kernel {
             name: spec.to_string(),

@@ -12,11 +12,14 @@ use anyhow::{Context as _, bail};
 
 use crate::{setup, vm, workspace_root};
 
-/// (kernel, attach mode) pairs of the matrix.
-const MATRIX: &[(&str, &str)] = &[
-    ("debian-6.1", "auto"),
-    ("debian-6.12", "fentry"),
-    ("debian-6.12", "kprobe"),
+/// (kernel, attach mode, the VM tests it runs: a libtest filter, "" for
+/// all) of the matrix. The PREEMPT_RT kernel runs the concurrency tests
+/// (`busy`): what differs there is that BPF programs can be preempted.
+const MATRIX: &[(&str, &str, &str)] = &[
+    ("debian-6.1", "auto", ""),
+    ("debian-6.12", "fentry", ""),
+    ("debian-6.12", "kprobe", ""),
+    ("debian-6.12-rt", "fentry", "busy::"),
 ];
 
 #[derive(Default)]
@@ -109,15 +112,20 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
     let tmux = vm::tmux()?;
     let mut failures = Vec::new();
     let mut faults = Vec::new();
-    for (kernel, attach) in MATRIX {
+    for (kernel, attach, subset) in MATRIX {
         let name = format!("{kernel}/{attach}");
         if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        // An entry that runs a subset runs only when asked for that subset.
+        let subset_name = subset.trim_end_matches(':');
+        if !subset.is_empty() && tests.is_some_and(|t| !t.contains(subset_name)) {
             continue;
         }
         println!("== VM {name}");
         let command = format!(
             "PINWATCH_ATTACH={attach} PINWATCH_KERNEL={kernel} /bin/pinwatch-vm-tests --test-threads=1 --nocapture {}",
-            tests.unwrap_or("")
+            tests.unwrap_or(subset)
         );
         let binaries = [pinwatch.clone(), suite.clone(), tmux.clone()];
         let timeout = Duration::from_secs(1200);

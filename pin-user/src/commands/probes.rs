@@ -25,7 +25,21 @@ struct ProbesReport {
     self_check: Option<Result<String, String>>,
     /// How the pin-lifetime release hook attached (`--lifetimes`).
     lifetimes: Option<String>,
+    /// Calls one kretprobe follows at once, where any function is traced
+    /// with kprobes: beyond it a return is missed (and counted as such).
+    kretprobe_instances: Option<u64>,
+    /// Whether thread exits are traced (a call an exiting thread was never
+    /// seen to return from is then counted as missed), or why not.
+    exit_watch: Option<Result<(), String>>,
     probes: Vec<ProbeStatus>,
+}
+
+/// The kernel's default kretprobe instance count, which pinwatch cannot
+/// raise through the perf interface it attaches with:
+/// `max(10, 2 * num_possible_cpus())` (kernel/kprobes.c, register_kretprobe).
+fn kretprobe_instances() -> Option<u64> {
+    let cpus = aya::util::nr_cpus().ok()? as u64;
+    Some(10.max(2 * cpus))
 }
 
 /// One process_vm_readv of one page must show up as exactly one
@@ -43,6 +57,7 @@ fn self_check(p: &probes::Probes) -> Option<Result<String, String>> {
             cold: false,
             file: None,
             wait_stdin: false,
+            threads: 1,
         })?;
         let d = Snapshot::read(&p.ebpf)?.since(&before);
         Ok((d.gup[VARIANT].calls, d.gup[VARIANT].pages_returned))
@@ -90,6 +105,16 @@ pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
             p.lifetimes
                 .map(|m| format!("{} via {m}", crate::attribution::lifetimes::RELEASE_HOOK))
         }),
+        kretprobe_instances: attached
+            .as_ref()
+            .ok()
+            .filter(|p| {
+                p.status
+                    .iter()
+                    .any(|st| st.attached == Some(probes::Mechanism::Kprobe))
+            })
+            .and_then(|_| kretprobe_instances()),
+        exit_watch: attached.as_ref().ok().map(|p| p.exit_watch.clone()),
         probes: status,
     };
     if json {
@@ -119,6 +144,20 @@ fn print_text(r: &ProbesReport) {
     println!("BTF      {}", yes_no(&r.btf));
     if let Some(hook) = &r.lifetimes {
         println!("lifetime {hook}");
+    }
+    if let Some(n) = r.kretprobe_instances {
+        println!(
+            "returns  a kretprobe follows {n} calls at once (max(10, 2 x CPUs)); returns beyond are missed and counted as such"
+        );
+    }
+    match &r.exit_watch {
+        Some(Ok(())) => println!(
+            "exits    traced: a call a thread was never seen to return from counts as missed when it exits"
+        ),
+        Some(Err(e)) => println!(
+            "exits    not traced ({e}): a thread that exits inside a call whose return was missed goes uncounted"
+        ),
+        None => {}
     }
     println!();
     println!("{:<34} {:<13} {:<30} attach", "function", "role", "symbol");

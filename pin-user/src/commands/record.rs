@@ -2,8 +2,12 @@
 //! runs (only its process tree counts) or for a duration (the whole host),
 //! and write a `pinwatch.record/v1` file. Whatever ends the recording
 //! (command exit, duration, SIGINT/SIGTERM/SIGHUP, an error while
-//! sampling) the file is written, complete, before pinwatch exits. In
-//! reduced mode the kernel's own pin counters are recorded instead.
+//! sampling) the file is written, complete, before pinwatch exits; a
+//! command still running then gets SIGTERM, SIGKILL after a grace period
+//! (or a second stop signal), and a bounded wait, so one that ignores
+//! SIGTERM or is stuck in the kernel cannot keep the file from being
+//! written. In reduced mode the kernel's own pin counters are recorded
+//! instead.
 
 use std::{
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
@@ -18,7 +22,7 @@ use anyhow::Context as _;
 use crate::{
     export::record::{Counts, Interval, Meta, Record, SCHEMA},
     kernel::KernelFacts,
-    probes::AttachOptions,
+    probes::{AttachError, AttachOptions},
     reduced::{self, ReducedSample, ReducedView, Source},
     snapshot::Snapshot,
     vmstat,
@@ -155,6 +159,10 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
         Source::Reduced(reason) => return run_reduced(&opts, &facts, reason),
     };
     let stop = crate::signals::stop_flag()?;
+    // Told to stop while attaching: do not start a command only to end it.
+    if !opts.command.is_empty() && stop.load(Ordering::Relaxed) {
+        return Err(AttachError::Stopped.into());
+    }
     let mut child = None;
     if !opts.command.is_empty() {
         let (mut c, gate) = spawn_gated(&opts.command)?;
@@ -223,6 +231,9 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => sampling_error = Some(anyhow::Error::new(e)),
             }
+            if child.is_some() {
+                probes.prune_followed();
+            }
             next_tick += opts.interval;
         }
         if done || sampling_error.is_some() {
@@ -255,13 +266,77 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
     finish(&opts, record, sampling_error)
 }
 
+/// How long the command has to end after SIGTERM before it gets SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How long to wait for the command after SIGKILL. A process asleep in the
+/// kernel (D state) dies only when it leaves it, which may be never: the
+/// recording is written without its status rather than not at all.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
 /// Ends the command when the recording stopped first (a signal, the
-/// duration, an error) and returns how it ended.
+/// duration, an error) and returns how it ended: SIGTERM, then SIGKILL
+/// after [`TERM_GRACE`] (at once on another stop signal), then at most
+/// [`KILL_WAIT`] more. `None` when it could not be reaped in that time.
+/// Only the command's own process is signalled: it shares pinwatch's
+/// process group, which must not be killed.
 fn end_command(child: Option<&mut Child>) -> Option<std::process::ExitStatus> {
     let child = child?;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().ok()
+    let pid = child.id();
+    let stops = crate::signals::stops_received();
+    // SAFETY: signalling our own child, not yet reaped (so the pid is its).
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    match reap_within(child, TERM_GRACE, Some(stops)) {
+        Reaped::Exited(status) => return Some(status),
+        Reaped::Lost => return None,
+        Reaped::Running => {}
+    }
+    eprintln!("pinwatch: the command (pid {pid}) is still running after SIGTERM; sending SIGKILL");
+    // SAFETY: as above; still not reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    match reap_within(child, KILL_WAIT, None) {
+        Reaped::Exited(status) => Some(status),
+        Reaped::Lost => None,
+        Reaped::Running => {
+            eprintln!(
+                "pinwatch: the command (pid {pid}) has not ended {}s after SIGKILL (stuck in the \
+                 kernel?); not waiting for it",
+                KILL_WAIT.as_secs()
+            );
+            None
+        }
+    }
+}
+
+/// What waiting for the command found.
+enum Reaped {
+    /// It ended (and is reaped).
+    Exited(std::process::ExitStatus),
+    /// Still running when the wait ended.
+    Running,
+    /// It cannot be waited for (should not happen for our own child).
+    Lost,
+}
+
+/// Waits up to `limit` for `child` to end; stops waiting early when more
+/// stop signals than `stops` have arrived.
+fn reap_within(child: &mut Child, limit: Duration, stops: Option<u64>) -> Reaped {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Reaped::Exited(status),
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("waiting for the command: {e}");
+                return Reaped::Lost;
+            }
+        }
+        let escalate = stops.is_some_and(|n| crate::signals::stops_received() > n);
+        if escalate || Instant::now() >= deadline {
+            return Reaped::Running;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The recording's metadata; no probes attached and not reduced (callers
@@ -316,6 +391,9 @@ fn finish(
     }
     Ok(match record.meta.exit_status {
         Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        // Left unreaped only after SIGKILL, which a process cannot escape:
+        // it dies of it when it leaves the kernel. Say so as a shell would.
+        None if record.meta.command.is_some() => ExitCode::from(128 + libc::SIGKILL as u8),
         None => ExitCode::SUCCESS,
     })
 }
@@ -334,6 +412,8 @@ fn run_reduced(
     let start = Instant::now();
     let mut child = match opts.command.is_empty() {
         true => None,
+        // Told to stop during start-up: do not start a command only to end it.
+        false if stop.load(Ordering::Relaxed) => return Err(AttachError::Stopped.into()),
         false => {
             // Nothing to follow: open the gate at once.
             let (c, gate) = spawn_gated(&opts.command)?;

@@ -2,11 +2,57 @@
 
 use std::process::ExitCode;
 
-use crate::workload::{self, WorkloadOptions};
+use crate::workload::{self, WorkloadKind, WorkloadOptions};
 
 /// Runs the workload and prints what it did.
 pub fn run(opts: WorkloadOptions, json: bool) -> anyhow::Result<ExitCode> {
-    let report = workload::run(&opts)?;
+    if opts.kind == WorkloadKind::LeaderExitReadv {
+        leave_it_to_a_thread(opts, json)
+    }
+    report(&opts, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The main (leader) thread exits first; a second thread runs the
+/// workload, reports, and ends the process with the outcome. The process
+/// lives on without its leader, as one whose main thread called
+/// `pthread_exit` does.
+fn leave_it_to_a_thread(opts: WorkloadOptions, json: bool) -> ! {
+    std::thread::spawn(move || {
+        let code = match leader_gone().and_then(|()| report(&opts, json)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("pinwatch: error: {e:#}");
+                1
+            }
+        };
+        std::process::exit(code)
+    });
+    // SAFETY: ends only the calling thread; the spawned one ends the
+    // process.
+    unsafe { libc::pthread_exit(std::ptr::null_mut()) }
+}
+
+/// Waits until the leader thread has exited (a zombie until the process
+/// ends), so every call of the workload comes after it.
+fn leader_gone() -> anyhow::Result<()> {
+    let leader = procfs::process::Process::myself()?.task_main_thread()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while leader
+        .stat()
+        .is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the main thread did not exit within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+fn report(opts: &WorkloadOptions, json: bool) -> anyhow::Result<()> {
+    let report = workload::run(opts)?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -28,5 +74,5 @@ pub fn run(opts: WorkloadOptions, json: bool) -> anyhow::Result<ExitCode> {
             report.elapsed_ns as f64 / 1e6,
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -31,6 +31,42 @@ pub struct MetricsInput {
 #[derive(Debug)]
 struct Exporter(MetricsInput);
 
+/// `pinwatch_probe_missed_total` rows: every loaded program's skipped
+/// runs, and every attached get/pin variant's calls whose return was not
+/// seen (zeros included, so each series exists from the first scrape).
+fn missed_rows(input: &MetricsInput) -> Vec<(Labels<'static>, u64)> {
+    let labels = |function: &str, mechanism: &str, reason: &str| {
+        vec![
+            ("function", function.to_string()),
+            ("mechanism", mechanism.to_string()),
+            ("reason", reason.to_string()),
+        ]
+    };
+    let mut rows: Vec<(Labels<'static>, u64)> = input
+        .snapshot
+        .misses
+        .iter()
+        .map(|(key, n)| {
+            let reason = if key.at_return() {
+                "return_recursion"
+            } else {
+                "entry_recursion"
+            };
+            (labels(key.function, key.mechanism(), reason), *n)
+        })
+        .collect();
+    for p in &input.probes {
+        if let (Some(mechanism), Some(stats)) = (p.attached, input.snapshot.gup.get(p.id as usize))
+        {
+            rows.push((
+                labels(p.function, &mechanism.to_string(), "return_not_seen"),
+                stats.missed_returns,
+            ));
+        }
+    }
+    rows
+}
+
 /// Label pairs of one series.
 pub(super) type Labels<'a> = Vec<(&'static str, String)>;
 
@@ -231,6 +267,13 @@ impl Collector for Exporter {
             Counter,
             by_function(&|r| rel[r].pages),
         )?;
+        family(
+            &mut encoder,
+            "pinwatch_gup_internal_unpin_pages",
+            "Pages GUP released itself inside a get/pin call (rollbacks, FOLL_LONGTERM migration retries); nr_foll_pin_released counts these and pinwatch_unpin_pages_total together.",
+            Counter,
+            by_function(&|r| rel[r].internal_pages),
+        )?;
 
         let pinned: u64 = (0..GUP_FUNC_COUNT)
             .filter(|&i| FUNCS[i].is_pin)
@@ -276,6 +319,8 @@ impl Collector for Exporter {
             ("lifetime_per_call_limit", input.snapshot.health[6]),
             ("lifetime_table_full", input.snapshot.health[7]),
             ("release_of_untracked_pin", input.snapshot.health[8]),
+            ("return_not_seen", input.snapshot.health[9]),
+            ("nesting_overflow", input.snapshot.health[10]),
         ];
         family(
             &mut encoder,
@@ -286,6 +331,13 @@ impl Collector for Exporter {
                 .iter()
                 .map(|(r, n)| (vec![("reason", r.to_string())], *n))
                 .collect(),
+        )?;
+        family(
+            &mut encoder,
+            "pinwatch_probe_missed",
+            "Calls pinwatch's probes missed, by traced function, mechanism and reason: entry_recursion and return_recursion are program runs the kernel skipped (the program was already running on that CPU: preempted, or another kprobe program was running); return_not_seen are outermost calls never counted because their return was not seen.",
+            Counter,
+            missed_rows(input),
         )?;
         family(
             &mut encoder,
@@ -430,6 +482,7 @@ mod tests {
         release[id("unpin_user_folio") - GUP_FUNC_COUNT] = ReleaseStats {
             calls: 150,
             pages: 150,
+            ..Default::default()
         };
         let probes = FUNCS
             .iter()
@@ -463,7 +516,8 @@ mod tests {
                         released: 150,
                     },
                 )]),
-                health: [0, 1, 0, 0, 0, 0, 0, 0, 0],
+                health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0],
+                misses: crate::probes::misses::sample(),
                 callers: crate::attribution::sample_callers().0,
                 sites: crate::attribution::sample_callers().1,
                 vmstat: Some(PinCounters {

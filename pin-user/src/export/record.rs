@@ -407,6 +407,7 @@ mod tests {
         release[6] = ReleaseStats {
             calls: 160 * scale,
             pages: 160 * scale,
+            ..Default::default()
         };
         Delta {
             seconds: scale as f64,
@@ -414,6 +415,7 @@ mod tests {
             release,
             procs: BTreeMap::new(),
             health: [0; pin_common::HEALTH_COUNT],
+            misses: Default::default(),
             callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
             vmstat: Some(PinCounters {

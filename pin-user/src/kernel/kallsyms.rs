@@ -39,6 +39,30 @@ impl Kallsyms {
         Self { text }
     }
 
+    /// The address of the first of `names` that `/proc/kallsyms` lists
+    /// with a non-zero address (addresses read as 0 without CAP_SYSLOG).
+    pub fn address_of(names: &[&str]) -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
+        Self::address_in(&text, names)
+    }
+
+    /// [`Kallsyms::address_of`] on kallsyms text.
+    pub fn address_in(text: &str, names: &[&str]) -> Option<u64> {
+        let mut found: Vec<(usize, u64)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let addr = u64::from_str_radix(fields.next()?, 16).ok()?;
+                let _kind = fields.next()?;
+                let name = fields.next()?;
+                let rank = names.iter().position(|n| *n == name)?;
+                (addr != 0).then_some((rank, addr))
+            })
+            .collect();
+        found.sort_unstable();
+        found.first().map(|&(_, addr)| addr)
+    }
+
     /// Whether a code symbol with exactly this name exists.
     pub fn has(&self, name: &str) -> bool {
         self.text.contains(name)
@@ -73,6 +97,19 @@ impl Kallsyms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_by_preference_and_hidden_ones_skipped() {
+        let text = "ffffffff81000010 T __kretprobe_trampoline\n\
+                    ffffffff81000020 T arch_rethook_trampoline\n\
+                    0000000000000000 T kretprobe_trampoline\n";
+        let names = ["arch_rethook_trampoline", "__kretprobe_trampoline"];
+        assert_eq!(
+            Kallsyms::address_in(text, &names),
+            Some(0xffff_ffff_8100_0020)
+        );
+        assert_eq!(Kallsyms::address_in(text, &["kretprobe_trampoline"]), None);
+    }
 
     const SAMPLE: &str = "\
 ffffffff81234560 T pin_user_pages_fast

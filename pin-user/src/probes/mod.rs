@@ -3,6 +3,7 @@
 //! kprobe/kretprobe as fallback; [`programs`]), and the loaded eBPF object
 //! that keeps the links alive.
 
+pub mod misses;
 mod programs;
 mod signature;
 
@@ -16,7 +17,7 @@ use serde::Serialize;
 
 use crate::{attribution::lifetimes, kernel::KernelFacts};
 pub(crate) use programs::program;
-use programs::{attach_fentry, attach_kprobe, program_names};
+use programs::{attach_exit_watch, attach_fentry, attach_kprobe, program_names};
 use signature::{func_config, resolve_symbol};
 
 /// The eBPF object built from `pin-ebpf` by the build script.
@@ -148,6 +149,10 @@ pub enum AttachError {
     /// The eBPF object (maps) could not be loaded.
     #[error("cannot load pinwatch's BPF maps: {0}")]
     Load(String),
+    /// A stop signal arrived while attaching; what was attached is
+    /// detached (dropped) before this is returned.
+    #[error("stopped during start-up")]
+    Stopped,
     /// Nothing attached.
     #[error("no GUP function could be traced on kernel {release}: {reason}")]
     NothingAttached {
@@ -178,6 +183,9 @@ pub struct Probes {
     /// Whether calls are attributed to kernel call sites (names need
     /// the kernel's symbols).
     pub callers: bool,
+    /// Whether thread exits are traced (a call an exiting thread was never
+    /// seen to return from is then counted as missed), or why not.
+    pub exit_watch: Result<(), String>,
 }
 
 fn role(kind: FuncKind) -> &'static str {
@@ -252,6 +260,29 @@ impl Probes {
     }
 }
 
+impl Probes {
+    /// Forgets followed processes that are gone (no `/proc/PID`): the
+    /// kernel side keeps a process followed after its leader thread exits,
+    /// since its other threads go on. Run each interval while following;
+    /// a pid reused in between is dropped by the fork hook.
+    pub fn prune_followed(&mut self) {
+        let Some(map) = self.ebpf.map_mut("TRACKED") else {
+            return;
+        };
+        let Ok(mut tracked) = BpfHashMap::<_, u32, u8>::try_from(map) else {
+            return;
+        };
+        let gone: Vec<u32> = tracked
+            .keys()
+            .flatten()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in gone {
+            let _ = tracked.remove(&pid);
+        }
+    }
+}
+
 /// Mounts tracefs where the kernel has it but nobody mounted it (root
 /// only; tracepoint attach needs it to look up event ids).
 fn ensure_tracefs() {
@@ -275,6 +306,33 @@ fn ensure_tracefs() {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Tells the probes where the kernel's return-probe trampoline is: a
+/// kretprobe writes its address over the return address of each call it
+/// watches, and the probes must recognise that word to know that the call
+/// is still running (see `TaskState::outer_mark`). Unknown (kallsyms
+/// hidden), the probes check only frame positions.
+fn set_return_trampoline(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    // By kernel: rethook (5.19+ on x86), then the older names.
+    const NAMES: [&str; 3] = [
+        "arch_rethook_trampoline",
+        "__kretprobe_trampoline",
+        "kretprobe_trampoline",
+    ];
+    let address = crate::kernel::kallsyms::Kallsyms::address_of(&NAMES).unwrap_or(0);
+    let mut settings: Array<_, u64> = Array::try_from(
+        ebpf.map_mut("SETTINGS")
+            .ok_or_else(|| AttachError::Load("map SETTINGS missing from the object".into()))?,
+    )
+    .map_err(|e| AttachError::Load(e.to_string()))?;
+    settings
+        .set(
+            pin_common::attribution::SETTING_RETURN_TRAMPOLINE,
+            address,
+            0,
+        )
+        .map_err(|e| AttachError::Load(format!("SETTINGS: {e}")))
 }
 
 /// Loads the eBPF object and attaches to every known function the kernel
@@ -305,6 +363,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         AttachMode::Kprobe => None,
         _ => aya::Btf::from_sys_fs().ok(),
     };
+    set_return_trampoline(&mut ebpf)?;
     let mut config: Array<_, FuncConfig> = Array::try_from(
         ebpf.map_mut("CONFIG")
             .ok_or_else(|| AttachError::Load("map CONFIG missing from the object".into()))?,
@@ -332,6 +391,11 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
 
     for index in 0..status.len() {
+        // Attaching takes seconds under emulation: a stop signal ends it
+        // here, and returning drops `ebpf`, detaching what is attached.
+        if crate::signals::stop_requested() {
+            return Err(AttachError::Stopped);
+        }
         if !configs.contains(&status[index].id) {
             continue;
         }
@@ -374,6 +438,13 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
 
     let lifetimes = lifetimes::configure(&mut ebpf, facts, options, aya_btf.as_ref())
         .map_err(AttachError::Load)?;
+    let exit_watch = attach_exit_watch(&mut ebpf);
+    if let Err(e) = &exit_watch {
+        log::warn!(
+            "sched_process_exit not traced ({e}): a thread that exits while a call it made \
+             was never seen to return is not counted as a missed call"
+        );
+    }
     log::info!("attach done");
     if status.iter().all(|st| st.attached.is_none()) {
         // Without BTF no signature can be checked, so nothing is probed
@@ -399,6 +470,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         kernel_log,
         lifetimes,
         callers: options.callers,
+        exit_watch,
     })
 }
 

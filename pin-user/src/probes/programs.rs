@@ -3,7 +3,7 @@
 
 use aya::{
     Ebpf,
-    programs::{FEntry, FExit, KProbe},
+    programs::{FEntry, FExit, KProbe, RawTracePoint},
 };
 use pin_common::{FuncId, FuncKind, catalog::FuncInfo};
 
@@ -94,6 +94,17 @@ where
         .ok_or_else(|| format!("program {name} missing from the embedded object"))?;
     prog.try_into()
         .map_err(|_| format!("program {name} has an unexpected type"))
+}
+
+/// Loads and attaches the `sched_process_exit` raw tracepoint that counts,
+/// as missed, a call an exiting thread was never seen to return from.
+pub(super) fn attach_exit_watch(ebpf: &mut Ebpf) -> Result<(), String> {
+    let watch: &mut RawTracePoint = program(ebpf, "task_exit")?;
+    watch.load().map_err(|e| short_error(&e))?;
+    watch
+        .attach("sched_process_exit")
+        .map(drop)
+        .map_err(|e| short_error(&e))
 }
 
 #[cfg(test)]

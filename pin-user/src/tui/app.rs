@@ -140,6 +140,8 @@ pub struct App {
     pub uptime_s: f64,
     /// The last interval, if any.
     pub last: Option<Delta>,
+    /// Program runs the kernel skipped since the dashboard started.
+    pub skipped_runs: u64,
     /// Per-variant totals since start.
     pub totals: Vec<GupStats>,
     /// Per-release-function totals since start.
@@ -183,6 +185,7 @@ impl App {
             header,
             uptime_s: 0.0,
             last: None,
+            skipped_runs: 0,
             totals: vec![GupStats::ZERO; GUP_FUNC_COUNT],
             release_totals: vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT],
             caller_totals: Default::default(),
@@ -207,12 +210,15 @@ impl App {
     pub fn ingest(&mut self, frame: Frame) {
         let d = &frame.delta;
         let secs = d.seconds.max(1e-9);
+        self.skipped_runs += d.misses.values().sum::<u64>();
         for (total, delta) in self.totals.iter_mut().zip(&d.gup) {
             crate::snapshot::add(total, delta);
         }
         for (total, delta) in self.release_totals.iter_mut().zip(&d.release) {
             total.calls += delta.calls;
             total.pages += delta.pages;
+            total.internal_calls += delta.internal_calls;
+            total.internal_pages += delta.internal_pages;
         }
         for (key, delta) in &d.callers {
             let total = self
@@ -318,6 +324,12 @@ impl App {
         let procs = self.process_rows().len();
         self.variant_sel = self.variant_sel.min(variants.saturating_sub(1));
         self.process_sel = self.process_sel.min(procs.saturating_sub(1));
+    }
+
+    /// Calls missed since the dashboard started: returns not seen plus
+    /// program runs the kernel skipped.
+    pub fn calls_missed(&self) -> u64 {
+        self.totals.iter().map(|t| t.missed_returns).sum::<u64>() + self.skipped_runs
     }
 
     /// Pins taken minus released since start, from pinwatch's own counters.

@@ -58,6 +58,18 @@ fn fmt_uptime(s: f64) -> String {
     format!("{}d{:02}h{:02}m", s / 86400, s / 3600 % 24, s / 60 % 60)
 }
 
+/// Pins held, from pins taken minus released since start. Below zero the
+/// process released pins taken before pinwatch started (or in a call that
+/// was in flight when it attached): how many it holds is then unknown,
+/// shown as `?` rather than as a negative count.
+fn held(outstanding: i64) -> String {
+    if outstanding < 0 {
+        "?".to_string()
+    } else {
+        outstanding.to_string()
+    }
+}
+
 fn block(title: String, focused: bool) -> Block<'static> {
     let b = Block::default().borders(Borders::ALL).title(title);
     if focused {
@@ -98,6 +110,11 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         first.push(Span::from("  PAUSED").reversed());
     }
     let mut probes = format!("probes: {}", app.header.probes);
+    let missed = app.calls_missed();
+    if missed > 0 {
+        // Never silent: a count that left calls out says so on screen.
+        probes.push_str(&format!("  MISSED {missed} (see `pinwatch stat` health)"));
+    }
     if let Some(filter) = &app.filter {
         probes.push_str(&match filter {
             super::app::Filter::Pid(pid) => format!("  processes: pid {pid}"),
@@ -108,7 +125,7 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         "calls/s {}  pins/s {}  held {}",
         rate(calls, secs),
         rate(pinned, secs),
-        app.outstanding()
+        held(app.outstanding())
     );
     if let Some(vm) = vm {
         third.push_str(&format!(
@@ -311,7 +328,7 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
                 p.totals.comm.clone(),
                 format!("{:.1}", p.pins_per_s),
                 p.totals.pages.to_string(),
-                p.outstanding().to_string(),
+                held(p.outstanding()),
                 p.vmpin_kb.map_or("-".into(), |kb| kb.to_string()),
             ])
         })
@@ -494,7 +511,11 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
                     "pinned {}  released {}  still pinned {}",
                     p.totals.pinned,
                     p.totals.released,
-                    p.outstanding()
+                    if p.outstanding() < 0 {
+                        "unknown (it released pins taken before pinwatch started)".to_string()
+                    } else {
+                        p.outstanding().to_string()
+                    }
                 ),
                 format!(
                     "VmPin {}",
@@ -513,4 +534,14 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
     let r = centered(area, 70, lines.len() as u16 + 2);
     f.render_widget(Clear, r);
     f.render_widget(Paragraph::new(lines).block(block(title, true)), r);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn held_below_zero_is_unknown() {
+        assert_eq!(super::held(0), "0");
+        assert_eq!(super::held(304), "304");
+        assert_eq!(super::held(-16), "?");
+    }
 }

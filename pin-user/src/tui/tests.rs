@@ -50,10 +50,12 @@ fn frame(step: u64) -> Frame {
     release[id("unpin_user_folio") - GUP_FUNC_COUNT] = ReleaseStats {
         calls: 300,
         pages: 300,
+        ..Default::default()
     };
     release[id("unpin_user_pages_dirty_lock") - GUP_FUNC_COUNT] = ReleaseStats {
         calls: 50,
         pages: 3000,
+        ..Default::default()
     };
     let mut procs = BTreeMap::new();
     procs.insert(
@@ -93,6 +95,7 @@ fn frame(step: u64) -> Frame {
             release,
             procs,
             health: [0; pin_common::HEALTH_COUNT],
+            misses: Default::default(),
             callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
             vmstat: Some(PinCounters {

@@ -25,7 +25,14 @@ impl UserBuffer {
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
         )?;
-        buf.advise(libc::MADV_NOHUGEPAGE)?;
+        match buf.advise(libc::MADV_NOHUGEPAGE) {
+            // A kernel without transparent huge pages (Debian's PREEMPT_RT
+            // builds) refuses the advice: its pages are small anyway.
+            Err(WorkloadError::Sys { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL)
+                    && !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() => {}
+            other => other?,
+        }
         Ok(buf)
     }
 

@@ -15,6 +15,7 @@ mod odirect;
 mod pipe;
 mod populate;
 mod remote;
+mod stalled;
 mod uring;
 
 use std::io::BufRead as _;
@@ -55,6 +56,14 @@ pub enum WorkloadKind {
     Populate,
     /// mlock then munlock (__get_user_pages via __mm_populate).
     Mlock,
+    /// process_vm_readv from `--threads` threads in lockstep rounds
+    /// (pin_user_pages_remote): in the first round every call blocks inside
+    /// GUP on a userfaultfd until all are in flight at once; `--calls`
+    /// rounds, so threads x calls system calls.
+    StalledReadv,
+    /// process_vm_readv (pin_user_pages_remote) made by a second thread
+    /// after the main thread has exited: the process outlives its leader.
+    LeaderExitReadv,
 }
 
 /// What the user asked a workload to do.
@@ -74,6 +83,8 @@ pub struct WorkloadOptions {
     pub file: Option<std::path::PathBuf>,
     /// Print `{"ready":PID}` after setup and wait for a line on stdin.
     pub wait_stdin: bool,
+    /// Threads making calls at once (stalled-readv; 1 elsewhere).
+    pub threads: u64,
 }
 
 /// What a workload did.
@@ -175,6 +186,10 @@ trait Prepared {
     fn file(&self) -> Option<String> {
         None
     }
+    /// System calls each `run_once` makes (default: one).
+    fn calls_per_round(&self) -> u64 {
+        1
+    }
     /// Runs after the calls (workloads that keep what they took).
     fn after_calls(&mut self) -> Result<(), WorkloadError> {
         Ok(())
@@ -195,6 +210,8 @@ fn prepare(opts: &WorkloadOptions) -> Result<Box<dyn Prepared>, WorkloadError> {
         WorkloadKind::FutexWake => Box::new(futex::FutexWake::new(opts)?),
         WorkloadKind::Populate => Box::new(populate::Populate::new(opts, false)?),
         WorkloadKind::Mlock => Box::new(populate::Populate::new(opts, true)?),
+        WorkloadKind::StalledReadv => Box::new(stalled::Stalled::new(opts)?),
+        WorkloadKind::LeaderExitReadv => Box::new(remote::ProcessVm::new(opts, false)?),
     })
 }
 
@@ -206,6 +223,11 @@ pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport, WorkloadError> {
             1 << 20,
             opts.pages
         )));
+    }
+    if opts.threads != 1 && opts.kind != WorkloadKind::StalledReadv {
+        return Err(WorkloadError::Usage(
+            "--threads is for stalled-readv only".to_string(),
+        ));
     }
     if opts.offset >= PAGE_SIZE {
         return Err(WorkloadError::Usage(format!(
@@ -233,7 +255,7 @@ pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport, WorkloadError> {
     Ok(WorkloadReport {
         workload: opts.kind,
         pid,
-        calls: opts.calls,
+        calls: opts.calls * prepared.calls_per_round(),
         bytes_per_call,
         offset: opts.offset,
         pages_per_call: (opts.offset + bytes_per_call).div_ceil(PAGE_SIZE),

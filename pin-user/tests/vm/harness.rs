@@ -3,8 +3,13 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    process::{Command, Stdio},
-    sync::{Mutex, MutexGuard, OnceLock},
+    os::unix::process::CommandExt as _,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Mutex, MutexGuard, OnceLock,
+        mpsc::{self, Receiver},
+    },
+    time::{Duration, Instant},
 };
 
 use pin_common::{FUNCS, GUP_FUNC_COUNT};
@@ -130,11 +135,19 @@ pub fn pinning_workload() {
     assert!(status.success());
 }
 
-/// One HTTP/1.1 GET of /metrics with this Accept header; returns
-/// (headers, body).
+/// How long a scrape may take before the test fails rather than hangs
+/// (a scrape reads every map: well under a second even under TCG).
+pub const SCRAPE_WITHIN: Duration = Duration::from_secs(60);
+
+/// One HTTP/1.1 GET of /metrics with this Accept header, answered within
+/// [`SCRAPE_WITHIN`]; returns (headers, body).
 pub fn get_metrics(addr: &str, accept: &str) -> (String, String) {
     use std::{io::Read as _, net::TcpStream};
-    let mut s = TcpStream::connect(addr).expect("connect to pinwatch serve");
+    let socket: std::net::SocketAddr = addr.parse().expect("a socket address");
+    let mut s =
+        TcpStream::connect_timeout(&socket, SCRAPE_WITHIN).expect("connect to pinwatch serve");
+    s.set_read_timeout(Some(SCRAPE_WITHIN)).unwrap();
+    s.set_write_timeout(Some(SCRAPE_WITHIN)).unwrap();
     write!(
         s,
         "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
@@ -144,6 +157,104 @@ pub fn get_metrics(addr: &str, accept: &str) -> (String, String) {
     s.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     (head.to_string(), body.to_string())
+}
+
+/// Reads `stream` line by line on a thread of its own, passing each line
+/// on as it comes.
+pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            eprintln!("  | {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits up to `within` for a line containing `text`; all lines read so
+/// far are in the panic message if none comes.
+pub fn wait_for_line(rx: &Receiver<String>, text: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no line with {text:?} within {within:?} ({e}); got {seen:?}"),
+        }
+    }
+}
+
+/// Waits up to `within` for `child` to exit; kills it and fails the test
+/// if it is still running then.
+pub fn wait_within(child: &mut Child, within: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {within:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `pid` has `sig` blocked or caught (from /proc): a signal sent
+/// now is kept, not discarded as an ignored one would be.
+pub fn holds_signal(pid: u32, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let mask = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (mask("SigBlk:") | mask("SigCgt:")) & (1 << (sig - 1)) != 0
+}
+
+/// Makes `cmd` start with `sig` ignored, as a non-interactive shell starts
+/// a background job with SIGINT.
+pub fn ignoring(cmd: &mut Command, sig: i32) -> &mut Command {
+    // SAFETY: signal(2) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(sig, libc::SIG_IGN);
+            Ok(())
+        })
+    }
+}
+
+/// Raises this process's open-file limit to hold `want` more descriptors
+/// (root: the hard limit too).
+pub fn raise_fd_limit(want: u64) {
+    let need = want + 256;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < need {
+            limit.rlim_cur = need;
+            limit.rlim_max = limit.rlim_max.max(need);
+            assert_eq!(
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit),
+                0,
+                "raising RLIMIT_NOFILE to {need}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Runs one workload between two snapshots.
@@ -243,9 +354,11 @@ pub fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta
     };
     let vm = delta.vmstat.expect("vmstat pin counters");
     let released: u64 = delta.release.iter().map(|r| r.pages).sum();
+    // vmstat counts GUP's own releases (rollbacks, migration retries) too.
+    let internal: u64 = delta.release.iter().map(|r| r.internal_pages).sum();
     eprintln!(
         "OBSERVED kernel={} attach={:?} workload={workload} variant={} calls={}/{} pages={}/{} \
-         fallbacks={} fast_pages={} slow_pages={} vmstat_acquired={}/{} released={} vmstat_released={}",
+         fallbacks={} fast_pages={} slow_pages={} vmstat_acquired={}/{} released={} gup_internal_released={internal} vmstat_released={}",
         h.release,
         h.mode,
         want.variant,
@@ -331,8 +444,8 @@ pub fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta
     } else {
         assert_eq!(
             vm.nr_foll_pin_released,
-            released,
-            "{workload}: vmstat nr_foll_pin_released vs unpin probes\n{}",
+            released + internal,
+            "{workload}: vmstat nr_foll_pin_released vs unpin probes (callers' and GUP's own)\n{}",
             dump()
         );
     }
@@ -340,6 +453,11 @@ pub fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta
         delta.health,
         [0; pin_common::HEALTH_COUNT],
         "{workload}: probe health counters moved"
+    );
+    assert!(
+        delta.misses.values().all(|&runs| runs == 0),
+        "{workload}: the kernel skipped program runs: {:?}",
+        delta.misses
     );
     if let Some(proc) = delta.procs.get(&report.pid) {
         assert_eq!(proc.calls, want.calls, "{workload}: per-process calls");

@@ -16,6 +16,7 @@
 //! `pinwatch` on PATH).
 
 mod attribution;
+mod busy;
 mod cases;
 mod checks;
 mod dashboard;
@@ -23,5 +24,6 @@ mod harness;
 mod record;
 mod robustness;
 mod serve;
+mod setcap;
 mod soak;
 mod validate;

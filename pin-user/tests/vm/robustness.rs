@@ -16,7 +16,10 @@ use std::{
 
 use pinwatch::export::record::Record;
 
-use crate::harness::{Harness, harness, pinning_workload, pinwatch_bin, start_pinwatch};
+use crate::harness::{
+    Harness, harness, holds_signal, ignoring, pinning_workload, pinwatch_bin, start_pinwatch,
+    wait_within,
+};
 
 #[path = "../common/sandbox.rs"]
 mod sandbox;
@@ -153,6 +156,114 @@ fn signals_detach_and_finish_every_command() {
                 outcome.push_str("; last interval printed");
             }
             fault(&h, &format!("{name} to {command}"), &outcome);
+        }
+    }
+}
+
+/// How soon a command told to stop while attaching must exit: it ends
+/// the attach at the next program (each one takes well under a second
+/// under TCG), then detaches what it had, which waits for RCU-tasks grace
+/// periods (3 s idle under TCG, up to 40 s with a pinning loop running:
+/// none runs here). 90 s is beyond both together and still ends a hang.
+const STOP_WHILE_ATTACHING_WITHIN: Duration = Duration::from_secs(90);
+
+/// How long start-up may take before the test gives up waiting for the
+/// moment to signal (attaching every probe takes ~8 s under TCG).
+const START_UP_WITHIN: Duration = Duration::from_secs(120);
+
+#[test]
+fn stop_while_attaching_detaches_and_exits_cleanly() {
+    let h = harness();
+    let attach = h.attach_arg();
+    let baseline = BpfObjects::now();
+    // As `pinwatch stat &` from a script: SIGINT inherited ignored. The
+    // signal comes as soon as pinwatch keeps it (first thing in main,
+    // before kernel discovery), then once its first program is loaded.
+    for moment in ["at start-up", "after its first program loaded"] {
+        let mut cmd = Command::new(pinwatch_bin());
+        cmd.args(["stat", "--interval", "10s", "--attach", &attach])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut stat = ignoring(&mut cmd, libc::SIGINT)
+            .spawn()
+            .expect("spawn pinwatch stat");
+        let spawned = Instant::now();
+        let mut loaded = 0;
+        loop {
+            assert!(
+                stat.try_wait().unwrap().is_none(),
+                "stat ended before the signal ({moment})"
+            );
+            assert!(
+                spawned.elapsed() < START_UP_WITHIN,
+                "no moment to signal ({moment})"
+            );
+            let now = if moment == "at start-up" {
+                holds_signal(stat.id(), libc::SIGINT)
+            } else {
+                loaded = BpfObjects::now().beyond(&baseline).0;
+                loaded > 0
+            };
+            if now {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let after = spawned.elapsed();
+        signal(&stat, libc::SIGINT);
+        let sent = Instant::now();
+        let status = wait_within(
+            &mut stat,
+            STOP_WHILE_ATTACHING_WITHIN,
+            &format!("stat after SIGINT {moment}"),
+        );
+        let took = sent.elapsed();
+        // Exited: the pipes hold all there is.
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        stat.stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        stat.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let left = settle(&baseline);
+        let stopped = stderr.contains("stopped during start-up");
+        fault(
+            &h,
+            &format!("SIGINT (inherited ignored) to stat {moment}"),
+            &format!(
+                "sent {:.1}s after spawn with {loaded} programs loaded; exit {} {:.1}s later; {}; \
+                 {} {} {} left after",
+                after.as_secs_f64(),
+                status.code().unwrap_or(-1),
+                took.as_secs_f64(),
+                if stopped {
+                    "stopped during start-up"
+                } else {
+                    "attached first, last interval printed"
+                },
+                left.0,
+                left.1,
+                left.2
+            ),
+        );
+        assert_eq!(status.code(), Some(0), "{moment}: {stderr}");
+        assert_eq!(left, (0, 0, 0), "stat left objects after SIGINT {moment}");
+        if moment == "at start-up" {
+            // Long before the first program: attaching never went on.
+            assert!(stopped, "{stderr}");
+        } else {
+            // Stopped mid-attach, or (if attaching was done first) ended
+            // as after any signal, its interval printed.
+            assert!(
+                stopped || (stderr.contains("attached") && !stdout.is_empty()),
+                "{stderr}"
+            );
         }
     }
 }

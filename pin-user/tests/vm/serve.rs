@@ -1,7 +1,13 @@
 //! `pinwatch serve` against a real scrape: after a workload, the counters
-//! at /metrics equal the workload's exact expectation, in both formats.
+//! at /metrics equal the workload's exact expectation, in both formats;
+//! thousands of idle connections neither take it down nor keep a scrape
+//! out.
 
-use crate::harness::{get_metrics, harness, pinning_workload, start_pinwatch};
+use std::time::{Duration, Instant};
+
+use crate::harness::{
+    get_metrics, harness, pinning_workload, raise_fd_limit, start_pinwatch, wait_within,
+};
 
 fn sample(body: &str, prefix: &str) -> Option<u64> {
     body.lines()
@@ -65,6 +71,69 @@ fn serve_exports_exact_counters() {
     // SIGTERM ends it cleanly.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let status = serve.wait().unwrap();
+    let status = wait_within(&mut serve, STOP_WITHIN, "serve after SIGTERM");
+    assert!(status.success(), "serve exited with {status}");
+}
+
+/// How soon serve must exit after SIGTERM: detaching waits for RCU-tasks
+/// grace periods, seconds under TCG.
+const STOP_WITHIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn serve_outlasts_a_flood_of_idle_connections() {
+    let h = harness();
+    let attach = h.attach_arg();
+    let addr = "127.0.0.1:9436";
+    let mut serve = start_pinwatch(
+        &["serve", "--listen", addr, "--attach", &attach],
+        "serving metrics",
+    );
+    // Twice the ~1000 that used to end it (EMFILE), detaching the probes.
+    let wanted = 2000;
+    raise_fd_limit(wanted);
+    let socket: std::net::SocketAddr = addr.parse().unwrap();
+    let flood = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..wanted {
+        if let Ok(conn) = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(5)) {
+            idle.push(conn);
+        }
+    }
+    let flood_took = flood.elapsed();
+    assert!(
+        serve.try_wait().unwrap().is_none(),
+        "serve died under the flood"
+    );
+    pinning_workload();
+    // Answered while the flood's connections are still open: serve sheds
+    // the oldest idle one for the scrape.
+    let asked = Instant::now();
+    let (_, text) = get_metrics(addr, "text/plain");
+    let answered = asked.elapsed();
+    let calls = sample(
+        &text,
+        "pinwatch_gup_calls_total{variant=\"pin_user_pages_remote\"}",
+    );
+    let probe_info =
+        text.contains("pinwatch_probe_info{function=\"pin_user_pages_remote\",attach=");
+    eprintln!(
+        "OBSERVED kernel={} attach={attach} serve under {} idle connections (opened in {:.1}s): \
+         scrape answered in {:.2}s, pin_user_pages_remote calls={calls:?}/30, probe info: {probe_info}",
+        h.release,
+        idle.len(),
+        flood_took.as_secs_f64(),
+        answered.as_secs_f64()
+    );
+    assert!(idle.len() >= 1000, "only {} connections opened", idle.len());
+    assert_eq!(calls, Some(30), "{text}");
+    assert!(probe_info, "{text}");
+    assert!(
+        serve.try_wait().unwrap().is_none(),
+        "serve died under the flood"
+    );
+    drop(idle);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let status = wait_within(&mut serve, STOP_WITHIN, "serve after SIGTERM");
     assert!(status.success(), "serve exited with {status}");
 }

@@ -86,7 +86,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     setup::ensure_vm_tools()?;
     ensure_tools()?;
     let kernels: Vec<String> = if args.kernels.is_empty() {
-        kernels::MATRIX_KERNELS
+        kernels::BENCH_KERNELS
             .iter()
             .map(|k| k.to_string())
             .collect()

@@ -1,0 +1,122 @@
+//! Busy hosts: many calls in flight at once. Every call is counted, or
+//! reported as missed; a missed return never leaves a thread uncounted.
+
+use pin_common::Health;
+
+use crate::harness::{harness, id_of, measure};
+
+/// Threads blocked inside GUP at once: more than a kretprobe's instances
+/// (max(10, 2 x CPUs) on these kernels), so with kretprobes some returns
+/// are never seen.
+const THREADS: u64 = 32;
+/// Rounds of calls: the blocked one, then warm ones by the same threads,
+/// which show whether a thread whose return was missed is counted again.
+const ROUNDS: u64 = 11;
+const PAGES: u64 = 4;
+
+#[test]
+fn many_calls_in_flight_are_counted_or_reported_missed() {
+    let h = harness();
+    let (report, delta) = measure(
+        &h,
+        &[
+            "stalled-readv",
+            "--threads",
+            &THREADS.to_string(),
+            "--calls",
+            &ROUNDS.to_string(),
+            "--pages",
+            &PAGES.to_string(),
+        ],
+    );
+    assert_eq!(report.calls, THREADS * ROUNDS);
+    let id = id_of("pin_user_pages_remote");
+    let got = &delta.gup[id];
+    let mechanism = h.probes.status[id].attached.expect("attached");
+    let skipped: u64 = delta
+        .misses
+        .iter()
+        .filter(|(key, _)| key.function == "pin_user_pages_remote")
+        .map(|(_, runs)| *runs)
+        .sum();
+    eprintln!(
+        "OBSERVED kernel={} attach={mechanism} stalled-readv threads={THREADS} rounds={ROUNDS}: \
+         counted={} missed_returns={} skipped_runs={skipped} of {} calls; pages={}",
+        h.release, got.calls, got.missed_returns, report.calls, got.pages_returned,
+    );
+    let others: Vec<String> = (0..pin_common::GUP_FUNC_COUNT)
+        .filter(|&i| delta.gup[i].calls + delta.gup[i].missed_returns != 0)
+        .map(|i| {
+            format!(
+                "{}={}+{}",
+                pin_common::FUNCS[i].name,
+                delta.gup[i].calls,
+                delta.gup[i].missed_returns
+            )
+        })
+        .collect();
+    let skipped_by: Vec<String> = delta
+        .misses
+        .iter()
+        .filter(|(_, runs)| **runs > 0)
+        .map(|(key, runs)| format!("{} {}={runs}", key.function, key.program))
+        .collect();
+    eprintln!(
+        "OBSERVED variants {others:?} health {:?} skipped runs {skipped_by:?} exit watch {:?}",
+        delta.health, h.probes.exit_watch
+    );
+    let proc = delta.procs.get(&report.pid).expect("per-process entry");
+    if h.release.contains("-rt-") {
+        // PREEMPT_RT: BPF programs run preemptible, and the kernel skips a
+        // program on a CPU where a preempted task is still inside it (and
+        // task storage where a preempted task holds its lock). Those calls
+        // cannot be counted; each must show up as a reported miss.
+        let health = |which: Health| delta.health[which as usize];
+        let all_skipped: u64 = delta.misses.values().sum();
+        let reported = health(Health::TaskStateLost)
+            + health(Health::UnmatchedExit)
+            + health(Health::MissedReturn)
+            + all_skipped;
+        assert!(got.calls <= report.calls, "more calls counted than made");
+        assert!(
+            report.calls - got.calls <= reported,
+            "{} calls neither counted nor reported missed (reported: {reported})",
+            report.calls - got.calls
+        );
+        return;
+    }
+    // Every call is counted or reported: the state a missed return leaves
+    // behind is found stale at the thread's next call (or when it exits)
+    // and counted there. Returns can be missed in any round: a thread can
+    // be scheduled out inside GUP (cond_resched) while the others run.
+    assert_eq!(
+        got.calls + got.missed_returns,
+        report.calls,
+        "counted + missed must be every call"
+    );
+    assert_eq!(
+        got.pages_returned,
+        got.calls * PAGES,
+        "pages of counted calls"
+    );
+    assert_eq!(got.errors + got.partial + got.zero, 0);
+    assert_eq!(
+        delta.health[Health::MissedReturn as usize],
+        got.missed_returns,
+        "health counts each missed return once"
+    );
+    // The process also makes one get_user_pages_fast per exiting thread:
+    // the kernel wakes the thread's clear_child_tid futex, a shared futex
+    // whose key GUP looks up.
+    assert_eq!(
+        proc.calls,
+        got.calls + delta.gup[id_of("get_user_pages_fast")].calls,
+        "per-process calls"
+    );
+    if mechanism == pinwatch::probes::Mechanism::Fentry {
+        // A trampoline has no instance limit, and these kernels do not
+        // preempt BPF programs: nothing may be missed.
+        assert_eq!(got.missed_returns, 0, "fexit missed returns");
+        assert_eq!(skipped, 0, "fentry/fexit runs skipped");
+    }
+}

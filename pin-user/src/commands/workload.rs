@@ -28,9 +28,15 @@ fn leave_it_to_a_thread(opts: WorkloadOptions, json: bool) -> ! {
         };
         std::process::exit(code)
     });
-    // SAFETY: ends only the calling thread; the spawned one ends the
-    // process.
-    unsafe { libc::pthread_exit(std::ptr::null_mut()) }
+    // The exit system call (not exit_group) ends only the calling thread,
+    // as pthread_exit would; pthread_exit itself unwinds, and Rust's main
+    // aborts on that foreign unwind.
+    // SAFETY: ends this thread at once, running nothing of it again; the
+    // spawned thread owns everything it uses and ends the process.
+    unsafe {
+        libc::syscall(libc::SYS_exit, 0);
+    }
+    unreachable!("exit(2) returned")
 }
 
 /// Waits until the leader thread has exited (a zombie until the process

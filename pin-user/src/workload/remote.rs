@@ -43,7 +43,11 @@ impl Prepared for ProcessVm {
             iov_base: self.remote.addr(opts.offset).cast(),
             iov_len: len,
         };
-        let pid = std::process::id() as libc::pid_t;
+        // The calling thread's id, not the process id: once the leader
+        // thread has exited (leader-exit-readv) the process id names a
+        // zombie without memory, and process_vm_readv fails with ESRCH.
+        // SAFETY: gettid has no preconditions.
+        let pid = unsafe { libc::gettid() };
         // SAFETY: both iovecs lie inside our own live mappings.
         let got = unsafe {
             if self.write {

@@ -6,6 +6,7 @@ mod bench;
 mod cmd;
 mod initramfs;
 mod kernels;
+mod qemu;
 mod setup;
 mod test;
 mod vm;

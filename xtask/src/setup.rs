@@ -30,6 +30,8 @@ pub fn all() -> anyhow::Result<std::process::ExitCode> {
     ensure_build_tools()?;
     ensure_test_tools()?;
     ensure_vm_tools()?;
+    let qemu = crate::qemu::ensure()?;
+    println!("qemu: {}", qemu.binary.display());
     crate::bench::ensure_tools()?;
     for spec in kernels::MATRIX_KERNELS {
         let k = kernels::ensure(spec)?;

@@ -131,8 +131,9 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
         let timeout = Duration::from_secs(1200);
         let mut result = vm::run(kernel, &binaries, &command, timeout);
         // A guest that died before its init ran tested nothing (seen once
-        // under TCG: an int3 oops in sched_clock_cpu at 7.7 s). Boot it once
-        // more; a second such death is a failure like any other.
+        // under Debian's qemu 7.2: an int3 oops in sched_clock_cpu at 7.7 s;
+        // not seen since the move to qemu 10). Boot it once more; a second
+        // such death is a failure like any other.
         if let Err(e) = &result
             && let Some(boot) = e.downcast_ref::<vm::BootFailure>()
         {

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, initramfs, kernels, setup, workspace_root};
+use crate::{cmd, initramfs, kernels, qemu, setup, workspace_root};
 
 /// What a VM run produced.
 pub struct VmOutcome {
@@ -164,15 +164,22 @@ pub fn run_with(
         _ => command.to_string(),
     };
     let command = command.as_str();
-    setup::ensure_vm_tools()?;
+    let qemu = qemu::ensure()?;
     let kernel = kernels::ensure(kernel)?;
     let work = workspace_root().join("target/vm");
     std::fs::create_dir_all(&work)?;
     let initrd = work.join(format!("initrd-{}.gz", std::process::id()));
     initramfs::build(&initrd, binaries, &kernel.modules, command)?;
 
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut child = Command::new(&qemu.binary);
+    for dir in &qemu.data_dirs {
+        child.arg("-L").arg(dir);
+    }
+    let mut child = child
         .args(["-accel", "tcg", "-cpu", "max", "-smp", "2"])
+        // No network; no audio (it would try Debian 7.2's audio modules,
+        // which qemu 10 cannot load).
+        .args(["-nic", "none", "-audio", "none"])
         .args(["-m", &memory_mb.to_string()])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
@@ -191,7 +198,12 @@ pub fn run_with(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting qemu-system-x86_64 (run `cargo xtask setup`)")?;
+        .with_context(|| {
+            format!(
+                "starting {} (run `cargo xtask setup`)",
+                qemu.binary.display()
+            )
+        })?;
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     // Forward bytes as they come (a dashboard draws without newlines) and

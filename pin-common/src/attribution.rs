@@ -93,6 +93,10 @@ pub struct CallerStats {
     /// log2 hold-time histogram of released tracked pages (pages per
     /// bucket, see [`hold_bucket`]).
     pub hold_log2: [u64; HOLD_BUCKETS],
+    /// When the entry was created (ns, monotonic; set in the creating
+    /// CPU's slot only, 0 in the others): tells the agent which entries a
+    /// count of `TABLE_INSERTS` already includes.
+    pub first_ns: u64,
 }
 
 impl CallerStats {
@@ -110,6 +114,7 @@ impl CallerStats {
         pins_released: 0,
         hold_sum_ns: 0,
         hold_log2: [0; HOLD_BUCKETS],
+        first_ns: 0,
     };
 }
 
@@ -154,7 +159,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<PinRecord>(), 32);
         assert_eq!(
             core::mem::size_of::<CallerStats>(),
-            8 * (10 + LATENCY_BUCKETS + HOLD_BUCKETS)
+            8 * (11 + LATENCY_BUCKETS + HOLD_BUCKETS)
         );
     }
 

@@ -141,7 +141,18 @@ pub struct ProcStats {
     pub last_ns: u64,
     /// The comm of the task that last made a GUP call.
     pub comm: [u8; 16],
+    /// When the entry was created (ns, monotonic; set in the creating
+    /// CPU's slot only, 0 in the others): tells the agent which entries a
+    /// count of `TABLE_INSERTS` already includes.
+    pub first_ns: u64,
 }
+
+/// Index in the per-CPU `TABLE_INSERTS` array: entries created in `PROCS`.
+pub const INSERTS_PROCS: u32 = 0;
+/// Index in the per-CPU `TABLE_INSERTS` array: entries created in `CALLERS`.
+pub const INSERTS_CALLERS: u32 = 1;
+/// Length of the `TABLE_INSERTS` array.
+pub const INSERTS_LEN: u32 = 2;
 
 /// How the probes must interpret one traced function on the running
 /// kernel, filled by the agent from the kernel's BTF into the `CONFIG` array

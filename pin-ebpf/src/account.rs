@@ -7,6 +7,7 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
@@ -14,16 +15,19 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use pin_common::{
     CallEvent, EVENT_GUP, EVENT_RELEASE, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FuncConfig, FuncId,
-    GUP_FUNC_COUNT, Health, LATENCY_UNMEASURED, ProcStats, TaskState,
+    GUP_FUNC_COUNT, Health, INSERTS_PROCS, LATENCY_UNMEASURED, ProcStats, TaskState,
     catalog::{RELEASE_NESTED, RELEASE_NESTING, is_fast},
     errno_slot, latency_bucket,
 };
 
 use crate::attribution;
 use crate::maps::{
-    CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TASK_STATES,
-    TRACKED,
+    CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TABLE_INSERTS,
+    TASK_STATES, TRACKED,
 };
+
+/// The errno a `BPF_NOEXIST` insert fails with when the key is there.
+pub const EEXIST: i64 = 17;
 
 /// Deeper nesting than this means the state is stale (a return was missed);
 /// real GUP nesting is at most four traced functions deep.
@@ -105,19 +109,36 @@ fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
     if let Some(stats) = PROCS.get_ptr_mut(tgid) {
         return Some(unsafe { &mut *stats });
     }
-    let mut fresh = ProcStats::default();
+    let mut fresh = ProcStats {
+        first_ns: unsafe { bpf_ktime_get_ns() },
+        ..ProcStats::default()
+    };
     if let Ok(comm) = bpf_get_current_comm() {
         fresh.comm = comm;
     }
-    if let Err(err) = PROCS.insert(tgid, fresh, 0) {
-        warn!(
-            ctx,
-            "pinwatch: cannot track process {}: PROCS insert failed ({})", tgid, err
-        );
-        bump_health(Health::ProcStateLost);
-        return None;
+    // NOEXIST: a thread of the same process on another CPU may create the
+    // entry first; overwriting it would zero that CPU's first counts.
+    match PROCS.insert(tgid, fresh, u64::from(BPF_NOEXIST)) {
+        Ok(()) => count_insert(INSERTS_PROCS),
+        Err(err) if i64::from(err) == -EEXIST => {}
+        Err(err) => {
+            warn!(
+                ctx,
+                "pinwatch: cannot track process {}: PROCS insert failed ({})", tgid, err
+            );
+            bump_health(Health::ProcStateLost);
+            return None;
+        }
     }
     PROCS.get_ptr_mut(tgid).map(|stats| unsafe { &mut *stats })
+}
+
+/// Counts an entry created in an LRU table (see `TABLE_INSERTS`).
+#[inline(always)]
+pub fn count_insert(table: u32) {
+    if let Some(counter) = TABLE_INSERTS.get_ptr_mut(table) {
+        add_to(unsafe { &mut *counter }, 1);
+    }
 }
 
 /// Whether the current task is counted: always, unless a process tree is

@@ -19,7 +19,7 @@ use aya_ebpf::{
     programs::{FEntryContext, ProbeContext},
 };
 use pin_common::{
-    CallerKey, CallerStats, Health, PinRecord, TaskState,
+    CallerKey, CallerStats, Health, INSERTS_CALLERS, PinRecord, TaskState,
     attribution::{
         CALLER_FRAMES, LIFETIME_PAGES_PER_CALL, SETTING_CALLERS, SETTING_FOLL_PIN,
         SETTING_LIFETIMES, SETTING_RETURN_TRAMPOLINE, hold_bucket,
@@ -27,7 +27,7 @@ use pin_common::{
 };
 
 use crate::{
-    account::{add_health, add_to, bump_health},
+    account::{EEXIST, add_health, add_to, bump_health, count_insert},
     maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES, SETTINGS, TASK_STATES},
 };
 
@@ -207,9 +207,18 @@ fn caller_stats(key: &CallerKey) -> Option<&'static mut CallerStats> {
     if let Some(stats) = CALLERS.get_ptr_mut(key) {
         return Some(unsafe { &mut *stats });
     }
-    let zero = CALLER_ZERO.get(0)?;
+    // The template is this CPU's zero value (too big for the stack); only
+    // its creation time changes.
+    let fresh = CALLER_ZERO.get_ptr_mut(0)?;
+    unsafe { (*fresh).first_ns = bpf_ktime_get_ns() };
     // The map is LRU: inserting evicts the coldest call site when full.
-    CALLERS.insert(key, zero, 0).ok()?;
+    // NOEXIST: another CPU may create the entry first; overwriting it
+    // would zero that CPU's first counts.
+    match CALLERS.insert(key, unsafe { &*fresh }, u64::from(BPF_NOEXIST)) {
+        Ok(()) => count_insert(INSERTS_CALLERS),
+        Err(err) if i64::from(err) == -EEXIST => {}
+        Err(_) => return None,
+    }
     CALLERS.get_ptr_mut(key).map(|stats| unsafe { &mut *stats })
 }
 

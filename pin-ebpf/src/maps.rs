@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use pin_common::{
     CallerKey, CallerStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES, FUNC_COUNT, FuncConfig,
-    GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, PROCS_CAPACITY, PinRecord, ProcStats, ReleaseStats,
-    TRACKED_CAPACITY, TaskState,
+    GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY, PinRecord, ProcStats,
+    ReleaseStats, TRACKED_CAPACITY, TaskState,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY, SETTINGS_LEN},
 };
 
@@ -52,6 +52,14 @@ pub static FILTER: Array<u32> = Array::with_max_entries(1, 0);
 /// command, kept current by the fork/exit tracepoints.
 #[map]
 pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0);
+
+/// Entries created in the LRU tables (`PROCS`, `CALLERS`; by
+/// `pin_common::INSERTS_*` index). The kernel evicts LRU entries without
+/// telling anyone (before 6.16 even well short of full, once CPUs x 128
+/// free entries sit in per-CPU free lists); entries created minus entries
+/// still there is how many were evicted, with their counts.
+#[map]
+pub static TABLE_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(INSERTS_LEN, 0);
 
 /// Events the probes could not account, by [`pin_common::Health`] index.
 #[map]

@@ -176,6 +176,11 @@ pub struct HealthView {
     /// per traced function and program; only those that skipped any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_runs: Vec<SkippedRuns>,
+    /// Per-process entries the kernel evicted from `PROCS` (LRU) with the
+    /// counts they held since the previous read.
+    pub procs_evicted: u64,
+    /// Per-call-site entries the kernel evicted from `CALLERS` (LRU).
+    pub callers_evicted: u64,
 }
 
 /// Runs of one program the kernel skipped over an interval.
@@ -316,6 +321,8 @@ impl IntervalView {
                         runs: *runs,
                     })
                     .collect(),
+                procs_evicted: delta.evicted.procs,
+                callers_evicted: delta.evicted.callers,
             },
         }
     }
@@ -467,6 +474,14 @@ impl IntervalView {
                 }
             );
         }
+        if h.procs_evicted + h.callers_evicted > 0 {
+            let _ = writeln!(
+                out,
+                "evicted: {} process entries, {} call-site entries (the kernel's LRU tables were full; \
+                 per-process and per-call-site figures miss what those entries counted since the previous read; the per-variant totals miss nothing)",
+                h.procs_evicted, h.callers_evicted
+            );
+        }
         if h.callers_unknown + h.lifetimes_truncated + h.lifetimes_full + h.untracked_releases > 0 {
             let _ = writeln!(
                 out,
@@ -517,6 +532,7 @@ mod tests {
             vmstat: None,
             callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
+            evicted: Default::default(),
         };
         let mut delta = delta;
         for (pid, pages) in (1..=12u32).map(|p| (p, u64::from(p) * 10)) {
@@ -528,6 +544,7 @@ mod tests {
                     pages,
                     pinned: pages,
                     released: 0,
+                    first_ns: 0,
                 },
             );
         }

@@ -10,7 +10,7 @@ use aya::{
 };
 use pin_common::{
     CallerKey, CallerStats, ERRNO_SLOTS, FUNCS, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT,
-    LATENCY_BUCKETS, ProcStats, ReleaseStats,
+    INSERTS_CALLERS, INSERTS_LEN, INSERTS_PROCS, LATENCY_BUCKETS, ProcStats, ReleaseStats,
 };
 
 use crate::{
@@ -48,6 +48,10 @@ pub struct ProcTotals {
     pub pinned: u64,
     /// Pages released by unpin calls made in this process.
     pub released: u64,
+    /// When the kernel created the entry (monotonic ns): a different value
+    /// at the next read means it was evicted and created anew.
+    #[serde(skip)]
+    pub first_ns: u64,
 }
 
 impl ProcTotals {
@@ -82,6 +86,51 @@ pub struct Snapshot {
     pub callers: BTreeMap<CallerKey, CallerStats>,
     /// Names of the call sites in `callers`.
     pub sites: BTreeMap<u64, CallSite>,
+    /// Entries the kernel evicted from its LRU tables so far.
+    pub evicted: Evictions,
+}
+
+/// Entries of the LRU tables (`PROCS`, `CALLERS`) the kernel evicted,
+/// taking their per-process / per-call-site counts with them (the
+/// per-variant totals keep every call).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Evictions {
+    /// Per-process entries evicted.
+    pub procs: u64,
+    /// Per-call-site entries evicted.
+    pub callers: u64,
+}
+
+impl Evictions {
+    /// Entries evicted, from the number the kernel created (`inserted`, read
+    /// first), the monotonic time read right after it (`read_ns`), and the
+    /// creation times of the entries a walk of the table found afterwards.
+    ///
+    /// Every entry counted in `inserted` was created before `read_ns`; each
+    /// is either found by the walk (created before `read_ns`) or was evicted
+    /// by the time the walk ended. Entries created after `read_ns` are not
+    /// in `inserted` and are left out. So this is exact when no entry is
+    /// created during the read, and otherwise at most the evictions done by
+    /// the end of the walk (never more than happened). Entries whose creation
+    /// time is 0 were created by an older object and do not count.
+    pub fn evicted(
+        inserted: u64,
+        read_ns: u64,
+        found_created_ns: impl Iterator<Item = u64>,
+    ) -> u64 {
+        let found_old = found_created_ns
+            .filter(|&ns| ns != 0 && ns < read_ns)
+            .count() as u64;
+        inserted.saturating_sub(found_old)
+    }
+
+    /// Evictions between `earlier` and `self`.
+    pub fn since(&self, earlier: &Evictions) -> Evictions {
+        Evictions {
+            procs: self.procs.saturating_sub(earlier.procs),
+            callers: self.callers.saturating_sub(earlier.callers),
+        }
+    }
 }
 
 /// Adds `from` into `into` (summing CPUs or intervals).
@@ -183,6 +232,19 @@ impl Snapshot {
 
         let misses = crate::probes::misses::read(ebpf);
 
+        // Entries created so far, then the time: both before the walks (see
+        // `Evictions::evicted`).
+        let inserts_map = percpu_array::<u64>(ebpf, "TABLE_INSERTS")?;
+        let mut inserted = [0u64; INSERTS_LEN as usize];
+        for (i, total) in inserted.iter_mut().enumerate() {
+            *total = inserts_map
+                .get(&(i as u32), 0)
+                .map_err(map_err("TABLE_INSERTS"))?
+                .iter()
+                .sum();
+        }
+        let inserts_read_ns = attribution::lifetimes::monotonic_ns();
+
         let procs_map: PerCpuHashMap<_, u32, ProcStats> = PerCpuHashMap::try_from(
             ebpf.map("PROCS")
                 .ok_or(SnapshotError::MissingMap("PROCS"))?,
@@ -199,6 +261,8 @@ impl Snapshot {
                 total.pages += cpu.pages;
                 total.pinned += cpu.pinned;
                 total.released += cpu.released;
+                // Set in the creating CPU's slot only.
+                total.first_ns = total.first_ns.max(cpu.first_ns);
                 if cpu.comm[0] != 0 && (total.comm.is_empty() || cpu.last_ns > latest) {
                     latest = cpu.last_ns;
                     let len = cpu
@@ -213,6 +277,18 @@ impl Snapshot {
         }
 
         let callers = attribution::read_callers(ebpf).map_err(map_err("CALLERS"))?;
+        let evicted = Evictions {
+            procs: Evictions::evicted(
+                inserted[INSERTS_PROCS as usize],
+                inserts_read_ns,
+                procs.values().map(|p: &ProcTotals| p.first_ns),
+            ),
+            callers: Evictions::evicted(
+                inserted[INSERTS_CALLERS as usize],
+                inserts_read_ns,
+                callers.values().map(|c| c.first_ns),
+            ),
+        };
         // The instant and vmstat belong with the counters: take them before
         // naming call sites, which can wait for kallsyms to be parsed.
         let taken = Instant::now();
@@ -233,6 +309,7 @@ impl Snapshot {
             vmstat,
             callers,
             sites,
+            evicted,
         })
     }
 
@@ -259,13 +336,20 @@ impl Snapshot {
             .procs
             .iter()
             .filter_map(|(tgid, cur)| {
-                let prev = earlier.procs.get(tgid).cloned().unwrap_or_default();
+                // An entry created anew (evicted in between) counts from 0.
+                let prev = earlier
+                    .procs
+                    .get(tgid)
+                    .filter(|prev| prev.first_ns == cur.first_ns)
+                    .cloned()
+                    .unwrap_or_default();
                 let d = ProcTotals {
                     comm: cur.comm.clone(),
                     calls: cur.calls.saturating_sub(prev.calls),
                     pages: cur.pages.saturating_sub(prev.pages),
                     pinned: cur.pinned.saturating_sub(prev.pinned),
                     released: cur.released.saturating_sub(prev.released),
+                    first_ns: cur.first_ns,
                 };
                 (d.calls != 0 || d.released != 0).then_some((*tgid, d))
             })
@@ -278,9 +362,10 @@ impl Snapshot {
             .callers
             .iter()
             .filter_map(|(key, cur)| {
+                // An entry created anew (evicted in between) counts from 0.
                 let d = match earlier.callers.get(key) {
-                    Some(prev) => attribution::sub(cur, prev),
-                    None => *cur,
+                    Some(prev) if prev.first_ns == cur.first_ns => attribution::sub(cur, prev),
+                    _ => *cur,
                 };
                 attribution::is_active(&d).then_some((*key, d))
             })
@@ -294,6 +379,7 @@ impl Snapshot {
             misses: misses::since(&self.misses, &earlier.misses),
             callers,
             sites: self.sites.clone(),
+            evicted: self.evicted.since(&earlier.evicted),
             vmstat: match (self.vmstat, earlier.vmstat) {
                 (Some(c), Some(p)) => Some(c.since(&p)),
                 _ => None,
@@ -323,6 +409,8 @@ pub struct Delta {
     pub callers: BTreeMap<CallerKey, CallerStats>,
     /// Names of the call sites.
     pub sites: BTreeMap<u64, CallSite>,
+    /// LRU table entries evicted in the interval.
+    pub evicted: Evictions,
 }
 
 /// Upper bound in ns of the latency bucket holding quantile `q` (0..=1) of
@@ -348,6 +436,73 @@ pub fn latency_quantile_ns(hist: &[u64], q: f64) -> Option<u64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn snapshot(procs: &[(u32, u64, u64)], evicted_procs: u64) -> Snapshot {
+        Snapshot {
+            taken: Instant::now(),
+            gup: vec![GupStats::ZERO; GUP_FUNC_COUNT],
+            release: vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT],
+            procs: procs
+                .iter()
+                .map(|&(tgid, calls, first_ns)| {
+                    let totals = ProcTotals {
+                        calls,
+                        first_ns,
+                        ..Default::default()
+                    };
+                    (tgid, totals)
+                })
+                .collect(),
+            health: [0; HEALTH_COUNT],
+            misses: Default::default(),
+            vmstat: None,
+            callers: BTreeMap::new(),
+            sites: BTreeMap::new(),
+            evicted: Evictions {
+                procs: evicted_procs,
+                callers: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn evictions_are_entries_created_before_the_read_and_not_found() {
+        // 5 created before the read at t=100; 3 of them still there, plus
+        // one created during the walk (t=150) that the count leaves out.
+        assert_eq!(Evictions::evicted(5, 100, [10, 20, 30, 150].into_iter()), 2);
+        // Nothing evicted: every counted entry found.
+        assert_eq!(Evictions::evicted(3, 100, [10, 20, 30].into_iter()), 0);
+        // Entries without a creation time (older object) are not counted.
+        assert_eq!(Evictions::evicted(2, 100, [0, 0, 10].into_iter()), 1);
+    }
+
+    #[test]
+    fn a_process_entry_created_anew_counts_from_zero() {
+        let earlier = snapshot(&[(7, 100, 1_000), (8, 50, 2_000)], 0);
+        // 7 evicted and created again (new first_ns) with 4 calls; 8 kept.
+        let later = snapshot(&[(7, 4, 9_000), (8, 60, 2_000)], 1);
+        let d = later.since(&earlier);
+        assert_eq!(d.procs[&7].calls, 4, "not 4 - 100 saturated to 0");
+        assert_eq!(d.procs[&8].calls, 10);
+        assert_eq!(d.evicted.procs, 1);
+    }
+
+    #[test]
+    fn a_call_site_entry_created_anew_counts_from_zero() {
+        let key = CallerKey::new(0xffff_ffff_8100_0000, 0);
+        let stats = |calls, first_ns| CallerStats {
+            calls,
+            first_ns,
+            ..CallerStats::ZERO
+        };
+        let mut earlier = snapshot(&[], 0);
+        earlier.callers.insert(key, stats(100, 1_000));
+        let mut later = snapshot(&[], 0);
+        later.callers.insert(key, stats(3, 5_000));
+        assert_eq!(later.since(&earlier).callers[&key].calls, 3);
+        later.callers.insert(key, stats(130, 1_000));
+        assert_eq!(later.since(&earlier).callers[&key].calls, 30);
+    }
 
     #[test]
     fn quantiles_from_log2_buckets() {

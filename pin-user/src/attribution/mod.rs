@@ -47,10 +47,11 @@ pub fn add(into: &mut CallerStats, from: &CallerStats) {
     for (a, b) in into.hold_log2.iter_mut().zip(from.hold_log2.iter()) {
         *a += b;
     }
+    // Set in the creating CPU's slot only; not a counter.
+    into.first_ns = into.first_ns.max(from.first_ns);
 }
 
-/// `cur - prev`, counter by counter (saturating: an LRU-evicted and
-/// re-created entry restarts from zero).
+/// `cur - prev`, counter by counter, for the same entry (same `first_ns`).
 pub fn sub(cur: &CallerStats, prev: &CallerStats) -> CallerStats {
     let mut d = CallerStats::ZERO;
     d.calls = cur.calls.saturating_sub(prev.calls);
@@ -69,6 +70,7 @@ pub fn sub(cur: &CallerStats, prev: &CallerStats) -> CallerStats {
     for (i, slot) in d.hold_log2.iter_mut().enumerate() {
         *slot = cur.hold_log2[i].saturating_sub(prev.hold_log2[i]);
     }
+    d.first_ns = cur.first_ns;
     d
 }
 

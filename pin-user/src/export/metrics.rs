@@ -361,6 +361,17 @@ impl Collector for Exporter {
                 .map(|(m, _, c)| (vec![("map", m.to_string())], *c))
                 .collect(),
         )?;
+        let evicted = input.snapshot.evicted;
+        family(
+            &mut encoder,
+            "pinwatch_map_evicted",
+            "Entries the kernel evicted from pinwatch's LRU hash maps when they were full (before Linux 6.16 also well short of full on many-CPU hosts), with the per-process / per-call-site counts made since the previous read; the per-variant totals lose nothing.",
+            Counter,
+            vec![
+                (vec![("map", "PROCS".to_string())], evicted.procs),
+                (vec![("map", "CALLERS".to_string())], evicted.callers),
+            ],
+        )?;
         if !input.run_stats.is_empty() {
             let mut run = encoder.encode_descriptor(
                 "pinwatch_bpf_run_seconds",
@@ -514,12 +525,17 @@ mod tests {
                         pages: 152,
                         pinned: 152,
                         released: 150,
+                        first_ns: 0,
                     },
                 )]),
                 health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0],
                 misses: crate::probes::misses::sample(),
                 callers: crate::attribution::sample_callers().0,
                 sites: crate::attribution::sample_callers().1,
+                evicted: crate::snapshot::Evictions {
+                    procs: 21808,
+                    callers: 3,
+                },
                 vmstat: Some(PinCounters {
                     nr_foll_pin_acquired: 1000,
                     nr_foll_pin_released: 990,

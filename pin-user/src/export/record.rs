@@ -418,6 +418,7 @@ mod tests {
             misses: Default::default(),
             callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
+            evicted: Default::default(),
             vmstat: Some(PinCounters {
                 nr_foll_pin_acquired: 162 * scale,
                 nr_foll_pin_released: 160 * scale,

@@ -142,6 +142,9 @@ pub struct App {
     pub last: Option<Delta>,
     /// Program runs the kernel skipped since the dashboard started.
     pub skipped_runs: u64,
+    /// LRU table entries (per process, per call site) the kernel evicted
+    /// since start: rows that lost counts.
+    pub evicted: crate::snapshot::Evictions,
     /// Per-variant totals since start.
     pub totals: Vec<GupStats>,
     /// Per-release-function totals since start.
@@ -186,6 +189,7 @@ impl App {
             uptime_s: 0.0,
             last: None,
             skipped_runs: 0,
+            evicted: Default::default(),
             totals: vec![GupStats::ZERO; GUP_FUNC_COUNT],
             release_totals: vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT],
             caller_totals: Default::default(),
@@ -211,6 +215,8 @@ impl App {
         let d = &frame.delta;
         let secs = d.seconds.max(1e-9);
         self.skipped_runs += d.misses.values().sum::<u64>();
+        self.evicted.procs += d.evicted.procs;
+        self.evicted.callers += d.evicted.callers;
         for (total, delta) in self.totals.iter_mut().zip(&d.gup) {
             crate::snapshot::add(total, delta);
         }

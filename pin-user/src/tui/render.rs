@@ -115,6 +115,11 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         // Never silent: a count that left calls out says so on screen.
         probes.push_str(&format!("  MISSED {missed} (see `pinwatch stat` health)"));
     }
+    let evicted = app.evicted.procs + app.evicted.callers;
+    if evicted > 0 {
+        // Rows lost counts when the kernel evicted their table entries.
+        probes.push_str(&format!("  EVICTED {evicted} rows"));
+    }
     if let Some(filter) = &app.filter {
         probes.push_str(&match filter {
             super::app::Filter::Pid(pid) => format!("  processes: pid {pid}"),

@@ -66,6 +66,7 @@ fn frame(step: u64) -> Frame {
             pages: 1600,
             pinned: 1600,
             released: 1200,
+            first_ns: 0,
         },
     );
     procs.insert(
@@ -76,6 +77,7 @@ fn frame(step: u64) -> Frame {
             pages: 3248,
             pinned: 3248,
             released: 3248,
+            first_ns: 0,
         },
     );
     procs.insert(
@@ -86,6 +88,7 @@ fn frame(step: u64) -> Frame {
             pages: 40,
             pinned: 0,
             released: 0,
+            first_ns: 0,
         },
     );
     Frame {
@@ -98,6 +101,7 @@ fn frame(step: u64) -> Frame {
             misses: Default::default(),
             callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
+            evicted: Default::default(),
             vmstat: Some(PinCounters {
                 nr_foll_pin_acquired: 4848,
                 nr_foll_pin_released: 4448,

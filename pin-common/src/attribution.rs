@@ -38,8 +38,15 @@ pub const SETTING_FOLL_PIN: u32 = 2;
 /// trampoline (`arch_rethook_trampoline`, `__kretprobe_trampoline` or
 /// `kretprobe_trampoline`, by kernel), 0 when unknown.
 pub const SETTING_RETURN_TRAMPOLINE: u32 = 3;
+/// Index in the `SETTINGS` array: 1 + the offset of `stack` in
+/// `struct task_struct` (from BTF), 0 when unknown. With it the probes tell
+/// code running on the current task's stack from code on an interrupt's.
+pub const SETTING_TASK_STACK_OFFSET: u32 = 4;
+/// Index in the `SETTINGS` array: the size of a task's kernel stack
+/// (x86-64 `THREAD_SIZE`: 16 KiB, 32 KiB with KASAN).
+pub const SETTING_TASK_STACK_SIZE: u32 = 5;
 /// Number of `SETTINGS` entries.
-pub const SETTINGS_LEN: u32 = 4;
+pub const SETTINGS_LEN: u32 = 6;
 
 /// Key of the per-caller table.
 #[repr(C)]

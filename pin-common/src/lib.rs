@@ -264,10 +264,18 @@ pub enum Health {
     /// Per-thread nesting deeper than real GUP nesting can be: the state
     /// was reset (counted with [`Health::MissedReturn`] as well).
     DepthOverflow = 10,
+    /// Releases made in interrupt context (e.g. an O_DIRECT completion)
+    /// while a process tree is followed: the interrupted task says nothing
+    /// about whose pins they are, so they are not in the tree's counts.
+    IrqReleaseNotFollowed = 11,
 }
 
 /// Number of [`Health`] counters.
-pub const HEALTH_COUNT: usize = Health::DepthOverflow as usize + 1;
+pub const HEALTH_COUNT: usize = Health::IrqReleaseNotFollowed as usize + 1;
+
+/// The `PROCS` key of releases made in interrupt context, shown as `[irq]`
+/// (no real tgid: pid_max is at most 2^22).
+pub const IRQ_TGID: u32 = u32::MAX;
 
 /// Size of the per-call `EVENTS` ring buffer in bytes (a power of two and
 /// a multiple of the page size); about 2700 [`CallEvent`]s.

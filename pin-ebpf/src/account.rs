@@ -9,13 +9,14 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
 };
 use aya_log_ebpf::warn;
 use pin_common::{
     CallEvent, EVENT_GUP, EVENT_RELEASE, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FuncConfig, FuncId,
-    GUP_FUNC_COUNT, Health, INSERTS_PROCS, LATENCY_UNMEASURED, ProcStats, TaskState,
+    GUP_FUNC_COUNT, Health, INSERTS_PROCS, IRQ_TGID, LATENCY_UNMEASURED, ProcStats, TaskState,
     catalog::{RELEASE_NESTED, RELEASE_NESTING, is_fast},
     errno_slot, latency_bucket,
 };
@@ -106,6 +107,15 @@ fn task_state(create: bool) -> Option<&'static mut TaskState> {
 #[inline(always)]
 fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    proc_entry(ctx, tgid, false)
+}
+
+/// The `PROCS` entry of `tgid` (or, `irq`, of releases made in interrupt
+/// context), created on first use. The comm is picked here rather than
+/// passed in: an `Option<[u8; 16]>` argument compiled to code that 6.1's
+/// verifier refuses ("pointer arithmetic with >>= operator prohibited").
+#[inline(always)]
+fn proc_entry(ctx: &impl EbpfContext, tgid: u32, irq: bool) -> Option<&'static mut ProcStats> {
     if let Some(stats) = PROCS.get_ptr_mut(tgid) {
         return Some(unsafe { &mut *stats });
     }
@@ -113,7 +123,9 @@ fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
         first_ns: unsafe { bpf_ktime_get_ns() },
         ..ProcStats::default()
     };
-    if let Ok(comm) = bpf_get_current_comm() {
+    if irq {
+        fresh.comm = IRQ_COMM;
+    } else if let Ok(comm) = bpf_get_current_comm() {
         fresh.comm = comm;
     }
     // NOEXIST: a thread of the same process on another CPU may create the
@@ -131,6 +143,31 @@ fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
         }
     }
     PROCS.get_ptr_mut(tgid).map(|stats| unsafe { &mut *stats })
+}
+
+/// Whether code at `frame` runs in interrupt context: on another stack than
+/// the current task's kernel stack (x86-64 runs hard and soft interrupts on
+/// per-CPU interrupt stacks), where the current task is merely the one
+/// interrupted. False when unknown (no `task_struct.stack` in BTF, no
+/// frame): then releases are charged to the current task, as before.
+#[inline(always)]
+fn in_interrupt(frame: u64) -> bool {
+    let (offset, size) = attribution::task_stack_layout();
+    if offset == 0 || frame == 0 {
+        return false;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY: reads kernel memory through the checked helper.
+    match unsafe { bpf_probe_read_kernel((task + offset - 1) as *const u64) } {
+        Ok(stack) if stack != 0 => frame.wrapping_sub(stack) >= size,
+        _ => false,
+    }
+}
+
+/// Whether a process tree is being followed (`record -- CMD`, `--pid`).
+#[inline(always)]
+fn following() -> bool {
+    matches!(FILTER.get(0), Some(&1))
 }
 
 /// Counts an entry created in an LRU table (see `TABLE_INSERTS`).
@@ -335,11 +372,23 @@ fn state_is_stale(state: &TaskState, frame: &attribution::Frame) -> bool {
         // Farther than one stack's span: another stack (an interrupt's).
         return here - outer < STACK_SPAN;
     }
-    if outer - here >= STACK_SPAN || state.outer_mark == 0 {
+    if outer - here >= STACK_SPAN {
+        return false;
+    }
+    outer_call_returned(state)
+}
+
+/// Whether the outermost call's frame no longer holds the word it held at
+/// entry (the return address, or a kretprobe's trampoline in its place):
+/// the call has returned, unseen. False when unknown.
+#[inline(always)]
+fn outer_call_returned(state: &TaskState) -> bool {
+    if state.outer_mark == 0 || state.outer_frame == 0 {
         return false;
     }
     // SAFETY: reads kernel memory through the checked helper.
-    let now = unsafe { bpf_probe_read_kernel(outer as *const u64) }.unwrap_or(state.outer_mark);
+    let now = unsafe { bpf_probe_read_kernel(state.outer_frame as *const u64) }
+        .unwrap_or(state.outer_mark);
     now != state.outer_mark && now != attribution::return_trampoline()
 }
 
@@ -535,14 +584,35 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
 /// with every page an O_DIRECT completion releases one by one.
 #[inline(always)]
 pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl FnOnce() -> u64) {
-    if !counted() {
-        return;
-    }
     if config(id).is_none() {
         return;
     }
+    let frame = frame();
+    // An interrupt (an O_DIRECT completion, 6.3+) releases pins of whoever
+    // started the I/O: not the task it happened to interrupt.
+    let irq = in_interrupt(frame);
+    if irq {
+        if following() {
+            // Whose they are is unknown here: not the followed tree's.
+            add_health(Health::IrqReleaseNotFollowed, pages);
+            return;
+        }
+    } else if !counted() {
+        return;
+    }
     let index = id.wrapping_sub(GUP_FUNC_COUNT as u32);
-    if task_state(false).is_some_and(|state| state.depth != 0 && inside_gup_call(state, frame())) {
+    if !irq
+        && let Some(state) = task_state(false)
+        && state.depth != 0
+        && outer_call_returned(state)
+    {
+        // The get/pin call this thread seemed to be in has returned
+        // unseen: this release is the caller's, not GUP's own.
+        forget_missed_call(state);
+    }
+    if !irq
+        && task_state(false).is_some_and(|state| state.depth != 0 && inside_gup_call(state, frame))
+    {
         // GUP undoing its own grab (a rollback, a FOLL_LONGTERM migration
         // retry): not a release by the caller; counted apart (vmstat's
         // nr_foll_pin_released has both).
@@ -568,23 +638,40 @@ pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl
         add_to(&mut stats.calls, 1);
         add_to(&mut stats.pages, pages);
     }
-    if let Some(proc) = proc_stats(ctx) {
+    let proc = if irq {
+        proc_entry(ctx, IRQ_TGID, true)
+    } else {
+        proc_stats(ctx)
+    };
+    if let Some(proc) = proc {
         add_to(&mut proc.released, pages);
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = if irq {
+        (u64::from(IRQ_TGID) << 32) | u64::from(IRQ_TGID)
+    } else {
+        bpf_get_current_pid_tgid()
+    };
     if event_wanted(pid_tgid) {
-        emit(CallEvent {
+        let mut event = CallEvent {
             start_ns: unsafe { bpf_ktime_get_ns() },
             latency_ns: LATENCY_UNMEASURED,
             pid_tgid,
             nr: pages as i64,
             func: id,
             kind: EVENT_RELEASE,
-            comm: bpf_get_current_comm().unwrap_or_default(),
             ..CallEvent::default()
-        });
+        };
+        if irq {
+            event.comm = IRQ_COMM;
+        } else if let Ok(comm) = bpf_get_current_comm() {
+            event.comm = comm;
+        }
+        emit(event);
     }
 }
+
+/// The comm of the `[irq]` row.
+const IRQ_COMM: [u8; 16] = *b"[irq]\0\0\0\0\0\0\0\0\0\0\0";
 
 /// Return from `unpin_user_pages_dirty_lock`, the one release function
 /// traced at its return.

@@ -22,7 +22,8 @@ use pin_common::{
     CallerKey, CallerStats, Health, INSERTS_CALLERS, PinRecord, TaskState,
     attribution::{
         CALLER_FRAMES, LIFETIME_PAGES_PER_CALL, SETTING_CALLERS, SETTING_FOLL_PIN,
-        SETTING_LIFETIMES, SETTING_RETURN_TRAMPOLINE, hold_bucket,
+        SETTING_LIFETIMES, SETTING_RETURN_TRAMPOLINE, SETTING_TASK_STACK_OFFSET,
+        SETTING_TASK_STACK_SIZE, hold_bucket,
     },
 };
 
@@ -39,6 +40,16 @@ const ENTRY_WINDOW: u64 = 32;
 #[inline(always)]
 fn setting(index: u32) -> u64 {
     SETTINGS.get(index).copied().unwrap_or(0)
+}
+
+/// Where the current task's kernel stack pointer sits in `task_struct`
+/// (offset + 1, 0 when unknown) and how big the stack is.
+#[inline(always)]
+pub fn task_stack_layout() -> (u64, u64) {
+    (
+        setting(SETTING_TASK_STACK_OFFSET),
+        setting(SETTING_TASK_STACK_SIZE),
+    )
 }
 
 /// Whether callers are attributed.

@@ -176,6 +176,10 @@ pub struct HealthView {
     /// per traced function and program; only those that skipped any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_runs: Vec<SkippedRuns>,
+    /// Pages released in interrupt context while a process tree was
+    /// followed: whose pins they were is unknown, so the tree's counts
+    /// leave them out.
+    pub irq_releases_not_followed: u64,
     /// Per-process entries the kernel evicted from `PROCS` (LRU) with the
     /// counts they held since the previous read.
     pub procs_evicted: u64,
@@ -199,6 +203,16 @@ impl HealthView {
     /// part of it: skipped program runs and calls whose return was not seen.
     pub fn calls_missed(&self) -> u64 {
         self.missed_returns + self.skipped_runs.iter().map(|s| s.runs).sum::<u64>()
+    }
+}
+
+/// A process row's pid as shown: `-` for the `[irq]` row of releases
+/// made in interrupt context (`pin_common::IRQ_TGID`, no real process).
+pub fn pid_label(pid: u32) -> String {
+    if pid == pin_common::IRQ_TGID {
+        "-".to_string()
+    } else {
+        pid.to_string()
     }
 }
 
@@ -311,6 +325,7 @@ impl IntervalView {
                 lifetimes_full: delta.health[7],
                 untracked_releases: delta.health[8],
                 missed_returns: delta.health[9],
+                irq_releases_not_followed: delta.health[11],
                 skipped_runs: delta
                     .misses
                     .iter()
@@ -415,7 +430,7 @@ impl IntervalView {
                 let _ = writeln!(
                     out,
                     "{:>8} {:<16} {:>9} {:>10} {:>10} {:>10}",
-                    p.pid,
+                    pid_label(p.pid),
                     p.totals.comm,
                     p.totals.calls,
                     p.totals.pages,
@@ -472,6 +487,14 @@ impl IntervalView {
                 } else {
                     skipped.join(", ")
                 }
+            );
+        }
+        if h.irq_releases_not_followed > 0 {
+            let _ = writeln!(
+                out,
+                "not followed: {} pages released in interrupt context (I/O completions), whose owner \
+                 the interrupted task does not tell; left out of the followed processes' releases",
+                h.irq_releases_not_followed
             );
         }
         if h.procs_evicted + h.callers_evicted > 0 {

@@ -36,6 +36,7 @@ for m in /lib/modules/*.ko; do
   [ -f "$m" ] || continue
   case "$m" in
     */brd.ko) insmod "$m" rd_nr=1 rd_size=65536 ;;
+    */null_blk.ko) insmod "$m" nr_devices=1 gb=1 irqmode=2 completion_nsec=50000 ;;
     *) insmod "$m" ;;
   esac
 done

@@ -40,8 +40,20 @@ fn package_regex(spec: &str) -> Option<&'static str> {
     }
 }
 
-/// Modules the VM init script loads, relative to lib/modules/RELEASE/kernel.
-const MODULES: &[&str] = &["drivers/block/brd.ko"];
+/// Modules the VM init script loads, relative to lib/modules/RELEASE/kernel
+/// (in name order: configfs before null_blk, which needs it). brd is an
+/// O_DIRECT-capable ramdisk that completes I/O in the submitting task;
+/// null_blk (irqmode=2) completes every request from a timer interrupt.
+const MODULES: &[&str] = &[
+    "drivers/block/brd.ko",
+    "fs/configfs/configfs.ko",
+    "drivers/block/null_blk/null_blk.ko",
+];
+
+/// The module list a cached kernel was unpacked with, one path a line.
+fn modules_stamp() -> String {
+    MODULES.join("\n")
+}
 
 fn cache_dir() -> PathBuf {
     workspace_root().join("target").join("vm").join("kernels")
@@ -101,7 +113,9 @@ pub fn ensure(spec: &str) -> anyhow::Result<Kernel> {
         }
     };
     let dir = cache_dir().join(spec).join(&package);
-    if !dir.join("vmlinuz").is_file() {
+    // Unpacked with another module list (an older xtask): unpack again.
+    let stamp = fs::read_to_string(dir.join("modules")).unwrap_or_default();
+    if !dir.join("vmlinuz").is_file() || stamp != modules_stamp() {
         unpack(&package, &dir)?;
     }
     load(spec, &dir)
@@ -181,6 +195,7 @@ fn unpack(package: &str, dir: &Path) -> anyhow::Result<()> {
         }
     }
     fs::write(tmp.join("release"), &release)?;
+    fs::write(tmp.join("modules"), modules_stamp())?;
     fs::remove_dir_all(&root)?;
     fs::remove_file(&deb)?;
     let _ = fs::remove_dir_all(dir);

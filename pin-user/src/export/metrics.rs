@@ -321,6 +321,7 @@ impl Collector for Exporter {
             ("release_of_untracked_pin", input.snapshot.health[8]),
             ("return_not_seen", input.snapshot.health[9]),
             ("nesting_overflow", input.snapshot.health[10]),
+            ("irq_release_not_followed", input.snapshot.health[11]),
         ];
         family(
             &mut encoder,
@@ -528,7 +529,7 @@ mod tests {
                         first_ns: 0,
                     },
                 )]),
-                health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0],
+                health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0],
                 misses: crate::probes::misses::sample(),
                 callers: crate::attribution::sample_callers().0,
                 sites: crate::attribution::sample_callers().1,

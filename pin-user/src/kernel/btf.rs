@@ -54,6 +54,8 @@ struct RawType {
     size_or_type: u32,
     /// Byte offset of the kind-specific data following the header.
     data: usize,
+    /// Bit 31 of `info` (for structs: members carry bitfield sizes).
+    kind_flag: bool,
 }
 
 /// One parameter of a function prototype.
@@ -134,6 +136,7 @@ impl Btf {
                 vlen: 0,
                 size_or_type: 0,
                 data: 0,
+                kind_flag: false,
             }],
             funcs: HashMap::new(),
         };
@@ -160,6 +163,7 @@ impl Btf {
                 vlen,
                 size_or_type,
                 data: off + 12,
+                kind_flag: info >> 31 != 0,
             });
             if kind == KIND_FUNC {
                 let name = btf.string(name_off)?.to_string();
@@ -263,6 +267,27 @@ impl Btf {
         found
     }
 
+    /// Byte offset of member `member` in struct `name` (the first struct of
+    /// that name), e.g. `task_struct.stack`. Members of anonymous structs
+    /// and unions are not searched; a bitfield off a byte boundary has none.
+    pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+        let t = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_STRUCT && self.string(t.name_off).ok() == Some(name))?;
+        (0..t.vlen as usize).find_map(|i| {
+            let off = t.data + 12 * i;
+            let name_off = u32_at(&self.data, off).ok()?;
+            if self.string(name_off).ok()? != member {
+                return None;
+            }
+            let raw = u32_at(&self.data, off + 8).ok()?;
+            // With kind_flag set the low 24 bits are the bit offset.
+            let bits = if t.kind_flag { raw & 0x00ff_ffff } else { raw };
+            bits.is_multiple_of(8).then_some(bits / 8)
+        })
+    }
+
     /// Number of types (for diagnostics).
     pub fn type_count(&self) -> usize {
         self.types.len()
@@ -361,6 +386,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn finds_a_struct_member_offset() {
+        let strs = ["state", "stack", "flags"];
+        // 1: long; 2: struct task_struct { long state @0; long stack @64 bits };
+        // 3: struct with kind_flag, member "flags" at bit 128, bitfield size 3.
+        // Name offsets: "state" 1, "stack" 7, "flags" 13.
+        let types = vec![
+            ("long", info(KIND_INT, 0), 8, vec![64]),
+            (
+                "task_struct",
+                info(KIND_STRUCT, 2),
+                16,
+                vec![1, 1, 0, 7, 1, 64],
+            ),
+            (
+                "other",
+                info(KIND_STRUCT, 1) | 1 << 31,
+                24,
+                vec![13, 1, 128 | 3 << 24],
+            ),
+        ];
+        let btf = Btf::parse(build(&types, &strs)).unwrap();
+        assert_eq!(btf.member_offset("task_struct", "stack"), Some(8));
+        assert_eq!(btf.member_offset("task_struct", "state"), Some(0));
+        assert_eq!(btf.member_offset("task_struct", "flags"), None);
+        assert_eq!(btf.member_offset("other", "flags"), Some(16));
+        assert_eq!(btf.member_offset("missing", "stack"), None);
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert!(Btf::parse(vec![0; 10]).is_err());
         assert!(Btf::parse(vec![0; 64]).is_err());
@@ -380,5 +434,6 @@ pub(crate) mod tests {
         assert_eq!(proto.params[1].name, "nr_pages");
         assert_eq!(proto.params[1].size, Some(4));
         assert_eq!(proto.ret_size, Some(4));
+        assert!(btf.member_offset("task_struct", "stack").is_some());
     }
 }

@@ -324,16 +324,27 @@ fn draw_histogram(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
+    // Pins released by interrupts (O_DIRECT completions) belong to
+    // processes the interrupt does not name: once there are any, no
+    // process's taken-minus-released is what it holds.
+    let irq_released = app
+        .procs
+        .get(&pin_common::IRQ_TGID)
+        .is_some_and(|row| row.totals.released > 0);
     let rows: Vec<Row> = app
         .process_rows()
         .into_iter()
         .map(|p| {
             Row::new(vec![
-                p.pid.to_string(),
+                crate::report::pid_label(p.pid),
                 p.totals.comm.clone(),
                 format!("{:.1}", p.pins_per_s),
                 p.totals.pages.to_string(),
-                held(p.outstanding()),
+                if irq_released {
+                    "?".to_string()
+                } else {
+                    held(p.outstanding())
+                },
                 p.vmpin_kb.map_or("-".into(), |kb| kb.to_string()),
             ])
         })
@@ -510,7 +521,11 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
         },
         Panel::Processes => match app.process_rows().get(app.process_sel) {
             Some(p) => [
-                format!("pid {}  comm {}", p.pid, p.totals.comm),
+                format!(
+                    "pid {}  comm {}",
+                    crate::report::pid_label(p.pid),
+                    p.totals.comm
+                ),
                 format!("calls {}  pages {}", p.totals.calls, p.totals.pages),
                 format!(
                     "pinned {}  released {}  still pinned {}",

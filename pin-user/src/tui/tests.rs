@@ -190,3 +190,31 @@ fn ingest_accumulates_and_tracks_outstanding() {
     assert_eq!(fio.vmpin_kb, Some(1600));
     assert_eq!(app.process_rows()[0].pid, 777, "most pins/s first");
 }
+
+#[test]
+fn interrupt_releases_make_per_process_held_unknown() {
+    let mut app = app();
+    let before = render(&app, 160, 48);
+    assert!(before.contains("4800"), "fio holds 12 x 400: {before}");
+    let mut f = frame(12);
+    f.delta.procs.insert(
+        pin_common::IRQ_TGID,
+        ProcTotals {
+            comm: "[irq]".into(),
+            released: 64,
+            ..Default::default()
+        },
+    );
+    app.ingest(f);
+    let screen = render(&app, 160, 48);
+    let irq_row = screen
+        .lines()
+        .find(|l| l.contains("[irq]"))
+        .unwrap_or_else(|| panic!("no [irq] row: {screen}"));
+    assert!(irq_row.contains(" - "), "pid shown as -: {irq_row}");
+    let fio_row = screen.lines().find(|l| l.contains(" fio ")).unwrap();
+    assert!(
+        fio_row.contains('?') && !fio_row.contains("5200"),
+        "fio's taken-minus-released is no longer what it holds: {fio_row}"
+    );
+}

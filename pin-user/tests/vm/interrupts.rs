@@ -1,0 +1,97 @@
+//! Releases made by interrupts. An O_DIRECT write larger than one bio
+//! (BIO_MAX_VECS = 256 pages) goes through the block layer's multi-bio
+//! path, whose completion handler releases the pages (6.3+:
+//! `bio_release_pages` -> `unpin_user_folio`) wherever the device completes
+//! the request. null_blk with `irqmode=2` completes each request from an
+//! hrtimer, in hard interrupt context, on top of whatever task runs then
+//! (often the idle task, or this test). Those releases belong to no
+//! interrupted task: they go to the `[irq]` row, and the totals keep them.
+//! (PREEMPT_RT runs the timer callbacks in threads instead.)
+
+use pin_common::IRQ_TGID;
+use pinwatch::attribution::view::caller_views;
+
+use crate::harness::{harness, id_of, measure, odirect_variant};
+
+/// Two full bios per write.
+const PAGES: u64 = 512;
+const CALLS: u64 = 10;
+
+#[test]
+fn odirect_completions_in_interrupt_context_are_the_irq_rows() {
+    let h = harness();
+    let (report, delta) = measure(
+        &h,
+        &[
+            "odirect-write",
+            "--file",
+            "/dev/nullb0",
+            "--calls",
+            &CALLS.to_string(),
+            "--pages",
+            &PAGES.to_string(),
+        ],
+    );
+    assert_eq!(report.calls, CALLS);
+    let variant = odirect_variant(&h);
+    let taken = delta.gup[id_of(variant)].pages_returned;
+    let released: u64 = delta.release.iter().map(|r| r.pages).sum();
+    let by_row: Vec<(u32, String, u64)> = delta
+        .procs
+        .iter()
+        .filter(|(_, p)| p.released > 0)
+        .map(|(pid, p)| (*pid, p.comm.clone(), p.released))
+        .collect();
+    let vm = delta.vmstat.expect("vmstat pin counters");
+    eprintln!(
+        "\nFAULT|{}|{}|O_DIRECT writes of {PAGES} pages to null_blk (irqmode=2: completions in a timer interrupt), {CALLS} calls|\
+         {variant} took {taken} pages; released {released} (vmstat +{} -{}); releasing rows {by_row:?}",
+        h.release,
+        h.attach_arg(),
+        vm.nr_foll_pin_acquired,
+        vm.nr_foll_pin_released,
+    );
+    assert_eq!(taken, CALLS * PAGES);
+    if h.version < (6, 3) {
+        // FOLL_GET: the block layer drops its references with put_page,
+        // which is no pin release; nothing may show one.
+        assert_eq!(variant, "get_user_pages_fast");
+        assert_eq!(released, 0, "{by_row:?}");
+        return;
+    }
+    assert_eq!(released, CALLS * PAGES, "every pinned page released");
+    assert_eq!(vm.nr_foll_pin_released, CALLS * PAGES);
+    if h.release.contains("-rt-") {
+        // PREEMPT_RT runs timer callbacks in the per-CPU `ktimers` threads,
+        // in task context: the thread that completes the I/O releases.
+        assert!(
+            by_row
+                .iter()
+                .all(|(_, comm, _)| comm.starts_with("ktimers/")),
+            "releasing rows {by_row:?}"
+        );
+        return;
+    }
+    // All of them by the completion interrupt, none charged to a task.
+    assert_eq!(
+        by_row,
+        vec![(IRQ_TGID, "[irq]".to_string(), CALLS * PAGES)],
+        "releasing rows"
+    );
+    assert_eq!(
+        delta.health[pin_common::Health::IrqReleaseNotFollowed as usize],
+        0
+    );
+    // Lifetimes know the owner (the pin's call site) and close every pin,
+    // whoever the interrupt interrupted.
+    let views = caller_views(&delta.callers, &delta.sites);
+    let site = views
+        .iter()
+        .find(|v| v.variant == variant)
+        .unwrap_or_else(|| panic!("no caller of {variant}: {views:#?}"));
+    assert_eq!(
+        (site.pins_tracked, site.pins_released),
+        (CALLS * PAGES, CALLS * PAGES),
+        "{site:#?}"
+    );
+}

@@ -3,6 +3,7 @@
 //! terminal and the loop that feeds snapshots in.
 
 pub mod app;
+mod fit;
 pub mod keys;
 pub mod reduced;
 pub mod render;

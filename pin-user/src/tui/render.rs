@@ -10,7 +10,10 @@ use ratatui::{
     widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, TableState},
 };
 
-use super::app::{App, Panel, ProcessSort, VariantSort};
+use super::{
+    app::{App, Panel, ProcessSort, VariantSort},
+    fit,
+};
 use crate::{
     report::{errno_name, fmt_ns},
     snapshot::latency_quantile_ns,
@@ -49,9 +52,13 @@ pub fn draw(f: &mut Frame, app: &App) {
     }
 }
 
-fn rate(n: u64, secs: f64) -> String {
-    format!("{:.1}", n as f64 / secs.max(1e-9))
+/// Per-second rate of `n` over `secs`, fitted to `width` characters.
+fn rate(n: u64, secs: f64, width: usize) -> String {
+    fit::rate(n as f64 / secs.max(1e-9), width)
 }
+
+/// Width the header gives each of its figures.
+const HEADER_FIGURE: usize = 10;
 
 fn fmt_uptime(s: f64) -> String {
     let s = s as u64;
@@ -62,11 +69,11 @@ fn fmt_uptime(s: f64) -> String {
 /// process released pins taken before pinwatch started (or in a call that
 /// was in flight when it attached): how many it holds is then unknown,
 /// shown as `?` rather than as a negative count.
-fn held(outstanding: i64) -> String {
+fn held(outstanding: i64, width: usize) -> String {
     if outstanding < 0 {
         "?".to_string()
     } else {
-        outstanding.to_string()
+        fit::count(outstanding as u64, width)
     }
 }
 
@@ -128,15 +135,15 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
     }
     let mut third = format!(
         "calls/s {}  pins/s {}  held {}",
-        rate(calls, secs),
-        rate(pinned, secs),
-        held(app.outstanding())
+        rate(calls, secs, HEADER_FIGURE),
+        rate(pinned, secs, HEADER_FIGURE),
+        held(app.outstanding(), HEADER_FIGURE)
     );
     if let Some(vm) = vm {
         third.push_str(&format!(
             "  vmstat pins/s +{} -{}",
-            rate(vm.nr_foll_pin_acquired, secs),
-            rate(vm.nr_foll_pin_released, secs)
+            rate(vm.nr_foll_pin_acquired, secs, HEADER_FIGURE),
+            rate(vm.nr_foll_pin_released, secs, HEADER_FIGURE)
         ));
     }
     f.render_widget(
@@ -184,10 +191,10 @@ fn draw_variants(f: &mut Frame, app: &App, area: Rect) {
             };
             let mut cells = vec![
                 FUNCS[id].name.to_string(),
-                rate(d.calls, secs),
-                rate(d.pages_returned, secs),
+                rate(d.calls, secs, 8),
+                rate(d.pages_returned, secs, 8),
                 if d.calls > 0 {
-                    format!("{:.1}", d.pages_returned as f64 / d.calls as f64)
+                    fit::rate(d.pages_returned as f64 / d.calls as f64, 7)
                 } else {
                     "-".into()
                 },
@@ -195,14 +202,14 @@ fn draw_variants(f: &mut Frame, app: &App, area: Rect) {
             if wide {
                 cells.push(pct(d.partial));
             }
-            cells.push(rate(d.errors, secs));
+            cells.push(rate(d.errors, secs, 5));
             cells.push(if is_fast(id as u32) {
                 pct(d.fallbacks)
             } else {
                 "-".into()
             });
             if wide {
-                cells.extend([d.fast_pages.to_string(), d.slow_pages.to_string()]);
+                cells.extend([fit::count(d.fast_pages, 8), fit::count(d.slow_pages, 8)]);
             }
             cells.push(fmt_ns(latency_quantile_ns(&d.latency_log2, 0.5)));
             cells.push(fmt_ns(latency_quantile_ns(&d.latency_log2, 0.99)));
@@ -270,9 +277,9 @@ fn draw_trends(f: &mut Frame, app: &App, area: Rect) {
     let last = app.history.back().copied();
     f.render_widget(
         Paragraph::new(format!(
-            "pinned pages/s: {:.1} (max {})",
-            last.map_or(0.0, |p| p.pinned_per_s),
-            pinned.iter().max().copied().unwrap_or(0)
+            "pinned pages/s: {} (max {})",
+            fit::rate(last.map_or(0.0, |p| p.pinned_per_s), HEADER_FIGURE),
+            fit::count(pinned.iter().max().copied().unwrap_or(0), HEADER_FIGURE)
         )),
         l1,
     );
@@ -314,7 +321,7 @@ fn draw_histogram(f: &mut Frame, app: &App, area: Rect) {
             Line::from(format!(
                 "<{:>6} {:>7} {:>4.0}% {bar}",
                 fmt_ns(Some(1u64 << (i + 1).min(63))),
-                c,
+                fit::count(c, 7),
                 100.0 * c as f64 / total.max(1) as f64
             ))
         })
@@ -322,6 +329,14 @@ fn draw_histogram(f: &mut Frame, app: &App, area: Rect) {
     let title = format!(" latency {} ({when}) ", FUNCS[id].name);
     f.render_widget(Paragraph::new(lines).block(block(title, false)), area);
 }
+
+/// Width of the processes table's figures. The table gets 60% of the
+/// screen: at 80 columns 46 inside its border, which these widths (7 + 6 +
+/// 3 x 6 + 8, plus 5 spaces) fit, so ratatui never narrows a column below
+/// what its figures were fitted to.
+const PROC_FIGURE: usize = 6;
+/// Width of the VmPin column (its title, "VmPin kB", is 8).
+const PROC_VMPIN: usize = 8;
 
 fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
     // Pins released by interrupts (O_DIRECT completions) belong to
@@ -338,14 +353,15 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
             Row::new(vec![
                 crate::report::pid_label(p.pid),
                 p.totals.comm.clone(),
-                format!("{:.1}", p.pins_per_s),
-                p.totals.pages.to_string(),
+                fit::rate(p.pins_per_s, PROC_FIGURE),
+                fit::count(p.totals.pages, PROC_FIGURE),
                 if irq_released {
                     "?".to_string()
                 } else {
-                    held(p.outstanding())
+                    held(p.outstanding(), PROC_FIGURE)
                 },
-                p.vmpin_kb.map_or("-".into(), |kb| kb.to_string()),
+                p.vmpin_kb
+                    .map_or("-".into(), |kb| fit::count(kb, PROC_VMPIN)),
             ])
         })
         .collect();
@@ -358,11 +374,11 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
     let empty = rows.is_empty();
     let widths = [
         Constraint::Length(7),
-        Constraint::Min(8),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(8),
+        Constraint::Min(6),
+        Constraint::Length(PROC_FIGURE as u16),
+        Constraint::Length(PROC_FIGURE as u16),
+        Constraint::Length(PROC_FIGURE as u16),
+        Constraint::Length(PROC_VMPIN as u16),
     ];
     let table = Table::new(rows, widths)
         .header(Row::new(vec!["pid", "comm", "pins/s", "pages", "held", "VmPin kB"]).bold())
@@ -377,6 +393,7 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
 
 fn draw_errors_and_release(f: &mut Frame, app: &App, area: Rect) {
     let secs = app.last.as_ref().map(|d| d.seconds).unwrap_or(1.0);
+    let width = area.width.saturating_sub(2) as usize;
     let mut lines = vec![Line::from("errors (total)").bold()];
     let mut errs: Vec<(String, u64)> = Vec::new();
     for stats in &app.totals {
@@ -392,15 +409,16 @@ fn draw_errors_and_release(f: &mut Frame, app: &App, area: Rect) {
         lines.push(Line::from("  none"));
     }
     for (name, n) in errs {
+        // A column of 8, like the tables'.
+        let n = fit::count(n, 8.min(width.saturating_sub(13)).max(4));
         lines.push(Line::from(format!("  {name:<10} {n}")));
     }
     lines.push(Line::from("unpinned pages/s").bold());
     let mut any = false;
-    let width = area.width.saturating_sub(2) as usize;
     if let Some(d) = &app.last {
         for (i, r) in d.release.iter().enumerate().filter(|(_, r)| r.calls > 0) {
             any = true;
-            let value = rate(r.pages, secs);
+            let value = rate(r.pages, secs, 10);
             let name_w = width.saturating_sub(value.len() + 3);
             let name: String = FUNCS[pin_common::GUP_FUNC_COUNT + i]
                 .name
@@ -428,7 +446,7 @@ fn draw_callers(f: &mut Frame, app: &App, area: Rect) {
         lines.push(Line::from("  none yet"));
     }
     for v in &views {
-        let value = format!("{} pg", v.pages);
+        let value = format!("{} pg", fit::count(v.pages, 8));
         let name_w = width.saturating_sub(value.len() + 3);
         let name: String = v.caller.chars().take(name_w).collect();
         lines.push(Line::from(format!("  {name:<name_w$} {value}")));
@@ -560,8 +578,8 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
 mod tests {
     #[test]
     fn held_below_zero_is_unknown() {
-        assert_eq!(super::held(0), "0");
-        assert_eq!(super::held(304), "304");
-        assert_eq!(super::held(-16), "?");
+        assert_eq!(super::held(0, 6), "0");
+        assert_eq!(super::held(304, 6), "304");
+        assert_eq!(super::held(-16, 6), "?");
     }
 }

@@ -218,3 +218,70 @@ fn interrupt_releases_make_per_process_held_unknown() {
         "fio's taken-minus-released is no longer what it holds: {fio_row}"
     );
 }
+
+/// A frame of counters far beyond any column (10^15 and up).
+fn huge_frame() -> Frame {
+    const HUGE: u64 = 1_234_567_890_123_456;
+    let mut f = frame(3);
+    for g in f.delta.gup.iter_mut().filter(|g| g.calls > 0) {
+        g.calls = HUGE;
+        g.pages_requested = HUGE * 16;
+        g.pages_returned = HUGE * 16;
+        g.fast_pages = HUGE * 8;
+        g.slow_pages = HUGE * 8;
+        g.fallbacks = HUGE / 3;
+        g.errors = HUGE / 7;
+        g.errno[14] = HUGE / 7;
+        g.latency_log2[9] = HUGE;
+    }
+    for r in f.delta.release.iter_mut().filter(|r| r.calls > 0) {
+        r.calls = HUGE;
+        r.pages = HUGE * 15;
+    }
+    for p in f.delta.procs.values_mut() {
+        p.calls = HUGE;
+        p.pages = HUGE * 16;
+        p.pinned = HUGE * 16;
+        p.released = HUGE;
+    }
+    for c in f.delta.callers.values_mut() {
+        c.calls = HUGE;
+        c.pages = HUGE * 16;
+    }
+    f.vmpin_kb = BTreeMap::from([(4242, HUGE)]);
+    f
+}
+
+/// Longest run of decimal digits on the screen.
+fn longest_digit_run(screen: &str) -> usize {
+    screen
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn huge_counters_fit_every_column_at_every_width() {
+    let mut app = app();
+    for _ in 0..3 {
+        app.ingest(huge_frame());
+    }
+    for height in [24, 48] {
+        for width in 80..=220 {
+            let screen = render(&app, width, height);
+            // Every figure is >= 10^15 here: shown exactly it would be a run
+            // of 16+ digits, and a column cutting it would leave a run as
+            // wide as the column (5..=10). Scaled ones have at most 4.
+            assert!(
+                longest_digit_run(&screen) <= 4,
+                "a number longer than its column at {width}x{height}:\n{screen}"
+            );
+            assert!(screen.contains("E ") || screen.contains("P ") || screen.contains("T "));
+        }
+    }
+    // At the narrowest width the processes table keeps every column at
+    // its width (its last title is whole).
+    assert!(render(&app, 80, 24).contains("VmPin kB"));
+    insta::assert_snapshot!(render(&app, 80, 24));
+}

@@ -124,6 +124,21 @@ pub struct ReleaseStats {
     pub internal_pages: u64,
 }
 
+/// FOLL_PIN pages taken (outermost pin calls) and released (by callers,
+/// not GUP itself), together in the one-element per-CPU `PIN_BALANCE` so
+/// that a single read sees both at one instant per CPU. Taken from
+/// `GUP_STATS` and `RELEASE_STATS`, two maps read many system calls apart,
+/// their difference is off by whatever was pinned and released in between
+/// (a phantom of hundreds of pages "held" when read under load).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinBalance {
+    /// Pages returned by outermost FOLL_PIN calls.
+    pub pinned: u64,
+    /// Pages released by the unpin family, GUP's own releases excepted.
+    pub released: u64,
+}
+
 /// Per-process counters in the `PROCS` LRU per-CPU hash, keyed by tgid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -349,6 +364,7 @@ mod pod {
     // arrays with no padding holes that could hold uninitialised bytes.
     unsafe impl aya::Pod for super::GupStats {}
     unsafe impl aya::Pod for super::ReleaseStats {}
+    unsafe impl aya::Pod for super::PinBalance {}
     unsafe impl aya::Pod for super::ProcStats {}
     unsafe impl aya::Pod for super::FuncConfig {}
     unsafe impl aya::Pod for super::TaskState {}

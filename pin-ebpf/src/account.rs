@@ -1,6 +1,7 @@
-//! What every probe does, independent of the attach mechanism: track each
-//! thread's nesting inside the GUP family, and on the outermost return fold
-//! the call into the per-CPU counters.
+//! What every get/pin probe does, independent of the attach mechanism:
+//! track each thread's nesting inside the GUP family, and on the outermost
+//! return fold the call into the per-CPU counters; the per-task, per-process
+//! and per-event helpers the release probes (`release`) share.
 //!
 //! The fentry/fexit and kprobe/kretprobe programs in `main.rs` only read
 //! arguments and return values and call into here.
@@ -9,21 +10,18 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
 };
 use aya_log_ebpf::warn;
 use pin_common::{
-    CallEvent, EVENT_GUP, EVENT_RELEASE, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FuncConfig, FuncId,
-    GUP_FUNC_COUNT, Health, INSERTS_PROCS, IRQ_TGID, LATENCY_UNMEASURED, ProcStats, TaskState,
-    catalog::{RELEASE_NESTED, RELEASE_NESTING, is_fast},
-    errno_slot, latency_bucket,
+    CallEvent, EVENT_GUP, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FuncConfig, FuncId, GUP_FUNC_COUNT,
+    Health, INSERTS_PROCS, ProcStats, TaskState, catalog::is_fast, errno_slot, latency_bucket,
 };
 
 use crate::attribution;
 use crate::maps::{
-    CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PROCS, RELEASE_STATS, TABLE_INSERTS,
+    CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PIN_BALANCE, PROCS, TABLE_INSERTS,
     TASK_STATES, TRACKED,
 };
 
@@ -71,7 +69,7 @@ fn widen(raw: u64, is_int: u8) -> i64 {
 }
 
 #[inline(always)]
-fn config(id: FuncId) -> Option<FuncConfig> {
+pub(crate) fn config(id: FuncId) -> Option<FuncConfig> {
     match CONFIG.get(id) {
         Some(l) if l.valid != 0 => Some(*l),
         _ => None,
@@ -94,7 +92,7 @@ pub fn add_health(which: Health, by: u64) {
 
 /// The current thread's nesting state, created on first use when `create`.
 #[inline(always)]
-fn task_state(create: bool) -> Option<&'static mut TaskState> {
+pub(crate) fn task_state(create: bool) -> Option<&'static mut TaskState> {
     let state = TASK_STATES.current(create);
     if state.is_none() && create {
         // Allocation failed or the kernel refused a recursive use of the
@@ -105,7 +103,7 @@ fn task_state(create: bool) -> Option<&'static mut TaskState> {
 }
 
 #[inline(always)]
-fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
+pub(crate) fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     proc_entry(ctx, tgid, false)
 }
@@ -115,7 +113,11 @@ fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
 /// passed in: an `Option<[u8; 16]>` argument compiled to code that 6.1's
 /// verifier refuses ("pointer arithmetic with >>= operator prohibited").
 #[inline(always)]
-fn proc_entry(ctx: &impl EbpfContext, tgid: u32, irq: bool) -> Option<&'static mut ProcStats> {
+pub(crate) fn proc_entry(
+    ctx: &impl EbpfContext,
+    tgid: u32,
+    irq: bool,
+) -> Option<&'static mut ProcStats> {
     if let Some(stats) = PROCS.get_ptr_mut(tgid) {
         return Some(unsafe { &mut *stats });
     }
@@ -145,31 +147,6 @@ fn proc_entry(ctx: &impl EbpfContext, tgid: u32, irq: bool) -> Option<&'static m
     PROCS.get_ptr_mut(tgid).map(|stats| unsafe { &mut *stats })
 }
 
-/// Whether code at `frame` runs in interrupt context: on another stack than
-/// the current task's kernel stack (x86-64 runs hard and soft interrupts on
-/// per-CPU interrupt stacks), where the current task is merely the one
-/// interrupted. False when unknown (no `task_struct.stack` in BTF, no
-/// frame): then releases are charged to the current task, as before.
-#[inline(always)]
-fn in_interrupt(frame: u64) -> bool {
-    let (offset, size) = attribution::task_stack_layout();
-    if offset == 0 || frame == 0 {
-        return false;
-    }
-    let task = unsafe { bpf_get_current_task() };
-    // SAFETY: reads kernel memory through the checked helper.
-    match unsafe { bpf_probe_read_kernel((task + offset - 1) as *const u64) } {
-        Ok(stack) if stack != 0 => frame.wrapping_sub(stack) >= size,
-        _ => false,
-    }
-}
-
-/// Whether a process tree is being followed (`record -- CMD`, `--pid`).
-#[inline(always)]
-fn following() -> bool {
-    matches!(FILTER.get(0), Some(&1))
-}
-
 /// Counts an entry created in an LRU table (see `TABLE_INSERTS`).
 #[inline(always)]
 pub fn count_insert(table: u32) {
@@ -181,7 +158,7 @@ pub fn count_insert(table: u32) {
 /// Whether the current task is counted: always, unless a process tree is
 /// being followed and this task is outside it.
 #[inline(always)]
-fn counted() -> bool {
+pub(crate) fn counted() -> bool {
     match FILTER.get(0) {
         Some(&1) => {
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -254,7 +231,7 @@ pub fn on_exit() {
 
 /// Whether the current outermost call must also become a per-call event.
 #[inline(always)]
-fn event_wanted(pid_tgid: u64) -> bool {
+pub(crate) fn event_wanted(pid_tgid: u64) -> bool {
     if !matches!(EVENT_FILTER.get(EVENTS_ON), Some(&1)) {
         return false;
     }
@@ -265,7 +242,7 @@ fn event_wanted(pid_tgid: u64) -> bool {
 
 /// Sends one per-call event, counting it in `HEALTH` when the ring is full.
 #[inline(always)]
-fn emit(event: CallEvent) {
+pub(crate) fn emit(event: CallEvent) {
     match EVENTS.reserve::<CallEvent>(0) {
         Some(mut slot) => {
             slot.write(event);
@@ -382,7 +359,7 @@ fn state_is_stale(state: &TaskState, frame: &attribution::Frame) -> bool {
 /// entry (the return address, or a kretprobe's trampoline in its place):
 /// the call has returned, unseen. False when unknown.
 #[inline(always)]
-fn outer_call_returned(state: &TaskState) -> bool {
+pub(crate) fn outer_call_returned(state: &TaskState) -> bool {
     if state.outer_mark == 0 || state.outer_frame == 0 {
         return false;
     }
@@ -410,7 +387,7 @@ pub fn inside_gup_call(state: &TaskState, frame: u64) -> bool {
 /// Drops a stale state's unfinished call and counts it as missed, both in
 /// its variant's counters and in `HEALTH`.
 #[inline(always)]
-fn forget_missed_call(state: &mut TaskState) {
+pub(crate) fn forget_missed_call(state: &mut TaskState) {
     bump_health(Health::MissedReturn);
     if (state.outer as usize) < GUP_FUNC_COUNT
         && let Some(stats) = GUP_STATS.get_ptr_mut(state.outer)
@@ -561,6 +538,12 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     if is_pin && attribution::lifetimes_on() {
         attribution::remember_pins(state, ret, now);
     }
+    if is_pin
+        && ret > 0
+        && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
+    {
+        add_to(unsafe { &mut (*balance).pinned }, ret as u64);
+    }
 
     if let Some(proc) = proc_stats(ctx) {
         // Refreshed on every call: a process's first GUP calls are often
@@ -579,109 +562,5 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     }
 }
 
-/// Entry into release function `id` releasing `pages` pages: counted here,
-/// since releases (but one) are traced at entry only; their cost grows
-/// with every page an O_DIRECT completion releases one by one.
-#[inline(always)]
-pub fn release_entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl FnOnce() -> u64) {
-    if config(id).is_none() {
-        return;
-    }
-    let frame = frame();
-    // An interrupt (an O_DIRECT completion, 6.3+) releases pins of whoever
-    // started the I/O: not the task it happened to interrupt.
-    let irq = in_interrupt(frame);
-    if irq {
-        if following() {
-            // Whose they are is unknown here: not the followed tree's.
-            add_health(Health::IrqReleaseNotFollowed, pages);
-            return;
-        }
-    } else if !counted() {
-        return;
-    }
-    let index = id.wrapping_sub(GUP_FUNC_COUNT as u32);
-    if !irq
-        && let Some(state) = task_state(false)
-        && state.depth != 0
-        && outer_call_returned(state)
-    {
-        // The get/pin call this thread seemed to be in has returned
-        // unseen: this release is the caller's, not GUP's own.
-        forget_missed_call(state);
-    }
-    if !irq
-        && task_state(false).is_some_and(|state| state.depth != 0 && inside_gup_call(state, frame))
-    {
-        // GUP undoing its own grab (a rollback, a FOLL_LONGTERM migration
-        // retry): not a release by the caller; counted apart (vmstat's
-        // nr_foll_pin_released has both).
-        if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
-            let stats = unsafe { &mut *stats };
-            add_to(&mut stats.internal_calls, 1);
-            add_to(&mut stats.internal_pages, pages);
-        }
-        return;
-    }
-    if id == RELEASE_NESTED {
-        // Part of an `unpin_user_pages_dirty_lock` already counted.
-        if task_state(false).is_some_and(|state| state.release_depth != 0) {
-            return;
-        }
-    } else if id == RELEASE_NESTING
-        && let Some(state) = task_state(true)
-    {
-        state.release_depth = 1;
-    }
-    if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
-        let stats = unsafe { &mut *stats };
-        add_to(&mut stats.calls, 1);
-        add_to(&mut stats.pages, pages);
-    }
-    let proc = if irq {
-        proc_entry(ctx, IRQ_TGID, true)
-    } else {
-        proc_stats(ctx)
-    };
-    if let Some(proc) = proc {
-        add_to(&mut proc.released, pages);
-    }
-    let pid_tgid = if irq {
-        (u64::from(IRQ_TGID) << 32) | u64::from(IRQ_TGID)
-    } else {
-        bpf_get_current_pid_tgid()
-    };
-    if event_wanted(pid_tgid) {
-        let mut event = CallEvent {
-            start_ns: unsafe { bpf_ktime_get_ns() },
-            latency_ns: LATENCY_UNMEASURED,
-            pid_tgid,
-            nr: pages as i64,
-            func: id,
-            kind: EVENT_RELEASE,
-            ..CallEvent::default()
-        };
-        if irq {
-            event.comm = IRQ_COMM;
-        } else if let Ok(comm) = bpf_get_current_comm() {
-            event.comm = comm;
-        }
-        emit(event);
-    }
-}
-
 /// The comm of the `[irq]` row.
-const IRQ_COMM: [u8; 16] = *b"[irq]\0\0\0\0\0\0\0\0\0\0\0";
-
-/// Return from `unpin_user_pages_dirty_lock`, the one release function
-/// traced at its return.
-#[inline(always)]
-pub fn release_exit() {
-    if !counted() {
-        return;
-    }
-    match task_state(false) {
-        Some(state) if state.release_depth != 0 => state.release_depth = 0,
-        _ => bump_health(Health::UnmatchedExit),
-    }
-}
+pub(crate) const IRQ_COMM: [u8; 16] = *b"[irq]\0\0\0\0\0\0\0\0\0\0\0";

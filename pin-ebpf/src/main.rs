@@ -22,6 +22,8 @@ mod attribution;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod release;
+#[cfg(target_arch = "bpf")]
 mod task_storage;
 
 #[cfg(target_arch = "bpf")]
@@ -35,7 +37,7 @@ mod programs {
     };
     use pin_common::{FUNCS, NO_ARG};
 
-    use crate::{account, attribution};
+    use crate::{account, attribution, release};
 
     /// Argument `n` of a traced function through `bpf_get_func_arg`,
     /// which takes any argument type (0 when it fails).
@@ -126,13 +128,13 @@ mod programs {
                 } else {
                     ctx.arg::<u64>(NR as usize)
                 };
-                account::release_entry(&ctx, $id, pages, || account::frame_of_trampoline(&ctx));
+                release::entry(&ctx, $id, pages, || account::frame_of_trampoline(&ctx));
                 0
             }
 
             #[fexit]
             fn $fexit(_ctx: FExitContext) -> u32 {
-                account::release_exit();
+                release::exit();
                 0
             }
 
@@ -145,13 +147,13 @@ mod programs {
                     ctx.arg::<u64>(NR as usize).unwrap_or(0)
                 };
                 // SAFETY: the context's saved registers.
-                account::release_entry(&ctx, $id, pages, || unsafe { (*ctx.regs).rsp });
+                release::entry(&ctx, $id, pages, || unsafe { (*ctx.regs).rsp });
                 0
             }
 
             #[kretprobe]
             fn $kretprobe(_ctx: RetProbeContext) -> u32 {
-                account::release_exit();
+                release::exit();
                 0
             }
         };

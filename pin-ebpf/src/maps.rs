@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use pin_common::{
     CallerKey, CallerStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES, FUNC_COUNT, FuncConfig,
-    GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY, PinRecord, ProcStats,
-    ReleaseStats, TRACKED_CAPACITY, TaskState,
+    GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY, PinBalance, PinRecord,
+    ProcStats, ReleaseStats, TRACKED_CAPACITY, TaskState,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY, SETTINGS_LEN},
 };
 
@@ -52,6 +52,11 @@ pub static FILTER: Array<u32> = Array::with_max_entries(1, 0);
 /// command, kept current by the fork/exit tracepoints.
 #[map]
 pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0);
+
+/// FOLL_PIN pages taken and released, side by side (see
+/// [`pin_common::PinBalance`]).
+#[map]
+pub static PIN_BALANCE: PerCpuArray<PinBalance> = PerCpuArray::with_max_entries(1, 0);
 
 /// Entries created in the LRU tables (`PROCS`, `CALLERS`; by
 /// `pin_common::INSERTS_*` index). The kernel evicts LRU entries without

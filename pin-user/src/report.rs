@@ -556,6 +556,7 @@ mod tests {
             callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
             evicted: Default::default(),
+            balance: Default::default(),
         };
         let mut delta = delta;
         for (pid, pages) in (1..=12u32).map(|p| (p, u64::from(p) * 10)) {

@@ -10,7 +10,8 @@ use aya::{
 };
 use pin_common::{
     CallerKey, CallerStats, ERRNO_SLOTS, FUNCS, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT,
-    INSERTS_CALLERS, INSERTS_LEN, INSERTS_PROCS, LATENCY_BUCKETS, ProcStats, ReleaseStats,
+    INSERTS_CALLERS, INSERTS_LEN, INSERTS_PROCS, LATENCY_BUCKETS, PinBalance, ProcStats,
+    ReleaseStats,
 };
 
 use crate::{
@@ -88,6 +89,8 @@ pub struct Snapshot {
     pub sites: BTreeMap<u64, CallSite>,
     /// Entries the kernel evicted from its LRU tables so far.
     pub evicted: Evictions,
+    /// FOLL_PIN pages taken and released, read together.
+    pub balance: PinBalance,
 }
 
 /// Entries of the LRU tables (`PROCS`, `CALLERS`) the kernel evicted,
@@ -220,6 +223,16 @@ impl Snapshot {
             }
         }
 
+        let mut balance = PinBalance::default();
+        for cpu in percpu_array::<PinBalance>(ebpf, "PIN_BALANCE")?
+            .get(&0, 0)
+            .map_err(map_err("PIN_BALANCE"))?
+            .iter()
+        {
+            balance.pinned += cpu.pinned;
+            balance.released += cpu.released;
+        }
+
         let health_map = percpu_array::<u64>(ebpf, "HEALTH")?;
         let mut health = [0u64; HEALTH_COUNT];
         for (i, total) in health.iter_mut().enumerate() {
@@ -310,6 +323,7 @@ impl Snapshot {
             callers,
             sites,
             evicted,
+            balance,
         })
     }
 
@@ -380,6 +394,13 @@ impl Snapshot {
             callers,
             sites: self.sites.clone(),
             evicted: self.evicted.since(&earlier.evicted),
+            balance: PinBalance {
+                pinned: self.balance.pinned.saturating_sub(earlier.balance.pinned),
+                released: self
+                    .balance
+                    .released
+                    .saturating_sub(earlier.balance.released),
+            },
             vmstat: match (self.vmstat, earlier.vmstat) {
                 (Some(c), Some(p)) => Some(c.since(&p)),
                 _ => None,
@@ -411,6 +432,8 @@ pub struct Delta {
     pub sites: BTreeMap<u64, CallSite>,
     /// LRU table entries evicted in the interval.
     pub evicted: Evictions,
+    /// FOLL_PIN pages taken and released in the interval, read together.
+    pub balance: PinBalance,
 }
 
 /// Upper bound in ns of the latency bucket holding quantile `q` (0..=1) of
@@ -462,6 +485,7 @@ mod tests {
                 procs: evicted_procs,
                 callers: 0,
             },
+            balance: PinBalance::default(),
         }
     }
 

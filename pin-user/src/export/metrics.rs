@@ -275,18 +275,16 @@ impl Collector for Exporter {
             by_function(&|r| rel[r].internal_pages),
         )?;
 
-        let pinned: u64 = (0..GUP_FUNC_COUNT)
-            .filter(|&i| FUNCS[i].is_pin)
-            .map(|i| gup[i].pages_returned)
-            .sum();
-        let released: u64 = rel.iter().map(|r| r.pages).sum();
+        // Both from PIN_BALANCE, read at one instant: subtracting two maps
+        // read apart is off by what was pinned and released in between.
+        let balance = input.snapshot.balance;
         let mut outstanding = encoder.encode_descriptor(
             "pinwatch_outstanding_pins",
             "FOLL_PIN pages taken minus pages released since pinwatch attached.",
             None,
             Gauge,
         )?;
-        outstanding.encode_gauge(&(pinned as i64 - released as i64))?;
+        outstanding.encode_gauge(&(balance.pinned as i64 - balance.released as i64))?;
         if let Some(vm) = input.snapshot.vmstat {
             encode_vmstat(&mut encoder, vm)?;
         }
@@ -533,6 +531,10 @@ mod tests {
                 misses: crate::probes::misses::sample(),
                 callers: crate::attribution::sample_callers().0,
                 sites: crate::attribution::sample_callers().1,
+                balance: pin_common::PinBalance {
+                    pinned: 152,
+                    released: 150,
+                },
                 evicted: crate::snapshot::Evictions {
                     procs: 21808,
                     callers: 3,

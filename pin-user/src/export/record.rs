@@ -419,6 +419,7 @@ mod tests {
             callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
             evicted: Default::default(),
+            balance: Default::default(),
             vmstat: Some(PinCounters {
                 nr_foll_pin_acquired: 162 * scale,
                 nr_foll_pin_released: 160 * scale,

@@ -142,6 +142,8 @@ pub struct App {
     pub last: Option<Delta>,
     /// Program runs the kernel skipped since the dashboard started.
     pub skipped_runs: u64,
+    /// FOLL_PIN pages taken and released since start.
+    pub balance: pin_common::PinBalance,
     /// LRU table entries (per process, per call site) the kernel evicted
     /// since start: rows that lost counts.
     pub evicted: crate::snapshot::Evictions,
@@ -190,6 +192,7 @@ impl App {
             last: None,
             skipped_runs: 0,
             evicted: Default::default(),
+            balance: Default::default(),
             totals: vec![GupStats::ZERO; GUP_FUNC_COUNT],
             release_totals: vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT],
             caller_totals: Default::default(),
@@ -215,6 +218,8 @@ impl App {
         let d = &frame.delta;
         let secs = d.seconds.max(1e-9);
         self.skipped_runs += d.misses.values().sum::<u64>();
+        self.balance.pinned += d.balance.pinned;
+        self.balance.released += d.balance.released;
         self.evicted.procs += d.evicted.procs;
         self.evicted.callers += d.evicted.callers;
         for (total, delta) in self.totals.iter_mut().zip(&d.gup) {
@@ -338,13 +343,10 @@ impl App {
         self.totals.iter().map(|t| t.missed_returns).sum::<u64>() + self.skipped_runs
     }
 
-    /// Pins taken minus released since start, from pinwatch's own counters.
+    /// Pins taken minus released since start, from pinwatch's own counters
+    /// (`PIN_BALANCE`: both read at one instant, so no phantom from the
+    /// time between reading two maps).
     pub fn outstanding(&self) -> i64 {
-        let pinned: u64 = (0..GUP_FUNC_COUNT)
-            .filter(|&i| FUNCS[i].is_pin)
-            .map(|i| self.totals[i].pages_returned)
-            .sum();
-        let released: u64 = self.release_totals.iter().map(|r| r.pages).sum();
-        pinned as i64 - released as i64
+        self.balance.pinned as i64 - self.balance.released as i64
     }
 }

@@ -57,6 +57,14 @@ fn frame(step: u64) -> Frame {
         pages: 3000,
         ..Default::default()
     };
+    // What the kernel's PIN_BALANCE would hold for these counters.
+    let balance = pin_common::PinBalance {
+        pinned: (0..GUP_FUNC_COUNT)
+            .filter(|&i| FUNCS[i].is_pin)
+            .map(|i| gup[i].pages_returned)
+            .sum(),
+        released: release.iter().map(|r| r.pages).sum(),
+    };
     let mut procs = BTreeMap::new();
     procs.insert(
         4242,
@@ -102,6 +110,7 @@ fn frame(step: u64) -> Frame {
             callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
             evicted: Default::default(),
+            balance,
             vmstat: Some(PinCounters {
                 nr_foll_pin_acquired: 4848,
                 nr_foll_pin_released: 4448,
@@ -248,6 +257,10 @@ fn huge_frame() -> Frame {
         c.calls = HUGE;
         c.pages = HUGE * 16;
     }
+    f.delta.balance = pin_common::PinBalance {
+        pinned: HUGE * 32,
+        released: HUGE * 30,
+    };
     f.vmpin_kb = BTreeMap::from([(4242, HUGE)]);
     f
 }

@@ -21,6 +21,7 @@ mod cases;
 mod checks;
 mod dashboard;
 mod harness;
+mod held;
 mod interrupts;
 mod record;
 mod robustness;

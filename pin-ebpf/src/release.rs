@@ -1,0 +1,158 @@
+//! What every release probe does: count a release of pinned pages (the
+//! unpin family), charge it to the process that made it, or to the
+//! `[irq]` row when an interrupt made it (an O_DIRECT completion), and tell
+//! GUP's own releases inside a get/pin call apart.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
+};
+use pin_common::{
+    CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_TGID, LATENCY_UNMEASURED,
+    catalog::{RELEASE_NESTED, RELEASE_NESTING},
+};
+
+use crate::{
+    account::{
+        IRQ_COMM, add_health, add_to, bump_health, config, counted, emit, event_wanted,
+        forget_missed_call, inside_gup_call, outer_call_returned, proc_entry, proc_stats,
+        task_state,
+    },
+    attribution,
+    maps::{FILTER, PIN_BALANCE, RELEASE_STATS},
+};
+
+/// Whether code at `frame` runs in interrupt context: on another stack than
+/// the current task's kernel stack (x86-64 runs hard and soft interrupts on
+/// per-CPU interrupt stacks), where the current task is merely the one
+/// interrupted. False when unknown (no `task_struct.stack` in BTF, no
+/// frame): then releases are charged to the current task, as before.
+#[inline(always)]
+fn in_interrupt(frame: u64) -> bool {
+    let (offset, size) = attribution::task_stack_layout();
+    if offset == 0 || frame == 0 {
+        return false;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY: reads kernel memory through the checked helper.
+    match unsafe { bpf_probe_read_kernel((task + offset - 1) as *const u64) } {
+        Ok(stack) if stack != 0 => frame.wrapping_sub(stack) >= size,
+        _ => false,
+    }
+}
+
+/// Whether a process tree is being followed (`record -- CMD`, `--pid`).
+#[inline(always)]
+fn following() -> bool {
+    matches!(FILTER.get(0), Some(&1))
+}
+
+/// Entry into release function `id` releasing `pages` pages: counted here,
+/// since releases (but one) are traced at entry only; their cost grows
+/// with every page an O_DIRECT completion releases one by one.
+#[inline(always)]
+pub fn entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl FnOnce() -> u64) {
+    if config(id).is_none() {
+        return;
+    }
+    let frame = frame();
+    // An interrupt (an O_DIRECT completion, 6.3+) releases pins of whoever
+    // started the I/O: not the task it happened to interrupt.
+    let irq = in_interrupt(frame);
+    if irq {
+        if following() {
+            // Whose they are is unknown here: not the followed tree's.
+            add_health(Health::IrqReleaseNotFollowed, pages);
+            return;
+        }
+    } else if !counted() {
+        return;
+    }
+    let index = id.wrapping_sub(GUP_FUNC_COUNT as u32);
+    if !irq
+        && let Some(state) = task_state(false)
+        && state.depth != 0
+        && outer_call_returned(state)
+    {
+        // The get/pin call this thread seemed to be in has returned
+        // unseen: this release is the caller's, not GUP's own.
+        forget_missed_call(state);
+    }
+    if !irq
+        && task_state(false).is_some_and(|state| state.depth != 0 && inside_gup_call(state, frame))
+    {
+        // GUP undoing its own grab (a rollback, a FOLL_LONGTERM migration
+        // retry): not a release by the caller; counted apart (vmstat's
+        // nr_foll_pin_released has both).
+        if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
+            let stats = unsafe { &mut *stats };
+            add_to(&mut stats.internal_calls, 1);
+            add_to(&mut stats.internal_pages, pages);
+        }
+        return;
+    }
+    if id == RELEASE_NESTED {
+        // Part of an `unpin_user_pages_dirty_lock` already counted.
+        if task_state(false).is_some_and(|state| state.release_depth != 0) {
+            return;
+        }
+    } else if id == RELEASE_NESTING
+        && let Some(state) = task_state(true)
+    {
+        state.release_depth = 1;
+    }
+    if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
+        let stats = unsafe { &mut *stats };
+        add_to(&mut stats.calls, 1);
+        add_to(&mut stats.pages, pages);
+    }
+    if let Some(balance) = PIN_BALANCE.get_ptr_mut(0) {
+        add_to(unsafe { &mut (*balance).released }, pages);
+    }
+    let proc = if irq {
+        proc_entry(ctx, IRQ_TGID, true)
+    } else {
+        proc_stats(ctx)
+    };
+    if let Some(proc) = proc {
+        add_to(&mut proc.released, pages);
+    }
+    let pid_tgid = if irq {
+        (u64::from(IRQ_TGID) << 32) | u64::from(IRQ_TGID)
+    } else {
+        bpf_get_current_pid_tgid()
+    };
+    if event_wanted(pid_tgid) {
+        let mut event = CallEvent {
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            latency_ns: LATENCY_UNMEASURED,
+            pid_tgid,
+            nr: pages as i64,
+            func: id,
+            kind: EVENT_RELEASE,
+            ..CallEvent::default()
+        };
+        if irq {
+            event.comm = IRQ_COMM;
+        } else if let Ok(comm) = bpf_get_current_comm() {
+            event.comm = comm;
+        }
+        emit(event);
+    }
+}
+
+/// Return from `unpin_user_pages_dirty_lock`, the one release function
+/// traced at its return.
+#[inline(always)]
+pub fn exit() {
+    if !counted() {
+        return;
+    }
+    match task_state(false) {
+        Some(state) if state.release_depth != 0 => state.release_depth = 0,
+        _ => bump_health(Health::UnmatchedExit),
+    }
+}

@@ -130,8 +130,12 @@ impl CallerStats {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PinRecord {
-    /// When its oldest outstanding pin was taken (ns, monotonic).
-    pub start_ns: u64,
+    /// Sum of the start times (ns, monotonic) of its outstanding pins: a
+    /// release is timed from their mean, so hold-time sums stay exact for
+    /// a folio pinned again before its earlier pins are released (one
+    /// start time would time every release from the oldest pin and make a
+    /// hot, re-pinned folio look leaked).
+    pub start_sum_ns: u64,
     /// Caller of the call that pinned it first.
     pub caller: u64,
     /// Pins (pages) of this folio still held.
@@ -140,6 +144,14 @@ pub struct PinRecord {
     pub tgid: u32,
     /// [`crate::FuncId`] of the pinning call.
     pub func: u32,
+}
+
+impl PinRecord {
+    /// Mean start time of its outstanding pins (ns, monotonic): the start
+    /// of the one pin when only one is held.
+    pub fn mean_start_ns(&self) -> u64 {
+        self.start_sum_ns.checked_div(self.refs).unwrap_or(0)
+    }
 }
 
 /// Returns the hold-time bucket for a duration in nanoseconds.

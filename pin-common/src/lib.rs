@@ -116,12 +116,6 @@ pub struct ReleaseStats {
     pub calls: u64,
     /// Pages released by them.
     pub pages: u64,
-    /// Calls GUP made itself, inside a get/pin call: undoing a grab it
-    /// does not return (a rollback, a FOLL_LONGTERM migration retry).
-    /// `nr_foll_pin_released` counts these pages too.
-    pub internal_calls: u64,
-    /// Pages released by those calls.
-    pub internal_pages: u64,
 }
 
 /// FOLL_PIN pages taken (outermost pin calls) and released (by callers,
@@ -137,6 +131,13 @@ pub struct PinBalance {
     pub pinned: u64,
     /// Pages released by the unpin family, GUP's own releases excepted.
     pub released: u64,
+    /// FOLL_PIN pages GUP released itself inside a get/pin call, undoing a
+    /// grab it does not return (a rollback, a FOLL_LONGTERM migration
+    /// retry), seen at `gup_put_folio`: the unpin functions GUP calls for
+    /// them are inlined on 6.1 and 6.12. vmstat's `nr_foll_pin_acquired`
+    /// is `pinned` plus these, `nr_foll_pin_released` is `released` plus
+    /// these.
+    pub gup_released: u64,
 }
 
 /// Per-process counters in the `PROCS` LRU per-CPU hash, keyed by tgid.

@@ -21,15 +21,14 @@ use aya_ebpf::{
 use pin_common::{
     CallerKey, CallerStats, Health, INSERTS_CALLERS, PinRecord, TaskState,
     attribution::{
-        CALLER_FRAMES, LIFETIME_PAGES_PER_CALL, SETTING_CALLERS, SETTING_FOLL_PIN,
-        SETTING_LIFETIMES, SETTING_RETURN_TRAMPOLINE, SETTING_TASK_STACK_OFFSET,
-        SETTING_TASK_STACK_SIZE, hold_bucket,
+        CALLER_FRAMES, LIFETIME_PAGES_PER_CALL, SETTING_CALLERS, SETTING_LIFETIMES,
+        SETTING_RETURN_TRAMPOLINE, SETTING_TASK_STACK_OFFSET, SETTING_TASK_STACK_SIZE, hold_bucket,
     },
 };
 
 use crate::{
     account::{EEXIST, add_health, add_to, bump_health, count_insert},
-    maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES, SETTINGS, TASK_STATES},
+    maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES, SETTINGS},
 };
 
 /// How far past the traced function's address its own frame may point:
@@ -38,7 +37,7 @@ use crate::{
 const ENTRY_WINDOW: u64 = 32;
 
 #[inline(always)]
-fn setting(index: u32) -> u64 {
+pub(crate) fn setting(index: u32) -> u64 {
     SETTINGS.get(index).copied().unwrap_or(0)
 }
 
@@ -304,7 +303,7 @@ extern "C" fn remember_one(index: u64, ctx: *mut c_void) -> i64 {
         return 0;
     };
     let record = PinRecord {
-        start_ns: batch.start_ns,
+        start_sum_ns: batch.start_ns,
         caller: batch.caller,
         refs: 1,
         tgid: batch.tgid,
@@ -323,9 +322,11 @@ extern "C" fn remember_one(index: u64, ctx: *mut c_void) -> i64 {
             return 0;
         }
         if let Some(held) = PIN_LIFETIMES.get_ptr_mut(&folio) {
-            // Another pin of a folio already held: its clock keeps the
-            // oldest pin's start.
-            add_to(unsafe { &mut (*held).refs }, 1);
+            // Another pin of a folio already held: one more start time in
+            // the sum its releases are timed from.
+            let held = unsafe { &mut *held };
+            add_to(&mut held.start_sum_ns, batch.start_ns);
+            add_to(&mut held.refs, 1);
             batch.tracked += 1;
             return 0;
         }
@@ -370,45 +371,60 @@ pub fn remember_pins(state: &TaskState, ret: i64, now: u64) {
     }
 }
 
-/// `gup_put_folio(folio, refs, flags)`: a FOLL_PIN release ends the hold
-/// of `refs` pins of `folio`, unless GUP itself is undoing a grab it never
-/// returned (the task runs inside a get/pin call, rather than being
-/// interrupted in one by an I/O completion that releases pins).
+/// A caller's release of `refs` FOLL_PIN pins of `folio` (at
+/// `gup_put_folio`, GUP's own releases already told apart): ends their
+/// hold, with `--lifetimes`.
 #[inline(always)]
-pub fn folio_released(folio: u64, refs: i64, flags: u64, frame: impl FnOnce() -> u64) {
-    if !lifetimes_on() || flags & setting(SETTING_FOLL_PIN) == 0 || refs <= 0 {
+pub fn folio_released(folio: u64, refs: u64) {
+    if !lifetimes_on() {
         return;
     }
-    if TASK_STATES
-        .current(false)
-        .is_some_and(|task| task.depth != 0 && crate::account::inside_gup_call(task, frame()))
-    {
-        return;
-    }
-    let refs = refs as u64;
     let Some(record) = PIN_LIFETIMES.get_ptr_mut(&folio) else {
         add_health(Health::UntrackedRelease, refs);
         return;
     };
     let record = unsafe { &mut *record };
-    let released = if refs < record.refs {
+    let outstanding = record.refs;
+    let released = if refs < outstanding {
         refs
     } else {
-        record.refs
+        outstanding
     };
     if refs > released {
         add_health(Health::UntrackedRelease, refs - released);
     }
-    let held = unsafe { bpf_ktime_get_ns() }.saturating_sub(record.start_ns);
-    let key = CallerKey::new(record.caller, record.func);
-    if record.refs > released {
-        record.refs -= released;
+    if released == 0 {
+        return;
+    }
+    // Which of the folio's pins this release ends is unknown: it ends
+    // `released` pins of mean start, so that over a folio's tracked life
+    // the hold times sum exactly to releases' times minus pins' starts.
+    // The last release takes whatever the sum still holds (the rounding).
+    let start_sum = record.start_sum_ns;
+    let starts = if released == outstanding {
+        start_sum
     } else {
+        start_sum / outstanding * released
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let hold_sum = (now * released).saturating_sub(starts);
+    let held = hold_sum / released;
+    let key = CallerKey::new(record.caller, record.func);
+    // Atomic adds of the negated amounts, so that a pin of this folio on
+    // another CPU, adding its own start and reference meanwhile, is kept.
+    add_to(&mut record.start_sum_ns, starts.wrapping_neg());
+    add_to(&mut record.refs, released.wrapping_neg());
+    // SAFETY: a live map value; volatile, to read what the atomic add left
+    // (with any other CPU's adds) rather than a value the compiler assumes.
+    if unsafe { core::ptr::read_volatile(&record.refs) } == 0 {
+        // A pin taken between the add above and this removal loses its
+        // record: its release then counts as `release_of_untracked_pin`,
+        // never as a silent wrong hold time.
         let _ = PIN_LIFETIMES.remove(&folio);
     }
     if let Some(stats) = caller_stats(&key) {
         add_to(&mut stats.pins_released, released);
-        add_to(&mut stats.hold_sum_ns, held * released);
+        add_to(&mut stats.hold_sum_ns, hold_sum);
         if let Some(pins) = stats.hold_log2.get_mut(hold_bucket(held)) {
             add_to(pins, released);
         }

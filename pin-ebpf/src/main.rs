@@ -160,12 +160,12 @@ mod programs {
     }
 
     /// `gup_put_folio(folio, refs, flags)`, where FOLL_PIN releases end:
-    /// times pin lifetimes (`--lifetimes` only).
+    /// counts GUP's own releases and times pin lifetimes (`--lifetimes`).
     #[fentry]
     fn put_fentry(ctx: FEntryContext) -> u32 {
         let refs = ctx.arg::<u64>(1) as u32 as i32 as i64;
         let flags = ctx.arg::<u64>(2) as u32 as u64;
-        attribution::folio_released(ctx.arg::<u64>(0), refs, flags, || {
+        release::folio_put(ctx.arg::<u64>(0), refs, flags, || {
             account::frame_of_trampoline(&ctx)
         });
         0
@@ -177,7 +177,7 @@ mod programs {
         let refs = ctx.arg::<u64>(1).unwrap_or(0) as u32 as i32 as i64;
         let flags = ctx.arg::<u64>(2).unwrap_or(0) as u32 as u64;
         // SAFETY: the context's saved registers.
-        attribution::folio_released(ctx.arg::<u64>(0).unwrap_or(0), refs, flags, || unsafe {
+        release::folio_put(ctx.arg::<u64>(0).unwrap_or(0), refs, flags, || unsafe {
             (*ctx.regs).rsp
         });
         0

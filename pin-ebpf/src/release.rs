@@ -1,7 +1,8 @@
 //! What every release probe does: count a release of pinned pages (the
 //! unpin family), charge it to the process that made it, or to the
 //! `[irq]` row when an interrupt made it (an O_DIRECT completion), and tell
-//! GUP's own releases inside a get/pin call apart.
+//! GUP's own releases inside a get/pin call apart: those are counted at
+//! `gup_put_folio`, where every FOLL_PIN release ends.
 
 use aya_ebpf::{
     EbpfContext,
@@ -12,6 +13,7 @@ use aya_ebpf::{
 };
 use pin_common::{
     CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_TGID, LATENCY_UNMEASURED,
+    attribution::SETTING_FOLL_PIN,
     catalog::{RELEASE_NESTED, RELEASE_NESTING},
 };
 
@@ -85,13 +87,9 @@ pub fn entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl FnOnce(
         && task_state(false).is_some_and(|state| state.depth != 0 && inside_gup_call(state, frame))
     {
         // GUP undoing its own grab (a rollback, a FOLL_LONGTERM migration
-        // retry): not a release by the caller; counted apart (vmstat's
-        // nr_foll_pin_released has both).
-        if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
-            let stats = unsafe { &mut *stats };
-            add_to(&mut stats.internal_calls, 1);
-            add_to(&mut stats.internal_pages, pages);
-        }
+        // retry): not a release by the caller. Counted at `gup_put_folio`
+        // ([`folio_put`]), where the many such releases whose unpin call
+        // the compiler inlined are seen too.
         return;
     }
     if id == RELEASE_NESTED {
@@ -155,4 +153,31 @@ pub fn exit() {
         Some(state) if state.release_depth != 0 => state.release_depth = 0,
         _ => bump_health(Health::UnmatchedExit),
     }
+}
+
+/// `gup_put_folio(folio, refs, flags)`, where every FOLL_PIN release ends:
+/// counts GUP's own releases inside a get/pin call (6.1
+/// `__gup_longterm_locked` and 6.12 `migrate_longterm_unpinnable_folios`
+/// inline the unpin they make for a FOLL_LONGTERM migration, so the unpin
+/// probes never see it), and with `--lifetimes` ends the hold of the
+/// callers' pins.
+#[inline(always)]
+pub fn folio_put(folio: u64, refs: i64, flags: u64, frame: impl FnOnce() -> u64) {
+    if flags & attribution::setting(SETTING_FOLL_PIN) == 0 || refs <= 0 {
+        return;
+    }
+    let refs = refs as u64;
+    let frame = frame();
+    let inside = task_state(false).is_some_and(|state| {
+        state.depth != 0 && !outer_call_returned(state) && inside_gup_call(state, frame)
+    });
+    if inside {
+        if counted()
+            && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
+        {
+            add_to(unsafe { &mut (*balance).gup_released }, refs);
+        }
+        return;
+    }
+    attribution::folio_released(folio, refs);
 }

@@ -95,11 +95,6 @@ pub struct ReleaseView {
     pub calls: u64,
     /// Pages they released.
     pub pages: u64,
-    /// Pages GUP released itself inside a get/pin call (rollbacks,
-    /// FOLL_LONGTERM migration retries); `nr_foll_pin_released` counts
-    /// them too.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub gup_internal_pages: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -133,6 +128,12 @@ pub struct IntervalView {
     pub untraced: Vec<String>,
     /// Release functions with any call in the interval.
     pub release: Vec<ReleaseView>,
+    /// FOLL_PIN pages GUP released itself inside a get/pin call (rollbacks,
+    /// FOLL_LONGTERM migration retries), seen at `gup_put_folio`:
+    /// `nr_foll_pin_acquired` counts them on top of the pages pin calls
+    /// returned, `nr_foll_pin_released` on top of the callers' releases.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gup_internal_pages: u64,
     /// The most active processes (by pages, then calls), at most
     /// [`TOP_PROCESSES`].
     pub processes: Vec<ProcessView>,
@@ -284,14 +285,14 @@ impl IntervalView {
                 .release
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.calls + r.internal_calls > 0)
+                .filter(|(_, r)| r.calls > 0)
                 .map(|(i, r)| ReleaseView {
                     function: FUNCS[GUP_FUNC_COUNT + i].name,
                     calls: r.calls,
                     pages: r.pages,
-                    gup_internal_pages: r.internal_pages,
                 })
                 .collect(),
+            gup_internal_pages: delta.balance.gup_released,
             processes: {
                 let mut procs: Vec<ProcessView> = delta
                     .procs
@@ -411,14 +412,16 @@ impl IntervalView {
                 r.calls as f64 / secs,
                 r.pages as f64 / secs
             );
-            if r.gup_internal_pages > 0 {
-                let _ = write!(
-                    out,
-                    "  + {:.1} pages/s released by GUP itself",
-                    r.gup_internal_pages as f64 / secs
-                );
-            }
             out.push('\n');
+        }
+        if self.gup_internal_pages > 0 {
+            let _ = writeln!(
+                out,
+                "{:<26} {:>9} {:>10.1}   (released by GUP itself: rollbacks, FOLL_LONGTERM migration)",
+                "gup_put_folio",
+                "",
+                self.gup_internal_pages as f64 / secs
+            );
         }
         if !self.processes.is_empty() {
             let _ = writeln!(

@@ -218,8 +218,6 @@ impl Snapshot {
             {
                 total.calls += cpu.calls;
                 total.pages += cpu.pages;
-                total.internal_calls += cpu.internal_calls;
-                total.internal_pages += cpu.internal_pages;
             }
         }
 
@@ -231,6 +229,7 @@ impl Snapshot {
         {
             balance.pinned += cpu.pinned;
             balance.released += cpu.released;
+            balance.gup_released += cpu.gup_released;
         }
 
         let health_map = percpu_array::<u64>(ebpf, "HEALTH")?;
@@ -342,8 +341,6 @@ impl Snapshot {
             .map(|(c, p)| ReleaseStats {
                 calls: c.calls.saturating_sub(p.calls),
                 pages: c.pages.saturating_sub(p.pages),
-                internal_calls: c.internal_calls.saturating_sub(p.internal_calls),
-                internal_pages: c.internal_pages.saturating_sub(p.internal_pages),
             })
             .collect();
         let procs = self
@@ -400,6 +397,10 @@ impl Snapshot {
                     .balance
                     .released
                     .saturating_sub(earlier.balance.released),
+                gup_released: self
+                    .balance
+                    .gup_released
+                    .saturating_sub(earlier.balance.gup_released),
             },
             vmstat: match (self.vmstat, earlier.vmstat) {
                 (Some(c), Some(p)) => Some(c.since(&p)),

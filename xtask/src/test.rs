@@ -12,14 +12,54 @@ use anyhow::{Context as _, bail};
 
 use crate::{setup, vm, workspace_root};
 
-/// (kernel, attach mode, the VM tests it runs: a libtest filter, "" for
-/// all) of the matrix. The PREEMPT_RT kernel runs the concurrency tests
-/// (`busy`): what differs there is that BPF programs can be preempted.
-const MATRIX: &[(&str, &str, &str)] = &[
-    ("debian-6.1", "auto", ""),
-    ("debian-6.12", "fentry", ""),
-    ("debian-6.12", "kprobe", ""),
-    ("debian-6.12-rt", "fentry", "busy::"),
+/// One boot of the VM matrix.
+struct Entry {
+    kernel: &'static str,
+    /// `PINWATCH_ATTACH`: auto, fentry or kprobe.
+    attach: &'static str,
+    /// The VM tests it runs: a libtest filter, "" for all.
+    subset: &'static str,
+    /// Extra kernel command-line parameters.
+    params: &'static str,
+}
+
+const fn entry(kernel: &'static str, attach: &'static str) -> Entry {
+    Entry {
+        kernel,
+        attach,
+        subset: "",
+        params: "",
+    }
+}
+
+/// The matrix. The PREEMPT_RT kernel runs the concurrency tests (`busy`):
+/// what differs there is that BPF programs can be preempted. The
+/// `movablecore` boots run the FOLL_LONGTERM migration tests (`longterm`):
+/// with half the memory in ZONE_MOVABLE, where user pages go first, a
+/// long-term pin must migrate them, and GUP releases its own pins.
+const MATRIX: &[Entry] = &[
+    entry("debian-6.1", "auto"),
+    entry("debian-6.12", "fentry"),
+    entry("debian-6.12", "kprobe"),
+    Entry {
+        subset: "busy::",
+        ..entry("debian-6.12-rt", "fentry")
+    },
+    Entry {
+        subset: "longterm::",
+        params: "movablecore=50%",
+        ..entry("debian-6.1", "auto")
+    },
+    Entry {
+        subset: "longterm::",
+        params: "movablecore=50%",
+        ..entry("debian-6.12", "fentry")
+    },
+    Entry {
+        subset: "longterm::",
+        params: "movablecore=50%",
+        ..entry("debian-6.12", "kprobe")
+    },
 ];
 
 #[derive(Default)]
@@ -112,8 +152,18 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
     let tmux = vm::tmux()?;
     let mut failures = Vec::new();
     let mut faults = Vec::new();
-    for (kernel, attach, subset) in MATRIX {
-        let name = format!("{kernel}/{attach}");
+    for &Entry {
+        kernel,
+        attach,
+        subset,
+        params,
+    } in MATRIX
+    {
+        let name = if params.is_empty() {
+            format!("{kernel}/{attach}")
+        } else {
+            format!("{kernel}/{attach} {params}")
+        };
         if only.is_some_and(|o| !name.contains(o)) {
             continue;
         }
@@ -129,7 +179,11 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
         );
         let binaries = [pinwatch.clone(), suite.clone(), tmux.clone()];
         let timeout = Duration::from_secs(1200);
-        let mut result = vm::run(kernel, &binaries, &command, timeout);
+        let options = vm::VmOptions {
+            kernel_params: params.to_string(),
+            ..Default::default()
+        };
+        let mut result = vm::run_with(kernel, &binaries, &command, timeout, &options);
         // A guest that died before its init ran tested nothing (seen once
         // under Debian's qemu 7.2: an int3 oops in sched_clock_cpu at 7.7 s;
         // not seen since the move to qemu 10). Boot it once more; a second
@@ -138,7 +192,7 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
             && let Some(boot) = e.downcast_ref::<vm::BootFailure>()
         {
             println!("{boot}\n== VM {name}: booting once more (nothing had run)");
-            result = vm::run(kernel, &binaries, &command, timeout);
+            result = vm::run_with(kernel, &binaries, &command, timeout, &options);
         }
         match result {
             Ok(outcome) => {

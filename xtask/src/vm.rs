@@ -117,17 +117,6 @@ impl Default for VmOptions {
     }
 }
 
-/// Boots `kernel` with `binaries` in /bin, runs `command`, streams the
-/// console.
-pub fn run(
-    kernel: &str,
-    binaries: &[PathBuf],
-    command: &str,
-    timeout: Duration,
-) -> anyhow::Result<VmOutcome> {
-    run_with(kernel, binaries, command, timeout, &VmOptions::default())
-}
-
 /// Guest memory of a VM run.
 pub const DEFAULT_MEMORY_MB: u32 = 1024;
 
@@ -144,7 +133,8 @@ fn host_terminal_size() -> Option<(u16, u16)> {
     (ok && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
-/// Like [`run`], booted as `options` say.
+/// Boots `kernel` as `options` say, with `binaries` in /bin, runs
+/// `command`, streams the console.
 pub fn run_with(
     kernel: &str,
     binaries: &[PathBuf],

@@ -1,5 +1,5 @@
 //! Pin lifetimes (`--lifetimes`): turning the kernel-side feature switches
-//! on, attaching the release hook on `gup_put_folio`, and reading the
+//! on and reading the
 //! outstanding pins back as per-process and per-caller totals and the
 //! oldest outstanding pins (leak suspects), cross-checked against
 //! `/proc/vmstat` and each process's `VmPin`.
@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap},
-    programs::{FEntry, KProbe},
 };
 use pin_common::{
     FUNCS, PinRecord,
@@ -19,13 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use super::symbols::{self, CallSite};
 use crate::{
-    kernel::{KernelFacts, foll::FollFlags, short_error},
-    probes::{AttachMode, AttachOptions, Mechanism, program},
+    kernel::{KernelFacts, foll::FollFlags},
+    probes::AttachOptions,
     vmstat::PinCounters,
 };
-
-/// The kernel function every FOLL_PIN release goes through.
-pub const RELEASE_HOOK: &str = "gup_put_folio";
 
 /// `PIN_LIFETIMES` size: full when lifetimes are on, one entry otherwise
 /// (a hash map preallocates its entries).
@@ -33,22 +29,17 @@ pub fn capacity(lifetimes: bool) -> u32 {
     if lifetimes { LIFETIMES_CAPACITY } else { 1 }
 }
 
-/// Writes the feature switches and, with `--lifetimes`, attaches the
-/// release hook. Returns how the hook is attached.
+/// Writes the feature switches (callers, lifetimes, the kernel's FOLL_PIN
+/// bit); lifetimes need the release hook
+/// ([`crate::probes::RELEASE_HOOK`]) attached.
 pub fn configure(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
     options: AttachOptions,
-    aya_btf: Option<&aya::Btf>,
-) -> Result<Option<Mechanism>, String> {
+) -> Result<(), String> {
     let foll_pin = FollFlags::for_kernel(facts.btf.as_ref().ok())
         .value("FOLL_PIN")
         .ok_or("the kernel's FOLL_PIN value is unknown")?;
-    let mechanism = if options.lifetimes {
-        Some(attach_release_hook(ebpf, facts, options.mode, aya_btf)?)
-    } else {
-        None
-    };
     let mut settings: Array<_, u64> = Array::try_from(
         ebpf.map_mut("SETTINGS")
             .ok_or("map SETTINGS missing from the object")?,
@@ -61,48 +52,7 @@ pub fn configure(
     ] {
         settings.set(index, value, 0).map_err(|e| e.to_string())?;
     }
-    Ok(mechanism)
-}
-
-fn attach_release_hook(
-    ebpf: &mut Ebpf,
-    facts: &KernelFacts,
-    mode: AttachMode,
-    aya_btf: Option<&aya::Btf>,
-) -> Result<Mechanism, String> {
-    let mut notes = Vec::new();
-    if mode != AttachMode::Kprobe {
-        match (&facts.tracing, aya_btf) {
-            (Ok(()), Some(btf)) => {
-                let prog: &mut FEntry = program(ebpf, "put_fentry")?;
-                match prog.load(RELEASE_HOOK, btf).and_then(|()| prog.attach()) {
-                    Ok(_) => return Ok(Mechanism::Fentry),
-                    Err(e) => {
-                        let _ = prog.unload();
-                        notes.push(format!("fentry: {}", short_error(&e)));
-                    }
-                }
-            }
-            (Err(e), _) => notes.push(format!("fentry: {e}")),
-            (Ok(()), None) => notes.push("fentry: no kernel BTF".into()),
-        }
-    }
-    if mode != AttachMode::Fentry {
-        match &facts.kprobes {
-            Ok(()) => {
-                let prog: &mut KProbe = program(ebpf, "put_kprobe")?;
-                match prog.load().and_then(|()| prog.attach(RELEASE_HOOK, 0)) {
-                    Ok(_) => return Ok(Mechanism::Kprobe),
-                    Err(e) => notes.push(format!("kprobe: {}", short_error(&e))),
-                }
-            }
-            Err(e) => notes.push(format!("kprobe: {e}")),
-        }
-    }
-    Err(format!(
-        "--lifetimes needs a probe on {RELEASE_HOOK}, which failed ({}); run without --lifetimes",
-        notes.join("; ")
-    ))
+    Ok(())
 }
 
 /// Outstanding pinned pages of one process.
@@ -143,7 +93,9 @@ pub struct PinSuspect {
     pub variant: String,
     /// Pins of the folio still held.
     pub pages: u64,
-    /// How long the oldest of them has been held, ns.
+    /// How long they have been held, ns: their mean age, so a folio pinned
+    /// again and again by short pins does not age like a leak (exact when
+    /// one pin is held).
     pub held_ns: u64,
 }
 
@@ -256,7 +208,7 @@ pub fn summarise(
         .collect();
     by_caller.sort_by(|a, b| (b.pages, &a.caller).cmp(&(a.pages, &b.caller)));
     let mut oldest: Vec<&PinRecord> = records.iter().collect();
-    oldest.sort_by_key(|r| r.start_ns);
+    oldest.sort_by_key(|r| r.mean_start_ns());
     let oldest = oldest
         .into_iter()
         .take(OLDEST_SHOWN)
@@ -266,7 +218,7 @@ pub fn summarise(
             caller: site_of(rec.caller).to_string(),
             variant: variant(rec.func),
             pages: rec.refs,
-            held_ns: now.saturating_sub(rec.start_ns),
+            held_ns: now.saturating_sub(rec.mean_start_ns()),
         })
         .collect();
     Outstanding {
@@ -331,8 +283,8 @@ mod tests {
 
     #[test]
     fn outstanding_groups_and_orders() {
-        let rec = |start_ns, tgid, refs| PinRecord {
-            start_ns,
+        let rec = |start_ns: u64, tgid, refs| PinRecord {
+            start_sum_ns: start_ns * refs,
             caller: 0,
             refs,
             tgid,
@@ -358,5 +310,20 @@ mod tests {
         assert_eq!(out.oldest[0].comm, "p20");
         assert_eq!(out.vmstat_outstanding, Some(10));
         assert!(render_text(&out).contains("7 pages in 3 folios"));
+    }
+
+    #[test]
+    fn a_repinned_folio_ages_by_its_pins_mean_start() {
+        // Pinned at 100, then again at 900 and 950: held 1000 - 650 on
+        // average, not 900 since the first pin.
+        let record = PinRecord {
+            start_sum_ns: 100 + 900 + 950,
+            caller: 0,
+            refs: 3,
+            tgid: 1,
+            func: 6,
+        };
+        let out = summarise(&[record], 1000, None, |_| (String::new(), None));
+        assert_eq!(out.oldest[0].held_ns, 350);
     }
 }

@@ -25,6 +25,9 @@ struct ProbesReport {
     self_check: Option<Result<String, String>>,
     /// How the pin-lifetime release hook attached (`--lifetimes`).
     lifetimes: Option<String>,
+    /// How `gup_put_folio`, where GUP's own releases are counted, is
+    /// traced, or why not.
+    release_hook: Option<Result<String, String>>,
     /// Calls one kretprobe follows at once, where any function is traced
     /// with kprobes: beyond it a return is missed (and counted as such).
     kretprobe_instances: Option<u64>,
@@ -103,7 +106,13 @@ pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
         self_check: check,
         lifetimes: attached.as_ref().ok().and_then(|p| {
             p.lifetimes
-                .map(|m| format!("{} via {m}", crate::attribution::lifetimes::RELEASE_HOOK))
+                .map(|m| format!("{} via {m}", probes::RELEASE_HOOK))
+        }),
+        release_hook: attached.as_ref().ok().map(|p| {
+            p.release_hook
+                .as_ref()
+                .map(|m| format!("{} via {m}", probes::RELEASE_HOOK))
+                .map_err(|e| format!("{} not traced: {e}", probes::RELEASE_HOOK))
         }),
         kretprobe_instances: attached
             .as_ref()
@@ -142,6 +151,15 @@ fn print_text(r: &ProbesReport) {
     println!("fentry   {}", yes_no(&r.fentry));
     println!("kprobe   {}", yes_no(&r.kprobe));
     println!("BTF      {}", yes_no(&r.btf));
+    match &r.release_hook {
+        Some(Ok(hook)) => println!(
+            "releases {hook}: counts the releases GUP makes itself (FOLL_LONGTERM migration, rollbacks)"
+        ),
+        Some(Err(e)) => println!(
+            "releases {e}: releases GUP makes itself go uncounted (vmstat's nr_foll_pin_released exceeds pinwatch's by them)"
+        ),
+        None => {}
+    }
     if let Some(hook) = &r.lifetimes {
         println!("lifetime {hook}");
     }

@@ -267,14 +267,6 @@ impl Collector for Exporter {
             Counter,
             by_function(&|r| rel[r].pages),
         )?;
-        family(
-            &mut encoder,
-            "pinwatch_gup_internal_unpin_pages",
-            "Pages GUP released itself inside a get/pin call (rollbacks, FOLL_LONGTERM migration retries); nr_foll_pin_released counts these and pinwatch_unpin_pages_total together.",
-            Counter,
-            by_function(&|r| rel[r].internal_pages),
-        )?;
-
         // Both from PIN_BALANCE, read at one instant: subtracting two maps
         // read apart is off by what was pinned and released in between.
         let balance = input.snapshot.balance;
@@ -285,6 +277,13 @@ impl Collector for Exporter {
             Gauge,
         )?;
         outstanding.encode_gauge(&(balance.pinned as i64 - balance.released as i64))?;
+        let mut internal = encoder.encode_descriptor(
+            "pinwatch_gup_internal_unpin_pages",
+            "FOLL_PIN pages GUP released itself inside a get/pin call (rollbacks, FOLL_LONGTERM migration retries), seen at gup_put_folio; nr_foll_pin_released counts these and pinwatch_unpin_pages_total together.",
+            None,
+            Counter,
+        )?;
+        internal.encode_counter::<NoLabelSet, _, u64>(&balance.gup_released, None)?;
         if let Some(vm) = input.snapshot.vmstat {
             encode_vmstat(&mut encoder, vm)?;
         }
@@ -492,7 +491,6 @@ mod tests {
         release[id("unpin_user_folio") - GUP_FUNC_COUNT] = ReleaseStats {
             calls: 150,
             pages: 150,
-            ..Default::default()
         };
         let probes = FUNCS
             .iter()
@@ -534,6 +532,7 @@ mod tests {
                 balance: pin_common::PinBalance {
                     pinned: 152,
                     released: 150,
+                    gup_released: 16,
                 },
                 evicted: crate::snapshot::Evictions {
                     procs: 21808,

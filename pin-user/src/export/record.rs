@@ -407,7 +407,6 @@ mod tests {
         release[6] = ReleaseStats {
             calls: 160 * scale,
             pages: 160 * scale,
-            ..Default::default()
         };
         Delta {
             seconds: scale as f64,

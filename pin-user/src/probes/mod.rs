@@ -17,8 +17,14 @@ use serde::Serialize;
 
 use crate::{attribution::lifetimes, kernel::KernelFacts};
 pub(crate) use programs::program;
-use programs::{attach_exit_watch, attach_fentry, attach_kprobe, program_names};
+use programs::{
+    attach_exit_watch, attach_fentry, attach_kprobe, attach_release_hook, program_names,
+};
 use signature::{func_config, resolve_symbol};
+
+/// The kernel function every FOLL_PIN release goes through, GUP's own
+/// included (its unpin calls are inlined on 6.1 and 6.12).
+pub const RELEASE_HOOK: &str = "gup_put_folio";
 
 /// The eBPF object built from `pin-ebpf` by the build script.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pin-ebpf"));
@@ -180,6 +186,9 @@ pub struct Probes {
     pub kernel_log: Option<KernelLog>,
     /// How pin lifetimes are traced, when `--lifetimes` asked for them.
     pub lifetimes: Option<Mechanism>,
+    /// How [`RELEASE_HOOK`] is traced (GUP's own releases are counted
+    /// there), or why it is not.
+    pub release_hook: Result<Mechanism, String>,
     /// Whether calls are attributed to kernel call sites (names need
     /// the kernel's symbols).
     pub callers: bool,
@@ -469,8 +478,24 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         }
     }
 
-    let lifetimes = lifetimes::configure(&mut ebpf, facts, options, aya_btf.as_ref())
-        .map_err(AttachError::Load)?;
+    lifetimes::configure(&mut ebpf, facts, options).map_err(AttachError::Load)?;
+    let release_hook = attach_release_hook(&mut ebpf, facts, mode, aya_btf.as_ref());
+    let lifetimes = match &release_hook {
+        Ok(mechanism) => options.lifetimes.then_some(*mechanism),
+        Err(e) if options.lifetimes => {
+            return Err(AttachError::Load(format!(
+                "--lifetimes needs a probe on {RELEASE_HOOK}, which failed ({e}); run without --lifetimes"
+            )));
+        }
+        Err(e) => {
+            log::warn!(
+                "{RELEASE_HOOK} not traced ({e}): releases GUP makes itself (FOLL_LONGTERM \
+                 migration, rollbacks) are not counted, so vmstat's nr_foll_pin_released \
+                 exceeds pinwatch's releases by them"
+            );
+            None
+        }
+    };
     let exit_watch = attach_exit_watch(&mut ebpf);
     if let Err(e) = &exit_watch {
         log::warn!(
@@ -502,6 +527,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         status,
         kernel_log,
         lifetimes,
+        release_hook,
         callers: options.callers,
         exit_watch,
     })

@@ -7,7 +7,8 @@ use aya::{
 };
 use pin_common::{FuncId, FuncKind, catalog::FuncInfo};
 
-use crate::kernel::short_error;
+use super::{AttachMode, Mechanism, RELEASE_HOOK};
+use crate::kernel::{KernelFacts, short_error};
 
 /// The entry, exit, kprobe and kretprobe program names of function `id`.
 pub(super) fn program_names(id: FuncId, func: &FuncInfo) -> [String; 4] {
@@ -105,6 +106,48 @@ pub(super) fn attach_exit_watch(ebpf: &mut Ebpf) -> Result<(), String> {
         .attach("sched_process_exit")
         .map(drop)
         .map_err(|e| short_error(&e))
+}
+
+/// Loads and attaches the hook on `gup_put_folio` ([`RELEASE_HOOK`]),
+/// where every FOLL_PIN release ends: it counts GUP's own releases and, with
+/// `--lifetimes`, ends pins' lifetimes. fentry first unless kprobes are
+/// asked for; the reasons it failed otherwise.
+pub(super) fn attach_release_hook(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    mode: AttachMode,
+    aya_btf: Option<&aya::Btf>,
+) -> Result<Mechanism, String> {
+    let mut notes = Vec::new();
+    if mode != AttachMode::Kprobe {
+        match (&facts.tracing, aya_btf) {
+            (Ok(()), Some(btf)) => {
+                let prog: &mut FEntry = program(ebpf, "put_fentry")?;
+                match prog.load(RELEASE_HOOK, btf).and_then(|()| prog.attach()) {
+                    Ok(_) => return Ok(Mechanism::Fentry),
+                    Err(e) => {
+                        let _ = prog.unload();
+                        notes.push(format!("fentry: {}", short_error(&e)));
+                    }
+                }
+            }
+            (Err(e), _) => notes.push(format!("fentry: {e}")),
+            (Ok(()), None) => notes.push("fentry: no kernel BTF".into()),
+        }
+    }
+    if mode != AttachMode::Fentry {
+        match &facts.kprobes {
+            Ok(()) => {
+                let prog: &mut KProbe = program(ebpf, "put_kprobe")?;
+                match prog.load().and_then(|()| prog.attach(RELEASE_HOOK, 0)) {
+                    Ok(_) => return Ok(Mechanism::Kprobe),
+                    Err(e) => notes.push(format!("kprobe: {}", short_error(&e))),
+                }
+            }
+            Err(e) => notes.push(format!("kprobe: {e}")),
+        }
+    }
+    Err(notes.join("; "))
 }
 
 #[cfg(test)]

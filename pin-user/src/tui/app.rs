@@ -220,6 +220,7 @@ impl App {
         self.skipped_runs += d.misses.values().sum::<u64>();
         self.balance.pinned += d.balance.pinned;
         self.balance.released += d.balance.released;
+        self.balance.gup_released += d.balance.gup_released;
         self.evicted.procs += d.evicted.procs;
         self.evicted.callers += d.evicted.callers;
         for (total, delta) in self.totals.iter_mut().zip(&d.gup) {
@@ -228,8 +229,6 @@ impl App {
         for (total, delta) in self.release_totals.iter_mut().zip(&d.release) {
             total.calls += delta.calls;
             total.pages += delta.pages;
-            total.internal_calls += delta.internal_calls;
-            total.internal_pages += delta.internal_pages;
         }
         for (key, delta) in &d.callers {
             let total = self

@@ -50,12 +50,10 @@ fn frame(step: u64) -> Frame {
     release[id("unpin_user_folio") - GUP_FUNC_COUNT] = ReleaseStats {
         calls: 300,
         pages: 300,
-        ..Default::default()
     };
     release[id("unpin_user_pages_dirty_lock") - GUP_FUNC_COUNT] = ReleaseStats {
         calls: 50,
         pages: 3000,
-        ..Default::default()
     };
     // What the kernel's PIN_BALANCE would hold for these counters.
     let balance = pin_common::PinBalance {
@@ -64,6 +62,7 @@ fn frame(step: u64) -> Frame {
             .map(|i| gup[i].pages_returned)
             .sum(),
         released: release.iter().map(|r| r.pages).sum(),
+        gup_released: 0,
     };
     let mut procs = BTreeMap::new();
     procs.insert(
@@ -260,6 +259,7 @@ fn huge_frame() -> Frame {
     f.delta.balance = pin_common::PinBalance {
         pinned: HUGE * 32,
         released: HUGE * 30,
+        gup_released: HUGE,
     };
     f.vmpin_kb = BTreeMap::from([(4242, HUGE)]);
     f

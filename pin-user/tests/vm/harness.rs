@@ -354,8 +354,9 @@ pub fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta
     };
     let vm = delta.vmstat.expect("vmstat pin counters");
     let released: u64 = delta.release.iter().map(|r| r.pages).sum();
-    // vmstat counts GUP's own releases (rollbacks, migration retries) too.
-    let internal: u64 = delta.release.iter().map(|r| r.internal_pages).sum();
+    // vmstat counts GUP's own pins and releases (rollbacks, migration
+    // retries) too, seen at gup_put_folio.
+    let internal = delta.balance.gup_released;
     eprintln!(
         "OBSERVED kernel={} attach={:?} workload={workload} variant={} calls={}/{} pages={}/{} \
          fallbacks={} fast_pages={} slow_pages={} vmstat_acquired={}/{} released={} gup_internal_released={internal} vmstat_released={}",
@@ -428,8 +429,8 @@ pub fn check(h: &Harness, workload: &str, report: &WorkloadReport, delta: &Delta
     }
     assert_eq!(
         vm.nr_foll_pin_acquired,
-        pin_pages,
-        "{workload}: vmstat nr_foll_pin_acquired\n{}",
+        pin_pages + internal,
+        "{workload}: vmstat nr_foll_pin_acquired (pages returned, and GUP's own it released)\n{}",
         dump()
     );
     if report.zero_page && is_pin {

@@ -23,6 +23,7 @@ mod dashboard;
 mod harness;
 mod held;
 mod interrupts;
+mod longterm;
 mod record;
 mod robustness;
 mod serve;

@@ -74,33 +74,32 @@ pub fn entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl FnOnce(
         return;
     }
     let index = id.wrapping_sub(GUP_FUNC_COUNT as u32);
-    if !irq
-        && let Some(state) = task_state(false)
-        && state.depth != 0
-        && outer_call_returned(state)
-    {
-        // The get/pin call this thread seemed to be in has returned
-        // unseen: this release is the caller's, not GUP's own.
-        forget_missed_call(state);
-    }
-    if !irq
-        && task_state(false).is_some_and(|state| state.depth != 0 && inside_gup_call(state, frame))
-    {
-        // GUP undoing its own grab (a rollback, a FOLL_LONGTERM migration
-        // retry): not a release by the caller. Counted at `gup_put_folio`
-        // ([`folio_put`]), where the many such releases whose unpin call
-        // the compiler inlined are seen too.
-        return;
-    }
-    if id == RELEASE_NESTED {
-        // Part of an `unpin_user_pages_dirty_lock` already counted.
-        if task_state(false).is_some_and(|state| state.release_depth != 0) {
+    // One lookup of the thread's state (created only where the nesting
+    // release must mark it). An interrupt's release is not the
+    // interrupted thread's, but its nesting is marked on that thread's
+    // state all the same: the nested call and the exit run there too.
+    if let Some(state) = task_state(id == RELEASE_NESTING) {
+        if !irq && state.depth != 0 {
+            if outer_call_returned(state) {
+                // The get/pin call this thread seemed to be in has returned
+                // unseen: this release is the caller's, not GUP's own.
+                forget_missed_call(state);
+            } else if inside_gup_call(state, frame) {
+                // GUP undoing its own grab (a rollback, a FOLL_LONGTERM
+                // migration retry): not a release by the caller. Counted at
+                // `gup_put_folio` ([`folio_put`]), where the many such
+                // releases whose unpin call the compiler inlined are seen
+                // too.
+                return;
+            }
+        }
+        if id == RELEASE_NESTED && state.release_depth != 0 {
+            // Part of an `unpin_user_pages_dirty_lock` already counted.
             return;
         }
-    } else if id == RELEASE_NESTING
-        && let Some(state) = task_state(true)
-    {
-        state.release_depth = 1;
+        if id == RELEASE_NESTING {
+            state.release_depth = 1;
+        }
     }
     if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
         let stats = unsafe { &mut *stats };

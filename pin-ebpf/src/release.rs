@@ -166,11 +166,13 @@ pub fn folio_put(folio: u64, refs: i64, flags: u64, frame: impl FnOnce() -> u64)
         return;
     }
     let refs = refs as u64;
-    let frame = frame();
-    let inside = task_state(false).is_some_and(|state| {
-        state.depth != 0 && !outer_call_returned(state) && inside_gup_call(state, frame)
-    });
-    if inside {
+    // Most releases come from a thread in no get/pin call: decided by the
+    // one task-storage lookup, before reading where the release runs.
+    if let Some(state) = task_state(false)
+        && state.depth != 0
+        && !outer_call_returned(state)
+        && inside_gup_call(state, frame())
+    {
         if counted()
             && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
         {

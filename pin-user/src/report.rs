@@ -195,15 +195,18 @@ pub struct SkippedRuns {
     pub function: &'static str,
     /// `fentry`, `fexit`, `kprobe` or `kretprobe`.
     pub program: &'static str,
+    /// Why: `entry_recursion`, `return_recursion` (the program's guard),
+    /// `kprobe_missed`, `kretprobe_missed` (the kprobe's own count).
+    pub reason: &'static str,
     /// Runs skipped.
     pub runs: u64,
 }
 
 impl HealthView {
-    /// Every miss that means a call was not counted, or counted without
-    /// part of it: skipped program runs and calls whose return was not seen.
-    pub fn calls_missed(&self) -> u64 {
-        self.missed_returns + self.skipped_runs.iter().map(|s| s.runs).sum::<u64>()
+    /// Whether there is a miss to report: calls whose return was not seen,
+    /// or program runs the kernel skipped.
+    pub fn any_missed(&self) -> bool {
+        self.missed_returns > 0 || !self.skipped_runs.is_empty()
     }
 }
 
@@ -334,6 +337,7 @@ impl IntervalView {
                     .map(|(key, runs)| SkippedRuns {
                         function: key.function,
                         program: key.program,
+                        reason: key.reason(),
                         runs: *runs,
                     })
                     .collect(),
@@ -475,11 +479,11 @@ impl IntervalView {
                 h.events_lost
             );
         }
-        if h.calls_missed() > 0 {
+        if h.any_missed() {
             let skipped: Vec<String> = h
                 .skipped_runs
                 .iter()
-                .map(|s| format!("{} {} {}", s.runs, s.function, s.program))
+                .map(|s| format!("{} {} {} ({})", s.runs, s.function, s.program, s.reason))
                 .collect();
             let _ = writeln!(
                 out,

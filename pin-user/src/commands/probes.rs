@@ -167,6 +167,15 @@ fn print_text(r: &ProbesReport) {
         println!(
             "returns  a kretprobe follows {n} calls at once (max(10, 2 x CPUs)); returns beyond are missed and counted as such"
         );
+        if probes::misses::kprobe_missed_readable() {
+            println!(
+                "misses   the kernel's own count of each kprobe's misses is read (reasons kprobe_missed, kretprobe_missed)"
+            );
+        } else {
+            println!(
+                "misses   this kernel does not report its kprobes' misses (Linux 6.7+); pinwatch finds missed returns itself"
+            );
+        }
     }
     match &r.exit_watch {
         Some(Ok(())) => println!(

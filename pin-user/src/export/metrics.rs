@@ -46,14 +46,7 @@ fn missed_rows(input: &MetricsInput) -> Vec<(Labels<'static>, u64)> {
         .snapshot
         .misses
         .iter()
-        .map(|(key, n)| {
-            let reason = if key.at_return() {
-                "return_recursion"
-            } else {
-                "entry_recursion"
-            };
-            (labels(key.function, key.mechanism(), reason), *n)
-        })
+        .map(|(key, n)| (labels(key.function, key.mechanism(), key.reason()), *n))
         .collect();
     for p in &input.probes {
         if let (Some(mechanism), Some(stats)) = (p.attached, input.snapshot.gup.get(p.id as usize))
@@ -333,7 +326,7 @@ impl Collector for Exporter {
         family(
             &mut encoder,
             "pinwatch_probe_missed",
-            "Calls pinwatch's probes missed, by traced function, mechanism and reason: entry_recursion and return_recursion are program runs the kernel skipped (the program was already running on that CPU: preempted, or another kprobe program was running); return_not_seen are outermost calls never counted because their return was not seen.",
+            "Calls pinwatch's probes missed, by traced function, mechanism and reason: entry_recursion and return_recursion are program runs the kernel skipped (the program was already running on that CPU: preempted, or another kprobe program was running); kprobe_missed and kretprobe_missed are the kprobe's own misses (Linux 6.7+: another kprobe was running, or no kretprobe instance was free); return_not_seen are outermost calls never counted because their return was not seen (the return_recursion and kretprobe_missed of an outermost function are among them).",
             Counter,
             missed_rows(input),
         )?;

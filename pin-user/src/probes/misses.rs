@@ -1,6 +1,10 @@
-//! What the kernel itself dropped: each loaded program's
-//! `recursion_misses`, the runs the kernel skipped because the same
-//! program was already running on that CPU.
+//! What the kernel itself dropped, per loaded program:
+//! - its `recursion_misses`, the runs the kernel skipped because the same
+//!   program was already running on that CPU;
+//! - for kprobe programs, the kprobe's own `missed` count (Linux 6.7+,
+//!   through the perf link's `bpf_link_info`): hits skipped while another
+//!   kprobe ran on that CPU, and for a kretprobe the returns it could not
+//!   follow for want of a free instance (max(10, 2 x CPUs) calls in flight).
 //!
 //! On kernels whose BPF programs are preemptible (`preempt=full`,
 //! PREEMPT_RT, PREEMPT_LAZY) a task preempted inside a pinwatch program
@@ -9,24 +13,38 @@
 //! A skipped entry program loses a call; a skipped exit program leaves the
 //! thread's state stale (the kernel side then counts a missed return). The
 //! kernel counts both in `bpf_prog_info`; aya 0.14's `ProgramInfo` does not
-//! expose that field, so it is read here with `BPF_OBJ_GET_INFO_BY_FD`.
+//! expose that field, nor its `LinkInfo` the kprobe's, so both are read
+//! here with `BPF_OBJ_GET_INFO_BY_FD`.
 
 use std::{
     collections::BTreeMap,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
+    sync::{Mutex, OnceLock},
 };
 
-use aya::Ebpf;
+use aya::{Ebpf, programs::links::LinkType};
 use pin_common::FUNCS;
 
-/// One program: the function it traces and how.
+/// Who skipped the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cause {
+    /// The program's recursion guard (`recursion_misses`).
+    Recursion,
+    /// The kprobe itself (`kprobe.missed` of the link): another kprobe was
+    /// running, or, for a kretprobe, no instance was free.
+    Kprobe,
+}
+
+/// One program: the function it traces and how, and who skipped its runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProgramKey {
     /// pinwatch's name for the traced function (`gup_put_folio` for the
-    /// lifetime probe).
+    /// release hook).
     pub function: &'static str,
     /// `fentry`, `fexit`, `kprobe` or `kretprobe`.
     pub program: &'static str,
+    /// Whose count it is.
+    pub cause: Cause,
 }
 
 impl ProgramKey {
@@ -41,6 +59,16 @@ impl ProgramKey {
     /// Whether the program runs at the function's return.
     pub fn at_return(&self) -> bool {
         matches!(self.program, "fexit" | "kretprobe")
+    }
+
+    /// The `reason` label of `pinwatch_probe_missed_total`.
+    pub fn reason(&self) -> &'static str {
+        match (self.cause, self.at_return()) {
+            (Cause::Recursion, false) => "entry_recursion",
+            (Cause::Recursion, true) => "return_recursion",
+            (Cause::Kprobe, false) => "kprobe_missed",
+            (Cause::Kprobe, true) => "kretprobe_missed",
+        }
     }
 }
 
@@ -57,6 +85,7 @@ fn parse_name(name: &str) -> Option<ProgramKey> {
         return Some(ProgramKey {
             function: "gup_put_folio",
             program: kind_of(kind)?,
+            cause: Cause::Recursion,
         });
     }
     let rest = name
@@ -67,18 +96,13 @@ fn parse_name(name: &str) -> Option<ProgramKey> {
     Some(ProgramKey {
         function: func.name,
         program: kind_of(kind)?,
+        cause: Cause::Recursion,
     })
 }
 
-/// `recursion_misses` of the program behind `fd` (Linux 5.12+; 0 before).
-fn recursion_misses(fd: i32) -> std::io::Result<u64> {
-    // The prefix of `struct bpf_prog_info` up to `recursion_misses`
-    // (include/uapi/linux/bpf.h); the kernel fills min(info_len, its own
-    // size) bytes, so a prefix is a valid request.
-    let mut info = [0u64; 32];
-    // Offset of `recursion_misses` in `struct bpf_prog_info` (uapi, stable:
-    // the struct only grows at its end): 208 bytes.
-    const RECURSION_MISSES_WORD: usize = 208 / 8;
+/// `BPF_OBJ_GET_INFO_BY_FD` into `info` (a prefix of the object's info
+/// struct: the kernel fills min(its size, ours) bytes).
+fn object_info(fd: i32, info: &mut [u64]) -> std::io::Result<()> {
     #[repr(C)]
     struct InfoAttr {
         bpf_fd: u32,
@@ -87,12 +111,12 @@ fn recursion_misses(fd: i32) -> std::io::Result<u64> {
     }
     let mut attr = InfoAttr {
         bpf_fd: fd as u32,
-        info_len: ((RECURSION_MISSES_WORD + 1) * 8) as u32,
+        info_len: std::mem::size_of_val(info) as u32,
         info: info.as_mut_ptr() as u64,
     };
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // SAFETY: the kernel writes at most `info_len` bytes into `info`,
-    // which is larger, and reads `attr` of the size passed.
+    // SAFETY: the kernel writes at most `info_len` bytes into `info` and
+    // reads `attr` of the size passed.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -104,11 +128,99 @@ fn recursion_misses(fd: i32) -> std::io::Result<u64> {
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(info[RECURSION_MISSES_WORD])
+    Ok(())
 }
 
-/// Skipped runs of every loaded pinwatch program. A program whose info
-/// cannot be read is left out (its figure would be a guess).
+/// `recursion_misses` and id of the program behind `fd` (misses: Linux
+/// 5.12+; 0 before).
+fn program_info(fd: i32) -> std::io::Result<(u64, u32)> {
+    // Offset of `recursion_misses` in `struct bpf_prog_info` (uapi, stable:
+    // the struct only grows at its end): 208 bytes; `id` is the second
+    // u32.
+    const RECURSION_MISSES_WORD: usize = 208 / 8;
+    let mut info = [0u64; RECURSION_MISSES_WORD + 1];
+    object_info(fd, &mut info)?;
+    Ok((info[RECURSION_MISSES_WORD], (info[0] >> 32) as u32))
+}
+
+/// `enum bpf_link_type` and `enum bpf_perf_event_type` values (uapi).
+const BPF_LINK_TYPE_PERF_EVENT: u64 = 7;
+const BPF_PERF_EVENT_KPROBE: u64 = 3;
+const BPF_PERF_EVENT_KRETPROBE: u64 = 4;
+
+/// The `kprobe.missed` of a perf link's `bpf_link_info`, if the link is a
+/// kprobe's: type (u32) at 0, `perf_event.type` at 16, the kprobe's
+/// `missed` at 48 (include/uapi/linux/bpf.h, Linux 6.7+).
+fn link_kprobe_missed(link_id: u32) -> Option<u64> {
+    #[repr(C)]
+    struct IdAttr {
+        link_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    let attr = IdAttr {
+        link_id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    // SAFETY: reads `attr` of the size passed; returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_GET_FD_BY_ID,
+            &attr as *const IdAttr,
+            std::mem::size_of::<IdAttr>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd the kernel just returned to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut info = [0u64; 8];
+    object_info(fd.as_raw_fd(), &mut info).ok()?;
+    let perf_type = info[2] & 0xffff_ffff;
+    ((info[0] & 0xffff_ffff) == BPF_LINK_TYPE_PERF_EVENT
+        && matches!(perf_type, BPF_PERF_EVENT_KPROBE | BPF_PERF_EVENT_KRETPROBE))
+    .then_some(info[6])
+}
+
+/// Whether the kernel reports a kprobe link's `missed` count: added in
+/// Linux 6.7; before, the bytes read back are 0 whatever was missed.
+pub fn kprobe_missed_readable() -> bool {
+    static READABLE: OnceLock<bool> = OnceLock::new();
+    *READABLE.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|release| crate::kernel::parse_version(&release))
+            .is_some_and(|version| version >= (6, 7))
+    })
+}
+
+/// The link of each kprobe program, by program id (`None`: it has none),
+/// found once by walking the kernel's links.
+fn kprobe_link(program_id: u32) -> Option<u32> {
+    static LINKS: OnceLock<Mutex<BTreeMap<u32, Option<u32>>>> = OnceLock::new();
+    let links = LINKS.get_or_init(Default::default);
+    let mut links = links.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = links.get(&program_id) {
+        return *known;
+    }
+    let found = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .find(|link| {
+            link.program_id() == program_id && matches!(link.link_type(), Ok(LinkType::PerfEvent))
+        })
+        .map(|link| link.id());
+    links.insert(program_id, found);
+    found
+}
+
+/// Skipped runs of every loaded pinwatch program: its recursion misses,
+/// and for kprobe programs the kprobe's misses where the kernel reports
+/// them. A program whose info cannot be read is left out (its figure
+/// would be a guess).
 pub fn read(ebpf: &Ebpf) -> Misses {
     let mut misses = Misses::new();
     for (name, program) in ebpf.programs() {
@@ -118,14 +230,37 @@ pub fn read(ebpf: &Ebpf) -> Misses {
         let Ok(fd) = program.fd() else {
             continue; // not loaded
         };
-        match recursion_misses(fd.as_fd().as_raw_fd()) {
-            Ok(n) => {
-                *misses.entry(key).or_default() += n;
+        let (recursion, id) = match program_info(fd.as_fd().as_raw_fd()) {
+            Ok(info) => info,
+            Err(e) => {
+                log::debug!("bpf_prog_info of {name}: {e}");
+                continue;
             }
-            Err(e) => log::debug!("bpf_prog_info of {name}: {e}"),
+        };
+        *misses.entry(key).or_default() += recursion;
+        if key.mechanism() == "kprobe"
+            && kprobe_missed_readable()
+            && let Some(missed) = kprobe_link(id).and_then(link_kprobe_missed)
+        {
+            let key = ProgramKey {
+                cause: Cause::Kprobe,
+                ..key
+            };
+            *misses.entry(key).or_default() += missed;
         }
     }
     misses
+}
+
+/// Runs that, skipped, lost an event pinwatch counts nowhere else: entry
+/// programs' (a call, a release). A skipped return program's call is
+/// counted as a missed return by the kernel side already.
+pub fn lost_at_entry(misses: &Misses) -> u64 {
+    misses
+        .iter()
+        .filter(|(key, _)| !key.at_return())
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// What changed between two readings.
@@ -139,8 +274,16 @@ pub fn since(now: &Misses, earlier: &Misses) -> Misses {
 /// runs, one that did not.
 #[cfg(test)]
 pub fn sample() -> Misses {
+    let kretprobe = parse_name("gup_kretprobe_00").expect("known name");
     Misses::from([
-        (parse_name("gup_kretprobe_00").expect("known name"), 3),
+        (kretprobe, 3),
+        (
+            ProgramKey {
+                cause: Cause::Kprobe,
+                ..kretprobe
+            },
+            22,
+        ),
         (parse_name("gup_fentry_01").expect("known name"), 0),
     ])
 }
@@ -172,5 +315,48 @@ mod tests {
         let earlier = Misses::from([(key, 5)]);
         let now = Misses::from([(key, 7)]);
         assert_eq!(since(&now, &earlier)[&key], 2);
+    }
+
+    #[test]
+    fn only_entry_runs_count_as_lost_events() {
+        // The kretprobe's 3 and 22 are returns the state check counts.
+        let mut misses = sample();
+        assert_eq!(lost_at_entry(&misses), 0);
+        misses.insert(parse_name("rel_kprobe_13").unwrap(), 4);
+        assert_eq!(lost_at_entry(&misses), 4);
+        let reasons: Vec<&str> = misses.keys().map(ProgramKey::reason).collect();
+        assert!(reasons.contains(&"kretprobe_missed"), "{reasons:?}");
+    }
+
+    /// The prefix this reads of `struct bpf_link_info` as this aya's
+    /// bindings lay it out.
+    #[test]
+    fn link_info_offsets_match_the_uapi_struct() {
+        use aya_obj::generated::bpf_link_info;
+        let info: bpf_link_info = unsafe { std::mem::zeroed() };
+        let base = &info as *const _ as usize;
+        // SAFETY: addresses of fields of a zeroed union; nothing is read.
+        unsafe {
+            let perf = &info.__bindgen_anon_1.perf_event;
+            assert_eq!(&perf.type_ as *const _ as usize - base, 16);
+            assert_eq!(
+                &perf.__bindgen_anon_1.kprobe.missed as *const _ as usize - base,
+                48
+            );
+        }
+        assert!(std::mem::size_of::<bpf_link_info>() >= 64);
+        use aya_obj::generated::{bpf_link_type, bpf_perf_event_type};
+        assert_eq!(
+            bpf_link_type::BPF_LINK_TYPE_PERF_EVENT as u64,
+            BPF_LINK_TYPE_PERF_EVENT
+        );
+        assert_eq!(
+            bpf_perf_event_type::BPF_PERF_EVENT_KPROBE as u64,
+            BPF_PERF_EVENT_KPROBE
+        );
+        assert_eq!(
+            bpf_perf_event_type::BPF_PERF_EVENT_KRETPROBE as u64,
+            BPF_PERF_EVENT_KRETPROBE
+        );
     }
 }

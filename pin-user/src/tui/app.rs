@@ -217,7 +217,7 @@ impl App {
     pub fn ingest(&mut self, frame: Frame) {
         let d = &frame.delta;
         let secs = d.seconds.max(1e-9);
-        self.skipped_runs += d.misses.values().sum::<u64>();
+        self.skipped_runs += crate::probes::misses::lost_at_entry(&d.misses);
         self.balance.pinned += d.balance.pinned;
         self.balance.released += d.balance.released;
         self.balance.gup_released += d.balance.gup_released;
@@ -336,9 +336,10 @@ impl App {
         self.process_sel = self.process_sel.min(procs.saturating_sub(1));
     }
 
-    /// Calls missed since the dashboard started: returns not seen plus
-    /// program runs the kernel skipped.
-    pub fn calls_missed(&self) -> u64 {
+    /// Events missed since the dashboard started: returns not seen plus
+    /// entry runs the kernel skipped (a skipped return is a return not
+    /// seen already).
+    pub fn events_missed(&self) -> u64 {
         self.totals.iter().map(|t| t.missed_returns).sum::<u64>() + self.skipped_runs
     }
 

@@ -117,7 +117,7 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         first.push(Span::from("  PAUSED").reversed());
     }
     let mut probes = format!("probes: {}", app.header.probes);
-    let missed = app.calls_missed();
+    let missed = app.events_missed();
     if missed > 0 {
         // Never silent: a count that left calls out says so on screen.
         probes.push_str(&format!("  MISSED {missed} (see `pinwatch stat` health)"));

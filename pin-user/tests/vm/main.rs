@@ -23,6 +23,7 @@ mod dashboard;
 mod harness;
 mod held;
 mod interrupts;
+mod lifetimes;
 mod longterm;
 mod record;
 mod robustness;

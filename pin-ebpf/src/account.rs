@@ -155,17 +155,21 @@ pub fn count_insert(table: u32) {
     }
 }
 
+/// Whether a process tree is being followed (`record -- CMD`, `--pid`).
+#[inline(always)]
+pub(crate) fn following() -> bool {
+    matches!(FILTER.get(0), Some(&1))
+}
+
 /// Whether the current task is counted: always, unless a process tree is
 /// being followed and this task is outside it.
 #[inline(always)]
 pub(crate) fn counted() -> bool {
-    match FILTER.get(0) {
-        Some(&1) => {
-            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            unsafe { TRACKED.get(&tgid) }.is_some()
-        }
-        _ => true,
+    if !following() {
+        return true;
     }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    unsafe { TRACKED.get(&tgid) }.is_some()
 }
 
 /// `sched_process_fork`, in the parent: follow the child when the parent
@@ -175,7 +179,7 @@ pub(crate) fn counted() -> bool {
 /// reused pid is never counted.
 #[inline(always)]
 pub fn on_fork(ctx: &aya_ebpf::programs::TracePointContext) {
-    if !matches!(FILTER.get(0), Some(&1)) {
+    if !following() {
         return;
     }
     let Ok(child) = (unsafe { ctx.read_at::<u32>(pin_common::FORK_CHILD_PID_OFFSET) }) else {
@@ -220,7 +224,7 @@ pub fn on_task_exit() {
 /// process stays followed until the agent sees it gone from /proc.
 #[inline(always)]
 pub fn on_exit() {
-    if matches!(FILTER.get(0), Some(&1)) {
+    if following() {
         let pid_tgid = bpf_get_current_pid_tgid();
         let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
         if tid != tgid {

@@ -19,12 +19,12 @@ use pin_common::{
 
 use crate::{
     account::{
-        IRQ_COMM, add_health, add_to, bump_health, config, counted, emit, event_wanted,
+        IRQ_COMM, add_health, add_to, bump_health, config, counted, emit, event_wanted, following,
         forget_missed_call, inside_gup_call, outer_call_returned, proc_entry, proc_stats,
         task_state,
     },
     attribution,
-    maps::{FILTER, PIN_BALANCE, RELEASE_STATS},
+    maps::{PIN_BALANCE, RELEASE_STATS},
 };
 
 /// Whether code at `frame` runs in interrupt context: on another stack than
@@ -44,12 +44,6 @@ fn in_interrupt(frame: u64) -> bool {
         Ok(stack) if stack != 0 => frame.wrapping_sub(stack) >= size,
         _ => false,
     }
-}
-
-/// Whether a process tree is being followed (`record -- CMD`, `--pid`).
-#[inline(always)]
-fn following() -> bool {
-    matches!(FILTER.get(0), Some(&1))
 }
 
 /// Entry into release function `id` releasing `pages` pages: counted here,

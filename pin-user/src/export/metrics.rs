@@ -109,286 +109,330 @@ fn variant(id: usize) -> (&'static str, String) {
 
 impl Collector for Exporter {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge};
         let input = &self.0;
-        let gup = &input.snapshot.gup;
-        let seen: Vec<usize> = (0..GUP_FUNC_COUNT)
-            .filter(|&i| input.probes.get(i).is_some_and(|p| p.attached.is_some()))
-            .collect();
-        let per_variant =
-            |f: &dyn Fn(usize) -> u64| seen.iter().map(|&i| (vec![variant(i)], f(i))).collect();
+        encode_variants(&mut encoder, input)?;
+        encode_releases(&mut encoder, input)?;
+        encode_probe_info(&mut encoder, input)?;
+        super::caller_metrics::encode_callers(&mut encoder, &input.snapshot)?;
+        encode_health(&mut encoder, input)?;
+        encode_run_stats(&mut encoder, input)
+    }
+}
 
-        family(
-            &mut encoder,
-            "pinwatch_gup_calls",
-            "Outermost GUP calls by variant.",
-            Counter,
-            per_variant(&|i| gup[i].calls),
-        )?;
-        let pages = seen
-            .iter()
-            .flat_map(|&i| {
-                [
-                    ("requested", gup[i].pages_requested),
-                    ("returned", gup[i].pages_returned),
-                ]
-                .map(|(outcome, v)| (vec![variant(i), ("outcome", outcome.to_string())], v))
-            })
-            .collect();
-        family(
-            &mut encoder,
-            "pinwatch_gup_pages",
-            "Pages requested from and returned by GUP calls.",
-            Counter,
-            pages,
-        )?;
-        family(
-            &mut encoder,
-            "pinwatch_gup_partial_returns",
-            "Calls that returned fewer pages than requested.",
-            Counter,
-            per_variant(&|i| gup[i].partial),
-        )?;
-        family(
-            &mut encoder,
-            "pinwatch_gup_zero_returns",
-            "Calls that returned 0 pages.",
-            Counter,
-            per_variant(&|i| gup[i].zero),
-        )?;
-        let fast: Vec<usize> = seen
-            .iter()
-            .copied()
-            .filter(|&i| is_fast(i as u32))
-            .collect();
-        family(
-            &mut encoder,
-            "pinwatch_gup_fast_path_fallbacks",
-            "Fast-path calls that fell back to the slow path.",
-            Counter,
-            fast.iter()
-                .map(|&i| (vec![variant(i)], gup[i].fallbacks))
-                .collect(),
-        )?;
-        let paths = fast
-            .iter()
-            .flat_map(|&i| {
-                [("fast", gup[i].fast_pages), ("slow", gup[i].slow_pages)]
-                    .map(|(path, v)| (vec![variant(i), ("path", path.to_string())], v))
-            })
-            .collect();
-        family(
-            &mut encoder,
-            "pinwatch_gup_fast_path_pages",
-            "Pages taken by the fast path and by the slow path after a fallback.",
-            Counter,
-            paths,
-        )?;
-        let errors = seen
-            .iter()
-            .flat_map(|&i| {
-                gup[i]
-                    .errno
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| **n > 0)
-                    .map(move |(e, n)| (vec![variant(i), ("errno", errno_name(e))], *n))
-            })
-            .collect();
-        family(
-            &mut encoder,
-            "pinwatch_gup_errors",
-            "GUP calls that returned an error, by errno.",
-            Counter,
-            errors,
-        )?;
+/// Per-variant families: calls, pages, partial and zero returns, fast-path
+/// fallbacks and pages, errors, latency.
+fn encode_variants(
+    encoder: &mut DescriptorEncoder,
+    input: &MetricsInput,
+) -> Result<(), std::fmt::Error> {
+    use MetricType::Counter;
+    let gup = &input.snapshot.gup;
+    let seen: Vec<usize> = (0..GUP_FUNC_COUNT)
+        .filter(|&i| input.probes.get(i).is_some_and(|p| p.attached.is_some()))
+        .collect();
+    let per_variant =
+        |f: &dyn Fn(usize) -> u64| seen.iter().map(|&i| (vec![variant(i)], f(i))).collect();
 
-        let mut latency = encoder.encode_descriptor(
-            "pinwatch_gup_latency_seconds",
-            "Latency of outermost GUP calls (log2 buckets kept in the kernel).",
-            None,
-            MetricType::Histogram,
-        )?;
-        for &i in &seen {
-            let buckets: Vec<(f64, u64)> = (0..LATENCY_BUCKETS)
-                .map(|b| {
-                    let le = if b + 1 == LATENCY_BUCKETS {
-                        f64::INFINITY
-                    } else {
-                        (1u64 << (b + 1)) as f64 / 1e9
-                    };
-                    (le, gup[i].latency_log2[b])
-                })
-                .collect();
-            let labels = vec![variant(i)];
-            latency
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(
-                    gup[i].latency_sum_ns as f64 / 1e9,
-                    gup[i].calls,
-                    &buckets,
-                    None,
-                )?;
-        }
-
-        let releases: Vec<usize> = (GUP_FUNC_COUNT..FUNCS.len())
-            .filter(|&i| input.probes.get(i).is_some_and(|p| p.attached.is_some()))
-            .collect();
-        let rel = &input.snapshot.release;
-        let by_function = |f: &dyn Fn(usize) -> u64| {
-            releases
+    family(
+        encoder,
+        "pinwatch_gup_calls",
+        "Outermost GUP calls by variant.",
+        Counter,
+        per_variant(&|i| gup[i].calls),
+    )?;
+    let pages = seen
+        .iter()
+        .flat_map(|&i| {
+            [
+                ("requested", gup[i].pages_requested),
+                ("returned", gup[i].pages_returned),
+            ]
+            .map(|(outcome, v)| (vec![variant(i), ("outcome", outcome.to_string())], v))
+        })
+        .collect();
+    family(
+        encoder,
+        "pinwatch_gup_pages",
+        "Pages requested from and returned by GUP calls.",
+        Counter,
+        pages,
+    )?;
+    family(
+        encoder,
+        "pinwatch_gup_partial_returns",
+        "Calls that returned fewer pages than requested.",
+        Counter,
+        per_variant(&|i| gup[i].partial),
+    )?;
+    family(
+        encoder,
+        "pinwatch_gup_zero_returns",
+        "Calls that returned 0 pages.",
+        Counter,
+        per_variant(&|i| gup[i].zero),
+    )?;
+    let fast: Vec<usize> = seen
+        .iter()
+        .copied()
+        .filter(|&i| is_fast(i as u32))
+        .collect();
+    family(
+        encoder,
+        "pinwatch_gup_fast_path_fallbacks",
+        "Fast-path calls that fell back to the slow path.",
+        Counter,
+        fast.iter()
+            .map(|&i| (vec![variant(i)], gup[i].fallbacks))
+            .collect(),
+    )?;
+    let paths = fast
+        .iter()
+        .flat_map(|&i| {
+            [("fast", gup[i].fast_pages), ("slow", gup[i].slow_pages)]
+                .map(|(path, v)| (vec![variant(i), ("path", path.to_string())], v))
+        })
+        .collect();
+    family(
+        encoder,
+        "pinwatch_gup_fast_path_pages",
+        "Pages taken by the fast path and by the slow path after a fallback.",
+        Counter,
+        paths,
+    )?;
+    let errors = seen
+        .iter()
+        .flat_map(|&i| {
+            gup[i]
+                .errno
                 .iter()
-                .map(|&i| {
-                    (
-                        vec![("function", FUNCS[i].name.to_string())],
-                        f(i - GUP_FUNC_COUNT),
-                    )
-                })
-                .collect()
-        };
-        family(
-            &mut encoder,
-            "pinwatch_unpin_calls",
-            "Outermost calls of the release (unpin) family.",
-            Counter,
-            by_function(&|r| rel[r].calls),
-        )?;
-        family(
-            &mut encoder,
-            "pinwatch_unpin_pages",
-            "Pages released by the unpin family.",
-            Counter,
-            by_function(&|r| rel[r].pages),
-        )?;
-        // Both from PIN_BALANCE, read at one instant: subtracting two maps
-        // read apart is off by what was pinned and released in between.
-        let balance = input.snapshot.balance;
-        let mut outstanding = encoder.encode_descriptor(
-            "pinwatch_outstanding_pins",
-            "FOLL_PIN pages taken minus pages released since pinwatch attached.",
-            None,
-            Gauge,
-        )?;
-        outstanding.encode_gauge(&(balance.pinned as i64 - balance.released as i64))?;
-        let mut internal = encoder.encode_descriptor(
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(move |(e, n)| (vec![variant(i), ("errno", errno_name(e))], *n))
+        })
+        .collect();
+    family(
+        encoder,
+        "pinwatch_gup_errors",
+        "GUP calls that returned an error, by errno.",
+        Counter,
+        errors,
+    )?;
+
+    let mut latency = encoder.encode_descriptor(
+        "pinwatch_gup_latency_seconds",
+        "Latency of outermost GUP calls (log2 buckets kept in the kernel).",
+        None,
+        MetricType::Histogram,
+    )?;
+    for &i in &seen {
+        let buckets: Vec<(f64, u64)> = (0..LATENCY_BUCKETS)
+            .map(|b| {
+                let le = if b + 1 == LATENCY_BUCKETS {
+                    f64::INFINITY
+                } else {
+                    (1u64 << (b + 1)) as f64 / 1e9
+                };
+                (le, gup[i].latency_log2[b])
+            })
+            .collect();
+        let labels = vec![variant(i)];
+        latency
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(
+                gup[i].latency_sum_ns as f64 / 1e9,
+                gup[i].calls,
+                &buckets,
+                None,
+            )?;
+    }
+    Ok(())
+}
+
+/// The release family, pins outstanding, GUP's own releases and vmstat.
+fn encode_releases(
+    encoder: &mut DescriptorEncoder,
+    input: &MetricsInput,
+) -> Result<(), std::fmt::Error> {
+    use MetricType::{Counter, Gauge};
+    let releases: Vec<usize> = (GUP_FUNC_COUNT..FUNCS.len())
+        .filter(|&i| input.probes.get(i).is_some_and(|p| p.attached.is_some()))
+        .collect();
+    let rel = &input.snapshot.release;
+    let by_function = |f: &dyn Fn(usize) -> u64| {
+        releases
+            .iter()
+            .map(|&i| {
+                (
+                    vec![("function", FUNCS[i].name.to_string())],
+                    f(i - GUP_FUNC_COUNT),
+                )
+            })
+            .collect()
+    };
+    family(
+        encoder,
+        "pinwatch_unpin_calls",
+        "Outermost calls of the release (unpin) family.",
+        Counter,
+        by_function(&|r| rel[r].calls),
+    )?;
+    family(
+        encoder,
+        "pinwatch_unpin_pages",
+        "Pages released by the unpin family.",
+        Counter,
+        by_function(&|r| rel[r].pages),
+    )?;
+    // Both from PIN_BALANCE, read at one instant: subtracting two maps
+    // read apart is off by what was pinned and released in between.
+    let balance = input.snapshot.balance;
+    let mut outstanding = encoder.encode_descriptor(
+        "pinwatch_outstanding_pins",
+        "FOLL_PIN pages taken minus pages released since pinwatch attached.",
+        None,
+        Gauge,
+    )?;
+    outstanding.encode_gauge(&(balance.pinned as i64 - balance.released as i64))?;
+    let mut internal = encoder.encode_descriptor(
             "pinwatch_gup_internal_unpin_pages",
             "FOLL_PIN pages GUP released itself inside a get/pin call (rollbacks, FOLL_LONGTERM migration retries), seen at gup_put_folio; nr_foll_pin_released counts these and pinwatch_unpin_pages_total together.",
             None,
             Counter,
         )?;
-        internal.encode_counter::<NoLabelSet, _, u64>(&balance.gup_released, None)?;
-        if let Some(vm) = input.snapshot.vmstat {
-            encode_vmstat(&mut encoder, vm)?;
-        }
+    internal.encode_counter::<NoLabelSet, _, u64>(&balance.gup_released, None)?;
+    if let Some(vm) = input.snapshot.vmstat {
+        encode_vmstat(encoder, vm)?;
+    }
+    Ok(())
+}
 
-        let mut info = encoder.encode_descriptor(
-            "pinwatch_probe",
-            "How each known GUP function is traced.",
-            None,
-            MetricType::Info,
-        )?;
-        for p in &input.probes {
-            let attach = match p.attached {
-                Some(m) => m.to_string(),
-                None if p.not_needed => "not-needed".to_string(),
-                None => "none".to_string(),
-            };
-            let labels = vec![("function", p.function.to_string()), ("attach", attach)];
-            info.encode_info(&labels)?;
-        }
+/// How each known function is traced.
+fn encode_probe_info(
+    encoder: &mut DescriptorEncoder,
+    input: &MetricsInput,
+) -> Result<(), std::fmt::Error> {
+    let mut info = encoder.encode_descriptor(
+        "pinwatch_probe",
+        "How each known GUP function is traced.",
+        None,
+        MetricType::Info,
+    )?;
+    for p in &input.probes {
+        let attach = match p.attached {
+            Some(m) => m.to_string(),
+            None if p.not_needed => "not-needed".to_string(),
+            None => "none".to_string(),
+        };
+        let labels = vec![("function", p.function.to_string()), ("attach", attach)];
+        info.encode_info(&labels)?;
+    }
+    Ok(())
+}
 
-        super::caller_metrics::encode_callers(&mut encoder, &input.snapshot)?;
+/// What the probes lost or missed, and the maps' fill and evictions.
+fn encode_health(
+    encoder: &mut DescriptorEncoder,
+    input: &MetricsInput,
+) -> Result<(), std::fmt::Error> {
+    use MetricType::{Counter, Gauge};
+    let health = [
+        ("task_state_lost", input.snapshot.health[0]),
+        ("unmatched_exit", input.snapshot.health[1]),
+        ("proc_state_lost", input.snapshot.health[2]),
+        ("fork_not_followed", input.snapshot.health[3]),
+        ("event_ring_full", input.snapshot.health[4]),
+        ("caller_unknown", input.snapshot.health[5]),
+        ("lifetime_per_call_limit", input.snapshot.health[6]),
+        ("lifetime_table_full", input.snapshot.health[7]),
+        ("release_of_untracked_pin", input.snapshot.health[8]),
+        ("return_not_seen", input.snapshot.health[9]),
+        ("nesting_overflow", input.snapshot.health[10]),
+        ("irq_release_not_followed", input.snapshot.health[11]),
+    ];
+    family(
+        encoder,
+        "pinwatch_probe_events_lost",
+        "Probe events pinwatch could not account, by reason.",
+        Counter,
+        health
+            .iter()
+            .map(|(r, n)| (vec![("reason", r.to_string())], *n))
+            .collect(),
+    )?;
+    family(
+        encoder,
+        "pinwatch_probe_missed",
+        "Calls pinwatch's probes missed, by traced function, mechanism and reason: entry_recursion and return_recursion are program runs the kernel skipped (the program was already running on that CPU: preempted, or another kprobe program was running); kprobe_missed and kretprobe_missed are the kprobe's own misses (Linux 6.7+: another kprobe was running, or no kretprobe instance was free); return_not_seen are outermost calls never counted because their return was not seen (the return_recursion and kretprobe_missed of an outermost function are among them).",
+        Counter,
+        missed_rows(input),
+    )?;
+    family(
+        encoder,
+        "pinwatch_map_entries",
+        "Distinct entries one read of pinwatch's BPF hash maps found: under churn, entries evicted and created during the read are both found, so it can exceed the capacity.",
+        Gauge,
+        input
+            .map_fill
+            .iter()
+            .map(|(m, n, _)| (vec![("map", m.to_string())], *n))
+            .collect(),
+    )?;
+    family(
+        encoder,
+        "pinwatch_map_capacity",
+        "Capacity of pinwatch's BPF hash maps.",
+        Gauge,
+        input
+            .map_fill
+            .iter()
+            .map(|(m, _, c)| (vec![("map", m.to_string())], *c))
+            .collect(),
+    )?;
+    let evicted = input.snapshot.evicted;
+    family(
+        encoder,
+        "pinwatch_map_evicted",
+        "Entries the kernel evicted from pinwatch's LRU hash maps when they were full (before Linux 6.16 also well short of full on many-CPU hosts), with the per-process / per-call-site counts made since the previous read; the per-variant totals lose nothing.",
+        Counter,
+        vec![
+            (vec![("map", "PROCS".to_string())], evicted.procs),
+            (vec![("map", "CALLERS".to_string())], evicted.callers),
+        ],
+    )?;
+    Ok(())
+}
 
-        let health = [
-            ("task_state_lost", input.snapshot.health[0]),
-            ("unmatched_exit", input.snapshot.health[1]),
-            ("proc_state_lost", input.snapshot.health[2]),
-            ("fork_not_followed", input.snapshot.health[3]),
-            ("event_ring_full", input.snapshot.health[4]),
-            ("caller_unknown", input.snapshot.health[5]),
-            ("lifetime_per_call_limit", input.snapshot.health[6]),
-            ("lifetime_table_full", input.snapshot.health[7]),
-            ("release_of_untracked_pin", input.snapshot.health[8]),
-            ("return_not_seen", input.snapshot.health[9]),
-            ("nesting_overflow", input.snapshot.health[10]),
-            ("irq_release_not_followed", input.snapshot.health[11]),
-        ];
-        family(
-            &mut encoder,
-            "pinwatch_probe_events_lost",
-            "Probe events pinwatch could not account, by reason.",
-            Counter,
-            health
-                .iter()
-                .map(|(r, n)| (vec![("reason", r.to_string())], *n))
-                .collect(),
-        )?;
-        family(
-            &mut encoder,
-            "pinwatch_probe_missed",
-            "Calls pinwatch's probes missed, by traced function, mechanism and reason: entry_recursion and return_recursion are program runs the kernel skipped (the program was already running on that CPU: preempted, or another kprobe program was running); kprobe_missed and kretprobe_missed are the kprobe's own misses (Linux 6.7+: another kprobe was running, or no kretprobe instance was free); return_not_seen are outermost calls never counted because their return was not seen (the return_recursion and kretprobe_missed of an outermost function are among them).",
-            Counter,
-            missed_rows(input),
-        )?;
-        family(
-            &mut encoder,
-            "pinwatch_map_entries",
-            "Entries in use in pinwatch's BPF hash maps.",
-            Gauge,
-            input
-                .map_fill
-                .iter()
-                .map(|(m, n, _)| (vec![("map", m.to_string())], *n))
-                .collect(),
-        )?;
-        family(
-            &mut encoder,
-            "pinwatch_map_capacity",
-            "Capacity of pinwatch's BPF hash maps.",
-            Gauge,
-            input
-                .map_fill
-                .iter()
-                .map(|(m, _, c)| (vec![("map", m.to_string())], *c))
-                .collect(),
-        )?;
-        let evicted = input.snapshot.evicted;
-        family(
-            &mut encoder,
-            "pinwatch_map_evicted",
-            "Entries the kernel evicted from pinwatch's LRU hash maps when they were full (before Linux 6.16 also well short of full on many-CPU hosts), with the per-process / per-call-site counts made since the previous read; the per-variant totals lose nothing.",
-            Counter,
-            vec![
-                (vec![("map", "PROCS".to_string())], evicted.procs),
-                (vec![("map", "CALLERS".to_string())], evicted.callers),
-            ],
-        )?;
-        if !input.run_stats.is_empty() {
-            let mut run = encoder.encode_descriptor(
+/// The kernel's run time and count of pinwatch's programs (BPF stats on).
+fn encode_run_stats(
+    encoder: &mut DescriptorEncoder,
+    input: &MetricsInput,
+) -> Result<(), std::fmt::Error> {
+    use MetricType::Counter;
+    if !input.run_stats.is_empty() {
+        let mut run = encoder.encode_descriptor(
                 "pinwatch_bpf_run_seconds",
                 "Time the kernel spent in pinwatch's programs, per traced function (needs BPF stats enabled).",
                 None,
                 Counter,
             )?;
-            for (f, ns, _) in &input.run_stats {
-                let labels = vec![("function", f.to_string())];
-                run.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&(*ns as f64 / 1e9), None)?;
-            }
-            family(
-                &mut encoder,
-                "pinwatch_bpf_runs",
-                "Runs of pinwatch's programs, per traced function (needs BPF stats enabled).",
-                Counter,
-                input
-                    .run_stats
-                    .iter()
-                    .map(|(f, _, runs)| (vec![("function", f.to_string())], *runs))
-                    .collect(),
-            )?;
+        for (f, ns, _) in &input.run_stats {
+            let labels = vec![("function", f.to_string())];
+            run.encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&(*ns as f64 / 1e9), None)?;
         }
-        Ok(())
+        family(
+            encoder,
+            "pinwatch_bpf_runs",
+            "Runs of pinwatch's programs, per traced function (needs BPF stats enabled).",
+            Counter,
+            input
+                .run_stats
+                .iter()
+                .map(|(f, _, runs)| (vec![("function", f.to_string())], *runs))
+                .collect(),
+        )?;
     }
+    Ok(())
 }
 
 /// Encodes `input` as an OpenMetrics text exposition (with `# EOF`).

@@ -32,6 +32,15 @@ const fn entry(kernel: &'static str, attach: &'static str) -> Entry {
     }
 }
 
+/// A boot with half the memory in ZONE_MOVABLE for the `longterm` tests.
+const fn longterm(kernel: &'static str, attach: &'static str) -> Entry {
+    Entry {
+        subset: "longterm::",
+        params: "movablecore=50%",
+        ..entry(kernel, attach)
+    }
+}
+
 /// The matrix. The PREEMPT_RT kernel runs the concurrency tests (`busy`):
 /// what differs there is that BPF programs can be preempted. The
 /// `movablecore` boots run the FOLL_LONGTERM migration tests (`longterm`):
@@ -45,21 +54,9 @@ const MATRIX: &[Entry] = &[
         subset: "busy::",
         ..entry("debian-6.12-rt", "fentry")
     },
-    Entry {
-        subset: "longterm::",
-        params: "movablecore=50%",
-        ..entry("debian-6.1", "auto")
-    },
-    Entry {
-        subset: "longterm::",
-        params: "movablecore=50%",
-        ..entry("debian-6.12", "fentry")
-    },
-    Entry {
-        subset: "longterm::",
-        params: "movablecore=50%",
-        ..entry("debian-6.12", "kprobe")
-    },
+    longterm("debian-6.1", "auto"),
+    longterm("debian-6.12", "fentry"),
+    longterm("debian-6.12", "kprobe"),
 ];
 
 #[derive(Default)]

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use pin_common::{FUNCS, GUP_FUNC_COUNT, LATENCY_BUCKETS, catalog::is_fast};
+use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, LATENCY_BUCKETS, catalog::is_fast};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
@@ -218,13 +218,22 @@ fn encode_variants(
         errors,
     )?;
 
+    encode_latency(encoder, gup, &seen)
+}
+
+/// Latency of outermost calls per variant, from the kernel's log2 buckets.
+fn encode_latency(
+    encoder: &mut DescriptorEncoder,
+    gup: &[GupStats],
+    seen: &[usize],
+) -> Result<(), std::fmt::Error> {
     let mut latency = encoder.encode_descriptor(
         "pinwatch_gup_latency_seconds",
         "Latency of outermost GUP calls (log2 buckets kept in the kernel).",
         None,
         MetricType::Histogram,
     )?;
-    for &i in &seen {
+    for &i in seen {
         let buckets: Vec<(f64, u64)> = (0..LATENCY_BUCKETS)
             .map(|b| {
                 let le = if b + 1 == LATENCY_BUCKETS {
@@ -489,7 +498,7 @@ pub fn prometheus_text(openmetrics: &str) -> String {
 mod tests {
     use std::{collections::BTreeMap, io::Write as _, process::Stdio, time::Instant};
 
-    use pin_common::{GupStats, ReleaseStats};
+    use pin_common::ReleaseStats;
 
     use super::*;
     use crate::{

@@ -10,10 +10,20 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, setup, workspace_root};
+use crate::{
+    apt::{self, PrivateApt},
+    setup, workspace_root,
+};
 
 /// The named kernels of the matrix.
-pub const MATRIX_KERNELS: &[&str] = &["debian-6.1", "debian-6.12", "debian-6.12-rt"];
+pub const MATRIX_KERNELS: &[&str] = &[
+    "debian-5.10",
+    "debian-6.1",
+    "debian-6.12",
+    "debian-6.12-rt",
+    "debian-6.18",
+    "debian-7.3",
+];
 
 /// The kernels the overhead benchmark runs on by default (the stock cloud
 /// kernels users run most).
@@ -29,14 +39,55 @@ pub struct Kernel {
     pub modules: Vec<PathBuf>,
 }
 
-/// Package name pattern (anchored regex for apt-cache) of each series.
-fn package_regex(spec: &str) -> Option<&'static str> {
-    match spec {
-        "debian-6.1" => Some(r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$"),
-        "debian-6.12" => Some(r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64$"),
-        // PREEMPT_RT: BPF programs run preemptible (migration disabled).
-        "debian-6.12-rt" => Some(r"^linux-image-6\.12\.[0-9]+\+deb12-rt-amd64$"),
-        _ => None,
+/// Suites of Debian's archive the kernels beyond bookworm's come from:
+/// bullseye (5.10), trixie-backports and sid (6.16 to 7.x).
+const OTHER_SUITES: &[&str] = &["bullseye", "trixie-backports", "sid"];
+
+/// A series of Debian's kernel packages: `debian-X.Y` (the cloud flavour)
+/// or `debian-X.Y-rt` (PREEMPT_RT: BPF programs run preemptible).
+#[derive(Debug, PartialEq)]
+struct Series {
+    major: u32,
+    minor: u32,
+    rt: bool,
+}
+
+impl Series {
+    fn parse(spec: &str) -> Option<Self> {
+        let rest = spec.strip_prefix("debian-")?;
+        let (version, rt) = match rest.strip_suffix("-rt") {
+            Some(v) => (v, true),
+            None => (rest, false),
+        };
+        let (major, minor) = version.split_once('.')?;
+        Some(Self {
+            major: major.parse().ok()?,
+            minor: minor.parse().ok()?,
+            rt,
+        })
+    }
+
+    /// Anchored regex (for apt-cache) of the series' image packages.
+    fn package_regex(&self) -> String {
+        let Self { major, minor, rt } = self;
+        let flavour = if *rt { "rt-amd64" } else { "cloud-amd64" };
+        match (major, minor) {
+            // Debian 11 and 12's stable kernels: ABI-numbered names.
+            (5, 10) | (6, 1) => format!(r"^linux-image-{major}\.{minor}\.0-[0-9]+-{flavour}$"),
+            // bookworm-backports' 6.12, the one the matrix has always run
+            // (trixie's own 6.12 is +deb13).
+            (6, 12) => format!(r"^linux-image-6\.12\.[0-9]+\+deb12-{flavour}$"),
+            _ => format!(r"^linux-image-{major}\.{minor}\.[0-9]+\+deb[0-9]+-{flavour}$"),
+        }
+    }
+
+    /// Where the series' packages are: the machine's own suites for
+    /// bookworm's kernels, a private apt state for the others.
+    fn archive(&self) -> PrivateApt {
+        match (self.major, self.minor) {
+            (6, 1) | (6, 12) => PrivateApt::machine(),
+            _ => PrivateApt::new("kernels", OTHER_SUITES),
+        }
     }
 }
 
@@ -67,33 +118,15 @@ fn version_key(name: &str) -> Vec<u64> {
         .collect()
 }
 
-fn newest_package(regex: &str) -> anyhow::Result<Option<String>> {
-    let search = |refresh: bool| -> anyhow::Result<Vec<String>> {
-        if refresh {
-            setup::apt_update_once()?;
-        }
-        let out = cmd::output(Command::new("apt-cache").args(["search", "--names-only", regex]))?;
-        Ok(out
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .map(str::to_string)
-            .collect())
-    };
-    let mut found = search(false)?;
-    if found.is_empty() {
-        found = search(true)?;
-    }
-    found.sort_by_key(|n| version_key(n));
-    Ok(found.pop())
-}
-
 /// Resolves, downloads and unpacks a kernel (cached), or takes a path.
 pub fn ensure(spec: &str) -> anyhow::Result<Kernel> {
-    let Some(regex) = package_regex(spec) else {
+    let Some(series) = Series::parse(spec) else {
         let path = PathBuf::from(spec);
         if !path.is_file() {
             bail!(
-                "unknown kernel {spec}: use debian-6.1, debian-6.12, debian-6.12-rt or the path of a bzImage"
+                "unknown kernel {spec}: use debian-X.Y or debian-X.Y-rt for a series of Debian's \
+                 archive (e.g. {}) or the path of a bzImage",
+                MATRIX_KERNELS.join(", ")
             );
         }
         return Ok(Kernel {
@@ -102,21 +135,28 @@ pub fn ensure(spec: &str) -> anyhow::Result<Kernel> {
             modules: Vec::new(),
         });
     };
-    setup::ensure_apt(&["xz-utils"])?;
-    let package = match newest_package(regex) {
-        Ok(Some(p)) => p,
-        Ok(None) | Err(_) => {
-            // Offline or apt lists missing: fall back to the newest cached.
-            return newest_cached(spec).with_context(|| {
-                format!("no package matches {regex} in apt-cache and none is cached")
-            });
+    setup::ensure_apt(&["xz-utils", "zstd"])?;
+    let apt = series.archive();
+    let regex = series.package_regex();
+    let mut found = match apt.search(&regex) {
+        Ok(found) => found,
+        Err(e) => {
+            // Offline: fall back to the newest cached.
+            return newest_cached(spec)
+                .with_context(|| format!("{e:#}; and no {spec} kernel is cached"));
         }
+    };
+    found.sort_by_key(|n| version_key(n));
+    let Some(package) = found.pop() else {
+        return newest_cached(spec).with_context(|| {
+            format!("Debian's archive has no package matching {regex} ({spec}) and none is cached")
+        });
     };
     let dir = cache_dir().join(spec).join(&package);
     // Unpacked with another module list (an older xtask): unpack again.
     let stamp = fs::read_to_string(dir.join("modules")).unwrap_or_default();
     if !dir.join("vmlinuz").is_file() || stamp != modules_stamp() {
-        unpack(&package, &dir)?;
+        unpack(&apt, &package, &dir)?;
     }
     load(spec, &dir)
 }
@@ -149,47 +189,44 @@ fn load(spec: &str, dir: &Path) -> anyhow::Result<Kernel> {
     })
 }
 
-fn unpack(package: &str, dir: &Path) -> anyhow::Result<()> {
+/// Downloads `package` (and, for the 7.x stubs, the `linux-binary-*` and
+/// `linux-modules-*` packages it depends on) and keeps the kernel and the
+/// modules of [`MODULES`], uncompressed.
+fn unpack(apt: &PrivateApt, package: &str, dir: &Path) -> anyhow::Result<()> {
     eprintln!("xtask: downloading {package}");
     let tmp = dir.with_extension("partial");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["download", "-q", package])
-            .current_dir(&tmp),
-    )?;
-    let deb = fs::read_dir(&tmp)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download left no .deb")?;
+    let mut packages = vec![package.to_string()];
+    // From 7.x on the image package is a stub: the kernel and the modules
+    // are in packages of their own.
+    packages.extend(
+        apt.depends(package)?
+            .into_iter()
+            .filter(|d| d.starts_with("linux-binary-") || d.starts_with("linux-modules-")),
+    );
     let root = tmp.join("root");
-    cmd::run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
-    let boot = fs::read_dir(root.join("boot"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .context("no boot/vmlinuz-* in the package")?;
-    fs::copy(&boot, tmp.join("vmlinuz"))?;
-    let release = boot
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .trim_start_matches("vmlinuz-")
-        .to_string();
-    let kernel_dir = root.join("lib/modules").join(&release).join("kernel");
+    apt::unpack_into(apt, &packages, &root)?;
+    let (vmlinuz, release) = find_kernel(&root)?;
+    fs::copy(&vmlinuz, tmp.join("vmlinuz"))?;
+    let kernel_dir = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|d| root.join(d).join(&release).join("kernel"))
+        .find(|d| d.is_dir())
+        .with_context(|| format!("no modules of {release} in {}", packages.join(" ")))?;
     for m in MODULES {
         let name = Path::new(m).file_name().expect("module file name");
         let plain = kernel_dir.join(m);
-        let xz = kernel_dir.join(format!("{m}.xz"));
+        let compressed = [("xz", "xz"), ("zst", "zstd")]
+            .iter()
+            .map(|(ext, tool)| (kernel_dir.join(format!("{m}.{ext}")), *tool))
+            .find(|(p, _)| p.is_file());
         if plain.is_file() {
             fs::copy(&plain, tmp.join(name))?;
-        } else if xz.is_file() {
-            let out = Command::new("xz").arg("-dc").arg(&xz).output()?;
+        } else if let Some((path, tool)) = compressed {
+            let out = Command::new(tool).arg("-dc").arg(&path).output()?;
             if !out.status.success() {
-                bail!("xz -d {} failed", xz.display());
+                bail!("{tool} -d {} failed", path.display());
             }
             fs::write(tmp.join(name), out.stdout)?;
         }
@@ -197,15 +234,62 @@ fn unpack(package: &str, dir: &Path) -> anyhow::Result<()> {
     fs::write(tmp.join("release"), &release)?;
     fs::write(tmp.join("modules"), modules_stamp())?;
     fs::remove_dir_all(&root)?;
-    fs::remove_file(&deb)?;
     let _ = fs::remove_dir_all(dir);
     fs::rename(&tmp, dir)?;
     Ok(())
 }
 
+/// The kernel image of an unpacked package set and its release name:
+/// `boot/vmlinuz-RELEASE` (up to 6.x) or `usr/lib/modules/RELEASE/vmlinuz`
+/// (the 7.x `linux-binary-*` packages).
+fn find_kernel(root: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let in_boot = fs::read_dir(root.join("boot")).into_iter().flatten().flatten();
+    for entry in in_boot {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(release) = name.strip_prefix("vmlinuz-") {
+            return Ok((entry.path(), release.to_string()));
+        }
+    }
+    let in_modules = fs::read_dir(root.join("usr/lib/modules"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    for entry in in_modules {
+        let image = entry.path().join("vmlinuz");
+        if image.is_file() {
+            return Ok((image, entry.file_name().to_string_lossy().into_owned()));
+        }
+    }
+    bail!("no boot/vmlinuz-* or usr/lib/modules/*/vmlinuz in the packages")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_names() {
+        let s = Series::parse("debian-7.3").unwrap();
+        assert_eq!((s.major, s.minor, s.rt), (7, 3, false));
+        assert!(Series::parse("debian-6.12-rt").unwrap().rt);
+        assert_eq!(Series::parse("debian-7"), None);
+        assert_eq!(Series::parse("/boot/vmlinuz"), None);
+        let matches = |spec: &str, name: &str| {
+            let re = Series::parse(spec).unwrap().package_regex();
+            Command::new("sh")
+                .args(["-c", "printf %s \"$1\" | grep -qE \"$0\"", &re, name])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(matches("debian-5.10", "linux-image-5.10.0-46-cloud-amd64"));
+        assert!(matches("debian-6.12", "linux-image-6.12.117+deb12-cloud-amd64"));
+        assert!(!matches("debian-6.12", "linux-image-6.12.57+deb13-cloud-amd64"));
+        assert!(matches("debian-7.3", "linux-image-7.3.4+deb13-cloud-amd64"));
+        assert!(matches("debian-7.3-rt", "linux-image-7.3.4+deb13-rt-amd64"));
+        assert!(!matches("debian-7.3", "linux-image-7.3.4+deb13-cloud-amd64-dbg"));
+        assert!(!matches("debian-6.1", "linux-image-6.18.5+deb13-cloud-amd64"));
+    }
 
     #[test]
     fn newest_by_version() {

@@ -2,6 +2,7 @@
 //! boot stock kernels under qemu with pinwatch inside, run the test matrix,
 //! benchmark pinwatch against its peers.
 
+mod apt;
 mod bench;
 mod cmd;
 mod initramfs;
@@ -30,7 +31,9 @@ enum Command {
     Setup,
     /// Boot a stock kernel under qemu with a fresh pinwatch and run CMD.
     Vm {
-        /// debian-6.1, debian-6.12, or a path to a bzImage.
+        /// A series of Debian's kernels (debian-5.10, debian-6.1, debian-6.12,
+        /// debian-6.18, debian-7.3, any debian-X.Y[-rt] the archive has) or the
+        /// path of a bzImage.
         #[arg(long, default_value = "debian-6.12")]
         kernel: String,
         /// Seconds before the VM is killed.

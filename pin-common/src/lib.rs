@@ -16,6 +16,12 @@ pub use catalog::{FUNC_COUNT, FUNCS, FuncId, FuncKind, GUP_FUNC_COUNT, NO_ARG};
 /// Capacity of the per-process map (`PROCS`).
 pub const PROCS_CAPACITY: u32 = 8192;
 
+/// Capacity of the per-thread state map of the baseline object (an LRU hash
+/// by thread id where task local storage is missing): threads that ever
+/// entered the GUP family and have not exited. Only a thread idle for the
+/// longest is evicted, and its state then is that of no call.
+pub const THREADS_CAPACITY: u32 = 16384;
+
 /// Number of log2 latency buckets. Bucket `i` counts calls whose latency in
 /// nanoseconds has its highest set bit at position `i` (bucket 0 also holds
 /// 0 ns); the last bucket also takes everything slower (2^39 ns ≈ 9 min).
@@ -190,8 +196,16 @@ pub struct FuncConfig {
     /// 1 when BTF confirms the `pages` output array sits at
     /// [`catalog::FuncInfo::pages_arg`] (pin lifetimes need it).
     pub pages_known: u8,
+    /// How many parameters the function has (BTF): where the fentry
+    /// trampoline's frame starts, for the baseline object, which cannot
+    /// ask `bpf_get_func_arg_cnt`.
+    pub arg_count: u8,
     /// Explicit padding (keeps the layout free of uninitialised bytes).
-    pub _pad: [u8; 2],
+    pub _pad: u8,
+    /// The function's address (/proc/kallsyms; 0 when hidden): the frame
+    /// and stack-walk checks of the baseline object, which cannot ask
+    /// `bpf_get_func_ip`.
+    pub addr: u64,
 }
 
 /// What a task is doing inside the GUP family, kept per thread in task

@@ -22,7 +22,7 @@ use pin_common::{
 use crate::attribution;
 use crate::maps::{
     CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PIN_BALANCE, PROCS, TABLE_INSERTS,
-    TASK_STATES, TRACKED,
+    TRACKED,
 };
 
 /// The errno a `BPF_NOEXIST` insert fails with when the key is there.
@@ -93,7 +93,7 @@ pub fn add_health(which: Health, by: u64) {
 /// The current thread's nesting state, created on first use when `create`.
 #[inline(always)]
 pub(crate) fn task_state(create: bool) -> Option<&'static mut TaskState> {
-    let state = TASK_STATES.current(create);
+    let state = crate::task_storage::current(create);
     if state.is_none() && create {
         // Allocation failed or the kernel refused a recursive use of the
         // storage (a probe firing inside another probe's lookup).
@@ -211,11 +211,12 @@ pub fn frame_of_trampoline(ctx: &impl EbpfContext) -> u64 {
 /// (threads do not exit from inside GUP), so count it as missed.
 #[inline(always)]
 pub fn on_task_exit() {
-    if let Some(state) = TASK_STATES.current(false)
+    if let Some(state) = crate::task_storage::current(false)
         && state.depth != 0
     {
         forget_missed_call(state);
     }
+    crate::task_storage::forget_current();
 }
 
 /// `sched_process_exit`: forget an exiting thread that is not its
@@ -307,7 +308,7 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
         }
         state.pages = if config.pages_known != 0 { pages } else { 0 };
         state.caller = if attribution::callers_on() {
-            attribution::find_caller(ctx, &frame)
+            attribution::find_caller(ctx, id, &frame)
         } else {
             0
         };

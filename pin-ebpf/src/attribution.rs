@@ -7,21 +7,31 @@
 //! Lifetimes remember each pinned folio at the call's return and match it
 //! at `gup_put_folio`, where every FOLL_PIN release ends up.
 
+#[cfg(not(feature = "baseline"))]
 use core::ffi::c_void;
+
+// Helpers and types of the full object only (see the `baseline` feature).
+#[cfg(not(feature = "baseline"))]
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid,
+    generated::{bpf_get_func_arg_cnt, bpf_get_func_ip, bpf_loop},
+};
+#[cfg(not(feature = "baseline"))]
+use pin_common::{PinRecord, attribution::LIFETIME_PAGES_PER_CALL};
 
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_get_func_arg_cnt, bpf_get_func_ip, bpf_get_stack, bpf_loop},
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::bpf_get_stack,
     },
     programs::{FEntryContext, ProbeContext},
 };
 use pin_common::{
-    CallerKey, CallerStats, Health, INSERTS_CALLERS, PinRecord, TaskState,
+    CallerKey, CallerStats, FuncId, Health, INSERTS_CALLERS, TaskState,
     attribution::{
-        CALLER_FRAMES, LIFETIME_PAGES_PER_CALL, SETTING_CALLERS, SETTING_LIFETIMES,
+        CALLER_FRAMES, SETTING_CALLERS, SETTING_LIFETIMES,
         SETTING_RETURN_TRAMPOLINE, SETTING_TASK_STACK_OFFSET, SETTING_TASK_STACK_SIZE, hold_bucket,
     },
 };
@@ -77,8 +87,44 @@ pub struct Frame {
 /// is on the kernel stack and the return address into the caller, without
 /// walking the stack.
 pub trait EntryFrame: EbpfContext {
-    /// The traced function's frame.
-    fn entry_frame(&self) -> Frame;
+    /// The frame of traced function `id`.
+    fn entry_frame(&self, id: FuncId) -> Frame;
+}
+
+/// The traced function's address: from the kernel where it tells
+/// (`bpf_get_func_ip`, 5.15+), from the agent's kallsyms read in the
+/// baseline object (0 when kallsyms hides addresses).
+#[inline(always)]
+fn func_ip(ctx: &impl EbpfContext, id: FuncId) -> u64 {
+    #[cfg(not(feature = "baseline"))]
+    {
+        let _ = id;
+        // SAFETY: the helper takes the program's own context.
+        unsafe { bpf_get_func_ip(ctx.as_ptr()) }
+    }
+    #[cfg(feature = "baseline")]
+    {
+        let _ = ctx;
+        crate::account::config(id).map_or(0, |c| c.addr)
+    }
+}
+
+/// How many arguments the fentry trampoline saved: from the kernel where
+/// it tells (`bpf_get_func_arg_cnt`, 5.17+), from the function's BTF
+/// prototype (the agent) in the baseline object.
+#[inline(always)]
+fn saved_args(ctx: &FEntryContext, id: FuncId) -> u64 {
+    #[cfg(not(feature = "baseline"))]
+    {
+        let _ = id;
+        // SAFETY: the helper takes the program's own context.
+        unsafe { bpf_get_func_arg_cnt(ctx.as_ptr()) as u64 }
+    }
+    #[cfg(feature = "baseline")]
+    {
+        let _ = ctx;
+        crate::account::config(id).map_or(u64::MAX, |c| u64::from(c.arg_count))
+    }
 }
 
 /// A kernel text address, or 0.
@@ -96,14 +142,8 @@ impl EntryFrame for FEntryContext {
     /// The return address into the traced function identifies which of
     /// the two layouts this trampoline has; its slot is the frame's mark:
     /// it holds that value for as long as the call runs.
-    fn entry_frame(&self) -> Frame {
-        // SAFETY: helpers given the program's own context.
-        let (args, func_ip) = unsafe {
-            (
-                bpf_get_func_arg_cnt(self.as_ptr()) as u64,
-                bpf_get_func_ip(self.as_ptr()),
-            )
-        };
+    fn entry_frame(&self, id: FuncId) -> Frame {
+        let (args, func_ip) = (saved_args(self, id), func_ip(self, id));
         // x86-64 passes at most 6 arguments in registers and the
         // trampoline saves at most 12.
         if args > 12 {
@@ -118,7 +158,7 @@ impl EntryFrame for FEntryContext {
         let Ok(words) = (unsafe { bpf_probe_read_kernel(above_args as *const [u64; 4]) }) else {
             return Frame::default();
         };
-        let into_traced = |w: u64| w.wrapping_sub(func_ip) < ENTRY_WINDOW;
+        let into_traced = |w: u64| func_ip != 0 && w.wrapping_sub(func_ip) < ENTRY_WINDOW;
         if into_traced(words[1]) {
             Frame {
                 addr: above_args + 8,
@@ -146,7 +186,7 @@ impl EntryFrame for ProbeContext {
     /// function's return address. A kretprobe on the same function swaps
     /// that word for its trampoline's address while the call runs, so the
     /// word is a mark only where the agent told us that address.
-    fn entry_frame(&self) -> Frame {
+    fn entry_frame(&self, _id: FuncId) -> Frame {
         // SAFETY: the context's registers, then kernel memory through the
         // checked helper.
         let (sp, word) = unsafe {
@@ -172,29 +212,27 @@ pub fn return_trampoline() -> u64 {
 /// its frame where the layout is known, else found on a stack walk; 0 (and
 /// counted) when neither shows it.
 #[inline(always)]
-pub fn find_caller(ctx: &impl EbpfContext, frame: &Frame) -> u64 {
+pub fn find_caller(ctx: &impl EbpfContext, id: FuncId, frame: &Frame) -> u64 {
     if frame.caller != 0 {
         return frame.caller;
     }
-    walk_for_caller(ctx)
+    walk_for_caller(ctx, id)
 }
 
 /// The frame above the traced function's own on a short stack walk
 /// (`bpf_get_stack`, several times the cost of a direct read).
 #[inline(always)]
-fn walk_for_caller(ctx: &impl EbpfContext) -> u64 {
+fn walk_for_caller(ctx: &impl EbpfContext, id: FuncId) -> u64 {
     let mut frames = [0u64; CALLER_FRAMES];
-    // SAFETY: helpers given the program's own context and a stack buffer
-    // of the size passed.
-    let (func_ip, len) = unsafe {
-        (
-            bpf_get_func_ip(ctx.as_ptr()),
-            bpf_get_stack(
-                ctx.as_ptr(),
-                frames.as_mut_ptr() as *mut _,
-                (CALLER_FRAMES * 8) as u32,
-                0,
-            ),
+    let func_ip = func_ip(ctx, id);
+    // SAFETY: the helper given the program's own context and a stack
+    // buffer of the size passed.
+    let len = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            frames.as_mut_ptr() as *mut _,
+            (CALLER_FRAMES * 8) as u32,
+            0,
         )
     };
     let count = if len > 0 { len as usize / 8 } else { 0 };
@@ -273,6 +311,7 @@ pub fn lifetimes_on() -> bool {
 
 /// The folio a `struct page *` belongs to: a tail page's `compound_head`
 /// (the word after `flags`) holds the head's address with bit 0 set.
+#[cfg(not(feature = "baseline"))]
 #[inline(always)]
 fn folio_of(page: u64) -> Option<u64> {
     let head: u64 = unsafe { bpf_probe_read_kernel((page + 8) as *const u64) }.ok()?;
@@ -280,6 +319,7 @@ fn folio_of(page: u64) -> Option<u64> {
 }
 
 /// What [`remember_one`] needs about the call, on the caller's stack.
+#[cfg(not(feature = "baseline"))]
 #[repr(C)]
 struct PinBatch {
     pages: u64,
@@ -292,6 +332,7 @@ struct PinBatch {
 
 /// `bpf_loop` body: remembers the folio of page `index` of the batch.
 /// A callback, so the verifier checks it once rather than per page.
+#[cfg(not(feature = "baseline"))]
 #[inline(never)]
 extern "C" fn remember_one(index: u64, ctx: *mut c_void) -> i64 {
     let batch = unsafe { &mut *(ctx as *mut PinBatch) };
@@ -337,6 +378,7 @@ extern "C" fn remember_one(index: u64, ctx: *mut c_void) -> i64 {
 
 /// Remembers the folios an outermost pin call returned (`ret` pages in
 /// its `pages` array), for [`folio_released`] to time.
+#[cfg(not(feature = "baseline"))]
 #[inline(always)]
 pub fn remember_pins(state: &TaskState, ret: i64, now: u64) {
     if state.pages == 0 || ret <= 0 {
@@ -370,6 +412,12 @@ pub fn remember_pins(state: &TaskState, ret: i64, now: u64) {
         add_to(&mut stats.pins_tracked, batch.tracked);
     }
 }
+
+/// The baseline object has no `bpf_loop` (5.17+), and the agent never
+/// turns lifetimes on with it.
+#[cfg(feature = "baseline")]
+#[inline(always)]
+pub fn remember_pins(_state: &TaskState, _ret: i64, _now: u64) {}
 
 /// A caller's release of `refs` FOLL_PIN pins of `folio` (at
 /// `gup_put_folio`, GUP's own releases already told apart): ends their

@@ -41,6 +41,15 @@ mod programs {
 
     /// Argument `n` of a traced function through `bpf_get_func_arg`,
     /// which takes any argument type (0 when it fails).
+    /// The baseline object has no such helper (5.17+): 0, which only pin
+    /// lifetimes would use.
+    #[cfg(feature = "baseline")]
+    #[inline(always)]
+    fn func_arg(_ctx: &FEntryContext, _n: u32) -> u64 {
+        0
+    }
+
+    #[cfg(not(feature = "baseline"))]
     #[inline(always)]
     fn func_arg(ctx: &FEntryContext, n: u32) -> u64 {
         let mut value = 0u64;
@@ -53,6 +62,32 @@ mod programs {
             )
         };
         value
+    }
+
+    /// The traced function's return value, through `bpf_get_func_ret`.
+    #[cfg(not(feature = "baseline"))]
+    #[inline(always)]
+    fn fexit_ret(ctx: &FExitContext, _id: u32) -> u64 {
+        ctx.ret::<u64>().unwrap_or(0)
+    }
+
+    /// The baseline object has no `bpf_get_func_ret` (5.17+): the
+    /// trampoline keeps the return value right after the arguments, whose
+    /// count the agent took from BTF. The context cannot be indexed by a
+    /// number the verifier does not know, so it is read through the helper.
+    #[cfg(feature = "baseline")]
+    #[inline(always)]
+    fn fexit_ret(ctx: &FExitContext, id: u32) -> u64 {
+        let Some(config) = account::config(id) else {
+            return 0;
+        };
+        let base = account::frame_of_trampoline(ctx);
+        if base == 0 {
+            return 0;
+        }
+        let slot = base + 8 * u64::from(config.arg_count);
+        // SAFETY: reads kernel memory through the checked helper.
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(slot as *const u64) }.unwrap_or(0)
     }
 
     /// Four programs for get/pin function `$id`.
@@ -75,7 +110,7 @@ mod programs {
                     } else {
                         func_arg(&ctx, PAGES as u32)
                     },
-                    frame: attribution::EntryFrame::entry_frame(&ctx),
+                    frame: attribution::EntryFrame::entry_frame(&ctx, $id),
                 };
                 account::gup_entry(&ctx, $id, args);
                 0
@@ -83,7 +118,7 @@ mod programs {
 
             #[fexit]
             fn $fexit(ctx: FExitContext) -> u32 {
-                account::gup_exit(&ctx, $id, ctx.ret::<u64>().unwrap_or(0));
+                account::gup_exit(&ctx, $id, fexit_ret(&ctx, $id));
                 0
             }
 
@@ -102,7 +137,7 @@ mod programs {
                     } else {
                         ctx.arg::<u64>(PAGES as usize).unwrap_or(0)
                     },
-                    frame: attribution::EntryFrame::entry_frame(&ctx),
+                    frame: attribution::EntryFrame::entry_frame(&ctx, $id),
                 };
                 account::gup_entry(&ctx, $id, args);
                 0

@@ -13,6 +13,12 @@ use pin_common::{
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY, SETTINGS_LEN},
 };
 
+#[cfg(feature = "baseline")]
+use aya_ebpf::maps::LruHashMap;
+#[cfg(feature = "baseline")]
+use pin_common::THREADS_CAPACITY;
+
+#[cfg(not(feature = "baseline"))]
 use crate::task_storage::TaskStorage;
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
@@ -34,9 +40,17 @@ pub static RELEASE_STATS: PerCpuArray<ReleaseStats> =
 /// than a hash keyed by thread id: found through the task without hashing
 /// (the lookup every probe makes), and freed when the thread exits, so a
 /// thread that dies mid-call leaves nothing behind.
+#[cfg(not(feature = "baseline"))]
 #[unsafe(link_section = ".maps")]
 #[unsafe(export_name = "TASK_STATES")]
 pub static TASK_STATES: TaskStorage<TaskState> = TaskStorage::new();
+
+/// The baseline object's per-thread state: an LRU hash by thread id,
+/// emptied by the thread-exit program (as task storage frees itself).
+#[cfg(feature = "baseline")]
+#[map]
+pub static TASK_STATES: LruHashMap<u32, TaskState> =
+    LruHashMap::with_max_entries(THREADS_CAPACITY, 0);
 
 /// Per process (tgid): calls, pages, pins and releases.
 #[map]

@@ -1,19 +1,24 @@
-//! Task local storage (`BPF_MAP_TYPE_TASK_STORAGE`, Linux 5.11+): per-thread
-//! state found through the task itself and freed with it.
+//! Per-thread state. Task local storage (`BPF_MAP_TYPE_TASK_STORAGE`,
+//! Linux 5.11+) where the kernel has it: found through the task itself and
+//! freed with it. The baseline object keeps it in an LRU hash by thread id
+//! instead, removed when the thread exits ([`forget_current`]).
 //!
 //! aya-ebpf 0.2.1 declares the other local-storage maps (inode, socket,
 //! cgroup) but not this one, so it is declared here the way aya-ebpf
 //! declares those: a BTF map definition in `.maps`, whose field types carry
 //! the map type, flags, key and value to the loader.
 
+#[cfg(not(feature = "baseline"))]
 use core::{ffi::c_void, ptr};
 
+#[cfg(not(feature = "baseline"))]
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type},
     helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
 };
 
 /// A task local storage map of `T`, one per thread.
+#[cfg(not(feature = "baseline"))]
 #[repr(C)]
 pub struct TaskStorage<T> {
     r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
@@ -25,8 +30,10 @@ pub struct TaskStorage<T> {
 
 // SAFETY: the fields are placeholders for the loader and are never
 // dereferenced; the kernel serialises access to each task's value.
+#[cfg(not(feature = "baseline"))]
 unsafe impl<T> Sync for TaskStorage<T> {}
 
+#[cfg(not(feature = "baseline"))]
 impl<T> TaskStorage<T> {
     /// The placeholder definition the loader reads.
     pub const fn new() -> Self {
@@ -63,4 +70,54 @@ impl<T> TaskStorage<T> {
         // SAFETY: non-null values point into the map for the task's life.
         unsafe { value.as_mut() }
     }
+}
+
+/// The current thread's state, created zeroed when `create` is set and
+/// there is none yet.
+#[cfg(not(feature = "baseline"))]
+#[inline(always)]
+pub fn current(create: bool) -> Option<&'static mut pin_common::TaskState> {
+    crate::maps::TASK_STATES.current(create)
+}
+
+/// Nothing to do: task storage goes with its task.
+#[cfg(not(feature = "baseline"))]
+#[inline(always)]
+pub fn forget_current() {}
+
+/// The current thread's state, created zeroed when `create` is set and
+/// there is none yet (baseline object: an LRU hash by thread id).
+#[cfg(feature = "baseline")]
+#[inline(always)]
+pub fn current(create: bool) -> Option<&'static mut pin_common::TaskState> {
+    use crate::maps::TASK_STATES;
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    // Every CPU's idle task is thread 0: it never calls GUP, and an
+    // interrupt that releases pins there must not share one state.
+    if tid == 0 {
+        return None;
+    }
+    if let Some(state) = TASK_STATES.get_ptr_mut(&tid) {
+        // SAFETY: a live map value; only this thread uses its entry.
+        return unsafe { state.as_mut() };
+    }
+    if !create {
+        return None;
+    }
+    let zero = pin_common::TaskState::default();
+    TASK_STATES
+        .insert(&tid, &zero, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
+        .ok()?;
+    // SAFETY: as above.
+    TASK_STATES
+        .get_ptr_mut(&tid)
+        .and_then(|state| unsafe { state.as_mut() })
+}
+
+/// The exiting thread's state goes (task storage does that by itself).
+#[cfg(feature = "baseline")]
+#[inline(always)]
+pub fn forget_current() {
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    let _ = crate::maps::TASK_STATES.remove(&tid);
 }

@@ -66,7 +66,10 @@ impl ReducedReason {
                          perf_event_open() (e.g. a seccomp profile that allows them)"
                     .into(),
             }),
-            AttachError::Privileges(_) | AttachError::Load(_) | AttachError::Stopped => None,
+            AttachError::Privileges(_)
+            | AttachError::Load(_)
+            | AttachError::Unavailable(_)
+            | AttachError::Stopped => None,
         }
     }
 

@@ -69,7 +69,7 @@ impl PrivateApt {
         fs::read_dir(dir.join("lists")).is_ok_and(|entries| {
             entries
                 .flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
         })
     }
 

@@ -47,13 +47,17 @@ const fn longterm(kernel: &'static str, attach: &'static str) -> Entry {
 /// with half the memory in ZONE_MOVABLE, where user pages go first, a
 /// long-term pin must migrate them, and GUP releases its own pins.
 const MATRIX: &[Entry] = &[
+    entry("debian-5.10", "auto"),
     entry("debian-6.1", "auto"),
     entry("debian-6.12", "fentry"),
     entry("debian-6.12", "kprobe"),
+    entry("debian-6.18", "auto"),
+    entry("debian-7.3", "auto"),
     Entry {
         subset: "busy::",
         ..entry("debian-6.12-rt", "fentry")
     },
+    longterm("debian-5.10", "auto"),
     longterm("debian-6.1", "auto"),
     longterm("debian-6.12", "fentry"),
     longterm("debian-6.12", "kprobe"),

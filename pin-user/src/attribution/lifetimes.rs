@@ -31,7 +31,7 @@ pub fn capacity(lifetimes: bool) -> u32 {
 
 /// Writes the feature switches (callers, lifetimes, the kernel's FOLL_PIN
 /// bit); lifetimes need the release hook
-/// ([`crate::probes::RELEASE_HOOK`]) attached.
+/// ([`crate::probes::RELEASE_HOOKS`]) attached.
 pub fn configure(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,

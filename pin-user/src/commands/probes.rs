@@ -8,7 +8,10 @@ use serde::Serialize;
 
 use crate::{
     cli::EXIT_CANNOT_TRACE,
-    kernel::KernelFacts,
+    kernel::{
+        KernelFacts,
+        features::{FeatureStatus, Object},
+    },
     probes::{self, AttachOptions, ProbeStatus},
     snapshot::Snapshot,
     workload::{self, WorkloadKind, WorkloadOptions},
@@ -34,6 +37,11 @@ struct ProbesReport {
     /// Whether thread exits are traced (a call an exiting thread was never
     /// seen to return from is then counted as missed), or why not.
     exit_watch: Option<Result<(), String>>,
+    /// Which eBPF object the features call for.
+    object: Object,
+    /// Each BPF feature pinwatch uses: there or not, and what pinwatch
+    /// does with it or instead.
+    features: Vec<FeatureStatus>,
     probes: Vec<ProbeStatus>,
 }
 
@@ -106,13 +114,13 @@ pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
         self_check: check,
         lifetimes: attached.as_ref().ok().and_then(|p| {
             p.lifetimes
-                .map(|m| format!("{} via {m}", probes::RELEASE_HOOK))
+                .map(|m| format!("{} via {m}", p.release_hook_symbol))
         }),
         release_hook: attached.as_ref().ok().map(|p| {
             p.release_hook
                 .as_ref()
-                .map(|m| format!("{} via {m}", probes::RELEASE_HOOK))
-                .map_err(|e| format!("{} not traced: {e}", probes::RELEASE_HOOK))
+                .map(|m| format!("{} via {m}", p.release_hook_symbol))
+                .map_err(|e| format!("{} not traced: {e}", p.release_hook_symbol))
         }),
         kretprobe_instances: attached
             .as_ref()
@@ -124,6 +132,8 @@ pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
             })
             .and_then(|_| kretprobe_instances()),
         exit_watch: attached.as_ref().ok().map(|p| p.exit_watch.clone()),
+        object: facts.features.object(),
+        features: facts.features.list.clone(),
         probes: status,
     };
     if json {
@@ -185,6 +195,22 @@ fn print_text(r: &ProbesReport) {
             "exits    not traced ({e}): a thread that exits inside a call whose return was missed goes uncounted"
         ),
         None => {}
+    }
+    println!();
+    let object = match r.object {
+        Object::Full => "full",
+        Object::Baseline => "baseline (5.10-era helpers only)",
+    };
+    println!("eBPF object: {object}");
+    println!("{:<18} {:<10} {:<62} evidence", "feature", "kernel", "pinwatch");
+    for f in &r.features {
+        println!(
+            "{:<18} {:<10} {:<62} {}",
+            f.feature.name(),
+            if f.available { "yes" } else { "no" },
+            f.pinwatch,
+            f.evidence
+        );
     }
     println!();
     println!("{:<34} {:<13} {:<30} attach", "function", "role", "symbol");

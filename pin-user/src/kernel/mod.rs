@@ -3,12 +3,14 @@
 //! programs. Everything is discovered, nothing assumed.
 
 pub mod btf;
+pub mod features;
 pub mod foll;
 pub mod kallsyms;
 
 use aya::programs::ProgramType;
 
 pub use btf::Btf;
+pub use features::Features;
 pub use kallsyms::Kallsyms;
 
 /// Facts about the running kernel gathered once at start-up.
@@ -24,6 +26,8 @@ pub struct KernelFacts {
     pub kprobes: Result<(), String>,
     /// Ok when tracing programs (fentry/fexit) may be loaded, else why not.
     pub tracing: Result<(), String>,
+    /// The BPF features pinwatch uses, probed.
+    pub features: Features,
 }
 
 impl KernelFacts {
@@ -40,12 +44,16 @@ impl KernelFacts {
             )
         });
         log::info!("probing mechanisms");
+        let kprobes = kprobes_available();
+        let tracing = tracing_allowed();
+        let features = Features::probe(&btf, &tracing, &kprobes);
         Self {
             release,
             btf,
             kallsyms: std::cell::OnceCell::new(),
-            kprobes: kprobes_available(),
-            tracing: tracing_allowed(),
+            kprobes,
+            tracing,
+            features,
         }
     }
 

@@ -15,7 +15,10 @@ use aya::{
 use pin_common::{FUNCS, FuncConfig, FuncId, FuncKind, catalog::has_exit_probe};
 use serde::Serialize;
 
-use crate::{attribution::lifetimes, kernel::KernelFacts};
+use crate::{
+    attribution::lifetimes,
+    kernel::{KernelFacts, features::Object},
+};
 pub(crate) use programs::program;
 use programs::{
     attach_exit_watch, attach_fentry, attach_kprobe, attach_release_hook, program_names,
@@ -23,11 +26,30 @@ use programs::{
 use signature::{func_config, resolve_symbol};
 
 /// The kernel function every FOLL_PIN release goes through, GUP's own
-/// included (its unpin calls are inlined on 6.1 and 6.12).
-pub const RELEASE_HOOK: &str = "gup_put_folio";
+/// included (its unpin calls are inlined on 6.1 and 6.12), by the names it
+/// has had: `put_compound_head(page, refs, flags)` up to 5.x, then
+/// `gup_put_folio(folio, refs, flags)`.
+pub const RELEASE_HOOKS: [&str; 2] = ["gup_put_folio", "put_compound_head"];
+
+/// The name the release hook has on this kernel (BTF tells; the newest
+/// name where it cannot).
+pub fn release_hook_symbol(facts: &KernelFacts) -> &'static str {
+    facts
+        .btf
+        .as_ref()
+        .ok()
+        .and_then(|btf| RELEASE_HOOKS.iter().find(|s| btf.has_func(s)))
+        .unwrap_or(&RELEASE_HOOKS[0])
+}
 
 /// The eBPF object built from `pin-ebpf` by the build script.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pin-ebpf"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pinwatch-full.bpf.o"));
+
+/// The same built with `pin-ebpf`'s `baseline` feature, for kernels whose
+/// tracing programs lack task storage or the 5.15-5.17 helpers.
+static BASELINE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pinwatch-baseline.bpf.o"));
 
 /// Which mechanism the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -155,6 +177,9 @@ pub enum AttachError {
     /// The eBPF object (maps) could not be loaded.
     #[error("cannot load pinwatch's BPF maps: {0}")]
     Load(String),
+    /// A feature asked for needs what this kernel lacks.
+    #[error("{0}")]
+    Unavailable(String),
     /// A stop signal arrived while attaching; what was attached is
     /// detached (dropped) before this is returned.
     #[error("stopped during start-up")]
@@ -186,15 +211,20 @@ pub struct Probes {
     pub kernel_log: Option<KernelLog>,
     /// How pin lifetimes are traced, when `--lifetimes` asked for them.
     pub lifetimes: Option<Mechanism>,
-    /// How [`RELEASE_HOOK`] is traced (GUP's own releases are counted
-    /// there), or why it is not.
+    /// How the release hook ([`RELEASE_HOOKS`]) is traced (GUP's own
+    /// releases are counted there), or why it is not.
     pub release_hook: Result<Mechanism, String>,
+    /// The release hook's name on this kernel.
+    pub release_hook_symbol: &'static str,
     /// Whether calls are attributed to kernel call sites (names need
     /// the kernel's symbols).
     pub callers: bool,
     /// Whether thread exits are traced (a call an exiting thread was never
     /// seen to return from is then counted as missed), or why not.
     pub exit_watch: Result<(), String>,
+    /// The kernel features pinwatch goes without here and what that costs
+    /// (see `pinwatch probes`), if any.
+    pub features_off: Option<String>,
 }
 
 fn role(kind: FuncKind) -> &'static str {
@@ -226,14 +256,17 @@ impl Probes {
             .filter(|st| st.attached.is_some())
             .count();
         let untraced = self.untraced();
-        if untraced.is_empty() {
-            format!("attached {attached} functions")
-        } else {
-            format!(
-                "attached {attached} functions; untraced: {} (see `pinwatch probes`)",
+        let mut summary = format!("attached {attached} functions");
+        if !untraced.is_empty() {
+            summary.push_str(&format!(
+                "; untraced: {} (see `pinwatch probes`)",
                 untraced.join(", ")
-            )
+            ));
         }
+        if let Some(off) = &self.features_off {
+            summary.push_str(&format!("; {off}"));
+        }
+        summary
     }
 
     /// Counts only `pid` and the processes it forks from now on (`record
@@ -380,14 +413,25 @@ fn set_setting(ebpf: &mut Ebpf, index: u32, value: u64) -> Result<(), AttachErro
 /// has, with the requested mechanism. Fails only when nothing attached.
 pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, AttachError> {
     crate::privileges::check_can_attach()?;
+    if options.lifetimes
+        && let Some(why) = facts.features.lifetimes_unavailable()
+    {
+        return Err(AttachError::Unavailable(format!(
+            "--lifetimes: {why}; run without --lifetimes"
+        )));
+    }
     let mode = options.mode;
-    log::info!("loading the eBPF object");
+    let object = facts.features.object();
+    log::info!("loading the eBPF object ({object:?})");
     let mut ebpf = EbpfLoader::new()
         // TASK_STATES is task local storage, which aya's userspace has no
         // type for; only the probes use it.
         .allow_unsupported_maps()
         .map_max_entries("PIN_LIFETIMES", lifetimes::capacity(options.lifetimes))
-        .load(EBPF_OBJECT)
+        .load(match object {
+            Object::Full => EBPF_OBJECT,
+            Object::Baseline => BASELINE_OBJECT,
+        })
         .map_err(|e| match permission_denied(&e) {
             Some(denied) => AttachError::Refused(denied.to_string()),
             None => AttachError::Load(e.to_string()),
@@ -414,6 +458,11 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
 
     let mut status = discover(facts);
     let mut configs = Vec::with_capacity(FUNCS.len());
+    // The baseline object cannot ask the kernel where a traced function
+    // starts; kallsyms tells (0 where it hides addresses: call sites are
+    // then unknown, and counted so).
+    let kallsyms_text = (object == Object::Baseline)
+        .then(|| std::fs::read_to_string("/proc/kallsyms").unwrap_or_default());
     for st in &mut status {
         let Some(symbol) = &st.symbol else { continue };
         let cfg = match &facts.btf {
@@ -421,7 +470,11 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             Err(e) => Err(e.clone()),
         };
         match cfg {
-            Ok(cfg) => {
+            Ok(mut cfg) => {
+                if let Some(text) = &kallsyms_text {
+                    cfg.addr = crate::kernel::Kallsyms::address_in(text, &[symbol.as_str()])
+                        .unwrap_or(0);
+                }
                 let id = st.id;
                 config
                     .set(id, cfg, 0)
@@ -479,17 +532,18 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
 
     lifetimes::configure(&mut ebpf, facts, options).map_err(AttachError::Load)?;
-    let release_hook = attach_release_hook(&mut ebpf, facts, mode, aya_btf.as_ref());
+    let hook = release_hook_symbol(facts);
+    let release_hook = attach_release_hook(&mut ebpf, facts, mode, aya_btf.as_ref(), hook);
     let lifetimes = match &release_hook {
         Ok(mechanism) => options.lifetimes.then_some(*mechanism),
         Err(e) if options.lifetimes => {
             return Err(AttachError::Load(format!(
-                "--lifetimes needs a probe on {RELEASE_HOOK}, which failed ({e}); run without --lifetimes"
+                "--lifetimes needs a probe on {hook}, which failed ({e}); run without --lifetimes"
             )));
         }
         Err(e) => {
             log::warn!(
-                "{RELEASE_HOOK} not traced ({e}): releases GUP makes itself (FOLL_LONGTERM \
+                "{hook} not traced ({e}): releases GUP makes itself (FOLL_LONGTERM \
                  migration, rollbacks) are not counted, so vmstat's nr_foll_pin_released \
                  exceeds pinwatch's releases by them"
             );
@@ -528,8 +582,10 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         kernel_log,
         lifetimes,
         release_hook,
+        release_hook_symbol: hook,
         callers: options.callers,
         exit_watch,
+        features_off: facts.features.off_summary(),
     })
 }
 

@@ -7,7 +7,7 @@ use aya::{
 };
 use pin_common::{FuncId, FuncKind, catalog::FuncInfo};
 
-use super::{AttachMode, Mechanism, RELEASE_HOOK};
+use super::{AttachMode, Mechanism};
 use crate::kernel::{KernelFacts, short_error};
 
 /// The entry, exit, kprobe and kretprobe program names of function `id`.
@@ -108,7 +108,7 @@ pub(super) fn attach_exit_watch(ebpf: &mut Ebpf) -> Result<(), String> {
         .map_err(|e| short_error(&e))
 }
 
-/// Loads and attaches the hook on `gup_put_folio` ([`RELEASE_HOOK`]),
+/// Loads and attaches the release hook `hook` ([`super::RELEASE_HOOKS`]),
 /// where every FOLL_PIN release ends: it counts GUP's own releases and, with
 /// `--lifetimes`, ends pins' lifetimes. fentry first unless kprobes are
 /// asked for; the reasons it failed otherwise.
@@ -117,13 +117,14 @@ pub(super) fn attach_release_hook(
     facts: &KernelFacts,
     mode: AttachMode,
     aya_btf: Option<&aya::Btf>,
+    hook: &str,
 ) -> Result<Mechanism, String> {
     let mut notes = Vec::new();
     if mode != AttachMode::Kprobe {
         match (&facts.tracing, aya_btf) {
             (Ok(()), Some(btf)) => {
                 let prog: &mut FEntry = program(ebpf, "put_fentry")?;
-                match prog.load(RELEASE_HOOK, btf).and_then(|()| prog.attach()) {
+                match prog.load(hook, btf).and_then(|()| prog.attach()) {
                     Ok(_) => return Ok(Mechanism::Fentry),
                     Err(e) => {
                         let _ = prog.unload();
@@ -139,7 +140,7 @@ pub(super) fn attach_release_hook(
         match &facts.kprobes {
             Ok(()) => {
                 let prog: &mut KProbe = program(ebpf, "put_kprobe")?;
-                match prog.load().and_then(|()| prog.attach(RELEASE_HOOK, 0)) {
+                match prog.load().and_then(|()| prog.attach(hook, 0)) {
                     Ok(_) => return Ok(Mechanism::Kprobe),
                     Err(e) => notes.push(format!("kprobe: {}", short_error(&e))),
                 }
@@ -153,22 +154,23 @@ pub(super) fn attach_release_hook(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::EBPF_OBJECT;
+    use crate::probes::{BASELINE_OBJECT, EBPF_OBJECT};
     use pin_common::FUNCS;
 
     #[test]
     fn every_program_name_is_in_the_embedded_object() {
         assert_eq!(program_names(6, &FUNCS[6])[0], "gup_fentry_06");
-        for (id, func) in FUNCS.iter().enumerate() {
-            for name in program_names(id as FuncId, func) {
-                let needle = format!("{name}\0");
-                assert!(
-                    EBPF_OBJECT
-                        .windows(needle.len())
-                        .any(|w| w == needle.as_bytes()),
-                    "{name} not in the eBPF object"
-                );
+        for object in [EBPF_OBJECT, BASELINE_OBJECT] {
+            for (id, func) in FUNCS.iter().enumerate() {
+                for name in program_names(id as FuncId, func) {
+                    let needle = format!("{name}\0");
+                    assert!(
+                        object.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                        "{name} not in the eBPF object"
+                    );
+                }
             }
         }
+        assert_ne!(EBPF_OBJECT, BASELINE_OBJECT);
     }
 }

@@ -84,7 +84,9 @@ pub(super) fn func_config(btf: &Btf, func: &FuncInfo, symbol: &str) -> Result<Fu
         valid: 1,
         args_known: args_known as u8,
         pages_known: pages_known as u8,
-        _pad: [0; 2],
+        arg_count: proto.params.len().min(u8::MAX as usize) as u8,
+        _pad: 0,
+        addr: 0,
     })
 }
 
@@ -147,7 +149,9 @@ mod tests {
                 valid: 1,
                 args_known: 1,
                 pages_known: 1,
-                _pad: [0; 2],
+                arg_count: 4,
+                _pad: 0,
+                addr: 0,
             }
         );
     }

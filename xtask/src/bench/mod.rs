@@ -17,13 +17,13 @@ mod tools;
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::ExitCode,
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, initramfs, kernels, setup, vm, workspace_root};
+use crate::{initramfs, kernels, setup, vm, workspace_root};
 
 /// Debian packages of the peers (carried into the VM image with their
 /// libraries).
@@ -56,13 +56,7 @@ pub struct BenchArgs {
 
 /// Builds pinwatch with the release profile (what users run).
 fn build_release_pinwatch() -> anyhow::Result<PathBuf> {
-    setup::ensure_build_tools()?;
-    cmd::run(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "pin-user", "--bin", "pinwatch"])
-            .current_dir(workspace_root()),
-    )?;
-    Ok(workspace_root().join("target/release/pinwatch"))
+    crate::vm::build_pinwatch()
 }
 
 /// The command line that reproduces a run.

@@ -1,0 +1,280 @@
+//! The BPF features pinwatch uses, probed on the running kernel at
+//! start-up rather than inferred from its version: what the kernel's BTF
+//! says it knows (helpers, map types, attach types, `bpf_prog_info`
+//! fields) and what the mechanism probes found. Each feature that is off
+//! names what pinwatch does instead; [`Features::object`] picks the eBPF
+//! object that follows from them.
+
+use serde::Serialize;
+
+use super::Btf;
+
+/// A kernel feature pinwatch uses or could use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    /// fentry/fexit programs (BPF trampolines).
+    Fentry,
+    /// kprobe/kretprobe programs.
+    Kprobe,
+    /// The BPF ring buffer (per-call events).
+    RingBuffer,
+    /// Task local storage usable from tracing programs.
+    TaskStorage,
+    /// `bpf_loop` (callbacks over a pinned page array).
+    BpfLoop,
+    /// `bpf_get_func_arg` / `bpf_get_func_arg_cnt` in tracing programs.
+    FuncArgs,
+    /// `bpf_get_func_ip` in tracing and kprobe programs.
+    FuncIp,
+    /// `bpf_prog_info.recursion_misses` (runs the kernel skipped).
+    RecursionMisses,
+    /// Multi-function kprobe links (`BPF_TRACE_KPROBE_MULTI`).
+    KprobeMulti,
+}
+
+/// One feature on this kernel.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeatureStatus {
+    /// Which feature.
+    pub feature: Feature,
+    /// Whether the kernel has it.
+    pub available: bool,
+    /// How it was found out (or why it is missing).
+    pub evidence: String,
+    /// What pinwatch does with it, or instead of it.
+    pub pinwatch: &'static str,
+}
+
+/// Which eBPF object pinwatch loads (see pin-user's build script).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Object {
+    /// Task storage for per-thread state, helpers from 5.17.
+    Full,
+    /// Only what 5.10's tracing programs have: per-thread state in an LRU
+    /// hash, addresses and argument counts from the agent, no lifetimes.
+    Baseline,
+}
+
+/// Every feature, probed once.
+#[derive(Clone, Debug, Serialize)]
+pub struct Features {
+    /// In display order.
+    pub list: Vec<FeatureStatus>,
+}
+
+impl Feature {
+    /// The name `pinwatch probes` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Fentry => "fentry/fexit",
+            Feature::Kprobe => "kprobe/kretprobe",
+            Feature::RingBuffer => "ring buffer",
+            Feature::TaskStorage => "task storage",
+            Feature::BpfLoop => "bpf_loop",
+            Feature::FuncArgs => "bpf_get_func_arg",
+            Feature::FuncIp => "bpf_get_func_ip",
+            Feature::RecursionMisses => "recursion misses",
+            Feature::KprobeMulti => "kprobe multi",
+        }
+    }
+
+    /// What pinwatch does where the feature is there, and where not.
+    fn uses(self) -> (&'static str, &'static str) {
+        match self {
+            Feature::Fentry => (
+                "attaches fentry/fexit (cheapest, exact returns)",
+                "attaches kprobe/kretprobe",
+            ),
+            Feature::Kprobe => (
+                "falls back to kprobe/kretprobe per function",
+                "only fentry/fexit",
+            ),
+            Feature::RingBuffer => (
+                "per-call events (trace, record, validate)",
+                "cannot load (the object has a ring buffer; Linux 5.8+)",
+            ),
+            Feature::TaskStorage => (
+                "per-thread state in task storage",
+                "per-thread state in an LRU hash by thread id (baseline object)",
+            ),
+            Feature::BpfLoop => (
+                "pin lifetimes (--lifetimes)",
+                "no pin lifetimes: --lifetimes refused (baseline object)",
+            ),
+            Feature::FuncArgs => (
+                "reads fentry frames and `pages` arrays",
+                "argument counts from BTF; no pin lifetimes (baseline object)",
+            ),
+            Feature::FuncIp => (
+                "finds call sites on the stack",
+                "function addresses from /proc/kallsyms (baseline object)",
+            ),
+            Feature::RecursionMisses => (
+                "reports runs the kernel skipped (MISSED)",
+                "skipped runs not reported by this kernel; missed returns still counted",
+            ),
+            Feature::KprobeMulti => (
+                "not used: one kprobe link per function (aya 0.14 has no multi link)",
+                "one kprobe link per function",
+            ),
+        }
+    }
+}
+
+/// A helper the kernel's `enum bpf_func_id` names.
+fn helper(btf: &Btf, name: &str) -> (bool, String) {
+    let wanted = format!("BPF_FUNC_{name}");
+    let found = btf.enumerators(&wanted).iter().any(|(n, _)| *n == wanted);
+    (found, format!("{wanted} {}in the kernel's BTF", if found { "" } else { "not " }))
+}
+
+/// An enumerator of the kernel's BTF (a map type, an attach type).
+fn enumerator(btf: &Btf, wanted: &str) -> (bool, String) {
+    let found = btf.enumerators(wanted).iter().any(|(n, _)| n == wanted);
+    (found, format!("{wanted} {}in the kernel's BTF", if found { "" } else { "not " }))
+}
+
+impl Features {
+    /// Probes the kernel: BTF for helpers, map types and fields; the
+    /// mechanism results already found for fentry and kprobes.
+    pub fn probe(
+        btf: &Result<Btf, String>,
+        tracing: &Result<(), String>,
+        kprobes: &Result<(), String>,
+    ) -> Self {
+        let mechanism = |r: &Result<(), String>| match r {
+            Ok(()) => (true, "a test program loaded".to_string()),
+            Err(e) => (false, e.clone()),
+        };
+        let probes: Vec<(Feature, (bool, String))> = match btf {
+            Ok(btf) => vec![
+                (Feature::Fentry, mechanism(tracing)),
+                (Feature::Kprobe, mechanism(kprobes)),
+                (
+                    Feature::RingBuffer,
+                    enumerator(btf, "BPF_MAP_TYPE_RINGBUF"),
+                ),
+                (
+                    Feature::TaskStorage,
+                    helper(btf, "task_storage_get"),
+                ),
+                (Feature::BpfLoop, helper(btf, "loop")),
+                (Feature::FuncArgs, helper(btf, "get_func_arg_cnt")),
+                (Feature::FuncIp, helper(btf, "get_func_ip")),
+                (Feature::RecursionMisses, {
+                    let found = btf
+                        .member_offset("bpf_prog_info", "recursion_misses")
+                        .is_some();
+                    (
+                        found,
+                        format!(
+                            "bpf_prog_info.recursion_misses {}in the kernel's BTF",
+                            if found { "" } else { "not " }
+                        ),
+                    )
+                }),
+                (
+                    Feature::KprobeMulti,
+                    enumerator(btf, "BPF_TRACE_KPROBE_MULTI"),
+                ),
+            ],
+            Err(e) => [
+                Feature::Fentry,
+                Feature::Kprobe,
+                Feature::RingBuffer,
+                Feature::TaskStorage,
+                Feature::BpfLoop,
+                Feature::FuncArgs,
+                Feature::FuncIp,
+                Feature::RecursionMisses,
+                Feature::KprobeMulti,
+            ]
+            .into_iter()
+            .map(|f| (f, (false, format!("unknown: {e}"))))
+            .collect(),
+        };
+        let list = probes
+            .into_iter()
+            .map(|(feature, (available, evidence))| {
+                let (with, without) = feature.uses();
+                FeatureStatus {
+                    feature,
+                    available,
+                    evidence,
+                    pinwatch: if available { with } else { without },
+                }
+            })
+            .collect();
+        Self { list }
+    }
+
+    /// Whether the kernel has `feature`.
+    pub fn has(&self, feature: Feature) -> bool {
+        self.list
+            .iter()
+            .any(|s| s.feature == feature && s.available)
+    }
+
+    /// The object to load: the full one only where tracing programs have
+    /// every helper and map type it uses (Linux 5.17 on).
+    pub fn object(&self) -> Object {
+        let full = [
+            Feature::TaskStorage,
+            Feature::BpfLoop,
+            Feature::FuncArgs,
+            Feature::FuncIp,
+        ]
+        .into_iter()
+        .all(|f| self.has(f));
+        if full { Object::Full } else { Object::Baseline }
+    }
+
+    /// Why pin lifetimes cannot be timed here, if they cannot.
+    pub fn lifetimes_unavailable(&self) -> Option<String> {
+        let missing: Vec<&str> = [Feature::BpfLoop, Feature::FuncArgs]
+            .into_iter()
+            .filter(|f| !self.has(*f))
+            .map(Feature::name)
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "pin lifetimes need {} in tracing programs (Linux 5.17+), which this kernel lacks",
+                missing.join(" and ")
+            )
+        })
+    }
+
+    /// One line naming the features that are off and what that costs, for
+    /// `stat`, `top` and `serve` (empty when nothing that changes a figure
+    /// is off).
+    pub fn off_summary(&self) -> Option<String> {
+        let off: Vec<String> = self
+            .list
+            .iter()
+            .filter(|s| !s.available && s.feature != Feature::KprobeMulti)
+            .filter(|s| !matches!(s.feature, Feature::Fentry | Feature::Kprobe))
+            .map(|s| format!("{} ({})", s.feature.name(), s.pinwatch))
+            .collect();
+        (!off.is_empty()).then(|| format!("kernel features off: {}", off.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_btf_means_baseline_and_no_lifetimes() {
+        let features = Features::probe(&Err("no BTF".into()), &Ok(()), &Ok(()));
+        assert_eq!(features.object(), Object::Baseline);
+        assert!(
+            features
+                .lifetimes_unavailable()
+                .unwrap()
+                .contains("bpf_loop and bpf_get_func_arg")
+        );
+        assert!(features.list.iter().all(|s| s.evidence.contains("no BTF")));
+    }
+}

@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(core::mem::size_of::<FuncConfig>(), 8);
+        assert_eq!(core::mem::size_of::<FuncConfig>(), 16);
         assert_eq!(core::mem::size_of::<CallEvent>(), 8 * 10 + 4 * 4 + 16);
         assert_eq!(
             core::mem::size_of::<GupStats>(),

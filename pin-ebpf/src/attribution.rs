@@ -22,17 +22,14 @@ use pin_common::{PinRecord, attribution::LIFETIME_PAGES_PER_CALL};
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::bpf_get_stack,
-    },
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_get_stack},
     programs::{FEntryContext, ProbeContext},
 };
 use pin_common::{
     CallerKey, CallerStats, FuncId, Health, INSERTS_CALLERS, TaskState,
     attribution::{
-        CALLER_FRAMES, SETTING_CALLERS, SETTING_LIFETIMES,
-        SETTING_RETURN_TRAMPOLINE, SETTING_TASK_STACK_OFFSET, SETTING_TASK_STACK_SIZE, hold_bucket,
+        CALLER_FRAMES, SETTING_CALLERS, SETTING_LIFETIMES, SETTING_RETURN_TRAMPOLINE,
+        SETTING_TASK_STACK_OFFSET, SETTING_TASK_STACK_SIZE, hold_bucket,
     },
 };
 

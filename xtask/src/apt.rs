@@ -104,7 +104,11 @@ impl PrivateApt {
     /// nothing matches in them.
     pub fn search(&self, regex: &str) -> anyhow::Result<Vec<String>> {
         let search = || -> anyhow::Result<Vec<String>> {
-            let out = cmd::output(self.command("apt-cache").args(["search", "--names-only", regex]))?;
+            let out =
+                cmd::output(
+                    self.command("apt-cache")
+                        .args(["search", "--names-only", regex]),
+                )?;
             Ok(out
                 .lines()
                 .filter_map(|l| l.split_whitespace().next())

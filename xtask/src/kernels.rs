@@ -243,7 +243,10 @@ fn unpack(apt: &PrivateApt, package: &str, dir: &Path) -> anyhow::Result<()> {
 /// `boot/vmlinuz-RELEASE` (up to 6.x) or `usr/lib/modules/RELEASE/vmlinuz`
 /// (the 7.x `linux-binary-*` packages).
 fn find_kernel(root: &Path) -> anyhow::Result<(PathBuf, String)> {
-    let in_boot = fs::read_dir(root.join("boot")).into_iter().flatten().flatten();
+    let in_boot = fs::read_dir(root.join("boot"))
+        .into_iter()
+        .flatten()
+        .flatten();
     for entry in in_boot {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(release) = name.strip_prefix("vmlinuz-") {
@@ -283,12 +286,24 @@ mod tests {
                 .success()
         };
         assert!(matches("debian-5.10", "linux-image-5.10.0-46-cloud-amd64"));
-        assert!(matches("debian-6.12", "linux-image-6.12.117+deb12-cloud-amd64"));
-        assert!(!matches("debian-6.12", "linux-image-6.12.57+deb13-cloud-amd64"));
+        assert!(matches(
+            "debian-6.12",
+            "linux-image-6.12.117+deb12-cloud-amd64"
+        ));
+        assert!(!matches(
+            "debian-6.12",
+            "linux-image-6.12.57+deb13-cloud-amd64"
+        ));
         assert!(matches("debian-7.3", "linux-image-7.3.4+deb13-cloud-amd64"));
         assert!(matches("debian-7.3-rt", "linux-image-7.3.4+deb13-rt-amd64"));
-        assert!(!matches("debian-7.3", "linux-image-7.3.4+deb13-cloud-amd64-dbg"));
-        assert!(!matches("debian-6.1", "linux-image-6.18.5+deb13-cloud-amd64"));
+        assert!(!matches(
+            "debian-7.3",
+            "linux-image-7.3.4+deb13-cloud-amd64-dbg"
+        ));
+        assert!(!matches(
+            "debian-6.1",
+            "linux-image-6.18.5+deb13-cloud-amd64"
+        ));
     }
 
     #[test]

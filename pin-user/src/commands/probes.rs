@@ -202,7 +202,10 @@ fn print_text(r: &ProbesReport) {
         Object::Baseline => "baseline (5.10-era helpers only)",
     };
     println!("eBPF object: {object}");
-    println!("{:<18} {:<10} {:<62} evidence", "feature", "kernel", "pinwatch");
+    println!(
+        "{:<18} {:<10} {:<62} evidence",
+        "feature", "kernel", "pinwatch"
+    );
     for f in &r.features {
         println!(
             "{:<18} {:<10} {:<62} {}",

@@ -127,13 +127,25 @@ impl Feature {
 fn helper(btf: &Btf, name: &str) -> (bool, String) {
     let wanted = format!("BPF_FUNC_{name}");
     let found = btf.enumerators(&wanted).iter().any(|(n, _)| *n == wanted);
-    (found, format!("{wanted} {}in the kernel's BTF", if found { "" } else { "not " }))
+    (
+        found,
+        format!(
+            "{wanted} {}in the kernel's BTF",
+            if found { "" } else { "not " }
+        ),
+    )
 }
 
 /// An enumerator of the kernel's BTF (a map type, an attach type).
 fn enumerator(btf: &Btf, wanted: &str) -> (bool, String) {
     let found = btf.enumerators(wanted).iter().any(|(n, _)| n == wanted);
-    (found, format!("{wanted} {}in the kernel's BTF", if found { "" } else { "not " }))
+    (
+        found,
+        format!(
+            "{wanted} {}in the kernel's BTF",
+            if found { "" } else { "not " }
+        ),
+    )
 }
 
 impl Features {
@@ -152,14 +164,8 @@ impl Features {
             Ok(btf) => vec![
                 (Feature::Fentry, mechanism(tracing)),
                 (Feature::Kprobe, mechanism(kprobes)),
-                (
-                    Feature::RingBuffer,
-                    enumerator(btf, "BPF_MAP_TYPE_RINGBUF"),
-                ),
-                (
-                    Feature::TaskStorage,
-                    helper(btf, "task_storage_get"),
-                ),
+                (Feature::RingBuffer, enumerator(btf, "BPF_MAP_TYPE_RINGBUF")),
+                (Feature::TaskStorage, helper(btf, "task_storage_get")),
                 (Feature::BpfLoop, helper(btf, "loop")),
                 (Feature::FuncArgs, helper(btf, "get_func_arg_cnt")),
                 (Feature::FuncIp, helper(btf, "get_func_ip")),

@@ -13,6 +13,7 @@ use super::{
 
 const EFAULT: i64 = 14;
 const EIO: i64 = 5;
+const EINVAL: i64 = 22;
 const EOPNOTSUPP: i64 = 95;
 
 /// Pages `process_vm_rw_single_vec` pins per call on x86_64
@@ -306,6 +307,10 @@ pub fn populate(
     rules: &Rules,
 ) -> PathPrediction {
     let mut out = PathPrediction::default();
+    if !rules.madv_populate {
+        out.result = -EINVAL;
+        return out;
+    }
     let flags = GupFlags::write_if(write);
     let nr = pages_spanned(addr, len);
     let p = out.gup(space, rules, Variant::Populate, addr, nr, flags);

@@ -363,8 +363,13 @@ fn slow_take(
             fault_in(space, vma, addr, f.write)
         }
     };
-    let force_follows =
-        f.force && !vma.write && vma.is_cow() && page.anon && page.exclusive && page.dirty;
+    let force_follows = rules.force_write_follows_exclusive
+        && f.force
+        && !vma.write
+        && vma.is_cow()
+        && page.anon
+        && page.exclusive
+        && page.dirty;
     if f.write && !page.writable && !force_follows {
         // A write fault: reuse an exclusive anonymous page, make a shared
         // mapping's page writable, or copy (COW). FOLL_FORCE writes to a

@@ -148,6 +148,16 @@ pub struct Rules {
     /// io_uring registers buffers with `pin_user_pages_fast` (6.10+) rather
     /// than `pin_user_pages` followed by its own VMA checks.
     pub io_uring_pins_fast: bool,
+    /// A FOLL_FORCE write to a read-only private mapping follows the dirty
+    /// PTE of an exclusive anonymous page without faulting
+    /// (`can_follow_write_pte` checks PageAnonExclusive, 6.0's "mm/gup: fix
+    /// FOLL_FORCE COW security issue and remove FOLL_COW"). Before, it
+    /// follows only with FOLL_COW, which a first write fault sets: one fault
+    /// (reusing the exclusive page, no copy) before the page is taken.
+    pub force_write_follows_exclusive: bool,
+    /// `madvise(MADV_POPULATE_READ/WRITE)` exists (5.14+); before, the
+    /// advice is refused with -EINVAL and GUP is never called.
+    pub madv_populate: bool,
 }
 
 impl Rules {
@@ -165,6 +175,8 @@ impl Rules {
             fast_negative_nr_overflow: since(6, 4),
             dio_pins: since(6, 3),
             io_uring_pins_fast: since(6, 10),
+            force_write_follows_exclusive: since(6, 0),
+            madv_populate: since(5, 14),
         }
     }
 }

@@ -453,3 +453,36 @@ fn versions_come_from_the_upstream_release() {
     );
     assert_eq!(KernelVersion::parse("garbage"), None);
 }
+
+const V5_10: KernelVersion = KernelVersion::with_patch(5, 10, 223);
+
+#[test]
+fn force_write_to_read_only_page_faults_once_before_6_0() {
+    // A warm, dirty, exclusive anonymous page behind PROT_READ.
+    let read_only = |v| {
+        let mut vma = Vma::new(BASE, 1, true, false, false, Backing::Anon);
+        vma.pages.fill(PageState::Present(Present {
+            writable: false,
+            dirty: true,
+            ..warm()
+        }));
+        let mut space = AddressSpace { vmas: vec![vma] };
+        paths::proc_mem(&mut space, BASE, 8, true, &rules(v))
+    };
+    let new = read_only(V6_12);
+    assert_eq!((new.result, new.faults()), (8, 0));
+    // 5.10 follows the PTE only with FOLL_COW, set by a first write fault
+    // that reuses the exclusive page (no copy).
+    let old = read_only(V5_10);
+    assert_eq!((old.result, old.faults()), (8, 1));
+    assert_eq!(old.calls[0].cow_breaks, 0);
+}
+
+#[test]
+fn madv_populate_is_einval_before_5_14() {
+    let mut space = anon(4, PageState::Absent);
+    let old = paths::populate(&mut space, BASE, 4 * PAGE_SIZE, true, &rules(V5_10));
+    assert_eq!((old.result, old.calls.len()), (-22, 0));
+    let new = paths::populate(&mut space, BASE, 4 * PAGE_SIZE, true, &rules(V6_12));
+    assert_eq!((new.result, new.faults()), (0, 4));
+}

@@ -472,8 +472,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         match cfg {
             Ok(mut cfg) => {
                 if let Some(text) = &kallsyms_text {
-                    cfg.addr = crate::kernel::Kallsyms::address_in(text, &[symbol.as_str()])
-                        .unwrap_or(0);
+                    cfg.addr =
+                        crate::kernel::Kallsyms::address_in(text, &[symbol.as_str()]).unwrap_or(0);
                 }
                 let id = st.id;
                 config

@@ -31,6 +31,9 @@ pub struct Harness {
     pub version: (u32, u32),
     /// Kernel release string.
     pub release: String,
+    /// Why pin lifetimes are off on this kernel (the feature table's
+    /// reason), or None where they are timed.
+    pub lifetimes_off: Option<String>,
 }
 
 pub fn harness() -> MutexGuard<'static, Harness> {
@@ -43,11 +46,13 @@ pub fn harness() -> MutexGuard<'static, Harness> {
                 _ => AttachMode::Auto,
             };
             let facts = KernelFacts::discover();
-            // Everything on: callers and pin lifetimes are checked too.
+            // Everything on: callers and pin lifetimes are checked too,
+            // where the kernel can time lifetimes (the tests that need
+            // them check the reason where it cannot).
             let options = AttachOptions {
                 mode,
                 callers: true,
-                lifetimes: true,
+                lifetimes: facts.features.lifetimes_unavailable().is_none(),
             };
             let probes = probes::attach(&facts, options).expect("probes attach in the VM");
             for st in &probes.status {
@@ -66,6 +71,7 @@ pub fn harness() -> MutexGuard<'static, Harness> {
                 mode,
                 version,
                 release: facts.release.clone(),
+                lifetimes_off: facts.features.lifetimes_unavailable(),
             })
         })
         .lock()
@@ -85,6 +91,28 @@ pub fn pinwatch_bin() -> String {
 }
 
 impl Harness {
+    /// Whether pin lifetimes are timed here. Where not, checks that the
+    /// kernel really lacks what they need (the helpers came in 5.17) and
+    /// that the reason says so, and returns false.
+    pub fn lifetimes_on(&self) -> bool {
+        match &self.lifetimes_off {
+            None => {
+                assert!(self.probes.lifetimes.is_some(), "lifetimes not attached");
+                true
+            }
+            Some(why) => {
+                assert!(
+                    self.version < (5, 17),
+                    "lifetimes off on {}: {why}",
+                    self.release
+                );
+                assert!(why.contains("bpf_loop"), "{why}");
+                eprintln!("OBSERVED lifetimes unavailable: {why}");
+                false
+            }
+        }
+    }
+
     /// The `--attach` value matching the harness's own probes.
     pub fn attach_arg(&self) -> String {
         format!("{:?}", self.mode).to_lowercase()

@@ -89,9 +89,11 @@ fn odirect_completions_in_interrupt_context_are_the_irq_rows() {
         .iter()
         .find(|v| v.variant == variant)
         .unwrap_or_else(|| panic!("no caller of {variant}: {views:#?}"));
-    assert_eq!(
-        (site.pins_tracked, site.pins_released),
-        (CALLS * PAGES, CALLS * PAGES),
-        "{site:#?}"
-    );
+    if h.lifetimes_on() {
+        assert_eq!(
+            (site.pins_tracked, site.pins_released),
+            (CALLS * PAGES, CALLS * PAGES),
+            "{site:#?}"
+        );
+    }
 }

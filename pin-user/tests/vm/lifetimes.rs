@@ -13,7 +13,7 @@ use pinwatch::{
     workload::{PAGE_SIZE, UserBuffer},
 };
 
-use crate::harness::harness;
+use crate::harness::{harness, pinwatch_bin};
 
 const PAGES: u64 = 16;
 
@@ -39,6 +39,23 @@ fn timed(step: impl FnOnce()) -> (u64, u64) {
 #[test]
 fn lifetimes_of_a_folio_pinned_twice_sum_exactly() {
     let h = harness();
+    if !h.lifetimes_on() {
+        // Where the kernel cannot time them, asking for them is a
+        // one-line error naming what is missing, and a failure exit.
+        let out = std::process::Command::new(pinwatch_bin())
+            .args(["stat", "--lifetimes", "--count", "1"])
+            .output()
+            .expect("run pinwatch");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("OBSERVED stat --lifetimes without bpf_loop: {stderr}");
+        assert!(!out.status.success(), "{stderr}");
+        let last = stderr.trim().lines().last().unwrap_or_default();
+        assert!(
+            last.contains("bpf_loop") && last.contains("run without --lifetimes"),
+            "{stderr}"
+        );
+        return;
+    }
     let mut buf = UserBuffer::new(PAGES + 1).expect("buffer");
     buf.warm();
     let iov = libc::iovec {

@@ -287,12 +287,18 @@ fn sigkill_leaves_nothing_in_the_kernel() {
         )
     };
     let pinned_before = std::fs::read_dir(bpffs).map_or(0, |d| d.count());
-    let commands: [(&str, Vec<&str>, &str); 3] = [
+    // With every program the kernel allows: lifetimes too where they run.
+    let stat: (&str, Vec<&str>, &str) = if h.lifetimes_on() {
         (
             "stat --lifetimes",
             vec!["stat", "--lifetimes", "--interval", "1s"],
             "attached",
-        ),
+        )
+    } else {
+        ("stat", vec!["stat", "--interval", "1s"], "attached")
+    };
+    let commands: [(&str, Vec<&str>, &str); 3] = [
+        stat,
         (
             "record -- CMD",
             vec!["record", "-o", "/tmp/killed.json", "--", "sleep", "600"],

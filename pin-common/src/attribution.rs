@@ -45,8 +45,12 @@ pub const SETTING_TASK_STACK_OFFSET: u32 = 4;
 /// Index in the `SETTINGS` array: the size of a task's kernel stack
 /// (x86-64 `THREAD_SIZE`: 16 KiB, 32 KiB with KASAN).
 pub const SETTING_TASK_STACK_SIZE: u32 = 5;
-/// Number of `SETTINGS` entries.
-pub const SETTINGS_LEN: u32 = 6;
+/// Index in the `SETTINGS` array: offset of `child_pid` in the `sched:sched_process_fork` record, from its
+/// tracefs format (0: the classic [`crate::FORK_CHILD_PID_OFFSET`]; 6.13+
+/// moved it when the comm fields became `__string`s).
+pub const SETTING_FORK_CHILD_PID_OFFSET: u32 = 6;
+/// Number of entries in `SETTINGS`.
+pub const SETTINGS_LEN: u32 = 7;
 
 /// Key of the per-caller table.
 #[repr(C)]

@@ -157,6 +157,14 @@ pub fn is_fast(id: FuncId) -> bool {
     matches!(id, 1 | 2 | 6 | 7 | FAST_INTERNAL)
 }
 
+/// Whether release function `id` takes the folio it releases as its first
+/// argument (`unpin_folio`, `unpin_user_folio`): pin lifetimes end at its
+/// entry, since the release hook may be inlined into it.
+#[inline(always)]
+pub fn releases_one_folio(id: FuncId) -> bool {
+    id == 17 || id == 19
+}
+
 /// Whether `id` is a release function.
 #[inline(always)]
 pub fn is_release(id: FuncId) -> bool {
@@ -185,6 +193,14 @@ mod tests {
             "unpin_user_pages_dirty_lock"
         );
         assert_eq!(FUNCS[RELEASE_NESTED as usize].name, "unpin_user_pages");
+        for (id, func) in FUNCS.iter().enumerate() {
+            assert_eq!(
+                releases_one_folio(id as FuncId),
+                matches!(func.name, "unpin_folio" | "unpin_user_folio"),
+                "{}",
+                func.name
+            );
+        }
         assert_eq!(
             FUNCS.iter().filter(|f| f.kind != Release).count(),
             GUP_FUNC_COUNT

@@ -258,6 +258,11 @@ pub struct TaskState {
     pub release_depth: u32,
     /// Explicit padding.
     pub _release_pad: u32,
+    /// The folio whose pins the thread's last folio release
+    /// (`unpin_user_folio`, `unpin_folio`) ended at its entry (0: none):
+    /// the release hook, where the compiler did not inline it into that
+    /// function (6.12 did, 6.18 does not), must not end them again.
+    pub direct_folio: u64,
 }
 
 /// Indexes of the agent-visible health counters in the `HEALTH` per-CPU
@@ -420,7 +425,7 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<TaskState>(),
-            4 * 2 + 8 * 8 + 4 * 2 + 8 * 4 + 4 * 2
+            4 * 2 + 8 * 8 + 4 * 2 + 8 * 4 + 4 * 2 + 8
         );
     }
 }

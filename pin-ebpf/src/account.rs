@@ -16,7 +16,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use pin_common::{
     CallEvent, EVENT_GUP, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FuncConfig, FuncId, GUP_FUNC_COUNT,
-    Health, INSERTS_PROCS, ProcStats, TaskState, catalog::is_fast, errno_slot, latency_bucket,
+    Health, INSERTS_PROCS, ProcStats, TaskState, attribution::SETTING_FORK_CHILD_PID_OFFSET,
+    catalog::is_fast, errno_slot, latency_bucket,
 };
 
 use crate::attribution;
@@ -182,7 +183,16 @@ pub fn on_fork(ctx: &aya_ebpf::programs::TracePointContext) {
     if !following() {
         return;
     }
-    let Ok(child) = (unsafe { ctx.read_at::<u32>(pin_common::FORK_CHILD_PID_OFFSET) }) else {
+    let offset = match attribution::setting(SETTING_FORK_CHILD_PID_OFFSET) {
+        0 => pin_common::FORK_CHILD_PID_OFFSET,
+        known => known as usize,
+    };
+    // The verifier allows only constant offsets into a tracepoint's
+    // context: read the record through the helper from a plain address.
+    let record = context_address(ctx);
+    // SAFETY: reads kernel memory through the checked helper.
+    let Ok(child) = (unsafe { bpf_probe_read_kernel((record + offset as u64) as *const u32) })
+    else {
         return;
     };
     if !counted() {
@@ -194,11 +204,13 @@ pub fn on_fork(ctx: &aya_ebpf::programs::TracePointContext) {
     }
 }
 
-/// Where an fentry program's trampoline frame sits on the kernel stack: the
-/// trampoline saves the traced function's arguments at the context pointer,
-/// in its frame just below that function's return address.
+/// The context pointer as a plain number, for reads at offsets the
+/// verifier cannot bound (a tracepoint record's field) and for an fentry
+/// program's frame: the trampoline saves the traced function's arguments
+/// at the context pointer, in its frame just below that function's return
+/// address.
 #[inline(always)]
-pub fn frame_of_trampoline(ctx: &impl EbpfContext) -> u64 {
+pub fn context_address(ctx: &impl EbpfContext) -> u64 {
     let ctx_addr = ctx.as_ptr() as u64;
     // The verifier keeps the context pointer typed as such and refuses
     // arithmetic on it with unbounded numbers; read back through the

@@ -68,6 +68,14 @@ pub fn callers_on() -> bool {
 /// modules included): a return address read from a frame must lie above.
 const KERNEL_TEXT: u64 = 0xffff_ffff_8000_0000;
 
+/// Start of the x86-64 module area (`MODULES_VADDR`), where BPF programs
+/// and trampolines are JIT-compiled; the core kernel's text lies below.
+const JIT_AREA: u64 = 0xffff_ffff_c000_0000;
+
+/// How far above the trampoline's context a saved frame pointer of the
+/// same task stack can be (x86-64 THREAD_SIZE, doubled by KASAN).
+const STACK_SPAN: u64 = 32 * 1024;
+
 /// What an entry program learns from the traced function's frame.
 #[derive(Clone, Copy, Default)]
 pub struct Frame {
@@ -146,7 +154,7 @@ impl EntryFrame for FEntryContext {
         if args > 12 {
             return Frame::default();
         }
-        let ctx_addr = crate::account::frame_of_trampoline(self);
+        let ctx_addr = crate::account::context_address(self);
         if ctx_addr == 0 {
             return Frame::default();
         }
@@ -156,6 +164,8 @@ impl EntryFrame for FEntryContext {
             return Frame::default();
         };
         let into_traced = |w: u64| func_ip != 0 && w.wrapping_sub(func_ip) < ENTRY_WINDOW;
+        // A saved frame pointer: an address on this stack, above us.
+        let on_stack = |w: u64| w > ctx_addr && w - ctx_addr < STACK_SPAN;
         if into_traced(words[1]) {
             Frame {
                 addr: above_args + 8,
@@ -167,6 +177,23 @@ impl EntryFrame for FEntryContext {
                 addr: above_args + 16,
                 mark: words[2],
                 caller: text_or_zero(words[3]),
+            }
+        } else if on_stack(words[0]) && text_or_zero(words[1]) != 0 {
+            // Entered by a jump from the traced function's entry (Linux
+            // 7.x): no return address into it; the saved frame pointer is
+            // followed by the traced function's own return address, which
+            // stays put while the call runs. Without a return slot...
+            Frame {
+                addr: above_args + 8,
+                mark: words[1],
+                caller: words[1],
+            }
+        } else if on_stack(words[1]) && text_or_zero(words[2]) != 0 {
+            // ...and with one (fexit attached too).
+            Frame {
+                addr: above_args + 16,
+                mark: words[2],
+                caller: words[2],
             }
         } else {
             Frame {
@@ -241,6 +268,12 @@ fn walk_for_caller(ctx: &impl EbpfContext, id: FuncId) -> u64 {
         if frame >= func_ip && frame < func_ip + ENTRY_WINDOW {
             return frames[i + 1];
         }
+    }
+    // A trampoline entered by a jump (7.x) leaves the traced function no
+    // frame: the walk shows the program, the trampoline (both JIT code, in
+    // the module area) and then the caller.
+    if count >= 3 && frames[0] >= JIT_AREA && frames[1] >= JIT_AREA && frames[2] >= KERNEL_TEXT {
+        return frames[2];
     }
     bump_health(Health::CallerUnknown);
     0

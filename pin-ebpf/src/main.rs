@@ -35,7 +35,7 @@ mod programs {
             TracePointContext,
         },
     };
-    use pin_common::{FUNCS, NO_ARG};
+    use pin_common::{FUNCS, NO_ARG, catalog::releases_one_folio};
 
     use crate::{account, attribution, release};
 
@@ -81,7 +81,7 @@ mod programs {
         let Some(config) = account::config(id) else {
             return 0;
         };
-        let base = account::frame_of_trampoline(ctx);
+        let base = account::context_address(ctx);
         if base == 0 {
             return 0;
         }
@@ -163,7 +163,12 @@ mod programs {
                 } else {
                     ctx.arg::<u64>(NR as usize)
                 };
-                release::entry(&ctx, $id, pages, || account::frame_of_trampoline(&ctx));
+                let folio = if releases_one_folio($id) {
+                    ctx.arg::<u64>(0)
+                } else {
+                    0
+                };
+                release::entry(&ctx, $id, pages, folio, || account::context_address(&ctx));
                 0
             }
 
@@ -181,8 +186,13 @@ mod programs {
                 } else {
                     ctx.arg::<u64>(NR as usize).unwrap_or(0)
                 };
+                let folio = if releases_one_folio($id) {
+                    ctx.arg::<u64>(0).unwrap_or(0)
+                } else {
+                    0
+                };
                 // SAFETY: the context's saved registers.
-                release::entry(&ctx, $id, pages, || unsafe { (*ctx.regs).rsp });
+                release::entry(&ctx, $id, pages, folio, || unsafe { (*ctx.regs).rsp });
                 0
             }
 
@@ -201,7 +211,7 @@ mod programs {
         let refs = ctx.arg::<u64>(1) as u32 as i32 as i64;
         let flags = ctx.arg::<u64>(2) as u32 as u64;
         release::folio_put(ctx.arg::<u64>(0), refs, flags, || {
-            account::frame_of_trampoline(&ctx)
+            account::context_address(&ctx)
         });
         0
     }

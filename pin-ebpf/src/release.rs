@@ -50,7 +50,17 @@ fn in_interrupt(frame: u64) -> bool {
 /// since releases (but one) are traced at entry only; their cost grows
 /// with every page an O_DIRECT completion releases one by one.
 #[inline(always)]
-pub fn entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl FnOnce() -> u64) {
+///
+/// `folio` (0 for the others) is the folio `unpin_folio` or
+/// `unpin_user_folio` releases: its pin lifetimes end here, and the thread
+/// remembers it for [`folio_put`] not to end them twice.
+pub fn entry(
+    ctx: &impl EbpfContext,
+    id: FuncId,
+    pages: u64,
+    folio: u64,
+    frame: impl FnOnce() -> u64,
+) {
     if config(id).is_none() {
         return;
     }
@@ -72,7 +82,7 @@ pub fn entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl FnOnce(
     // release must mark it). An interrupt's release is not the
     // interrupted thread's, but its nesting is marked on that thread's
     // state all the same: the nested call and the exit run there too.
-    if let Some(state) = task_state(id == RELEASE_NESTING) {
+    if let Some(state) = task_state(id == RELEASE_NESTING || folio != 0) {
         if !irq && state.depth != 0 {
             if outer_call_returned(state) {
                 // The get/pin call this thread seemed to be in has returned
@@ -94,6 +104,10 @@ pub fn entry(ctx: &impl EbpfContext, id: FuncId, pages: u64, frame: impl FnOnce(
         if id == RELEASE_NESTING {
             state.release_depth = 1;
         }
+        state.direct_folio = folio;
+    }
+    if folio != 0 {
+        attribution::folio_released(folio, pages);
     }
     if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
         let stats = unsafe { &mut *stats };
@@ -162,17 +176,20 @@ pub fn folio_put(folio: u64, refs: i64, flags: u64, frame: impl FnOnce() -> u64)
     let refs = refs as u64;
     // Most releases come from a thread in no get/pin call: decided by the
     // one task-storage lookup, before reading where the release runs.
-    if let Some(state) = task_state(false)
-        && state.depth != 0
-        && !outer_call_returned(state)
-        && inside_gup_call(state, frame())
-    {
-        if counted()
-            && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
-        {
-            add_to(unsafe { &mut (*balance).gup_released }, refs);
+    if let Some(state) = task_state(false) {
+        if state.depth != 0 && !outer_call_returned(state) && inside_gup_call(state, frame()) {
+            if counted()
+                && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
+            {
+                add_to(unsafe { &mut (*balance).gup_released }, refs);
+            }
+            return;
         }
-        return;
+        if state.direct_folio == folio {
+            // Its folio release's entry ended these pins already.
+            state.direct_folio = 0;
+            return;
+        }
     }
     attribution::folio_released(folio, refs);
 }

@@ -275,6 +275,14 @@ impl Probes {
     pub fn follow(&mut self, pid: u32) -> anyhow::Result<()> {
         use anyhow::Context as _;
         ensure_tracefs();
+        // The record's layout is the running kernel's (it moved in 6.13).
+        if let Some(offset) = fork_child_pid_offset() {
+            set_setting(
+                &mut self.ebpf,
+                pin_common::attribution::SETTING_FORK_CHILD_PID_OFFSET,
+                offset,
+            )?;
+        }
         for (name, event) in [
             ("track_fork", "sched_process_fork"),
             ("track_exit", "sched_process_exit"),
@@ -348,6 +356,24 @@ fn ensure_tracefs() {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Offset of `child_pid` in the `sched_process_fork` record, from the
+/// event's tracefs format (None where tracefs does not show it).
+fn fork_child_pid_offset() -> Option<u64> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/sched/sched_process_fork/format")).ok()
+        })
+        .and_then(|format| child_pid_offset_in(&format))
+}
+
+/// [`fork_child_pid_offset`] of a format file's text.
+fn child_pid_offset_in(format: &str) -> Option<u64> {
+    let line = format.lines().find(|l| l.contains(" child_pid;"))?;
+    let offset = line.split("offset:").nth(1)?.split(';').next()?;
+    offset.trim().parse().ok()
 }
 
 /// Tells the probes where the kernel's return-probe trampoline is: a
@@ -613,4 +639,26 @@ pub fn discover(facts: &KernelFacts) -> Vec<ProbeStatus> {
             st
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::child_pid_offset_in;
+
+    #[test]
+    fn fork_record_layouts() {
+        // Linux 6.1 and 6.12: fixed-size comms.
+        let classic = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+                       \tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+                       \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\
+                       \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
+        assert_eq!(child_pid_offset_in(classic), Some(44));
+        // 6.13+: the comms are __string()s.
+        let strings = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\
+                       \tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\
+                       \tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\
+                       \tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
+        assert_eq!(child_pid_offset_in(strings), Some(20));
+        assert_eq!(child_pid_offset_in("garbage"), None);
+    }
 }

@@ -22,7 +22,6 @@ pub const MATRIX_KERNELS: &[&str] = &[
     "debian-6.12",
     "debian-6.12-rt",
     "debian-6.18",
-    "debian-7.3",
 ];
 
 /// The kernels the overhead benchmark runs on by default (the stock cloud

@@ -52,7 +52,6 @@ const MATRIX: &[Entry] = &[
     entry("debian-6.12", "fentry"),
     entry("debian-6.12", "kprobe"),
     entry("debian-6.18", "auto"),
-    entry("debian-7.3", "auto"),
     Entry {
         subset: "busy::",
         ..entry("debian-6.12-rt", "fentry")

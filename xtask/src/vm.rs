@@ -94,6 +94,19 @@ pub fn run_cli(
     Ok(ExitCode::from(outcome.status.clamp(0, 255) as u8))
 }
 
+/// The exit status a console line reports, wherever the marker sits in it:
+/// a dashboard that restores the terminal as it quits leaves escape
+/// sequences (and no newline) before it.
+fn exit_status_in(line: &str) -> Option<i32> {
+    let (_, after) = line.rsplit_once(initramfs::EXIT_MARKER)?;
+    let digits: String = after
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .collect();
+    digits.parse().ok()
+}
+
 /// How a VM boots, beyond its kernel, binaries and command.
 #[derive(Clone, Debug)]
 pub struct VmOptions {
@@ -242,8 +255,8 @@ pub fn run_with(
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(line) => {
                 let line = line.trim_end_matches('\r').to_string();
-                if let Some(code) = line.strip_prefix(initramfs::EXIT_MARKER) {
-                    status = code.trim().parse().ok();
+                if let Some(code) = exit_status_in(&line) {
+                    status = Some(code);
                 }
                 lines.push(line);
             }
@@ -266,5 +279,22 @@ pub fn run_with(
             kernel.name,
             last_lines()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_status_in;
+
+    #[test]
+    fn exit_status_after_a_dashboard() {
+        assert_eq!(exit_status_in("PINWATCH_VM_EXIT=0"), Some(0));
+        // `pinwatch top` quit: the terminal restored on the same line.
+        assert_eq!(
+            exit_status_in("\u{1b}[?1049l\u{1b}[?25hPINWATCH_VM_EXIT=3\r"),
+            Some(3)
+        );
+        assert_eq!(exit_status_in("echo PINWATCH_VM_EXIT=$?"), None);
+        assert_eq!(exit_status_in("nothing here"), None);
     }
 }

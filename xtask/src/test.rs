@@ -5,7 +5,7 @@
 use std::{
     path::PathBuf,
     process::{Command, ExitCode, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -152,6 +152,9 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
     let tmux = vm::tmux()?;
     let mut failures = Vec::new();
     let mut faults = Vec::new();
+    // Per VM: its name, wall time (boot to power-off) and result, for the
+    // summary: where the matrix's minutes go.
+    let mut per_vm: Vec<(String, Duration, String)> = Vec::new();
     for &Entry {
         kernel,
         attach,
@@ -183,6 +186,7 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
             kernel_params: params.to_string(),
             ..Default::default()
         };
+        let started = Instant::now();
         let mut result = vm::run_with(kernel, &binaries, &command, timeout, &options);
         // A guest that died before its init ran tested nothing (seen once
         // under Debian's qemu 7.2: an int3 oops in sched_clock_cpu at 7.7 s;
@@ -207,16 +211,25 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
                         .map(|row| row.trim().to_string()),
                 );
                 let text = outcome.lines.join("\n");
-                if !tally.add_libtest(&text) {
+                let mut this_vm = Tally::default();
+                if !this_vm.add_libtest(&text) {
                     tally.failed += 1;
                     failures.push(format!("{name}: the suite reported no result"));
                 } else if outcome.status != 0 {
                     failures.push(format!("{name}: exit status {}", outcome.status));
                 }
+                tally.passed += this_vm.passed;
+                tally.failed += this_vm.failed;
+                per_vm.push((
+                    name.clone(),
+                    started.elapsed(),
+                    format!("{} passed, {} failed", this_vm.passed, this_vm.failed),
+                ));
             }
             Err(e) => {
                 tally.failed += 1;
                 failures.push(format!("{name}: {e:#}"));
+                per_vm.push((name.clone(), started.elapsed(), "did not finish".into()));
             }
         }
     }
@@ -231,6 +244,9 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
         .with_context(|| format!("writing {}", table.display()))?;
     println!("fault table: {}", table.display());
     println!("== summary");
+    for (name, took, result) in &per_vm {
+        println!("VM {name}: {:.0} s, {result}", took.as_secs_f64());
+    }
     for f in &failures {
         println!("FAILED {f}");
     }

@@ -53,11 +53,12 @@ poweroff -f
 const HOST_FILES: &[&str] = &["/lib/terminfo", "/usr/lib/locale/C.utf8"];
 
 /// Builds `out` (gzip'd newc cpio) holding `binaries` in /bin, `modules`
-/// in /lib/modules and `/cmd` = `command`.
+/// in /lib/modules, the tree `files` at the root and `/cmd` = `command`.
 pub fn build(
     out: &Path,
     binaries: &[PathBuf],
     modules: &[PathBuf],
+    files: Option<&Path>,
     command: &str,
 ) -> anyhow::Result<()> {
     let root = out.with_extension("root");
@@ -80,6 +81,9 @@ pub fn build(
     }
     for host in HOST_FILES.iter().map(Path::new).filter(|p| p.exists()) {
         copy_tree(host, &root.join(host.strip_prefix("/").expect("absolute")))?;
+    }
+    if let Some(files) = files {
+        copy_tree(files, &root)?;
     }
     for module in modules {
         fs::copy(

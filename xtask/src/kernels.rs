@@ -22,6 +22,7 @@ pub const MATRIX_KERNELS: &[&str] = &[
     "debian-6.12",
     "debian-6.12-rt",
     "debian-6.18",
+    "debian-7.3",
 ];
 
 /// The kernels the overhead benchmark runs on by default (the stock cloud
@@ -36,6 +37,9 @@ pub struct Kernel {
     pub vmlinuz: PathBuf,
     /// Uncompressed modules to put into the initramfs.
     pub modules: Vec<PathBuf>,
+    /// Files of the packages copied into the guest at the same paths (the
+    /// kernel's build configuration, which `pinwatch validate` reads).
+    pub files: Option<PathBuf>,
 }
 
 /// Suites of Debian's archive the kernels beyond bookworm's come from:
@@ -132,6 +136,7 @@ pub fn ensure(spec: &str) -> anyhow::Result<Kernel> {
             name: spec.to_string(),
             vmlinuz: path,
             modules: Vec::new(),
+            files: None,
         });
     };
     setup::ensure_apt(&["xz-utils", "zstd"])?;
@@ -152,9 +157,10 @@ pub fn ensure(spec: &str) -> anyhow::Result<Kernel> {
         });
     };
     let dir = cache_dir().join(spec).join(&package);
-    // Unpacked with another module list (an older xtask): unpack again.
+    // Unpacked with another module list or without the package files (an
+    // older xtask): unpack again.
     let stamp = fs::read_to_string(dir.join("modules")).unwrap_or_default();
-    if !dir.join("vmlinuz").is_file() || stamp != modules_stamp() {
+    if !dir.join("vmlinuz").is_file() || stamp != modules_stamp() || !dir.join(FILES).is_dir() {
         unpack(&apt, &package, &dir)?;
     }
     load(spec, &dir)
@@ -181,29 +187,37 @@ fn load(spec: &str, dir: &Path) -> anyhow::Result<Kernel> {
             modules.push(path);
         }
     }
+    let files = dir.join(FILES);
     Ok(Kernel {
         name: spec.to_string(),
         vmlinuz: dir.join("vmlinuz"),
         modules,
+        files: files.is_dir().then_some(files),
     })
 }
 
-/// Downloads `package` (and, for the 7.x stubs, the `linux-binary-*` and
-/// `linux-modules-*` packages it depends on) and keeps the kernel and the
-/// modules of [`MODULES`], uncompressed.
+/// The directory of an unpacked kernel holding the package files the guest
+/// gets at the same paths.
+const FILES: &str = "files";
+
+/// Downloads `package` (and, for the 7.x stubs, the `linux-binary-*`,
+/// `linux-modules-*` and `linux-base-*` packages it depends on) and keeps
+/// the kernel, the modules of [`MODULES`] (uncompressed) and the kernel's
+/// build configuration at its package path (`boot/config-RELEASE`, or
+/// `usr/lib/modules/RELEASE/config` from 7.x on).
 fn unpack(apt: &PrivateApt, package: &str, dir: &Path) -> anyhow::Result<()> {
     eprintln!("xtask: downloading {package}");
     let tmp = dir.with_extension("partial");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
     let mut packages = vec![package.to_string()];
-    // From 7.x on the image package is a stub: the kernel and the modules
-    // are in packages of their own.
-    packages.extend(
-        apt.depends(package)?
-            .into_iter()
-            .filter(|d| d.starts_with("linux-binary-") || d.starts_with("linux-modules-")),
-    );
+    // From 7.x on the image package is a stub: the kernel, the modules and
+    // the configuration are in packages of their own.
+    packages.extend(apt.depends(package)?.into_iter().filter(|d| {
+        ["linux-binary-", "linux-modules-", "linux-base-"]
+            .iter()
+            .any(|p| d.starts_with(p))
+    }));
     let root = tmp.join("root");
     apt::unpack_into(apt, &packages, &root)?;
     let (vmlinuz, release) = find_kernel(&root)?;
@@ -230,6 +244,16 @@ fn unpack(apt: &PrivateApt, package: &str, dir: &Path) -> anyhow::Result<()> {
             fs::write(tmp.join(name), out.stdout)?;
         }
     }
+    let config = [
+        format!("boot/config-{release}"),
+        format!("usr/lib/modules/{release}/config"),
+    ]
+    .into_iter()
+    .find(|c| root.join(c).is_file())
+    .with_context(|| format!("no configuration of {release} in {}", packages.join(" ")))?;
+    let kept = tmp.join(FILES).join(&config);
+    fs::create_dir_all(kept.parent().expect("config path has a directory"))?;
+    fs::copy(root.join(&config), &kept)?;
     fs::write(tmp.join("release"), &release)?;
     fs::write(tmp.join("modules"), modules_stamp())?;
     fs::remove_dir_all(&root)?;

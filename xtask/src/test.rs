@@ -52,6 +52,7 @@ const MATRIX: &[Entry] = &[
     entry("debian-6.12", "fentry"),
     entry("debian-6.12", "kprobe"),
     entry("debian-6.18", "auto"),
+    entry("debian-7.3", "auto"),
     Entry {
         subset: "busy::",
         ..entry("debian-6.12-rt", "fentry")
@@ -60,6 +61,8 @@ const MATRIX: &[Entry] = &[
     longterm("debian-6.1", "auto"),
     longterm("debian-6.12", "fentry"),
     longterm("debian-6.12", "kprobe"),
+    longterm("debian-6.18", "auto"),
+    longterm("debian-7.3", "auto"),
 ];
 
 #[derive(Default)]

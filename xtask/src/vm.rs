@@ -174,7 +174,13 @@ pub fn run_with(
     let work = workspace_root().join("target/vm");
     std::fs::create_dir_all(&work)?;
     let initrd = work.join(format!("initrd-{}.gz", std::process::id()));
-    initramfs::build(&initrd, binaries, &kernel.modules, command)?;
+    initramfs::build(
+        &initrd,
+        binaries,
+        &kernel.modules,
+        kernel.files.as_deref(),
+        command,
+    )?;
 
     let mut child = Command::new(&qemu.binary);
     for dir in &qemu.data_dirs {

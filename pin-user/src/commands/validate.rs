@@ -82,7 +82,8 @@ pub fn run(opts: ValidateOptions) -> anyhow::Result<ExitCode> {
     let proc_version = std::fs::read_to_string("/proc/version").unwrap_or_default();
     let version = KernelVersion::from_proc_version(&proc_version, &facts.release)
         .with_context(|| format!("cannot parse the kernel release {:?}", facts.release))?;
-    let rules = Rules::for_version(version);
+    let rules = Rules::for_version(version)
+        .with_proc_mem_force(crate::kernel::config::proc_mem_force(&facts.release));
     let flags = FollFlags::for_kernel(facts.btf.as_ref().ok());
     let mut probes = probes::attach(&facts, opts.attach)?;
     // SAFETY: gettid has no preconditions.

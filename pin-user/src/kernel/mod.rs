@@ -3,6 +3,7 @@
 //! programs. Everything is discovered, nothing assumed.
 
 pub mod btf;
+pub mod config;
 pub mod features;
 pub mod foll;
 pub mod kallsyms;

@@ -26,7 +26,7 @@ mod tests;
 pub use call::{Call, GupFlags, Variant};
 pub use ledger::{LedgerError, PinLedger};
 pub use predict::{GUP_PIN_COUNTING_BIAS, Prediction, predict};
-pub use rules::{Deviation, KernelVersion, Rules};
+pub use rules::{Deviation, KernelVersion, ProcMemForce, Rules};
 pub use space::{
     AddressSpace, Backing, HUGE_PAGE_PAGES, PAGE_SIZE, PageState, Present, Vma, VmaShape,
 };

@@ -142,18 +142,20 @@ pub fn process_vm(
 }
 
 /// `pread`/`pwrite` of `/proc/PID/mem`: `access_remote_vm` takes one page
-/// per `get_user_pages_remote` call with FOLL_FORCE.
+/// per `get_user_pages_remote` call, with FOLL_FORCE when `force` (see
+/// [`super::rules::ProcMemForce`]); nothing copied is -EIO.
 pub fn proc_mem(
     space: &mut AddressSpace,
     addr: u64,
     len: u64,
     write: bool,
+    force: bool,
     rules: &Rules,
 ) -> PathPrediction {
     let mut out = PathPrediction::default();
     let flags = GupFlags {
         write,
-        force: true,
+        force,
         ..GupFlags::NONE
     };
     let mut done = 0u64;

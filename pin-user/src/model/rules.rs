@@ -117,6 +117,39 @@ impl Deviation {
     }
 }
 
+/// Whether `/proc/PID/mem` accesses pass FOLL_FORCE (6.12's
+/// `CONFIG_PROC_MEM_*` choice, overridden by `proc_mem.force_override=`).
+/// Before 6.12 they always do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProcMemForce {
+    /// Always (`CONFIG_PROC_MEM_ALWAYS_FORCE`, the kernel's default).
+    Always,
+    /// Only when the caller is the target's active ptracer
+    /// (`CONFIG_PROC_MEM_FORCE_PTRACE`): never for a process's own memory.
+    Ptrace,
+    /// Never (`CONFIG_PROC_MEM_NO_FORCE`).
+    Never,
+}
+
+impl ProcMemForce {
+    /// A `proc_mem.force_override=` value, as the kernel's table spells it.
+    pub fn from_param(value: &str) -> Option<Self> {
+        match value {
+            "always" => Some(Self::Always),
+            "ptrace" => Some(Self::Ptrace),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+
+    /// Whether a process's access to its own `/proc/self/mem` is forced
+    /// (it never ptraces itself, so only [`ProcMemForce::Always`] forces).
+    pub fn forces_self(self) -> bool {
+        self == Self::Always
+    }
+}
+
 /// The version-dependent behaviour of one kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Rules {
@@ -158,6 +191,10 @@ pub struct Rules {
     /// `madvise(MADV_POPULATE_READ/WRITE)` exists (5.14+); before, the
     /// advice is refused with -EINVAL and GUP is never called.
     pub madv_populate: bool,
+    /// How `/proc/PID/mem` sets FOLL_FORCE: always before 6.12; from 6.12 a
+    /// build or boot choice, `None` until [`Rules::with_proc_mem_force`]
+    /// is told it.
+    pub proc_mem_force: Option<ProcMemForce>,
 }
 
 impl Rules {
@@ -177,6 +214,17 @@ impl Rules {
             io_uring_pins_fast: since(6, 10),
             force_write_follows_exclusive: since(6, 0),
             madv_populate: since(5, 14),
+            proc_mem_force: (!since(6, 12)).then_some(ProcMemForce::Always),
         }
+    }
+
+    /// These rules with the kernel's `/proc/PID/mem` force mode as read
+    /// from its configuration or command line (`None`: not readable, the
+    /// version's default stays).
+    pub fn with_proc_mem_force(mut self, mode: Option<ProcMemForce>) -> Self {
+        if mode.is_some() {
+            self.proc_mem_force = mode;
+        }
+        self
     }
 }

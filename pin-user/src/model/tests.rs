@@ -467,7 +467,7 @@ fn force_write_to_read_only_page_faults_once_before_6_0() {
             ..warm()
         }));
         let mut space = AddressSpace { vmas: vec![vma] };
-        paths::proc_mem(&mut space, BASE, 8, true, &rules(v))
+        paths::proc_mem(&mut space, BASE, 8, true, true, &rules(v))
     };
     let new = read_only(V6_12);
     assert_eq!((new.result, new.faults()), (8, 0));
@@ -476,6 +476,36 @@ fn force_write_to_read_only_page_faults_once_before_6_0() {
     let old = read_only(V5_10);
     assert_eq!((old.result, old.faults()), (8, 1));
     assert_eq!(old.calls[0].cow_breaks, 0);
+}
+
+#[test]
+fn unforced_proc_mem_write_to_read_only_page_is_eio() {
+    // CONFIG_PROC_MEM_FORCE_PTRACE (Debian's 7.x) for one's own memory: a
+    // plain FOLL_WRITE on a read-only VMA, refused before any fault.
+    let mut vma = Vma::new(BASE, 1, true, false, false, Backing::Anon);
+    vma.pages.fill(PageState::Present(warm()));
+    let mut space = AddressSpace { vmas: vec![vma] };
+    let p = paths::proc_mem(&mut space, BASE, 8, true, false, &rules(V6_12));
+    assert_eq!((p.result, p.faults(), p.calls.len()), (-5, 0, 1));
+    assert_eq!(p.calls[0].ret, -14);
+    assert!(!p.calls[0].call.flags.force);
+}
+
+#[test]
+fn proc_mem_force_is_a_choice_from_6_12() {
+    use crate::model::rules::ProcMemForce;
+    assert_eq!(
+        rules(V5_10).proc_mem_force,
+        Some(ProcMemForce::Always),
+        "always forced before the option existed"
+    );
+    assert_eq!(rules(V6_12).proc_mem_force, None);
+    let ptrace = rules(V6_12).with_proc_mem_force(ProcMemForce::from_param("ptrace"));
+    assert_eq!(ptrace.proc_mem_force, Some(ProcMemForce::Ptrace));
+    assert!(!ProcMemForce::Ptrace.forces_self());
+    assert!(ProcMemForce::Always.forces_self());
+    // An unreadable setting keeps what the version says.
+    assert_eq!(rules(V5_10).with_proc_mem_force(None), rules(V5_10));
 }
 
 #[test]

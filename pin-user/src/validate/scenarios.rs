@@ -76,12 +76,12 @@ pub const CATALOGUE: &[Scenario] = &[
     },
     Scenario {
         name: "proc-mem-read-get",
-        about: "pread /proc/self/mem over 4 pages: GET path, one FOLL_FORCE get_user_pages_remote per page, no pins",
+        about: "pread /proc/self/mem over 4 pages: GET path, one get_user_pages_remote per page (FOLL_FORCE unless the kernel's proc_mem force mode says otherwise), no pins",
         run: proc_mem_read,
     },
     Scenario {
         name: "proc-mem-write-read-only",
-        about: "pwrite /proc/self/mem into a read-only private page: FOLL_FORCE write fault reuses the exclusive page",
+        about: "pwrite /proc/self/mem into a read-only private page: FOLL_FORCE write fault reuses the exclusive page (unforced: -EFAULT, -EIO)",
         run: proc_mem_write_ro,
     },
     Scenario {
@@ -267,14 +267,36 @@ fn open_proc_mem() -> Result<std::fs::File, String> {
         .map_err(|e| format!("open /proc/self/mem: {e}"))
 }
 
+/// Whether this kernel forces our own `/proc/self/mem` accesses, or why
+/// pinwatch cannot tell.
+fn proc_mem_forced(ctx: &Ctx) -> Result<bool, String> {
+    ctx.rules
+        .proc_mem_force
+        .map(|mode| mode.forces_self())
+        .ok_or_else(|| {
+            "from 6.12 FOLL_FORCE for /proc/PID/mem is a build choice (CONFIG_PROC_MEM_*) or \
+             proc_mem.force_override=, and neither the kernel's config (/boot/config-RELEASE, \
+             /usr/lib/modules/RELEASE/config) nor its command line is readable"
+                .to_string()
+        })
+}
+
 fn proc_mem_read(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let force = proc_mem_forced(ctx)?;
     let mut buf = anon(4 * PAGE_SIZE)?;
     buf.warm();
     let mem = open_proc_mem()?;
     let mut dst = anon(4 * PAGE_SIZE)?;
     dst.warm();
     let mut space = snap(buf.range())?;
-    let predicted = paths::proc_mem(&mut space, buf.start(), buf.len() as u64, false, &ctx.rules);
+    let predicted = paths::proc_mem(
+        &mut space,
+        buf.start(),
+        buf.len() as u64,
+        false,
+        force,
+        &ctx.rules,
+    );
     let observed = ctx.observe(|| {
         // SAFETY: dst is our writable mapping of buf.len bytes.
         rc(unsafe {
@@ -295,13 +317,21 @@ fn proc_mem_read(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
 }
 
 fn proc_mem_write_ro(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    let force = proc_mem_forced(ctx)?;
     let mut buf = anon(PAGE_SIZE)?;
     buf.warm();
     buf.protect(libc::PROT_READ).map_err(|e| e.to_string())?;
     let mem = open_proc_mem()?;
     let src = [0xa5u8; 8];
     let mut space = snap(buf.range())?;
-    let predicted = paths::proc_mem(&mut space, buf.start(), src.len() as u64, true, &ctx.rules);
+    let predicted = paths::proc_mem(
+        &mut space,
+        buf.start(),
+        src.len() as u64,
+        true,
+        force,
+        &ctx.rules,
+    );
     let observed = ctx.observe(|| {
         // SAFETY: writes 8 bytes from our array into our own (read-only)
         // mapping through /proc/self/mem.

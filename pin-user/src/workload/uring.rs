@@ -1,11 +1,43 @@
 //! io_uring fixed-buffer registration: io_pin_pages -> pin_user_pages_fast
 //! with FOLL_WRITE|FOLL_LONGTERM; unregistration releases the pins.
+//!
+//! Rings are set up as an unprivileged application's would be, so the
+//! kernel accounts their buffers (see [`account_like_an_application`]).
 
 use std::io::BufRead as _;
 
 use io_uring::IoUring;
 
 use super::{PAGE_SIZE, Prepared, UserBuffer, WorkloadError, WorkloadOptions};
+
+/// Drops CAP_IPC_LOCK from this thread's effective set before a ring is set
+/// up: io_uring exempts rings of its holders from memlock accounting, and
+/// since 7.2 (df0a52537c0f, `io_buffer_account_pin` returns early without
+/// `ctx->user`) no longer charges their `pinned_vm` either, so as root VmPin
+/// would stay 0 kB. RLIMIT_MEMLOCK is raised to unlimited first (root may):
+/// io_uring checks the per-user charge, which counts all of the user's
+/// processes (on 5.10, pinwatch's own BPF maps too), against it.
+fn account_like_an_application() -> Result<(), WorkloadError> {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct. Refused without
+    // CAP_SYS_RESOURCE: an unprivileged caller keeps its own limit, as any
+    // application does.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    caps::drop(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_IPC_LOCK,
+    )
+    .map_err(|e| WorkloadError::sys("dropping CAP_IPC_LOCK")(std::io::Error::other(e.to_string())))
+}
+
+fn new_ring() -> Result<IoUring, WorkloadError> {
+    account_like_an_application()?;
+    IoUring::new(4).map_err(WorkloadError::sys("io_uring_setup"))
+}
 
 pub struct Register {
     ring: IoUring,
@@ -14,7 +46,7 @@ pub struct Register {
 
 impl Register {
     pub fn new(opts: &WorkloadOptions) -> Result<Self, WorkloadError> {
-        let ring = IoUring::new(4).map_err(WorkloadError::sys("io_uring_setup"))?;
+        let ring = new_ring()?;
         let mut buf = UserBuffer::new(opts.pages + 1)?;
         if !opts.cold {
             buf.warm();
@@ -64,7 +96,7 @@ impl Hold {
 
 impl Prepared for Hold {
     fn run_once(&mut self, opts: &WorkloadOptions) -> Result<(), WorkloadError> {
-        let ring = IoUring::new(4).map_err(WorkloadError::sys("io_uring_setup"))?;
+        let ring = new_ring()?;
         let iov = libc::iovec {
             iov_base: self.buf.addr(opts.offset).cast(),
             iov_len: (opts.pages * PAGE_SIZE) as usize,

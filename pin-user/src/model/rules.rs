@@ -117,9 +117,11 @@ impl Deviation {
     }
 }
 
-/// Whether `/proc/PID/mem` accesses pass FOLL_FORCE (6.12's
-/// `CONFIG_PROC_MEM_*` choice, overridden by `proc_mem.force_override=`).
-/// Before 6.12 they always do.
+/// Whether `/proc/PID/mem` accesses pass FOLL_FORCE: a build choice
+/// (`CONFIG_PROC_MEM_*`), overridden by `proc_mem.force_override=`. Added in
+/// 6.12 (41e8149c8892) and taken into the 6.1 stable series (Debian's
+/// 6.1.0-57 configuration has it; 5.10.0-32's does not). Without it,
+/// accesses are always forced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProcMemForce {
@@ -191,9 +193,9 @@ pub struct Rules {
     /// `madvise(MADV_POPULATE_READ/WRITE)` exists (5.14+); before, the
     /// advice is refused with -EINVAL and GUP is never called.
     pub madv_populate: bool,
-    /// How `/proc/PID/mem` sets FOLL_FORCE: always before 6.12; from 6.12 a
-    /// build or boot choice, `None` until [`Rules::with_proc_mem_force`]
-    /// is told it.
+    /// How `/proc/PID/mem` sets FOLL_FORCE: always before 6.1; from 6.1 on
+    /// (where stable kernels may carry the choice) `None` until
+    /// [`Rules::with_proc_mem_force`] is told it.
     pub proc_mem_force: Option<ProcMemForce>,
 }
 
@@ -214,7 +216,7 @@ impl Rules {
             io_uring_pins_fast: since(6, 10),
             force_write_follows_exclusive: since(6, 0),
             madv_populate: since(5, 14),
-            proc_mem_force: (!since(6, 12)).then_some(ProcMemForce::Always),
+            proc_mem_force: (!since(6, 1)).then_some(ProcMemForce::Always),
         }
     }
 

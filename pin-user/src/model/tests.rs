@@ -492,13 +492,14 @@ fn unforced_proc_mem_write_to_read_only_page_is_eio() {
 }
 
 #[test]
-fn proc_mem_force_is_a_choice_from_6_12() {
+fn proc_mem_force_is_a_choice_from_6_1() {
     use crate::model::rules::ProcMemForce;
     assert_eq!(
         rules(V5_10).proc_mem_force,
         Some(ProcMemForce::Always),
         "always forced before the option existed"
     );
+    assert_eq!(rules(V6_1).proc_mem_force, None);
     assert_eq!(rules(V6_12).proc_mem_force, None);
     let ptrace = rules(V6_12).with_proc_mem_force(ProcMemForce::from_param("ptrace"));
     assert_eq!(ptrace.proc_mem_force, Some(ProcMemForce::Ptrace));

@@ -274,8 +274,8 @@ fn proc_mem_forced(ctx: &Ctx) -> Result<bool, String> {
         .proc_mem_force
         .map(|mode| mode.forces_self())
         .ok_or_else(|| {
-            "from 6.12 FOLL_FORCE for /proc/PID/mem is a build choice (CONFIG_PROC_MEM_*) or \
-             proc_mem.force_override=, and neither the kernel's config (/boot/config-RELEASE, \
+            "FOLL_FORCE for /proc/PID/mem is a build choice on this kernel (CONFIG_PROC_MEM_*, \
+             6.12 and 6.1 stable) or proc_mem.force_override=, and neither the kernel's config (/boot/config-RELEASE, \
              /usr/lib/modules/RELEASE/config) nor its command line is readable"
                 .to_string()
         })

@@ -60,6 +60,10 @@ const REMOTE: (u8, u8, u8, u8) = (1, 2, 3, 4);
 const UNLOCKED: (u8, u8, u8, u8) = (0, 1, 3, 2);
 /// `__gup_longterm_locked(mm, start, nr_pages, pages, locked|vmas, gup_flags)`.
 const LONGTERM: (u8, u8, u8, u8) = (1, 2, 5, 3);
+/// `memfd_pin_folios(memfd, start, end, folios, max_folios, offset)`: file
+/// offsets, not an address; no flags (always FOLL_PIN|FOLL_LONGTERM); the
+/// count and the output array are of folios.
+const MEMFD: (u8, u8, u8, u8) = (NO_ARG, 4, NO_ARG, 3);
 /// Release functions: one page/folio, no count.
 const ONE: (u8, u8, u8, u8) = (NO_ARG, NO_ARG, NO_ARG, NO_ARG);
 /// Release functions with a count at position 1.
@@ -86,13 +90,13 @@ const fn f(
 use FuncKind::*;
 
 /// Number of get/pin functions (ids below this).
-pub const GUP_FUNC_COUNT: usize = 13;
+pub const GUP_FUNC_COUNT: usize = 14;
 
 /// Total number of traced functions.
-pub const FUNC_COUNT: usize = 20;
+pub const FUNC_COUNT: usize = 21;
 
 /// Id of the internal fast-path function.
-pub const FAST_INTERNAL: FuncId = 10;
+pub const FAST_INTERNAL: FuncId = 11;
 
 /// Every function pinwatch traces, indexed by [`FuncId`].
 pub const FUNCS: [FuncInfo; FUNC_COUNT] = [
@@ -111,6 +115,7 @@ pub const FUNCS: [FuncInfo; FUNC_COUNT] = [
     f(&["pin_user_pages_fast_only"], FastVariant, true, LOCAL),
     f(&["pin_user_pages_remote"], Variant, true, REMOTE),
     f(&["pin_user_pages_unlocked"], Variant, true, UNLOCKED),
+    f(&["memfd_pin_folios"], Variant, true, MEMFD),
     f(
         &["gup_fast_fallback", "internal_get_user_pages_fast"],
         FastInternal,
@@ -137,10 +142,10 @@ pub const FUNCS: [FuncInfo; FUNC_COUNT] = [
 /// `unpin_user_pages_dirty_lock`: the one release function that calls
 /// another traced one (`unpin_user_pages`, when it need not dirty the
 /// pages), so the only one whose return is traced.
-pub const RELEASE_NESTING: FuncId = 15;
+pub const RELEASE_NESTING: FuncId = 16;
 
 /// `unpin_user_pages`, which [`RELEASE_NESTING`] calls.
-pub const RELEASE_NESTED: FuncId = 14;
+pub const RELEASE_NESTED: FuncId = 15;
 
 /// Whether `id` is traced at its return as well as its entry: every get/pin
 /// function (results, latency, nesting), and of the releases only
@@ -162,7 +167,7 @@ pub fn is_fast(id: FuncId) -> bool {
 /// entry, since the release hook may be inlined into it.
 #[inline(always)]
 pub fn releases_one_folio(id: FuncId) -> bool {
-    id == 17 || id == 19
+    id == 18 || id == 20
 }
 
 /// Whether `id` is a release function.

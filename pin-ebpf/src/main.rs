@@ -99,10 +99,20 @@ mod programs {
                 const START: usize = FUNCS[$id].start_arg as usize;
                 const FLAGS: usize = FUNCS[$id].flags_arg as usize;
                 const PAGES: u8 = FUNCS[$id].pages_arg;
+                // Positions the function lacks (NO_ARG) are never read:
+                // the constant test removes the context load.
                 let args = account::GupArgs {
                     nr: ctx.arg::<u64>(NR),
-                    addr: ctx.arg::<u64>(START),
-                    flags: ctx.arg::<u64>(FLAGS),
+                    addr: if START == NO_ARG as usize {
+                        0
+                    } else {
+                        ctx.arg::<u64>(START)
+                    },
+                    flags: if FLAGS == NO_ARG as usize {
+                        0
+                    } else {
+                        ctx.arg::<u64>(FLAGS)
+                    },
                     // `struct page **` is not a pointer to a struct, so
                     // the verifier refuses a direct context load of it.
                     pages: if PAGES == NO_ARG {
@@ -130,8 +140,16 @@ mod programs {
                 const PAGES: u8 = FUNCS[$id].pages_arg;
                 let args = account::GupArgs {
                     nr: ctx.arg::<u64>(NR).unwrap_or(0),
-                    addr: ctx.arg::<u64>(START).unwrap_or(0),
-                    flags: ctx.arg::<u64>(FLAGS).unwrap_or(0),
+                    addr: if START == NO_ARG as usize {
+                        0
+                    } else {
+                        ctx.arg::<u64>(START).unwrap_or(0)
+                    },
+                    flags: if FLAGS == NO_ARG as usize {
+                        0
+                    } else {
+                        ctx.arg::<u64>(FLAGS).unwrap_or(0)
+                    },
                     pages: if PAGES == NO_ARG {
                         0
                     } else {
@@ -342,14 +360,14 @@ mod programs {
         gup_kprobe_12,
         gup_kretprobe_12
     );
-
-    release_programs!(
+    gup_programs!(
         13,
-        rel_fentry_13,
-        rel_fexit_13,
-        rel_kprobe_13,
-        rel_kretprobe_13
+        gup_fentry_13,
+        gup_fexit_13,
+        gup_kprobe_13,
+        gup_kretprobe_13
     );
+
     release_programs!(
         14,
         rel_fentry_14,
@@ -391,6 +409,13 @@ mod programs {
         rel_fexit_19,
         rel_kprobe_19,
         rel_kretprobe_19
+    );
+    release_programs!(
+        20,
+        rel_fentry_20,
+        rel_fexit_20,
+        rel_kprobe_20,
+        rel_kretprobe_20
     );
 }
 

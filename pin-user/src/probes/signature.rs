@@ -37,7 +37,7 @@ pub(super) fn resolve_symbol(facts: &KernelFacts, func: &FuncInfo) -> Result<Str
 }
 
 /// Page-count parameter names accepted at `FuncInfo::nr_arg`.
-const NR_PARAM_NAMES: &[&str] = &["nr_pages", "npages", "nfolios", "nr"];
+const NR_PARAM_NAMES: &[&str] = &["nr_pages", "npages", "nfolios", "nr", "max_folios"];
 /// Start-address parameter names accepted at `FuncInfo::start_arg`.
 const START_PARAM_NAMES: &[&str] = &["start", "addr"];
 /// Flag parameter names accepted at `FuncInfo::flags_arg`.
@@ -76,7 +76,7 @@ pub(super) fn func_config(btf: &Btf, func: &FuncInfo, symbol: &str) -> Result<Fu
     };
     let args_known =
         named(func.start_arg, START_PARAM_NAMES) && named(func.flags_arg, FLAGS_PARAM_NAMES);
-    let pages_known = named(func.pages_arg, &["pages"]);
+    let pages_known = named(func.pages_arg, &["pages", "folios"]);
     Ok(FuncConfig {
         nr_is_int: nr_is_int as u8,
         ret_is_int: (proto.ret_size == Some(4)) as u8,

@@ -16,6 +16,7 @@ mod pipe;
 mod populate;
 mod remote;
 mod stalled;
+mod udmabuf;
 mod uring;
 
 use std::io::BufRead as _;
@@ -64,6 +65,9 @@ pub enum WorkloadKind {
     /// process_vm_readv (pin_user_pages_remote) made by a second thread
     /// after the main thread has exited: the process outlives its leader.
     LeaderExitReadv,
+    /// A udmabuf made of a memfd, then closed (memfd_pin_folios, 6.11+,
+    /// LONGTERM; released by unpin_folio per folio). Needs /dev/udmabuf.
+    Udmabuf,
 }
 
 /// What the user asked a workload to do.
@@ -212,6 +216,7 @@ fn prepare(opts: &WorkloadOptions) -> Result<Box<dyn Prepared>, WorkloadError> {
         WorkloadKind::Mlock => Box::new(populate::Populate::new(opts, true)?),
         WorkloadKind::StalledReadv => Box::new(stalled::Stalled::new(opts)?),
         WorkloadKind::LeaderExitReadv => Box::new(remote::ProcessVm::new(opts, false)?),
+        WorkloadKind::Udmabuf => Box::new(udmabuf::Udmabuf::new(opts)?),
     })
 }
 

@@ -153,6 +153,39 @@ fn shared_futex_wake() {
     });
 }
 
+/// udmabuf pins its memfd's folios with one memfd_pin_folios call per
+/// UDMABUF_CREATE (6.11+; before, it took shmem pages without GUP) and
+/// closing the dma-buf releases them, one unpin_folio per folio. Debian's
+/// cloud kernels build udmabuf in from 6.12 (not in 6.1's).
+#[test]
+fn udmabuf_pins_with_memfd_pin_folios() {
+    let args = ["udmabuf", "--calls", "10", "--pages", "16"];
+    let h = harness();
+    let memfd = h
+        .probes
+        .status
+        .iter()
+        .find(|s| s.function == "memfd_pin_folios")
+        .expect("memfd_pin_folios is catalogued");
+    eprintln!(
+        "OBSERVED memfd_pin_folios on {}: attached {:?}, notes {:?}",
+        h.release, memfd.attached, memfd.notes
+    );
+    if h.version < (6, 11) {
+        assert!(memfd.attached.is_none(), "{memfd:?}");
+        assert!(
+            memfd.notes.iter().any(|n| n.contains("not in this kernel")),
+            "{memfd:?}"
+        );
+        return;
+    }
+    assert!(memfd.attached.is_some(), "{memfd:?}");
+    drop(h);
+    // 16 order-0 shmem folios per call (shmem THP is off by default):
+    // folios pinned = pages.
+    case(&args, |_, _| Expect::new("memfd_pin_folios", 10, 160));
+}
+
 #[test]
 fn madv_populate_write() {
     let args = ["populate", "--calls", "10", "--pages", "16", "--cold"];

@@ -5,6 +5,7 @@
 mod apt;
 mod bench;
 mod cmd;
+mod demo;
 mod initramfs;
 mod kernels;
 mod qemu;

@@ -224,7 +224,7 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
                 tally.passed += this_vm.passed;
                 tally.failed += this_vm.failed;
                 per_vm.push((
-                    name.clone(),
+                    format!("VM {name}"),
                     started.elapsed(),
                     format!("{} passed, {} failed", this_vm.passed, this_vm.failed),
                 ));
@@ -232,9 +232,27 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
             Err(e) => {
                 tally.failed += 1;
                 failures.push(format!("{name}: {e:#}"));
-                per_vm.push((name.clone(), started.elapsed(), "did not finish".into()));
+                per_vm.push((
+                    format!("VM {name}"),
+                    started.elapsed(),
+                    "did not finish".into(),
+                ));
             }
         }
+    }
+    // The README's first demo, as a newcomer runs it (a terminal, `q`).
+    let demo = "demo: cargo xtask vm -i on debian-6.12";
+    if tests.is_none() && only.is_none_or(|o| demo.contains(o)) {
+        println!("== {demo}");
+        let started = Instant::now();
+        let result = match crate::demo::run() {
+            Ok(()) => "passed".to_string(),
+            Err(e) => {
+                failures.push(format!("{demo}: {e:#}"));
+                "failed".to_string()
+            }
+        };
+        per_vm.push((demo.to_string(), started.elapsed(), result));
     }
     // The whole matrix rewrites the committed table; a partial run writes
     // beside it.
@@ -248,7 +266,7 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
     println!("fault table: {}", table.display());
     println!("== summary");
     for (name, took, result) in &per_vm {
-        println!("VM {name}: {:.0} s, {result}", took.as_secs_f64());
+        println!("{name}: {:.0} s, {result}", took.as_secs_f64());
     }
     for f in &failures {
         println!("FAILED {f}");

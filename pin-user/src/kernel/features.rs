@@ -31,6 +31,9 @@ pub enum Feature {
     RecursionMisses,
     /// Multi-function kprobe links (`BPF_TRACE_KPROBE_MULTI`).
     KprobeMulti,
+    /// A kprobe link's own count of the runs the kernel skipped
+    /// (`bpf_link_info.perf_event.kprobe.missed`).
+    KprobeMissed,
 }
 
 /// One feature on this kernel.
@@ -77,6 +80,7 @@ impl Feature {
             Feature::FuncIp => "bpf_get_func_ip",
             Feature::RecursionMisses => "recursion misses",
             Feature::KprobeMulti => "kprobe multi",
+            Feature::KprobeMissed => "kprobe misses",
         }
     }
 
@@ -119,33 +123,48 @@ impl Feature {
                 "not used: one kprobe link per function (aya 0.14 has no multi link)",
                 "one kprobe link per function",
             ),
+            Feature::KprobeMissed => (
+                "reads each kprobe's own count of skipped runs (kprobe_missed, kretprobe_missed)",
+                "kprobes' own skipped runs not reported by this kernel; missed returns still counted",
+            ),
         }
     }
 }
 
-/// A helper the kernel's `enum bpf_func_id` names.
-fn helper(btf: &Btf, name: &str) -> (bool, String) {
-    let wanted = format!("BPF_FUNC_{name}");
-    let found = btf.enumerators(&wanted).iter().any(|(n, _)| *n == wanted);
-    (
-        found,
-        format!(
-            "{wanted} {}in the kernel's BTF",
-            if found { "" } else { "not " }
-        ),
-    )
+/// The names of the kernel's `BPF_*` enumerators (helpers, map types,
+/// attach types), collected in one pass over its BTF.
+struct BpfNames(std::collections::HashSet<String>);
+
+impl BpfNames {
+    fn of(btf: &Btf) -> Self {
+        Self(btf.enumerators("BPF_").into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// A helper the kernel's `enum bpf_func_id` names.
+    fn helper(&self, name: &str) -> (bool, String) {
+        self.enumerator(&format!("BPF_FUNC_{name}"))
+    }
+
+    /// An enumerator of the kernel's BTF (a map type, an attach type).
+    fn enumerator(&self, wanted: &str) -> (bool, String) {
+        let found = self.0.contains(wanted);
+        (found, in_btf(wanted, found))
+    }
 }
 
-/// An enumerator of the kernel's BTF (a map type, an attach type).
-fn enumerator(btf: &Btf, wanted: &str) -> (bool, String) {
-    let found = btf.enumerators(wanted).iter().any(|(n, _)| n == wanted);
-    (
-        found,
-        format!(
-            "{wanted} {}in the kernel's BTF",
-            if found { "" } else { "not " }
-        ),
-    )
+/// Evidence text: `what` is (not) in the kernel's BTF.
+fn in_btf(what: &str, found: bool) -> String {
+    format!("{what} {}in the kernel's BTF", if found { "" } else { "not " })
+}
+
+/// Whether kprobe links report their misses: 6.7 added the count to
+/// `bpf_link_info` and, with it, a `missed` parameter to
+/// `bpf_get_perf_event_info`, which fills that info.
+fn kprobe_missed(btf: &Btf) -> (bool, String) {
+    let found = btf
+        .func_proto("bpf_get_perf_event_info")
+        .is_some_and(|proto| proto.params.iter().any(|p| p.name == "missed"));
+    (found, in_btf("bpf_get_perf_event_info(..., missed)", found))
 }
 
 impl Features {
@@ -161,31 +180,32 @@ impl Features {
             Err(e) => (false, e.clone()),
         };
         let probes: Vec<(Feature, (bool, String))> = match btf {
-            Ok(btf) => vec![
-                (Feature::Fentry, mechanism(tracing)),
-                (Feature::Kprobe, mechanism(kprobes)),
-                (Feature::RingBuffer, enumerator(btf, "BPF_MAP_TYPE_RINGBUF")),
-                (Feature::TaskStorage, helper(btf, "task_storage_get")),
-                (Feature::BpfLoop, helper(btf, "loop")),
-                (Feature::FuncArgs, helper(btf, "get_func_arg_cnt")),
-                (Feature::FuncIp, helper(btf, "get_func_ip")),
-                (Feature::RecursionMisses, {
-                    let found = btf
-                        .member_offset("bpf_prog_info", "recursion_misses")
-                        .is_some();
+            Ok(btf) => {
+                let names = BpfNames::of(btf);
+                vec![
+                    (Feature::Fentry, mechanism(tracing)),
+                    (Feature::Kprobe, mechanism(kprobes)),
                     (
-                        found,
-                        format!(
-                            "bpf_prog_info.recursion_misses {}in the kernel's BTF",
-                            if found { "" } else { "not " }
-                        ),
-                    )
-                }),
-                (
-                    Feature::KprobeMulti,
-                    enumerator(btf, "BPF_TRACE_KPROBE_MULTI"),
-                ),
-            ],
+                        Feature::RingBuffer,
+                        names.enumerator("BPF_MAP_TYPE_RINGBUF"),
+                    ),
+                    (Feature::TaskStorage, names.helper("task_storage_get")),
+                    (Feature::BpfLoop, names.helper("loop")),
+                    (Feature::FuncArgs, names.helper("get_func_arg_cnt")),
+                    (Feature::FuncIp, names.helper("get_func_ip")),
+                    (Feature::RecursionMisses, {
+                        let found = btf
+                            .member_offset("bpf_prog_info", "recursion_misses")
+                            .is_some();
+                        (found, in_btf("bpf_prog_info.recursion_misses", found))
+                    }),
+                    (
+                        Feature::KprobeMulti,
+                        names.enumerator("BPF_TRACE_KPROBE_MULTI"),
+                    ),
+                    (Feature::KprobeMissed, kprobe_missed(btf)),
+                ]
+            }
             Err(e) => [
                 Feature::Fentry,
                 Feature::Kprobe,
@@ -196,6 +216,7 @@ impl Features {
                 Feature::FuncIp,
                 Feature::RecursionMisses,
                 Feature::KprobeMulti,
+                Feature::KprobeMissed,
             ]
             .into_iter()
             .map(|f| (f, (false, format!("unknown: {e}"))))
@@ -259,7 +280,11 @@ impl Features {
         let off: Vec<String> = self
             .list
             .iter()
-            .filter(|s| !s.available && s.feature != Feature::KprobeMulti)
+            // Kprobe links are not used as multi links, and their own
+            // misses matter only where kprobes attach (`pinwatch probes`
+            // says which do).
+            .filter(|s| !s.available)
+            .filter(|s| !matches!(s.feature, Feature::KprobeMulti | Feature::KprobeMissed))
             .filter(|s| !matches!(s.feature, Feature::Fentry | Feature::Kprobe))
             .map(|s| format!("{} ({})", s.feature.name(), s.pinwatch))
             .collect();

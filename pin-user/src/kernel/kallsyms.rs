@@ -3,12 +3,23 @@
 //! procfs does not parse kallsyms, and the format is three whitespace
 //! separated fields (plus an optional `[module]`), so this is a few lines.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
-/// Text symbols of the running kernel.
+/// The kernel's return-probe trampoline by kernel: rethook (5.19+ on x86),
+/// then the older names. Its address tells the probes a kretprobe's
+/// return address.
+pub const RETURN_TRAMPOLINES: [&str; 3] = [
+    "arch_rethook_trampoline",
+    "__kretprobe_trampoline",
+    "kretprobe_trampoline",
+];
+
+/// Text symbols of the running kernel, with their addresses.
 #[derive(Debug, Default)]
 pub struct Kallsyms {
-    text: HashSet<String>,
+    /// Symbol name -> address (0 where kallsyms hides addresses, without
+    /// CAP_SYSLOG); the first of duplicate names.
+    text: HashMap<String, u64>,
 }
 
 impl Kallsyms {
@@ -24,48 +35,33 @@ impl Kallsyms {
 
     /// Parses kallsyms text like [`Kallsyms::read`].
     pub fn parse(text: &str, wanted: &[&str]) -> Self {
-        let text = text
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let _addr = fields.next()?;
-                let kind = fields.next()?;
-                let name = fields.next()?;
-                let base = name.split_once('.').map_or(name, |(base, _)| base);
-                (matches!(kind, "t" | "T" | "w" | "W") && wanted.contains(&base))
-                    .then(|| name.to_string())
-            })
-            .collect();
-        Self { text }
+        let mut symbols = HashMap::new();
+        for line in text.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let base = name.split_once('.').map_or(name, |(base, _)| base);
+            if matches!(kind, "t" | "T" | "w" | "W") && wanted.contains(&base) {
+                let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
+                symbols.entry(name.to_string()).or_insert(addr);
+            }
+        }
+        Self { text: symbols }
     }
 
-    /// The address of the first of `names` that `/proc/kallsyms` lists
-    /// with a non-zero address (addresses read as 0 without CAP_SYSLOG).
-    pub fn address_of(names: &[&str]) -> Option<u64> {
-        let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
-        Self::address_in(&text, names)
-    }
-
-    /// [`Kallsyms::address_of`] on kallsyms text.
-    pub fn address_in(text: &str, names: &[&str]) -> Option<u64> {
-        let mut found: Vec<(usize, u64)> = text
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let addr = u64::from_str_radix(fields.next()?, 16).ok()?;
-                let _kind = fields.next()?;
-                let name = fields.next()?;
-                let rank = names.iter().position(|n| *n == name)?;
-                (addr != 0).then_some((rank, addr))
-            })
-            .collect();
-        found.sort_unstable();
-        found.first().map(|&(_, addr)| addr)
+    /// The address of the first of `names` listed with a non-zero address
+    /// (addresses read as 0 without CAP_SYSLOG).
+    pub fn address(&self, names: &[&str]) -> Option<u64> {
+        names
+            .iter()
+            .find_map(|name| self.text.get(*name).copied().filter(|&addr| addr != 0))
     }
 
     /// Whether a code symbol with exactly this name exists.
     pub fn has(&self, name: &str) -> bool {
-        self.text.contains(name)
+        self.text.contains_key(name)
     }
 
     /// Compiler clones of `name` (`name.isra.0`, `name.constprop.0`, ...):
@@ -75,7 +71,7 @@ impl Kallsyms {
         let prefix = format!("{name}.");
         let mut clones: Vec<&str> = self
             .text
-            .iter()
+            .keys()
             .filter(|sym| sym.starts_with(&prefix))
             .map(String::as_str)
             .collect();
@@ -103,12 +99,10 @@ mod tests {
         let text = "ffffffff81000010 T __kretprobe_trampoline\n\
                     ffffffff81000020 T arch_rethook_trampoline\n\
                     0000000000000000 T kretprobe_trampoline\n";
+        let syms = Kallsyms::parse(text, &RETURN_TRAMPOLINES);
         let names = ["arch_rethook_trampoline", "__kretprobe_trampoline"];
-        assert_eq!(
-            Kallsyms::address_in(text, &names),
-            Some(0xffff_ffff_8100_0020)
-        );
-        assert_eq!(Kallsyms::address_in(text, &["kretprobe_trampoline"]), None);
+        assert_eq!(syms.address(&names), Some(0xffff_ffff_8100_0020));
+        assert_eq!(syms.address(&["kretprobe_trampoline"]), None);
     }
 
     const SAMPLE: &str = "\

@@ -20,8 +20,10 @@ pub struct KernelFacts {
     pub release: String,
     /// The kernel's BTF, or why it could not be read.
     pub btf: Result<Btf, String>,
-    /// Text symbols from /proc/kallsyms, read on first use: generating it
-    /// is the slowest part of start-up and BTF usually answers instead.
+    /// Text symbols from /proc/kallsyms, read on first use and once:
+    /// generating it is the slowest part of start-up (attaching needs it
+    /// for the return trampoline's address, and the baseline object for
+    /// every function's).
     kallsyms: std::cell::OnceCell<Kallsyms>,
     /// Ok when kprobes can be created, else why not.
     pub kprobes: Result<(), String>,
@@ -58,13 +60,15 @@ impl KernelFacts {
         }
     }
 
-    /// The kernel's code symbols that pinwatch cares about.
+    /// The kernel's code symbols that pinwatch cares about (the catalogue's
+    /// and the return trampolines), with their addresses.
     pub fn kallsyms(&self) -> &Kallsyms {
         self.kallsyms.get_or_init(|| {
             log::info!("reading /proc/kallsyms");
             let wanted: Vec<&str> = pin_common::FUNCS
                 .iter()
                 .flat_map(|f| f.symbols.iter().copied())
+                .chain(kallsyms::RETURN_TRAMPOLINES)
                 .collect();
             Kallsyms::read(&wanted).unwrap_or_default()
         })

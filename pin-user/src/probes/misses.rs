@@ -186,16 +186,21 @@ fn link_kprobe_missed(link_id: u32) -> Option<u64> {
     .then_some(info[6])
 }
 
-/// Whether the kernel reports a kprobe link's `missed` count: added in
-/// Linux 6.7; before, the bytes read back are 0 whatever was missed.
+/// Whether the kernel reports a kprobe link's `missed` count (Linux 6.7+;
+/// before, the bytes read back are 0 whatever was missed): the
+/// [`Feature::KprobeMissed`](crate::kernel::features::Feature::KprobeMissed)
+/// probe, recorded by [`set_kprobe_missed_readable`] when probes attach
+/// (no attach, no kprobes: false).
 pub fn kprobe_missed_readable() -> bool {
-    static READABLE: OnceLock<bool> = OnceLock::new();
-    *READABLE.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .ok()
-            .and_then(|release| crate::kernel::parse_version(&release))
-            .is_some_and(|version| version >= (6, 7))
-    })
+    KPROBE_MISSED_READABLE.get().copied().unwrap_or(false)
+}
+
+static KPROBE_MISSED_READABLE: OnceLock<bool> = OnceLock::new();
+
+/// Records what the kernel's BTF says about kprobe misses (first call wins:
+/// one kernel per process).
+pub fn set_kprobe_missed_readable(readable: bool) {
+    let _ = KPROBE_MISSED_READABLE.set(readable);
 }
 
 /// The link of each kprobe program, by program id (`None`: it has none),

@@ -5,6 +5,7 @@
 
 pub mod misses;
 mod programs;
+mod settings;
 mod signature;
 
 use aya::{
@@ -17,11 +18,17 @@ use serde::Serialize;
 
 use crate::{
     attribution::lifetimes,
-    kernel::{KernelFacts, features::Object},
+    kernel::{
+        KernelFacts,
+        features::{Feature, Object},
+    },
 };
 pub(crate) use programs::program;
 use programs::{
     attach_exit_watch, attach_fentry, attach_kprobe, attach_release_hook, program_names,
+};
+use settings::{
+    ensure_tracefs, fork_child_pid_offset, set_return_trampoline, set_setting, set_task_stack,
 };
 use signature::{func_config, resolve_symbol};
 
@@ -333,108 +340,6 @@ impl Probes {
     }
 }
 
-/// Mounts tracefs where the kernel has it but nobody mounted it (root
-/// only; tracepoint attach needs it to look up event ids).
-fn ensure_tracefs() {
-    let dir = std::path::Path::new("/sys/kernel/tracing");
-    if dir.join("events").exists() || !dir.exists() {
-        return;
-    }
-    // SAFETY: plain mount(2) with static NUL-terminated strings.
-    let rc = unsafe {
-        libc::mount(
-            c"tracefs".as_ptr(),
-            c"/sys/kernel/tracing".as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        log::warn!(
-            "could not mount tracefs: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-/// Offset of `child_pid` in the `sched_process_fork` record, from the
-/// event's tracefs format (None where tracefs does not show it).
-fn fork_child_pid_offset() -> Option<u64> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|root| {
-            std::fs::read_to_string(format!("{root}/events/sched/sched_process_fork/format")).ok()
-        })
-        .and_then(|format| child_pid_offset_in(&format))
-}
-
-/// [`fork_child_pid_offset`] of a format file's text.
-fn child_pid_offset_in(format: &str) -> Option<u64> {
-    let line = format.lines().find(|l| l.contains(" child_pid;"))?;
-    let offset = line.split("offset:").nth(1)?.split(';').next()?;
-    offset.trim().parse().ok()
-}
-
-/// Tells the probes where the kernel's return-probe trampoline is: a
-/// kretprobe writes its address over the return address of each call it
-/// watches, and the probes must recognise that word to know that the call
-/// is still running (see `TaskState::outer_mark`). Unknown (kallsyms
-/// hidden), the probes check only frame positions.
-fn set_return_trampoline(ebpf: &mut Ebpf) -> Result<(), AttachError> {
-    // By kernel: rethook (5.19+ on x86), then the older names.
-    const NAMES: [&str; 3] = [
-        "arch_rethook_trampoline",
-        "__kretprobe_trampoline",
-        "kretprobe_trampoline",
-    ];
-    let address = crate::kernel::kallsyms::Kallsyms::address_of(&NAMES).unwrap_or(0);
-    set_setting(
-        ebpf,
-        pin_common::attribution::SETTING_RETURN_TRAMPOLINE,
-        address,
-    )
-}
-
-/// Tells the probes where a task's kernel stack is, so that a release made
-/// by an interrupt (an O_DIRECT completion) is told from one made by the
-/// task it interrupted. Unknown (no BTF), releases are charged to the
-/// current task.
-fn set_task_stack(ebpf: &mut Ebpf, facts: &KernelFacts) -> Result<(), AttachError> {
-    let Ok(btf) = &facts.btf else {
-        return Ok(());
-    };
-    let Some(offset) = btf.member_offset("task_struct", "stack") else {
-        log::warn!(
-            "task_struct.stack not in BTF: interrupt-context releases are charged to the interrupted task"
-        );
-        return Ok(());
-    };
-    // x86-64 THREAD_SIZE: 16 KiB, doubled by KASAN.
-    let size: u64 = if btf.has_func("kasan_check_range") {
-        32 * 1024
-    } else {
-        16 * 1024
-    };
-    set_setting(ebpf, pin_common::attribution::SETTING_TASK_STACK_SIZE, size)?;
-    set_setting(
-        ebpf,
-        pin_common::attribution::SETTING_TASK_STACK_OFFSET,
-        u64::from(offset) + 1,
-    )
-}
-
-fn set_setting(ebpf: &mut Ebpf, index: u32, value: u64) -> Result<(), AttachError> {
-    let mut settings: Array<_, u64> = Array::try_from(
-        ebpf.map_mut("SETTINGS")
-            .ok_or_else(|| AttachError::Load("map SETTINGS missing from the object".into()))?,
-    )
-    .map_err(|e| AttachError::Load(e.to_string()))?;
-    settings
-        .set(index, value, 0)
-        .map_err(|e| AttachError::Load(format!("SETTINGS: {e}")))
-}
-
 /// Loads the eBPF object and attaches to every known function the kernel
 /// has, with the requested mechanism. Fails only when nothing attached.
 pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, AttachError> {
@@ -446,120 +351,30 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             "--lifetimes: {why}; run without --lifetimes"
         )));
     }
-    let mode = options.mode;
     let object = facts.features.object();
-    log::info!("loading the eBPF object ({object:?})");
-    let mut ebpf = EbpfLoader::new()
-        // TASK_STATES is task local storage, which aya's userspace has no
-        // type for; only the probes use it.
-        .allow_unsupported_maps()
-        .map_max_entries("PIN_LIFETIMES", lifetimes::capacity(options.lifetimes))
-        .load(match object {
-            Object::Full => EBPF_OBJECT,
-            Object::Baseline => BASELINE_OBJECT,
-        })
-        .map_err(|e| match permission_denied(&e) {
-            Some(denied) => AttachError::Refused(denied.to_string()),
-            None => AttachError::Load(e.to_string()),
-        })?;
-    let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
-        Ok(logger) => Some(logger),
-        Err(e) => {
-            log::warn!("kernel-side diagnostics unavailable: {e}");
-            None
-        }
-    };
+    misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
+    let (mut ebpf, kernel_log) = load_object(object, options)?;
     log::info!("parsing BTF for aya");
-    let aya_btf = match mode {
+    let aya_btf = match options.mode {
         AttachMode::Kprobe => None,
         _ => aya::Btf::from_sys_fs().ok(),
     };
-    set_return_trampoline(&mut ebpf)?;
+    set_return_trampoline(&mut ebpf, facts)?;
     set_task_stack(&mut ebpf, facts)?;
-    let mut config: Array<_, FuncConfig> = Array::try_from(
-        ebpf.map_mut("CONFIG")
-            .ok_or_else(|| AttachError::Load("map CONFIG missing from the object".into()))?,
-    )
-    .map_err(|e| AttachError::Load(e.to_string()))?;
-
     let mut status = discover(facts);
-    let mut configs = Vec::with_capacity(FUNCS.len());
-    // The baseline object cannot ask the kernel where a traced function
-    // starts; kallsyms tells (0 where it hides addresses: call sites are
-    // then unknown, and counted so).
-    let kallsyms_text = (object == Object::Baseline)
-        .then(|| std::fs::read_to_string("/proc/kallsyms").unwrap_or_default());
-    for st in &mut status {
-        let Some(symbol) = &st.symbol else { continue };
-        let cfg = match &facts.btf {
-            Ok(btf) => func_config(btf, &FUNCS[st.id as usize], symbol),
-            Err(e) => Err(e.clone()),
-        };
-        match cfg {
-            Ok(mut cfg) => {
-                if let Some(text) = &kallsyms_text {
-                    cfg.addr =
-                        crate::kernel::Kallsyms::address_in(text, &[symbol.as_str()]).unwrap_or(0);
-                }
-                let id = st.id;
-                config
-                    .set(id, cfg, 0)
-                    .map_err(|e| AttachError::Load(format!("CONFIG[{id}]: {e}")))?;
-                configs.push(id);
-            }
-            Err(e) => st.notes.push(e),
-        }
-    }
-
-    for index in 0..status.len() {
-        // Attaching takes seconds under emulation: a stop signal ends it
-        // here, and returning drops `ebpf`, detaching what is attached.
-        if crate::signals::stop_requested() {
-            return Err(AttachError::Stopped);
-        }
-        if !configs.contains(&status[index].id) {
-            continue;
-        }
-        // Ids put the fast variants before the internal fast path.
-        if FUNCS[index].kind == FuncKind::FastInternal && fast_variants_traced(&status) {
-            status[index].not_needed = true;
-            status[index].notes.push(FAST_INTERNAL_NOT_NEEDED.into());
-            continue;
-        }
-        let st = &mut status[index];
-        let func = &FUNCS[st.id as usize];
-        let names = program_names(st.id, func);
-        let with_exit = has_exit_probe(st.id);
-        let symbol = st.symbol.clone().unwrap_or_default();
-        log::info!("attaching {symbol}");
-        if mode != AttachMode::Kprobe {
-            let result = match (&facts.tracing, &aya_btf) {
-                (Err(e), _) => Err(e.clone()),
-                (Ok(()), None) => Err("fentry needs kernel BTF, which aya could not read".into()),
-                (Ok(()), Some(btf)) => attach_fentry(&mut ebpf, &names, &symbol, btf, with_exit)
-                    .map_err(|e| format!("fentry: {e}")),
-            };
-            match result {
-                Ok(()) => st.attached = Some(Mechanism::Fentry),
-                Err(e) => st.notes.push(e),
-            }
-        }
-        if st.attached.is_none() && mode != AttachMode::Fentry {
-            let result = match &facts.kprobes {
-                Err(e) => Err(e.clone()),
-                Ok(()) => attach_kprobe(&mut ebpf, &names, &symbol, with_exit)
-                    .map_err(|e| format!("kprobe: {e}")),
-            };
-            match result {
-                Ok(()) => st.attached = Some(Mechanism::Kprobe),
-                Err(e) => st.notes.push(e),
-            }
-        }
-    }
+    let configured = configure_functions(&mut ebpf, facts, object, &mut status)?;
+    attach_functions(
+        &mut ebpf,
+        facts,
+        options.mode,
+        aya_btf.as_ref(),
+        &mut status,
+        &configured,
+    )?;
 
     lifetimes::configure(&mut ebpf, facts, options).map_err(AttachError::Load)?;
     let hook = release_hook_symbol(facts);
-    let release_hook = attach_release_hook(&mut ebpf, facts, mode, aya_btf.as_ref(), hook);
+    let release_hook = attach_release_hook(&mut ebpf, facts, options.mode, aya_btf.as_ref(), hook);
     let lifetimes = match &release_hook {
         Ok(mechanism) => options.lifetimes.then_some(*mechanism),
         Err(e) if options.lifetimes => {
@@ -585,22 +400,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
     log::info!("attach done");
     if status.iter().all(|st| st.attached.is_none()) {
-        // Without BTF no signature can be checked, so nothing is probed
-        // whatever the mechanisms: say that rather than one function's note.
-        let reason = facts
-            .no_mechanism_reason()
-            .or_else(|| facts.btf.as_ref().err().cloned())
-            .unwrap_or_else(|| {
-                status
-                    .iter()
-                    .find_map(|st| st.notes.last().cloned())
-                    .unwrap_or_else(|| "no known function found".to_string())
-            });
-        return Err(AttachError::NothingAttached {
-            release: facts.release.clone(),
-            reason,
-            needs_btf: facts.btf.is_err(),
-        });
+        return Err(nothing_attached(facts, &status));
     }
     Ok(Probes {
         ebpf,
@@ -613,6 +413,153 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         exit_watch,
         features_off: facts.features.off_summary(),
     })
+}
+
+/// Loads (verifies) `object`, sized for `options`, with its log reader.
+fn load_object(
+    object: Object,
+    options: AttachOptions,
+) -> Result<(Ebpf, Option<KernelLog>), AttachError> {
+    log::info!("loading the eBPF object ({object:?})");
+    let mut ebpf = EbpfLoader::new()
+        // TASK_STATES is task local storage, which aya's userspace has no
+        // type for; only the probes use it.
+        .allow_unsupported_maps()
+        .map_max_entries("PIN_LIFETIMES", lifetimes::capacity(options.lifetimes))
+        .load(match object {
+            Object::Full => EBPF_OBJECT,
+            Object::Baseline => BASELINE_OBJECT,
+        })
+        .map_err(|e| match permission_denied(&e) {
+            Some(denied) => AttachError::Refused(denied.to_string()),
+            None => AttachError::Load(e.to_string()),
+        })?;
+    let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => Some(logger),
+        Err(e) => {
+            log::warn!("kernel-side diagnostics unavailable: {e}");
+            None
+        }
+    };
+    Ok((ebpf, kernel_log))
+}
+
+/// Checks each found function's signature against its BTF and writes its
+/// CONFIG entry; returns the ids configured (the others get a note why).
+fn configure_functions(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    object: Object,
+    status: &mut [ProbeStatus],
+) -> Result<Vec<FuncId>, AttachError> {
+    let mut config: Array<_, FuncConfig> = Array::try_from(
+        ebpf.map_mut("CONFIG")
+            .ok_or_else(|| AttachError::Load("map CONFIG missing from the object".into()))?,
+    )
+    .map_err(|e| AttachError::Load(e.to_string()))?;
+    let mut configured = Vec::with_capacity(FUNCS.len());
+    for st in status {
+        let Some(symbol) = &st.symbol else { continue };
+        let cfg = match &facts.btf {
+            Ok(btf) => func_config(btf, &FUNCS[st.id as usize], symbol),
+            Err(e) => Err(e.clone()),
+        };
+        match cfg {
+            Ok(mut cfg) => {
+                // The baseline object cannot ask the kernel where a traced
+                // function starts; kallsyms tells (0 where it hides
+                // addresses: call sites are then unknown, and counted so).
+                if object == Object::Baseline {
+                    cfg.addr = facts.kallsyms().address(&[symbol.as_str()]).unwrap_or(0);
+                }
+                let id = st.id;
+                config
+                    .set(id, cfg, 0)
+                    .map_err(|e| AttachError::Load(format!("CONFIG[{id}]: {e}")))?;
+                configured.push(id);
+            }
+            Err(e) => st.notes.push(e),
+        }
+    }
+    Ok(configured)
+}
+
+/// Attaches each configured function with `mode`: fentry first, kprobe
+/// where fentry fails (unless a mechanism is forced). Notes say why not.
+fn attach_functions(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    mode: AttachMode,
+    aya_btf: Option<&aya::Btf>,
+    status: &mut [ProbeStatus],
+    configured: &[FuncId],
+) -> Result<(), AttachError> {
+    for index in 0..status.len() {
+        // Attaching takes seconds under emulation: a stop signal ends it
+        // here, and returning drops `ebpf`, detaching what is attached.
+        if crate::signals::stop_requested() {
+            return Err(AttachError::Stopped);
+        }
+        if !configured.contains(&status[index].id) {
+            continue;
+        }
+        // Ids put the fast variants before the internal fast path.
+        if FUNCS[index].kind == FuncKind::FastInternal && fast_variants_traced(status) {
+            status[index].not_needed = true;
+            status[index].notes.push(FAST_INTERNAL_NOT_NEEDED.into());
+            continue;
+        }
+        let st = &mut status[index];
+        let func = &FUNCS[st.id as usize];
+        let names = program_names(st.id, func);
+        let with_exit = has_exit_probe(st.id);
+        let symbol = st.symbol.clone().unwrap_or_default();
+        log::info!("attaching {symbol}");
+        if mode != AttachMode::Kprobe {
+            let result = match (&facts.tracing, aya_btf) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), None) => Err("fentry needs kernel BTF, which aya could not read".into()),
+                (Ok(()), Some(btf)) => attach_fentry(ebpf, &names, &symbol, btf, with_exit)
+                    .map_err(|e| format!("fentry: {e}")),
+            };
+            match result {
+                Ok(()) => st.attached = Some(Mechanism::Fentry),
+                Err(e) => st.notes.push(e),
+            }
+        }
+        if st.attached.is_none() && mode != AttachMode::Fentry {
+            let result = match &facts.kprobes {
+                Err(e) => Err(e.clone()),
+                Ok(()) => attach_kprobe(ebpf, &names, &symbol, with_exit)
+                    .map_err(|e| format!("kprobe: {e}")),
+            };
+            match result {
+                Ok(()) => st.attached = Some(Mechanism::Kprobe),
+                Err(e) => st.notes.push(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The error when no function attached. Without BTF no signature can be
+/// checked, so nothing is probed whatever the mechanisms: that is said
+/// rather than one function's note.
+fn nothing_attached(facts: &KernelFacts, status: &[ProbeStatus]) -> AttachError {
+    let reason = facts
+        .no_mechanism_reason()
+        .or_else(|| facts.btf.as_ref().err().cloned())
+        .unwrap_or_else(|| {
+            status
+                .iter()
+                .find_map(|st| st.notes.last().cloned())
+                .unwrap_or_else(|| "no known function found".to_string())
+        });
+    AttachError::NothingAttached {
+        release: facts.release.clone(),
+        reason,
+        needs_btf: facts.btf.is_err(),
+    }
 }
 
 /// Discovery only: which symbol stands for each known function, without
@@ -639,26 +586,4 @@ pub fn discover(facts: &KernelFacts) -> Vec<ProbeStatus> {
             st
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::child_pid_offset_in;
-
-    #[test]
-    fn fork_record_layouts() {
-        // Linux 6.1 and 6.12: fixed-size comms.
-        let classic = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
-                       \tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
-                       \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\
-                       \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
-        assert_eq!(child_pid_offset_in(classic), Some(44));
-        // 6.13+: the comms are __string()s.
-        let strings = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\
-                       \tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\
-                       \tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\
-                       \tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
-        assert_eq!(child_pid_offset_in(strings), Some(20));
-        assert_eq!(child_pid_offset_in("garbage"), None);
-    }
 }

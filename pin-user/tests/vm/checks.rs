@@ -178,3 +178,19 @@ fn stat_json_sees_a_workload() {
     assert_eq!(lines, 3, "three intervals");
     assert_eq!((calls, pages), (25, 100), "stat totals:\n{text}");
 }
+
+/// The features pinwatch probes in the kernel's BTF agree with when each
+/// came into Linux: task storage, `bpf_loop` and `bpf_get_func_arg` for
+/// tracing programs by 5.17 (the full object), kprobe links' own miss
+/// counts in 6.7.
+#[test]
+fn probed_features_follow_the_kernel_history() {
+    let h = harness();
+    let kprobe_missed = pinwatch::probes::misses::kprobe_missed_readable();
+    eprintln!(
+        "OBSERVED features on {}: kprobe misses readable {kprobe_missed}, lifetimes off {:?}",
+        h.release, h.lifetimes_off
+    );
+    assert_eq!(kprobe_missed, h.version >= (6, 7));
+    assert_eq!(h.lifetimes_off.is_none(), h.version >= (5, 17));
+}

@@ -35,6 +35,7 @@ fn count_param(function: &str) -> Option<(&'static str, u8)> {
     let name = match info.kind {
         FuncKind::Release if function == "unpin_folios" => "nfolios",
         FuncKind::Release => "npages",
+        _ if function == "memfd_pin_folios" => "max_folios",
         _ => "nr_pages",
     };
     Some((name, info.nr_arg))
@@ -191,7 +192,7 @@ mod tests {
             "the internal fast path is not needed"
         );
         assert!(s.contains(
-            "kfunc:unpin_user_pages { @release_calls[14] = count(); @release_pages[14] = sum(args->npages); }"
+            "kfunc:unpin_user_pages { @release_calls[15] = count(); @release_pages[15] = sum(args->npages); }"
         ));
         assert!(s.contains(INTERVAL_MARKER));
     }
@@ -211,6 +212,13 @@ mod tests {
         assert!(
             s.contains("kretprobe:get_user_pages_fast {\n  $d = @d[tid];\n  $r = (int32)retval;")
         );
+    }
+
+    #[test]
+    fn memfd_pin_folios_counts_folios() {
+        let s = gup_script(&[probe("memfd_pin_folios", true)]);
+        assert!(s.contains("@n[tid] = args->max_folios"), "{s}");
+        assert!(!s.contains("nr_pages"), "{s}");
     }
 
     #[test]

@@ -11,11 +11,12 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::Mutex,
+    sync::Once,
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, setup, workspace_root};
+use crate::{cmd, workspace_root};
 
 /// One private apt state over a fixed set of suites, or the machine's own.
 pub struct PrivateApt {
@@ -76,7 +77,7 @@ impl PrivateApt {
     /// `apt-get update` of this state, at most once per xtask run.
     pub fn update(&self) -> anyhow::Result<()> {
         let Some(dir) = &self.dir else {
-            return setup::apt_update_once();
+            return apt_update_once();
         };
         let key = dir.display().to_string();
         if UPDATED.lock().is_ok_and(|done| done.contains(&key)) {
@@ -210,6 +211,54 @@ fn mirror_in(sources: &str) -> Option<String> {
             .ends_with("/debian")
             .then(|| uri.to_string())
     })
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs missing Debian packages with apt-get.
+pub fn ensure_apt(packages: &[&str]) -> anyhow::Result<()> {
+    if !cmd::have("dpkg-query") || !cmd::have("apt-get") {
+        bail!(
+            "this is not a Debian/Ubuntu system; install the equivalents of: {}",
+            packages.join(" ")
+        );
+    }
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "missing packages: {}; run as root or `sudo apt-get install {}`",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    apt_update_once()?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// `apt-get update`, at most once per xtask run.
+pub fn apt_update_once() -> anyhow::Result<()> {
+    static DONE: Once = Once::new();
+    let mut result = Ok(());
+    DONE.call_once(|| {
+        result = cmd::run(Command::new("apt-get").args(["update", "-q"]));
+    });
+    result
 }
 
 #[cfg(test)]

@@ -16,8 +16,7 @@ use crate::{vm, workspace_root};
 /// The README's "Try it in a VM" command. The workload outlives the
 /// dashboard (a million calls take minutes under TCG) and is cut short
 /// when the guest powers off after `top` quits.
-const DEMO: &str =
-    "pinwatch workload process-vm-readv --calls 1000000 >/dev/null & pinwatch top";
+const DEMO: &str = "pinwatch workload process-vm-readv --calls 1000000 >/dev/null & pinwatch top";
 
 /// Kernel the demo boots (the README's default).
 const KERNEL: &str = "debian-6.12";
@@ -101,9 +100,7 @@ fn drive(tmux_bin: &Path, status_file: &Path) -> anyhow::Result<()> {
     })?;
     let Some(screen) = shown else {
         let (_, text) = tmux(tmux_bin, &["capture-pane", "-p", "-t", SESSION])?;
-        bail!(
-            "the dashboard never showed pin_user_pages_remote within 300 s; the screen:\n{text}"
-        );
+        bail!("the dashboard never showed pin_user_pages_remote within 300 s; the screen:\n{text}");
     };
     println!("demo: the dashboard shows the workload:\n{screen}");
     tmux(tmux_bin, &["send-keys", "-t", SESSION, "q"])?;

@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     apt::{self, PrivateApt},
-    setup, workspace_root,
+    workspace_root,
 };
 
 /// The named kernels of the matrix.
@@ -139,7 +139,7 @@ pub fn ensure(spec: &str) -> anyhow::Result<Kernel> {
             files: None,
         });
     };
-    setup::ensure_apt(&["xz-utils", "zstd"])?;
+    apt::ensure_apt(&["xz-utils", "zstd"])?;
     let apt = series.archive();
     let regex = series.package_regex();
     let mut found = match apt.search(&regex) {

@@ -7,6 +7,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod initramfs;
+mod install;
 mod kernels;
 mod qemu;
 mod setup;

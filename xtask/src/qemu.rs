@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     apt::{self, PrivateApt},
-    setup, workspace_root,
+    install, workspace_root,
 };
 
 /// The suite qemu comes from.
@@ -45,7 +45,7 @@ fn cache_dir() -> PathBuf {
 /// Unpacks qemu 10 once (idempotent) and returns how to run it.
 pub fn ensure() -> anyhow::Result<Qemu> {
     // Debian's own qemu brings the shared libraries and seabios.
-    setup::ensure_vm_tools()?;
+    install::ensure_vm_tools()?;
     let root = cache_dir().join("root");
     let qemu = Qemu {
         binary: root.join("usr/bin/qemu-system-x86_64"),

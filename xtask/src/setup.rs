@@ -1,174 +1,21 @@
-//! Idempotent installation of everything the build and the VM tests need.
-//! Each `ensure_*` checks first and installs only what is missing, so every
-//! other xtask command calls the ones it needs.
+//! `cargo xtask setup`: everything the build, the VM tests and the
+//! benchmarks need, installed or fetched once (each step is idempotent).
 
-use std::{process::Command, sync::Once};
-
-use anyhow::{Context as _, bail};
-
-use crate::{cmd, kernels};
-
-/// Debian packages the build needs (bpf-linker links against LLVM 22).
-const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
-/// Debian packages the VM runs need.
-const VM_PACKAGES: &[&str] = &[
-    "qemu-system-x86",
-    "busybox-static",
-    "cpio",
-    "xz-utils",
-    "tmux",
-    "ncurses-base",
-];
-/// Debian packages the unit tests need (promtool checks the exposition).
-const TEST_PACKAGES: &[&str] = &["prometheus"];
-/// The bpf-linker release known to build here against LLVM 22.
-const BPF_LINKER_VERSION: &str = "0.13.0";
+use crate::{bench, install, kernels, qemu};
 
 /// Everything: build tools, VM tools, the benchmark's peers, every kernel
 /// of the matrix.
 pub fn all() -> anyhow::Result<std::process::ExitCode> {
-    ensure_build_tools()?;
-    ensure_test_tools()?;
-    ensure_vm_tools()?;
-    let qemu = crate::qemu::ensure()?;
+    install::ensure_build_tools()?;
+    install::ensure_test_tools()?;
+    install::ensure_vm_tools()?;
+    let qemu = qemu::ensure()?;
     println!("qemu: {}", qemu.binary.display());
-    crate::bench::ensure_tools()?;
+    bench::ensure_tools()?;
     for spec in kernels::MATRIX_KERNELS {
         let k = kernels::ensure(spec)?;
         println!("kernel {spec}: {}", k.vmlinuz.display());
     }
     println!("setup: everything is in place");
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// Nightly with rust-src, LLVM 22 and bpf-linker: what building the eBPF
-/// object needs.
-pub fn ensure_build_tools() -> anyhow::Result<()> {
-    static DONE: Once = Once::new();
-    let mut result = Ok(());
-    DONE.call_once(|| {
-        result = ensure_apt(BUILD_PACKAGES)
-            .and_then(|()| ensure_nightly_rust_src())
-            .and_then(|()| ensure_bpf_linker());
-    });
-    result
-}
-
-/// promtool, for the exposition tests.
-pub fn ensure_test_tools() -> anyhow::Result<()> {
-    ensure_apt(TEST_PACKAGES)
-}
-
-/// qemu, busybox, cpio, xz, tmux.
-pub fn ensure_vm_tools() -> anyhow::Result<()> {
-    ensure_apt(VM_PACKAGES)
-}
-
-fn installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
-}
-
-/// Installs missing Debian packages with apt-get.
-pub fn ensure_apt(packages: &[&str]) -> anyhow::Result<()> {
-    if !cmd::have("dpkg-query") || !cmd::have("apt-get") {
-        bail!(
-            "this is not a Debian/Ubuntu system; install the equivalents of: {} \
-             (and nightly rust-src, bpf-linker {BPF_LINKER_VERSION} built for LLVM 22)",
-            packages.join(" ")
-        );
-    }
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "missing packages: {}; run as root or `sudo apt-get install {}`",
-            missing.join(" "),
-            missing.join(" ")
-        );
-    }
-    eprintln!("setup: installing {}", missing.join(" "));
-    apt_update_once()?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-}
-
-/// `apt-get update`, at most once per xtask run.
-pub fn apt_update_once() -> anyhow::Result<()> {
-    static DONE: Once = Once::new();
-    let mut result = Ok(());
-    DONE.call_once(|| {
-        result = cmd::run(Command::new("apt-get").args(["update", "-q"]));
-    });
-    result
-}
-
-fn ensure_nightly_rust_src() -> anyhow::Result<()> {
-    let components = Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
-        .output()
-        .context("rustup is needed to build the eBPF object (nightly toolchain)")?;
-    if !components.status.success() {
-        eprintln!("setup: installing the nightly toolchain");
-        cmd::run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-            "--component",
-            "rust-src",
-        ]))
-        .context("the eBPF object needs a nightly toolchain with rust-src")?;
-        return Ok(());
-    }
-    if !String::from_utf8_lossy(&components.stdout).contains("rust-src") {
-        eprintln!("setup: adding rust-src to nightly");
-        cmd::run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
-    }
-    Ok(())
-}
-
-fn ensure_bpf_linker() -> anyhow::Result<()> {
-    let current = Command::new("bpf-linker").arg("--version").output();
-    if let Ok(out) = &current
-        && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
-    {
-        return Ok(());
-    }
-    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)");
-    let path = format!(
-        "/usr/lib/llvm-22/bin:{}",
-        std::env::var("PATH").unwrap_or_default()
-    );
-    cmd::run(
-        Command::new("cargo")
-            .args([
-                "install",
-                "bpf-linker",
-                "--version",
-                BPF_LINKER_VERSION,
-                "--no-default-features",
-                "--features",
-                "llvm-22",
-                "--force",
-            ])
-            .env("PATH", path),
-    )
 }

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{setup, vm, workspace_root};
+use crate::{install, vm, workspace_root};
 
 /// One boot of the VM matrix.
 struct Entry {
@@ -132,8 +132,8 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
 
 /// Runs everything; the last line is "N passed, M failed".
 pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> {
-    setup::ensure_build_tools()?;
-    setup::ensure_test_tools()?;
+    install::ensure_build_tools()?;
+    install::ensure_test_tools()?;
     let mut tally = Tally::default();
 
     println!("== unit tests (host)");

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, initramfs, kernels, qemu, setup, workspace_root};
+use crate::{cmd, initramfs, install, kernels, qemu, workspace_root};
 
 /// What a VM run produced.
 pub struct VmOutcome {
@@ -48,7 +48,7 @@ impl std::error::Error for BootFailure {}
 /// figures and start-up times are then theirs; a debug build took 36 s to
 /// start on 5.10 under TCG), and returns the binary's path.
 pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
-    setup::ensure_build_tools()?;
+    install::ensure_build_tools()?;
     cmd::run(
         Command::new("cargo")
             .args(["build", "--release", "-p", "pin-user", "--bin", "pinwatch"])
@@ -60,7 +60,7 @@ pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
 /// The host's tmux, which the VM images carry so the dashboard can run in
 /// a real terminal there.
 pub fn tmux() -> anyhow::Result<PathBuf> {
-    setup::ensure_vm_tools()?;
+    install::ensure_vm_tools()?;
     initramfs::which("tmux")
 }
 

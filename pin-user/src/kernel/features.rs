@@ -137,7 +137,12 @@ struct BpfNames(std::collections::HashSet<String>);
 
 impl BpfNames {
     fn of(btf: &Btf) -> Self {
-        Self(btf.enumerators("BPF_").into_iter().map(|(n, _)| n).collect())
+        Self(
+            btf.enumerators("BPF_")
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+        )
     }
 
     /// A helper the kernel's `enum bpf_func_id` names.
@@ -154,7 +159,10 @@ impl BpfNames {
 
 /// Evidence text: `what` is (not) in the kernel's BTF.
 fn in_btf(what: &str, found: bool) -> String {
-    format!("{what} {}in the kernel's BTF", if found { "" } else { "not " })
+    format!(
+        "{what} {}in the kernel's BTF",
+        if found { "" } else { "not " }
+    )
 }
 
 /// Whether kprobe links report their misses: 6.7 added the count to

@@ -38,7 +38,8 @@ impl Kallsyms {
         let mut symbols = HashMap::new();
         for line in text.lines() {
             let mut fields = line.split_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
+            let (Some(addr), Some(kind), Some(name)) =
+                (fields.next(), fields.next(), fields.next())
             else {
                 continue;
             };

@@ -57,7 +57,10 @@ fn child_pid_offset_in(format: &str) -> Option<u64> {
 /// watches, and the probes must recognise that word to know that the call
 /// is still running (see `TaskState::outer_mark`). Unknown (kallsyms
 /// hidden), the probes check only frame positions.
-pub(super) fn set_return_trampoline(ebpf: &mut Ebpf, facts: &KernelFacts) -> Result<(), AttachError> {
+pub(super) fn set_return_trampoline(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+) -> Result<(), AttachError> {
     let address = facts
         .kallsyms()
         .address(&crate::kernel::kallsyms::RETURN_TRAMPOLINES)

@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{initramfs, kernels, setup, vm, workspace_root};
+use crate::{apt, initramfs, install, kernels, vm, workspace_root};
 
 /// Debian packages of the peers (carried into the VM image with their
 /// libraries).
@@ -33,7 +33,7 @@ const GUEST_MEMORY_MB: u32 = 4096;
 
 /// bpftrace and libbpf-tools (for `funclatency`).
 pub fn ensure_tools() -> anyhow::Result<()> {
-    setup::ensure_apt(BENCH_PACKAGES)
+    apt::ensure_apt(BENCH_PACKAGES)
 }
 
 /// Options of `cargo xtask bench`.
@@ -77,7 +77,7 @@ fn command_line(args: &BenchArgs, kernels: &[String]) -> String {
 
 /// Runs the benchmark on every kernel and writes the tables.
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    setup::ensure_vm_tools()?;
+    install::ensure_vm_tools()?;
     ensure_tools()?;
     let kernels: Vec<String> = if args.kernels.is_empty() {
         kernels::BENCH_KERNELS

@@ -1,0 +1,115 @@
+//! What xtask installs, idempotently: the nightly toolchain with rust-src
+//! and bpf-linker (the eBPF build), and the Debian packages the VM runs and
+//! the tests need. Each `ensure_*` checks first and installs only what is
+//! missing, so every xtask command calls the ones it needs.
+
+use std::{process::Command, sync::Once};
+
+use anyhow::Context as _;
+
+use crate::{apt::ensure_apt, cmd};
+
+/// Debian packages the build needs (bpf-linker links against LLVM 22).
+const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
+/// Debian packages the VM runs need.
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
+    "tmux",
+    "ncurses-base",
+];
+/// Debian packages the unit tests need (promtool checks the exposition).
+const TEST_PACKAGES: &[&str] = &["prometheus"];
+/// The bpf-linker release known to build here against LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Nightly with rust-src, LLVM 22 and bpf-linker: what building the eBPF
+/// object needs.
+pub fn ensure_build_tools() -> anyhow::Result<()> {
+    static DONE: Once = Once::new();
+    let mut result = Ok(());
+    DONE.call_once(|| {
+        result = ensure_apt(BUILD_PACKAGES)
+            .with_context(|| {
+                format!(
+                    "the eBPF build needs LLVM 22, nightly rust-src and bpf-linker \
+                     {BPF_LINKER_VERSION} built for LLVM 22"
+                )
+            })
+            .and_then(|()| ensure_nightly_rust_src())
+            .and_then(|()| ensure_bpf_linker());
+    });
+    result
+}
+
+/// promtool, for the exposition tests.
+pub fn ensure_test_tools() -> anyhow::Result<()> {
+    ensure_apt(TEST_PACKAGES)
+}
+
+/// qemu, busybox, cpio, xz, tmux.
+pub fn ensure_vm_tools() -> anyhow::Result<()> {
+    ensure_apt(VM_PACKAGES)
+}
+
+fn ensure_nightly_rust_src() -> anyhow::Result<()> {
+    let components = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("rustup is needed to build the eBPF object (nightly toolchain)")?;
+    if !components.status.success() {
+        eprintln!("setup: installing the nightly toolchain");
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))
+        .context("the eBPF object needs a nightly toolchain with rust-src")?;
+        return Ok(());
+    }
+    if !String::from_utf8_lossy(&components.stdout).contains("rust-src") {
+        eprintln!("setup: adding rust-src to nightly");
+        cmd::run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    let current = Command::new("bpf-linker").arg("--version").output();
+    if let Ok(out) = &current
+        && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
+    }
+    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)");
+    let path = format!(
+        "/usr/lib/llvm-22/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd::run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+                "--force",
+            ])
+            .env("PATH", path),
+    )
+}

@@ -16,7 +16,10 @@ use super::{
     procsnap, step,
 };
 use crate::{
-    model::{AddressSpace, PAGE_SIZE, PageState, Present, paths},
+    model::{
+        AddressSpace, PAGE_SIZE, PageState, Present,
+        paths::{self, PathPrediction},
+    },
     workload::UserBuffer,
 };
 
@@ -267,36 +270,39 @@ fn open_proc_mem() -> Result<std::fs::File, String> {
         .map_err(|e| format!("open /proc/self/mem: {e}"))
 }
 
-/// Whether this kernel forces our own `/proc/self/mem` accesses, or why
-/// pinwatch cannot tell.
-fn proc_mem_forced(ctx: &Ctx) -> Result<bool, String> {
-    ctx.rules
+/// The model's prediction for `len` bytes of `/proc/self/mem` at the start
+/// of `range` (snapshotted now), forced or not as this kernel decides; an
+/// error says why pinwatch cannot tell.
+fn predict_proc_mem(
+    ctx: &Ctx,
+    range: Range<u64>,
+    len: u64,
+    write: bool,
+) -> Result<PathPrediction, String> {
+    let force = ctx
+        .rules
         .proc_mem_force
         .map(|mode| mode.forces_self())
         .ok_or_else(|| {
             "FOLL_FORCE for /proc/PID/mem is a build choice on this kernel (CONFIG_PROC_MEM_*, \
-             6.12 and 6.1 stable) or proc_mem.force_override=, and neither the kernel's config (/boot/config-RELEASE, \
-             /usr/lib/modules/RELEASE/config) nor its command line is readable"
+         6.12 and 6.1 stable) or proc_mem.force_override=, and neither the kernel's config \
+         (/boot/config-RELEASE, /usr/lib/modules/RELEASE/config) nor its command line is readable"
                 .to_string()
-        })
+        })?;
+    let start = range.start;
+    let mut space = snap(range)?;
+    Ok(paths::proc_mem(
+        &mut space, start, len, write, force, &ctx.rules,
+    ))
 }
 
 fn proc_mem_read(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let force = proc_mem_forced(ctx)?;
     let mut buf = anon(4 * PAGE_SIZE)?;
     buf.warm();
     let mem = open_proc_mem()?;
     let mut dst = anon(4 * PAGE_SIZE)?;
     dst.warm();
-    let mut space = snap(buf.range())?;
-    let predicted = paths::proc_mem(
-        &mut space,
-        buf.start(),
-        buf.len() as u64,
-        false,
-        force,
-        &ctx.rules,
-    );
+    let predicted = predict_proc_mem(ctx, buf.range(), buf.len() as u64, false)?;
     let observed = ctx.observe(|| {
         // SAFETY: dst is our writable mapping of buf.len bytes.
         rc(unsafe {
@@ -317,21 +323,12 @@ fn proc_mem_read(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
 }
 
 fn proc_mem_write_ro(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let force = proc_mem_forced(ctx)?;
     let mut buf = anon(PAGE_SIZE)?;
     buf.warm();
     buf.protect(libc::PROT_READ).map_err(|e| e.to_string())?;
     let mem = open_proc_mem()?;
     let src = [0xa5u8; 8];
-    let mut space = snap(buf.range())?;
-    let predicted = paths::proc_mem(
-        &mut space,
-        buf.start(),
-        src.len() as u64,
-        true,
-        force,
-        &ctx.rules,
-    );
+    let predicted = predict_proc_mem(ctx, buf.range(), src.len() as u64, true)?;
     let observed = ctx.observe(|| {
         // SAFETY: writes 8 bytes from our array into our own (read-only)
         // mapping through /proc/self/mem.

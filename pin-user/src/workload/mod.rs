@@ -24,6 +24,7 @@ use std::io::BufRead as _;
 use serde::{Deserialize, Serialize};
 
 pub use buffer::{PAGE_SIZE, UserBuffer};
+pub use uring::application_ring;
 
 /// The kernel paths a workload can drive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]

@@ -34,7 +34,10 @@ fn account_like_an_application() -> Result<(), WorkloadError> {
     .map_err(|e| WorkloadError::sys("dropping CAP_IPC_LOCK")(std::io::Error::other(e.to_string())))
 }
 
-fn new_ring() -> Result<IoUring, WorkloadError> {
+/// A 4-entry ring set up as an application's (see
+/// [`account_like_an_application`]); this thread keeps CAP_IPC_LOCK
+/// dropped from then on.
+pub fn application_ring() -> Result<IoUring, WorkloadError> {
     account_like_an_application()?;
     IoUring::new(4).map_err(WorkloadError::sys("io_uring_setup"))
 }
@@ -46,7 +49,7 @@ pub struct Register {
 
 impl Register {
     pub fn new(opts: &WorkloadOptions) -> Result<Self, WorkloadError> {
-        let ring = new_ring()?;
+        let ring = application_ring()?;
         let mut buf = UserBuffer::new(opts.pages + 1)?;
         if !opts.cold {
             buf.warm();
@@ -96,7 +99,7 @@ impl Hold {
 
 impl Prepared for Hold {
     fn run_once(&mut self, opts: &WorkloadOptions) -> Result<(), WorkloadError> {
-        let ring = new_ring()?;
+        let ring = application_ring()?;
         let iov = libc::iovec {
             iov_base: self.buf.addr(opts.offset).cast(),
             iov_len: (opts.pages * PAGE_SIZE) as usize,

@@ -409,31 +409,14 @@ fn missing_btf_gives_reduced_mode_saying_why() {
     assert_eq!(line["mode"], "reduced");
 }
 
-/// An io_uring set up on a thread of its own that dropped CAP_IPC_LOCK
-/// (io_uring decides on accounting at setup; this thread keeps its
-/// capabilities), under an unlimited RLIMIT_MEMLOCK (the per-user charge
-/// counts all of root's processes).
+/// An application's io_uring (no CAP_IPC_LOCK, see
+/// `workload::application_ring`), set up on a thread of its own: io_uring
+/// decides on accounting at setup, and the test's thread keeps its
+/// capabilities.
 fn ring_without_ipc_lock() -> io_uring::IoUring {
-    std::thread::spawn(|| {
-        let unlimited = libc::rlimit {
-            rlim_cur: libc::RLIM_INFINITY,
-            rlim_max: libc::RLIM_INFINITY,
-        };
-        // SAFETY: setrlimit with a valid struct.
-        assert_eq!(
-            unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) },
-            0
-        );
-        caps::drop(
-            None,
-            caps::CapSet::Effective,
-            caps::Capability::CAP_IPC_LOCK,
-        )
-        .expect("drop CAP_IPC_LOCK");
-        io_uring::IoUring::new(4).expect("io_uring_setup")
-    })
-    .join()
-    .expect("ring setup thread")
+    std::thread::spawn(|| pinwatch::workload::application_ring().expect("io_uring_setup"))
+        .join()
+        .expect("ring setup thread")
 }
 
 #[test]

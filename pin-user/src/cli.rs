@@ -292,7 +292,10 @@ pub fn main() -> ExitCode {
     // before anything is printed about it.
     // SAFETY: setting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // Milliseconds: `RUST_LOG=info` is how start-up and stop are timed.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {

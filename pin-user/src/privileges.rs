@@ -151,6 +151,21 @@ fn call<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, ShedE
 }
 
 /// Threads of this process.
+/// The process's thread count once threads already joined are gone: a
+/// joined thread (attach runs on threads) still counts for a moment, since
+/// the kernel wakes the joiner before it unhashes the exiting thread. Waits
+/// at most 1 s for the count to reach 1.
+fn threads_settled() -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let n = threads();
+        if n <= 1 || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 fn threads() -> u64 {
     procfs::process::Process::myself()
         .and_then(|p| p.status())
@@ -261,7 +276,7 @@ pub fn shed(
     if !has(Capability::CAP_BPF) && !has(Capability::CAP_SYS_ADMIN) {
         return Ok(Shed::Nothing);
     }
-    let n = threads();
+    let n = threads_settled();
     if n > 1 {
         return Err(ShedError::Threads(n));
     }

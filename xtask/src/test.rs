@@ -135,6 +135,9 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
     install::ensure_build_tools()?;
     install::ensure_test_tools()?;
     let mut tally = Tally::default();
+    // Where the matrix's minutes go: host tests, builds, each VM.
+    let run_started = Instant::now();
+    let mut steps: Vec<(String, Duration, String)> = Vec::new();
 
     println!("== unit tests (host)");
     let host = Command::new("cargo")
@@ -150,9 +153,25 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
         println!("host unit tests failed");
     }
 
+    steps.push((
+        "host unit tests (with their build)".into(),
+        run_started.elapsed(),
+        if host.status.success() {
+            "passed"
+        } else {
+            "failed"
+        }
+        .into(),
+    ));
+    let building = Instant::now();
     let pinwatch = vm::build_pinwatch()?;
     let suite = vm_test_binary()?;
     let tmux = vm::tmux()?;
+    steps.push((
+        "release pinwatch and VM suite builds".into(),
+        building.elapsed(),
+        "done".into(),
+    ));
     let mut failures = Vec::new();
     let mut faults = Vec::new();
     // Per VM: its name, wall time (boot to power-off) and result, for the
@@ -265,9 +284,10 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
         .with_context(|| format!("writing {}", table.display()))?;
     println!("fault table: {}", table.display());
     println!("== summary");
-    for (name, took, result) in &per_vm {
+    for (name, took, result) in steps.iter().chain(&per_vm) {
         println!("{name}: {:.0} s, {result}", took.as_secs_f64());
     }
+    println!("total: {:.0} s", run_started.elapsed().as_secs_f64());
     for f in &failures {
         println!("FAILED {f}");
     }

@@ -24,7 +24,7 @@ pub struct KernelFacts {
     /// generating it is the slowest part of start-up (attaching needs it
     /// for the return trampoline's address, and the baseline object for
     /// every function's).
-    kallsyms: std::cell::OnceCell<Kallsyms>,
+    kallsyms: std::sync::OnceLock<Kallsyms>,
     /// Ok when kprobes can be created, else why not.
     pub kprobes: Result<(), String>,
     /// Ok when tracing programs (fentry/fexit) may be loaded, else why not.
@@ -53,7 +53,7 @@ impl KernelFacts {
         Self {
             release,
             btf,
-            kallsyms: std::cell::OnceCell::new(),
+            kallsyms: std::sync::OnceLock::new(),
             kprobes,
             tracing,
             features,

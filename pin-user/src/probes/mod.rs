@@ -25,7 +25,7 @@ use crate::{
 };
 pub(crate) use programs::program;
 use programs::{
-    attach_exit_watch, attach_fentry, attach_kprobe, attach_release_hook, program_names,
+    attach_exit_watch, attach_function, attach_release_hook, borrow_functions, unload_all,
 };
 use settings::{
     ensure_tracefs, fork_child_pid_offset, set_return_trampoline, set_setting, set_task_stack,
@@ -353,29 +353,42 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
-    let (mut ebpf, kernel_log) = load_object(object, options)?;
+    let (ebpf, kernel_log) = load_object(object, options)?;
+    // Built first so that any failure from here on drops it, which
+    // detaches what is attached the fast way (`Drop for Probes`).
+    let hook = release_hook_symbol(facts);
+    let mut probes = Probes {
+        ebpf,
+        status: discover(facts),
+        kernel_log,
+        lifetimes: None,
+        release_hook: Err("not attached yet".into()),
+        release_hook_symbol: hook,
+        callers: options.callers,
+        exit_watch: Err("not attached yet".into()),
+        features_off: facts.features.off_summary(),
+    };
+    let ebpf = &mut probes.ebpf;
     log::info!("parsing BTF for aya");
     let aya_btf = match options.mode {
         AttachMode::Kprobe => None,
         _ => aya::Btf::from_sys_fs().ok(),
     };
-    set_return_trampoline(&mut ebpf, facts)?;
-    set_task_stack(&mut ebpf, facts)?;
-    let mut status = discover(facts);
-    let configured = configure_functions(&mut ebpf, facts, object, &mut status)?;
+    set_return_trampoline(ebpf, facts)?;
+    set_task_stack(ebpf, facts)?;
+    let configured = configure_functions(ebpf, facts, object, &mut probes.status)?;
     attach_functions(
-        &mut ebpf,
+        ebpf,
         facts,
         options.mode,
         aya_btf.as_ref(),
-        &mut status,
+        &mut probes.status,
         &configured,
     )?;
 
-    lifetimes::configure(&mut ebpf, facts, options).map_err(AttachError::Load)?;
-    let hook = release_hook_symbol(facts);
-    let release_hook = attach_release_hook(&mut ebpf, facts, options.mode, aya_btf.as_ref(), hook);
-    let lifetimes = match &release_hook {
+    lifetimes::configure(ebpf, facts, options).map_err(AttachError::Load)?;
+    let release_hook = attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook);
+    probes.lifetimes = match &release_hook {
         Ok(mechanism) => options.lifetimes.then_some(*mechanism),
         Err(e) if options.lifetimes => {
             return Err(AttachError::Load(format!(
@@ -391,28 +404,29 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             None
         }
     };
-    let exit_watch = attach_exit_watch(&mut ebpf);
-    if let Err(e) = &exit_watch {
+    probes.release_hook = release_hook;
+    probes.exit_watch = attach_exit_watch(&mut probes.ebpf);
+    if let Err(e) = &probes.exit_watch {
         log::warn!(
             "sched_process_exit not traced ({e}): a thread that exits while a call it made \
              was never seen to return is not counted as a missed call"
         );
     }
     log::info!("attach done");
-    if status.iter().all(|st| st.attached.is_none()) {
-        return Err(nothing_attached(facts, &status));
+    if probes.status.iter().all(|st| st.attached.is_none()) {
+        return Err(nothing_attached(facts, &probes.status));
     }
-    Ok(Probes {
-        ebpf,
-        status,
-        kernel_log,
-        lifetimes,
-        release_hook,
-        release_hook_symbol: hook,
-        callers: options.callers,
-        exit_watch,
-        features_off: facts.features.off_summary(),
-    })
+    Ok(probes)
+}
+
+impl Drop for Probes {
+    /// Detaches everything concurrently before the object (maps, and the
+    /// log reader after them) goes: see [`programs::unload_all`].
+    fn drop(&mut self) {
+        let started = std::time::Instant::now();
+        unload_all(&mut self.ebpf);
+        log::info!("detached in {} ms", started.elapsed().as_millis());
+    }
 }
 
 /// Loads (verifies) `object`, sized for `options`, with its log reader.
@@ -484,8 +498,9 @@ fn configure_functions(
     Ok(configured)
 }
 
-/// Attaches each configured function with `mode`: fentry first, kprobe
-/// where fentry fails (unless a mechanism is forced). Notes say why not.
+/// Attaches each configured function with `mode` (fentry first, kprobe
+/// where fentry fails, unless a mechanism is forced), every function on a
+/// thread of its own ([`programs::concurrently`]). Notes say why not.
 fn attach_functions(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
@@ -494,50 +509,75 @@ fn attach_functions(
     status: &mut [ProbeStatus],
     configured: &[FuncId],
 ) -> Result<(), AttachError> {
-    for index in 0..status.len() {
+    // The internal fast path is attached only where a fast variant is not
+    // (it adds nothing but cost otherwise), so it waits for their outcome.
+    let (internal, others): (Vec<FuncId>, Vec<FuncId>) = configured
+        .iter()
+        .partition(|id| FUNCS[**id as usize].kind == FuncKind::FastInternal);
+    attach_batch(ebpf, facts, mode, aya_btf, status, &others)?;
+    let wanted: Vec<FuncId> = if fast_variants_traced(status) {
+        for id in internal {
+            status[id as usize].not_needed = true;
+            status[id as usize]
+                .notes
+                .push(FAST_INTERNAL_NOT_NEEDED.into());
+        }
+        Vec::new()
+    } else {
+        internal
+    };
+    attach_batch(ebpf, facts, mode, aya_btf, status, &wanted)
+}
+
+/// Attaches the functions `ids` concurrently and records each outcome.
+fn attach_batch(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    mode: AttachMode,
+    aya_btf: Option<&aya::Btf>,
+    status: &mut [ProbeStatus],
+    ids: &[FuncId],
+) -> Result<(), AttachError> {
+    let wanted: Vec<(FuncId, &pin_common::catalog::FuncInfo)> =
+        ids.iter().map(|id| (*id, &FUNCS[*id as usize])).collect();
+    let programs = borrow_functions(ebpf, &wanted).map_err(AttachError::Load)?;
+    let jobs: Vec<_> = programs
+        .into_iter()
+        .zip(ids)
+        .map(|(progs, id)| {
+            (
+                progs,
+                *id,
+                status[*id as usize].symbol.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let outcomes = programs::concurrently(jobs, |(mut progs, id, symbol)| {
         // Attaching takes seconds under emulation: a stop signal ends it
-        // here, and returning drops `ebpf`, detaching what is attached.
+        // here, and the caller's error drops what is attached.
         if crate::signals::stop_requested() {
-            return Err(AttachError::Stopped);
+            return None;
         }
-        if !configured.contains(&status[index].id) {
-            continue;
-        }
-        // Ids put the fast variants before the internal fast path.
-        if FUNCS[index].kind == FuncKind::FastInternal && fast_variants_traced(status) {
-            status[index].not_needed = true;
-            status[index].notes.push(FAST_INTERNAL_NOT_NEEDED.into());
-            continue;
-        }
-        let st = &mut status[index];
-        let func = &FUNCS[st.id as usize];
-        let names = program_names(st.id, func);
-        let with_exit = has_exit_probe(st.id);
-        let symbol = st.symbol.clone().unwrap_or_default();
         log::info!("attaching {symbol}");
-        if mode != AttachMode::Kprobe {
-            let result = match (&facts.tracing, aya_btf) {
-                (Err(e), _) => Err(e.clone()),
-                (Ok(()), None) => Err("fentry needs kernel BTF, which aya could not read".into()),
-                (Ok(()), Some(btf)) => attach_fentry(ebpf, &names, &symbol, btf, with_exit)
-                    .map_err(|e| format!("fentry: {e}")),
-            };
-            match result {
-                Ok(()) => st.attached = Some(Mechanism::Fentry),
-                Err(e) => st.notes.push(e),
-            }
-        }
-        if st.attached.is_none() && mode != AttachMode::Fentry {
-            let result = match &facts.kprobes {
-                Err(e) => Err(e.clone()),
-                Ok(()) => attach_kprobe(ebpf, &names, &symbol, with_exit)
-                    .map_err(|e| format!("kprobe: {e}")),
-            };
-            match result {
-                Ok(()) => st.attached = Some(Mechanism::Kprobe),
-                Err(e) => st.notes.push(e),
-            }
-        }
+        Some(attach_function(
+            &mut progs,
+            facts,
+            mode,
+            aya_btf,
+            &symbol,
+            has_exit_probe(id),
+        ))
+    });
+    for (id, outcome) in ids.iter().zip(outcomes) {
+        let Some(outcome) = outcome else {
+            return Err(AttachError::Stopped);
+        };
+        let st = &mut status[*id as usize];
+        st.attached = outcome.attached;
+        st.notes.extend(outcome.notes);
+    }
+    if crate::signals::stop_requested() {
+        return Err(AttachError::Stopped);
     }
     Ok(())
 }

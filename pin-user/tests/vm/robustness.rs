@@ -101,68 +101,80 @@ fn remote_calls(rec: &Record) -> u64 {
         .map_or(0, |v| v.calls)
 }
 
+/// Which stop signal each command gets. Every command installs the same
+/// handlers (`signals::install`, one flag for all three signals) and waits
+/// on the same `StopSignals` (one tokio stream per signal), so each
+/// command needs one signal and each signal one command; all twelve pairs
+/// cost 8 more agent starts (~36 s per VM) and reach no other code.
+const STOP_SIGNAL_OF: [(&str, i32); 4] = [
+    ("record", libc::SIGINT),
+    ("stat", libc::SIGTERM),
+    ("trace", libc::SIGHUP),
+    ("serve", libc::SIGTERM),
+];
+
 #[test]
 fn signals_detach_and_finish_every_command() {
     let h = harness();
     let attach = h.attach_arg();
     let baseline = BpfObjects::now();
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for (command, sig) in STOP_SIGNAL_OF {
         let name = signal_name(sig);
         let path = format!("/tmp/signal-{name}.json");
-        let commands: [(&str, Vec<&str>, &str); 4] = [
-            (
-                "record",
+        let (mut args, started): (Vec<&str>, &str) = match command {
+            "record" => (
                 vec!["record", "-o", &path, "--interval", "200ms"],
                 "recording to",
             ),
-            ("stat", vec!["stat", "--interval", "10s"], "attached"),
-            ("trace", vec!["trace", "--json"], "tracing GUP calls"),
-            (
-                "serve",
-                vec!["serve", "--listen", "127.0.0.1:0"],
-                "serving metrics",
-            ),
-        ];
-        for (command, mut args, started) in commands {
-            args.extend(["--attach", &attach]);
-            let child = start_pinwatch(&args, started);
-            let running = BpfObjects::now().beyond(&baseline);
-            assert!(running.0 > 0, "{command} loaded no program");
-            pinning_workload();
-            signal(&child, sig);
-            let out = child.wait_with_output().unwrap();
-            let left = settle(&baseline);
-            let mut outcome = format!(
-                "exit {}; {} programs, {} links, {} maps while running, {} {} {} after",
-                out.status.code().unwrap_or(-1),
-                running.0,
-                running.1,
-                running.2,
-                left.0,
-                left.1,
-                left.2
-            );
-            assert_eq!(out.status.code(), Some(0), "{command} after {name}");
-            assert_eq!(left, (0, 0, 0), "{command} left objects after {name}");
-            if command == "record" {
-                let rec = Record::read(Path::new(&path)).expect("complete JSON");
-                assert_eq!(remote_calls(&rec), 30, "{command} after {name}");
-                outcome.push_str("; recording complete, 30/30 calls");
-            }
-            if command == "stat" {
-                // The interval the signal cut short is printed.
-                let text = String::from_utf8_lossy(&out.stdout);
-                assert!(text.contains("pin_user_pages_remote"), "{text}");
-                outcome.push_str("; last interval printed");
-            }
-            fault(&h, &format!("{name} to {command}"), &outcome);
+            "stat" => (vec!["stat", "--interval", "10s"], "attached"),
+            "trace" => (vec!["trace", "--json"], "tracing GUP calls"),
+            _ => (vec!["serve", "--listen", "127.0.0.1:0"], "serving metrics"),
+        };
+        args.extend(["--attach", &attach]);
+        let child = start_pinwatch(&args, started);
+        let running = BpfObjects::now().beyond(&baseline);
+        assert!(running.0 > 0, "{command} loaded no program");
+        pinning_workload();
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        let left = settle(&baseline);
+        let mut outcome = format!(
+            "exit {}; {} programs, {} links, {} maps while running, {} {} {} after",
+            out.status.code().unwrap_or(-1),
+            running.0,
+            running.1,
+            running.2,
+            left.0,
+            left.1,
+            left.2
+        );
+        assert_eq!(out.status.code(), Some(0), "{command} after {name}");
+        assert_eq!(left, (0, 0, 0), "{command} left objects after {name}");
+        if command == "record" {
+            let rec = Record::read(Path::new(&path)).expect("complete JSON");
+            assert_eq!(remote_calls(&rec), 30, "{command} after {name}");
+            outcome.push_str("; recording complete, 30/30 calls");
         }
+        if command == "stat" {
+            // The interval the signal cut short is printed.
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("pin_user_pages_remote"), "{text}");
+            outcome.push_str("; last interval printed");
+        }
+        fault(&h, &format!("{name} to {command}"), &outcome);
     }
+    let signals: std::collections::BTreeSet<i32> =
+        STOP_SIGNAL_OF.iter().map(|(_, sig)| *sig).collect();
+    assert_eq!(
+        signals.len(),
+        3,
+        "every stop signal is sent to some command"
+    );
 }
 
 /// How soon a command told to stop while attaching must exit: it ends
-/// the attach at the next program (each one takes well under a second
-/// under TCG), then detaches what it had, which waits for RCU-tasks grace
+/// the attach once the functions already being attached (all at once,
+/// ~2 s under TCG) are, then detaches what it had, which waits for RCU-tasks grace
 /// periods (3 s idle under TCG, up to 40 s with a pinning loop running:
 /// none runs here). 90 s is beyond both together and still ends a hang.
 const STOP_WHILE_ATTACHING_WITHIN: Duration = Duration::from_secs(90);

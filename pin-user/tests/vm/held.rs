@@ -35,7 +35,11 @@ fn pins_held_read_under_load_are_never_a_phantom() {
         workload.try_wait().unwrap().is_none(),
         "the workload ended before the first read; it must be read under load"
     );
-    assert!(workload.wait().unwrap().success());
+    // Under load is all the first read needs: end the loop now rather than
+    // after its 100000 calls (20-35 s under TCG). A killed process finishes
+    // the system call it is in, pin and release both, before it dies.
+    workload.kill().expect("ending the workload");
+    workload.wait().expect("reaping the workload");
     let last = Snapshot::read(&h.probes.ebpf).expect("snapshot");
     let delta = last.since(&first);
 

@@ -9,7 +9,7 @@
 use std::{
     process::{Command, Stdio},
     thread::sleep,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use pin_common::{FUNCS, GUP_FUNC_COUNT};
@@ -28,9 +28,22 @@ fn pins_held_read_under_load_are_never_a_phantom() {
         .stdout(Stdio::null())
         .spawn()
         .expect("workload");
-    // Well inside the run (100000 calls take several seconds under TCG).
-    sleep(Duration::from_millis(1500));
-    let first = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    // The first read comes once the workload's calls show (it is pinning
+    // then, and 100000 calls take 20-35 s under TCG), polled rather than a
+    // fixed wait.
+    let started = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let calls = |snap: &Snapshot| -> u64 {
+        let delta = snap.since(&started);
+        (0..GUP_FUNC_COUNT).map(|i| delta.gup[i].calls).sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let snap = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+        if calls(&snap) >= 100 || Instant::now() > deadline {
+            break snap;
+        }
+        sleep(Duration::from_millis(20));
+    };
     assert!(
         workload.try_wait().unwrap().is_none(),
         "the workload ended before the first read; it must be read under load"

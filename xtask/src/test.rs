@@ -284,10 +284,7 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
         .with_context(|| format!("writing {}", table.display()))?;
     println!("fault table: {}", table.display());
     println!("== summary");
-    for (name, took, result) in steps.iter().chain(&per_vm) {
-        println!("{name}: {:.0} s, {result}", took.as_secs_f64());
-    }
-    println!("total: {:.0} s", run_started.elapsed().as_secs_f64());
+    print_times(steps.iter().chain(&per_vm), run_started.elapsed());
     for f in &failures {
         println!("FAILED {f}");
     }
@@ -299,6 +296,15 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
             ExitCode::FAILURE
         },
     )
+}
+
+/// Each step's wall time and result (host tests, builds, each VM, the
+/// demo), then the total: where the matrix's minutes go.
+fn print_times<'a>(steps: impl Iterator<Item = &'a (String, Duration, String)>, total: Duration) {
+    for (name, took, result) in steps {
+        println!("{name}: {:.0} s, {result}", took.as_secs_f64());
+    }
+    println!("total: {:.0} s", total.as_secs_f64());
 }
 
 /// What the VM suite prints before each fault-table row.

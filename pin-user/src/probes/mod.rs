@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap},
     programs::TracePoint,
 };
-use pin_common::{FUNCS, FuncConfig, FuncId, FuncKind, catalog::has_exit_probe};
+use pin_common::{FUNCS, FuncConfig, FuncId, FuncKind};
 use serde::Serialize;
 
 use crate::{
@@ -24,9 +24,7 @@ use crate::{
     },
 };
 pub(crate) use programs::program;
-use programs::{
-    attach_exit_watch, attach_function, attach_release_hook, borrow_functions, unload_all,
-};
+use programs::{attach_exit_watch, attach_functions, attach_release_hook, unload_all};
 use settings::{
     ensure_tracefs, fork_child_pid_offset, set_return_trampoline, set_setting, set_task_stack,
 };
@@ -153,19 +151,6 @@ fn permission_denied<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&
         next = e.source();
     }
     None
-}
-
-/// Why the internal fast path stays untraced: its probes would only cost.
-const FAST_INTERNAL_NOT_NEEDED: &str = "not needed: every fast variant is traced, and a fallback shows as the slow call right below the variant";
-
-/// Whether every fast variant this kernel has is attached (then the
-/// internal fast function they share adds nothing but cost).
-fn fast_variants_traced(status: &[ProbeStatus]) -> bool {
-    let mut present = status
-        .iter()
-        .filter(|st| FUNCS[st.id as usize].kind == FuncKind::FastVariant && st.symbol.is_some())
-        .peekable();
-    present.peek().is_some() && present.all(|st| st.attached.is_some())
 }
 
 /// Errors that stop pinwatch from tracing at all.
@@ -496,90 +481,6 @@ fn configure_functions(
         }
     }
     Ok(configured)
-}
-
-/// Attaches each configured function with `mode` (fentry first, kprobe
-/// where fentry fails, unless a mechanism is forced), every function on a
-/// thread of its own ([`programs::concurrently`]). Notes say why not.
-fn attach_functions(
-    ebpf: &mut Ebpf,
-    facts: &KernelFacts,
-    mode: AttachMode,
-    aya_btf: Option<&aya::Btf>,
-    status: &mut [ProbeStatus],
-    configured: &[FuncId],
-) -> Result<(), AttachError> {
-    // The internal fast path is attached only where a fast variant is not
-    // (it adds nothing but cost otherwise), so it waits for their outcome.
-    let (internal, others): (Vec<FuncId>, Vec<FuncId>) = configured
-        .iter()
-        .partition(|id| FUNCS[**id as usize].kind == FuncKind::FastInternal);
-    attach_batch(ebpf, facts, mode, aya_btf, status, &others)?;
-    let wanted: Vec<FuncId> = if fast_variants_traced(status) {
-        for id in internal {
-            status[id as usize].not_needed = true;
-            status[id as usize]
-                .notes
-                .push(FAST_INTERNAL_NOT_NEEDED.into());
-        }
-        Vec::new()
-    } else {
-        internal
-    };
-    attach_batch(ebpf, facts, mode, aya_btf, status, &wanted)
-}
-
-/// Attaches the functions `ids` concurrently and records each outcome.
-fn attach_batch(
-    ebpf: &mut Ebpf,
-    facts: &KernelFacts,
-    mode: AttachMode,
-    aya_btf: Option<&aya::Btf>,
-    status: &mut [ProbeStatus],
-    ids: &[FuncId],
-) -> Result<(), AttachError> {
-    let wanted: Vec<(FuncId, &pin_common::catalog::FuncInfo)> =
-        ids.iter().map(|id| (*id, &FUNCS[*id as usize])).collect();
-    let programs = borrow_functions(ebpf, &wanted).map_err(AttachError::Load)?;
-    let jobs: Vec<_> = programs
-        .into_iter()
-        .zip(ids)
-        .map(|(progs, id)| {
-            (
-                progs,
-                *id,
-                status[*id as usize].symbol.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let outcomes = programs::concurrently(jobs, |(mut progs, id, symbol)| {
-        // Attaching takes seconds under emulation: a stop signal ends it
-        // here, and the caller's error drops what is attached.
-        if crate::signals::stop_requested() {
-            return None;
-        }
-        log::info!("attaching {symbol}");
-        Some(attach_function(
-            &mut progs,
-            facts,
-            mode,
-            aya_btf,
-            &symbol,
-            has_exit_probe(id),
-        ))
-    });
-    for (id, outcome) in ids.iter().zip(outcomes) {
-        let Some(outcome) = outcome else {
-            return Err(AttachError::Stopped);
-        };
-        let st = &mut status[*id as usize];
-        st.attached = outcome.attached;
-        st.notes.extend(outcome.notes);
-    }
-    if crate::signals::stop_requested() {
-        return Err(AttachError::Stopped);
-    }
-    Ok(())
 }
 
 /// The error when no function attached. Without BTF no signature can be

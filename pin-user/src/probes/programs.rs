@@ -1,6 +1,8 @@
 //! The embedded object's programs per function (fentry/fexit, kprobe/
-//! kretprobe), loaded and attached as a pair or not at all, and every
-//! function's pair attached (and later detached) on a thread of its own.
+//! kretprobe), loaded and attached as a pair or not at all; which
+//! configured functions attach (the internal fast path only where a fast
+//! variant is not traced), every function on a thread of its own, and
+//! every program detached the same way.
 //!
 //! Why threads: under emulation and on busy hosts most of an attach or a
 //! detach is spent waiting in the kernel (code patching, RCU grace
@@ -16,9 +18,12 @@ use aya::{
     Ebpf,
     programs::{FEntry, FExit, KProbe, Program, RawTracePoint},
 };
-use pin_common::{FuncId, FuncKind, catalog::FuncInfo};
+use pin_common::{
+    FUNCS, FuncId, FuncKind,
+    catalog::{FuncInfo, has_exit_probe},
+};
 
-use super::{AttachMode, Mechanism};
+use super::{AttachError, AttachMode, Mechanism, ProbeStatus};
 use crate::kernel::{KernelFacts, short_error};
 
 /// The entry, exit, kprobe and kretprobe program names of function `id`.
@@ -31,26 +36,121 @@ pub(super) fn program_names(id: FuncId, func: &FuncInfo) -> [String; 4] {
     ["fentry", "fexit", "kprobe", "kretprobe"].map(|kind| format!("{family}_{kind}_{id:02}"))
 }
 
+/// Why the internal fast path stays untraced: its probes would only cost.
+const FAST_INTERNAL_NOT_NEEDED: &str = "not needed: every fast variant is traced, and a fallback shows as the slow call right below the variant";
+
+/// Whether every fast variant this kernel has is attached (then the
+/// internal fast function they share adds nothing but cost).
+fn fast_variants_traced(status: &[ProbeStatus]) -> bool {
+    let mut present = status
+        .iter()
+        .filter(|st| FUNCS[st.id as usize].kind == FuncKind::FastVariant && st.symbol.is_some())
+        .peekable();
+    present.peek().is_some() && present.all(|st| st.attached.is_some())
+}
+
+/// Attaches each configured function with `mode` (fentry first, kprobe
+/// where fentry fails, unless a mechanism is forced), every function on a
+/// thread of its own ([`concurrently`]). Notes say why not.
+pub(super) fn attach_functions(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    mode: AttachMode,
+    aya_btf: Option<&aya::Btf>,
+    status: &mut [ProbeStatus],
+    configured: &[FuncId],
+) -> Result<(), AttachError> {
+    // The internal fast path is attached only where a fast variant is not
+    // (it adds nothing but cost otherwise), so it waits for their outcome.
+    let (internal, others): (Vec<FuncId>, Vec<FuncId>) = configured
+        .iter()
+        .partition(|id| FUNCS[**id as usize].kind == FuncKind::FastInternal);
+    attach_batch(ebpf, facts, mode, aya_btf, status, &others)?;
+    let wanted: Vec<FuncId> = if fast_variants_traced(status) {
+        for id in internal {
+            status[id as usize].not_needed = true;
+            status[id as usize]
+                .notes
+                .push(FAST_INTERNAL_NOT_NEEDED.into());
+        }
+        Vec::new()
+    } else {
+        internal
+    };
+    attach_batch(ebpf, facts, mode, aya_btf, status, &wanted)
+}
+
+/// Attaches the functions `ids` concurrently and records each outcome.
+fn attach_batch(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    mode: AttachMode,
+    aya_btf: Option<&aya::Btf>,
+    status: &mut [ProbeStatus],
+    ids: &[FuncId],
+) -> Result<(), AttachError> {
+    let programs = borrow_functions(ebpf, ids).map_err(AttachError::Load)?;
+    let jobs: Vec<_> = programs
+        .into_iter()
+        .zip(ids)
+        .map(|(progs, id)| {
+            (
+                progs,
+                *id,
+                status[*id as usize].symbol.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let outcomes = concurrently(jobs, |(mut progs, id, symbol)| {
+        // Attaching takes seconds under emulation: a stop signal ends it
+        // here, and the caller's error drops what is attached.
+        if crate::signals::stop_requested() {
+            return None;
+        }
+        log::info!("attaching {symbol}");
+        Some(attach_function(
+            &mut progs,
+            facts,
+            mode,
+            aya_btf,
+            &symbol,
+            has_exit_probe(id),
+        ))
+    });
+    for (id, outcome) in ids.iter().zip(outcomes) {
+        let Some(outcome) = outcome else {
+            return Err(AttachError::Stopped);
+        };
+        let st = &mut status[*id as usize];
+        st.attached = outcome.attached;
+        st.notes.extend(outcome.notes);
+    }
+    if crate::signals::stop_requested() {
+        return Err(AttachError::Stopped);
+    }
+    Ok(())
+}
+
 /// One function's four programs, borrowed from the object together so the
 /// function can be attached on a thread of its own.
-pub(super) struct FunctionPrograms<'a> {
+struct FunctionPrograms<'a> {
     fentry: &'a mut Program,
     fexit: &'a mut Program,
     kprobe: &'a mut Program,
     kretprobe: &'a mut Program,
 }
 
-/// Borrows the programs of each function in `wanted` (id and catalogue
-/// entry) at once, in `wanted`'s order.
-pub(super) fn borrow_functions<'a>(
+/// Borrows the programs of each function in `ids` at once, in `ids`'
+/// order.
+fn borrow_functions<'a>(
     ebpf: &'a mut Ebpf,
-    wanted: &[(FuncId, &FuncInfo)],
+    ids: &[FuncId],
 ) -> Result<Vec<FunctionPrograms<'a>>, String> {
     let mut by_name: HashMap<&str, &'a mut Program> = ebpf.programs_mut().collect();
-    wanted
-        .iter()
-        .map(|(id, func)| {
-            let [fentry, fexit, kprobe, kretprobe] = program_names(*id, func).map(|name| {
+    ids.iter()
+        .map(|&id| {
+            let names = program_names(id, &FUNCS[id as usize]);
+            let [fentry, fexit, kprobe, kretprobe] = names.map(|name| {
                 by_name
                     .remove(name.as_str())
                     .ok_or_else(|| format!("program {name} missing from the embedded object"))
@@ -67,7 +167,7 @@ pub(super) fn borrow_functions<'a>(
 
 /// What attaching one function came to: the mechanism, and why others
 /// (or all) failed.
-pub(super) struct FunctionAttach {
+struct FunctionAttach {
     /// The mechanism attached, if any.
     pub attached: Option<Mechanism>,
     /// Why a mechanism was refused.
@@ -76,7 +176,7 @@ pub(super) struct FunctionAttach {
 
 /// Attaches one function with `mode`: fentry first, kprobe where fentry
 /// fails (unless a mechanism is forced).
-pub(super) fn attach_function(
+fn attach_function(
     progs: &mut FunctionPrograms<'_>,
     facts: &KernelFacts,
     mode: AttachMode,
@@ -243,9 +343,9 @@ fn typed<'a, T>(prog: &'a mut Program) -> Result<&'a mut T, String>
 where
     &'a mut T: TryFrom<&'a mut Program>,
 {
-    let kind = format!("{:?}", prog.prog_type());
+    let kind = prog.prog_type();
     prog.try_into()
-        .map_err(|_| format!("a program has an unexpected type ({kind})"))
+        .map_err(|_| format!("a program has an unexpected type ({kind:?})"))
 }
 
 /// The program `name` of `ebpf` as type `T`, or why not.
@@ -318,7 +418,6 @@ pub(super) fn attach_release_hook(
 mod tests {
     use super::*;
     use crate::probes::{BASELINE_OBJECT, EBPF_OBJECT};
-    use pin_common::FUNCS;
 
     #[test]
     fn every_program_name_is_in_the_embedded_object() {

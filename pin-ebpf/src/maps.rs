@@ -1,6 +1,10 @@
 //! The BPF maps shared with the agent. Aggregation happens here, in per-CPU
 //! maps, so the hot path never contends and nothing per event crosses to
 //! userspace.
+//!
+//! A static's identifier is its map's name (aya-ebpf takes it from there);
+//! the agent opens the maps by the names in `pin_common::maps`, which a
+//! pin-user test checks against the built objects.
 
 use aya_ebpf::{
     macros::map,

@@ -3,6 +3,7 @@
 //! kprobe/kretprobe as fallback; [`programs`]), and the loaded eBPF object
 //! that keeps the links alive.
 
+mod maps;
 pub mod misses;
 mod programs;
 mod settings;

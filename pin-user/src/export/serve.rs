@@ -32,7 +32,7 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use pin_common::{FUNCS, PROCS_CAPACITY};
+use pin_common::PROCS_CAPACITY;
 
 use super::metrics::{MetricsInput, openmetrics, prometheus_text};
 use crate::{
@@ -72,28 +72,11 @@ pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsI
         snapshot.procs.len() as u64,
         u64::from(PROCS_CAPACITY),
     )];
-    let mut run_stats: Vec<(&'static str, u64, u64)> = Vec::new();
-    if with_run_stats {
-        for (name, prog) in probes.ebpf.programs() {
-            let Some(id) = name
-                .rsplit('_')
-                .next()
-                .and_then(|n| n.parse::<usize>().ok())
-            else {
-                continue;
-            };
-            let Some(func) = FUNCS.get(id) else { continue };
-            let Ok(info) = prog.info() else { continue }; // not loaded
-            let (ns, runs) = (info.run_time().as_nanos() as u64, info.run_count());
-            match run_stats.iter_mut().find(|(f, _, _)| *f == func.name) {
-                Some(entry) => {
-                    entry.1 += ns;
-                    entry.2 += runs;
-                }
-                None => run_stats.push((func.name, ns, runs)),
-            }
-        }
-    }
+    let run_stats = if with_run_stats {
+        probes.run_stats()
+    } else {
+        Vec::new()
+    };
     Ok(MetricsInput {
         snapshot,
         probes: probes.status.clone(),

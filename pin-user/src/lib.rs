@@ -2,8 +2,9 @@
 //! family) with eBPF.
 //!
 //! Data flows one way: [`probes`] attaches the kernel programs, which
-//! aggregate into per-CPU maps; [`snapshot`] reads those maps into
-//! snapshots and differences them; [`report`] turns deltas into views;
+//! aggregate into per-CPU maps; [`snapshot`] reads those maps (through
+//! [`probes::maps`], the typed facade over them) into snapshots and
+//! differences them; [`report`] turns deltas into views;
 //! [`commands`] print them and [`tui`] draws the live dashboard. [`kernel`] discovers what the running kernel
 //! offers, [`vmstat`] reads the kernel's own pin counters, and [`workload`]
 //! drives known GUP paths for tests and demos.

@@ -4,37 +4,21 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use aya::{
-    Ebpf,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
-};
+use aya::{Pod, maps::PerCpuValues};
 use pin_common::{
-    CallerKey, CallerStats, ERRNO_SLOTS, FUNCS, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT,
-    INSERTS_CALLERS, INSERTS_LEN, INSERTS_PROCS, LATENCY_BUCKETS, PinBalance, ProcStats,
-    ReleaseStats,
+    CallerKey, CallerStats, ERRNO_SLOTS, GupStats, HEALTH_COUNT, INSERTS_CALLERS, INSERTS_PROCS,
+    LATENCY_BUCKETS, PinBalance, ProcStats, ReleaseStats,
 };
 
 use crate::{
     attribution::{self, symbols::CallSite},
-    probes::misses::{self, Misses},
+    probes::{
+        KernelMapError, KernelMaps,
+        maps::PerCpuEntries,
+        misses::{self, Misses},
+    },
     vmstat::PinCounters,
 };
-
-/// Errors reading the kernel maps.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    /// A map is missing from the object.
-    #[error("map {0} missing from the eBPF object")]
-    MissingMap(&'static str),
-    /// Reading a map failed.
-    #[error("reading map {map}: {source}")]
-    Map {
-        /// Map name.
-        map: &'static str,
-        /// aya's error.
-        source: aya::maps::MapError,
-    },
-}
 
 /// Per-process counters summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -183,134 +167,162 @@ fn sub(cur: &GupStats, prev: &GupStats) -> GupStats {
     d
 }
 
-fn percpu_array<'a, V: aya::Pod>(
-    ebpf: &'a Ebpf,
-    name: &'static str,
-) -> Result<PerCpuArray<&'a MapData, V>, SnapshotError> {
-    let map = ebpf.map(name).ok_or(SnapshotError::MissingMap(name))?;
-    PerCpuArray::try_from(map).map_err(|source| SnapshotError::Map { map: name, source })
+/// Each entry's per-CPU values summed with `add`, starting from `zero`.
+fn sum_cpus<V: Pod, T: Clone>(
+    entries: PerCpuEntries<'_, V>,
+    zero: T,
+    add: impl Fn(&mut T, &V),
+) -> Result<Vec<T>, KernelMapError> {
+    entries
+        .map(|cpus| {
+            let mut total = zero.clone();
+            for cpu in cpus?.iter() {
+                add(&mut total, cpu);
+            }
+            Ok(total)
+        })
+        .collect()
+}
+
+/// Per-variant counters (`GUP_STATS`), summed over CPUs.
+fn read_gup(maps: KernelMaps<'_>) -> Result<Vec<GupStats>, KernelMapError> {
+    sum_cpus(maps.gup_stats()?, GupStats::ZERO, add)
+}
+
+/// Per-release-function counters (`RELEASE_STATS`), summed over CPUs.
+fn read_release(maps: KernelMaps<'_>) -> Result<Vec<ReleaseStats>, KernelMapError> {
+    sum_cpus(
+        maps.release_stats()?,
+        ReleaseStats::default(),
+        |total, cpu| {
+            total.calls += cpu.calls;
+            total.pages += cpu.pages;
+        },
+    )
+}
+
+/// FOLL_PIN pages taken and released (`PIN_BALANCE`), summed over CPUs.
+fn read_balance(maps: KernelMaps<'_>) -> Result<PinBalance, KernelMapError> {
+    let mut balance = PinBalance::default();
+    for cpu in maps.pin_balance()?.iter() {
+        balance.pinned += cpu.pinned;
+        balance.released += cpu.released;
+        balance.gup_released += cpu.gup_released;
+    }
+    Ok(balance)
+}
+
+/// Health counters (`HEALTH`), summed over CPUs.
+fn read_health(maps: KernelMaps<'_>) -> Result<[u64; HEALTH_COUNT], KernelMapError> {
+    let mut health = [0u64; HEALTH_COUNT];
+    let sums = sum_cpus(maps.health()?, 0, |total, cpu| *total += cpu)?;
+    for (total, sum) in health.iter_mut().zip(sums) {
+        *total = sum;
+    }
+    Ok(health)
+}
+
+/// One process's counters summed over CPUs, with the comm of the CPU that
+/// counted its latest call.
+fn proc_totals(values: &PerCpuValues<ProcStats>) -> ProcTotals {
+    let mut total = ProcTotals::default();
+    let mut latest = 0;
+    for cpu in values.iter() {
+        total.calls += cpu.calls;
+        total.pages += cpu.pages;
+        total.pinned += cpu.pinned;
+        total.released += cpu.released;
+        // Set in the creating CPU's slot only.
+        total.first_ns = total.first_ns.max(cpu.first_ns);
+        if cpu.comm[0] != 0 && (total.comm.is_empty() || cpu.last_ns > latest) {
+            latest = cpu.last_ns;
+            let len = cpu
+                .comm
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(cpu.comm.len());
+            total.comm = String::from_utf8_lossy(&cpu.comm[..len]).into_owned();
+        }
+    }
+    total
+}
+
+/// Per-process counters (`PROCS`). Entries can be evicted or added while
+/// we iterate: the ones that vanish are skipped rather than failing the
+/// whole snapshot.
+fn read_procs(maps: KernelMaps<'_>) -> Result<BTreeMap<u32, ProcTotals>, KernelMapError> {
+    Ok(maps
+        .procs()?
+        .iter()
+        .flatten()
+        .map(|(tgid, values)| (tgid, proc_totals(&values)))
+        .collect())
+}
+
+/// The LRU tables (`PROCS`, `CALLERS`) and what the kernel evicted from
+/// them.
+struct Tables {
+    procs: BTreeMap<u32, ProcTotals>,
+    callers: BTreeMap<CallerKey, CallerStats>,
+    evicted: Evictions,
+}
+
+/// Reads the LRU tables and their insert counts in the order
+/// [`Evictions::evicted`] needs.
+fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
+    // Entries created so far, then the time: both before the walks (see
+    // `Evictions::evicted`).
+    let inserted = sum_cpus(maps.table_inserts()?, 0, |total, cpu| *total += cpu)?;
+    let inserts_read_ns = attribution::lifetimes::monotonic_ns();
+    let procs = read_procs(maps)?;
+    let callers = attribution::read_callers(maps)?;
+    let evicted = Evictions {
+        procs: Evictions::evicted(
+            inserted[INSERTS_PROCS as usize],
+            inserts_read_ns,
+            procs.values().map(|p: &ProcTotals| p.first_ns),
+        ),
+        callers: Evictions::evicted(
+            inserted[INSERTS_CALLERS as usize],
+            inserts_read_ns,
+            callers.values().map(|c| c.first_ns),
+        ),
+    };
+    Ok(Tables {
+        procs,
+        callers,
+        evicted,
+    })
+}
+
+/// Names of the call sites in `callers` (can wait for kallsyms to be
+/// parsed).
+fn name_sites(callers: &BTreeMap<CallerKey, CallerStats>) -> BTreeMap<u64, CallSite> {
+    if callers.is_empty() {
+        BTreeMap::new()
+    } else {
+        attribution::symbols::resolve(callers.keys().map(|k| k.caller))
+    }
 }
 
 impl Snapshot {
     /// Reads every counter map of a loaded object (and /proc/vmstat).
-    pub fn read(ebpf: &Ebpf) -> Result<Self, SnapshotError> {
-        let map_err = |map: &'static str| move |source| SnapshotError::Map { map, source };
-
-        let gup_map = percpu_array::<GupStats>(ebpf, "GUP_STATS")?;
-        let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
-        for (id, total) in gup.iter_mut().enumerate() {
-            for cpu in gup_map
-                .get(&(id as u32), 0)
-                .map_err(map_err("GUP_STATS"))?
-                .iter()
-            {
-                add(total, cpu);
-            }
-        }
-
-        let rel_map = percpu_array::<ReleaseStats>(ebpf, "RELEASE_STATS")?;
-        let mut release = vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT];
-        for (i, total) in release.iter_mut().enumerate() {
-            for cpu in rel_map
-                .get(&(i as u32), 0)
-                .map_err(map_err("RELEASE_STATS"))?
-                .iter()
-            {
-                total.calls += cpu.calls;
-                total.pages += cpu.pages;
-            }
-        }
-
-        let mut balance = PinBalance::default();
-        for cpu in percpu_array::<PinBalance>(ebpf, "PIN_BALANCE")?
-            .get(&0, 0)
-            .map_err(map_err("PIN_BALANCE"))?
-            .iter()
-        {
-            balance.pinned += cpu.pinned;
-            balance.released += cpu.released;
-            balance.gup_released += cpu.gup_released;
-        }
-
-        let health_map = percpu_array::<u64>(ebpf, "HEALTH")?;
-        let mut health = [0u64; HEALTH_COUNT];
-        for (i, total) in health.iter_mut().enumerate() {
-            *total = health_map
-                .get(&(i as u32), 0)
-                .map_err(map_err("HEALTH"))?
-                .iter()
-                .sum();
-        }
-
-        let misses = crate::probes::misses::read(ebpf);
-
-        // Entries created so far, then the time: both before the walks (see
-        // `Evictions::evicted`).
-        let inserts_map = percpu_array::<u64>(ebpf, "TABLE_INSERTS")?;
-        let mut inserted = [0u64; INSERTS_LEN as usize];
-        for (i, total) in inserted.iter_mut().enumerate() {
-            *total = inserts_map
-                .get(&(i as u32), 0)
-                .map_err(map_err("TABLE_INSERTS"))?
-                .iter()
-                .sum();
-        }
-        let inserts_read_ns = attribution::lifetimes::monotonic_ns();
-
-        let procs_map: PerCpuHashMap<_, u32, ProcStats> = PerCpuHashMap::try_from(
-            ebpf.map("PROCS")
-                .ok_or(SnapshotError::MissingMap("PROCS"))?,
-        )
-        .map_err(map_err("PROCS"))?;
-        let mut procs = BTreeMap::new();
-        // Entries can be evicted or added while we iterate: skip the ones
-        // that vanish rather than failing the whole snapshot.
-        for (tgid, values) in procs_map.iter().flatten() {
-            let mut total = ProcTotals::default();
-            let mut latest = 0;
-            for cpu in values.iter() {
-                total.calls += cpu.calls;
-                total.pages += cpu.pages;
-                total.pinned += cpu.pinned;
-                total.released += cpu.released;
-                // Set in the creating CPU's slot only.
-                total.first_ns = total.first_ns.max(cpu.first_ns);
-                if cpu.comm[0] != 0 && (total.comm.is_empty() || cpu.last_ns > latest) {
-                    latest = cpu.last_ns;
-                    let len = cpu
-                        .comm
-                        .iter()
-                        .position(|&b| b == 0)
-                        .unwrap_or(cpu.comm.len());
-                    total.comm = String::from_utf8_lossy(&cpu.comm[..len]).into_owned();
-                }
-            }
-            procs.insert(tgid, total);
-        }
-
-        let callers = attribution::read_callers(ebpf).map_err(map_err("CALLERS"))?;
-        let evicted = Evictions {
-            procs: Evictions::evicted(
-                inserted[INSERTS_PROCS as usize],
-                inserts_read_ns,
-                procs.values().map(|p: &ProcTotals| p.first_ns),
-            ),
-            callers: Evictions::evicted(
-                inserted[INSERTS_CALLERS as usize],
-                inserts_read_ns,
-                callers.values().map(|c| c.first_ns),
-            ),
-        };
+    pub fn read(maps: KernelMaps<'_>) -> Result<Self, KernelMapError> {
+        let gup = read_gup(maps)?;
+        let release = read_release(maps)?;
+        let balance = read_balance(maps)?;
+        let health = read_health(maps)?;
+        let misses = maps.misses();
+        let Tables {
+            procs,
+            callers,
+            evicted,
+        } = read_tables(maps)?;
         // The instant and vmstat belong with the counters: take them before
         // naming call sites, which can wait for kallsyms to be parsed.
         let taken = Instant::now();
         let vmstat = PinCounters::read().ok().flatten();
-        let sites = if callers.is_empty() {
-            BTreeMap::new()
-        } else {
-            attribution::symbols::resolve(callers.keys().map(|k| k.caller))
-        };
-
+        let sites = name_sites(&callers);
         Ok(Snapshot {
             taken,
             gup,
@@ -459,6 +471,7 @@ pub fn latency_quantile_ns(hist: &[u64], q: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pin_common::{FUNCS, GUP_FUNC_COUNT};
     use proptest::prelude::*;
 
     fn snapshot(procs: &[(u32, u64, u64)], evicted_procs: u64) -> Snapshot {

@@ -6,10 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use aya::{
-    Ebpf,
-    maps::{Array, HashMap as BpfHashMap},
-};
 use pin_common::{
     FUNCS, PinRecord,
     attribution::{LIFETIMES_CAPACITY, SETTING_CALLERS, SETTING_FOLL_PIN, SETTING_LIFETIMES},
@@ -19,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::symbols::{self, CallSite};
 use crate::{
     kernel::{KernelFacts, foll::FollFlags},
-    probes::AttachOptions,
+    probes::{AttachOptions, KernelMapError, KernelMaps, KernelMapsMut},
     vmstat::PinCounters,
 };
 
@@ -33,18 +29,14 @@ pub fn capacity(lifetimes: bool) -> u32 {
 /// bit); lifetimes need the release hook
 /// ([`crate::probes::RELEASE_HOOKS`]) attached.
 pub fn configure(
-    ebpf: &mut Ebpf,
+    maps: &mut KernelMapsMut<'_>,
     facts: &KernelFacts,
     options: AttachOptions,
 ) -> Result<(), String> {
     let foll_pin = FollFlags::for_kernel(facts.btf.as_ref().ok())
         .value("FOLL_PIN")
         .ok_or("the kernel's FOLL_PIN value is unknown")?;
-    let mut settings: Array<_, u64> = Array::try_from(
-        ebpf.map_mut("SETTINGS")
-            .ok_or("map SETTINGS missing from the object")?,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut settings = maps.settings().map_err(|e| e.to_string())?;
     for (index, value) in [
         (SETTING_CALLERS, options.callers as u64),
         (SETTING_FOLL_PIN, foll_pin),
@@ -140,11 +132,8 @@ fn comm_of(pid: u32) -> (String, Option<u64>) {
 }
 
 /// Reads `PIN_LIFETIMES` and summarises what is still pinned.
-pub fn read_outstanding(ebpf: &Ebpf) -> Result<Outstanding, aya::maps::MapError> {
-    let Some(map) = ebpf.map("PIN_LIFETIMES") else {
-        return Ok(Outstanding::default());
-    };
-    let map: BpfHashMap<_, u64, PinRecord> = BpfHashMap::try_from(map)?;
+pub fn read_outstanding(maps: KernelMaps<'_>) -> Result<Outstanding, KernelMapError> {
+    let map = maps.pin_lifetimes()?;
     let records: Vec<PinRecord> = map.iter().flatten().map(|(_, rec)| rec).collect();
     // vmstat counters are batched per CPU (a CPU may sit on dozens of
     // pins); flush them so the cross-check compares like with like.

@@ -8,16 +8,16 @@ pub mod view;
 
 use std::collections::BTreeMap;
 
-use aya::{Ebpf, maps::PerCpuHashMap};
 use pin_common::{CallerKey, CallerStats};
+
+use crate::probes::{KernelMapError, KernelMaps};
 
 /// Reads `CALLERS`, summing CPUs. Entries that vanish while iterating
 /// (LRU eviction) are skipped.
-pub fn read_callers(ebpf: &Ebpf) -> Result<BTreeMap<CallerKey, CallerStats>, aya::maps::MapError> {
-    let Some(map) = ebpf.map("CALLERS") else {
-        return Ok(BTreeMap::new());
-    };
-    let map: PerCpuHashMap<_, CallerKey, CallerStats> = PerCpuHashMap::try_from(map)?;
+pub fn read_callers(
+    maps: KernelMaps<'_>,
+) -> Result<BTreeMap<CallerKey, CallerStats>, KernelMapError> {
+    let map = maps.callers()?;
     let mut out = BTreeMap::new();
     for (key, values) in map.iter().flatten() {
         let mut total = CallerStats::ZERO;

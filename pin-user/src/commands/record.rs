@@ -180,7 +180,7 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
         stay_root: true,
         keep: vec![caps::Capability::CAP_DAC_OVERRIDE],
     })?;
-    let first = Snapshot::read(&probes.ebpf)?;
+    let first = Snapshot::read(probes.maps())?;
     // Said once counting has started, so a caller that waits for this
     // line misses nothing.
     eprintln!(
@@ -219,7 +219,7 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
             if done {
                 let _ = vmstat::refresh();
             }
-            match Snapshot::read(&probes.ebpf) {
+            match Snapshot::read(probes.maps()) {
                 Ok(current) => {
                     let d = current.since(&previous);
                     intervals.push(Interval {

@@ -55,7 +55,7 @@ pub fn run(
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
-        let mut previous = Snapshot::read(&probes.ebpf)?;
+        let mut previous = Snapshot::read(probes.maps())?;
         // Said only once counting has started, so a caller that waits for
         // this line misses nothing.
         eprintln!("pinwatch: kernel {}: {}", facts.release, probes.summary());
@@ -72,13 +72,13 @@ pub fn run(
                     continue;
                 }
             };
-            let current = Snapshot::read(&probes.ebpf)?;
+            let current = Snapshot::read(probes.maps())?;
             let mut view = IntervalView::new(&current.since(&previous));
             view.untraced.clone_from(&untraced);
             if options.lifetimes {
                 view.outstanding = Some(
-                    crate::attribution::lifetimes::read_outstanding(&probes.ebpf)
-                        .context("reading PIN_LIFETIMES")?,
+                    crate::attribution::lifetimes::read_outstanding(probes.maps())
+                        .with_context(|| format!("reading {}", pin_common::maps::PIN_LIFETIMES))?,
                 );
             }
             previous = current;

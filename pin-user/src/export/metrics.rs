@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, LATENCY_BUCKETS, catalog::is_fast};
+use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, LATENCY_BUCKETS, catalog::is_fast, maps};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
@@ -404,8 +404,8 @@ fn encode_health(
         "Entries the kernel evicted from pinwatch's LRU hash maps when they were full (before Linux 6.16 also well short of full on many-CPU hosts), with the per-process / per-call-site counts made since the previous read; the per-variant totals lose nothing.",
         Counter,
         vec![
-            (vec![("map", "PROCS".to_string())], evicted.procs),
-            (vec![("map", "CALLERS".to_string())], evicted.callers),
+            (vec![("map", maps::PROCS.to_string())], evicted.procs),
+            (vec![("map", maps::CALLERS.to_string())], evicted.callers),
         ],
     )?;
     Ok(())

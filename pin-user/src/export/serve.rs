@@ -32,7 +32,7 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use pin_common::PROCS_CAPACITY;
+use pin_common::{PROCS_CAPACITY, maps};
 
 use super::metrics::{MetricsInput, openmetrics, prometheus_text};
 use crate::{
@@ -64,11 +64,11 @@ enum Scraped {
 
 /// Reads everything one scrape exports.
 pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsInput> {
-    let snapshot = Snapshot::read(&probes.ebpf)?;
+    let snapshot = Snapshot::read(probes.maps())?;
     // Per-thread state lives in task local storage, freed with each
     // thread: nothing to fill up, and the kernel cannot list it.
     let map_fill = vec![(
-        "PROCS",
+        maps::PROCS,
         snapshot.procs.len() as u64,
         u64::from(PROCS_CAPACITY),
     )];

@@ -1,18 +1,244 @@
-//! The maps of the embedded eBPF objects as the agent knows them: every
-//! name in [`pin_common::maps`] is checked here, without a kernel, to be a
-//! map of both objects with the type and key and value sizes the agent
-//! opens it with.
+//! The typed facade over the loaded object's maps, the one place that
+//! opens them by name: [`KernelMaps`] reads (borrowed from
+//! [`Probes::maps`](super::Probes::maps)), [`KernelMapsMut`] sets the
+//! probes up and takes the event ring
+//! ([`Probes::maps_mut`](super::Probes::maps_mut)). Each method opens one
+//! map by its name in [`pin_common::maps`] with the key and value types
+//! the kernel side writes; [`KernelMapError`] says which map was missing or
+//! not what the agent expects. The test below checks every name, type and
+//! layout against both embedded objects, without a kernel.
+
+use aya::{
+    Ebpf, Pod,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+};
+use pin_common::{
+    CallerKey, CallerStats, FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, Health,
+    INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseStats, maps,
+};
+
+use super::misses::{self, Misses};
+
+/// A map the agent cannot use: missing from the object, or not readable
+/// as the type it expects.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelMapError {
+    /// A map is missing from the object.
+    #[error("map {0} missing from the eBPF object")]
+    Missing(&'static str),
+    /// Opening or reading a map failed.
+    #[error("reading map {map}: {source}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// aya's error.
+        source: aya::maps::MapError,
+    },
+}
+
+impl KernelMapError {
+    /// Wraps aya's error about `map` (for `map_err`).
+    fn on(map: &'static str) -> impl Fn(aya::maps::MapError) -> Self {
+        move |source| Self::Map { map, source }
+    }
+}
+
+/// The entries of a per-CPU array, read one at a time in index order
+/// (so only one entry's per-CPU values are held at once), each as its
+/// per-CPU values or the error naming the map.
+pub struct PerCpuEntries<'a, V: Pod> {
+    name: &'static str,
+    map: PerCpuArray<&'a MapData, V>,
+    indexes: std::ops::Range<u32>,
+}
+
+impl<V: Pod> Iterator for PerCpuEntries<'_, V> {
+    type Item = Result<PerCpuValues<V>, KernelMapError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let index = self.indexes.next()?;
+        Some(
+            self.map
+                .get(&index, 0)
+                .map_err(KernelMapError::on(self.name)),
+        )
+    }
+}
+
+/// The maps of a loaded object, for reading. Copy: a shared borrow.
+///
+/// Per-CPU arrays come as typed reads ([`PerCpuEntries`]); hash maps as
+/// the typed aya map, to iterate.
+#[derive(Clone, Copy)]
+pub struct KernelMaps<'a> {
+    ebpf: &'a Ebpf,
+}
+
+impl<'a> KernelMaps<'a> {
+    /// The maps of `ebpf`.
+    pub(super) fn new(ebpf: &'a Ebpf) -> Self {
+        Self { ebpf }
+    }
+
+    /// The map `name`, typed as `T`.
+    fn open<T>(self, name: &'static str) -> Result<T, KernelMapError>
+    where
+        T: TryFrom<&'a Map, Error = aya::maps::MapError>,
+    {
+        let map = self.ebpf.map(name).ok_or(KernelMapError::Missing(name))?;
+        T::try_from(map).map_err(KernelMapError::on(name))
+    }
+
+    /// Entry `index` of the per-CPU array `name`.
+    fn per_cpu_entry<V: Pod>(
+        self,
+        name: &'static str,
+        index: u32,
+    ) -> Result<PerCpuValues<V>, KernelMapError> {
+        let map: PerCpuArray<&MapData, V> = self.open(name)?;
+        map.get(&index, 0).map_err(KernelMapError::on(name))
+    }
+
+    /// Entries `0..count` of the per-CPU array `name`.
+    fn per_cpu_entries<V: Pod>(
+        self,
+        name: &'static str,
+        count: usize,
+    ) -> Result<PerCpuEntries<'a, V>, KernelMapError> {
+        Ok(PerCpuEntries {
+            name,
+            map: self.open(name)?,
+            indexes: 0..count as u32,
+        })
+    }
+
+    /// `GUP_STATS`: per outermost get/pin variant, by function id.
+    pub fn gup_stats(self) -> Result<PerCpuEntries<'a, GupStats>, KernelMapError> {
+        self.per_cpu_entries(maps::GUP_STATS, GUP_FUNC_COUNT)
+    }
+
+    /// `RELEASE_STATS`: per release function (id - `GUP_FUNC_COUNT`).
+    pub fn release_stats(self) -> Result<PerCpuEntries<'a, ReleaseStats>, KernelMapError> {
+        self.per_cpu_entries(maps::RELEASE_STATS, FUNC_COUNT - GUP_FUNC_COUNT)
+    }
+
+    /// `PIN_BALANCE`: FOLL_PIN pages taken and released, read together.
+    pub fn pin_balance(self) -> Result<PerCpuValues<PinBalance>, KernelMapError> {
+        self.per_cpu_entry(maps::PIN_BALANCE, 0)
+    }
+
+    /// `HEALTH`: every unaccounted-event counter, by [`Health`] index.
+    pub fn health(self) -> Result<PerCpuEntries<'a, u64>, KernelMapError> {
+        self.per_cpu_entries(maps::HEALTH, HEALTH_COUNT)
+    }
+
+    /// `HEALTH`: one counter.
+    pub fn health_counter(self, which: Health) -> Result<PerCpuValues<u64>, KernelMapError> {
+        self.per_cpu_entry(maps::HEALTH, which as u32)
+    }
+
+    /// `TABLE_INSERTS`: entries created in the LRU tables, by
+    /// `pin_common::INSERTS_*` index.
+    pub fn table_inserts(self) -> Result<PerCpuEntries<'a, u64>, KernelMapError> {
+        self.per_cpu_entries(maps::TABLE_INSERTS, INSERTS_LEN as usize)
+    }
+
+    /// `PROCS`: per process (tgid).
+    pub fn procs(self) -> Result<PerCpuHashMap<&'a MapData, u32, ProcStats>, KernelMapError> {
+        self.open(maps::PROCS)
+    }
+
+    /// `CALLERS`: per (call site, outermost function).
+    pub fn callers(
+        self,
+    ) -> Result<PerCpuHashMap<&'a MapData, CallerKey, CallerStats>, KernelMapError> {
+        self.open(maps::CALLERS)
+    }
+
+    /// `PIN_LIFETIMES`: outstanding pins by folio address.
+    pub fn pin_lifetimes(self) -> Result<HashMap<&'a MapData, u64, PinRecord>, KernelMapError> {
+        self.open(maps::PIN_LIFETIMES)
+    }
+
+    /// `FILTER`: 1 at index 0 while only a followed tree is counted.
+    pub fn filter(self) -> Result<Array<&'a MapData, u32>, KernelMapError> {
+        self.open(maps::FILTER)
+    }
+
+    /// Runs the kernel skipped, per loaded program: read with the maps,
+    /// though the kernel keeps them with the programs (see [`misses`]).
+    pub fn misses(self) -> Misses {
+        misses::read(self.ebpf)
+    }
+}
+
+/// The maps of a loaded object, for the writes that set the probes up and
+/// for taking the event ring out of it.
+pub struct KernelMapsMut<'a> {
+    ebpf: &'a mut Ebpf,
+}
+
+impl<'a> KernelMapsMut<'a> {
+    /// The maps of `ebpf`.
+    pub(super) fn new(ebpf: &'a mut Ebpf) -> Self {
+        Self { ebpf }
+    }
+
+    /// The map `name`, typed as `T`.
+    fn open<'m, T>(&'m mut self, name: &'static str) -> Result<T, KernelMapError>
+    where
+        T: TryFrom<&'m mut Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(KernelMapError::Missing(name))?;
+        T::try_from(map).map_err(KernelMapError::on(name))
+    }
+
+    /// `CONFIG`: how the probes read each traced function, by id.
+    pub fn config(&mut self) -> Result<Array<&mut MapData, FuncConfig>, KernelMapError> {
+        self.open(maps::CONFIG)
+    }
+
+    /// `SETTINGS`: switches and kernel facts, by `SETTING_*` index.
+    pub fn settings(&mut self) -> Result<Array<&mut MapData, u64>, KernelMapError> {
+        self.open(maps::SETTINGS)
+    }
+
+    /// `TRACKED`: the followed process tree.
+    pub fn tracked(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, KernelMapError> {
+        self.open(maps::TRACKED)
+    }
+
+    /// `FILTER`: 1 at index 0 counts only the followed tree.
+    pub fn filter(&mut self) -> Result<Array<&mut MapData, u32>, KernelMapError> {
+        self.open(maps::FILTER)
+    }
+
+    /// `EVENT_FILTER`: which calls become events, by `EVENTS_*` index.
+    pub fn event_filter(&mut self) -> Result<Array<&mut MapData, u32>, KernelMapError> {
+        self.open(maps::EVENT_FILTER)
+    }
+
+    /// Takes the `EVENTS` ring buffer out of the object (once: a second
+    /// call finds it missing).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelMapError> {
+        let map = self
+            .ebpf
+            .take_map(maps::EVENTS)
+            .ok_or(KernelMapError::Missing(maps::EVENTS))?;
+        RingBuf::try_from(map).map_err(KernelMapError::on(maps::EVENTS))
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use std::mem::size_of;
 
     use aya_obj::{Object, generated::bpf_map_type};
-    use pin_common::{
-        CallerKey, CallerStats, FuncConfig, GupStats, PinBalance, PinRecord, ProcStats,
-        ReleaseStats, maps,
-    };
 
+    use super::*;
     use crate::probes::{BASELINE_OBJECT, EBPF_OBJECT};
 
     /// A map's name, type, key size and value size.
@@ -65,6 +291,17 @@ mod tests {
                     value,
                     "{name} ({which}): value size"
                 );
+            }
+            // The per-CPU arrays are read entry by entry up to these counts.
+            for (name, count) in [
+                (maps::GUP_STATS, GUP_FUNC_COUNT),
+                (maps::RELEASE_STATS, FUNC_COUNT - GUP_FUNC_COUNT),
+                (maps::PIN_BALANCE, 1),
+                (maps::HEALTH, HEALTH_COUNT),
+                (maps::TABLE_INSERTS, INSERTS_LEN as usize),
+            ] {
+                let entries = parsed.maps[name].max_entries() as usize;
+                assert!(entries >= count, "{name} ({which}): {entries} entries");
             }
         }
     }

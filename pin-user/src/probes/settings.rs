@@ -4,9 +4,7 @@
 //! fork tracepoint keeps the child's pid), and the tracefs mount the fork
 //! tracepoint needs.
 
-use aya::{Ebpf, maps::Array};
-
-use super::AttachError;
+use super::{AttachError, KernelMapsMut};
 use crate::kernel::KernelFacts;
 
 /// Mounts tracefs where the kernel has it but nobody mounted it (root
@@ -58,7 +56,7 @@ fn child_pid_offset_in(format: &str) -> Option<u64> {
 /// is still running (see `TaskState::outer_mark`). Unknown (kallsyms
 /// hidden), the probes check only frame positions.
 pub(super) fn set_return_trampoline(
-    ebpf: &mut Ebpf,
+    maps: &mut KernelMapsMut<'_>,
     facts: &KernelFacts,
 ) -> Result<(), AttachError> {
     let address = facts
@@ -66,7 +64,7 @@ pub(super) fn set_return_trampoline(
         .address(&crate::kernel::kallsyms::RETURN_TRAMPOLINES)
         .unwrap_or(0);
     set_setting(
-        ebpf,
+        maps,
         pin_common::attribution::SETTING_RETURN_TRAMPOLINE,
         address,
     )
@@ -76,7 +74,10 @@ pub(super) fn set_return_trampoline(
 /// by an interrupt (an O_DIRECT completion) is told from one made by the
 /// task it interrupted. Unknown (no BTF), releases are charged to the
 /// current task.
-pub(super) fn set_task_stack(ebpf: &mut Ebpf, facts: &KernelFacts) -> Result<(), AttachError> {
+pub(super) fn set_task_stack(
+    maps: &mut KernelMapsMut<'_>,
+    facts: &KernelFacts,
+) -> Result<(), AttachError> {
     let Ok(btf) = &facts.btf else {
         return Ok(());
     };
@@ -92,23 +93,24 @@ pub(super) fn set_task_stack(ebpf: &mut Ebpf, facts: &KernelFacts) -> Result<(),
     } else {
         16 * 1024
     };
-    set_setting(ebpf, pin_common::attribution::SETTING_TASK_STACK_SIZE, size)?;
+    set_setting(maps, pin_common::attribution::SETTING_TASK_STACK_SIZE, size)?;
     set_setting(
-        ebpf,
+        maps,
         pin_common::attribution::SETTING_TASK_STACK_OFFSET,
         u64::from(offset) + 1,
     )
 }
 
-pub(super) fn set_setting(ebpf: &mut Ebpf, index: u32, value: u64) -> Result<(), AttachError> {
-    let mut settings: Array<_, u64> = Array::try_from(
-        ebpf.map_mut("SETTINGS")
-            .ok_or_else(|| AttachError::Load("map SETTINGS missing from the object".into()))?,
-    )
-    .map_err(|e| AttachError::Load(e.to_string()))?;
-    settings
+/// Writes `value` at `index` of the SETTINGS map.
+pub(super) fn set_setting(
+    maps: &mut KernelMapsMut<'_>,
+    index: u32,
+    value: u64,
+) -> Result<(), AttachError> {
+    maps.settings()
+        .map_err(|e| AttachError::Load(e.to_string()))?
         .set(index, value, 0)
-        .map_err(|e| AttachError::Load(format!("SETTINGS: {e}")))
+        .map_err(|e| AttachError::Load(format!("{}: {e}", pin_common::maps::SETTINGS)))
 }
 
 #[cfg(test)]

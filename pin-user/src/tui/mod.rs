@@ -24,7 +24,7 @@ use ratatui::crossterm::event::{self, Event, KeyEventKind};
 use crate::{
     kernel::KernelFacts,
     probes::{self, AttachOptions, Mechanism, ProbeStatus},
-    snapshot::{Snapshot, SnapshotError},
+    snapshot::Snapshot,
 };
 use app::{App, Filter, Frame, HeaderInfo};
 
@@ -69,8 +69,8 @@ struct LiveSource<'a> {
 }
 
 impl LiveSource<'_> {
-    fn next(&mut self) -> Result<Frame, SnapshotError> {
-        let current = Snapshot::read(&self.probes.ebpf)?;
+    fn next(&mut self) -> Result<Frame, probes::KernelMapError> {
+        let current = Snapshot::read(self.probes.maps())?;
         let delta = current.since(&self.previous);
         self.previous = current;
         let vmpin_kb: BTreeMap<u32, u64> = delta
@@ -134,7 +134,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
     let mut app = App::new(header, opts.filter);
     let mut source = LiveSource {
         probes: &probes,
-        previous: Snapshot::read(&probes.ebpf)?,
+        previous: Snapshot::read(probes.maps())?,
     };
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;
     let _restore = RestoreTerminal;

@@ -14,7 +14,7 @@ use pin_common::{
 };
 use serde::Serialize;
 
-use crate::{kernel::foll::FollFlags, report::errno_name};
+use crate::{figures::errno_name, kernel::foll::FollFlags};
 
 /// Errors setting up per-call events.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,10 @@
 pub mod attribution;
 pub mod cli;
 pub mod commands;
+pub mod counters;
 pub mod events;
 pub mod export;
+pub mod figures;
 pub mod kernel;
 pub mod model;
 pub mod privileges;

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    counters::Counters,
     kernel::KernelFacts,
     probes::{self, AttachError, AttachOptions, Probes},
     vmstat::PinCounters,
@@ -221,7 +222,7 @@ impl ReducedView {
     /// The change from `earlier` to `later`, `interval_s` apart.
     pub fn new(earlier: &ReducedSample, later: &ReducedSample, interval_s: f64) -> Self {
         let vmstat = match (earlier.vmstat, later.vmstat) {
-            (Some(a), Some(b)) => Some(b.since(&a)),
+            (Some(a), Some(b)) => Some(b.delta(&a)),
             _ => None,
         };
         let pinned_now_pages = later

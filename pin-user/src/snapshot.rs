@@ -9,13 +9,13 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap},
 };
 use pin_common::{
-    CallerKey, CallerStats, ERRNO_SLOTS, FUNCS, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT,
-    INSERTS_CALLERS, INSERTS_LEN, INSERTS_PROCS, LATENCY_BUCKETS, PinBalance, ProcStats,
-    ReleaseStats,
+    CallerKey, CallerStats, FUNCS, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_CALLERS,
+    INSERTS_LEN, INSERTS_PROCS, PinBalance, ProcStats, ReleaseStats,
 };
 
 use crate::{
     attribution::{self, symbols::CallSite},
+    counters::{self, Counters},
     probes::misses::{self, Misses},
     vmstat::PinCounters,
 };
@@ -126,61 +126,6 @@ impl Evictions {
             .count() as u64;
         inserted.saturating_sub(found_old)
     }
-
-    /// Evictions between `earlier` and `self`.
-    pub fn since(&self, earlier: &Evictions) -> Evictions {
-        Evictions {
-            procs: self.procs.saturating_sub(earlier.procs),
-            callers: self.callers.saturating_sub(earlier.callers),
-        }
-    }
-}
-
-/// Adds `from` into `into` (summing CPUs or intervals).
-pub fn add(into: &mut GupStats, from: &GupStats) {
-    into.calls += from.calls;
-    into.pages_requested += from.pages_requested;
-    into.pages_returned += from.pages_returned;
-    into.partial += from.partial;
-    into.zero += from.zero;
-    into.errors += from.errors;
-    into.fallbacks += from.fallbacks;
-    into.fast_pages += from.fast_pages;
-    into.slow_pages += from.slow_pages;
-    into.latency_sum_ns += from.latency_sum_ns;
-    into.latency_max_ns = into.latency_max_ns.max(from.latency_max_ns);
-    into.missed_returns += from.missed_returns;
-    for (a, b) in into.latency_log2.iter_mut().zip(from.latency_log2.iter()) {
-        *a += b;
-    }
-    for (a, b) in into.errno.iter_mut().zip(from.errno.iter()) {
-        *a += b;
-    }
-}
-
-fn sub(cur: &GupStats, prev: &GupStats) -> GupStats {
-    let mut d = GupStats::ZERO;
-    d.calls = cur.calls.saturating_sub(prev.calls);
-    d.pages_requested = cur.pages_requested.saturating_sub(prev.pages_requested);
-    d.pages_returned = cur.pages_returned.saturating_sub(prev.pages_returned);
-    d.partial = cur.partial.saturating_sub(prev.partial);
-    d.zero = cur.zero.saturating_sub(prev.zero);
-    d.errors = cur.errors.saturating_sub(prev.errors);
-    d.fallbacks = cur.fallbacks.saturating_sub(prev.fallbacks);
-    d.fast_pages = cur.fast_pages.saturating_sub(prev.fast_pages);
-    d.slow_pages = cur.slow_pages.saturating_sub(prev.slow_pages);
-    d.latency_sum_ns = cur.latency_sum_ns.saturating_sub(prev.latency_sum_ns);
-    d.missed_returns = cur.missed_returns.saturating_sub(prev.missed_returns);
-    // A maximum cannot be differenced; the interval's is derived from the
-    // histogram delta by the views.
-    d.latency_max_ns = 0;
-    for i in 0..LATENCY_BUCKETS {
-        d.latency_log2[i] = cur.latency_log2[i].saturating_sub(prev.latency_log2[i]);
-    }
-    for i in 0..ERRNO_SLOTS {
-        d.errno[i] = cur.errno[i].saturating_sub(prev.errno[i]);
-    }
-    d
 }
 
 fn percpu_array<'a, V: aya::Pod>(
@@ -199,38 +144,26 @@ impl Snapshot {
         let gup_map = percpu_array::<GupStats>(ebpf, "GUP_STATS")?;
         let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
         for (id, total) in gup.iter_mut().enumerate() {
-            for cpu in gup_map
-                .get(&(id as u32), 0)
-                .map_err(map_err("GUP_STATS"))?
-                .iter()
-            {
-                add(total, cpu);
-            }
+            let slots = gup_map.get(&(id as u32), 0).map_err(map_err("GUP_STATS"))?;
+            *total = counters::sum(GupStats::ZERO, slots.iter());
         }
 
         let rel_map = percpu_array::<ReleaseStats>(ebpf, "RELEASE_STATS")?;
         let mut release = vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT];
         for (i, total) in release.iter_mut().enumerate() {
-            for cpu in rel_map
+            let slots = rel_map
                 .get(&(i as u32), 0)
-                .map_err(map_err("RELEASE_STATS"))?
-                .iter()
-            {
-                total.calls += cpu.calls;
-                total.pages += cpu.pages;
-            }
+                .map_err(map_err("RELEASE_STATS"))?;
+            *total = counters::sum(ReleaseStats::default(), slots.iter());
         }
 
-        let mut balance = PinBalance::default();
-        for cpu in percpu_array::<PinBalance>(ebpf, "PIN_BALANCE")?
-            .get(&0, 0)
-            .map_err(map_err("PIN_BALANCE"))?
-            .iter()
-        {
-            balance.pinned += cpu.pinned;
-            balance.released += cpu.released;
-            balance.gup_released += cpu.gup_released;
-        }
+        let balance = counters::sum(
+            PinBalance::default(),
+            percpu_array::<PinBalance>(ebpf, "PIN_BALANCE")?
+                .get(&0, 0)
+                .map_err(map_err("PIN_BALANCE"))?
+                .iter(),
+        );
 
         let health_map = percpu_array::<u64>(ebpf, "HEALTH")?;
         let mut health = [0u64; HEALTH_COUNT];
@@ -332,50 +265,33 @@ impl Snapshot {
             .gup
             .iter()
             .zip(earlier.gup.iter())
-            .map(|(c, p)| sub(c, p))
+            .map(|(c, p)| c.delta(p))
             .collect();
         let release = self
             .release
             .iter()
             .zip(earlier.release.iter())
-            .map(|(c, p)| ReleaseStats {
-                calls: c.calls.saturating_sub(p.calls),
-                pages: c.pages.saturating_sub(p.pages),
-            })
+            .map(|(c, p)| c.delta(p))
             .collect();
         let procs = self
             .procs
             .iter()
             .filter_map(|(tgid, cur)| {
                 // An entry created anew (evicted in between) counts from 0.
-                let prev = earlier
-                    .procs
-                    .get(tgid)
-                    .filter(|prev| prev.first_ns == cur.first_ns)
-                    .cloned()
-                    .unwrap_or_default();
-                let d = ProcTotals {
-                    comm: cur.comm.clone(),
-                    calls: cur.calls.saturating_sub(prev.calls),
-                    pages: cur.pages.saturating_sub(prev.pages),
-                    pinned: cur.pinned.saturating_sub(prev.pinned),
-                    released: cur.released.saturating_sub(prev.released),
-                    first_ns: cur.first_ns,
+                let d = match earlier.procs.get(tgid) {
+                    Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
+                    _ => cur.clone(),
                 };
                 (d.calls != 0 || d.released != 0).then_some((*tgid, d))
             })
             .collect();
-        let mut health = [0; HEALTH_COUNT];
-        for (i, h) in health.iter_mut().enumerate() {
-            *h = self.health[i].saturating_sub(earlier.health[i]);
-        }
         let callers = self
             .callers
             .iter()
             .filter_map(|(key, cur)| {
                 // An entry created anew (evicted in between) counts from 0.
                 let d = match earlier.callers.get(key) {
-                    Some(prev) if prev.first_ns == cur.first_ns => attribution::sub(cur, prev),
+                    Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
                     _ => *cur,
                 };
                 attribution::is_active(&d).then_some((*key, d))
@@ -386,24 +302,14 @@ impl Snapshot {
             gup,
             release,
             procs,
-            health,
+            health: self.health.delta(&earlier.health),
             misses: misses::since(&self.misses, &earlier.misses),
             callers,
             sites: self.sites.clone(),
-            evicted: self.evicted.since(&earlier.evicted),
-            balance: PinBalance {
-                pinned: self.balance.pinned.saturating_sub(earlier.balance.pinned),
-                released: self
-                    .balance
-                    .released
-                    .saturating_sub(earlier.balance.released),
-                gup_released: self
-                    .balance
-                    .gup_released
-                    .saturating_sub(earlier.balance.gup_released),
-            },
+            evicted: self.evicted.delta(&earlier.evicted),
+            balance: self.balance.delta(&earlier.balance),
             vmstat: match (self.vmstat, earlier.vmstat) {
-                (Some(c), Some(p)) => Some(c.since(&p)),
+                (Some(c), Some(p)) => Some(c.delta(&p)),
                 _ => None,
             },
         }
@@ -437,29 +343,9 @@ pub struct Delta {
     pub balance: PinBalance,
 }
 
-/// Upper bound in ns of the latency bucket holding quantile `q` (0..=1) of
-/// a log2 histogram, or `None` when it is empty. Bucket `i` holds latencies
-/// below `2^(i+1)` ns.
-pub fn latency_quantile_ns(hist: &[u64], q: f64) -> Option<u64> {
-    let total: u64 = hist.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-    let mut seen = 0;
-    for (i, count) in hist.iter().enumerate() {
-        seen += count;
-        if seen >= rank {
-            return Some(1u64 << (i + 1).min(63));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn snapshot(procs: &[(u32, u64, u64)], evicted_procs: u64) -> Snapshot {
         Snapshot {
@@ -527,40 +413,5 @@ mod tests {
         assert_eq!(later.since(&earlier).callers[&key].calls, 3);
         later.callers.insert(key, stats(130, 1_000));
         assert_eq!(later.since(&earlier).callers[&key].calls, 30);
-    }
-
-    #[test]
-    fn quantiles_from_log2_buckets() {
-        let mut hist = [0u64; LATENCY_BUCKETS];
-        assert_eq!(latency_quantile_ns(&hist, 0.5), None);
-        hist[9] = 90; // 512..1023 ns
-        hist[12] = 10; // 4096..8191 ns
-        assert_eq!(latency_quantile_ns(&hist, 0.5), Some(1024));
-        assert_eq!(latency_quantile_ns(&hist, 0.9), Some(1024));
-        assert_eq!(latency_quantile_ns(&hist, 0.99), Some(8192));
-        assert_eq!(latency_quantile_ns(&hist, 1.0), Some(8192));
-    }
-
-    fn stats(calls: u64, pages: u64, bucket: usize) -> GupStats {
-        let mut s = GupStats::ZERO;
-        s.calls = calls;
-        s.pages_returned = pages;
-        s.latency_log2[bucket] = calls;
-        s.errno[14] = calls / 2;
-        s
-    }
-
-    proptest! {
-        #[test]
-        fn add_then_sub_roundtrips(a in 0u64..1 << 40, b in 0u64..1 << 40, bucket in 0usize..LATENCY_BUCKETS) {
-            let base = stats(a, a * 3, bucket);
-            let mut total = base;
-            add(&mut total, &stats(b, b * 3, bucket));
-            let d = sub(&total, &base);
-            prop_assert_eq!(d.calls, b);
-            prop_assert_eq!(d.pages_returned, b * 3);
-            prop_assert_eq!(d.latency_log2[bucket], b);
-            prop_assert_eq!(d.errno[14], b / 2);
-        }
     }
 }

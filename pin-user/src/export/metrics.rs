@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, LATENCY_BUCKETS, catalog::is_fast};
+use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, Health, LATENCY_BUCKETS, catalog::is_fast};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
@@ -12,7 +12,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{probes::ProbeStatus, report::errno_name, snapshot::Snapshot};
+use crate::{figures::errno_name, probes::ProbeStatus, snapshot::Snapshot};
 
 /// Everything one scrape exports.
 #[derive(Clone, Debug)]
@@ -301,7 +301,7 @@ fn encode_releases(
         None,
         Gauge,
     )?;
-    outstanding.encode_gauge(&(balance.pinned as i64 - balance.released as i64))?;
+    outstanding.encode_gauge(&balance.outstanding())?;
     let mut internal = encoder.encode_descriptor(
             "pinwatch_gup_internal_unpin_pages",
             "FOLL_PIN pages GUP released itself inside a get/pin call (rollbacks, FOLL_LONGTERM migration retries), seen at gup_put_folio; nr_foll_pin_released counts these and pinwatch_unpin_pages_total together.",
@@ -344,28 +344,19 @@ fn encode_health(
     input: &MetricsInput,
 ) -> Result<(), std::fmt::Error> {
     use MetricType::{Counter, Gauge};
-    let health = [
-        ("task_state_lost", input.snapshot.health[0]),
-        ("unmatched_exit", input.snapshot.health[1]),
-        ("proc_state_lost", input.snapshot.health[2]),
-        ("fork_not_followed", input.snapshot.health[3]),
-        ("event_ring_full", input.snapshot.health[4]),
-        ("caller_unknown", input.snapshot.health[5]),
-        ("lifetime_per_call_limit", input.snapshot.health[6]),
-        ("lifetime_table_full", input.snapshot.health[7]),
-        ("release_of_untracked_pin", input.snapshot.health[8]),
-        ("return_not_seen", input.snapshot.health[9]),
-        ("nesting_overflow", input.snapshot.health[10]),
-        ("irq_release_not_followed", input.snapshot.health[11]),
-    ];
     family(
         encoder,
         "pinwatch_probe_events_lost",
         "Probe events pinwatch could not account, by reason.",
         Counter,
-        health
+        Health::ALL
             .iter()
-            .map(|(r, n)| (vec![("reason", r.to_string())], *n))
+            .map(|&h| {
+                (
+                    vec![("reason", h.label().to_string())],
+                    input.snapshot.health[h as usize],
+                )
+            })
             .collect(),
     )?;
     family(

@@ -17,6 +17,7 @@ pub mod scenarios;
 use serde::Serialize;
 
 use crate::{
+    counters::Counters,
     events::{CallRecord, EventStream},
     kernel::foll::FollFlags,
     model::{Deviation, Rules, paths::PathPrediction},
@@ -145,7 +146,7 @@ impl<'a> Ctx<'a> {
         let records = self.events.drain();
         let _ = vmstat::refresh();
         let after_vm = PinCounters::read().ok().flatten();
-        let delta = before_vm.zip(after_vm).map(|(b, a)| a.since(&b));
+        let delta = before_vm.zip(after_vm).map(|(b, a)| a.delta(&b));
         let released = records
             .iter()
             .filter(|r| r.release)

@@ -21,6 +21,7 @@ pub mod privileges;
 pub mod probes;
 pub mod reduced;
 pub mod report;
+pub mod sampling;
 pub mod signals;
 pub mod snapshot;
 pub mod tui;

@@ -7,7 +7,7 @@
 //! per-variant, fast/slow, error or latency figure exists in this mode, and
 //! none is shown as zero.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,7 @@ use crate::{
     counters::Counters,
     kernel::KernelFacts,
     probes::{self, AttachError, AttachOptions, Probes},
+    sampling::Source,
     vmstat::PinCounters,
 };
 
@@ -85,7 +86,7 @@ impl ReducedReason {
 }
 
 /// Where a command's figures come from.
-pub enum Source {
+pub enum Mode {
     /// Attached probes: full tracing.
     Probes(Box<Probes>),
     /// No probes: kernel counters only, and why.
@@ -100,19 +101,19 @@ pub fn attach_or_reduce(
     facts: &KernelFacts,
     options: AttachOptions,
     force_reduced: bool,
-) -> Result<Source, AttachError> {
+) -> Result<Mode, AttachError> {
     let source = if force_reduced {
-        Source::Reduced(ReducedReason::requested())
+        Mode::Reduced(ReducedReason::requested())
     } else {
         match probes::attach(facts, options) {
-            Ok(probes) => Source::Probes(Box::new(probes)),
+            Ok(probes) => Mode::Probes(Box::new(probes)),
             Err(err) => match ReducedReason::from_attach_error(&err) {
-                Some(reason) => Source::Reduced(reason),
+                Some(reason) => Mode::Reduced(reason),
                 None => return Err(err),
             },
         }
     };
-    if let Source::Reduced(reason) = &source {
+    if let Mode::Reduced(reason) = &source {
         eprintln!("pinwatch: {}", reason.banner());
     }
     Ok(source)
@@ -185,6 +186,53 @@ impl ReducedSample {
             return Err(ReducedError::NoCounters);
         }
         Ok(Self { vmstat, pinned })
+    }
+}
+
+/// Reduced mode as a source of intervals: [`ReducedView`]s of the
+/// kernel's own counters.
+pub struct ReducedSource {
+    first: ReducedSample,
+    first_at: Instant,
+    previous: ReducedSample,
+    previous_at: Instant,
+}
+
+impl ReducedSource {
+    /// Reads the counters once: intervals count from now.
+    pub fn new() -> Result<Self, ReducedError> {
+        let first = ReducedSample::read()?;
+        let now = Instant::now();
+        Ok(Self {
+            previous: first.clone(),
+            first,
+            first_at: now,
+            previous_at: now,
+        })
+    }
+}
+
+impl Source for ReducedSource {
+    type Interval = ReducedView;
+
+    fn next(&mut self) -> anyhow::Result<ReducedView> {
+        let current = ReducedSample::read()?;
+        let now = Instant::now();
+        let view = ReducedView::new(
+            &self.previous,
+            &current,
+            now.duration_since(self.previous_at).as_secs_f64(),
+        );
+        (self.previous, self.previous_at) = (current, now);
+        Ok(view)
+    }
+
+    fn since_start(&self) -> ReducedView {
+        ReducedView::new(&self.first, &self.previous, self.elapsed().as_secs_f64())
+    }
+
+    fn elapsed(&self) -> std::time::Duration {
+        self.previous_at.duration_since(self.first_at)
     }
 }
 

@@ -2,22 +2,16 @@
 //! caller panels; a banner saying so and why, the kernel's FOLL_PIN page
 //! rates, and the processes with the most `VmPin`. q, Esc or Ctrl-C quits.
 
-use std::{
-    sync::atomic::Ordering,
-    time::{Duration, Instant},
-};
-
-use anyhow::Context as _;
 use ratatui::{
     Frame,
-    crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
+    crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
     layout::{Constraint, Layout},
     style::{Modifier, Style, Stylize as _},
     text::Line,
     widgets::{Block, Borders, Paragraph, Row, Table, Wrap},
 };
 
-use crate::reduced::{ReducedReason, ReducedSample, ReducedView};
+use crate::reduced::{ReducedReason, ReducedSource, ReducedView};
 
 /// What the reduced dashboard shows.
 pub struct ReducedScreen {
@@ -117,45 +111,19 @@ pub fn draw(f: &mut Frame, screen: &ReducedScreen) {
     f.render_widget(Line::from(" q quit").dim(), footer);
 }
 
-/// Runs the reduced dashboard until q, Ctrl-C, SIGINT, SIGTERM or SIGHUP.
-pub fn run(kernel: String, reason: ReducedReason, interval: Duration) -> anyhow::Result<()> {
-    let stop = crate::signals::stop_flag()?;
-    let mut screen = ReducedScreen {
-        kernel,
-        reason,
-        view: None,
-    };
-    let mut previous = ReducedSample::read()?;
-    let mut previous_at = Instant::now();
-    let mut terminal = ratatui::try_init().context("setting up the terminal")?;
-    let _restore = super::RestoreTerminal;
-    loop {
-        terminal.draw(|f| draw(f, &screen))?;
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let wait = (previous_at + interval)
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
-        if event::poll(wait)?
-            && let Event::Key(key) = event::read()?
-            && key.kind == KeyEventKind::Press
-            && (matches!(key.code, KeyCode::Char('q') | KeyCode::Esc)
-                || (key.modifiers.contains(KeyModifiers::CONTROL)
-                    && key.code == KeyCode::Char('c')))
-        {
-            return Ok(());
-        }
-        if previous_at.elapsed() >= interval {
-            let current = ReducedSample::read()?;
-            let now = Instant::now();
-            screen.view = Some(ReducedView::new(
-                &previous,
-                &current,
-                now.duration_since(previous_at).as_secs_f64(),
-            ));
-            (previous, previous_at) = (current, now);
-        }
+impl super::Screen<ReducedSource> for ReducedScreen {
+    fn draw(&self, f: &mut Frame) {
+        draw(f, self)
+    }
+
+    /// q, Esc or Ctrl-C quits; nothing else is bound.
+    fn key(&mut self, key: KeyEvent) -> bool {
+        matches!(key.code, KeyCode::Char('q') | KeyCode::Esc)
+            || (key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c'))
+    }
+
+    fn ingest(&mut self, view: ReducedView) {
+        self.view = Some(view);
     }
 }
 

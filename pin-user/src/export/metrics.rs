@@ -12,6 +12,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::families::{Labels, encode_vmstat, family, seconds_family};
 use crate::{figures::errno_name, probes::ProbeStatus, snapshot::Snapshot};
 
 /// Everything one scrape exports.
@@ -58,49 +59,6 @@ fn missed_rows(input: &MetricsInput) -> Vec<(Labels<'static>, u64)> {
         }
     }
     rows
-}
-
-/// Label pairs of one series.
-pub(super) type Labels<'a> = Vec<(&'static str, String)>;
-
-/// Encodes one counter or gauge family.
-pub(super) fn family<'a>(
-    encoder: &mut DescriptorEncoder<'a>,
-    name: &'static str,
-    help: &str,
-    kind: MetricType,
-    rows: Vec<(Labels<'_>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in rows {
-        let mut m = metric.encode_family(&labels)?;
-        match kind {
-            MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(&value, None)?,
-            _ => m.encode_gauge(&(value as i64))?,
-        }
-    }
-    Ok(())
-}
-
-/// The kernel's own FOLL_PIN counters (same names in reduced mode).
-pub(super) fn encode_vmstat(
-    encoder: &mut DescriptorEncoder,
-    vm: crate::vmstat::PinCounters,
-) -> Result<(), std::fmt::Error> {
-    family(
-        encoder,
-        "pinwatch_vmstat_foll_pin_acquired",
-        "The kernel's nr_foll_pin_acquired (/proc/vmstat).",
-        MetricType::Counter,
-        vec![(vec![], vm.nr_foll_pin_acquired)],
-    )?;
-    family(
-        encoder,
-        "pinwatch_vmstat_foll_pin_released",
-        "The kernel's nr_foll_pin_released (/proc/vmstat).",
-        MetricType::Counter,
-        vec![(vec![], vm.nr_foll_pin_released)],
-    )
 }
 
 fn variant(id: usize) -> (&'static str, String) {
@@ -171,6 +129,19 @@ fn encode_variants(
         Counter,
         per_variant(&|i| gup[i].zero),
     )?;
+    encode_fast_path(encoder, gup, &seen)?;
+    encode_errors(encoder, gup, &seen)?;
+    encode_latency(encoder, gup, &seen)
+}
+
+/// Fast-path fallbacks and the pages each path took, for the variants
+/// that have a fast path.
+fn encode_fast_path(
+    encoder: &mut DescriptorEncoder,
+    gup: &[GupStats],
+    seen: &[usize],
+) -> Result<(), std::fmt::Error> {
+    use MetricType::Counter;
     let fast: Vec<usize> = seen
         .iter()
         .copied()
@@ -198,7 +169,15 @@ fn encode_variants(
         "Pages taken by the fast path and by the slow path after a fallback.",
         Counter,
         paths,
-    )?;
+    )
+}
+
+/// Error returns per variant and errno (only those that occurred).
+fn encode_errors(
+    encoder: &mut DescriptorEncoder,
+    gup: &[GupStats],
+    seen: &[usize],
+) -> Result<(), std::fmt::Error> {
     let errors = seen
         .iter()
         .flat_map(|&i| {
@@ -214,11 +193,9 @@ fn encode_variants(
         encoder,
         "pinwatch_gup_errors",
         "GUP calls that returned an error, by errno.",
-        Counter,
+        MetricType::Counter,
         errors,
-    )?;
-
-    encode_latency(encoder, gup, &seen)
+    )
 }
 
 /// Latency of outermost calls per variant, from the kernel's log2 buckets.
@@ -409,17 +386,16 @@ fn encode_run_stats(
 ) -> Result<(), std::fmt::Error> {
     use MetricType::Counter;
     if !input.run_stats.is_empty() {
-        let mut run = encoder.encode_descriptor(
-                "pinwatch_bpf_run_seconds",
-                "Time the kernel spent in pinwatch's programs, per traced function (needs BPF stats enabled).",
-                None,
-                Counter,
-            )?;
-        for (f, ns, _) in &input.run_stats {
-            let labels = vec![("function", f.to_string())];
-            run.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&(*ns as f64 / 1e9), None)?;
-        }
+        seconds_family(
+            encoder,
+            "pinwatch_bpf_run_seconds",
+            "Time the kernel spent in pinwatch's programs, per traced function (needs BPF stats enabled).",
+            input
+                .run_stats
+                .iter()
+                .map(|(f, ns, _)| (vec![("function", f.to_string())], *ns))
+                .collect(),
+        )?;
         family(
             encoder,
             "pinwatch_bpf_runs",

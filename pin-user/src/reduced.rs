@@ -301,15 +301,14 @@ impl ReducedView {
     /// Renders the interval as text, labelled as reduced.
     pub fn render_text(&self) -> String {
         use std::fmt::Write as _;
-        let secs = self.interval_s.max(1e-9);
         let mut out = String::from("[reduced mode: no probes, kernel counters only]\n");
         match self.vmstat {
             Some(v) => {
                 let _ = writeln!(
                     out,
                     "vmstat FOLL_PIN pages/s: acquired {:.1}  released {:.1}  pinned now {}",
-                    v.nr_foll_pin_acquired as f64 / secs,
-                    v.nr_foll_pin_released as f64 / secs,
+                    crate::figures::per_second(v.nr_foll_pin_acquired, self.interval_s),
+                    crate::figures::per_second(v.nr_foll_pin_released, self.interval_s),
                     self.pinned_now_pages.map_or("-".into(), |p| p.to_string()),
                 );
             }

@@ -133,7 +133,6 @@ pub const TOP_CALLERS: usize = 12;
 /// The caller table of `stat`'s text output.
 pub fn render_text(views: &[CallerView], seconds: f64) -> String {
     use std::fmt::Write as _;
-    let secs = seconds.max(1e-9);
     let mut out = String::new();
     if views.is_empty() {
         return out;
@@ -154,8 +153,8 @@ pub fn render_text(views: &[CallerView], seconds: f64) -> String {
             "{:<30} {:<24} {:>9.1} {:>10.1} {:>8} {:>8} {:>8}",
             v.caller,
             v.variant,
-            v.calls as f64 / secs,
-            v.pages as f64 / secs,
+            crate::figures::per_second(v.calls, seconds),
+            crate::figures::per_second(v.pages, seconds),
             v.fallbacks,
             crate::figures::fmt_ns(v.latency.p50),
             crate::figures::fmt_ns(v.latency.p99),

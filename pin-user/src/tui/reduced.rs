@@ -5,7 +5,7 @@
 use ratatui::{
     Frame,
     crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
-    layout::{Constraint, Layout},
+    layout::{Constraint, Layout, Rect},
     style::{Modifier, Style, Stylize as _},
     text::Line,
     widgets::{Block, Borders, Paragraph, Row, Table, Wrap},
@@ -37,6 +37,14 @@ pub fn draw(f: &mut Frame, screen: &ReducedScreen) {
         Constraint::Length(1),
     ])
     .areas(f.area());
+    draw_banner(f, screen, banner);
+    draw_rates(f, screen, rates);
+    draw_processes(f, screen, procs);
+    f.render_widget(Line::from(" q quit").dim(), footer);
+}
+
+/// Why the mode is reduced, and what would enable tracing.
+fn draw_banner(f: &mut Frame, screen: &ReducedScreen, area: Rect) {
     let warn = Style::default().fg(ratatui::style::Color::Yellow);
     f.render_widget(
         Paragraph::new(vec![
@@ -49,17 +57,20 @@ pub fn draw(f: &mut Frame, screen: &ReducedScreen) {
         ])
         .wrap(Wrap { trim: true })
         .block(Block::default().borders(Borders::ALL).title(" pinwatch ")),
-        banner,
+        area,
     );
+}
+
+/// The kernel's FOLL_PIN page rates.
+fn draw_rates(f: &mut Frame, screen: &ReducedScreen, area: Rect) {
     let rate_text = match &screen.view {
         None => "waiting for the first interval".to_string(),
         Some(view) => match view.vmstat {
             Some(v) => {
-                let secs = view.interval_s.max(1e-9);
                 format!(
                     "acquired {:.1} pages/s   released {:.1} pages/s   pinned now {} pages",
-                    v.nr_foll_pin_acquired as f64 / secs,
-                    v.nr_foll_pin_released as f64 / secs,
+                    crate::figures::per_second(v.nr_foll_pin_acquired, view.interval_s),
+                    crate::figures::per_second(v.nr_foll_pin_released, view.interval_s),
                     view.pinned_now_pages
                         .map_or("-".to_string(), |p| p.to_string())
                 )
@@ -73,8 +84,12 @@ pub fn draw(f: &mut Frame, screen: &ReducedScreen) {
                 .borders(Borders::ALL)
                 .title(" /proc/vmstat nr_foll_pin_* (host-wide) "),
         ),
-        rates,
+        area,
     );
+}
+
+/// The processes with the most `VmPin`.
+fn draw_processes(f: &mut Frame, screen: &ReducedScreen, area: Rect) {
     let rows: Vec<Row> = screen
         .view
         .iter()
@@ -107,8 +122,7 @@ pub fn draw(f: &mut Frame, screen: &ReducedScreen) {
     if empty {
         table = table.footer(Row::new(vec!["", "(none has VmPin > 0)"]));
     }
-    f.render_widget(table, procs);
-    f.render_widget(Line::from(" q quit").dim(), footer);
+    f.render_widget(table, area);
 }
 
 impl super::Screen<ReducedSource> for ReducedScreen {

@@ -51,7 +51,7 @@ pub fn draw(f: &mut Frame, app: &App) {
 
 /// Per-second rate of `n` over `secs`, fitted to `width` characters.
 fn rate(n: u64, secs: f64, width: usize) -> String {
-    fit::rate(n as f64 / secs.max(1e-9), width)
+    fit::rate(crate::figures::per_second(n, secs), width)
 }
 
 /// Width the header gives each of its figures.

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{install, vm, workspace_root};
+use crate::{install, vm, workspace};
 
 /// One boot of the VM matrix.
 struct Entry {
@@ -105,7 +105,7 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
             "--no-run",
             "--message-format=json-render-diagnostics",
         ])
-        .current_dir(workspace_root())
+        .current_dir(workspace::root())
         .stderr(Stdio::inherit())
         .output()
         .context("building the VM test suite")?;
@@ -121,7 +121,7 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
             && msg["target"]["name"] == "vm"
             && let Some(exe) = msg["executable"].as_str()
         {
-            let dest = workspace_root().join("target/vm/pinwatch-vm-tests");
+            let dest = workspace::root().join("target/vm/pinwatch-vm-tests");
             std::fs::create_dir_all(dest.parent().expect("has parent"))?;
             std::fs::copy(exe, &dest)?;
             return Ok(dest);
@@ -142,7 +142,7 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
     println!("== unit tests (host)");
     let host = Command::new("cargo")
         .args(["test", "--workspace"])
-        .current_dir(workspace_root())
+        .current_dir(workspace::root())
         .stderr(Stdio::inherit())
         .output()
         .context("running cargo test")?;
@@ -276,9 +276,9 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
     // The whole matrix rewrites the committed table; a partial run writes
     // beside it.
     let table = if only.is_none() && tests.is_none() {
-        workspace_root().join("docs/faults/vm.md")
+        workspace::root().join("docs/faults/vm.md")
     } else {
-        workspace_root().join("target/vm/faults-vm.md")
+        workspace::root().join("target/vm/faults-vm.md")
     };
     std::fs::write(&table, fault_table(&faults))
         .with_context(|| format!("writing {}", table.display()))?;

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, initramfs, install, kernels, qemu, workspace_root};
+use crate::{cmd, initramfs, install, kernels, qemu, workspace};
 
 /// What a VM run produced.
 pub struct VmOutcome {
@@ -52,9 +52,9 @@ pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
     cmd::run(
         Command::new("cargo")
             .args(["build", "--release", "-p", "pin-user", "--bin", "pinwatch"])
-            .current_dir(workspace_root()),
+            .current_dir(workspace::root()),
     )?;
-    Ok(workspace_root().join("target/release/pinwatch"))
+    Ok(workspace::root().join("target/release/pinwatch"))
 }
 
 /// The host's tmux, which the VM images carry so the dashboard can run in
@@ -171,7 +171,7 @@ pub fn run_with(
     let command = command.as_str();
     let qemu = qemu::ensure()?;
     let kernel = kernels::ensure(kernel)?;
-    let work = workspace_root().join("target/vm");
+    let work = workspace::root().join("target/vm");
     std::fs::create_dir_all(&work)?;
     let initrd = work.join(format!("initrd-{}.gz", std::process::id()));
     initramfs::build(

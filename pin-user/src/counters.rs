@@ -1,6 +1,6 @@
 //! Counter arithmetic: summing per-CPU slots or intervals ([`Counters::merge`])
 //! and differencing two reads ([`Counters::delta`]), generated for every
-//! counter struct from one field list ([`counters!`]), so a new field is one
+//! counter struct from one field list (the `counters!` macro), so a new field is one
 //! edit and a field left out of the list does not compile.
 
 use pin_common::{CallerStats, GupStats, PinBalance, ReleaseStats};

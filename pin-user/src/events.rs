@@ -12,9 +12,9 @@ use pin_common::{
 use serde::Serialize;
 
 use crate::{
+    figures::errno_name,
     kernel::foll::FollFlags,
     probes::{KernelMapError, KernelMapsMut},
-    report::errno_name,
 };
 
 /// Errors setting up per-call events.

@@ -255,7 +255,7 @@ pub fn render_text(out: &Outstanding) -> String {
         let _ = writeln!(
             text,
             "  oldest: held {:>9} pid {} {} {} via {} ({} pages)",
-            crate::report::fmt_ns(Some(s.held_ns)),
+            crate::figures::fmt_ns(Some(s.held_ns)),
             s.pid,
             s.comm,
             s.caller,

@@ -38,7 +38,7 @@ use super::metrics::{MetricsInput, openmetrics, prometheus_text};
 use crate::{
     kernel::KernelFacts,
     probes::{AttachOptions, Probes},
-    reduced::{self, ReducedReason, ReducedSample, Source},
+    reduced::{self, Mode, ReducedReason, ReducedSample},
     snapshot::Snapshot,
 };
 
@@ -351,8 +351,8 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<ExitCode> {
     raise_fd_limit();
     let facts = KernelFacts::discover();
     let scraped = match reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
-        Source::Probes(probes) => Scraped::Probes(Box::new(Mutex::new(*probes))),
-        Source::Reduced(reason) => Scraped::Reduced(reason),
+        Mode::Probes(probes) => Scraped::Probes(Box::new(Mutex::new(*probes))),
+        Mode::Reduced(reason) => Scraped::Reduced(reason),
     };
     // Kept for as long as we serve: dropping the fd turns the stats off.
     let _stats = if opts.bpf_stats {

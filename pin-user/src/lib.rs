@@ -6,11 +6,13 @@
 //! snapshots and differences them; [`report`] turns deltas into views;
 //! [`commands`] print them and [`tui`] draws the live dashboard. [`kernel`] discovers what the running kernel
 //! offers, [`vmstat`] reads the kernel's own pin counters, and [`workload`]
-//! drives known GUP paths for tests and demos.
+//! drives known GUP paths for tests and demos. [`cli`] parses the command
+//! line and dispatches to [`commands`]; [`error`] names the exit codes.
 
 pub mod attribution;
 pub mod cli;
 pub mod commands;
+pub mod error;
 pub mod events;
 pub mod export;
 pub mod kernel;

@@ -6,13 +6,14 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+use super::args::AttachArgs;
 use crate::{
-    cli::EXIT_CANNOT_TRACE,
+    error::attach_exit_code,
     kernel::{
         KernelFacts,
         features::{FeatureStatus, Object},
     },
-    probes::{self, AttachOptions, ProbeStatus},
+    probes::{self, ProbeStatus},
     snapshot::Snapshot,
     workload::{self, WorkloadKind, WorkloadOptions},
 };
@@ -96,10 +97,21 @@ fn status_text(st: &ProbeStatus) -> String {
     }
 }
 
+/// Options of `pinwatch probes`.
+#[derive(Debug, clap::Args)]
+pub struct ProbesArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the command.
-pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
-    let attached = probes::attach(&facts, options);
+    let attached = probes::attach(&facts, args.attach.options());
     let (status, error, check) = match &attached {
         Ok(p) => (p.status.clone(), None, self_check(p)),
         // The reason is kernel-wide: say it once, below the table.
@@ -136,15 +148,13 @@ pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
         features: facts.features.list.clone(),
         probes: status,
     };
-    if json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
     }
-    Ok(if let Err(probes::AttachError::Privileges(_)) = &attached {
-        ExitCode::from(crate::cli::EXIT_PRIVILEGES)
-    } else if report.error.is_some() {
-        ExitCode::from(EXIT_CANNOT_TRACE)
+    Ok(if let Err(e) = &attached {
+        ExitCode::from(attach_exit_code(e))
     } else if matches!(report.self_check, Some(Err(_))) {
         ExitCode::FAILURE
     } else {

@@ -19,10 +19,12 @@ use std::{
 
 use anyhow::Context as _;
 
+use super::args::{AttachArgs, parse_duration, parse_interval};
 use crate::{
+    error::UsageError,
     export::record::{Counts, Interval, Meta, Record, SCHEMA},
     kernel::KernelFacts,
-    probes::{AttachError, AttachOptions},
+    probes::AttachError,
     reduced::{self, ReducedSample, ReducedView, Source},
     snapshot::Snapshot,
     vmstat,
@@ -37,22 +39,31 @@ pub enum RecordFormat {
     Csv,
 }
 
-/// What `pinwatch record` was asked to do.
-pub struct RecordOptions {
-    /// Probe mechanism.
-    pub attach: AttachOptions,
-    /// Output file.
+/// Options of `pinwatch record`: what it was asked to do.
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Run without probes, from /proc/vmstat and per-process VmPin only
+    /// (what pinwatch does by itself when the kernel refuses probes).
+    #[arg(long)]
+    pub reduced: bool,
+    /// Output file (written atomically).
+    #[arg(short, long, default_value = "pinwatch-record.json")]
     pub output: PathBuf,
-    /// Stop after this long (without a command: required or Ctrl-C).
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Sampling interval.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
     /// Output format.
+    #[arg(long, value_enum, default_value_t = RecordFormat::Json)]
     pub format: RecordFormat,
-    /// Command to run and follow.
+    /// Command to run and follow (after `--`).
+    #[arg(last = true)]
     pub command: Vec<String>,
-    /// Record in reduced mode even if probes could attach.
-    pub reduced: bool,
 }
 
 /// Whether `program` can be executed: a path, or a name found on PATH.
@@ -120,8 +131,7 @@ fn spawn_gated(command: &[String]) -> anyhow::Result<(Child, std::os::fd::OwnedF
 /// way. Tries exactly what the final write does (a temporary file beside
 /// the output).
 fn check_output(output: &std::path::Path) -> anyhow::Result<()> {
-    let usage =
-        |why: String| crate::cli::UsageError(format!("cannot write {}: {why}", output.display()));
+    let usage = |why: String| UsageError(format!("cannot write {}: {why}", output.display()));
     if output.is_dir() {
         return Err(usage("it is a directory".into()).into());
     }
@@ -143,18 +153,15 @@ fn hostname() -> String {
 }
 
 /// Runs the recording; the exit code is the command's, when there is one.
-pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
+pub fn run(opts: RecordArgs) -> anyhow::Result<ExitCode> {
     if let Some(program) = opts.command.first()
         && !executable(program)
     {
-        return Err(crate::cli::UsageError(format!(
-            "command not found or not executable: {program}"
-        ))
-        .into());
+        return Err(UsageError(format!("command not found or not executable: {program}")).into());
     }
     check_output(&opts.output)?;
     let facts = KernelFacts::discover();
-    let mut probes = match reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
+    let mut probes = match reduced::attach_or_reduce(&facts, opts.attach.options(), opts.reduced)? {
         Source::Probes(probes) => probes,
         Source::Reduced(reason) => return run_reduced(&opts, &facts, reason),
     };
@@ -342,7 +349,7 @@ fn reap_within(child: &mut Child, limit: Duration, stops: Option<u64>) -> Reaped
 /// The recording's metadata; no probes attached and not reduced (callers
 /// fill in what applies).
 fn meta(
-    opts: &RecordOptions,
+    opts: &RecordArgs,
     facts: &KernelFacts,
     started: SystemTime,
     duration: Duration,
@@ -371,7 +378,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 /// Writes the recording, says where, and returns the command's exit code
 /// (or the sampling error, after the file is safe).
 fn finish(
-    opts: &RecordOptions,
+    opts: &RecordArgs,
     record: Record,
     sampling_error: Option<anyhow::Error>,
 ) -> anyhow::Result<ExitCode> {
@@ -401,7 +408,7 @@ fn finish(
 /// Reduced mode: samples `/proc/vmstat` and `VmPin` (host-wide) while the
 /// command runs or for the duration, then writes the recording.
 fn run_reduced(
-    opts: &RecordOptions,
+    opts: &RecordArgs,
     facts: &KernelFacts,
     reason: crate::reduced::ReducedReason,
 ) -> anyhow::Result<ExitCode> {

@@ -6,26 +6,43 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 
+use super::args::{AttachArgs, parse_interval};
 use crate::{
     kernel::KernelFacts,
-    probes::{self, AttachOptions},
+    probes,
     reduced::{self, ReducedSample, ReducedView, Source},
     report::IntervalView,
     snapshot::Snapshot,
 };
 
+/// Options of `pinwatch stat`.
+#[derive(Debug, clap::Args)]
+pub struct StatArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Run without probes, from /proc/vmstat and per-process VmPin only
+    /// (what pinwatch does by itself when the kernel refuses probes).
+    #[arg(long)]
+    pub reduced: bool,
+    /// Time between summaries (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Stop after this many summaries (default: until Ctrl-C).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the command until `count` intervals passed or a signal arrives.
-pub fn run(
-    options: AttachOptions,
-    force_reduced: bool,
-    interval: Duration,
-    count: Option<u64>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
-    let mut probes = match reduced::attach_or_reduce(&facts, options, force_reduced)? {
+    let options = args.attach.options();
+    let mut probes = match reduced::attach_or_reduce(&facts, options, args.reduced)? {
         Source::Probes(probes) => probes,
-        Source::Reduced(_) => return run_reduced(interval, count, json),
+        Source::Reduced(_) => return run_reduced(&args),
     };
     let attached: Vec<String> = probes
         .status
@@ -52,7 +69,7 @@ pub fn run(
             ),
             None => None,
         };
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval(args.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         let mut previous = Snapshot::read(&probes.ebpf)?;
@@ -82,14 +99,14 @@ pub fn run(
                 );
             }
             previous = current;
-            if json {
+            if args.json {
                 println!("{}", serde_json::to_string(&view)?);
             } else {
                 print!("{}", view.render_text());
                 println!();
             }
             printed += 1;
-            if stop || count.is_some_and(|c| printed >= c) {
+            if stop || args.count.is_some_and(|c| printed >= c) {
                 break;
             }
         }
@@ -100,7 +117,13 @@ pub fn run(
 
 /// Reduced mode: the kernel's pin counters each interval, until `count`
 /// intervals passed or SIGINT, SIGTERM or SIGHUP arrives.
-fn run_reduced(interval: Duration, count: Option<u64>, json: bool) -> anyhow::Result<ExitCode> {
+fn run_reduced(args: &StatArgs) -> anyhow::Result<ExitCode> {
+    let StatArgs {
+        interval,
+        count,
+        json,
+        ..
+    } = *args;
     let stop = crate::signals::stop_flag()?;
     let mut previous = ReducedSample::read()?;
     let mut taken = std::time::Instant::now();

@@ -10,33 +10,40 @@ use anyhow::Context as _;
 use aya::maps::PerCpuArray;
 use pin_common::{FUNCS, Health};
 
+use super::args::{AttachArgs, parse_duration};
 use crate::{
     attribution::symbols,
-    cli::UsageError,
+    error::UsageError,
     events::{CallRecord, EventFilter, EventStream},
     kernel::{KernelFacts, foll::FollFlags},
-    probes::{self, AttachOptions},
+    probes,
 };
 
-/// What to trace and how to print it.
-#[derive(Clone, Debug)]
-pub struct TraceOptions {
-    /// Probe options.
-    pub attach: AttachOptions,
+/// Options of `pinwatch trace`: what to trace and how to print it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TraceArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
     /// Only this process (filtered in the kernel).
+    #[arg(long)]
     pub pid: Option<u32>,
     /// Only threads whose comm contains this.
+    #[arg(long)]
     pub comm: Option<String>,
-    /// Only this function (a variant or a release function).
+    /// Only this function (e.g. pin_user_pages_fast, unpin_user_pages).
+    #[arg(long)]
     pub variant: Option<String>,
-    /// Stop after this long.
+    /// Stop after this long (e.g. 10s).
+    #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// JSON lines instead of text.
+    /// One JSON object per call instead of text.
+    #[arg(long)]
     pub json: bool,
 }
 
 /// Whether `record` passes the userspace filters.
-pub fn wanted(record: &CallRecord, opts: &TraceOptions) -> bool {
+pub fn wanted(record: &CallRecord, opts: &TraceArgs) -> bool {
     opts.comm
         .as_ref()
         .is_none_or(|c| record.comm.contains(c.as_str()))
@@ -94,7 +101,7 @@ fn events_lost(probes: &probes::Probes) -> u64 {
 }
 
 /// Runs the command until Ctrl-C, SIGTERM or `--duration`.
-pub fn run(opts: TraceOptions) -> anyhow::Result<ExitCode> {
+pub fn run(opts: TraceArgs) -> anyhow::Result<ExitCode> {
     if let Some(pid) = opts.pid
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
     {
@@ -110,8 +117,9 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    let attach = opts.attach.options();
     let facts = KernelFacts::discover();
-    let mut probes = probes::attach(&facts, opts.attach)?;
+    let mut probes = probes::attach(&facts, attach)?;
     let flags = FollFlags::for_kernel(facts.btf.as_ref().ok());
     let filter = EventFilter {
         tid: 0,
@@ -158,7 +166,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<ExitCode> {
                 .into_iter()
                 .filter(|r| wanted(r, &opts))
                 .collect();
-            if opts.attach.callers && !records.is_empty() {
+            if attach.callers && !records.is_empty() {
                 let sites = symbols::resolve(records.iter().map(|r| r.caller_addr));
                 // Releases carry no caller: only get/pin calls read one.
                 for r in records.iter_mut().filter(|r| !r.release) {
@@ -239,8 +247,12 @@ mod tests {
 
     #[test]
     fn filters_by_comm_and_variant() {
-        let mut opts = TraceOptions {
-            attach: AttachOptions::new(crate::probes::AttachMode::Auto),
+        let mut opts = TraceArgs {
+            attach: AttachArgs {
+                attach: crate::probes::AttachMode::Auto,
+                no_callers: false,
+                lifetimes: false,
+            },
             pid: None,
             comm: Some("fi".into()),
             variant: None,

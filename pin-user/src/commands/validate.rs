@@ -10,29 +10,35 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use super::args::AttachArgs;
 use crate::{
-    cli::UsageError,
+    error::{EXIT_INCOMPLETE, UsageError},
     events::{EventFilter, EventStream},
     kernel::{KernelFacts, foll::FollFlags},
     model::{KernelVersion, Rules, paths::PathPrediction},
-    probes::{self, AttachOptions},
+    probes,
     validate::{Ctx, Observation, ScenarioReport, Verdict, faults::FaultCounter, scenarios},
 };
 
-/// Exit code when a scenario could not run on this host.
-pub const EXIT_INCOMPLETE: u8 = 4;
-
-/// What the user asked for.
-pub struct ValidateOptions {
-    /// Probe mechanism.
-    pub attach: AttachOptions,
-    /// Only this scenario.
+/// Options of `pinwatch validate`.
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Run only this scenario (see --list).
+    #[arg(long)]
     pub scenario: Option<String>,
-    /// Scratch block device (default: /dev/ram0 when it is a brd ramdisk).
+    /// Scratch block device or file for the O_DIRECT and file-mapping
+    /// scenarios; its first 64 KiB are overwritten (default: /dev/ram0
+    /// when it is a brd ramdisk).
+    #[arg(long)]
     pub device: Option<PathBuf>,
-    /// JSON output.
+    /// JSON report instead of the table.
+    #[arg(long)]
     pub json: bool,
-    /// List the catalogue and exit.
+    /// List the scenarios and exit.
+    #[arg(long)]
     pub list: bool,
 }
 
@@ -48,7 +54,7 @@ struct Report<'a> {
 }
 
 /// Runs the command.
-pub fn run(opts: ValidateOptions) -> anyhow::Result<ExitCode> {
+pub fn run(opts: ValidateArgs) -> anyhow::Result<ExitCode> {
     if opts.list {
         for s in scenarios::CATALOGUE {
             println!("{:<26} {}", s.name, s.about);
@@ -85,7 +91,7 @@ pub fn run(opts: ValidateOptions) -> anyhow::Result<ExitCode> {
     let rules = Rules::for_version(version)
         .with_proc_mem_force(crate::kernel::config::proc_mem_force(&facts.release));
     let flags = FollFlags::for_kernel(facts.btf.as_ref().ok());
-    let mut probes = probes::attach(&facts, opts.attach)?;
+    let mut probes = probes::attach(&facts, opts.attach.options())?;
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
     let mut events = EventStream::start(

@@ -12,7 +12,7 @@ use crate::{
         stat::StatArgs, top::TopArgs, trace::TraceArgs, validate::ValidateArgs,
         workload::WorkloadArgs,
     },
-    error::EXIT_USAGE,
+    error::{EXIT_USAGE, UsageError},
     probes::AttachError,
 };
 
@@ -97,7 +97,10 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            eprintln!("pinwatch: error: {}", clap_one_line(&err));
+            match parser_usage(&err) {
+                Some(usage) => eprintln!("pinwatch: error: {usage}"),
+                None => eprintln!("pinwatch: error: {}", clap_one_line(&err)),
+            }
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -128,6 +131,16 @@ pub fn main() -> ExitCode {
             ExitCode::from(crate::error::exit_code(&err))
         }
     }
+}
+
+/// The usage error a value parser of ours gave for bad input (such as
+/// `trace --variant`'s): said in its own words, as a check after parsing
+/// would say it, rather than wrapped in clap's "invalid value" line.
+fn parser_usage(err: &clap::Error) -> Option<&UsageError> {
+    if err.kind() != clap::error::ErrorKind::ValueValidation {
+        return None;
+    }
+    std::error::Error::source(err)?.downcast_ref()
 }
 
 /// clap's multi-line usage error as one line: the error, its tip if it
@@ -180,6 +193,15 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bad_variant_is_said_in_its_own_words() {
+        let err = Cli::try_parse_from(["pinwatch", "trace", "--variant", "gup"]).unwrap_err();
+        let usage = parser_usage(&err).expect("the variant parser's own error");
+        assert!(usage.0.starts_with("unknown variant \"gup\"; one of: "));
+        let err = Cli::try_parse_from(["pinwatch", "stat", "--interval", "x"]).unwrap_err();
+        assert!(parser_usage(&err).is_none());
     }
 
     #[test]

@@ -4,11 +4,11 @@
 //! calling kernel function. Records come through the bounded `EVENTS`
 //! ring; what it drops when full is counted and said.
 
-use std::{process::ExitCode, time::Duration};
+use std::{process::ExitCode, str::FromStr, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::PerCpuArray;
-use pin_common::{FUNCS, Health};
+use pin_common::{FUNCS, FuncId, Health};
 
 use super::args::{AttachArgs, parse_duration};
 use crate::{
@@ -33,7 +33,7 @@ pub struct TraceArgs {
     pub comm: Option<String>,
     /// Only this function (e.g. pin_user_pages_fast, unpin_user_pages).
     #[arg(long)]
-    pub variant: Option<String>,
+    pub variant: Option<Function>,
     /// Stop after this long (e.g. 10s).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -42,12 +42,43 @@ pub struct TraceArgs {
     pub json: bool,
 }
 
+/// A function of the catalogue ([`FUNCS`]), a variant or a release
+/// function, named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Function(FuncId);
+
+impl Function {
+    /// The function's name, as per-call records carry it.
+    pub fn name(self) -> &'static str {
+        FUNCS[self.0 as usize].name
+    }
+}
+
+impl FromStr for Function {
+    type Err = UsageError;
+
+    /// Finds the function named `name`; the error lists every name.
+    fn from_str(name: &str) -> Result<Self, UsageError> {
+        FUNCS
+            .iter()
+            .position(|f| f.name == name)
+            .map(|id| Function(id as FuncId))
+            .ok_or_else(|| {
+                let names: Vec<&str> = FUNCS.iter().map(|f| f.name).collect();
+                UsageError(format!(
+                    "unknown variant {name:?}; one of: {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
 /// Whether `record` passes the userspace filters.
 pub fn wanted(record: &CallRecord, opts: &TraceArgs) -> bool {
     opts.comm
         .as_ref()
         .is_none_or(|c| record.comm.contains(c.as_str()))
-        && opts.variant.as_ref().is_none_or(|v| record.function == v)
+        && opts.variant.is_none_or(|v| record.function == v.name())
 }
 
 /// The text header matching [`render_line`].
@@ -106,16 +137,6 @@ pub fn run(opts: TraceArgs) -> anyhow::Result<ExitCode> {
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
     {
         return Err(UsageError(format!("no process with pid {pid}")).into());
-    }
-    if let Some(v) = &opts.variant
-        && !FUNCS.iter().any(|f| f.name == v)
-    {
-        let names: Vec<&str> = FUNCS.iter().map(|f| f.name).collect();
-        return Err(UsageError(format!(
-            "unknown variant {v:?}; one of: {}",
-            names.join(", ")
-        ))
-        .into());
     }
     let attach = opts.attach.options();
     let facts = KernelFacts::discover();
@@ -246,6 +267,18 @@ mod tests {
     }
 
     #[test]
+    fn variants_are_the_catalogue() {
+        for f in &FUNCS {
+            assert_eq!(f.name.parse::<Function>().unwrap().name(), f.name);
+        }
+        let err = "gup".parse::<Function>().unwrap_err().to_string();
+        assert!(
+            err.starts_with("unknown variant \"gup\"; one of: get_user_pages, "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn filters_by_comm_and_variant() {
         let mut opts = TraceArgs {
             attach: AttachArgs {
@@ -260,9 +293,9 @@ mod tests {
             json: false,
         };
         assert!(wanted(&record(), &opts));
-        opts.variant = Some("get_user_pages_fast".into());
+        opts.variant = Some("get_user_pages_fast".parse().unwrap());
         assert!(!wanted(&record(), &opts));
-        opts.variant = Some("pin_user_pages_fast".into());
+        opts.variant = Some("pin_user_pages_fast".parse().unwrap());
         opts.comm = Some("postgres".into());
         assert!(!wanted(&record(), &opts));
     }

@@ -131,6 +131,36 @@ fn events_lost(probes: &probes::Probes) -> u64 {
         .map_or(0, |per_cpu| per_cpu.iter().sum())
 }
 
+/// Prints the records the ring holds that pass the filters, their callers
+/// named when `callers` (attribution is on); returns how many.
+fn print_records(
+    stream: &mut EventStream,
+    opts: &TraceArgs,
+    callers: bool,
+    t0: u64,
+) -> anyhow::Result<u64> {
+    let mut records: Vec<CallRecord> = stream
+        .drain()
+        .into_iter()
+        .filter(|r| wanted(r, opts))
+        .collect();
+    if callers && !records.is_empty() {
+        let sites = symbols::resolve(records.iter().map(|r| r.caller_addr));
+        // Releases carry no caller: only get/pin calls read one.
+        for r in records.iter_mut().filter(|r| !r.release) {
+            r.caller = sites.get(&r.caller_addr).map(|s| s.to_string());
+        }
+    }
+    for r in &records {
+        if opts.json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!("{}", render_line(r, t0));
+        }
+    }
+    Ok(records.len() as u64)
+}
+
 /// Runs the command until Ctrl-C, SIGTERM or `--duration`.
 pub fn run(opts: TraceArgs) -> anyhow::Result<ExitCode> {
     if let Some(pid) = opts.pid
@@ -182,26 +212,7 @@ pub fn run(opts: TraceArgs) -> anyhow::Result<ExitCode> {
                 _ = stop_signals.recv() => true,
                 _ = &mut deadline => true,
             };
-            let mut records: Vec<CallRecord> = stream
-                .drain()
-                .into_iter()
-                .filter(|r| wanted(r, &opts))
-                .collect();
-            if attach.callers && !records.is_empty() {
-                let sites = symbols::resolve(records.iter().map(|r| r.caller_addr));
-                // Releases carry no caller: only get/pin calls read one.
-                for r in records.iter_mut().filter(|r| !r.release) {
-                    r.caller = sites.get(&r.caller_addr).map(|s| s.to_string());
-                }
-            }
-            for r in &records {
-                if opts.json {
-                    println!("{}", serde_json::to_string(r)?);
-                } else {
-                    println!("{}", render_line(r, t0));
-                }
-            }
-            traced += records.len() as u64;
+            traced += print_records(&mut stream, &opts, attach.callers, t0)?;
             let lost = events_lost(&probes);
             if lost > lost_said {
                 eprintln!(

@@ -162,7 +162,52 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The report as text: the kernel-wide lines, the feature and function
+/// tables, and the verdict.
 fn print_text(r: &ProbesReport) {
+    print_kernel(r);
+    println!();
+    let object = match r.object {
+        Object::Full => "full",
+        Object::Baseline => "baseline (5.10-era helpers only)",
+    };
+    println!("eBPF object: {object}");
+    println!(
+        "{:<18} {:<10} {:<62} evidence",
+        "feature", "kernel", "pinwatch"
+    );
+    for f in &r.features {
+        println!(
+            "{:<18} {:<10} {:<62} {}",
+            f.feature.name(),
+            if f.available { "yes" } else { "no" },
+            f.pinwatch,
+            f.evidence
+        );
+    }
+    println!();
+    println!("{:<34} {:<13} {:<30} attach", "function", "role", "symbol");
+    for st in &r.probes {
+        println!(
+            "{:<34} {:<13} {:<30} {}",
+            st.function,
+            st.role,
+            st.symbol.as_deref().unwrap_or("-"),
+            status_text(st)
+        );
+    }
+    println!();
+    match (&r.error, &r.self_check) {
+        (Some(e), _) => println!("pinwatch cannot trace here: {e}"),
+        (None, Some(Ok(msg))) => println!("self-check: ok: {msg}"),
+        (None, Some(Err(msg))) => println!("self-check: FAILED: {msg}"),
+        (None, None) => println!("self-check: not run (pin_user_pages_remote not attached)"),
+    }
+}
+
+/// The kernel-wide lines above the tables: what this kernel offers and
+/// how releases, lifetimes, missed returns and thread exits are traced.
+fn print_kernel(r: &ProbesReport) {
     let yes_no = |res: &Result<(), String>| match res {
         Ok(()) => "available".to_string(),
         Err(e) => e.clone(),
@@ -205,42 +250,5 @@ fn print_text(r: &ProbesReport) {
             "exits    not traced ({e}): a thread that exits inside a call whose return was missed goes uncounted"
         ),
         None => {}
-    }
-    println!();
-    let object = match r.object {
-        Object::Full => "full",
-        Object::Baseline => "baseline (5.10-era helpers only)",
-    };
-    println!("eBPF object: {object}");
-    println!(
-        "{:<18} {:<10} {:<62} evidence",
-        "feature", "kernel", "pinwatch"
-    );
-    for f in &r.features {
-        println!(
-            "{:<18} {:<10} {:<62} {}",
-            f.feature.name(),
-            if f.available { "yes" } else { "no" },
-            f.pinwatch,
-            f.evidence
-        );
-    }
-    println!();
-    println!("{:<34} {:<13} {:<30} attach", "function", "role", "symbol");
-    for st in &r.probes {
-        println!(
-            "{:<34} {:<13} {:<30} {}",
-            st.function,
-            st.role,
-            st.symbol.as_deref().unwrap_or("-"),
-            status_text(st)
-        );
-    }
-    println!();
-    match (&r.error, &r.self_check) {
-        (Some(e), _) => println!("pinwatch cannot trace here: {e}"),
-        (None, Some(Ok(msg))) => println!("self-check: ok: {msg}"),
-        (None, Some(Err(msg))) => println!("self-check: FAILED: {msg}"),
-        (None, None) => println!("self-check: not run (pin_user_pages_remote not attached)"),
     }
 }

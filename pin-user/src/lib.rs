@@ -14,7 +14,7 @@
 //! tick until a signal, a count, a duration or the command's end. The views
 //! only read figures: [`report`] (stat's table and JSON), [`tui`] (the live
 //! dashboard), [`export`] (metrics, recordings, diff); [`commands`] and
-//! [`cli`] wire them up. [`kernel`] discovers what the running kernel
+//! [`cli`] wire them up ([`error`] names the exit codes). [`kernel`] discovers what the running kernel
 //! offers, [`attribution`] names call sites and tracks pin lifetimes,
 //! [`vmstat`] reads the kernel's own pin counters, [`model`] is the
 //! reference pinning implementation that [`validate`] checks the kernel
@@ -24,6 +24,7 @@ pub mod attribution;
 pub mod cli;
 pub mod commands;
 pub mod counters;
+pub mod error;
 pub mod events;
 pub mod export;
 pub mod figures;

@@ -1,18 +1,43 @@
 //! `pinwatch diff BASE NEW`: compare two recordings; exit 1 on a
 //! regression, 0 otherwise, 2 on bad input, so a CI gate can call it.
 
-use std::{path::Path, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use crate::{
-    cli::UsageError,
+    error::UsageError,
     export::{
-        diff::{diff, render_text},
+        diff::{diff, parse_threshold, render_text},
         record::Record,
     },
 };
 
+/// Options of `pinwatch diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The baseline recording.
+    pub base: PathBuf,
+    /// The recording to judge.
+    pub new: PathBuf,
+    /// Relative change that counts (also must exceed the intervals' noise).
+    #[arg(long, default_value = "5%", value_parser = parse_threshold)]
+    pub threshold: f64,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the comparison.
-pub fn run(base: &Path, new: &Path, threshold: f64, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let DiffArgs {
+        base,
+        new,
+        threshold,
+        json,
+    } = args;
+    let (base, new) = (base.as_path(), new.as_path());
     let read = |p: &Path| Record::read(p).map_err(|e| UsageError(e.to_string()));
     for (path, record) in [(base, read(base)?), (new, read(new)?)] {
         if record.meta.reduced.is_some() {

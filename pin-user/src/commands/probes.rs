@@ -6,13 +6,14 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+use super::args::AttachArgs;
 use crate::{
-    cli::EXIT_CANNOT_TRACE,
+    error::attach_exit_code,
     kernel::{
         KernelFacts,
         features::{FeatureStatus, Object},
     },
-    probes::{self, AttachOptions, ProbeStatus},
+    probes::{self, ProbeStatus},
     snapshot::Snapshot,
     workload::{self, WorkloadKind, WorkloadOptions},
 };
@@ -96,10 +97,21 @@ fn status_text(st: &ProbeStatus) -> String {
     }
 }
 
+/// Options of `pinwatch probes`.
+#[derive(Debug, clap::Args)]
+pub struct ProbesArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the command.
-pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
-    let attached = probes::attach(&facts, options);
+    let attached = probes::attach(&facts, args.attach.options());
     let (status, error, check) = match &attached {
         Ok(p) => (p.status.clone(), None, self_check(p)),
         // The reason is kernel-wide: say it once, below the table.
@@ -136,15 +148,13 @@ pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
         features: facts.features.list.clone(),
         probes: status,
     };
-    if json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
     }
-    Ok(if let Err(probes::AttachError::Privileges(_)) = &attached {
-        ExitCode::from(crate::cli::EXIT_PRIVILEGES)
-    } else if report.error.is_some() {
-        ExitCode::from(EXIT_CANNOT_TRACE)
+    Ok(if let Err(e) = &attached {
+        ExitCode::from(attach_exit_code(e))
     } else if matches!(report.self_check, Some(Err(_))) {
         ExitCode::FAILURE
     } else {
@@ -152,7 +162,52 @@ pub fn run(options: AttachOptions, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The report as text: the kernel-wide lines, the feature and function
+/// tables, and the verdict.
 fn print_text(r: &ProbesReport) {
+    print_kernel(r);
+    println!();
+    let object = match r.object {
+        Object::Full => "full",
+        Object::Baseline => "baseline (5.10-era helpers only)",
+    };
+    println!("eBPF object: {object}");
+    println!(
+        "{:<18} {:<10} {:<62} evidence",
+        "feature", "kernel", "pinwatch"
+    );
+    for f in &r.features {
+        println!(
+            "{:<18} {:<10} {:<62} {}",
+            f.feature.name(),
+            if f.available { "yes" } else { "no" },
+            f.pinwatch,
+            f.evidence
+        );
+    }
+    println!();
+    println!("{:<34} {:<13} {:<30} attach", "function", "role", "symbol");
+    for st in &r.probes {
+        println!(
+            "{:<34} {:<13} {:<30} {}",
+            st.function,
+            st.role,
+            st.symbol.as_deref().unwrap_or("-"),
+            status_text(st)
+        );
+    }
+    println!();
+    match (&r.error, &r.self_check) {
+        (Some(e), _) => println!("pinwatch cannot trace here: {e}"),
+        (None, Some(Ok(msg))) => println!("self-check: ok: {msg}"),
+        (None, Some(Err(msg))) => println!("self-check: FAILED: {msg}"),
+        (None, None) => println!("self-check: not run (pin_user_pages_remote not attached)"),
+    }
+}
+
+/// The kernel-wide lines above the tables: what this kernel offers and
+/// how releases, lifetimes, missed returns and thread exits are traced.
+fn print_kernel(r: &ProbesReport) {
     let yes_no = |res: &Result<(), String>| match res {
         Ok(()) => "available".to_string(),
         Err(e) => e.clone(),
@@ -195,42 +250,5 @@ fn print_text(r: &ProbesReport) {
             "exits    not traced ({e}): a thread that exits inside a call whose return was missed goes uncounted"
         ),
         None => {}
-    }
-    println!();
-    let object = match r.object {
-        Object::Full => "full",
-        Object::Baseline => "baseline (5.10-era helpers only)",
-    };
-    println!("eBPF object: {object}");
-    println!(
-        "{:<18} {:<10} {:<62} evidence",
-        "feature", "kernel", "pinwatch"
-    );
-    for f in &r.features {
-        println!(
-            "{:<18} {:<10} {:<62} {}",
-            f.feature.name(),
-            if f.available { "yes" } else { "no" },
-            f.pinwatch,
-            f.evidence
-        );
-    }
-    println!();
-    println!("{:<34} {:<13} {:<30} attach", "function", "role", "symbol");
-    for st in &r.probes {
-        println!(
-            "{:<34} {:<13} {:<30} {}",
-            st.function,
-            st.role,
-            st.symbol.as_deref().unwrap_or("-"),
-            status_text(st)
-        );
-    }
-    println!();
-    match (&r.error, &r.self_check) {
-        (Some(e), _) => println!("pinwatch cannot trace here: {e}"),
-        (None, Some(Ok(msg))) => println!("self-check: ok: {msg}"),
-        (None, Some(Err(msg))) => println!("self-check: FAILED: {msg}"),
-        (None, None) => println!("self-check: not run (pin_user_pages_remote not attached)"),
     }
 }

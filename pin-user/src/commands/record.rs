@@ -19,10 +19,12 @@ use std::{
 
 use anyhow::Context as _;
 
+use super::args::{AttachArgs, parse_duration, parse_interval};
 use crate::{
+    error::UsageError,
     export::record::{Counts, Interval, Meta, Record, SCHEMA},
     kernel::KernelFacts,
-    probes::{AttachError, AttachOptions, Probes},
+    probes::{AttachError, Probes},
     reduced::{self, Mode, ReducedSource, ReducedView},
     sampling::{self, ProbeSource, Schedule, Sink, Source},
     snapshot::Delta,
@@ -38,22 +40,31 @@ pub enum RecordFormat {
     Csv,
 }
 
-/// What `pinwatch record` was asked to do.
-pub struct RecordOptions {
-    /// Probe mechanism.
-    pub attach: AttachOptions,
-    /// Output file.
+/// Options of `pinwatch record`: what it was asked to do.
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Run without probes, from /proc/vmstat and per-process VmPin only
+    /// (what pinwatch does by itself when the kernel refuses probes).
+    #[arg(long)]
+    pub reduced: bool,
+    /// Output file (written atomically).
+    #[arg(short, long, default_value = "pinwatch-record.json")]
     pub output: PathBuf,
-    /// Stop after this long (without a command: required or Ctrl-C).
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Sampling interval.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
     /// Output format.
+    #[arg(long, value_enum, default_value_t = RecordFormat::Json)]
     pub format: RecordFormat,
-    /// Command to run and follow.
+    /// Command to run and follow (after `--`).
+    #[arg(last = true)]
     pub command: Vec<String>,
-    /// Record in reduced mode even if probes could attach.
-    pub reduced: bool,
 }
 
 /// Whether `program` can be executed: a path, or a name found on PATH.
@@ -121,8 +132,7 @@ fn spawn_gated(command: &[String]) -> anyhow::Result<(Child, std::os::fd::OwnedF
 /// way. Tries exactly what the final write does (a temporary file beside
 /// the output).
 fn check_output(output: &std::path::Path) -> anyhow::Result<()> {
-    let usage =
-        |why: String| crate::cli::UsageError(format!("cannot write {}: {why}", output.display()));
+    let usage = |why: String| UsageError(format!("cannot write {}: {why}", output.display()));
     if output.is_dir() {
         return Err(usage("it is a directory".into()).into());
     }
@@ -144,18 +154,15 @@ fn hostname() -> String {
 }
 
 /// Runs the recording; the exit code is the command's, when there is one.
-pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
+pub fn run(opts: RecordArgs) -> anyhow::Result<ExitCode> {
     if let Some(program) = opts.command.first()
         && !executable(program)
     {
-        return Err(crate::cli::UsageError(format!(
-            "command not found or not executable: {program}"
-        ))
-        .into());
+        return Err(UsageError(format!("command not found or not executable: {program}")).into());
     }
     check_output(&opts.output)?;
     let facts = KernelFacts::discover();
-    let mode = reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)?;
+    let mode = reduced::attach_or_reduce(&facts, opts.attach.options(), opts.reduced)?;
     // Told to stop while attaching: do not start a command only to end it.
     if !opts.command.is_empty() && crate::signals::stop_flag()?.load(Ordering::Relaxed) {
         return Err(AttachError::Stopped.into());
@@ -169,7 +176,7 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
 /// Records from the probes; a command is followed from its first
 /// instruction (held at a gate until the probes follow its pid).
 fn record_probes(
-    opts: &RecordOptions,
+    opts: &RecordArgs,
     facts: &KernelFacts,
     probes: &mut Probes,
 ) -> anyhow::Result<ExitCode> {
@@ -219,7 +226,7 @@ fn record_probes(
 /// Reduced mode: samples `/proc/vmstat` and `VmPin` (host-wide) while the
 /// command runs or for the duration.
 fn record_reduced(
-    opts: &RecordOptions,
+    opts: &RecordArgs,
     facts: &KernelFacts,
     reason: crate::reduced::ReducedReason,
 ) -> anyhow::Result<ExitCode> {
@@ -275,7 +282,7 @@ impl Recorded for ReducedView {
 /// signal arrives, ends the command if it still runs, and writes the
 /// recording (also after a sampling error, with what came before).
 fn record<S>(
-    opts: &RecordOptions,
+    opts: &RecordArgs,
     facts: &KernelFacts,
     mut source: S,
     child: Option<Child>,
@@ -432,7 +439,7 @@ fn reap_within(child: &mut Child, limit: Duration, stops: Option<u64>) -> Reaped
 /// The recording's metadata; no probes attached and not reduced (callers
 /// fill in what applies).
 fn meta(
-    opts: &RecordOptions,
+    opts: &RecordArgs,
     facts: &KernelFacts,
     started: SystemTime,
     duration: Duration,
@@ -461,7 +468,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 /// Writes the recording, says where, and returns the command's exit code
 /// (or the sampling error, after the file is safe).
 fn finish(
-    opts: &RecordOptions,
+    opts: &RecordArgs,
     record: Record,
     sampling_error: Option<anyhow::Error>,
 ) -> anyhow::Result<ExitCode> {

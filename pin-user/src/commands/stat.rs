@@ -6,23 +6,47 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 
+use super::args::{AttachArgs, parse_interval};
 use crate::{
     kernel::KernelFacts,
-    probes::{AttachOptions, KernelLog},
+    probes::KernelLog,
     reduced::{self, Mode, ReducedSource, ReducedView},
     report::IntervalView,
     sampling::{self, ProbeSource, Schedule, Sink, Source},
     snapshot::Delta,
 };
 
+/// Options of `pinwatch stat`.
+#[derive(Debug, clap::Args)]
+pub struct StatArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Run without probes, from /proc/vmstat and per-process VmPin only
+    /// (what pinwatch does by itself when the kernel refuses probes).
+    #[arg(long)]
+    pub reduced: bool,
+    /// Time between summaries (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Stop after this many summaries (default: until Ctrl-C).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the command until `count` intervals passed or a signal arrives.
-pub fn run(
-    options: AttachOptions,
-    force_reduced: bool,
-    interval: Duration,
-    count: Option<u64>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
+    let StatArgs {
+        attach,
+        reduced: force_reduced,
+        interval,
+        count,
+        json,
+    } = args;
+    let options = attach.options();
     let schedule = Schedule {
         interval,
         count,

@@ -4,42 +4,80 @@
 //! calling kernel function. Records come through the bounded `EVENTS`
 //! ring; what it drops when full is counted and said.
 
-use std::{process::ExitCode, time::Duration};
+use std::{process::ExitCode, str::FromStr, time::Duration};
 
 use anyhow::Context as _;
-use pin_common::{FUNCS, Health};
+use pin_common::{FUNCS, FuncId, Health};
 
+use super::args::{AttachArgs, parse_duration};
 use crate::{
     attribution::symbols,
-    cli::UsageError,
+    error::UsageError,
     events::{CallRecord, EventFilter, EventStream},
     kernel::{KernelFacts, foll::FollFlags},
-    probes::{self, AttachOptions},
+    probes,
 };
 
-/// What to trace and how to print it.
-#[derive(Clone, Debug)]
-pub struct TraceOptions {
-    /// Probe options.
-    pub attach: AttachOptions,
+/// Options of `pinwatch trace`: what to trace and how to print it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TraceArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
     /// Only this process (filtered in the kernel).
+    #[arg(long)]
     pub pid: Option<u32>,
     /// Only threads whose comm contains this.
+    #[arg(long)]
     pub comm: Option<String>,
-    /// Only this function (a variant or a release function).
-    pub variant: Option<String>,
-    /// Stop after this long.
+    /// Only this function (e.g. pin_user_pages_fast, unpin_user_pages).
+    #[arg(long)]
+    pub variant: Option<Function>,
+    /// Stop after this long (e.g. 10s).
+    #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// JSON lines instead of text.
+    /// One JSON object per call instead of text.
+    #[arg(long)]
     pub json: bool,
 }
 
+/// A function of the catalogue ([`FUNCS`]), a variant or a release
+/// function, named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Function(FuncId);
+
+impl Function {
+    /// The function's name, as per-call records carry it.
+    pub fn name(self) -> &'static str {
+        FUNCS[self.0 as usize].name
+    }
+}
+
+impl FromStr for Function {
+    type Err = UsageError;
+
+    /// Finds the function named `name`; the error lists every name.
+    fn from_str(name: &str) -> Result<Self, UsageError> {
+        FUNCS
+            .iter()
+            .position(|f| f.name == name)
+            .map(|id| Function(id as FuncId))
+            .ok_or_else(|| {
+                let names: Vec<&str> = FUNCS.iter().map(|f| f.name).collect();
+                UsageError(format!(
+                    "unknown variant {name:?}; one of: {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
 /// Whether `record` passes the userspace filters.
-pub fn wanted(record: &CallRecord, opts: &TraceOptions) -> bool {
+pub fn wanted(record: &CallRecord, opts: &TraceArgs) -> bool {
     opts.comm
         .as_ref()
         .is_none_or(|c| record.comm.contains(c.as_str()))
-        && opts.variant.as_ref().is_none_or(|v| record.function == v)
+        && opts.variant.is_none_or(|v| record.function == v.name())
 }
 
 /// The text header matching [`render_line`].
@@ -89,25 +127,46 @@ fn events_lost(probes: &probes::Probes) -> u64 {
         .map_or(0, |per_cpu| per_cpu.iter().sum())
 }
 
+/// Prints the records the ring holds that pass the filters, their callers
+/// named when `callers` (attribution is on); returns how many.
+fn print_records(
+    stream: &mut EventStream,
+    opts: &TraceArgs,
+    callers: bool,
+    t0: u64,
+) -> anyhow::Result<u64> {
+    let mut records: Vec<CallRecord> = stream
+        .drain()
+        .into_iter()
+        .filter(|r| wanted(r, opts))
+        .collect();
+    if callers && !records.is_empty() {
+        let sites = symbols::resolve(records.iter().map(|r| r.caller_addr));
+        // Releases carry no caller: only get/pin calls read one.
+        for r in records.iter_mut().filter(|r| !r.release) {
+            r.caller = sites.get(&r.caller_addr).map(|s| s.to_string());
+        }
+    }
+    for r in &records {
+        if opts.json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!("{}", render_line(r, t0));
+        }
+    }
+    Ok(records.len() as u64)
+}
+
 /// Runs the command until Ctrl-C, SIGTERM or `--duration`.
-pub fn run(opts: TraceOptions) -> anyhow::Result<ExitCode> {
+pub fn run(opts: TraceArgs) -> anyhow::Result<ExitCode> {
     if let Some(pid) = opts.pid
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
     {
         return Err(UsageError(format!("no process with pid {pid}")).into());
     }
-    if let Some(v) = &opts.variant
-        && !FUNCS.iter().any(|f| f.name == v)
-    {
-        let names: Vec<&str> = FUNCS.iter().map(|f| f.name).collect();
-        return Err(UsageError(format!(
-            "unknown variant {v:?}; one of: {}",
-            names.join(", ")
-        ))
-        .into());
-    }
+    let attach = opts.attach.options();
     let facts = KernelFacts::discover();
-    let mut probes = probes::attach(&facts, opts.attach)?;
+    let mut probes = probes::attach(&facts, attach)?;
     let flags = FollFlags::for_kernel(facts.btf.as_ref().ok());
     let filter = EventFilter {
         tid: 0,
@@ -149,26 +208,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<ExitCode> {
                 _ = stop_signals.recv() => true,
                 _ = &mut deadline => true,
             };
-            let mut records: Vec<CallRecord> = stream
-                .drain()
-                .into_iter()
-                .filter(|r| wanted(r, &opts))
-                .collect();
-            if opts.attach.callers && !records.is_empty() {
-                let sites = symbols::resolve(records.iter().map(|r| r.caller_addr));
-                // Releases carry no caller: only get/pin calls read one.
-                for r in records.iter_mut().filter(|r| !r.release) {
-                    r.caller = sites.get(&r.caller_addr).map(|s| s.to_string());
-                }
-            }
-            for r in &records {
-                if opts.json {
-                    println!("{}", serde_json::to_string(r)?);
-                } else {
-                    println!("{}", render_line(r, t0));
-                }
-            }
-            traced += records.len() as u64;
+            traced += print_records(&mut stream, &opts, attach.callers, t0)?;
             let lost = events_lost(&probes);
             if lost > lost_said {
                 eprintln!(
@@ -234,9 +274,25 @@ mod tests {
     }
 
     #[test]
+    fn variants_are_the_catalogue() {
+        for f in &FUNCS {
+            assert_eq!(f.name.parse::<Function>().unwrap().name(), f.name);
+        }
+        let err = "gup".parse::<Function>().unwrap_err().to_string();
+        assert!(
+            err.starts_with("unknown variant \"gup\"; one of: get_user_pages, "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn filters_by_comm_and_variant() {
-        let mut opts = TraceOptions {
-            attach: AttachOptions::new(crate::probes::AttachMode::Auto),
+        let mut opts = TraceArgs {
+            attach: AttachArgs {
+                attach: crate::probes::AttachMode::Auto,
+                no_callers: false,
+                lifetimes: false,
+            },
             pid: None,
             comm: Some("fi".into()),
             variant: None,
@@ -244,9 +300,9 @@ mod tests {
             json: false,
         };
         assert!(wanted(&record(), &opts));
-        opts.variant = Some("get_user_pages_fast".into());
+        opts.variant = Some("get_user_pages_fast".parse().unwrap());
         assert!(!wanted(&record(), &opts));
-        opts.variant = Some("pin_user_pages_fast".into());
+        opts.variant = Some("pin_user_pages_fast".parse().unwrap());
         opts.comm = Some("postgres".into());
         assert!(!wanted(&record(), &opts));
     }

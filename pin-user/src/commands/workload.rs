@@ -1,11 +1,61 @@
 //! `pinwatch workload`: run a workload and print its report.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use crate::workload::{self, WorkloadKind, WorkloadOptions};
 
+/// Options of `pinwatch workload`.
+#[derive(Debug, clap::Args)]
+pub struct WorkloadArgs {
+    /// Which path.
+    #[arg(value_enum)]
+    pub name: WorkloadKind,
+    /// Number of system calls.
+    #[arg(long, default_value_t = 100)]
+    pub calls: u64,
+    /// Buffer size in pages.
+    #[arg(long, default_value_t = 16)]
+    pub pages: u64,
+    /// Byte offset of the buffer from a page boundary.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    /// Drop the buffer's pages before every call (forces fast-path fallback).
+    #[arg(long)]
+    pub cold: bool,
+    /// File or block device for odirect-read/odirect-write.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// After setup print {"ready":PID} and wait for a line on stdin (for test harnesses).
+    #[arg(long)]
+    pub wait_stdin: bool,
+    /// Threads calling at once (stalled-readv only).
+    #[arg(long, default_value_t = 1)]
+    pub threads: u64,
+}
+
+impl WorkloadArgs {
+    /// What the workload is asked to do (all but the output format).
+    pub fn options(self) -> WorkloadOptions {
+        WorkloadOptions {
+            kind: self.name,
+            calls: self.calls,
+            pages: self.pages,
+            offset: self.offset,
+            cold: self.cold,
+            file: self.file,
+            wait_stdin: self.wait_stdin,
+            threads: self.threads,
+        }
+    }
+}
+
 /// Runs the workload and prints what it did.
-pub fn run(opts: WorkloadOptions, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(args: WorkloadArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    let opts = args.options();
     if opts.kind == WorkloadKind::LeaderExitReadv {
         leave_it_to_a_thread(opts, json)
     }

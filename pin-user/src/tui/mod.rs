@@ -190,7 +190,7 @@ impl Drop for RestoreTerminal {
 /// Runs the dashboard until q, Ctrl-C, SIGINT, SIGTERM or SIGHUP.
 pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() {
-        return Err(crate::cli::UsageError(
+        return Err(crate::error::UsageError(
             "pinwatch top needs a terminal; use `pinwatch stat` (or --json) for plain output"
                 .into(),
         )

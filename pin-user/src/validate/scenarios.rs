@@ -4,7 +4,8 @@
 //! calls only), prepare their mappings, snapshot them, predict with the
 //! model, make the system call and compare. A scenario that needs
 //! something this host lacks (a scratch block device, transparent huge
-//! pages) reports why it did not run.
+//! pages) reports why it did not run. The O_DIRECT scenarios on the
+//! scratch block device are in `direct_io`.
 
 use std::{ops::Range, os::fd::AsRawFd as _, path::Path};
 
@@ -12,23 +13,27 @@ use io_uring::IoUring;
 
 use super::{
     Ctx, Step,
-    layout::{LiveFork, anon, map, rc},
+    layout::{anon, map, rc},
     procsnap, step,
 };
 use crate::{
     model::{
-        AddressSpace, PAGE_SIZE, PageState, Present,
+        AddressSpace, PAGE_SIZE,
         paths::{self, PathPrediction},
     },
     workload::UserBuffer,
+};
+
+mod direct_io;
+use direct_io::{
+    device, dio_read_after_fork, dio_read_cold, dio_read_huge, dio_read_warm, dio_write_after_fork,
+    dio_write_zero,
 };
 
 /// Pages most scenarios use.
 const PAGES: u64 = 16;
 /// Bytes of [`PAGES`].
 const LEN: u64 = PAGES * PAGE_SIZE;
-/// Bytes of a PMD-mapped huge page.
-const HUGE: u64 = 2 << 20;
 
 /// A scenario: a name, what it exercises, and how to run it.
 pub struct Scenario {
@@ -373,117 +378,6 @@ fn vmsplice_get(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
         libc::close(fds[1]);
     }
     Ok(vec![step(ctx, "vmsplice 16 pages", predicted, observed)])
-}
-
-/// The scratch block device (or file), opened with `flags`.
-fn device(ctx: &Ctx, flags: i32) -> Result<std::fs::File, String> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = ctx.device.as_deref().ok_or_else(|| {
-        "no scratch block device: load brd (modprobe brd rd_nr=1 rd_size=65536) or pass --device PATH (its first 64 KiB are overwritten)".to_string()
-    })?;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|e| format!("open {}: {e}", path.display()))
-}
-
-/// O_DIRECT read into (`into_memory`) or write from the bytes of `buf`.
-fn dio_case(
-    ctx: &mut Ctx,
-    buf: Range<u64>,
-    into_memory: bool,
-    what: &str,
-) -> Result<Vec<Step>, String> {
-    let dev = device(ctx, libc::O_DIRECT)?;
-    let (buf_addr, len) = (buf.start, buf.end - buf.start);
-    let mut space = snap(buf)?;
-    let predicted = paths::direct_io(&mut space, buf_addr, len, into_memory, &ctx.rules);
-    let fd = dev.as_raw_fd();
-    let observed = ctx.observe(|| {
-        // SAFETY: the buffer is our mapping of `len` bytes.
-        rc(unsafe {
-            if into_memory {
-                libc::pread(fd, buf_addr as *mut _, len as usize, 0)
-            } else {
-                libc::pwrite(fd, buf_addr as *const _, len as usize, 0)
-            }
-        })
-    });
-    Ok(vec![step(ctx, what.to_string(), predicted, observed)])
-}
-
-fn dio_read_warm(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let mut buf = anon(LEN)?;
-    buf.warm();
-    dio_case(ctx, buf.range(), true, "O_DIRECT pread 16 pages")
-}
-
-fn dio_read_cold(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = anon(LEN)?;
-    dio_case(ctx, buf.range(), true, "O_DIRECT pread 16 pages")
-}
-
-fn dio_write_zero(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let buf = anon(LEN)?;
-    buf.touch_read();
-    dio_case(ctx, buf.range(), false, "O_DIRECT pwrite 16 zero pages")
-}
-
-fn dio_read_after_fork(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let mut buf = anon(LEN)?;
-    buf.warm();
-    let _child = LiveFork::start()?;
-    dio_case(
-        ctx,
-        buf.range(),
-        true,
-        "O_DIRECT pread 16 pages shared with a fork",
-    )
-}
-
-fn dio_write_after_fork(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let mut buf = anon(LEN)?;
-    buf.warm();
-    let _child = LiveFork::start()?;
-    dio_case(
-        ctx,
-        buf.range(),
-        false,
-        "O_DIRECT pwrite 16 pages shared with a fork",
-    )
-}
-
-fn dio_read_huge(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    device(ctx, libc::O_DIRECT)?;
-    let area = map(
-        2 * HUGE,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-        -1,
-    )?;
-    let aligned = (area.start() + HUGE - 1) & !(HUGE - 1);
-    // SAFETY: advising part of our own mapping.
-    unsafe { libc::madvise(aligned as *mut _, HUGE as usize, libc::MADV_HUGEPAGE) };
-    // SAFETY: inside the mapping.
-    unsafe { (aligned as *mut u8).write_volatile(1) };
-    let space = snap(aligned..aligned + LEN)?;
-    if !matches!(
-        space.page(aligned),
-        Some((_, PageState::Present(Present { huge: true, .. })))
-    ) {
-        return Err(
-            "the kernel mapped no transparent huge page (THP disabled or no free 2 MiB block)"
-                .into(),
-        );
-    }
-    dio_case(
-        ctx,
-        aligned..aligned + LEN,
-        true,
-        "O_DIRECT pread 16 pages of a huge page",
-    )
 }
 
 fn register(ring: &IoUring, addr: u64, len: u64) -> i64 {

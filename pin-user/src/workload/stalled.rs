@@ -61,13 +61,33 @@ enum Order {
     Stop,
 }
 
-/// Threads that pin in lockstep rounds, the first one blocked.
-pub struct Stalled {
-    threads: Vec<JoinHandle<()>>,
+/// What the workload shares with its calling threads: the barriers that
+/// start and end a round, what the round asks, and the calls' errors.
+#[derive(Clone)]
+struct Rounds {
     start: Arc<Barrier>,
     done: Arc<Barrier>,
     order: Arc<Mutex<Order>>,
     errors: Arc<Mutex<Vec<WorkloadError>>>,
+}
+
+impl Rounds {
+    /// Rounds for `threads` calling threads and the workload's own.
+    fn new(threads: u64) -> Self {
+        let parties = threads as usize + 1;
+        Self {
+            start: Arc::new(Barrier::new(parties)),
+            done: Arc::new(Barrier::new(parties)),
+            order: Arc::new(Mutex::new(Order::Call)),
+            errors: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
+/// Threads that pin in lockstep rounds, the first one blocked.
+pub struct Stalled {
+    threads: Vec<JoinHandle<()>>,
+    rounds: Rounds,
     /// The userfaultfd holding the first round, until it is released.
     uffd: Option<OwnedFd>,
     count: u64,
@@ -84,103 +104,117 @@ fn sys(call: &str, rc: libc::c_long) -> Result<libc::c_long, WorkloadError> {
     }
 }
 
+/// The options stalled-readv refuses.
+fn check(opts: &WorkloadOptions) -> Result<(), WorkloadError> {
+    if opts.threads == 0 || opts.threads > 1024 {
+        return Err(WorkloadError::Usage(format!(
+            "--threads must be between 1 and 1024, got {}",
+            opts.threads
+        )));
+    }
+    if opts.offset != 0 || opts.cold {
+        return Err(WorkloadError::Usage(
+            "stalled-readv takes neither --offset nor --cold (its first round is cold by design)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A userfaultfd on which the first fault of each of `remote`'s first
+/// `len` bytes (never touched, so missing) waits.
+fn register_missing(remote: &UserBuffer, len: u64) -> Result<OwnedFd, WorkloadError> {
+    // SAFETY: plain system calls on a descriptor this function owns.
+    let uffd = unsafe {
+        let fd = sys(
+            "userfaultfd",
+            libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK),
+        )?;
+        OwnedFd::from_raw_fd(fd as i32)
+    };
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features: 0,
+        ioctls: 0,
+    };
+    let mut register = UffdioRegister {
+        start: remote.addr(0) as u64,
+        len,
+        mode: UFFDIO_REGISTER_MODE_MISSING,
+        ioctls: 0,
+    };
+    // SAFETY: the ioctls read and write the structures passed.
+    unsafe {
+        sys(
+            "ioctl(UFFDIO_API)",
+            libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api).into(),
+        )?;
+        sys(
+            "ioctl(UFFDIO_REGISTER)",
+            libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut register).into(),
+        )?;
+    }
+    Ok(uffd)
+}
+
+/// One calling thread: each round, one process_vm_readv of `len` bytes
+/// from `remote_at` to `local_at` (addresses in live mappings of ours),
+/// until a round orders it to stop.
+fn spawn_caller(rounds: Rounds, local_at: usize, remote_at: usize, len: usize) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        loop {
+            rounds.start.wait();
+            if *rounds.order.lock().unwrap_or_else(|e| e.into_inner()) == Order::Stop {
+                return;
+            }
+            let local = libc::iovec {
+                iov_base: local_at as *mut libc::c_void,
+                iov_len: len,
+            };
+            let remote = libc::iovec {
+                iov_base: remote_at as *mut libc::c_void,
+                iov_len: len,
+            };
+            // SAFETY: both iovecs lie inside live mappings of ours.
+            let got = unsafe {
+                libc::process_vm_readv(std::process::id() as i32, &local, 1, &remote, 1, 0)
+            };
+            if let Err(e) = expect_len("process_vm_readv", got, len) {
+                rounds
+                    .errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(e);
+            }
+            rounds.done.wait();
+        }
+    })
+}
+
 impl Stalled {
+    /// Maps the source pages, registers them with a userfaultfd and starts
+    /// the threads, each with its own warm destination buffer.
     pub fn new(opts: &WorkloadOptions) -> Result<Self, WorkloadError> {
-        if opts.threads == 0 || opts.threads > 1024 {
-            return Err(WorkloadError::Usage(format!(
-                "--threads must be between 1 and 1024, got {}",
-                opts.threads
-            )));
-        }
-        if opts.offset != 0 || opts.cold {
-            return Err(WorkloadError::Usage(
-                "stalled-readv takes neither --offset nor --cold (its first round is cold by design)"
-                    .into(),
-            ));
-        }
+        check(opts)?;
         let per_thread = opts.pages;
         let remote = UserBuffer::new(per_thread * opts.threads)?;
-        // SAFETY: plain system calls on a descriptor this function owns.
-        let uffd = unsafe {
-            let fd = sys(
-                "userfaultfd",
-                libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK),
-            )?;
-            OwnedFd::from_raw_fd(fd as i32)
-        };
-        let mut api = UffdioApi {
-            api: UFFD_API,
-            features: 0,
-            ioctls: 0,
-        };
-        let mut register = UffdioRegister {
-            start: remote.addr(0) as u64,
-            len: per_thread * opts.threads * PAGE_SIZE,
-            mode: UFFDIO_REGISTER_MODE_MISSING,
-            ioctls: 0,
-        };
-        // SAFETY: the ioctls read and write the structures passed.
-        unsafe {
-            sys(
-                "ioctl(UFFDIO_API)",
-                libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api).into(),
-            )?;
-            sys(
-                "ioctl(UFFDIO_REGISTER)",
-                libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut register).into(),
-            )?;
-        }
+        let uffd = register_missing(&remote, per_thread * opts.threads * PAGE_SIZE)?;
         let remote_base = remote.addr(0) as usize;
         let mut buffers = vec![remote];
-        let start = Arc::new(Barrier::new(opts.threads as usize + 1));
-        let done = Arc::new(Barrier::new(opts.threads as usize + 1));
-        let order = Arc::new(Mutex::new(Order::Call));
-        let errors = Arc::new(Mutex::new(Vec::new()));
+        let rounds = Rounds::new(opts.threads);
         let mut threads = Vec::new();
         for t in 0..opts.threads {
-            let (start, done, order, errors) = (
-                Arc::clone(&start),
-                Arc::clone(&done),
-                Arc::clone(&order),
-                Arc::clone(&errors),
-            );
             let mut local = UserBuffer::new(per_thread)?;
             local.warm();
-            let local_base = local.addr(0) as usize;
+            let local_at = local.addr(0) as usize;
             buffers.push(local);
             let len = (per_thread * PAGE_SIZE) as usize;
             let remote_at = remote_base + (t * per_thread * PAGE_SIZE) as usize;
-            threads.push(std::thread::spawn(move || {
-                loop {
-                    start.wait();
-                    if *order.lock().unwrap_or_else(|e| e.into_inner()) == Order::Stop {
-                        return;
-                    }
-                    let local = libc::iovec {
-                        iov_base: local_base as *mut libc::c_void,
-                        iov_len: len,
-                    };
-                    let remote = libc::iovec {
-                        iov_base: remote_at as *mut libc::c_void,
-                        iov_len: len,
-                    };
-                    // SAFETY: both iovecs lie inside live mappings of ours.
-                    let got = unsafe {
-                        libc::process_vm_readv(std::process::id() as i32, &local, 1, &remote, 1, 0)
-                    };
-                    if let Err(e) = expect_len("process_vm_readv", got, len) {
-                        errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
-                    }
-                    done.wait();
-                }
-            }));
+            threads.push(spawn_caller(rounds.clone(), local_at, remote_at, len));
         }
         Ok(Self {
             threads,
-            start,
-            done,
-            order,
-            errors,
+            rounds,
             uffd: Some(uffd),
             count: opts.threads,
             _buffers: buffers,
@@ -230,10 +264,16 @@ impl Stalled {
 
 impl Prepared for Stalled {
     fn run_once(&mut self, _opts: &WorkloadOptions) -> Result<(), WorkloadError> {
-        self.start.wait();
+        self.rounds.start.wait();
         self.release_when_all_blocked()?;
-        self.done.wait();
-        match self.errors.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        self.rounds.done.wait();
+        match self
+            .rounds
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+        {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -249,8 +289,8 @@ impl Prepared for Stalled {
     }
 
     fn after_calls(&mut self) -> Result<(), WorkloadError> {
-        *self.order.lock().unwrap_or_else(|e| e.into_inner()) = Order::Stop;
-        self.start.wait();
+        *self.rounds.order.lock().unwrap_or_else(|e| e.into_inner()) = Order::Stop;
+        self.rounds.start.wait();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }

@@ -1,0 +1,51 @@
+//! Command-line pieces more than one command shares: the attach flags and
+//! the parsers for durations and intervals.
+
+use std::time::Duration;
+
+use crate::probes::{AttachMode, AttachOptions};
+
+/// Options shared by the commands that attach probes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AttachArgs {
+    /// Probe mechanism: fentry/fexit where possible, else kprobe/kretprobe.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach: AttachMode,
+    /// Do not attribute calls to their kernel call site (saves a short
+    /// stack read on every outermost call).
+    #[arg(long)]
+    pub no_callers: bool,
+    /// Time how long pinned pages stay pinned (costs a map update per
+    /// pinned page and per release; hooks gup_put_folio).
+    #[arg(long)]
+    pub lifetimes: bool,
+}
+
+impl AttachArgs {
+    /// The probe options these flags ask for.
+    pub fn options(&self) -> AttachOptions {
+        AttachOptions {
+            mode: self.attach,
+            callers: !self.no_callers,
+            lifetimes: self.lifetimes,
+        }
+    }
+}
+
+/// Parses a duration such as `30s` or `5m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 30s, 5m)"))?;
+    if d.is_zero() {
+        return Err("the duration must be above zero".into());
+    }
+    Ok(d)
+}
+
+/// Parses an interval such as `1s`, `250ms`, `2m`; must be at least 10ms.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 1s, 500ms, 2m)"))?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("interval {s} is below the 10ms minimum"));
+    }
+    Ok(d)
+}

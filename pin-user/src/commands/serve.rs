@@ -1,0 +1,43 @@
+//! `pinwatch serve`: the metrics server's command-line options; the server
+//! itself is [`crate::export::serve`].
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use super::args::AttachArgs;
+use crate::export::serve::{self, ServeOptions};
+
+/// Options of `pinwatch serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Run without probes, from /proc/vmstat and per-process VmPin only
+    /// (what pinwatch does by itself when the kernel refuses probes).
+    #[arg(long)]
+    pub reduced: bool,
+    /// Address to listen on (loopback unless you name another).
+    #[arg(long, default_value = "127.0.0.1:9435")]
+    pub listen: SocketAddr,
+    /// Turn on the kernel's BPF run-time statistics while serving, to
+    /// export the probes' own cost.
+    #[arg(long)]
+    pub bpf_stats: bool,
+}
+
+impl ServeArgs {
+    /// The server's options.
+    pub fn options(&self) -> ServeOptions {
+        ServeOptions {
+            attach: self.attach.options(),
+            listen: self.listen,
+            bpf_stats: self.bpf_stats,
+            reduced: self.reduced,
+        }
+    }
+}
+
+/// Serves until a stop signal.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    serve::run(args.options())
+}

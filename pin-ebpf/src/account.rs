@@ -1,7 +1,7 @@
 //! What every get/pin probe does, independent of the attach mechanism:
 //! track each thread's nesting inside the GUP family, and on the outermost
-//! return fold the call into the per-CPU counters; the per-task, per-process
-//! and per-event helpers the release probes (`release`) share.
+//! return fold the call into the per-CPU counters; the per-process rows
+//! and the nesting checks the release probes (`release`) share.
 //!
 //! The fentry/fexit and kprobe/kretprobe programs in `main.rs` only read
 //! arguments and return values and call into here.
@@ -15,49 +15,24 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use pin_common::{
-    CallEvent, EVENT_GUP, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FuncConfig, FuncId, GUP_FUNC_COUNT,
-    Health, INSERTS_PROCS, ProcStats, TaskState, attribution::SETTING_FORK_CHILD_PID_OFFSET,
+    CallEvent, EVENT_GUP, FuncId, GUP_FUNC_COUNT, Health, INSERTS_PROCS, ProcStats, TaskState,
     catalog::is_fast, errno_slot, latency_bucket,
 };
 
-use crate::attribution;
-use crate::maps::{
-    CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PIN_BALANCE, PROCS, TABLE_INSERTS,
-    TRACKED,
+use crate::{
+    attribution,
+    counters::{EEXIST, add_to, bump_health, count_insert},
+    events::{emit, event_wanted},
+    follow::counted,
+    frame::{Frame, STACK_SPAN},
+    maps::{GUP_STATS, PIN_BALANCE, PROCS},
+    settings::{callers_on, config, lifetimes_on, return_trampoline},
+    task_storage::{self, task_state},
 };
-
-/// The errno a `BPF_NOEXIST` insert fails with when the key is there.
-pub const EEXIST: i64 = 17;
 
 /// Deeper nesting than this means the state is stale (a return was missed);
 /// real GUP nesting is at most four traced functions deep.
 const MAX_DEPTH: u32 = 8;
-
-/// Largest distance between two frames of one task's kernel stack
-/// (x86-64 `THREAD_SIZE` is 16 KiB, 32 KiB with KASAN): an entry farther
-/// away runs on another stack (an interrupt's), so its position says
-/// nothing about the task's state.
-const STACK_SPAN: u64 = 32 * 1024;
-
-/// Adds `by` to a counter in a map value. Atomic, because the counter can
-/// be updated by two programs at once even in a per-CPU slot: on
-/// preemptible kernels (`preempt=full`, PREEMPT_RT, PREEMPT_LAZY) BPF
-/// programs run with migration disabled but can be preempted by another
-/// task's program on the same CPU, and interrupts nest into task context.
-/// A plain read-modify-write could lose the other's increment. With its
-/// result unused this compiles to one `lock xadd`.
-/// (`AtomicU64::fetch_add` is not offered on the BPF target, which has no
-/// compare-and-swap in its base instruction set; the intrinsic lowers to
-/// the BPF atomic add that every kernel pinwatch supports has.)
-#[inline(always)]
-pub fn add_to(counter: &mut u64, by: u64) {
-    // SAFETY: the pointer comes from a live `&mut u64` into a map value.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            counter, by,
-        );
-    }
-}
 
 /// Sign-extends a register that held a 32-bit `int`.
 #[inline(always)]
@@ -67,40 +42,6 @@ fn widen(raw: u64, is_int: u8) -> i64 {
     } else {
         raw as i64
     }
-}
-
-#[inline(always)]
-pub(crate) fn config(id: FuncId) -> Option<FuncConfig> {
-    match CONFIG.get(id) {
-        Some(l) if l.valid != 0 => Some(*l),
-        _ => None,
-    }
-}
-
-/// Counts one event the probes could not account.
-#[inline(always)]
-pub fn bump_health(which: Health) {
-    add_health(which, 1);
-}
-
-/// Counts `by` events the probes could not account.
-#[inline(always)]
-pub fn add_health(which: Health, by: u64) {
-    if let Some(counter) = HEALTH.get_ptr_mut(which as u32) {
-        add_to(unsafe { &mut *counter }, by);
-    }
-}
-
-/// The current thread's nesting state, created on first use when `create`.
-#[inline(always)]
-pub(crate) fn task_state(create: bool) -> Option<&'static mut TaskState> {
-    let state = crate::task_storage::current(create);
-    if state.is_none() && create {
-        // Allocation failed or the kernel refused a recursive use of the
-        // storage (a probe firing inside another probe's lookup).
-        bump_health(Health::TaskStateLost);
-    }
-    state
 }
 
 #[inline(always)]
@@ -148,125 +89,16 @@ pub(crate) fn proc_entry(
     PROCS.get_ptr_mut(tgid).map(|stats| unsafe { &mut *stats })
 }
 
-/// Counts an entry created in an LRU table (see `TABLE_INSERTS`).
-#[inline(always)]
-pub fn count_insert(table: u32) {
-    if let Some(counter) = TABLE_INSERTS.get_ptr_mut(table) {
-        add_to(unsafe { &mut *counter }, 1);
-    }
-}
-
-/// Whether a process tree is being followed (`record -- CMD`, `--pid`).
-#[inline(always)]
-pub(crate) fn following() -> bool {
-    matches!(FILTER.get(0), Some(&1))
-}
-
-/// Whether the current task is counted: always, unless a process tree is
-/// being followed and this task is outside it.
-#[inline(always)]
-pub(crate) fn counted() -> bool {
-    if !following() {
-        return true;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    unsafe { TRACKED.get(&tgid) }.is_some()
-}
-
-/// `sched_process_fork`, in the parent: follow the child when the parent
-/// is followed. A child of a parent outside the tree takes a pid that may
-/// still be in `TRACKED` from a followed process that died (entries of
-/// dead processes are pruned by the agent, not at exit): drop it, so a
-/// reused pid is never counted.
-#[inline(always)]
-pub fn on_fork(ctx: &aya_ebpf::programs::TracePointContext) {
-    if !following() {
-        return;
-    }
-    let offset = match attribution::setting(SETTING_FORK_CHILD_PID_OFFSET) {
-        0 => pin_common::FORK_CHILD_PID_OFFSET,
-        known => known as usize,
-    };
-    // The verifier allows only constant offsets into a tracepoint's
-    // context: read the record through the helper from a plain address.
-    let record = context_address(ctx);
-    // SAFETY: reads kernel memory through the checked helper.
-    let Ok(child) = (unsafe { bpf_probe_read_kernel((record + offset as u64) as *const u32) })
-    else {
-        return;
-    };
-    if !counted() {
-        let _ = TRACKED.remove(&child);
-        return;
-    }
-    if TRACKED.insert(&child, &1, 0).is_err() {
-        bump_health(Health::TrackLost);
-    }
-}
-
-/// The context pointer as a plain number, for reads at offsets the
-/// verifier cannot bound (a tracepoint record's field) and for an fentry
-/// program's frame: the trampoline saves the traced function's arguments
-/// at the context pointer, in its frame just below that function's return
-/// address.
-#[inline(always)]
-pub fn context_address(ctx: &impl EbpfContext) -> u64 {
-    let ctx_addr = ctx.as_ptr() as u64;
-    // The verifier keeps the context pointer typed as such and refuses
-    // arithmetic on it with unbounded numbers; read back through the
-    // helper, our copy of its value is a plain number.
-    // SAFETY: reads 8 bytes of our own stack.
-    unsafe { bpf_probe_read_kernel(&ctx_addr as *const u64) }.unwrap_or(0)
-}
-
 /// A thread exits: a call it is still inside was never seen to return
 /// (threads do not exit from inside GUP), so count it as missed.
 #[inline(always)]
 pub fn on_task_exit() {
-    if let Some(state) = crate::task_storage::current(false)
+    if let Some(state) = task_storage::current(false)
         && state.depth != 0
     {
         forget_missed_call(state);
     }
-    crate::task_storage::forget_current();
-}
-
-/// `sched_process_exit`: forget an exiting thread that is not its
-/// process's leader. A leader's exit does not end its process (the other
-/// threads go on; a thread that execs takes over the leader's pid), so the
-/// process stays followed until the agent sees it gone from /proc.
-#[inline(always)]
-pub fn on_exit() {
-    if following() {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-        if tid != tgid {
-            let _ = TRACKED.remove(&tid);
-        }
-    }
-}
-
-/// Whether the current outermost call must also become a per-call event.
-#[inline(always)]
-pub(crate) fn event_wanted(pid_tgid: u64) -> bool {
-    if !matches!(EVENT_FILTER.get(EVENTS_ON), Some(&1)) {
-        return false;
-    }
-    let tid = EVENT_FILTER.get(EVENTS_TID).copied().unwrap_or(0);
-    let tgid = EVENT_FILTER.get(EVENTS_TGID).copied().unwrap_or(0);
-    (tid == 0 || tid == pid_tgid as u32) && (tgid == 0 || tgid == (pid_tgid >> 32) as u32)
-}
-
-/// Sends one per-call event, counting it in `HEALTH` when the ring is full.
-#[inline(always)]
-pub(crate) fn emit(event: CallEvent) {
-    match EVENTS.reserve::<CallEvent>(0) {
-        Some(mut slot) => {
-            slot.write(event);
-            slot.submit(0);
-        }
-        None => bump_health(Health::EventsLost),
-    }
+    task_storage::forget_current();
 }
 
 /// The argument registers of a get/pin call the probes read.
@@ -280,7 +112,7 @@ pub struct GupArgs {
     /// The `pages` output array (0 when the function has none).
     pub pages: u64,
     /// The traced function's frame.
-    pub frame: attribution::Frame,
+    pub frame: Frame,
 }
 
 /// Entry into get/pin function `id` with its argument registers.
@@ -319,7 +151,7 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
             state.flags = u64::MAX;
         }
         state.pages = if config.pages_known != 0 { pages } else { 0 };
-        state.caller = if attribution::callers_on() {
+        state.caller = if callers_on() {
             attribution::find_caller(ctx, id, &frame)
         } else {
             0
@@ -352,7 +184,7 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
 /// frame still holds the word it held at entry. An entry at or above that
 /// frame, or a frame whose word changed, means the call has returned.
 #[inline(always)]
-fn state_is_stale(state: &TaskState, frame: &attribution::Frame) -> bool {
+fn state_is_stale(state: &TaskState, frame: &Frame) -> bool {
     if state.depth >= MAX_DEPTH {
         bump_health(Health::DepthOverflow);
         return true;
@@ -383,7 +215,7 @@ pub(crate) fn outer_call_returned(state: &TaskState) -> bool {
     // SAFETY: reads kernel memory through the checked helper.
     let now = unsafe { bpf_probe_read_kernel(state.outer_frame as *const u64) }
         .unwrap_or(state.outer_mark);
-    now != state.outer_mark && now != attribution::return_trampoline()
+    now != state.outer_mark && now != return_trampoline()
 }
 
 /// Whether a task inside a get/pin call (`state.depth != 0`) runs, at
@@ -541,7 +373,7 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
         add_to(calls, 1);
     }
     let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
-    if attribution::callers_on() {
+    if callers_on() {
         attribution::account_caller(
             state,
             ret,
@@ -552,7 +384,7 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
             latency_slot,
         );
     }
-    if is_pin && attribution::lifetimes_on() {
+    if is_pin && lifetimes_on() {
         attribution::remember_pins(state, ret, now);
     }
     if is_pin

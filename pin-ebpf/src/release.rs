@@ -13,18 +13,20 @@ use aya_ebpf::{
 };
 use pin_common::{
     CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_TGID, LATENCY_UNMEASURED,
-    attribution::SETTING_FOLL_PIN,
     catalog::{RELEASE_NESTED, RELEASE_NESTING},
 };
 
 use crate::{
     account::{
-        IRQ_COMM, add_health, add_to, bump_health, config, counted, emit, event_wanted, following,
-        forget_missed_call, inside_gup_call, outer_call_returned, proc_entry, proc_stats,
-        task_state,
+        IRQ_COMM, forget_missed_call, inside_gup_call, outer_call_returned, proc_entry, proc_stats,
     },
     attribution,
+    counters::{add_health, add_to, bump_health},
+    events::{emit, event_wanted},
+    follow::{counted, following},
     maps::{PIN_BALANCE, RELEASE_STATS},
+    settings::{config, foll_pin, task_stack_layout},
+    task_storage::task_state,
 };
 
 /// Whether code at `frame` runs in interrupt context: on another stack than
@@ -34,7 +36,7 @@ use crate::{
 /// frame): then releases are charged to the current task, as before.
 #[inline(always)]
 fn in_interrupt(frame: u64) -> bool {
-    let (offset, size) = attribution::task_stack_layout();
+    let (offset, size) = task_stack_layout();
     if offset == 0 || frame == 0 {
         return false;
     }
@@ -170,7 +172,7 @@ pub fn exit() {
 /// callers' pins.
 #[inline(always)]
 pub fn folio_put(folio: u64, refs: i64, flags: u64, frame: impl FnOnce() -> u64) {
-    if flags & attribution::setting(SETTING_FOLL_PIN) == 0 || refs <= 0 {
+    if flags & foll_pin() == 0 || refs <= 0 {
         return;
     }
     let refs = refs as u64;

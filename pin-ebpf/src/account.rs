@@ -15,8 +15,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use pin_common::{
-    CallEvent, EVENT_GUP, FuncId, GUP_FUNC_COUNT, Health, INSERTS_PROCS, ProcStats, TaskState,
-    catalog::is_fast, errno_slot, latency_bucket,
+    CallEvent, EVENT_GUP, FuncId, GUP_FUNC_COUNT, GupStats, Health, INSERTS_PROCS, ProcStats,
+    TaskState, catalog::is_fast, errno_slot, latency_bucket,
 };
 
 use crate::{
@@ -26,6 +26,7 @@ use crate::{
     follow::counted,
     frame::{Frame, STACK_SPAN},
     maps::{GUP_STATS, PIN_BALANCE, PROCS},
+    outcome::{Outcome, PathSplit},
     settings::{callers_on, config, lifetimes_on, return_trampoline},
     task_storage::{self, task_state},
 };
@@ -275,29 +276,11 @@ pub fn gup_exit(ctx: &impl EbpfContext, id: FuncId, raw_ret: u64) {
     }
 }
 
-/// Pages taken by the fast and the slow path, and whether the call fell
-/// back, for a call that went through the fast path (zeros otherwise).
-#[inline(always)]
-fn path_split(state: &TaskState) -> (u64, u64, bool) {
-    if state.fast_level == 0 {
-        return (0, 0, false);
-    }
-    if state.fallback_level != 0 {
-        let fast = state.fast_nr - state.fallback_nr;
-        let fast = if fast > 0 { fast as u64 } else { 0 };
-        let slow = if state.slow_ret > 0 {
-            state.slow_ret as u64
-        } else {
-            0
-        };
-        (fast, slow, true)
-    } else if state.fast_ret > 0 {
-        (state.fast_ret as u64, 0, false)
-    } else {
-        (0, 0, false)
-    }
-}
-
+/// Folds an outermost call that returned `ret` into its variant's
+/// counters, a per-call event when one is wanted, its call site's counters
+/// and pins, the pin balance and its process's row. The steps run in the
+/// order they always have: the compiler inlines them all, so the verifier
+/// sees the same program as when this was one function.
 #[inline(always)]
 fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     let outer = state.outer;
@@ -308,7 +291,41 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
         return;
     };
     let stats = unsafe { &mut *stats };
-    let nr = state.nr;
+    count_return(stats, state.nr, ret);
+    let paths = PathSplit::of(state);
+    count_paths(stats, &paths);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ns = now.saturating_sub(state.start_ns);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if event_wanted(pid_tgid) {
+        emit_call(state, ret, ns, pid_tgid, &paths);
+    }
+    let outcome = Outcome {
+        ret,
+        ns,
+        latency_slot: count_latency(stats, ns),
+        paths,
+    };
+    let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
+    if callers_on() {
+        attribution::account_caller(state, &outcome);
+    }
+    if is_pin && lifetimes_on() {
+        attribution::remember_pins(state, ret, now);
+    }
+    if is_pin
+        && ret > 0
+        && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
+    {
+        add_to(unsafe { &mut (*balance).pinned }, ret as u64);
+    }
+    count_process(ctx, ret, is_pin, now);
+}
+
+/// A variant's counters of calls, pages asked for (`nr`) and returned, and
+/// of how the call ended (in full, partly, with nothing, with an errno).
+#[inline(always)]
+fn count_return(stats: &mut GupStats, nr: i64, ret: i64) {
     add_to(&mut stats.calls, 1);
     if nr > 0 {
         add_to(&mut stats.pages_requested, nr as u64);
@@ -327,40 +344,50 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
             add_to(errors, 1);
         }
     }
-    let (fast_pages, slow_pages, fell_back) = path_split(state);
-    if fell_back {
+}
+
+/// A variant's fallbacks and pages by path.
+#[inline(always)]
+fn count_paths(stats: &mut GupStats, paths: &PathSplit) {
+    if paths.fell_back {
         add_to(&mut stats.fallbacks, 1);
     }
-    add_to(&mut stats.fast_pages, fast_pages);
-    add_to(&mut stats.slow_pages, slow_pages);
-    let now = unsafe { bpf_ktime_get_ns() };
-    let ns = now.saturating_sub(state.start_ns);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if event_wanted(pid_tgid) {
-        // A slow variant's pages all come from the slow path.
-        let slow_pages = if state.fast_level == 0 && ret > 0 {
-            ret as u64
-        } else {
-            slow_pages
-        };
-        emit(CallEvent {
-            start_ns: state.start_ns,
-            latency_ns: ns,
-            pid_tgid,
-            addr: state.addr,
-            nr: state.nr,
-            flags: state.flags,
-            ret,
-            fast_pages,
-            slow_pages,
-            func: outer,
-            kind: EVENT_GUP,
-            caller: state.caller,
-            fell_back: fell_back as u32,
-            _pad: 0,
-            comm: bpf_get_current_comm().unwrap_or_default(),
-        });
-    }
+    add_to(&mut stats.fast_pages, paths.fast_pages);
+    add_to(&mut stats.slow_pages, paths.slow_pages);
+}
+
+/// Sends the per-call event of an outermost call that took `ns`.
+#[inline(always)]
+fn emit_call(state: &TaskState, ret: i64, ns: u64, pid_tgid: u64, paths: &PathSplit) {
+    // A slow variant's pages all come from the slow path.
+    let slow_pages = if state.fast_level == 0 && ret > 0 {
+        ret as u64
+    } else {
+        paths.slow_pages
+    };
+    emit(CallEvent {
+        start_ns: state.start_ns,
+        latency_ns: ns,
+        pid_tgid,
+        addr: state.addr,
+        nr: state.nr,
+        flags: state.flags,
+        ret,
+        fast_pages: paths.fast_pages,
+        slow_pages,
+        func: state.outer,
+        kind: EVENT_GUP,
+        caller: state.caller,
+        fell_back: paths.fell_back as u32,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    });
+}
+
+/// A variant's latency sum, maximum and histogram; returns the call's
+/// histogram bucket.
+#[inline(always)]
+fn count_latency(stats: &mut GupStats, ns: u64) -> usize {
     add_to(&mut stats.latency_sum_ns, ns);
     // A plain store: a maximum lost to a concurrent update is replaced by
     // the other update's (also real) value, and views take the interval's
@@ -372,28 +399,13 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     if let Some(calls) = stats.latency_log2.get_mut(latency_slot) {
         add_to(calls, 1);
     }
-    let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
-    if callers_on() {
-        attribution::account_caller(
-            state,
-            ret,
-            ns,
-            fast_pages,
-            slow_pages,
-            fell_back,
-            latency_slot,
-        );
-    }
-    if is_pin && lifetimes_on() {
-        attribution::remember_pins(state, ret, now);
-    }
-    if is_pin
-        && ret > 0
-        && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
-    {
-        add_to(unsafe { &mut (*balance).pinned }, ret as u64);
-    }
+    latency_slot
+}
 
+/// The calling process's row: its comm, when it last called, its calls
+/// and the pages it got (pinned ones apart).
+#[inline(always)]
+fn count_process(ctx: &impl EbpfContext, ret: i64, is_pin: bool, now: u64) {
     if let Some(proc) = proc_stats(ctx) {
         // Refreshed on every call: a process's first GUP calls are often
         // exec copying its arguments, under the parent's comm.

@@ -30,6 +30,7 @@ use crate::{
     counters::{EEXIST, add_health, add_to, bump_health, count_insert},
     frame::{ENTRY_WINDOW, Frame, JIT_AREA, KERNEL_TEXT, func_ip},
     maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES},
+    outcome::Outcome,
     settings::lifetimes_on,
 };
 
@@ -103,33 +104,24 @@ fn caller_stats(key: &CallerKey) -> Option<&'static mut CallerStats> {
 
 /// Folds one outermost call into its call site's counters.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn account_caller(
-    state: &TaskState,
-    ret: i64,
-    ns: u64,
-    fast_pages: u64,
-    slow_pages: u64,
-    fell_back: bool,
-    latency_slot: usize,
-) {
+pub fn account_caller(state: &TaskState, call: &Outcome) {
     let key = CallerKey::new(state.caller, state.outer);
     let Some(stats) = caller_stats(&key) else {
         return;
     };
     add_to(&mut stats.calls, 1);
-    if ret > 0 {
-        add_to(&mut stats.pages, ret as u64);
-    } else if ret < 0 {
+    if call.ret > 0 {
+        add_to(&mut stats.pages, call.ret as u64);
+    } else if call.ret < 0 {
         add_to(&mut stats.errors, 1);
     }
-    if fell_back {
+    if call.paths.fell_back {
         add_to(&mut stats.fallbacks, 1);
     }
-    add_to(&mut stats.fast_pages, fast_pages);
-    add_to(&mut stats.slow_pages, slow_pages);
-    add_to(&mut stats.latency_sum_ns, ns);
-    if let Some(calls) = stats.latency_log2.get_mut(latency_slot) {
+    add_to(&mut stats.fast_pages, call.paths.fast_pages);
+    add_to(&mut stats.slow_pages, call.paths.slow_pages);
+    add_to(&mut stats.latency_sum_ns, call.ns);
+    if let Some(calls) = stats.latency_log2.get_mut(call.latency_slot) {
         add_to(calls, 1);
     }
 }

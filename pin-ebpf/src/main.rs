@@ -12,9 +12,9 @@
 //! `release` (releases), `account` (get/pin calls and per-process rows),
 //! `attribution` (call sites, pin lifetimes), `follow` (the followed
 //! process tree), `events` (per-call events), `frame` (the traced
-//! function's frame), `task_storage` (per-thread state), `counters`
-//! (atomic adds, health counts), `settings` (what the agent told the
-//! probes) and `maps` (the maps the agent reads).
+//! function's frame), `outcome` (what a call came to), `task_storage`
+//! (per-thread state), `counters` (atomic adds, health counts), `settings`
+//! (what the agent told the probes) and `maps` (the maps the agent reads).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The atomic add of `counters::add_to` (see there).
@@ -35,6 +35,8 @@ mod follow;
 mod frame;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod outcome;
 #[cfg(target_arch = "bpf")]
 mod release;
 #[cfg(target_arch = "bpf")]

@@ -51,11 +51,11 @@ fn in_interrupt(frame: u64) -> bool {
 /// Entry into release function `id` releasing `pages` pages: counted here,
 /// since releases (but one) are traced at entry only; their cost grows
 /// with every page an O_DIRECT completion releases one by one.
-#[inline(always)]
 ///
 /// `folio` (0 for the others) is the folio `unpin_folio` or
 /// `unpin_user_folio` releases: its pin lifetimes end here, and the thread
 /// remembers it for [`folio_put`] not to end them twice.
+#[inline(always)]
 pub fn entry(
     ctx: &impl EbpfContext,
     id: FuncId,
@@ -80,37 +80,58 @@ pub fn entry(
         return;
     }
     let index = id.wrapping_sub(GUP_FUNC_COUNT as u32);
-    // One lookup of the thread's state (created only where the nesting
-    // release must mark it). An interrupt's release is not the
-    // interrupted thread's, but its nesting is marked on that thread's
-    // state all the same: the nested call and the exit run there too.
-    if let Some(state) = task_state(id == RELEASE_NESTING || folio != 0) {
-        if !irq && state.depth != 0 {
-            if outer_call_returned(state) {
-                // The get/pin call this thread seemed to be in has returned
-                // unseen: this release is the caller's, not GUP's own.
-                forget_missed_call(state);
-            } else if inside_gup_call(state, frame) {
-                // GUP undoing its own grab (a rollback, a FOLL_LONGTERM
-                // migration retry): not a release by the caller. Counted at
-                // `gup_put_folio` ([`folio_put`]), where the many such
-                // releases whose unpin call the compiler inlined are seen
-                // too.
-                return;
-            }
-        }
-        if id == RELEASE_NESTED && state.release_depth != 0 {
-            // Part of an `unpin_user_pages_dirty_lock` already counted.
-            return;
-        }
-        if id == RELEASE_NESTING {
-            state.release_depth = 1;
-        }
-        state.direct_folio = folio;
+    if !callers_release(id, folio, irq, frame) {
+        return;
     }
     if folio != 0 {
         attribution::folio_released(folio, pages);
     }
+    count_release(ctx, index, pages, irq);
+    emit_release(id, pages, irq);
+}
+
+/// Whether a release entry is the caller's to count, marking the thread's
+/// nesting on the way: not when GUP makes it inside a get/pin call, nor
+/// when it is part of an `unpin_user_pages_dirty_lock` already counted.
+#[inline(always)]
+fn callers_release(id: FuncId, folio: u64, irq: bool, frame: u64) -> bool {
+    // One lookup of the thread's state (created only where the nesting
+    // release must mark it). An interrupt's release is not the
+    // interrupted thread's, but its nesting is marked on that thread's
+    // state all the same: the nested call and the exit run there too.
+    let Some(state) = task_state(id == RELEASE_NESTING || folio != 0) else {
+        return true;
+    };
+    if !irq && state.depth != 0 {
+        if outer_call_returned(state) {
+            // The get/pin call this thread seemed to be in has returned
+            // unseen: this release is the caller's, not GUP's own.
+            forget_missed_call(state);
+        } else if inside_gup_call(state, frame) {
+            // GUP undoing its own grab (a rollback, a FOLL_LONGTERM
+            // migration retry): not a release by the caller. Counted at
+            // `gup_put_folio` ([`folio_put`]), where the many such
+            // releases whose unpin call the compiler inlined are seen
+            // too.
+            return false;
+        }
+    }
+    if id == RELEASE_NESTED && state.release_depth != 0 {
+        // Part of an `unpin_user_pages_dirty_lock` already counted.
+        return false;
+    }
+    if id == RELEASE_NESTING {
+        state.release_depth = 1;
+    }
+    state.direct_folio = folio;
+    true
+}
+
+/// A release of `pages` pages in the release function's counters (by
+/// `index` in `RELEASE_STATS`), the pin balance and the releasing
+/// process's row (the `[irq]` row's for an interrupt's).
+#[inline(always)]
+fn count_release(ctx: &impl EbpfContext, index: u32, pages: u64, irq: bool) {
     if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
         let stats = unsafe { &mut *stats };
         add_to(&mut stats.calls, 1);
@@ -127,6 +148,11 @@ pub fn entry(
     if let Some(proc) = proc {
         add_to(&mut proc.released, pages);
     }
+}
+
+/// Sends the per-call event of a release, when one is wanted.
+#[inline(always)]
+fn emit_release(id: FuncId, pages: u64, irq: bool) {
     let pid_tgid = if irq {
         (u64::from(IRQ_TGID) << 32) | u64::from(IRQ_TGID)
     } else {

@@ -1,6 +1,7 @@
 //! Types shared by pinwatch's eBPF programs (`pin-ebpf`) and its agent
-//! (`pin-user`): the catalogue of traced kernel functions, map value layouts
-//! and the per-task bookkeeping the probes keep.
+//! (`pin-user`): the catalogue of traced kernel functions, map value layouts,
+//! the per-task bookkeeping the probes keep and the settings the agent gives
+//! them.
 //!
 //! Everything here is `#[repr(C)]` and plain old data: the kernel side writes
 //! these structures into BPF maps and the agent reads the same bytes back.
@@ -9,6 +10,7 @@
 
 pub mod attribution;
 pub mod catalog;
+pub mod settings;
 
 pub use attribution::{CallerKey, CallerStats, PinRecord};
 pub use catalog::{FUNC_COUNT, FUNCS, FuncId, FuncKind, GUP_FUNC_COUNT, NO_ARG};

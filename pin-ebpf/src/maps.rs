@@ -11,7 +11,8 @@ use pin_common::{
     CallerKey, CallerStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES, FUNC_COUNT, FuncConfig,
     GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY, PinBalance, PinRecord,
     ProcStats, ReleaseStats, TRACKED_CAPACITY,
-    attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY, SETTINGS_LEN},
+    attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
+    settings::SETTINGS_LEN,
 };
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
@@ -72,9 +73,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 #[map]
 pub static EVENT_FILTER: Array<u32> = Array::with_max_entries(EVENT_FILTER_LEN, 0);
 
-/// Feature switches set by the agent before attaching (caller attribution,
-/// pin lifetimes) and the kernel's FOLL_PIN bit; see `SETTING_*` in
-/// pin-common.
+/// What the agent learns only after load: where the fork tracepoint's
+/// record keeps the child's pid (see `SETTING_*` in
+/// `pin_common::settings`). What is fixed before load is a read-only
+/// global instead (`settings`).
 #[map]
 pub static SETTINGS: Array<u64> = Array::with_max_entries(SETTINGS_LEN, 0);
 

@@ -45,6 +45,7 @@ fn widen(raw: u64, is_int: u8) -> i64 {
     }
 }
 
+/// The current process's `PROCS` entry, created on first use.
 #[inline(always)]
 pub(crate) fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -55,6 +56,8 @@ pub(crate) fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStat
 /// context), created on first use. The comm is picked here rather than
 /// passed in: an `Option<[u8; 16]>` argument compiled to code that 6.1's
 /// verifier refuses ("pointer arithmetic with >>= operator prohibited").
+/// Its warning's log target is this module's path, which the agent prints:
+/// it stays in `account`.
 #[inline(always)]
 pub(crate) fn proc_entry(
     ctx: &impl EbpfContext,

@@ -18,7 +18,7 @@ use crate::kernel::{KernelFacts, foll::FollFlags};
 
 /// The object's read-only globals (names in `pin_common::settings`), all
 /// `u64`. Fixed before load, so the verifier knows them and drops the code
-/// a switch turns off; the probes never look them up.
+/// a switch turns off; no probe looks them up in a map.
 pub(super) struct Globals {
     callers: u64,
     lifetimes: u64,

@@ -1,7 +1,8 @@
 //! Types shared by pinwatch's eBPF programs (`pin-ebpf`) and its agent
-//! (`pin-user`): the catalogue of traced kernel functions, map value layouts,
-//! the per-task bookkeeping the probes keep and the settings the agent gives
-//! them.
+//! (`pin-user`): the catalogue of traced kernel functions, map value
+//! layouts, the per-task bookkeeping the probes keep, the names of the
+//! maps the agent opens ([`maps`]) and of the settings it gives the probes
+//! ([`settings`]).
 //!
 //! Everything here is `#[repr(C)]` and plain old data: the kernel side writes
 //! these structures into BPF maps and the agent reads the same bytes back.
@@ -10,6 +11,7 @@
 
 pub mod attribution;
 pub mod catalog;
+pub mod maps;
 pub mod settings;
 
 pub use attribution::{CallerKey, CallerStats, PinRecord};
@@ -146,6 +148,13 @@ pub struct PinBalance {
     /// is `pinned` plus these, `nr_foll_pin_released` is `released` plus
     /// these.
     pub gup_released: u64,
+}
+
+impl PinBalance {
+    /// FOLL_PIN pages taken and not yet released.
+    pub fn outstanding(&self) -> i64 {
+        self.pinned as i64 - self.released as i64
+    }
 }
 
 /// Per-process counters in the `PROCS` LRU per-CPU hash, keyed by tgid.
@@ -307,8 +316,54 @@ pub enum Health {
     IrqReleaseNotFollowed = 11,
 }
 
+impl Health {
+    /// Every health counter, in index order.
+    pub const ALL: [Health; 12] = [
+        Health::TaskStateLost,
+        Health::UnmatchedExit,
+        Health::ProcStateLost,
+        Health::TrackLost,
+        Health::EventsLost,
+        Health::CallerUnknown,
+        Health::LifetimesTruncated,
+        Health::LifetimesFull,
+        Health::UntrackedRelease,
+        Health::MissedReturn,
+        Health::DepthOverflow,
+        Health::IrqReleaseNotFollowed,
+    ];
+
+    /// The counter's name wherever one word names it (the `reason` label of
+    /// `pinwatch_probe_events_lost`, logs).
+    pub const fn label(self) -> &'static str {
+        match self {
+            Health::TaskStateLost => "task_state_lost",
+            Health::UnmatchedExit => "unmatched_exit",
+            Health::ProcStateLost => "proc_state_lost",
+            Health::TrackLost => "fork_not_followed",
+            Health::EventsLost => "event_ring_full",
+            Health::CallerUnknown => "caller_unknown",
+            Health::LifetimesTruncated => "lifetime_per_call_limit",
+            Health::LifetimesFull => "lifetime_table_full",
+            Health::UntrackedRelease => "release_of_untracked_pin",
+            Health::MissedReturn => "return_not_seen",
+            Health::DepthOverflow => "nesting_overflow",
+            Health::IrqReleaseNotFollowed => "irq_release_not_followed",
+        }
+    }
+}
+
 /// Number of [`Health`] counters.
-pub const HEALTH_COUNT: usize = Health::IrqReleaseNotFollowed as usize + 1;
+pub const HEALTH_COUNT: usize = Health::ALL.len();
+
+// `Health::ALL` lists every counter at its own index.
+const _: () = {
+    let mut i = 0;
+    while i < HEALTH_COUNT {
+        assert!(Health::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// The `PROCS` key of releases made in interrupt context, shown as `[irq]`
 /// (no real tgid: pid_max is at most 2^22).

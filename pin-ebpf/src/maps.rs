@@ -2,6 +2,10 @@
 //! maps, so the hot path never contends and nothing per event crosses to
 //! userspace. (The per-thread state, which only the probes use, is
 //! `task_storage`'s.)
+//!
+//! A static's identifier is its map's name (aya-ebpf takes it from there);
+//! the agent opens the maps by the names in `pin_common::maps`, which a
+//! pin-user test checks against the built objects.
 
 use aya_ebpf::{
     macros::map,

@@ -5,28 +5,29 @@
 //! The aggregate counters never depend on this path: a full ring drops
 //! events (counted in the `HEALTH` map as `events_lost`), never counts.
 
-use aya::{
-    Ebpf,
-    maps::{Array, MapData, RingBuf},
-};
+use aya::maps::{MapData, RingBuf};
 use pin_common::{
     CallEvent, EVENT_GUP, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FUNCS, FuncId, LATENCY_UNMEASURED,
 };
 use serde::Serialize;
 
-use crate::{kernel::foll::FollFlags, report::errno_name};
+use crate::{
+    figures::errno_name,
+    kernel::foll::FollFlags,
+    probes::{KernelMapError, KernelMapsMut},
+};
 
 /// Errors setting up per-call events.
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {
-    /// The eBPF object lacks a map this module needs.
-    #[error("map {0} missing from the eBPF object")]
-    MissingMap(&'static str),
-    /// A map operation failed.
-    #[error("{what}: {source}")]
-    Map {
-        /// What was being done.
-        what: &'static str,
+    /// A map the events need is missing or not what they expect.
+    #[error(transparent)]
+    Open(#[from] KernelMapError),
+    /// Writing a map failed.
+    #[error("writing {map}: {source}")]
+    Write {
+        /// Map name.
+        map: &'static str,
         /// The error.
         source: aya::maps::MapError,
     },
@@ -135,18 +136,12 @@ impl EventStream {
     /// Takes the `EVENTS` ring out of the loaded object and switches
     /// per-call events on for `filter`.
     pub fn start(
-        ebpf: &mut Ebpf,
+        mut maps: KernelMapsMut<'_>,
         filter: EventFilter,
         flags: FollFlags,
     ) -> Result<Self, EventsError> {
-        set_filter(ebpf, Some(filter))?;
-        let map = ebpf
-            .take_map("EVENTS")
-            .ok_or(EventsError::MissingMap("EVENTS"))?;
-        let ring = RingBuf::try_from(map).map_err(|source| EventsError::Map {
-            what: "opening the EVENTS ring buffer",
-            source,
-        })?;
+        set_filter(&mut maps, Some(filter))?;
+        let ring = maps.take_events()?;
         Ok(Self { ring, flags })
     }
 
@@ -173,14 +168,11 @@ impl EventStream {
 }
 
 /// Points the kernel-side event filter at `filter` (`None`: events off).
-pub fn set_filter(ebpf: &mut Ebpf, filter: Option<EventFilter>) -> Result<(), EventsError> {
-    let map = ebpf
-        .map_mut("EVENT_FILTER")
-        .ok_or(EventsError::MissingMap("EVENT_FILTER"))?;
-    let mut array: Array<_, u32> = Array::try_from(map).map_err(|source| EventsError::Map {
-        what: "opening EVENT_FILTER",
-        source,
-    })?;
+pub fn set_filter(
+    maps: &mut KernelMapsMut<'_>,
+    filter: Option<EventFilter>,
+) -> Result<(), EventsError> {
+    let mut array = maps.event_filter()?;
     let f = filter.unwrap_or_default();
     for (index, value) in [
         (EVENTS_TID, f.tid),
@@ -189,8 +181,8 @@ pub fn set_filter(ebpf: &mut Ebpf, filter: Option<EventFilter>) -> Result<(), Ev
     ] {
         array
             .set(index, value, 0)
-            .map_err(|source| EventsError::Map {
-                what: "writing EVENT_FILTER",
+            .map_err(|source| EventsError::Write {
+                map: pin_common::maps::EVENT_FILTER,
                 source,
             })?;
     }

@@ -1,24 +1,39 @@
 //! pinwatch: trace, count and time Linux page pinning (the get_user_pages
 //! family) with eBPF.
 //!
-//! Data flows one way: [`probes`] attaches the kernel programs, which
-//! aggregate into per-CPU maps; [`snapshot`] reads those maps into
-//! snapshots and differences them; [`report`] turns deltas into views;
-//! [`commands`] print them and [`tui`] draws the live dashboard. [`kernel`] discovers what the running kernel
-//! offers, [`vmstat`] reads the kernel's own pin counters, and [`workload`]
-//! drives known GUP paths for tests and demos.
+//! Data flows one way: kernel maps -> snapshots -> deltas -> figures ->
+//! views. [`probes`] attaches the kernel programs, which aggregate into
+//! per-CPU maps; [`snapshot`] reads those maps (through [`probes::maps`],
+//! the typed facade over them) into a [`snapshot::Snapshot`] and
+//! differences two into a [`snapshot::Delta`] (the arithmetic of every
+//! counter struct is generated in [`counters`]); [`figures`] derives what is
+//! shown (rates, pages per call, fallback and error shares, latency
+//! percentiles, pins outstanding, probe health) once, as methods of one
+//! type per thing shown; [`sampling`] is the one loop that takes an interval
+//! from a source (the probes, or [`reduced`] mode's kernel counters) every
+//! tick until a signal, a count, a duration or the command's end. The views
+//! only read figures: [`report`] (stat's table and JSON), [`tui`] (the live
+//! dashboard), [`export`] (metrics, recordings, diff); [`commands`] and
+//! [`cli`] wire them up. [`kernel`] discovers what the running kernel
+//! offers, [`attribution`] names call sites and tracks pin lifetimes,
+//! [`vmstat`] reads the kernel's own pin counters, [`model`] is the
+//! reference pinning implementation that [`validate`] checks the kernel
+//! against, and [`workload`] drives known GUP paths for tests and demos.
 
 pub mod attribution;
 pub mod cli;
 pub mod commands;
+pub mod counters;
 pub mod events;
 pub mod export;
+pub mod figures;
 pub mod kernel;
 pub mod model;
 pub mod privileges;
 pub mod probes;
 pub mod reduced;
 pub mod report;
+pub mod sampling;
 pub mod signals;
 pub mod snapshot;
 pub mod tui;

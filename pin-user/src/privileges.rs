@@ -350,10 +350,9 @@ impl crate::probes::Probes {
     /// Whether one map lookup succeeds now: the measurement behind
     /// [`crate::privileges::shed`]. Touches nothing but the bpf() call.
     pub fn reads_maps(&self) -> bool {
-        let Some(map) = self.ebpf.map("FILTER") else {
-            return false;
-        };
-        aya::maps::Array::<_, u32>::try_from(map).is_ok_and(|filter| filter.get(&0, 0).is_ok())
+        self.maps()
+            .filter()
+            .is_ok_and(|filter| filter.get(&0, 0).is_ok())
     }
 
     /// Gives up every privilege the command no longer needs (see

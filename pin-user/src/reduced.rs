@@ -7,13 +7,15 @@
 //! per-variant, fast/slow, error or latency figure exists in this mode, and
 //! none is shown as zero.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    counters::Counters,
     kernel::KernelFacts,
     probes::{self, AttachError, AttachOptions, Probes},
+    sampling::Source,
     vmstat::PinCounters,
 };
 
@@ -84,7 +86,7 @@ impl ReducedReason {
 }
 
 /// Where a command's figures come from.
-pub enum Source {
+pub enum Mode {
     /// Attached probes: full tracing.
     Probes(Box<Probes>),
     /// No probes: kernel counters only, and why.
@@ -99,19 +101,19 @@ pub fn attach_or_reduce(
     facts: &KernelFacts,
     options: AttachOptions,
     force_reduced: bool,
-) -> Result<Source, AttachError> {
+) -> Result<Mode, AttachError> {
     let source = if force_reduced {
-        Source::Reduced(ReducedReason::requested())
+        Mode::Reduced(ReducedReason::requested())
     } else {
         match probes::attach(facts, options) {
-            Ok(probes) => Source::Probes(Box::new(probes)),
+            Ok(probes) => Mode::Probes(Box::new(probes)),
             Err(err) => match ReducedReason::from_attach_error(&err) {
-                Some(reason) => Source::Reduced(reason),
+                Some(reason) => Mode::Reduced(reason),
                 None => return Err(err),
             },
         }
     };
-    if let Source::Reduced(reason) = &source {
+    if let Mode::Reduced(reason) = &source {
         eprintln!("pinwatch: {}", reason.banner());
     }
     Ok(source)
@@ -187,6 +189,53 @@ impl ReducedSample {
     }
 }
 
+/// Reduced mode as a source of intervals: [`ReducedView`]s of the
+/// kernel's own counters.
+pub struct ReducedSource {
+    first: ReducedSample,
+    first_at: Instant,
+    previous: ReducedSample,
+    previous_at: Instant,
+}
+
+impl ReducedSource {
+    /// Reads the counters once: intervals count from now.
+    pub fn new() -> Result<Self, ReducedError> {
+        let first = ReducedSample::read()?;
+        let now = Instant::now();
+        Ok(Self {
+            previous: first.clone(),
+            first,
+            first_at: now,
+            previous_at: now,
+        })
+    }
+}
+
+impl Source for ReducedSource {
+    type Interval = ReducedView;
+
+    fn next(&mut self) -> anyhow::Result<ReducedView> {
+        let current = ReducedSample::read()?;
+        let now = Instant::now();
+        let view = ReducedView::new(
+            &self.previous,
+            &current,
+            now.duration_since(self.previous_at).as_secs_f64(),
+        );
+        (self.previous, self.previous_at) = (current, now);
+        Ok(view)
+    }
+
+    fn since_start(&self) -> ReducedView {
+        ReducedView::new(&self.first, &self.previous, self.elapsed().as_secs_f64())
+    }
+
+    fn elapsed(&self) -> std::time::Duration {
+        self.previous_at.duration_since(self.first_at)
+    }
+}
+
 /// One process in a reduced view: its `VmPin` now and its change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinnedView {
@@ -221,7 +270,7 @@ impl ReducedView {
     /// The change from `earlier` to `later`, `interval_s` apart.
     pub fn new(earlier: &ReducedSample, later: &ReducedSample, interval_s: f64) -> Self {
         let vmstat = match (earlier.vmstat, later.vmstat) {
-            (Some(a), Some(b)) => Some(b.since(&a)),
+            (Some(a), Some(b)) => Some(b.delta(&a)),
             _ => None,
         };
         let pinned_now_pages = later
@@ -252,15 +301,14 @@ impl ReducedView {
     /// Renders the interval as text, labelled as reduced.
     pub fn render_text(&self) -> String {
         use std::fmt::Write as _;
-        let secs = self.interval_s.max(1e-9);
         let mut out = String::from("[reduced mode: no probes, kernel counters only]\n");
         match self.vmstat {
             Some(v) => {
                 let _ = writeln!(
                     out,
                     "vmstat FOLL_PIN pages/s: acquired {:.1}  released {:.1}  pinned now {}",
-                    v.nr_foll_pin_acquired as f64 / secs,
-                    v.nr_foll_pin_released as f64 / secs,
+                    crate::figures::per_second(v.nr_foll_pin_acquired, self.interval_s),
+                    crate::figures::per_second(v.nr_foll_pin_released, self.interval_s),
                     self.pinned_now_pages.map_or("-".into(), |p| p.to_string()),
                 );
             }

@@ -4,37 +4,22 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use aya::{
-    Ebpf,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
-};
+use aya::{Pod, maps::PerCpuValues};
 use pin_common::{
-    CallerKey, CallerStats, ERRNO_SLOTS, FUNCS, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT,
-    INSERTS_CALLERS, INSERTS_LEN, INSERTS_PROCS, LATENCY_BUCKETS, PinBalance, ProcStats,
-    ReleaseStats,
+    CallerKey, CallerStats, GupStats, HEALTH_COUNT, INSERTS_CALLERS, INSERTS_PROCS, PinBalance,
+    ProcStats, ReleaseStats,
 };
 
 use crate::{
     attribution::{self, symbols::CallSite},
-    probes::misses::{self, Misses},
+    counters::{self, Counters},
+    probes::{
+        KernelMapError, KernelMaps,
+        maps::PerCpuEntries,
+        misses::{self, Misses},
+    },
     vmstat::PinCounters,
 };
-
-/// Errors reading the kernel maps.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    /// A map is missing from the object.
-    #[error("map {0} missing from the eBPF object")]
-    MissingMap(&'static str),
-    /// Reading a map failed.
-    #[error("reading map {map}: {source}")]
-    Map {
-        /// Map name.
-        map: &'static str,
-        /// aya's error.
-        source: aya::maps::MapError,
-    },
-}
 
 /// Per-process counters summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -126,191 +111,151 @@ impl Evictions {
             .count() as u64;
         inserted.saturating_sub(found_old)
     }
+}
 
-    /// Evictions between `earlier` and `self`.
-    pub fn since(&self, earlier: &Evictions) -> Evictions {
-        Evictions {
-            procs: self.procs.saturating_sub(earlier.procs),
-            callers: self.callers.saturating_sub(earlier.callers),
+/// Each entry of a per-CPU array of counters, summed over CPUs.
+fn sum_entries<V: Pod + Counters>(
+    entries: PerCpuEntries<'_, V>,
+    zero: V,
+) -> Result<Vec<V>, KernelMapError> {
+    entries
+        .map(|cpus| Ok(counters::sum(zero, cpus?.iter())))
+        .collect()
+}
+
+/// Each entry of a per-CPU array of plain counts, summed over CPUs.
+fn sum_counts(entries: PerCpuEntries<'_, u64>) -> Result<Vec<u64>, KernelMapError> {
+    entries.map(|cpus| Ok(cpus?.iter().sum())).collect()
+}
+
+/// Per-variant counters (`GUP_STATS`), summed over CPUs.
+fn read_gup(maps: KernelMaps<'_>) -> Result<Vec<GupStats>, KernelMapError> {
+    sum_entries(maps.gup_stats()?, GupStats::ZERO)
+}
+
+/// Per-release-function counters (`RELEASE_STATS`), summed over CPUs.
+fn read_release(maps: KernelMaps<'_>) -> Result<Vec<ReleaseStats>, KernelMapError> {
+    sum_entries(maps.release_stats()?, ReleaseStats::default())
+}
+
+/// FOLL_PIN pages taken and released (`PIN_BALANCE`), summed over CPUs.
+fn read_balance(maps: KernelMaps<'_>) -> Result<PinBalance, KernelMapError> {
+    Ok(counters::sum(
+        PinBalance::default(),
+        maps.pin_balance()?.iter(),
+    ))
+}
+
+/// Health counters (`HEALTH`), summed over CPUs.
+fn read_health(maps: KernelMaps<'_>) -> Result<[u64; HEALTH_COUNT], KernelMapError> {
+    let mut health = [0u64; HEALTH_COUNT];
+    for (total, sum) in health.iter_mut().zip(sum_counts(maps.health()?)?) {
+        *total = sum;
+    }
+    Ok(health)
+}
+
+/// One process's counters summed over CPUs, with the comm of the CPU that
+/// counted its latest call.
+fn proc_totals(values: &PerCpuValues<ProcStats>) -> ProcTotals {
+    let mut total = ProcTotals::default();
+    let mut latest = 0;
+    for cpu in values.iter() {
+        total.calls += cpu.calls;
+        total.pages += cpu.pages;
+        total.pinned += cpu.pinned;
+        total.released += cpu.released;
+        // Set in the creating CPU's slot only.
+        total.first_ns = total.first_ns.max(cpu.first_ns);
+        if cpu.comm[0] != 0 && (total.comm.is_empty() || cpu.last_ns > latest) {
+            latest = cpu.last_ns;
+            let len = cpu
+                .comm
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(cpu.comm.len());
+            total.comm = String::from_utf8_lossy(&cpu.comm[..len]).into_owned();
         }
     }
+    total
 }
 
-/// Adds `from` into `into` (summing CPUs or intervals).
-pub fn add(into: &mut GupStats, from: &GupStats) {
-    into.calls += from.calls;
-    into.pages_requested += from.pages_requested;
-    into.pages_returned += from.pages_returned;
-    into.partial += from.partial;
-    into.zero += from.zero;
-    into.errors += from.errors;
-    into.fallbacks += from.fallbacks;
-    into.fast_pages += from.fast_pages;
-    into.slow_pages += from.slow_pages;
-    into.latency_sum_ns += from.latency_sum_ns;
-    into.latency_max_ns = into.latency_max_ns.max(from.latency_max_ns);
-    into.missed_returns += from.missed_returns;
-    for (a, b) in into.latency_log2.iter_mut().zip(from.latency_log2.iter()) {
-        *a += b;
-    }
-    for (a, b) in into.errno.iter_mut().zip(from.errno.iter()) {
-        *a += b;
-    }
+/// Per-process counters (`PROCS`). Entries can be evicted or added while
+/// we iterate: the ones that vanish are skipped rather than failing the
+/// whole snapshot.
+fn read_procs(maps: KernelMaps<'_>) -> Result<BTreeMap<u32, ProcTotals>, KernelMapError> {
+    Ok(maps
+        .procs()?
+        .iter()
+        .flatten()
+        .map(|(tgid, values)| (tgid, proc_totals(&values)))
+        .collect())
 }
 
-fn sub(cur: &GupStats, prev: &GupStats) -> GupStats {
-    let mut d = GupStats::ZERO;
-    d.calls = cur.calls.saturating_sub(prev.calls);
-    d.pages_requested = cur.pages_requested.saturating_sub(prev.pages_requested);
-    d.pages_returned = cur.pages_returned.saturating_sub(prev.pages_returned);
-    d.partial = cur.partial.saturating_sub(prev.partial);
-    d.zero = cur.zero.saturating_sub(prev.zero);
-    d.errors = cur.errors.saturating_sub(prev.errors);
-    d.fallbacks = cur.fallbacks.saturating_sub(prev.fallbacks);
-    d.fast_pages = cur.fast_pages.saturating_sub(prev.fast_pages);
-    d.slow_pages = cur.slow_pages.saturating_sub(prev.slow_pages);
-    d.latency_sum_ns = cur.latency_sum_ns.saturating_sub(prev.latency_sum_ns);
-    d.missed_returns = cur.missed_returns.saturating_sub(prev.missed_returns);
-    // A maximum cannot be differenced; the interval's is derived from the
-    // histogram delta by the views.
-    d.latency_max_ns = 0;
-    for i in 0..LATENCY_BUCKETS {
-        d.latency_log2[i] = cur.latency_log2[i].saturating_sub(prev.latency_log2[i]);
-    }
-    for i in 0..ERRNO_SLOTS {
-        d.errno[i] = cur.errno[i].saturating_sub(prev.errno[i]);
-    }
-    d
+/// The LRU tables (`PROCS`, `CALLERS`) and what the kernel evicted from
+/// them.
+struct Tables {
+    procs: BTreeMap<u32, ProcTotals>,
+    callers: BTreeMap<CallerKey, CallerStats>,
+    evicted: Evictions,
 }
 
-fn percpu_array<'a, V: aya::Pod>(
-    ebpf: &'a Ebpf,
-    name: &'static str,
-) -> Result<PerCpuArray<&'a MapData, V>, SnapshotError> {
-    let map = ebpf.map(name).ok_or(SnapshotError::MissingMap(name))?;
-    PerCpuArray::try_from(map).map_err(|source| SnapshotError::Map { map: name, source })
+/// Reads the LRU tables and their insert counts in the order
+/// [`Evictions::evicted`] needs.
+fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
+    // Entries created so far, then the time: both before the walks (see
+    // `Evictions::evicted`).
+    let inserted = sum_counts(maps.table_inserts()?)?;
+    let inserts_read_ns = attribution::lifetimes::monotonic_ns();
+    let procs = read_procs(maps)?;
+    let callers = attribution::read_callers(maps)?;
+    let evicted = Evictions {
+        procs: Evictions::evicted(
+            inserted[INSERTS_PROCS as usize],
+            inserts_read_ns,
+            procs.values().map(|p: &ProcTotals| p.first_ns),
+        ),
+        callers: Evictions::evicted(
+            inserted[INSERTS_CALLERS as usize],
+            inserts_read_ns,
+            callers.values().map(|c| c.first_ns),
+        ),
+    };
+    Ok(Tables {
+        procs,
+        callers,
+        evicted,
+    })
+}
+
+/// Names of the call sites in `callers` (can wait for kallsyms to be
+/// parsed).
+fn name_sites(callers: &BTreeMap<CallerKey, CallerStats>) -> BTreeMap<u64, CallSite> {
+    if callers.is_empty() {
+        BTreeMap::new()
+    } else {
+        attribution::symbols::resolve(callers.keys().map(|k| k.caller))
+    }
 }
 
 impl Snapshot {
     /// Reads every counter map of a loaded object (and /proc/vmstat).
-    pub fn read(ebpf: &Ebpf) -> Result<Self, SnapshotError> {
-        let map_err = |map: &'static str| move |source| SnapshotError::Map { map, source };
-
-        let gup_map = percpu_array::<GupStats>(ebpf, "GUP_STATS")?;
-        let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
-        for (id, total) in gup.iter_mut().enumerate() {
-            for cpu in gup_map
-                .get(&(id as u32), 0)
-                .map_err(map_err("GUP_STATS"))?
-                .iter()
-            {
-                add(total, cpu);
-            }
-        }
-
-        let rel_map = percpu_array::<ReleaseStats>(ebpf, "RELEASE_STATS")?;
-        let mut release = vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT];
-        for (i, total) in release.iter_mut().enumerate() {
-            for cpu in rel_map
-                .get(&(i as u32), 0)
-                .map_err(map_err("RELEASE_STATS"))?
-                .iter()
-            {
-                total.calls += cpu.calls;
-                total.pages += cpu.pages;
-            }
-        }
-
-        let mut balance = PinBalance::default();
-        for cpu in percpu_array::<PinBalance>(ebpf, "PIN_BALANCE")?
-            .get(&0, 0)
-            .map_err(map_err("PIN_BALANCE"))?
-            .iter()
-        {
-            balance.pinned += cpu.pinned;
-            balance.released += cpu.released;
-            balance.gup_released += cpu.gup_released;
-        }
-
-        let health_map = percpu_array::<u64>(ebpf, "HEALTH")?;
-        let mut health = [0u64; HEALTH_COUNT];
-        for (i, total) in health.iter_mut().enumerate() {
-            *total = health_map
-                .get(&(i as u32), 0)
-                .map_err(map_err("HEALTH"))?
-                .iter()
-                .sum();
-        }
-
-        let misses = crate::probes::misses::read(ebpf);
-
-        // Entries created so far, then the time: both before the walks (see
-        // `Evictions::evicted`).
-        let inserts_map = percpu_array::<u64>(ebpf, "TABLE_INSERTS")?;
-        let mut inserted = [0u64; INSERTS_LEN as usize];
-        for (i, total) in inserted.iter_mut().enumerate() {
-            *total = inserts_map
-                .get(&(i as u32), 0)
-                .map_err(map_err("TABLE_INSERTS"))?
-                .iter()
-                .sum();
-        }
-        let inserts_read_ns = attribution::lifetimes::monotonic_ns();
-
-        let procs_map: PerCpuHashMap<_, u32, ProcStats> = PerCpuHashMap::try_from(
-            ebpf.map("PROCS")
-                .ok_or(SnapshotError::MissingMap("PROCS"))?,
-        )
-        .map_err(map_err("PROCS"))?;
-        let mut procs = BTreeMap::new();
-        // Entries can be evicted or added while we iterate: skip the ones
-        // that vanish rather than failing the whole snapshot.
-        for (tgid, values) in procs_map.iter().flatten() {
-            let mut total = ProcTotals::default();
-            let mut latest = 0;
-            for cpu in values.iter() {
-                total.calls += cpu.calls;
-                total.pages += cpu.pages;
-                total.pinned += cpu.pinned;
-                total.released += cpu.released;
-                // Set in the creating CPU's slot only.
-                total.first_ns = total.first_ns.max(cpu.first_ns);
-                if cpu.comm[0] != 0 && (total.comm.is_empty() || cpu.last_ns > latest) {
-                    latest = cpu.last_ns;
-                    let len = cpu
-                        .comm
-                        .iter()
-                        .position(|&b| b == 0)
-                        .unwrap_or(cpu.comm.len());
-                    total.comm = String::from_utf8_lossy(&cpu.comm[..len]).into_owned();
-                }
-            }
-            procs.insert(tgid, total);
-        }
-
-        let callers = attribution::read_callers(ebpf).map_err(map_err("CALLERS"))?;
-        let evicted = Evictions {
-            procs: Evictions::evicted(
-                inserted[INSERTS_PROCS as usize],
-                inserts_read_ns,
-                procs.values().map(|p: &ProcTotals| p.first_ns),
-            ),
-            callers: Evictions::evicted(
-                inserted[INSERTS_CALLERS as usize],
-                inserts_read_ns,
-                callers.values().map(|c| c.first_ns),
-            ),
-        };
+    pub fn read(maps: KernelMaps<'_>) -> Result<Self, KernelMapError> {
+        let gup = read_gup(maps)?;
+        let release = read_release(maps)?;
+        let balance = read_balance(maps)?;
+        let health = read_health(maps)?;
+        let misses = maps.misses();
+        let Tables {
+            procs,
+            callers,
+            evicted,
+        } = read_tables(maps)?;
         // The instant and vmstat belong with the counters: take them before
         // naming call sites, which can wait for kallsyms to be parsed.
         let taken = Instant::now();
         let vmstat = PinCounters::read().ok().flatten();
-        let sites = if callers.is_empty() {
-            BTreeMap::new()
-        } else {
-            attribution::symbols::resolve(callers.keys().map(|k| k.caller))
-        };
-
+        let sites = name_sites(&callers);
         Ok(Snapshot {
             taken,
             gup,
@@ -332,50 +277,33 @@ impl Snapshot {
             .gup
             .iter()
             .zip(earlier.gup.iter())
-            .map(|(c, p)| sub(c, p))
+            .map(|(c, p)| c.delta(p))
             .collect();
         let release = self
             .release
             .iter()
             .zip(earlier.release.iter())
-            .map(|(c, p)| ReleaseStats {
-                calls: c.calls.saturating_sub(p.calls),
-                pages: c.pages.saturating_sub(p.pages),
-            })
+            .map(|(c, p)| c.delta(p))
             .collect();
         let procs = self
             .procs
             .iter()
             .filter_map(|(tgid, cur)| {
                 // An entry created anew (evicted in between) counts from 0.
-                let prev = earlier
-                    .procs
-                    .get(tgid)
-                    .filter(|prev| prev.first_ns == cur.first_ns)
-                    .cloned()
-                    .unwrap_or_default();
-                let d = ProcTotals {
-                    comm: cur.comm.clone(),
-                    calls: cur.calls.saturating_sub(prev.calls),
-                    pages: cur.pages.saturating_sub(prev.pages),
-                    pinned: cur.pinned.saturating_sub(prev.pinned),
-                    released: cur.released.saturating_sub(prev.released),
-                    first_ns: cur.first_ns,
+                let d = match earlier.procs.get(tgid) {
+                    Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
+                    _ => cur.clone(),
                 };
                 (d.calls != 0 || d.released != 0).then_some((*tgid, d))
             })
             .collect();
-        let mut health = [0; HEALTH_COUNT];
-        for (i, h) in health.iter_mut().enumerate() {
-            *h = self.health[i].saturating_sub(earlier.health[i]);
-        }
         let callers = self
             .callers
             .iter()
             .filter_map(|(key, cur)| {
                 // An entry created anew (evicted in between) counts from 0.
                 let d = match earlier.callers.get(key) {
-                    Some(prev) if prev.first_ns == cur.first_ns => attribution::sub(cur, prev),
+                    Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
                     _ => *cur,
                 };
                 attribution::is_active(&d).then_some((*key, d))
@@ -386,24 +314,14 @@ impl Snapshot {
             gup,
             release,
             procs,
-            health,
+            health: self.health.delta(&earlier.health),
             misses: misses::since(&self.misses, &earlier.misses),
             callers,
             sites: self.sites.clone(),
-            evicted: self.evicted.since(&earlier.evicted),
-            balance: PinBalance {
-                pinned: self.balance.pinned.saturating_sub(earlier.balance.pinned),
-                released: self
-                    .balance
-                    .released
-                    .saturating_sub(earlier.balance.released),
-                gup_released: self
-                    .balance
-                    .gup_released
-                    .saturating_sub(earlier.balance.gup_released),
-            },
+            evicted: self.evicted.delta(&earlier.evicted),
+            balance: self.balance.delta(&earlier.balance),
             vmstat: match (self.vmstat, earlier.vmstat) {
-                (Some(c), Some(p)) => Some(c.since(&p)),
+                (Some(c), Some(p)) => Some(c.delta(&p)),
                 _ => None,
             },
         }
@@ -437,29 +355,10 @@ pub struct Delta {
     pub balance: PinBalance,
 }
 
-/// Upper bound in ns of the latency bucket holding quantile `q` (0..=1) of
-/// a log2 histogram, or `None` when it is empty. Bucket `i` holds latencies
-/// below `2^(i+1)` ns.
-pub fn latency_quantile_ns(hist: &[u64], q: f64) -> Option<u64> {
-    let total: u64 = hist.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-    let mut seen = 0;
-    for (i, count) in hist.iter().enumerate() {
-        seen += count;
-        if seen >= rank {
-            return Some(1u64 << (i + 1).min(63));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
+    use pin_common::{FUNCS, GUP_FUNC_COUNT};
 
     fn snapshot(procs: &[(u32, u64, u64)], evicted_procs: u64) -> Snapshot {
         Snapshot {
@@ -527,40 +426,5 @@ mod tests {
         assert_eq!(later.since(&earlier).callers[&key].calls, 3);
         later.callers.insert(key, stats(130, 1_000));
         assert_eq!(later.since(&earlier).callers[&key].calls, 30);
-    }
-
-    #[test]
-    fn quantiles_from_log2_buckets() {
-        let mut hist = [0u64; LATENCY_BUCKETS];
-        assert_eq!(latency_quantile_ns(&hist, 0.5), None);
-        hist[9] = 90; // 512..1023 ns
-        hist[12] = 10; // 4096..8191 ns
-        assert_eq!(latency_quantile_ns(&hist, 0.5), Some(1024));
-        assert_eq!(latency_quantile_ns(&hist, 0.9), Some(1024));
-        assert_eq!(latency_quantile_ns(&hist, 0.99), Some(8192));
-        assert_eq!(latency_quantile_ns(&hist, 1.0), Some(8192));
-    }
-
-    fn stats(calls: u64, pages: u64, bucket: usize) -> GupStats {
-        let mut s = GupStats::ZERO;
-        s.calls = calls;
-        s.pages_returned = pages;
-        s.latency_log2[bucket] = calls;
-        s.errno[14] = calls / 2;
-        s
-    }
-
-    proptest! {
-        #[test]
-        fn add_then_sub_roundtrips(a in 0u64..1 << 40, b in 0u64..1 << 40, bucket in 0usize..LATENCY_BUCKETS) {
-            let base = stats(a, a * 3, bucket);
-            let mut total = base;
-            add(&mut total, &stats(b, b * 3, bucket));
-            let d = sub(&total, &base);
-            prop_assert_eq!(d.calls, b);
-            prop_assert_eq!(d.pages_returned, b * 3);
-            prop_assert_eq!(d.latency_log2[bucket], b);
-            prop_assert_eq!(d.errno[14], b / 2);
-        }
     }
 }

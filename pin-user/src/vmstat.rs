@@ -28,18 +28,6 @@ impl PinCounters {
             },
         )
     }
-
-    /// Change from `earlier` to `self`.
-    pub fn since(&self, earlier: &Self) -> Self {
-        Self {
-            nr_foll_pin_acquired: self
-                .nr_foll_pin_acquired
-                .saturating_sub(earlier.nr_foll_pin_acquired),
-            nr_foll_pin_released: self
-                .nr_foll_pin_released
-                .saturating_sub(earlier.nr_foll_pin_released),
-        }
-    }
 }
 
 /// Folds the per-CPU vmstat deltas into the global counters
@@ -51,6 +39,7 @@ pub fn refresh() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counters::Counters;
 
     #[test]
     fn reads_this_kernel() {
@@ -71,7 +60,7 @@ mod tests {
             nr_foll_pin_released: 69,
         };
         assert_eq!(
-            b.since(&a),
+            b.delta(&a),
             PinCounters {
                 nr_foll_pin_acquired: 65,
                 nr_foll_pin_released: 65

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, workspace_root};
+use crate::{cmd, workspace};
 
 /// One private apt state over a fixed set of suites, or the machine's own.
 pub struct PrivateApt {
@@ -33,7 +33,7 @@ impl PrivateApt {
     /// `suites` of the machine's Debian mirror.
     pub fn new(name: &str, suites: &'static [&'static str]) -> Self {
         Self {
-            dir: Some(workspace_root().join("target/vm/apt").join(name)),
+            dir: Some(workspace::root().join("target/vm/apt").join(name)),
             suites,
         }
     }

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{vm, workspace_root};
+use crate::{vm, workspace};
 
 /// The README's "Try it in a VM" command. The workload outlives the
 /// dashboard (a million calls take minutes under TCG) and is cut short
@@ -60,13 +60,13 @@ fn wait_for_pane(
 pub fn run() -> anyhow::Result<()> {
     let tmux_bin = vm::tmux()?;
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
-    let status_file = workspace_root().join("target/vm/demo-status");
+    let status_file = workspace::root().join("target/vm/demo-status");
     let _ = std::fs::remove_file(&status_file);
     let _ = tmux(&tmux_bin, &["kill-session", "-t", SESSION]);
     // xtask runs in the session's shell; its exit status lands in a file.
     let shell = format!(
         "cd '{}' && '{}' vm -i --kernel {KERNEL} -- '{DEMO}'; echo $? > '{}'",
-        workspace_root().display(),
+        workspace::root().display(),
         xtask.display(),
         status_file.display()
     );

@@ -1,7 +1,8 @@
 //! What xtask installs, idempotently: the nightly toolchain with rust-src
-//! and bpf-linker (the eBPF build), and the Debian packages the VM runs and
-//! the tests need. Each `ensure_*` checks first and installs only what is
-//! missing, so every xtask command calls the ones it needs.
+//! and bpf-linker (the eBPF build), and the Debian packages the VM runs,
+//! the tests and the benchmark need. Each `ensure_*` checks first and
+//! installs only what is missing, so every xtask command calls the ones it
+//! needs.
 
 use std::{process::Command, sync::Once};
 
@@ -22,6 +23,9 @@ const VM_PACKAGES: &[&str] = &[
 ];
 /// Debian packages the unit tests need (promtool checks the exposition).
 const TEST_PACKAGES: &[&str] = &["prometheus"];
+/// Debian packages of the benchmark's peers (carried into the VM image with
+/// their libraries).
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools"];
 /// The bpf-linker release known to build here against LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -52,6 +56,11 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
 /// qemu, busybox, cpio, xz, tmux.
 pub fn ensure_vm_tools() -> anyhow::Result<()> {
     ensure_apt(VM_PACKAGES)
+}
+
+/// bpftrace and libbpf-tools (for `funclatency`), the benchmark's peers.
+pub fn ensure_bench_tools() -> anyhow::Result<()> {
+    ensure_apt(BENCH_PACKAGES)
 }
 
 fn ensure_nightly_rust_src() -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     apt::{self, PrivateApt},
-    workspace_root,
+    workspace,
 };
 
 /// The named kernels of the matrix.
@@ -24,10 +24,6 @@ pub const MATRIX_KERNELS: &[&str] = &[
     "debian-6.18",
     "debian-7.3",
 ];
-
-/// The kernels the overhead benchmark runs on by default (the stock cloud
-/// kernels users run most).
-pub const BENCH_KERNELS: &[&str] = &["debian-6.1", "debian-6.12"];
 
 /// An unpacked kernel ready to boot.
 pub struct Kernel {
@@ -110,7 +106,7 @@ fn modules_stamp() -> String {
 }
 
 fn cache_dir() -> PathBuf {
-    workspace_root().join("target").join("vm").join("kernels")
+    workspace::root().join("target").join("vm").join("kernels")
 }
 
 /// Sorts package names by their embedded version numbers.

@@ -13,8 +13,9 @@ mod qemu;
 mod setup;
 mod test;
 mod vm;
+mod workspace;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -69,14 +70,6 @@ enum Command {
     /// The benchmark's driver inside the VM (started by `bench`).
     #[command(hide = true)]
     BenchGuest(bench::guest::GuestArgs),
-}
-
-/// The workspace root.
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
 }
 
 fn main() -> ExitCode {

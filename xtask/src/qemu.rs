@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     apt::{self, PrivateApt},
-    install, workspace_root,
+    install, workspace,
 };
 
 /// The suite qemu comes from.
@@ -39,7 +39,7 @@ pub struct Qemu {
 }
 
 fn cache_dir() -> PathBuf {
-    workspace_root().join("target/vm/qemu")
+    workspace::root().join("target/vm/qemu")
 }
 
 /// Unpacks qemu 10 once (idempotent) and returns how to run it.

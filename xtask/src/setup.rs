@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: everything the build, the VM tests and the
 //! benchmarks need, installed or fetched once (each step is idempotent).
 
-use crate::{bench, install, kernels, qemu};
+use crate::{install, kernels, qemu};
 
 /// Everything: build tools, VM tools, the benchmark's peers, every kernel
 /// of the matrix.
@@ -11,7 +11,7 @@ pub fn all() -> anyhow::Result<std::process::ExitCode> {
     install::ensure_vm_tools()?;
     let qemu = qemu::ensure()?;
     println!("qemu: {}", qemu.binary.display());
-    bench::ensure_tools()?;
+    install::ensure_bench_tools()?;
     for spec in kernels::MATRIX_KERNELS {
         let k = kernels::ensure(spec)?;
         println!("kernel {spec}: {}", k.vmlinuz.display());

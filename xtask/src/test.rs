@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{install, vm, workspace_root};
+use crate::{install, vm, workspace};
 
 /// One boot of the VM matrix.
 struct Entry {
@@ -94,6 +94,8 @@ impl Tally {
     }
 }
 
+/// Builds the VM suite and copies its executable to where the VM image
+/// takes it from (`target/vm/pinwatch-vm-tests`).
 fn vm_test_binary() -> anyhow::Result<PathBuf> {
     let out = Command::new("cargo")
         .args([
@@ -105,7 +107,7 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
             "--no-run",
             "--message-format=json-render-diagnostics",
         ])
-        .current_dir(workspace_root())
+        .current_dir(workspace::root())
         .stderr(Stdio::inherit())
         .output()
         .context("building the VM test suite")?;
@@ -121,7 +123,7 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
             && msg["target"]["name"] == "vm"
             && let Some(exe) = msg["executable"].as_str()
         {
-            let dest = workspace_root().join("target/vm/pinwatch-vm-tests");
+            let dest = workspace::root().join("target/vm/pinwatch-vm-tests");
             std::fs::create_dir_all(dest.parent().expect("has parent"))?;
             std::fs::copy(exe, &dest)?;
             return Ok(dest);
@@ -134,82 +136,190 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
 pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> {
     install::ensure_build_tools()?;
     install::ensure_test_tools()?;
-    let mut tally = Tally::default();
-    // Where the matrix's minutes go: host tests, builds, each VM.
     let run_started = Instant::now();
-    let mut steps: Vec<(String, Duration, String)> = Vec::new();
+    let mut summary = Summary::default();
+    let host_passed = host_tests(&mut summary)?;
+    let images = Images::build(&mut summary)?;
+    for entry in MATRIX {
+        if let Some(name) = entry.selected(only, tests) {
+            entry.run(&name, tests, &images, &mut summary);
+        }
+    }
+    // The README's first demo, as a newcomer runs it (a terminal, `q`).
+    if tests.is_none() && only.is_none_or(|o| DEMO.contains(o)) {
+        run_demo(&mut summary);
+    }
+    // The whole matrix rewrites the committed table; a partial run writes
+    // beside it.
+    let table = if only.is_none() && tests.is_none() {
+        workspace::root().join("docs/faults/vm.md")
+    } else {
+        workspace::root().join("target/vm/faults-vm.md")
+    };
+    std::fs::write(&table, fault_table(&summary.faults))
+        .with_context(|| format!("writing {}", table.display()))?;
+    println!("fault table: {}", table.display());
+    println!("== summary");
+    Ok(summary.print(run_started.elapsed(), host_passed))
+}
 
+/// What the run gathers for its summary and fault table.
+#[derive(Default)]
+struct Summary {
+    /// Tests passed and failed, host and VMs.
+    tally: Tally,
+    /// Each failed VM or demo: its name and what went wrong.
+    failures: Vec<String>,
+    /// The `FAULT|` rows the VMs printed.
+    faults: Vec<String>,
+    /// Each step's name, wall time and result (host tests, builds, each VM
+    /// from boot to power-off, the demo): where the matrix's minutes go.
+    times: Vec<(String, Duration, String)>,
+}
+
+impl Summary {
+    /// Prints the times, the failures and the count; the exit code.
+    fn print(&self, total: Duration, host_passed: bool) -> ExitCode {
+        print_times(self.times.iter(), total);
+        for f in &self.failures {
+            println!("FAILED {f}");
+        }
+        println!("{} passed, {} failed", self.tally.passed, self.tally.failed);
+        if self.tally.failed == 0 && self.failures.is_empty() && host_passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
+    /// Adds a finished VM's fault rows and test results; its verdict.
+    fn add_vm(&mut self, name: &str, outcome: &vm::VmOutcome) -> String {
+        self.faults.extend(
+            outcome
+                .lines
+                .iter()
+                // libtest may print a row after "test name ... ".
+                .filter_map(|l| l.find(FAULT_MARKER).map(|at| &l[at + FAULT_MARKER.len()..]))
+                .map(|row| row.trim().to_string()),
+        );
+        let text = outcome.lines.join("\n");
+        let mut this_vm = Tally::default();
+        if !this_vm.add_libtest(&text) {
+            self.tally.failed += 1;
+            self.failures
+                .push(format!("{name}: the suite reported no result"));
+        } else if outcome.status != 0 {
+            self.failures
+                .push(format!("{name}: exit status {}", outcome.status));
+        }
+        self.tally.passed += this_vm.passed;
+        self.tally.failed += this_vm.failed;
+        format!("{} passed, {} failed", this_vm.passed, this_vm.failed)
+    }
+}
+
+/// The workspace's unit tests on the host; whether cargo test succeeded.
+fn host_tests(summary: &mut Summary) -> anyhow::Result<bool> {
+    let started = Instant::now();
     println!("== unit tests (host)");
     let host = Command::new("cargo")
         .args(["test", "--workspace"])
-        .current_dir(workspace_root())
+        .current_dir(workspace::root())
         .stderr(Stdio::inherit())
         .output()
         .context("running cargo test")?;
     let host_text = String::from_utf8_lossy(&host.stdout);
     print!("{host_text}");
+    let tally = &mut summary.tally;
     if !tally.add_libtest(&host_text) || !host.status.success() {
         tally.failed += u64::from(!host.status.success() && tally.failed == 0);
         println!("host unit tests failed");
     }
-
-    steps.push((
+    let passed = host.status.success();
+    summary.times.push((
         "host unit tests (with their build)".into(),
-        run_started.elapsed(),
-        if host.status.success() {
-            "passed"
-        } else {
-            "failed"
-        }
-        .into(),
+        started.elapsed(),
+        if passed { "passed" } else { "failed" }.into(),
     ));
-    let building = Instant::now();
-    let pinwatch = vm::build_pinwatch()?;
-    let suite = vm_test_binary()?;
-    let tmux = vm::tmux()?;
-    steps.push((
-        "release pinwatch and VM suite builds".into(),
-        building.elapsed(),
-        "done".into(),
-    ));
-    let mut failures = Vec::new();
-    let mut faults = Vec::new();
-    // Per VM: its name, wall time (boot to power-off) and result, for the
-    // summary: where the matrix's minutes go.
-    let mut per_vm: Vec<(String, Duration, String)> = Vec::new();
-    for &Entry {
-        kernel,
-        attach,
-        subset,
-        params,
-    } in MATRIX
-    {
+    Ok(passed)
+}
+
+/// The binaries every VM of the matrix carries.
+struct Images {
+    /// The release pinwatch.
+    pinwatch: PathBuf,
+    /// The VM suite's test executable.
+    suite: PathBuf,
+    /// The host's tmux, for the dashboard tests.
+    tmux: PathBuf,
+}
+
+impl Images {
+    /// Builds pinwatch and the VM suite, timed as one step.
+    fn build(summary: &mut Summary) -> anyhow::Result<Self> {
+        let building = Instant::now();
+        let images = Self {
+            pinwatch: vm::build_pinwatch()?,
+            suite: vm_test_binary()?,
+            tmux: vm::tmux()?,
+        };
+        summary.times.push((
+            "release pinwatch and VM suite builds".into(),
+            building.elapsed(),
+            "done".into(),
+        ));
+        Ok(images)
+    }
+}
+
+impl Entry {
+    /// The entry's name (`kernel/attach[ params]`) when `only` and `tests`
+    /// select it. An entry that runs a subset runs only when asked for
+    /// that subset.
+    fn selected(&self, only: Option<&str>, tests: Option<&str>) -> Option<String> {
+        let Self {
+            kernel,
+            attach,
+            subset,
+            params,
+        } = self;
         let name = if params.is_empty() {
             format!("{kernel}/{attach}")
         } else {
             format!("{kernel}/{attach} {params}")
         };
         if only.is_some_and(|o| !name.contains(o)) {
-            continue;
+            return None;
         }
-        // An entry that runs a subset runs only when asked for that subset.
         let subset_name = subset.trim_end_matches(':');
         if !subset.is_empty() && tests.is_some_and(|t| !t.contains(subset_name)) {
-            continue;
+            return None;
         }
+        Some(name)
+    }
+
+    /// Boots the entry's VM, runs the suite (`tests`, else its subset) and
+    /// adds what it reports to `summary`.
+    fn run(&self, name: &str, tests: Option<&str>, images: &Images, summary: &mut Summary) {
         println!("== VM {name}");
         let command = format!(
-            "PINWATCH_ATTACH={attach} PINWATCH_KERNEL={kernel} /bin/pinwatch-vm-tests --test-threads=1 --nocapture {}",
-            tests.unwrap_or(subset)
+            "PINWATCH_ATTACH={} PINWATCH_KERNEL={} /bin/pinwatch-vm-tests --test-threads=1 --nocapture {}",
+            self.attach,
+            self.kernel,
+            tests.unwrap_or(self.subset)
         );
-        let binaries = [pinwatch.clone(), suite.clone(), tmux.clone()];
+        let binaries = [
+            images.pinwatch.clone(),
+            images.suite.clone(),
+            images.tmux.clone(),
+        ];
         let timeout = Duration::from_secs(1200);
         let options = vm::VmOptions {
-            kernel_params: params.to_string(),
+            kernel_params: self.params.to_string(),
             ..Default::default()
         };
         let started = Instant::now();
-        let mut result = vm::run_with(kernel, &binaries, &command, timeout, &options);
+        let mut result = vm::run_with(self.kernel, &binaries, &command, timeout, &options);
         // A guest that died before its init ran tested nothing (seen once
         // under Debian's qemu 7.2: an int3 oops in sched_clock_cpu at 7.7 s;
         // not seen since the move to qemu 10). Boot it once more; a second
@@ -218,84 +328,39 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
             && let Some(boot) = e.downcast_ref::<vm::BootFailure>()
         {
             println!("{boot}\n== VM {name}: booting once more (nothing had run)");
-            result = vm::run_with(kernel, &binaries, &command, timeout, &options);
+            result = vm::run_with(self.kernel, &binaries, &command, timeout, &options);
         }
-        match result {
-            Ok(outcome) => {
-                faults.extend(
-                    outcome
-                        .lines
-                        .iter()
-                        // libtest may print a row after "test name ... ".
-                        .filter_map(|l| {
-                            l.find(FAULT_MARKER).map(|at| &l[at + FAULT_MARKER.len()..])
-                        })
-                        .map(|row| row.trim().to_string()),
-                );
-                let text = outcome.lines.join("\n");
-                let mut this_vm = Tally::default();
-                if !this_vm.add_libtest(&text) {
-                    tally.failed += 1;
-                    failures.push(format!("{name}: the suite reported no result"));
-                } else if outcome.status != 0 {
-                    failures.push(format!("{name}: exit status {}", outcome.status));
-                }
-                tally.passed += this_vm.passed;
-                tally.failed += this_vm.failed;
-                per_vm.push((
-                    format!("VM {name}"),
-                    started.elapsed(),
-                    format!("{} passed, {} failed", this_vm.passed, this_vm.failed),
-                ));
-            }
+        let verdict = match result {
+            Ok(outcome) => summary.add_vm(name, &outcome),
             Err(e) => {
-                tally.failed += 1;
-                failures.push(format!("{name}: {e:#}"));
-                per_vm.push((
-                    format!("VM {name}"),
-                    started.elapsed(),
-                    "did not finish".into(),
-                ));
-            }
-        }
-    }
-    // The README's first demo, as a newcomer runs it (a terminal, `q`).
-    let demo = "demo: cargo xtask vm -i on debian-6.12";
-    if tests.is_none() && only.is_none_or(|o| demo.contains(o)) {
-        println!("== {demo}");
-        let started = Instant::now();
-        let result = match crate::demo::run() {
-            Ok(()) => "passed".to_string(),
-            Err(e) => {
-                failures.push(format!("{demo}: {e:#}"));
-                "failed".to_string()
+                summary.tally.failed += 1;
+                summary.failures.push(format!("{name}: {e:#}"));
+                "did not finish".into()
             }
         };
-        per_vm.push((demo.to_string(), started.elapsed(), result));
+        summary
+            .times
+            .push((format!("VM {name}"), started.elapsed(), verdict));
     }
-    // The whole matrix rewrites the committed table; a partial run writes
-    // beside it.
-    let table = if only.is_none() && tests.is_none() {
-        workspace_root().join("docs/faults/vm.md")
-    } else {
-        workspace_root().join("target/vm/faults-vm.md")
+}
+
+/// The README's first demo in the summary.
+const DEMO: &str = "demo: cargo xtask vm -i on debian-6.12";
+
+/// Runs the README's first demo ([`crate::demo`]).
+fn run_demo(summary: &mut Summary) {
+    println!("== {DEMO}");
+    let started = Instant::now();
+    let result = match crate::demo::run() {
+        Ok(()) => "passed".to_string(),
+        Err(e) => {
+            summary.failures.push(format!("{DEMO}: {e:#}"));
+            "failed".to_string()
+        }
     };
-    std::fs::write(&table, fault_table(&faults))
-        .with_context(|| format!("writing {}", table.display()))?;
-    println!("fault table: {}", table.display());
-    println!("== summary");
-    print_times(steps.iter().chain(&per_vm), run_started.elapsed());
-    for f in &failures {
-        println!("FAILED {f}");
-    }
-    println!("{} passed, {} failed", tally.passed, tally.failed);
-    Ok(
-        if tally.failed == 0 && failures.is_empty() && host.status.success() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    summary
+        .times
+        .push((DEMO.to_string(), started.elapsed(), result));
 }
 
 /// Each step's wall time and result (host tests, builds, each VM, the

@@ -4,15 +4,15 @@
 
 use std::{
     io::{Read as _, Write as _},
-    path::PathBuf,
-    process::{Command, ExitCode, Stdio},
-    sync::mpsc,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, ExitCode, Stdio},
+    sync::mpsc::{self, Receiver},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, initramfs, install, kernels, qemu, workspace_root};
+use crate::{cmd, initramfs, install, kernels, qemu, workspace};
 
 /// What a VM run produced.
 pub struct VmOutcome {
@@ -52,9 +52,9 @@ pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
     cmd::run(
         Command::new("cargo")
             .args(["build", "--release", "-p", "pin-user", "--bin", "pinwatch"])
-            .current_dir(workspace_root()),
+            .current_dir(workspace::root()),
     )?;
-    Ok(workspace_root().join("target/release/pinwatch"))
+    Ok(workspace::root().join("target/release/pinwatch"))
 }
 
 /// The host's tmux, which the VM images carry so the dashboard can run in
@@ -157,21 +157,10 @@ pub fn run_with(
     timeout: Duration,
     options: &VmOptions,
 ) -> anyhow::Result<VmOutcome> {
-    let VmOptions {
-        echo,
-        interactive,
-        memory_mb,
-        ref kernel_params,
-    } = *options;
-    let command = match (interactive, host_terminal_size()) {
-        // The serial console cannot tell the guest its size.
-        (true, Some((rows, cols))) => format!("stty rows {rows} cols {cols}; {command}"),
-        _ => command.to_string(),
-    };
-    let command = command.as_str();
+    let command = sized_to_terminal(command, options.interactive);
     let qemu = qemu::ensure()?;
     let kernel = kernels::ensure(kernel)?;
-    let work = workspace_root().join("target/vm");
+    let work = workspace::root().join("target/vm");
     std::fs::create_dir_all(&work)?;
     let initrd = work.join(format!("initrd-{}.gz", std::process::id()));
     initramfs::build(
@@ -179,29 +168,62 @@ pub fn run_with(
         binaries,
         &kernel.modules,
         kernel.files.as_deref(),
-        command,
+        &command,
     )?;
+    let mut child = start_qemu(&qemu, &kernel, &initrd, options)?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let lines = forward_console(stdout, options.echo);
+    let Some(console) = read_console(&lines, timeout) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&initrd);
+        bail!(
+            "VM on {} timed out after {}s",
+            kernel.name,
+            timeout.as_secs()
+        );
+    };
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&initrd);
+    console.outcome(&kernel.name)
+}
 
-    let mut child = Command::new(&qemu.binary);
-    for dir in &qemu.data_dirs {
-        child.arg("-L").arg(dir);
+/// `command` told the host terminal's size first when the VM is
+/// interactive: the serial console cannot tell the guest its size.
+fn sized_to_terminal(command: &str, interactive: bool) -> String {
+    match (interactive, host_terminal_size()) {
+        (true, Some((rows, cols))) => format!("stty rows {rows} cols {cols}; {command}"),
+        _ => command.to_string(),
     }
-    let mut child = child
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2"])
+}
+
+/// Starts qemu on `kernel` and `initrd`, the console on its stdout.
+fn start_qemu(
+    qemu: &qemu::Qemu,
+    kernel: &kernels::Kernel,
+    initrd: &Path,
+    options: &VmOptions,
+) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(&qemu.binary);
+    for dir in &qemu.data_dirs {
+        cmd.arg("-L").arg(dir);
+    }
+    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "2"])
         // No network; no audio (it would try Debian 7.2's audio modules,
         // which qemu 10 cannot load).
         .args(["-nic", "none", "-audio", "none"])
-        .args(["-m", &memory_mb.to_string()])
+        .args(["-m", &options.memory_mb.to_string()])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
-        .arg(&initrd)
+        .arg(initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 quiet rdinit=/init panic=-1 oops=panic {kernel_params}"
+            "console=ttyS0 quiet rdinit=/init panic=-1 oops=panic {}",
+            options.kernel_params
         ))
         .args(["-nographic", "-no-reboot"])
-        .stdin(if interactive {
+        .stdin(if options.interactive {
             Stdio::inherit()
         } else {
             Stdio::null()
@@ -214,13 +236,15 @@ pub fn run_with(
                 "starting {} (run `cargo xtask setup`)",
                 qemu.binary.display()
             )
-        })?;
-    let stdout = child.stdout.take().expect("piped stdout");
+        })
+}
+
+/// Forwards the console's bytes to stdout as they come when `echo` (a
+/// dashboard draws without newlines) and hands complete lines on, for the
+/// exit marker.
+fn forward_console(mut stdout: ChildStdout, echo: bool) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
-    // Forward bytes as they come (a dashboard draws without newlines) and
-    // hand complete lines on for the exit marker.
     std::thread::spawn(move || {
-        let mut stdout = stdout;
         let mut buf = [0u8; 4096];
         let mut partial = Vec::new();
         loop {
@@ -243,48 +267,63 @@ pub fn run_with(
             }
         }
     });
+    rx
+}
+
+/// What the console showed until qemu closed it.
+struct Console {
+    /// Every line, carriage returns trimmed.
+    lines: Vec<String>,
+    /// The exit status the last marker line reported.
+    status: Option<i32>,
+}
+
+/// Gathers console lines until qemu closes the console; `None` once
+/// `timeout` has passed first.
+fn read_console(lines: &Receiver<String>, timeout: Duration) -> Option<Console> {
     let started = Instant::now();
-    let mut lines = Vec::new();
-    let mut status = None;
+    let mut console = Console {
+        lines: Vec::new(),
+        status: None,
+    };
     loop {
         let left = timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_file(&initrd);
-            bail!(
-                "VM on {} timed out after {}s",
-                kernel.name,
-                timeout.as_secs()
-            );
+            return None;
         }
-        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+        match lines.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(line) => {
                 let line = line.trim_end_matches('\r').to_string();
                 if let Some(code) = exit_status_in(&line) {
-                    status = Some(code);
+                    console.status = Some(code);
                 }
-                lines.push(line);
+                console.lines.push(line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Some(console),
         }
     }
-    let _ = child.wait();
-    let _ = std::fs::remove_file(&initrd);
-    let last_lines = || lines[lines.len().saturating_sub(15)..].join("\n");
-    match status {
-        Some(status) => Ok(VmOutcome { status, lines }),
-        None if !lines.iter().any(|l| l.contains(initramfs::BOOT_MARKER)) => Err(BootFailure {
-            kernel: kernel.name.to_string(),
-            last_lines: last_lines(),
+}
+
+impl Console {
+    /// The run's outcome: the command's status, or why there is none (a
+    /// guest that died booting is a [`BootFailure`]).
+    fn outcome(self, kernel: &str) -> anyhow::Result<VmOutcome> {
+        let Self { lines, status } = self;
+        let last_lines = || lines[lines.len().saturating_sub(15)..].join("\n");
+        match status {
+            Some(status) => Ok(VmOutcome { status, lines }),
+            None if !lines.iter().any(|l| l.contains(initramfs::BOOT_MARKER)) => Err(BootFailure {
+                kernel: kernel.to_string(),
+                last_lines: last_lines(),
+            }
+            .into()),
+            None => bail!(
+                "VM on {} ended without reporting an exit status (kernel panic or init failure); last lines:\n{}",
+                kernel,
+                last_lines()
+            ),
         }
-        .into()),
-        None => bail!(
-            "VM on {} ended without reporting an exit status (kernel panic or init failure); last lines:\n{}",
-            kernel.name,
-            last_lines()
-        ),
     }
 }
 

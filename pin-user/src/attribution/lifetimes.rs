@@ -5,12 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use aya::{Ebpf, maps::HashMap as BpfHashMap};
 use pin_common::{FUNCS, PinRecord, attribution::LIFETIMES_CAPACITY};
 use serde::{Deserialize, Serialize};
 
 use super::symbols::{self, CallSite};
-use crate::vmstat::PinCounters;
+use crate::{
+    probes::{KernelMapError, KernelMaps},
+    vmstat::PinCounters,
+};
 
 /// `PIN_LIFETIMES` size: full when lifetimes are on, one entry otherwise
 /// (a hash map preallocates its entries).
@@ -103,11 +105,8 @@ fn comm_of(pid: u32) -> (String, Option<u64>) {
 }
 
 /// Reads `PIN_LIFETIMES` and summarises what is still pinned.
-pub fn read_outstanding(ebpf: &Ebpf) -> Result<Outstanding, aya::maps::MapError> {
-    let Some(map) = ebpf.map("PIN_LIFETIMES") else {
-        return Ok(Outstanding::default());
-    };
-    let map: BpfHashMap<_, u64, PinRecord> = BpfHashMap::try_from(map)?;
+pub fn read_outstanding(maps: KernelMaps<'_>) -> Result<Outstanding, KernelMapError> {
+    let map = maps.pin_lifetimes()?;
     let records: Vec<PinRecord> = map.iter().flatten().map(|(_, rec)| rec).collect();
     // vmstat counters are batched per CPU (a CPU may sit on dozens of
     // pins); flush them so the cross-check compares like with like.
@@ -229,7 +228,7 @@ pub fn render_text(out: &Outstanding) -> String {
         let _ = writeln!(
             text,
             "  oldest: held {:>9} pid {} {} {} via {} ({} pages)",
-            crate::report::fmt_ns(Some(s.held_ns)),
+            crate::figures::fmt_ns(Some(s.held_ns)),
             s.pid,
             s.comm,
             s.caller,

@@ -8,70 +8,21 @@ pub mod view;
 
 use std::collections::BTreeMap;
 
-use aya::{Ebpf, maps::PerCpuHashMap};
 use pin_common::{CallerKey, CallerStats};
+
+use crate::probes::{KernelMapError, KernelMaps};
 
 /// Reads `CALLERS`, summing CPUs. Entries that vanish while iterating
 /// (LRU eviction) are skipped.
-pub fn read_callers(ebpf: &Ebpf) -> Result<BTreeMap<CallerKey, CallerStats>, aya::maps::MapError> {
-    let Some(map) = ebpf.map("CALLERS") else {
-        return Ok(BTreeMap::new());
-    };
-    let map: PerCpuHashMap<_, CallerKey, CallerStats> = PerCpuHashMap::try_from(map)?;
+pub fn read_callers(
+    maps: KernelMaps<'_>,
+) -> Result<BTreeMap<CallerKey, CallerStats>, KernelMapError> {
+    let map = maps.callers()?;
     let mut out = BTreeMap::new();
     for (key, values) in map.iter().flatten() {
-        let mut total = CallerStats::ZERO;
-        for cpu in values.iter() {
-            add(&mut total, cpu);
-        }
-        out.insert(key, total);
+        out.insert(key, crate::counters::sum(CallerStats::ZERO, values.iter()));
     }
     Ok(out)
-}
-
-/// Adds `from` into `into`.
-pub fn add(into: &mut CallerStats, from: &CallerStats) {
-    into.calls += from.calls;
-    into.pages += from.pages;
-    into.fallbacks += from.fallbacks;
-    into.errors += from.errors;
-    into.fast_pages += from.fast_pages;
-    into.slow_pages += from.slow_pages;
-    into.latency_sum_ns += from.latency_sum_ns;
-    for (a, b) in into.latency_log2.iter_mut().zip(from.latency_log2.iter()) {
-        *a += b;
-    }
-    into.pins_tracked += from.pins_tracked;
-    into.pins_released += from.pins_released;
-    into.hold_sum_ns += from.hold_sum_ns;
-    for (a, b) in into.hold_log2.iter_mut().zip(from.hold_log2.iter()) {
-        *a += b;
-    }
-    // Set in the creating CPU's slot only; not a counter.
-    into.first_ns = into.first_ns.max(from.first_ns);
-}
-
-/// `cur - prev`, counter by counter, for the same entry (same `first_ns`).
-pub fn sub(cur: &CallerStats, prev: &CallerStats) -> CallerStats {
-    let mut d = CallerStats::ZERO;
-    d.calls = cur.calls.saturating_sub(prev.calls);
-    d.pages = cur.pages.saturating_sub(prev.pages);
-    d.fallbacks = cur.fallbacks.saturating_sub(prev.fallbacks);
-    d.errors = cur.errors.saturating_sub(prev.errors);
-    d.fast_pages = cur.fast_pages.saturating_sub(prev.fast_pages);
-    d.slow_pages = cur.slow_pages.saturating_sub(prev.slow_pages);
-    d.latency_sum_ns = cur.latency_sum_ns.saturating_sub(prev.latency_sum_ns);
-    for (i, slot) in d.latency_log2.iter_mut().enumerate() {
-        *slot = cur.latency_log2[i].saturating_sub(prev.latency_log2[i]);
-    }
-    d.pins_tracked = cur.pins_tracked.saturating_sub(prev.pins_tracked);
-    d.pins_released = cur.pins_released.saturating_sub(prev.pins_released);
-    d.hold_sum_ns = cur.hold_sum_ns.saturating_sub(prev.hold_sum_ns);
-    for (i, slot) in d.hold_log2.iter_mut().enumerate() {
-        *slot = cur.hold_log2[i].saturating_sub(prev.hold_log2[i]);
-    }
-    d.first_ns = cur.first_ns;
-    d
 }
 
 /// Whether an interval's counters show any activity.

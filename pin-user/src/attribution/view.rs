@@ -8,7 +8,10 @@ use pin_common::{CallerKey, CallerStats, FUNCS};
 use serde::{Deserialize, Serialize};
 
 use super::symbols::CallSite;
-use crate::{report::Latency, snapshot::latency_quantile_ns};
+use crate::{
+    counters::Counters,
+    figures::{Latency, latency_quantile_ns},
+};
 
 /// How long released pins were held, from the kernel's log2 histogram
 /// (percentiles are bucket upper bounds; the mean is exact).
@@ -89,7 +92,7 @@ pub fn caller_views(
         let entry = groups
             .entry((site.function.clone(), key.func))
             .or_insert((CallerStats::ZERO, Vec::new()));
-        super::add(&mut entry.0, stats);
+        entry.0.merge(stats);
         entry.1.push(site.to_string());
     }
     let mut views: Vec<CallerView> = groups
@@ -130,7 +133,6 @@ pub const TOP_CALLERS: usize = 12;
 /// The caller table of `stat`'s text output.
 pub fn render_text(views: &[CallerView], seconds: f64) -> String {
     use std::fmt::Write as _;
-    let secs = seconds.max(1e-9);
     let mut out = String::new();
     if views.is_empty() {
         return out;
@@ -151,11 +153,11 @@ pub fn render_text(views: &[CallerView], seconds: f64) -> String {
             "{:<30} {:<24} {:>9.1} {:>10.1} {:>8} {:>8} {:>8}",
             v.caller,
             v.variant,
-            v.calls as f64 / secs,
-            v.pages as f64 / secs,
+            crate::figures::per_second(v.calls, seconds),
+            crate::figures::per_second(v.pages, seconds),
             v.fallbacks,
-            crate::report::fmt_ns(v.latency.p50),
-            crate::report::fmt_ns(v.latency.p99),
+            crate::figures::fmt_ns(v.latency.p50),
+            crate::figures::fmt_ns(v.latency.p99),
         );
         if with_hold {
             let _ = write!(
@@ -163,7 +165,7 @@ pub fn render_text(views: &[CallerView], seconds: f64) -> String {
                 " {:>8} {:>8} {:>9}",
                 v.pins_tracked,
                 v.pins_released,
-                crate::report::fmt_ns(v.hold.as_ref().and_then(|h| h.p50)),
+                crate::figures::fmt_ns(v.hold.as_ref().and_then(|h| h.p50)),
             );
         }
         out.push('\n');

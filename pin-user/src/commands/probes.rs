@@ -59,7 +59,7 @@ fn self_check(p: &probes::Probes) -> Option<Result<String, String>> {
     const VARIANT: usize = 8; // pin_user_pages_remote
     p.status[VARIANT].attached?;
     let run = || -> anyhow::Result<(u64, u64)> {
-        let before = Snapshot::read(&p.ebpf)?;
+        let before = Snapshot::read(p.maps())?;
         workload::run(&WorkloadOptions {
             kind: WorkloadKind::ProcessVmReadv,
             calls: 1,
@@ -70,7 +70,7 @@ fn self_check(p: &probes::Probes) -> Option<Result<String, String>> {
             wait_stdin: false,
             threads: 1,
         })?;
-        let d = Snapshot::read(&p.ebpf)?.since(&before);
+        let d = Snapshot::read(p.maps())?.since(&before);
         Ok((d.gup[VARIANT].calls, d.gup[VARIANT].pages_returned))
     };
     Some(match run() {

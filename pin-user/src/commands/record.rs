@@ -22,9 +22,10 @@ use anyhow::Context as _;
 use crate::{
     export::record::{Counts, Interval, Meta, Record, SCHEMA},
     kernel::KernelFacts,
-    probes::{AttachError, AttachOptions},
-    reduced::{self, ReducedSample, ReducedView, Source},
-    snapshot::Snapshot,
+    probes::{AttachError, AttachOptions, Probes},
+    reduced::{self, Mode, ReducedSource, ReducedView},
+    sampling::{self, ProbeSource, Schedule, Sink, Source},
+    snapshot::Delta,
     vmstat,
 };
 
@@ -154,16 +155,25 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
     }
     check_output(&opts.output)?;
     let facts = KernelFacts::discover();
-    let mut probes = match reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
-        Source::Probes(probes) => probes,
-        Source::Reduced(reason) => return run_reduced(&opts, &facts, reason),
-    };
-    let stop = crate::signals::stop_flag()?;
+    let mode = reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)?;
     // Told to stop while attaching: do not start a command only to end it.
-    if !opts.command.is_empty() && stop.load(Ordering::Relaxed) {
+    if !opts.command.is_empty() && crate::signals::stop_flag()?.load(Ordering::Relaxed) {
         return Err(AttachError::Stopped.into());
     }
-    let mut child = None;
+    match mode {
+        Mode::Probes(mut probes) => record_probes(&opts, &facts, &mut probes),
+        Mode::Reduced(reason) => record_reduced(&opts, &facts, reason),
+    }
+}
+
+/// Records from the probes; a command is followed from its first
+/// instruction (held at a gate until the probes follow its pid).
+fn record_probes(
+    opts: &RecordOptions,
+    facts: &KernelFacts,
+    probes: &mut Probes,
+) -> anyhow::Result<ExitCode> {
+    let mut gated = None;
     if !opts.command.is_empty() {
         let (mut c, gate) = spawn_gated(&opts.command)?;
         if let Err(e) = probes.follow(c.id()) {
@@ -171,7 +181,7 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
             let _ = c.wait();
             return Err(e.context("cannot follow the command's process tree"));
         }
-        child = Some((c, gate));
+        gated = Some((c, gate));
     }
     let _ = vmstat::refresh();
     // Stays root: it signals and reaps a root child, refreshes vmstat
@@ -180,90 +190,170 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<ExitCode> {
         stay_root: true,
         keep: vec![caps::Capability::CAP_DAC_OVERRIDE],
     })?;
-    let first = Snapshot::read(&probes.ebpf)?;
+    let attach = probes
+        .status
+        .iter()
+        .filter_map(|s| s.attached.map(|m| (s.function.to_string(), m.to_string())))
+        .collect();
+    let mut source = ProbeSource::new(probes)?;
+    if gated.is_some() {
+        source = source.pruning_followed();
+    }
     // Said once counting has started, so a caller that waits for this
     // line misses nothing.
     eprintln!(
         "pinwatch: recording to {}: kernel {}: {}",
         opts.output.display(),
         facts.release,
-        probes.summary()
+        source.probes().summary()
     );
-    let started = SystemTime::now();
-    let start = Instant::now();
     // A line through the gate lets the command exec.
-    let mut child = child.map(|(c, gate)| {
+    let child = gated.map(|(c, gate)| {
         let mut gate = std::fs::File::from(gate);
         let _ = std::io::Write::write_all(&mut gate, b"go\n");
         c
     });
+    record(opts, facts, source, child, |meta| Meta { attach, ..meta })
+}
 
-    let mut intervals = Vec::new();
-    let mut previous = first.clone();
-    let mut next_tick = start + opts.interval;
-    let mut exit_status = None;
-    let mut sampling_error = None;
-    loop {
-        std::thread::sleep(
-            Duration::from_millis(20).min(next_tick.saturating_duration_since(Instant::now())),
-        );
-        if let Some(c) = child.as_mut()
-            && let Some(status) = c.try_wait().context("waiting for the command")?
-        {
-            exit_status = Some(status);
+/// Reduced mode: samples `/proc/vmstat` and `VmPin` (host-wide) while the
+/// command runs or for the duration.
+fn record_reduced(
+    opts: &RecordOptions,
+    facts: &KernelFacts,
+    reason: crate::reduced::ReducedReason,
+) -> anyhow::Result<ExitCode> {
+    let _ = vmstat::refresh();
+    let source = ReducedSource::new()?;
+    let child = match opts.command.is_empty() {
+        true => None,
+        false => {
+            // Nothing to follow: open the gate at once.
+            let (c, gate) = spawn_gated(&opts.command)?;
+            let _ = std::io::Write::write_all(&mut std::fs::File::from(gate), b"go\n");
+            Some(c)
         }
-        let stopping = stop.load(Ordering::Relaxed);
-        let timed_out = opts.duration.is_some_and(|d| start.elapsed() >= d);
-        let done = exit_status.is_some() || stopping || timed_out;
-        if Instant::now() >= next_tick || done {
-            if done {
-                let _ = vmstat::refresh();
-            }
-            match Snapshot::read(&probes.ebpf) {
-                Ok(current) => {
-                    let d = current.since(&previous);
-                    intervals.push(Interval {
-                        t_s: previous.taken.duration_since(first.taken).as_secs_f64(),
-                        duration_s: d.seconds,
-                        counts: Counts::from_delta(&d),
-                    });
-                    previous = current;
-                }
-                Err(e) => sampling_error = Some(anyhow::Error::new(e)),
-            }
-            if child.is_some() {
-                probes.prune_followed();
-            }
-            next_tick += opts.interval;
-        }
-        if done || sampling_error.is_some() {
-            break;
+    };
+    record(opts, facts, source, child, |meta| Meta {
+        reduced: Some(reason),
+        ..meta
+    })
+}
+
+/// What a recording keeps of one interval.
+trait Recorded {
+    /// The interval's counts as the record schema has them.
+    fn counts(&self) -> Counts;
+    /// Its length in seconds.
+    fn seconds(&self) -> f64;
+}
+
+impl Recorded for Delta {
+    fn counts(&self) -> Counts {
+        Counts::from_delta(self)
+    }
+    fn seconds(&self) -> f64 {
+        self.seconds
+    }
+}
+
+impl Recorded for ReducedView {
+    /// The part of a recording's counts reduced mode has.
+    fn counts(&self) -> Counts {
+        Counts {
+            vmstat: self.vmstat,
+            pinned_processes: self.processes.clone(),
+            ..Default::default()
         }
     }
-    if exit_status.is_none() {
-        exit_status = end_command(child.as_mut());
+    fn seconds(&self) -> f64 {
+        self.interval_s
     }
+}
 
+/// Samples `source` until the command ends, the duration passes or a stop
+/// signal arrives, ends the command if it still runs, and writes the
+/// recording (also after a sampling error, with what came before).
+fn record<S>(
+    opts: &RecordOptions,
+    facts: &KernelFacts,
+    mut source: S,
+    child: Option<Child>,
+    complete: impl FnOnce(Meta) -> Meta,
+) -> anyhow::Result<ExitCode>
+where
+    S: Source,
+    S::Interval: Recorded,
+{
+    let started = SystemTime::now();
+    let mut recorder = Recorder {
+        child,
+        exit_status: None,
+        intervals: Vec::new(),
+        last_end_s: 0.0,
+    };
+    let schedule = Schedule {
+        interval: opts.interval,
+        count: None,
+        duration: opts.duration,
+        last_interval: true,
+    };
+    let sampling_error = sampling::drive(&mut source, &mut recorder, &schedule).err();
+    let exit_status = recorder
+        .exit_status
+        .or_else(|| end_command(recorder.child.as_mut()));
+    let duration = source.elapsed();
     let record = Record {
         schema: SCHEMA.to_string(),
-        meta: Meta {
-            attach: probes
-                .status
-                .iter()
-                .filter_map(|s| s.attached.map(|m| (s.function.to_string(), m.to_string())))
-                .collect(),
-            ..meta(
-                &opts,
-                &facts,
-                started,
-                previous.taken.duration_since(first.taken),
-                exit_status,
-            )
-        },
-        counts: Counts::from_delta(&previous.since(&first)),
-        intervals,
+        meta: complete(meta(opts, facts, started, duration, exit_status)),
+        counts: source.since_start().counts(),
+        intervals: recorder.intervals,
     };
-    finish(&opts, record, sampling_error)
+    finish(opts, record, sampling_error)
+}
+
+/// Keeps the intervals and watches the recorded command.
+struct Recorder {
+    child: Option<Child>,
+    exit_status: Option<std::process::ExitStatus>,
+    intervals: Vec<Interval>,
+    /// Where the last interval ended, in seconds since the first read.
+    last_end_s: f64,
+}
+
+impl<S> Sink<S> for Recorder
+where
+    S: Source,
+    S::Interval: Recorded,
+{
+    fn wait(&mut self, until: Instant) -> anyhow::Result<bool> {
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Some(status) = c.try_wait().context("waiting for the command")?
+            {
+                self.exit_status = Some(status);
+                return Ok(true);
+            }
+            if crate::signals::stop_requested() || Instant::now() >= until {
+                return Ok(false);
+            }
+            sampling::sleep_until_stopped(until.min(Instant::now() + Duration::from_millis(20)));
+        }
+    }
+
+    fn ending(&mut self) {
+        let _ = vmstat::refresh();
+    }
+
+    fn take(&mut self, interval: S::Interval, source: &S) -> anyhow::Result<()> {
+        self.intervals.push(Interval {
+            t_s: self.last_end_s,
+            duration_s: interval.seconds(),
+            counts: interval.counts(),
+        });
+        self.last_end_s = source.elapsed().as_secs_f64();
+        Ok(())
+    }
 }
 
 /// How long the command has to end after SIGTERM before it gets SIGKILL.
@@ -396,96 +486,4 @@ fn finish(
         None if record.meta.command.is_some() => ExitCode::from(128 + libc::SIGKILL as u8),
         None => ExitCode::SUCCESS,
     })
-}
-
-/// Reduced mode: samples `/proc/vmstat` and `VmPin` (host-wide) while the
-/// command runs or for the duration, then writes the recording.
-fn run_reduced(
-    opts: &RecordOptions,
-    facts: &KernelFacts,
-    reason: crate::reduced::ReducedReason,
-) -> anyhow::Result<ExitCode> {
-    let stop = crate::signals::stop_flag()?;
-    let _ = vmstat::refresh();
-    let first = ReducedSample::read()?;
-    let started = SystemTime::now();
-    let start = Instant::now();
-    let mut child = match opts.command.is_empty() {
-        true => None,
-        // Told to stop during start-up: do not start a command only to end it.
-        false if stop.load(Ordering::Relaxed) => return Err(AttachError::Stopped.into()),
-        false => {
-            // Nothing to follow: open the gate at once.
-            let (c, gate) = spawn_gated(&opts.command)?;
-            let _ = std::io::Write::write_all(&mut std::fs::File::from(gate), b"go\n");
-            Some(c)
-        }
-    };
-    let mut intervals = Vec::new();
-    let (mut previous, mut previous_at) = (first.clone(), start);
-    let mut exit_status = None;
-    let mut sampling_error = None;
-    loop {
-        let next_tick = previous_at + opts.interval;
-        std::thread::sleep(
-            Duration::from_millis(20).min(next_tick.saturating_duration_since(Instant::now())),
-        );
-        if let Some(c) = child.as_mut()
-            && let Some(status) = c.try_wait().context("waiting for the command")?
-        {
-            exit_status = Some(status);
-        }
-        let done = exit_status.is_some()
-            || stop.load(Ordering::Relaxed)
-            || opts.duration.is_some_and(|d| start.elapsed() >= d);
-        if !done && Instant::now() < next_tick {
-            continue;
-        }
-        if done {
-            let _ = vmstat::refresh();
-        }
-        match ReducedSample::read() {
-            Ok(current) => {
-                let now = Instant::now();
-                let view = ReducedView::new(
-                    &previous,
-                    &current,
-                    now.duration_since(previous_at).as_secs_f64(),
-                );
-                intervals.push(Interval {
-                    t_s: previous_at.duration_since(start).as_secs_f64(),
-                    duration_s: view.interval_s,
-                    counts: reduced_counts(view),
-                });
-                (previous, previous_at) = (current, now);
-            }
-            Err(e) => sampling_error = Some(anyhow::Error::new(e)),
-        }
-        if done || sampling_error.is_some() {
-            break;
-        }
-    }
-    if exit_status.is_none() {
-        exit_status = end_command(child.as_mut());
-    }
-    let duration = previous_at.duration_since(start);
-    let record = Record {
-        schema: SCHEMA.to_string(),
-        meta: Meta {
-            reduced: Some(reason),
-            ..meta(opts, facts, started, duration, exit_status)
-        },
-        counts: reduced_counts(ReducedView::new(&first, &previous, duration.as_secs_f64())),
-        intervals,
-    };
-    finish(opts, record, sampling_error)
-}
-
-/// The part of a recording's counts reduced mode has.
-fn reduced_counts(view: ReducedView) -> Counts {
-    Counts {
-        vmstat: view.vmstat,
-        pinned_processes: view.processes,
-        ..Default::default()
-    }
 }

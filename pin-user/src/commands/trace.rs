@@ -7,7 +7,6 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use aya::maps::PerCpuArray;
 use pin_common::{FUNCS, Health};
 
 use crate::{
@@ -84,12 +83,9 @@ pub fn render_line(r: &CallRecord, t0: u64) -> String {
 }
 
 fn events_lost(probes: &probes::Probes) -> u64 {
-    let Some(map) = probes.ebpf.map("HEALTH") else {
-        return 0;
-    };
-    PerCpuArray::<_, u64>::try_from(map)
-        .ok()
-        .and_then(|health| health.get(&(Health::EventsLost as u32), 0).ok())
+    probes
+        .maps()
+        .health_counter(Health::EventsLost)
         .map_or(0, |per_cpu| per_cpu.iter().sum())
 }
 
@@ -118,7 +114,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<ExitCode> {
         tgid: opts.pid.unwrap_or(0),
     };
     let mut stream =
-        EventStream::start(&mut probes.ebpf, filter, flags).context("starting per-call events")?;
+        EventStream::start(probes.maps_mut(), filter, flags).context("starting per-call events")?;
     probes.shed_privileges(&Default::default())?;
     let lost_at_start = events_lost(&probes);
     let t0 = crate::attribution::lifetimes::monotonic_ns();

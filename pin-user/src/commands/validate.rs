@@ -89,7 +89,7 @@ pub fn run(opts: ValidateOptions) -> anyhow::Result<ExitCode> {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
     let mut events = EventStream::start(
-        &mut probes.ebpf,
+        probes.maps_mut(),
         EventFilter { tid, tgid: 0 },
         flags.clone(),
     )

@@ -1,12 +1,9 @@
 //! The per-caller metric families (`pinwatch_caller_*`): one series per
 //! (calling kernel function, variant), at most [`MAX_CALLER_SERIES`].
 
-use prometheus_client::{
-    encoding::{DescriptorEncoder, NoLabelSet},
-    metrics::MetricType,
-};
+use prometheus_client::{encoding::DescriptorEncoder, metrics::MetricType};
 
-use super::metrics::{Labels, family};
+use super::families::{Labels, family, seconds_family};
 use crate::{
     attribution::view::{CallerView, caller_views},
     snapshot::Snapshot,
@@ -28,76 +25,36 @@ pub(super) fn encode_callers(
     views.sort_by(|a, b| (&a.caller, &a.variant).cmp(&(&b.caller, &b.variant)));
     let dropped = views.len().saturating_sub(MAX_CALLER_SERIES);
     views.truncate(MAX_CALLER_SERIES);
-    let rows = |f: &dyn Fn(&CallerView) -> u64| -> Vec<(Labels<'_>, u64)> {
-        views
-            .iter()
-            .map(|v| {
-                (
-                    vec![("caller", v.caller.clone()), ("variant", v.variant.clone())],
-                    f(v),
-                )
-            })
-            .collect()
-    };
+    let rows = |f: fn(&CallerView) -> u64| rows(&views, f);
     family(
         encoder,
         "pinwatch_caller_calls",
         "Outermost GUP calls by calling kernel function.",
         Counter,
-        rows(&|v| v.calls),
+        rows(|v| v.calls),
     )?;
     family(
         encoder,
         "pinwatch_caller_pages",
         "Pages returned to each calling kernel function.",
         Counter,
-        rows(&|v| v.pages),
+        rows(|v| v.pages),
     )?;
     family(
         encoder,
         "pinwatch_caller_fast_path_fallbacks",
         "Fast-path fallbacks by calling kernel function.",
         Counter,
-        rows(&|v| v.fallbacks),
+        rows(|v| v.fallbacks),
     )?;
-    let mut latency = encoder.encode_descriptor(
+    seconds_family(
+        encoder,
         "pinwatch_caller_latency_seconds",
         "Total latency of the calls by calling kernel function (divide by calls for the mean).",
-        None,
-        Counter,
+        rows(|v| v.latency_sum_ns),
     )?;
-    for v in &views {
-        let labels = vec![("caller", v.caller.clone()), ("variant", v.variant.clone())];
-        latency
-            .encode_family(&labels)?
-            .encode_counter::<NoLabelSet, _, u64>(&(v.latency_sum_ns as f64 / 1e9), None)?;
-    }
     if views.iter().any(|v| v.pins_tracked > 0) {
-        family(
-            encoder,
-            "pinwatch_caller_pins_tracked",
-            "Pinned pages whose lifetime is tracked (--lifetimes), by calling function.",
-            Counter,
-            rows(&|v| v.pins_tracked),
-        )?;
-        family(
-            encoder,
-            "pinwatch_caller_pins_released",
-            "Tracked pinned pages released again, by calling function.",
-            Counter,
-            rows(&|v| v.pins_released),
-        )?;
-        let mut hold = encoder.encode_descriptor(
-            "pinwatch_caller_hold_seconds",
-            "Total time released pinned pages were held, by calling function.",
-            None,
-            Counter,
-        )?;
-        for v in &views {
-            let labels = vec![("caller", v.caller.clone()), ("variant", v.variant.clone())];
-            hold.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&(v.hold_sum_ns as f64 / 1e9), None)?;
-        }
+        encode_lifetimes(encoder, &views)?;
     }
     family(
         encoder,
@@ -105,5 +62,48 @@ pub(super) fn encode_callers(
         "(caller, variant) pairs not exported because of the series cap.",
         Gauge,
         vec![(vec![], dropped as u64)],
+    )
+}
+
+/// One row per (caller, variant) of the views.
+fn rows(views: &[CallerView], f: fn(&CallerView) -> u64) -> Vec<(Labels<'static>, u64)> {
+    views
+        .iter()
+        .map(|v| {
+            (
+                vec![("caller", v.caller.clone()), ("variant", v.variant.clone())],
+                f(v),
+            )
+        })
+        .collect()
+}
+
+/// Pin lifetimes per caller (`--lifetimes`): pins tracked, released, and
+/// how long the released ones were held.
+fn encode_lifetimes(
+    encoder: &mut DescriptorEncoder<'_>,
+    views: &[CallerView],
+) -> Result<(), std::fmt::Error> {
+    use MetricType::Counter;
+    let rows = |f: fn(&CallerView) -> u64| rows(views, f);
+    family(
+        encoder,
+        "pinwatch_caller_pins_tracked",
+        "Pinned pages whose lifetime is tracked (--lifetimes), by calling function.",
+        Counter,
+        rows(|v| v.pins_tracked),
+    )?;
+    family(
+        encoder,
+        "pinwatch_caller_pins_released",
+        "Tracked pinned pages released again, by calling function.",
+        Counter,
+        rows(|v| v.pins_released),
+    )?;
+    seconds_family(
+        encoder,
+        "pinwatch_caller_hold_seconds",
+        "Total time released pinned pages were held, by calling function.",
+        rows(|v| v.hold_sum_ns),
     )
 }

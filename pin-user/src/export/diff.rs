@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use super::record::{Counts, Record, VariantTotals};
+use crate::figures::VariantFigures;
 
 /// Which direction is worse for a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -63,27 +64,28 @@ pub struct DiffReport {
     pub metrics: Vec<MetricDiff>,
 }
 
-type Extract = fn(&VariantTotals) -> Option<f64>;
+type Extract = fn(&VariantFigures) -> Option<f64>;
 
-/// The compared metrics: name, worse direction, how to read it.
+/// The compared metrics: name, worse direction, which figure.
 const METRICS: &[(&str, Worse, Extract)] = &[
     ("calls", Worse::Higher, |v| Some(v.calls as f64)),
-    ("pages_per_call", Worse::Lower, |v| {
-        (v.calls > 0).then(|| v.pages_pinned as f64 / v.calls as f64)
-    }),
-    ("fallback_rate", Worse::Higher, |v| {
-        let fp = v.fast_path.as_ref()?;
-        (v.calls > 0).then(|| fp.fallbacks as f64 / v.calls as f64)
-    }),
+    (
+        "pages_per_call",
+        Worse::Lower,
+        VariantFigures::pages_per_call,
+    ),
+    (
+        "fallback_rate",
+        Worse::Higher,
+        VariantFigures::fallback_ratio,
+    ),
     ("latency_p50_ns", Worse::Higher, |v| {
-        v.latency_ns.p50.map(|x| x as f64)
+        v.latency.p50.map(|x| x as f64)
     }),
     ("latency_p99_ns", Worse::Higher, |v| {
-        v.latency_ns.p99.map(|x| x as f64)
+        v.latency.p99.map(|x| x as f64)
     }),
-    ("error_rate", Worse::Higher, |v| {
-        (v.calls > 0).then(|| v.error_count() as f64 / v.calls as f64)
-    }),
+    ("error_rate", Worse::Higher, VariantFigures::error_ratio),
 ];
 
 /// Relative noise of a metric across a recording's intervals.
@@ -93,7 +95,7 @@ fn noise(record: &Record, variant: &str, extract: Extract, total_metric: bool) -
         .iter()
         .filter_map(|i: &super::record::Interval| {
             let v = i.counts.totals.get(variant)?;
-            let x = extract(v)?;
+            let x = extract(&v.figures(variant))?;
             // Totals scale with interval length: compare them as rates.
             Some(if total_metric {
                 x / i.duration_s.max(1e-9)
@@ -127,10 +129,10 @@ pub fn diff(base: &Record, new: &Record, threshold: f64) -> DiffReport {
     let empty = VariantTotals::default();
     let mut metrics = Vec::new();
     for name in names {
-        let b = base.counts.totals.get(name).unwrap_or(&empty);
-        let n = new.counts.totals.get(name).unwrap_or(&empty);
+        let b = base.counts.totals.get(name).unwrap_or(&empty).figures(name);
+        let n = new.counts.totals.get(name).unwrap_or(&empty).figures(name);
         for &(metric, worse, extract) in METRICS {
-            let (Some(bv), Some(nv)) = (extract(b), extract(n)) else {
+            let (Some(bv), Some(nv)) = (extract(&b), extract(&n)) else {
                 continue;
             };
             let change = if bv == 0.0 {

@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, LATENCY_BUCKETS, catalog::is_fast};
+use pin_common::{
+    FUNCS, GUP_FUNC_COUNT, GupStats, Health, LATENCY_BUCKETS, catalog::is_fast, maps,
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
@@ -12,7 +14,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{probes::ProbeStatus, report::errno_name, snapshot::Snapshot};
+use super::families::{Labels, encode_vmstat, family, seconds_family};
+use crate::{figures::errno_name, probes::ProbeStatus, snapshot::Snapshot};
 
 /// Everything one scrape exports.
 #[derive(Clone, Debug)]
@@ -58,49 +61,6 @@ fn missed_rows(input: &MetricsInput) -> Vec<(Labels<'static>, u64)> {
         }
     }
     rows
-}
-
-/// Label pairs of one series.
-pub(super) type Labels<'a> = Vec<(&'static str, String)>;
-
-/// Encodes one counter or gauge family.
-pub(super) fn family<'a>(
-    encoder: &mut DescriptorEncoder<'a>,
-    name: &'static str,
-    help: &str,
-    kind: MetricType,
-    rows: Vec<(Labels<'_>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in rows {
-        let mut m = metric.encode_family(&labels)?;
-        match kind {
-            MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(&value, None)?,
-            _ => m.encode_gauge(&(value as i64))?,
-        }
-    }
-    Ok(())
-}
-
-/// The kernel's own FOLL_PIN counters (same names in reduced mode).
-pub(super) fn encode_vmstat(
-    encoder: &mut DescriptorEncoder,
-    vm: crate::vmstat::PinCounters,
-) -> Result<(), std::fmt::Error> {
-    family(
-        encoder,
-        "pinwatch_vmstat_foll_pin_acquired",
-        "The kernel's nr_foll_pin_acquired (/proc/vmstat).",
-        MetricType::Counter,
-        vec![(vec![], vm.nr_foll_pin_acquired)],
-    )?;
-    family(
-        encoder,
-        "pinwatch_vmstat_foll_pin_released",
-        "The kernel's nr_foll_pin_released (/proc/vmstat).",
-        MetricType::Counter,
-        vec![(vec![], vm.nr_foll_pin_released)],
-    )
 }
 
 fn variant(id: usize) -> (&'static str, String) {
@@ -171,6 +131,19 @@ fn encode_variants(
         Counter,
         per_variant(&|i| gup[i].zero),
     )?;
+    encode_fast_path(encoder, gup, &seen)?;
+    encode_errors(encoder, gup, &seen)?;
+    encode_latency(encoder, gup, &seen)
+}
+
+/// Fast-path fallbacks and the pages each path took, for the variants
+/// that have a fast path.
+fn encode_fast_path(
+    encoder: &mut DescriptorEncoder,
+    gup: &[GupStats],
+    seen: &[usize],
+) -> Result<(), std::fmt::Error> {
+    use MetricType::Counter;
     let fast: Vec<usize> = seen
         .iter()
         .copied()
@@ -198,7 +171,15 @@ fn encode_variants(
         "Pages taken by the fast path and by the slow path after a fallback.",
         Counter,
         paths,
-    )?;
+    )
+}
+
+/// Error returns per variant and errno (only those that occurred).
+fn encode_errors(
+    encoder: &mut DescriptorEncoder,
+    gup: &[GupStats],
+    seen: &[usize],
+) -> Result<(), std::fmt::Error> {
     let errors = seen
         .iter()
         .flat_map(|&i| {
@@ -214,11 +195,9 @@ fn encode_variants(
         encoder,
         "pinwatch_gup_errors",
         "GUP calls that returned an error, by errno.",
-        Counter,
+        MetricType::Counter,
         errors,
-    )?;
-
-    encode_latency(encoder, gup, &seen)
+    )
 }
 
 /// Latency of outermost calls per variant, from the kernel's log2 buckets.
@@ -301,7 +280,7 @@ fn encode_releases(
         None,
         Gauge,
     )?;
-    outstanding.encode_gauge(&(balance.pinned as i64 - balance.released as i64))?;
+    outstanding.encode_gauge(&balance.outstanding())?;
     let mut internal = encoder.encode_descriptor(
             "pinwatch_gup_internal_unpin_pages",
             "FOLL_PIN pages GUP released itself inside a get/pin call (rollbacks, FOLL_LONGTERM migration retries), seen at gup_put_folio; nr_foll_pin_released counts these and pinwatch_unpin_pages_total together.",
@@ -344,28 +323,19 @@ fn encode_health(
     input: &MetricsInput,
 ) -> Result<(), std::fmt::Error> {
     use MetricType::{Counter, Gauge};
-    let health = [
-        ("task_state_lost", input.snapshot.health[0]),
-        ("unmatched_exit", input.snapshot.health[1]),
-        ("proc_state_lost", input.snapshot.health[2]),
-        ("fork_not_followed", input.snapshot.health[3]),
-        ("event_ring_full", input.snapshot.health[4]),
-        ("caller_unknown", input.snapshot.health[5]),
-        ("lifetime_per_call_limit", input.snapshot.health[6]),
-        ("lifetime_table_full", input.snapshot.health[7]),
-        ("release_of_untracked_pin", input.snapshot.health[8]),
-        ("return_not_seen", input.snapshot.health[9]),
-        ("nesting_overflow", input.snapshot.health[10]),
-        ("irq_release_not_followed", input.snapshot.health[11]),
-    ];
     family(
         encoder,
         "pinwatch_probe_events_lost",
         "Probe events pinwatch could not account, by reason.",
         Counter,
-        health
+        Health::ALL
             .iter()
-            .map(|(r, n)| (vec![("reason", r.to_string())], *n))
+            .map(|&h| {
+                (
+                    vec![("reason", h.label().to_string())],
+                    input.snapshot.health[h as usize],
+                )
+            })
             .collect(),
     )?;
     family(
@@ -404,8 +374,8 @@ fn encode_health(
         "Entries the kernel evicted from pinwatch's LRU hash maps when they were full (before Linux 6.16 also well short of full on many-CPU hosts), with the per-process / per-call-site counts made since the previous read; the per-variant totals lose nothing.",
         Counter,
         vec![
-            (vec![("map", "PROCS".to_string())], evicted.procs),
-            (vec![("map", "CALLERS".to_string())], evicted.callers),
+            (vec![("map", maps::PROCS.to_string())], evicted.procs),
+            (vec![("map", maps::CALLERS.to_string())], evicted.callers),
         ],
     )?;
     Ok(())
@@ -418,17 +388,16 @@ fn encode_run_stats(
 ) -> Result<(), std::fmt::Error> {
     use MetricType::Counter;
     if !input.run_stats.is_empty() {
-        let mut run = encoder.encode_descriptor(
-                "pinwatch_bpf_run_seconds",
-                "Time the kernel spent in pinwatch's programs, per traced function (needs BPF stats enabled).",
-                None,
-                Counter,
-            )?;
-        for (f, ns, _) in &input.run_stats {
-            let labels = vec![("function", f.to_string())];
-            run.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&(*ns as f64 / 1e9), None)?;
-        }
+        seconds_family(
+            encoder,
+            "pinwatch_bpf_run_seconds",
+            "Time the kernel spent in pinwatch's programs, per traced function (needs BPF stats enabled).",
+            input
+                .run_stats
+                .iter()
+                .map(|(f, ns, _)| (vec![("function", f.to_string())], *ns))
+                .collect(),
+        )?;
         family(
             encoder,
             "pinwatch_bpf_runs",

@@ -4,6 +4,7 @@
 
 mod caller_metrics;
 pub mod diff;
+mod families;
 pub mod metrics;
 pub mod record;
 pub mod reduced_metrics;

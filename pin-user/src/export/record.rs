@@ -4,11 +4,14 @@
 
 use std::{collections::BTreeMap, io::Write as _, path::Path};
 
-use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats};
 use serde::{Deserialize, Serialize};
 
-pub use crate::report::Latency;
-use crate::{report::errno_counts, snapshot::Delta, vmstat::PinCounters};
+pub use crate::figures::Latency;
+use crate::{
+    figures::{ReleaseFigures, VariantFigures},
+    snapshot::Delta,
+    vmstat::PinCounters,
+};
 
 /// The schema identifier this version writes and reads.
 pub const SCHEMA: &str = "pinwatch.record/v1";
@@ -46,22 +49,47 @@ pub struct VariantTotals {
     pub latency_ns: Latency,
 }
 
-impl VariantTotals {
-    /// From a per-variant counter delta.
-    pub fn from_stats(id: usize, s: &GupStats) -> Self {
+impl From<&VariantFigures> for VariantTotals {
+    /// The recorded form of a variant's figures (the schema's field names).
+    fn from(v: &VariantFigures) -> Self {
         VariantTotals {
-            calls: s.calls,
-            pages_requested: s.pages_requested,
-            pages_pinned: s.pages_returned,
-            partial: s.partial,
-            zero: s.zero,
-            errors: errno_counts(s),
-            fast_path: pin_common::catalog::is_fast(id as u32).then_some(FastPath {
-                fallbacks: s.fallbacks,
-                fast_pages: s.fast_pages,
-                slow_pages: s.slow_pages,
+            calls: v.calls,
+            pages_requested: v.pages_requested,
+            pages_pinned: v.pages,
+            partial: v.partial,
+            zero: v.zero,
+            errors: v.errno.clone(),
+            fast_path: v.fast_path.then_some(FastPath {
+                fallbacks: v.fallbacks,
+                fast_pages: v.fast_pages,
+                slow_pages: v.slow_pages,
             }),
-            latency_ns: Latency::from_stats(s),
+            latency_ns: v.latency.clone(),
+        }
+    }
+}
+
+impl VariantTotals {
+    /// The figures of a recorded variant, named `variant` (the catalogue's
+    /// name when it knows the function, so its methods apply).
+    pub fn figures(&self, variant: &str) -> VariantFigures {
+        VariantFigures {
+            variant: pin_common::FUNCS
+                .iter()
+                .find(|f| f.name == variant)
+                .map_or("", |f| f.name),
+            fast_path: self.fast_path.is_some(),
+            calls: self.calls,
+            pages_requested: self.pages_requested,
+            pages: self.pages_pinned,
+            partial: self.partial,
+            zero: self.zero,
+            errors: self.error_count(),
+            errno: self.errors.clone(),
+            fallbacks: self.fast_path.as_ref().map_or(0, |f| f.fallbacks),
+            fast_pages: self.fast_path.as_ref().map_or(0, |f| f.fast_pages),
+            slow_pages: self.fast_path.as_ref().map_or(0, |f| f.slow_pages),
+            latency: self.latency_ns.clone(),
         }
     }
 
@@ -102,24 +130,19 @@ pub struct Counts {
 impl Counts {
     /// From a counter delta.
     pub fn from_delta(d: &Delta) -> Self {
+        let view = crate::report::IntervalView::new(d);
         Counts {
-            totals: (0..GUP_FUNC_COUNT)
-                .filter(|&i| d.gup[i].calls > 0)
-                .map(|i| {
-                    (
-                        FUNCS[i].name.to_string(),
-                        VariantTotals::from_stats(i, &d.gup[i]),
-                    )
-                })
+            totals: view
+                .variants
+                .iter()
+                .map(|v| (v.variant.to_string(), VariantTotals::from(v)))
                 .collect(),
-            unpin: d
+            unpin: view
                 .release
                 .iter()
-                .enumerate()
-                .filter(|(_, r)| r.calls > 0)
-                .map(|(i, r): (usize, &ReleaseStats)| {
+                .map(|r: &ReleaseFigures| {
                     (
-                        FUNCS[GUP_FUNC_COUNT + i].name.to_string(),
+                        r.function.to_string(),
                         UnpinTotals {
                             calls: r.calls,
                             pages: r.pages,
@@ -128,7 +151,7 @@ impl Counts {
                 })
                 .collect(),
             vmstat: d.vmstat,
-            callers: crate::attribution::view::caller_views(&d.callers, &d.sites),
+            callers: view.callers,
             pinned_processes: Vec::new(),
         }
     }
@@ -377,7 +400,7 @@ fn write_atomically(
 mod tests {
     use std::collections::BTreeMap;
 
-    use pin_common::{GupStats, ReleaseStats};
+    use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats};
 
     use super::*;
     use crate::{snapshot::Delta, vmstat::PinCounters};

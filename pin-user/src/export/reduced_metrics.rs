@@ -7,7 +7,7 @@ use prometheus_client::{
     collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Registry,
 };
 
-use super::metrics::{encode_vmstat, family};
+use super::families::{encode_vmstat, family};
 use crate::reduced::{ReducedReason, ReducedSample};
 
 #[derive(Debug)]

@@ -32,13 +32,13 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use pin_common::{FUNCS, PROCS_CAPACITY};
+use pin_common::{PROCS_CAPACITY, maps};
 
 use super::metrics::{MetricsInput, openmetrics, prometheus_text};
 use crate::{
     kernel::KernelFacts,
     probes::{AttachOptions, Probes},
-    reduced::{self, ReducedReason, ReducedSample, Source},
+    reduced::{self, Mode, ReducedReason, ReducedSample},
     snapshot::Snapshot,
 };
 
@@ -64,36 +64,19 @@ enum Scraped {
 
 /// Reads everything one scrape exports.
 pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsInput> {
-    let snapshot = Snapshot::read(&probes.ebpf)?;
+    let snapshot = Snapshot::read(probes.maps())?;
     // Per-thread state lives in task local storage, freed with each
     // thread: nothing to fill up, and the kernel cannot list it.
     let map_fill = vec![(
-        "PROCS",
+        maps::PROCS,
         snapshot.procs.len() as u64,
         u64::from(PROCS_CAPACITY),
     )];
-    let mut run_stats: Vec<(&'static str, u64, u64)> = Vec::new();
-    if with_run_stats {
-        for (name, prog) in probes.ebpf.programs() {
-            let Some(id) = name
-                .rsplit('_')
-                .next()
-                .and_then(|n| n.parse::<usize>().ok())
-            else {
-                continue;
-            };
-            let Some(func) = FUNCS.get(id) else { continue };
-            let Ok(info) = prog.info() else { continue }; // not loaded
-            let (ns, runs) = (info.run_time().as_nanos() as u64, info.run_count());
-            match run_stats.iter_mut().find(|(f, _, _)| *f == func.name) {
-                Some(entry) => {
-                    entry.1 += ns;
-                    entry.2 += runs;
-                }
-                None => run_stats.push((func.name, ns, runs)),
-            }
-        }
-    }
+    let run_stats = if with_run_stats {
+        probes.run_stats()
+    } else {
+        Vec::new()
+    };
     Ok(MetricsInput {
         snapshot,
         probes: probes.status.clone(),
@@ -368,8 +351,8 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<ExitCode> {
     raise_fd_limit();
     let facts = KernelFacts::discover();
     let scraped = match reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
-        Source::Probes(probes) => Scraped::Probes(Box::new(Mutex::new(*probes))),
-        Source::Reduced(reason) => Scraped::Reduced(reason),
+        Mode::Probes(probes) => Scraped::Probes(Box::new(Mutex::new(*probes))),
+        Mode::Reduced(reason) => Scraped::Reduced(reason),
     };
     // Kept for as long as we serve: dropping the fd turns the stats off.
     let _stats = if opts.bpf_stats {

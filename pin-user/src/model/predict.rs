@@ -323,39 +323,7 @@ fn slow_take(
     let Some((vma, state)) = space.page(addr) else {
         return Err((EFAULT, "no VMA".into()));
     };
-    // check_vma_flags.
-    if vma.backing == Backing::Special {
-        return Err((EFAULT, "VM_IO/VM_PFNMAP mapping".into()));
-    }
-    if f.write && !vma.write {
-        if !f.force {
-            return Err((EFAULT, "write to a read-only mapping".into()));
-        }
-        if !vma.is_cow() {
-            return Err((EFAULT, "forced write to a shared read-only mapping".into()));
-        }
-    }
-    if !f.write && !vma.read && !f.force {
-        return Err((EFAULT, "PROT_NONE mapping".into()));
-    }
-    if call.variant.pins()
-        && f.longterm
-        && f.write
-        && rules.longterm_write_file_refused
-        && matches!(
-            vma.backing,
-            Backing::File {
-                dirty_tracked: true
-            }
-        )
-        && vma.shared
-    {
-        return Err((
-            EFAULT,
-            "long-term write pin of a dirty-tracked file mapping".into(),
-        ));
-    }
-
+    check_vma(&vma, &call, rules)?;
     let mut page = match state {
         PageState::Present(page) => page,
         PageState::Absent => {
@@ -406,6 +374,44 @@ fn slow_take(
         space.set_page(addr, PageState::Present(page));
     }
     Ok(page)
+}
+
+/// The slow path's refusals before any fault (`check_vma_flags`, and
+/// the long-term pin of a dirty-tracked shared file mapping).
+fn check_vma(vma: &VmaShape, call: &Call, rules: &Rules) -> Result<(), (i64, String)> {
+    let f = call.flags;
+    if vma.backing == Backing::Special {
+        return Err((EFAULT, "VM_IO/VM_PFNMAP mapping".into()));
+    }
+    if f.write && !vma.write {
+        if !f.force {
+            return Err((EFAULT, "write to a read-only mapping".into()));
+        }
+        if !vma.is_cow() {
+            return Err((EFAULT, "forced write to a shared read-only mapping".into()));
+        }
+    }
+    if !f.write && !vma.read && !f.force {
+        return Err((EFAULT, "PROT_NONE mapping".into()));
+    }
+    if call.variant.pins()
+        && f.longterm
+        && f.write
+        && rules.longterm_write_file_refused
+        && matches!(
+            vma.backing,
+            Backing::File {
+                dirty_tracked: true
+            }
+        )
+        && vma.shared
+    {
+        return Err((
+            EFAULT,
+            "long-term write pin of a dirty-tracked file mapping".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Maps a page for a fault at `addr`; THP-eligible anonymous write faults

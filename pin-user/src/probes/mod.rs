@@ -1,19 +1,17 @@
 //! Probe discovery and attach: which GUP functions the running kernel has
 //! ([`signature`]), which mechanism reaches each (fentry/fexit preferred,
 //! kprobe/kretprobe as fallback; [`programs`]), and the loaded eBPF object
-//! that keeps the links alive.
+//! that keeps the links alive, whose maps the rest of the agent reaches
+//! only through [`maps`]' typed facade.
 
+pub mod maps;
 pub mod misses;
 mod programs;
 mod settings;
 mod signature;
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap},
-    programs::TracePoint,
-};
-use pin_common::{FUNCS, FuncConfig, FuncId, FuncKind};
+use aya::{Ebpf, EbpfLoader, programs::TracePoint};
+use pin_common::{FUNCS, FuncId, FuncKind};
 use serde::Serialize;
 
 use crate::{
@@ -23,6 +21,7 @@ use crate::{
         features::{Feature, Object},
     },
 };
+pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub(crate) use programs::program;
 use programs::{attach_exit_watch, attach_functions, attach_release_hook, unload_all};
 use settings::{Globals, ensure_tracefs, fork_child_pid_offset, set_setting};
@@ -192,8 +191,9 @@ pub type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 /// Loaded programs and maps; dropping it detaches everything.
 pub struct Probes {
-    /// The eBPF object, owning programs, links and maps.
-    pub ebpf: Ebpf,
+    /// The eBPF object, owning programs, links and maps: reached from
+    /// outside only through [`Probes::maps`] and [`Probes::maps_mut`].
+    ebpf: Ebpf,
     /// Per known function, what happened.
     pub status: Vec<ProbeStatus>,
     /// Diagnostics from the programs; poll [`KernelLog::flush`] when its
@@ -229,6 +229,16 @@ fn role(kind: FuncKind) -> &'static str {
 }
 
 impl Probes {
+    /// The object's maps, for reading.
+    pub fn maps(&self) -> KernelMaps<'_> {
+        KernelMaps::new(&self.ebpf)
+    }
+
+    /// The object's maps, for setting the probes up.
+    pub fn maps_mut(&mut self) -> KernelMapsMut<'_> {
+        KernelMapsMut::new(&mut self.ebpf)
+    }
+
     /// Functions this kernel has that could not be attached.
     pub fn untraced(&self) -> Vec<&'static str> {
         self.status
@@ -268,7 +278,7 @@ impl Probes {
         // The record's layout is the running kernel's (it moved in 6.13).
         if let Some(offset) = fork_child_pid_offset() {
             set_setting(
-                &mut self.ebpf,
+                &mut self.maps_mut(),
                 pin_common::settings::SETTING_FORK_CHILD_PID_OFFSET,
                 offset,
             )?;
@@ -283,17 +293,11 @@ impl Probes {
                 format!("attaching to sched:{event} (is tracefs mounted at /sys/kernel/tracing?)")
             })?;
         }
-        let mut tracked: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("TRACKED")
-                .context("map TRACKED missing")?,
-        )?;
-        tracked
+        let mut maps = self.maps_mut();
+        maps.tracked()?
             .insert(pid, 1, 0)
-            .context("adding the command to TRACKED")?;
-        let mut filter: Array<_, u32> =
-            Array::try_from(self.ebpf.map_mut("FILTER").context("map FILTER missing")?)?;
-        filter
+            .with_context(|| format!("adding the command to {}", pin_common::maps::TRACKED))?;
+        maps.filter()?
             .set(0, 1, 0)
             .context("turning the process filter on")?;
         Ok(())
@@ -306,10 +310,8 @@ impl Probes {
     /// since its other threads go on. Run each interval while following;
     /// a pid reused in between is dropped by the fork hook.
     pub fn prune_followed(&mut self) {
-        let Some(map) = self.ebpf.map_mut("TRACKED") else {
-            return;
-        };
-        let Ok(mut tracked) = BpfHashMap::<_, u32, u8>::try_from(map) else {
+        let mut maps = self.maps_mut();
+        let Ok(mut tracked) = maps.tracked() else {
             return;
         };
         let gone: Vec<u32> = tracked
@@ -352,13 +354,14 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         exit_watch: Err("not attached yet".into()),
         features_off: facts.features.off_summary(),
     };
-    let ebpf = &mut probes.ebpf;
     log::info!("parsing BTF for aya");
     let aya_btf = match options.mode {
         AttachMode::Kprobe => None,
         _ => aya::Btf::from_sys_fs().ok(),
     };
-    let configured = configure_functions(ebpf, facts, object, &mut probes.status)?;
+    let mut maps = KernelMapsMut::new(&mut probes.ebpf);
+    let configured = configure_functions(&mut maps, facts, object, &mut probes.status)?;
+    let ebpf = &mut probes.ebpf;
     attach_functions(
         ebpf,
         facts,
@@ -368,7 +371,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         &configured,
     )?;
 
-    globals.start_lifetimes(ebpf)?;
+    globals.start_lifetimes(&mut KernelMapsMut::new(ebpf))?;
     let release_hook = attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook);
     probes.lifetimes = match &release_hook {
         Ok(mechanism) => options.lifetimes.then_some(*mechanism),
@@ -422,9 +425,10 @@ fn load_object(
     let mut loader = EbpfLoader::new();
     // TASK_STATES is task local storage, which aya's userspace has no type
     // for; only the probes use it.
-    loader
-        .allow_unsupported_maps()
-        .map_max_entries("PIN_LIFETIMES", lifetimes::capacity(options.lifetimes));
+    loader.allow_unsupported_maps().map_max_entries(
+        pin_common::maps::PIN_LIFETIMES,
+        lifetimes::capacity(options.lifetimes),
+    );
     globals.apply(&mut loader);
     let mut ebpf = loader
         .load(match object {
@@ -448,16 +452,14 @@ fn load_object(
 /// Checks each found function's signature against its BTF and writes its
 /// CONFIG entry; returns the ids configured (the others get a note why).
 fn configure_functions(
-    ebpf: &mut Ebpf,
+    maps: &mut KernelMapsMut<'_>,
     facts: &KernelFacts,
     object: Object,
     status: &mut [ProbeStatus],
 ) -> Result<Vec<FuncId>, AttachError> {
-    let mut config: Array<_, FuncConfig> = Array::try_from(
-        ebpf.map_mut("CONFIG")
-            .ok_or_else(|| AttachError::Load("map CONFIG missing from the object".into()))?,
-    )
-    .map_err(|e| AttachError::Load(e.to_string()))?;
+    let mut config = maps
+        .config()
+        .map_err(|e| AttachError::Load(e.to_string()))?;
     let mut configured = Vec::with_capacity(FUNCS.len());
     for st in status {
         let Some(symbol) = &st.symbol else { continue };
@@ -474,9 +476,9 @@ fn configure_functions(
                     cfg.addr = facts.kallsyms().address(&[symbol.as_str()]).unwrap_or(0);
                 }
                 let id = st.id;
-                config
-                    .set(id, cfg, 0)
-                    .map_err(|e| AttachError::Load(format!("CONFIG[{id}]: {e}")))?;
+                config.set(id, cfg, 0).map_err(|e| {
+                    AttachError::Load(format!("{}[{id}]: {e}", pin_common::maps::CONFIG))
+                })?;
                 configured.push(id);
             }
             Err(e) => st.notes.push(e),

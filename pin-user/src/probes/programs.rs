@@ -23,7 +23,7 @@ use pin_common::{
     catalog::{FuncInfo, has_exit_probe},
 };
 
-use super::{AttachError, AttachMode, Mechanism, ProbeStatus};
+use super::{AttachError, AttachMode, Mechanism, ProbeStatus, Probes};
 use crate::kernel::{KernelFacts, short_error};
 
 /// The entry, exit, kprobe and kretprobe program names of function `id`.
@@ -34,6 +34,29 @@ pub(super) fn program_names(id: FuncId, func: &FuncInfo) -> [String; 4] {
         "gup"
     };
     ["fentry", "fexit", "kprobe", "kretprobe"].map(|kind| format!("{family}_{kind}_{id:02}"))
+}
+
+impl Probes {
+    /// The kernel's run time (ns) and run count of each function's loaded
+    /// programs (BPF stats on), in catalogue order; functions without a
+    /// loaded program are left out. Each function's programs are looked up
+    /// by the names `program_names` gives its id, so the id travels with
+    /// them rather than being parsed back out of a name.
+    pub fn run_stats(&self) -> Vec<(&'static str, u64, u64)> {
+        self.status
+            .iter()
+            .filter_map(|st| {
+                let func = &FUNCS[st.id as usize];
+                let loaded: Vec<_> = program_names(st.id, func)
+                    .iter()
+                    .filter_map(|name| self.ebpf.program(name)?.info().ok())
+                    .collect();
+                let ns = loaded.iter().map(|i| i.run_time().as_nanos() as u64).sum();
+                let runs = loaded.iter().map(|i| i.run_count()).sum();
+                (!loaded.is_empty()).then_some((func.name, ns, runs))
+            })
+            .collect()
+    }
 }
 
 /// Why the internal fast path stays untraced: its probes would only cost.

@@ -7,13 +7,13 @@
 //! the fork tracepoint keeps the child's pid, learnt once a process tree is
 //! followed); and the tracefs mount the fork tracepoint needs.
 
-use aya::{Ebpf, EbpfLoader, maps::Array};
+use aya::EbpfLoader;
 use pin_common::settings::{
     GLOBAL_CALLERS_ON, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON, GLOBAL_RETURN_TRAMPOLINE,
     GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE, SETTING_LIFETIMES,
 };
 
-use super::{AttachError, AttachOptions};
+use super::{AttachError, AttachOptions, KernelMapsMut};
 use crate::kernel::{KernelFacts, foll::FollFlags};
 
 /// The object's read-only globals (names in `pin_common::settings`), all
@@ -69,14 +69,14 @@ impl Globals {
     /// (the hook could not tell pins from other references; checked here,
     /// not at load, so that the failure comes when it always has), and
     /// with `--lifetimes` starts them (`SETTING_LIFETIMES`).
-    pub(super) fn start_lifetimes(&self, ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    pub(super) fn start_lifetimes(&self, maps: &mut KernelMapsMut<'_>) -> Result<(), AttachError> {
         if self.foll_pin.is_none() {
             return Err(AttachError::Load(
                 "the kernel's FOLL_PIN value is unknown".into(),
             ));
         }
         if self.lifetimes == 1 {
-            set_setting(ebpf, SETTING_LIFETIMES, 1)?;
+            set_setting(maps, SETTING_LIFETIMES, 1)?;
         }
         Ok(())
     }
@@ -162,15 +162,15 @@ fn task_stack(facts: &KernelFacts) -> (u64, u64) {
 
 /// Writes entry `index` of the SETTINGS map (see
 /// `pin_common::settings::SETTING_*`).
-pub(super) fn set_setting(ebpf: &mut Ebpf, index: u32, value: u64) -> Result<(), AttachError> {
-    let mut settings: Array<_, u64> = Array::try_from(
-        ebpf.map_mut("SETTINGS")
-            .ok_or_else(|| AttachError::Load("map SETTINGS missing from the object".into()))?,
-    )
-    .map_err(|e| AttachError::Load(e.to_string()))?;
-    settings
+pub(super) fn set_setting(
+    maps: &mut KernelMapsMut<'_>,
+    index: u32,
+    value: u64,
+) -> Result<(), AttachError> {
+    maps.settings()
+        .map_err(|e| AttachError::Load(e.to_string()))?
         .set(index, value, 0)
-        .map_err(|e| AttachError::Load(format!("SETTINGS: {e}")))
+        .map_err(|e| AttachError::Load(format!("{}: {e}", pin_common::maps::SETTINGS)))
 }
 
 #[cfg(test)]

@@ -5,9 +5,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats, catalog::is_fast};
+use pin_common::{FUNCS, GUP_FUNC_COUNT, GupStats, ReleaseStats};
 
-use crate::snapshot::{Delta, ProcTotals};
+use crate::{
+    counters::Counters,
+    figures,
+    snapshot::{Delta, ProcTotals},
+};
 
 /// How many trend points are kept (one per interval).
 pub const HISTORY: usize = 600;
@@ -89,7 +93,7 @@ impl ProcessRow {
     /// Pins taken minus pins released in this process's context (releases
     /// done elsewhere, e.g. I/O completion, count for that context).
     pub fn outstanding(&self) -> i64 {
-        self.totals.pinned as i64 - self.totals.released as i64
+        self.totals.outstanding()
     }
 }
 
@@ -218,24 +222,20 @@ impl App {
         let d = &frame.delta;
         let secs = d.seconds.max(1e-9);
         self.skipped_runs += crate::probes::misses::lost_at_entry(&d.misses);
-        self.balance.pinned += d.balance.pinned;
-        self.balance.released += d.balance.released;
-        self.balance.gup_released += d.balance.gup_released;
-        self.evicted.procs += d.evicted.procs;
-        self.evicted.callers += d.evicted.callers;
+        self.balance.merge(&d.balance);
+        self.evicted.merge(&d.evicted);
         for (total, delta) in self.totals.iter_mut().zip(&d.gup) {
-            crate::snapshot::add(total, delta);
+            total.merge(delta);
         }
         for (total, delta) in self.release_totals.iter_mut().zip(&d.release) {
-            total.calls += delta.calls;
-            total.pages += delta.pages;
+            total.merge(delta);
         }
         for (key, delta) in &d.callers {
             let total = self
                 .caller_totals
                 .entry(*key)
                 .or_insert(pin_common::CallerStats::ZERO);
-            crate::attribution::add(total, delta);
+            total.merge(delta);
         }
         self.sites
             .extend(d.sites.iter().map(|(a, s)| (*a, s.clone())));
@@ -247,7 +247,7 @@ impl App {
                 pid: *pid,
                 ..Default::default()
             });
-            row.totals.add(p);
+            row.totals.merge(p);
             row.pins_per_s = p.pinned as f64 / secs;
         }
         for (pid, row) in self.procs.iter_mut() {
@@ -255,22 +255,9 @@ impl App {
                 row.vmpin_kb = Some(*kb);
             }
         }
-        let pinned: u64 = (0..GUP_FUNC_COUNT)
-            .filter(|&i| FUNCS[i].is_pin)
-            .map(|i| d.gup[i].pages_returned)
-            .sum();
-        let (fallbacks, fast_calls) = (0..GUP_FUNC_COUNT)
-            .filter(|&i| is_fast(i as u32))
-            .fold((0, 0), |(f, c), i| {
-                (f + d.gup[i].fallbacks, c + d.gup[i].calls)
-            });
         self.history.push_back(TrendPoint {
-            pinned_per_s: pinned as f64 / secs,
-            fallback_pct: if fast_calls > 0 {
-                100.0 * fallbacks as f64 / fast_calls as f64
-            } else {
-                0.0
-            },
+            pinned_per_s: figures::pinned_pages(&d.gup) as f64 / secs,
+            fallback_pct: figures::fallback_percent(&d.gup).unwrap_or(0.0),
         });
         while self.history.len() > HISTORY {
             self.history.pop_front();
@@ -297,8 +284,7 @@ impl App {
             }
             VariantSort::Calls => rows.sort_by_key(|&i| (std::cmp::Reverse(last(i).calls), i)),
             VariantSort::Latency => rows.sort_by_key(|&i| {
-                let p99 =
-                    crate::snapshot::latency_quantile_ns(&last(i).latency_log2, 0.99).unwrap_or(0);
+                let p99 = figures::Latency::from_stats(&last(i)).p99.unwrap_or(0);
                 (std::cmp::Reverse(p99), i)
             }),
             VariantSort::Name => rows.sort_by_key(|&i| FUNCS[i].name),
@@ -347,6 +333,6 @@ impl App {
     /// (`PIN_BALANCE`: both read at one instant, so no phantom from the
     /// time between reading two maps).
     pub fn outstanding(&self) -> i64 {
-        self.balance.pinned as i64 - self.balance.released as i64
+        self.balance.outstanding()
     }
 }

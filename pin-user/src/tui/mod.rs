@@ -14,17 +14,18 @@ use std::{
     collections::BTreeMap,
     io::IsTerminal as _,
     process::ExitCode,
-    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use ratatui::crossterm::event::{self, Event, KeyEventKind};
+use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
 
 use crate::{
     kernel::KernelFacts,
-    probes::{self, AttachOptions, Mechanism, ProbeStatus},
-    snapshot::{Snapshot, SnapshotError},
+    probes::{AttachOptions, Mechanism, ProbeStatus},
+    reduced::ReducedSource,
+    sampling::{self, ProbeSource, Schedule, Sink, Source},
+    snapshot::Delta,
 };
 use app::{App, Filter, Frame, HeaderInfo};
 
@@ -62,38 +63,118 @@ pub fn untraced_variants(status: &[ProbeStatus]) -> Vec<&'static str> {
         .collect()
 }
 
-/// Reads live maps into frames.
-struct LiveSource<'a> {
-    probes: &'a probes::Probes,
-    previous: Snapshot,
+/// The frame of one interval: its delta, with the `VmPin` of the
+/// processes active in it and the host's uptime.
+fn frame(delta: Delta) -> Frame {
+    let vmpin_kb: BTreeMap<u32, u64> = delta
+        .procs
+        .keys()
+        .filter_map(|&pid| {
+            let status = procfs::process::Process::new(pid as i32)
+                .ok()?
+                .status()
+                .ok()?;
+            Some((pid, status.vmpin?))
+        })
+        .collect();
+    let uptime_s = {
+        use procfs::Current as _;
+        procfs::Uptime::current().map(|u| u.uptime).unwrap_or(0.0)
+    };
+    Frame {
+        delta,
+        vmpin_kb,
+        uptime_s,
+    }
 }
 
-impl LiveSource<'_> {
-    fn next(&mut self) -> Result<Frame, SnapshotError> {
-        let current = Snapshot::read(&self.probes.ebpf)?;
-        let delta = current.since(&self.previous);
-        self.previous = current;
-        let vmpin_kb: BTreeMap<u32, u64> = delta
-            .procs
-            .keys()
-            .filter_map(|&pid| {
-                let status = procfs::process::Process::new(pid as i32)
-                    .ok()?
-                    .status()
-                    .ok()?;
-                Some((pid, status.vmpin?))
-            })
-            .collect();
-        let uptime_s = {
-            use procfs::Current as _;
-            procfs::Uptime::current().map(|u| u.uptime).unwrap_or(0.0)
-        };
-        Ok(Frame {
-            delta,
-            vmpin_kb,
-            uptime_s,
-        })
+/// What the dashboard loop drives: the full dashboard or the reduced one.
+trait Screen<S: Source> {
+    /// Draws the whole screen.
+    fn draw(&self, f: &mut ratatui::Frame);
+    /// Handles a key press; returns whether the user asked to quit.
+    fn key(&mut self, key: KeyEvent) -> bool;
+    /// Whether intervals are not taken now (paused).
+    fn paused(&self) -> bool {
+        false
     }
+    /// Takes one interval.
+    fn ingest(&mut self, interval: S::Interval);
+}
+
+impl Screen<ProbeSource<'_>> for App {
+    fn draw(&self, f: &mut ratatui::Frame) {
+        render::draw(f, self)
+    }
+    fn key(&mut self, key: KeyEvent) -> bool {
+        keys::handle_key(self, key);
+        self.quit
+    }
+    fn paused(&self) -> bool {
+        self.paused
+    }
+    fn ingest(&mut self, delta: Delta) {
+        App::ingest(self, frame(delta))
+    }
+}
+
+/// A screen on the terminal, redrawn and fed keys between intervals.
+struct Dashboard<T> {
+    terminal: ratatui::DefaultTerminal,
+    screen: T,
+}
+
+impl<S: Source, T: Screen<S>> Sink<S> for Dashboard<T> {
+    fn wait(&mut self, until: Instant) -> anyhow::Result<bool> {
+        loop {
+            self.terminal.draw(|f| self.screen.draw(f))?;
+            if crate::signals::stop_requested() {
+                return Ok(false);
+            }
+            let wait = until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            if event::poll(wait)?
+                && let Event::Key(key) = event::read()?
+                && key.kind == KeyEventKind::Press
+                && self.screen.key(key)
+            {
+                return Ok(true);
+            }
+            // Resizes and other events: the next draw adapts.
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn wants_interval(&self) -> bool {
+        !self.screen.paused()
+    }
+
+    fn take(&mut self, interval: S::Interval, _: &S) -> anyhow::Result<()> {
+        self.screen.ingest(interval);
+        Ok(())
+    }
+}
+
+/// Runs a screen on the terminal until q, Ctrl-C, SIGINT, SIGTERM or
+/// SIGHUP, taking an interval from `source` every `interval`.
+fn run_screen<S: Source, T: Screen<S>>(
+    source: &mut S,
+    screen: T,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let terminal = ratatui::try_init().context("setting up the terminal")?;
+    let _restore = RestoreTerminal;
+    let schedule = Schedule {
+        interval,
+        count: None,
+        duration: None,
+        last_interval: false,
+    };
+    sampling::drive(source, &mut Dashboard { terminal, screen }, &schedule)?;
+    Ok(())
 }
 
 /// Restores the terminal however the loop ends (errors included; panics
@@ -116,51 +197,26 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
         .into());
     }
     let facts = KernelFacts::discover();
-    let probes = match crate::reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
-        crate::reduced::Source::Probes(probes) => probes,
-        crate::reduced::Source::Reduced(reason) => {
-            reduced::run(facts.release.clone(), reason, opts.interval)?;
+    let mut probes = match crate::reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
+        crate::reduced::Mode::Probes(probes) => probes,
+        crate::reduced::Mode::Reduced(reason) => {
+            let screen = reduced::ReducedScreen {
+                kernel: facts.release.clone(),
+                reason,
+                view: None,
+            };
+            run_screen(&mut ReducedSource::new()?, screen, opts.interval)?;
             return Ok(ExitCode::SUCCESS);
         }
     };
     probes.shed_privileges(&Default::default())?;
-    let stop = crate::signals::stop_flag()?;
     let header = HeaderInfo {
         kernel: facts.release.clone(),
         probes: probes_summary(&probes.status),
         interval_s: opts.interval.as_secs_f64(),
         untraced: untraced_variants(&probes.status),
     };
-    let mut app = App::new(header, opts.filter);
-    let mut source = LiveSource {
-        probes: &probes,
-        previous: Snapshot::read(&probes.ebpf)?,
-    };
-    let mut terminal = ratatui::try_init().context("setting up the terminal")?;
-    let _restore = RestoreTerminal;
-    let mut next_tick = Instant::now() + opts.interval;
-    loop {
-        terminal.draw(|f| render::draw(f, &app))?;
-        if app.quit || stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let wait = next_tick
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
-        if event::poll(wait)? {
-            match event::read()? {
-                Event::Key(key) if key.kind == KeyEventKind::Press => {
-                    keys::handle_key(&mut app, key)
-                }
-                _ => {} // resize and others: the next draw adapts
-            }
-        }
-        if Instant::now() >= next_tick {
-            if !app.paused {
-                app.ingest(source.next()?);
-            }
-            next_tick += opts.interval;
-        }
-    }
+    let app = App::new(header, opts.filter);
+    run_screen(&mut ProbeSource::new(&mut probes)?, app, opts.interval)?;
     Ok(ExitCode::SUCCESS)
 }

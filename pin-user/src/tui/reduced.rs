@@ -2,22 +2,16 @@
 //! caller panels; a banner saying so and why, the kernel's FOLL_PIN page
 //! rates, and the processes with the most `VmPin`. q, Esc or Ctrl-C quits.
 
-use std::{
-    sync::atomic::Ordering,
-    time::{Duration, Instant},
-};
-
-use anyhow::Context as _;
 use ratatui::{
     Frame,
-    crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
-    layout::{Constraint, Layout},
+    crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
+    layout::{Constraint, Layout, Rect},
     style::{Modifier, Style, Stylize as _},
     text::Line,
     widgets::{Block, Borders, Paragraph, Row, Table, Wrap},
 };
 
-use crate::reduced::{ReducedReason, ReducedSample, ReducedView};
+use crate::reduced::{ReducedReason, ReducedSource, ReducedView};
 
 /// What the reduced dashboard shows.
 pub struct ReducedScreen {
@@ -43,6 +37,14 @@ pub fn draw(f: &mut Frame, screen: &ReducedScreen) {
         Constraint::Length(1),
     ])
     .areas(f.area());
+    draw_banner(f, screen, banner);
+    draw_rates(f, screen, rates);
+    draw_processes(f, screen, procs);
+    f.render_widget(Line::from(" q quit").dim(), footer);
+}
+
+/// Why the mode is reduced, and what would enable tracing.
+fn draw_banner(f: &mut Frame, screen: &ReducedScreen, area: Rect) {
     let warn = Style::default().fg(ratatui::style::Color::Yellow);
     f.render_widget(
         Paragraph::new(vec![
@@ -55,17 +57,20 @@ pub fn draw(f: &mut Frame, screen: &ReducedScreen) {
         ])
         .wrap(Wrap { trim: true })
         .block(Block::default().borders(Borders::ALL).title(" pinwatch ")),
-        banner,
+        area,
     );
+}
+
+/// The kernel's FOLL_PIN page rates.
+fn draw_rates(f: &mut Frame, screen: &ReducedScreen, area: Rect) {
     let rate_text = match &screen.view {
         None => "waiting for the first interval".to_string(),
         Some(view) => match view.vmstat {
             Some(v) => {
-                let secs = view.interval_s.max(1e-9);
                 format!(
                     "acquired {:.1} pages/s   released {:.1} pages/s   pinned now {} pages",
-                    v.nr_foll_pin_acquired as f64 / secs,
-                    v.nr_foll_pin_released as f64 / secs,
+                    crate::figures::per_second(v.nr_foll_pin_acquired, view.interval_s),
+                    crate::figures::per_second(v.nr_foll_pin_released, view.interval_s),
                     view.pinned_now_pages
                         .map_or("-".to_string(), |p| p.to_string())
                 )
@@ -79,8 +84,12 @@ pub fn draw(f: &mut Frame, screen: &ReducedScreen) {
                 .borders(Borders::ALL)
                 .title(" /proc/vmstat nr_foll_pin_* (host-wide) "),
         ),
-        rates,
+        area,
     );
+}
+
+/// The processes with the most `VmPin`.
+fn draw_processes(f: &mut Frame, screen: &ReducedScreen, area: Rect) {
     let rows: Vec<Row> = screen
         .view
         .iter()
@@ -113,49 +122,22 @@ pub fn draw(f: &mut Frame, screen: &ReducedScreen) {
     if empty {
         table = table.footer(Row::new(vec!["", "(none has VmPin > 0)"]));
     }
-    f.render_widget(table, procs);
-    f.render_widget(Line::from(" q quit").dim(), footer);
+    f.render_widget(table, area);
 }
 
-/// Runs the reduced dashboard until q, Ctrl-C, SIGINT, SIGTERM or SIGHUP.
-pub fn run(kernel: String, reason: ReducedReason, interval: Duration) -> anyhow::Result<()> {
-    let stop = crate::signals::stop_flag()?;
-    let mut screen = ReducedScreen {
-        kernel,
-        reason,
-        view: None,
-    };
-    let mut previous = ReducedSample::read()?;
-    let mut previous_at = Instant::now();
-    let mut terminal = ratatui::try_init().context("setting up the terminal")?;
-    let _restore = super::RestoreTerminal;
-    loop {
-        terminal.draw(|f| draw(f, &screen))?;
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let wait = (previous_at + interval)
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
-        if event::poll(wait)?
-            && let Event::Key(key) = event::read()?
-            && key.kind == KeyEventKind::Press
-            && (matches!(key.code, KeyCode::Char('q') | KeyCode::Esc)
-                || (key.modifiers.contains(KeyModifiers::CONTROL)
-                    && key.code == KeyCode::Char('c')))
-        {
-            return Ok(());
-        }
-        if previous_at.elapsed() >= interval {
-            let current = ReducedSample::read()?;
-            let now = Instant::now();
-            screen.view = Some(ReducedView::new(
-                &previous,
-                &current,
-                now.duration_since(previous_at).as_secs_f64(),
-            ));
-            (previous, previous_at) = (current, now);
-        }
+impl super::Screen<ReducedSource> for ReducedScreen {
+    fn draw(&self, f: &mut Frame) {
+        draw(f, self)
+    }
+
+    /// q, Esc or Ctrl-C quits; nothing else is bound.
+    fn key(&mut self, key: KeyEvent) -> bool {
+        matches!(key.code, KeyCode::Char('q') | KeyCode::Esc)
+            || (key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c'))
+    }
+
+    fn ingest(&mut self, view: ReducedView) {
+        self.view = Some(view);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Drawing: one function per panel, all reading [`App`] only. Usable from
 //! 80x24 up; wider terminals get more columns, taller ones more rows.
 
-use pin_common::{FUNCS, GupStats, catalog::is_fast};
+use pin_common::{FUNCS, GupStats};
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
@@ -14,10 +14,7 @@ use super::{
     app::{App, Panel, ProcessSort, VariantSort},
     fit,
 };
-use crate::{
-    report::{errno_name, fmt_ns},
-    snapshot::latency_quantile_ns,
-};
+use crate::figures::{VariantFigures, errno_name, fmt_ns, pinned_pages};
 
 /// Draws the whole dashboard.
 pub fn draw(f: &mut Frame, app: &App) {
@@ -54,7 +51,7 @@ pub fn draw(f: &mut Frame, app: &App) {
 
 /// Per-second rate of `n` over `secs`, fitted to `width` characters.
 fn rate(n: u64, secs: f64, width: usize) -> String {
-    fit::rate(n as f64 / secs.max(1e-9), width)
+    fit::rate(crate::figures::per_second(n, secs), width)
 }
 
 /// Width the header gives each of its figures.
@@ -97,11 +94,7 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
     let secs = app.last.as_ref().map(|d| d.seconds).unwrap_or(0.0);
     let (calls, pinned) = app.last.as_ref().map_or((0, 0), |d| {
         let calls = d.gup.iter().map(|g| g.calls).sum::<u64>();
-        let pinned = (0..d.gup.len())
-            .filter(|&i| FUNCS[i].is_pin)
-            .map(|i| d.gup[i].pages_returned)
-            .sum();
-        (calls, pinned)
+        (calls, pinned_pages(&d.gup))
     });
     let vm = app.last.as_ref().and_then(|d| d.vmstat);
     let mut first = vec![
@@ -181,40 +174,26 @@ fn draw_variants(f: &mut Frame, app: &App, area: Rect) {
         .variant_rows()
         .into_iter()
         .map(|id| {
-            let d = last_or_zero(app, id);
-            let pct = |n: u64| {
-                if d.calls > 0 {
-                    format!("{:.0}", 100.0 * n as f64 / d.calls as f64)
-                } else {
-                    "-".into()
-                }
-            };
+            let v = VariantFigures::new(id, &last_or_zero(app, id));
+            let pct = |percent: Option<f64>| percent.map_or("-".into(), |p| format!("{p:.0}"));
             let mut cells = vec![
-                FUNCS[id].name.to_string(),
-                rate(d.calls, secs, 8),
-                rate(d.pages_returned, secs, 8),
-                if d.calls > 0 {
-                    fit::rate(d.pages_returned as f64 / d.calls as f64, 7)
-                } else {
-                    "-".into()
-                },
+                v.variant.to_string(),
+                rate(v.calls, secs, 8),
+                rate(v.pages, secs, 8),
+                v.pages_per_call().map_or("-".into(), |x| fit::rate(x, 7)),
             ];
             if wide {
-                cells.push(pct(d.partial));
+                cells.push(pct(v.percent_of_calls(v.partial)));
             }
-            cells.push(rate(d.errors, secs, 5));
-            cells.push(if is_fast(id as u32) {
-                pct(d.fallbacks)
-            } else {
-                "-".into()
-            });
+            cells.push(rate(v.errors, secs, 5));
+            cells.push(pct(v.fallback_percent()));
             if wide {
-                cells.extend([fit::count(d.fast_pages, 8), fit::count(d.slow_pages, 8)]);
+                cells.extend([fit::count(v.fast_pages, 8), fit::count(v.slow_pages, 8)]);
             }
-            cells.push(fmt_ns(latency_quantile_ns(&d.latency_log2, 0.5)));
-            cells.push(fmt_ns(latency_quantile_ns(&d.latency_log2, 0.99)));
+            cells.push(fmt_ns(v.latency.p50));
+            cells.push(fmt_ns(v.latency.p99));
             if wide {
-                cells.push(fmt_ns(latency_quantile_ns(&d.latency_log2, 1.0)));
+                cells.push(fmt_ns(v.latency.max));
             }
             Row::new(cells)
         })
@@ -351,7 +330,7 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
         .into_iter()
         .map(|p| {
             Row::new(vec![
-                crate::report::pid_label(p.pid),
+                crate::figures::pid_label(p.pid),
                 p.totals.comm.clone(),
                 fit::rate(p.pins_per_s, PROC_FIGURE),
                 fit::count(p.totals.pages, PROC_FIGURE),
@@ -507,6 +486,7 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
         Panel::Variants => match app.variant_rows().get(app.variant_sel) {
             Some(&id) => {
                 let t = &app.totals[id];
+                let latency = crate::figures::Latency::from_stats(t);
                 let mut v = vec![
                     format!("since start: {} calls", t.calls),
                     format!(
@@ -523,11 +503,11 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
                     ),
                     format!(
                         "latency p50 {}  p90 {}  p99 {}  max {}  mean {}",
-                        fmt_ns(latency_quantile_ns(&t.latency_log2, 0.5)),
-                        fmt_ns(latency_quantile_ns(&t.latency_log2, 0.9)),
-                        fmt_ns(latency_quantile_ns(&t.latency_log2, 0.99)),
-                        fmt_ns(latency_quantile_ns(&t.latency_log2, 1.0)),
-                        fmt_ns((t.calls > 0).then(|| t.latency_sum_ns / t.calls)),
+                        fmt_ns(latency.p50),
+                        fmt_ns(latency.p90),
+                        fmt_ns(latency.p99),
+                        fmt_ns(latency.max),
+                        fmt_ns(latency.mean),
                     ),
                 ];
                 for (e, n) in t.errno.iter().enumerate().filter(|(_, n)| **n > 0) {
@@ -541,7 +521,7 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
             Some(p) => [
                 format!(
                     "pid {}  comm {}",
-                    crate::report::pid_label(p.pid),
+                    crate::figures::pid_label(p.pid),
                     p.totals.comm
                 ),
                 format!("calls {}  pages {}", p.totals.calls, p.totals.pages),

@@ -17,6 +17,7 @@ pub mod scenarios;
 use serde::Serialize;
 
 use crate::{
+    counters::Counters,
     events::{CallRecord, EventStream},
     kernel::foll::FollFlags,
     model::{Deviation, Rules, paths::PathPrediction},
@@ -145,7 +146,7 @@ impl<'a> Ctx<'a> {
         let records = self.events.drain();
         let _ = vmstat::refresh();
         let after_vm = PinCounters::read().ok().flatten();
-        let delta = before_vm.zip(after_vm).map(|(b, a)| a.since(&b));
+        let delta = before_vm.zip(after_vm).map(|(b, a)| a.delta(&b));
         let released = records
             .iter()
             .filter(|r| r.release)
@@ -200,70 +201,7 @@ pub fn compare(
         observed.calls.len(),
     );
     for (i, (p, o)) in predicted.calls.iter().zip(&observed.calls).enumerate() {
-        let c = &p.call;
-        field(
-            &mut out,
-            format!("call[{i}].variant"),
-            c.variant.name(),
-            o.function,
-        );
-        field(
-            &mut out,
-            format!("call[{i}].start"),
-            format!("{:#x}", c.start),
-            o.addr.map_or("?".into(), |a| format!("{a:#x}")),
-        );
-        field(
-            &mut out,
-            format!("call[{i}].nr_pages"),
-            c.nr_pages,
-            o.nr_pages,
-        );
-        // The flags the model reasons about; others (TOUCH, NOFAULT, ...)
-        // are reported in the records but not predicted.
-        let observed_flags: Vec<&str> = match o.flags {
-            Some(raw) => [
-                ("FOLL_WRITE", "WRITE"),
-                ("FOLL_FORCE", "FORCE"),
-                ("FOLL_LONGTERM", "LONGTERM"),
-            ]
-            .into_iter()
-            .filter(|(f, _)| flags.has(raw, f))
-            .map(|(_, n)| n)
-            .collect(),
-            None => vec!["?"],
-        };
-        let predicted_flags: Vec<&str> = c
-            .flags
-            .names()
-            .into_iter()
-            .filter(|n| ["WRITE", "FORCE", "LONGTERM"].contains(n))
-            .collect();
-        field(
-            &mut out,
-            format!("call[{i}].flags"),
-            flag_set(&predicted_flags),
-            flag_set(&observed_flags),
-        );
-        field(&mut out, format!("call[{i}].ret"), p.ret, o.ret);
-        field(
-            &mut out,
-            format!("call[{i}].fast_pages"),
-            p.fast_pages,
-            o.fast_pages,
-        );
-        field(
-            &mut out,
-            format!("call[{i}].slow_pages"),
-            p.slow_pages,
-            o.slow_pages,
-        );
-        field(
-            &mut out,
-            format!("call[{i}].fell_back"),
-            p.fell_back,
-            o.fell_back,
-        );
+        compare_call(&mut out, i, p, o, flags);
     }
     field(&mut out, "result", predicted.result, observed.result);
     field(
@@ -283,6 +221,75 @@ pub fn compare(
         field(&mut out, "vmstat released", predicted.pin_released(), rel);
     }
     out
+}
+
+/// The fields of the `i`th GUP call of a path.
+fn compare_call(
+    out: &mut Vec<Field>,
+    i: usize,
+    p: &crate::model::Prediction,
+    o: &CallRecord,
+    flags: &FollFlags,
+) {
+    let c = &p.call;
+    field(
+        out,
+        format!("call[{i}].variant"),
+        c.variant.name(),
+        o.function,
+    );
+    field(
+        out,
+        format!("call[{i}].start"),
+        format!("{:#x}", c.start),
+        o.addr.map_or("?".into(), |a| format!("{a:#x}")),
+    );
+    field(out, format!("call[{i}].nr_pages"), c.nr_pages, o.nr_pages);
+    // The flags the model reasons about; others (TOUCH, NOFAULT, ...)
+    // are reported in the records but not predicted.
+    let observed_flags: Vec<&str> = match o.flags {
+        Some(raw) => [
+            ("FOLL_WRITE", "WRITE"),
+            ("FOLL_FORCE", "FORCE"),
+            ("FOLL_LONGTERM", "LONGTERM"),
+        ]
+        .into_iter()
+        .filter(|(f, _)| flags.has(raw, f))
+        .map(|(_, n)| n)
+        .collect(),
+        None => vec!["?"],
+    };
+    let predicted_flags: Vec<&str> = c
+        .flags
+        .names()
+        .into_iter()
+        .filter(|n| ["WRITE", "FORCE", "LONGTERM"].contains(n))
+        .collect();
+    field(
+        out,
+        format!("call[{i}].flags"),
+        flag_set(&predicted_flags),
+        flag_set(&observed_flags),
+    );
+    field(out, format!("call[{i}].ret"), p.ret, o.ret);
+    field(
+        out,
+        format!("call[{i}].fast_pages"),
+        p.fast_pages,
+        o.fast_pages,
+    );
+    field(
+        out,
+        format!("call[{i}].slow_pages"),
+        p.slow_pages,
+        o.slow_pages,
+    );
+    field(
+        out,
+        format!("call[{i}].fell_back"),
+        p.fell_back,
+        o.fell_back,
+    );
 }
 
 /// The verdict over a scenario's steps.

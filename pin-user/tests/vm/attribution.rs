@@ -125,7 +125,7 @@ fn start_holding(h: &Harness) -> (Holding, Delta, Snapshot) {
     let mut line = String::new();
     out.read_line(&mut line).expect("ready line");
     assert!(line.contains("\"ready\""), "{line:?}");
-    let before = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let before = Snapshot::read(h.probes.maps()).expect("snapshot");
     child
         .stdin
         .as_mut()
@@ -141,7 +141,7 @@ fn start_holding(h: &Harness) -> (Holding, Delta, Snapshot) {
         .trim_end_matches('}')
         .parse()
         .expect("pid");
-    let after = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let after = Snapshot::read(h.probes.maps()).expect("snapshot");
     (Holding { child, out, pid }, after.since(&before), after)
 }
 
@@ -181,7 +181,7 @@ fn check_outstanding(out: &Outstanding, pid: u32, want_caller: &str) {
 fn wait_released(h: &Harness, pid: u32) -> Outstanding {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = read_outstanding(&h.probes.ebpf).expect("outstanding");
+        let out = read_outstanding(h.probes.maps()).expect("outstanding");
         if out.by_process.iter().all(|p| p.pid != pid) || Instant::now() > deadline {
             return out;
         }
@@ -207,7 +207,7 @@ fn held_and_released(h: &Harness, how: &[u8]) {
     if lifetimes {
         assert_eq!(caller.pins_tracked, 16, "{caller:#?}");
         assert_eq!(caller.pins_released, 0, "{caller:#?}");
-        let out = read_outstanding(&h.probes.ebpf).expect("outstanding");
+        let out = read_outstanding(h.probes.maps()).expect("outstanding");
         check_outstanding(&out, pid, want_caller);
     }
 
@@ -232,7 +232,7 @@ fn held_and_released(h: &Harness, how: &[u8]) {
         "pid {pid} still holds pins after {}: {out:#?}",
         String::from_utf8_lossy(how).trim()
     );
-    let released = Snapshot::read(&h.probes.ebpf)
+    let released = Snapshot::read(h.probes.maps())
         .expect("snapshot")
         .since(&pinned);
     let views = callers(&released);

@@ -87,12 +87,12 @@ fn errors_and_partial_returns() {
         unsafe { libc::process_vm_readv(std::process::id() as i32, &l, 1, &r, 1, 0) }
     };
     vmstat::refresh().expect("stat_refresh");
-    let before = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let before = Snapshot::read(h.probes.maps()).expect("snapshot");
     let efault = readv(2 * PAGE, 2 * PAGE);
     let errno = std::io::Error::last_os_error().raw_os_error();
     let partial = readv(0, 4 * PAGE);
     vmstat::refresh().expect("stat_refresh");
-    let d = Snapshot::read(&h.probes.ebpf)
+    let d = Snapshot::read(h.probes.maps())
         .expect("snapshot")
         .since(&before);
     assert_eq!((efault, errno), (-1, Some(libc::EFAULT)));

@@ -305,7 +305,7 @@ pub fn measure(h: &Harness, args: &[&str]) -> (WorkloadReport, Delta) {
     );
 
     vmstat::refresh().expect("stat_refresh");
-    let before = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let before = Snapshot::read(h.probes.maps()).expect("snapshot");
     child
         .stdin
         .take()
@@ -317,7 +317,7 @@ pub fn measure(h: &Harness, args: &[&str]) -> (WorkloadReport, Delta) {
     let status = child.wait().expect("wait workload");
     assert!(status.success(), "workload {args:?} failed: {status}");
     vmstat::refresh().expect("stat_refresh");
-    let after = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let after = Snapshot::read(h.probes.maps()).expect("snapshot");
     let report: WorkloadReport =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("report {line:?}: {e}"));
     (report, after.since(&before))

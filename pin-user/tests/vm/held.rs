@@ -31,14 +31,14 @@ fn pins_held_read_under_load_are_never_a_phantom() {
     // The first read comes once the workload's calls show (it is pinning
     // then, and 100000 calls take 20-35 s under TCG), polled rather than a
     // fixed wait.
-    let started = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let started = Snapshot::read(h.probes.maps()).expect("snapshot");
     let calls = |snap: &Snapshot| -> u64 {
         let delta = snap.since(&started);
         (0..GUP_FUNC_COUNT).map(|i| delta.gup[i].calls).sum()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
-        let snap = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+        let snap = Snapshot::read(h.probes.maps()).expect("snapshot");
         if calls(&snap) >= 100 || Instant::now() > deadline {
             break snap;
         }
@@ -53,7 +53,7 @@ fn pins_held_read_under_load_are_never_a_phantom() {
     // the system call it is in, pin and release both, before it dies.
     workload.kill().expect("ending the workload");
     workload.wait().expect("reaping the workload");
-    let last = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let last = Snapshot::read(h.probes.maps()).expect("snapshot");
     let delta = last.since(&first);
 
     let held = delta.balance.pinned as i64 - delta.balance.released as i64;

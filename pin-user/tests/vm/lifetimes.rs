@@ -70,7 +70,7 @@ fn lifetimes_of_a_folio_pinned_twice_sum_exactly() {
     };
     let unregister = |ring: &IoUring| ring.submitter().unregister_buffers().expect("unregister");
 
-    let before = Snapshot::read(&h.probes.ebpf).expect("snapshot");
+    let before = Snapshot::read(h.probes.maps()).expect("snapshot");
     // Every page pinned by the first ring, a second later by the second
     // too, then released by the first and, later, by the second.
     let pin_a = timed(|| register(&first));
@@ -80,7 +80,7 @@ fn lifetimes_of_a_folio_pinned_twice_sum_exactly() {
     let release_a = timed(|| unregister(&first));
     sleep(Duration::from_millis(300));
     let release_b = timed(|| unregister(&second));
-    let delta = Snapshot::read(&h.probes.ebpf)
+    let delta = Snapshot::read(h.probes.maps())
         .expect("snapshot")
         .since(&before);
 

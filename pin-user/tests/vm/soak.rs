@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pinwatch::{vmstat, workload::WorkloadReport};
+use pinwatch::{counters::Counters as _, vmstat, workload::WorkloadReport};
 
 use crate::harness::{get_metrics, harness, pinwatch_bin, start_pinwatch};
 
@@ -117,7 +117,7 @@ fn soak_many_short_lived_processes() {
     let vm = vmstat::PinCounters::read()
         .unwrap()
         .unwrap()
-        .since(&vm_before);
+        .delta(&vm_before);
     let after = scrape(addr);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };

@@ -61,6 +61,35 @@ struct Config {
 }
 
 impl Config {
+    /// A tracer that needs no function of its own.
+    fn plain(kind: TracerKind) -> Self {
+        Self {
+            kind,
+            function: String::new(),
+        }
+    }
+
+    /// Every configuration of a repetition, in their first order: untraced,
+    /// pinwatch with and without callers, bpftrace, the empty pair, the
+    /// baseline pinwatch when there is one, funclatency on each function.
+    fn all(functions: &[String], baseline: bool) -> Vec<Self> {
+        let mut configs = vec![
+            Self::plain(TracerKind::Untraced),
+            Self::plain(TracerKind::Pinwatch),
+            Self::plain(TracerKind::PinwatchNoCallers),
+            Self::plain(TracerKind::Bpftrace),
+            Self::plain(TracerKind::EmptyPair),
+        ];
+        if baseline {
+            configs.push(Self::plain(TracerKind::Baseline));
+        }
+        configs.extend(functions.iter().map(|f| Self {
+            kind: TracerKind::Funclatency,
+            function: f.clone(),
+        }));
+        configs
+    }
+
     fn covers(&self, w: &WorkloadSpec) -> bool {
         self.kind != TracerKind::Funclatency || self.function == w.function
     }
@@ -113,39 +142,7 @@ pub fn run(args: &GuestArgs) -> anyhow::Result<std::process::ExitCode> {
     functions.sort();
     functions.dedup();
     fs::write(EMPTY_SCRIPT, scripts::empty_pair_script(&functions))?;
-
-    let mut configs = vec![
-        Config {
-            kind: TracerKind::Untraced,
-            function: String::new(),
-        },
-        Config {
-            kind: TracerKind::Pinwatch,
-            function: String::new(),
-        },
-        Config {
-            kind: TracerKind::PinwatchNoCallers,
-            function: String::new(),
-        },
-        Config {
-            kind: TracerKind::Bpftrace,
-            function: String::new(),
-        },
-        Config {
-            kind: TracerKind::EmptyPair,
-            function: String::new(),
-        },
-    ];
-    if args.baseline_binary.is_some() {
-        configs.push(Config {
-            kind: TracerKind::Baseline,
-            function: String::new(),
-        });
-    }
-    configs.extend(functions.iter().map(|f| Config {
-        kind: TracerKind::Funclatency,
-        function: f.clone(),
-    }));
+    let configs = Config::all(&functions, args.baseline_binary.is_some());
 
     let mut run = BenchRun {
         kernel,

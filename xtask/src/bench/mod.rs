@@ -23,18 +23,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{apt, initramfs, install, kernels, vm, workspace_root};
+use crate::{initramfs, install, vm, workspace};
 
-/// Debian packages of the peers (carried into the VM image with their
-/// libraries).
-const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools"];
+/// The kernels the benchmark runs on by default (the stock cloud kernels
+/// users run most).
+const BENCH_KERNELS: &[&str] = &["debian-6.1", "debian-6.12"];
 /// bpftrace brings LLVM and clang libraries (~200 MiB) into the initramfs.
 const GUEST_MEMORY_MB: u32 = 4096;
-
-/// bpftrace and libbpf-tools (for `funclatency`).
-pub fn ensure_tools() -> anyhow::Result<()> {
-    apt::ensure_apt(BENCH_PACKAGES)
-}
 
 /// Options of `cargo xtask bench`.
 #[derive(Clone, Debug, clap::Args)]
@@ -78,12 +73,9 @@ fn command_line(args: &BenchArgs, kernels: &[String]) -> String {
 /// Runs the benchmark on every kernel and writes the tables.
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     install::ensure_vm_tools()?;
-    ensure_tools()?;
+    install::ensure_bench_tools()?;
     let kernels: Vec<String> = if args.kernels.is_empty() {
-        kernels::BENCH_KERNELS
-            .iter()
-            .map(|k| k.to_string())
-            .collect()
+        BENCH_KERNELS.iter().map(|k| k.to_string()).collect()
     } else {
         args.kernels.clone()
     };
@@ -99,7 +91,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(baseline) = &args.baseline {
         // The image keeps file names: give the other build its own.
-        let staged = workspace_root().join("target/vm/pinwatch-baseline");
+        let staged = workspace::root().join("target/vm/pinwatch-baseline");
         fs::create_dir_all(staged.parent().expect("has a parent"))?;
         fs::copy(baseline, &staged)
             .with_context(|| format!("copying the baseline {}", baseline.display()))?;
@@ -141,7 +133,7 @@ fn write_outputs(out: &Path, command: &str, runs: &[results::BenchRun]) -> anyho
     let out = if out.is_absolute() {
         out.to_path_buf()
     } else {
-        workspace_root().join(out)
+        workspace::root().join(out)
     };
     fs::create_dir_all(&out)?;
     fs::write(out.join("bench.json"), serde_json::to_string_pretty(runs)?)?;

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::results::{BenchRun, TracerKind};
+use super::results::{BenchRun, TracerKind, TracerRun};
 
 /// Median and range of a set of samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -123,13 +123,30 @@ pub fn markdown(run: &BenchRun) -> String {
         .into_iter()
         .filter(|t| run.timings.iter().any(|x| &x.tracer == t))
         .collect();
-    let labels = traced.iter().map(|t| t.label()).collect::<Vec<_>>();
     let mut s = String::new();
     let _ = writeln!(
         s,
         "### {} ({} vCPUs, {} repetitions)\n\n`{}`\n",
         run.kernel, run.cpus, run.reps, run.kernel_version
     );
+    wall_clock_table(&mut s, run, &traced);
+    in_kernel_table(&mut s, run, &traced);
+    tracers_table(&mut s, run, &traced);
+    targets_table(&mut s, run);
+    s
+}
+
+/// The tracers' column headings.
+fn labels(traced: &[TracerKind]) -> String {
+    traced
+        .iter()
+        .map(|t| t.label())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Wall-clock time per call: untraced, and each tracer's ratio to it.
+fn wall_clock_table(s: &mut String, run: &BenchRun, traced: &[TracerKind]) {
     let _ = writeln!(
         s,
         "Wall-clock time per system call: untraced median, and for each tracer the median ratio to the untraced run of the same repetition [min–max] and the median added time per call.\n"
@@ -137,7 +154,7 @@ pub fn markdown(run: &BenchRun) -> String {
     let _ = writeln!(
         s,
         "| workload | function | pages | callers | untraced ns/call | {} |",
-        labels.join(" | ")
+        labels(traced)
     );
     let _ = writeln!(s, "|---|---|--:|--:|--:|{}", "---|".repeat(traced.len()));
     for w in &run.workloads {
@@ -152,7 +169,7 @@ pub fn markdown(run: &BenchRun) -> String {
             w.callers,
             opt(spread(&base).map(|s| s.median), |v| format!("{v:.0}"))
         );
-        for tracer in &traced {
+        for tracer in traced {
             let (ratios, added) = overheads(run, tracer, &w.name);
             let cell = match (spread(&ratios), spread(&added)) {
                 (Some(r), Some(a)) => format!(
@@ -165,15 +182,19 @@ pub fn markdown(run: &BenchRun) -> String {
         }
         let _ = writeln!(s, "{row}");
     }
+}
+
+/// In-kernel cost per call of each tracer's programs.
+fn in_kernel_table(s: &mut String, run: &BenchRun, traced: &[TracerKind]) {
     let _ = writeln!(
         s,
         "\nIn-kernel cost per call (`kernel.bpf_stats_enabled`): run time of the tracer's BPF programs over a statistics pass divided by the calls made, median; program runs per call in parentheses.\n"
     );
-    let _ = writeln!(s, "| workload | {} |", labels.join(" | "));
+    let _ = writeln!(s, "| workload | {} |", labels(traced));
     let _ = writeln!(s, "|---|{}", "--:|".repeat(traced.len()));
     for w in &run.workloads {
         let mut row = format!("| {} |", w.name);
-        for tracer in &traced {
+        for tracer in traced {
             let cell = match (
                 in_kernel_ns(run, tracer, &w.name),
                 runs_per_call(run, tracer, &w.name),
@@ -185,6 +206,10 @@ pub fn markdown(run: &BenchRun) -> String {
         }
         let _ = writeln!(s, "{row}");
     }
+}
+
+/// The tracers themselves: start-up, CPU share, memory.
+fn tracers_table(s: &mut String, run: &BenchRun, traced: &[TracerKind]) {
     let _ = writeln!(
         s,
         "\nThe tracers themselves: time from start to first report (each reports once a second), CPU share over the timing passes, peak RSS; medians over starts.\n"
@@ -193,13 +218,13 @@ pub fn markdown(run: &BenchRun) -> String {
         s,
         "| tracer | starts | first data | CPU share | peak RSS |\n|---|--:|--:|--:|--:|"
     );
-    for tracer in &traced {
+    for tracer in traced {
         let starts: Vec<_> = run
             .tracer_runs
             .iter()
             .filter(|t| &t.tracer == tracer)
             .collect();
-        let med = |f: &dyn Fn(&super::results::TracerRun) -> f64| {
+        let med = |f: &dyn Fn(&TracerRun) -> f64| {
             spread(&starts.iter().map(|t| f(t)).collect::<Vec<_>>()).map(|s| s.median)
         };
         let _ = writeln!(
@@ -215,6 +240,10 @@ pub fn markdown(run: &BenchRun) -> String {
             )),
         );
     }
+}
+
+/// The targets for 1-page calls, each met or missed.
+fn targets_table(s: &mut String, run: &BenchRun) {
     let _ = writeln!(
         s,
         "\nTargets (1-page calls): pinwatch's added time per call at most ½ of bpftrace's; its in-kernel cost per call at most 2× the empty fentry+fexit pair's.\n"
@@ -246,13 +275,12 @@ pub fn markdown(run: &BenchRun) -> String {
             opt(floor, |v| format!("{v:.2}"))
         );
     }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::results::{InKernel, Timing, TracerRun, WorkloadSpec};
+    use crate::bench::results::{InKernel, Timing, WorkloadSpec};
 
     #[test]
     fn spread_takes_the_middle() {

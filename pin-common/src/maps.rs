@@ -1,0 +1,56 @@
+//! The names of the BPF maps the agent opens, one constant each.
+//!
+//! aya-ebpf names a map after its static in `pin-ebpf/src/maps.rs` (the
+//! identifier is the name), so these strings are the other half of that
+//! contract: a renamed static would leave the agent asking for a map that
+//! is not there. A pin-user test parses the embedded objects and checks
+//! that every name in [`ALL`] is one of their maps. Maps only the probes
+//! use (`TASK_STATES`, `CALLER_ZERO`) have no constant.
+
+/// Per traced function: how to read it on this kernel (`FuncConfig`).
+pub const CONFIG: &str = "CONFIG";
+/// Per outermost get/pin variant: counters and histograms (`GupStats`).
+pub const GUP_STATS: &str = "GUP_STATS";
+/// Per release function: calls and pages (`ReleaseStats`).
+pub const RELEASE_STATS: &str = "RELEASE_STATS";
+/// Per process (tgid): calls, pages, pins and releases (`ProcStats`).
+pub const PROCS: &str = "PROCS";
+/// 1 at index 0 when only the processes in [`TRACKED`] are counted.
+pub const FILTER: &str = "FILTER";
+/// The followed process tree (`record -- CMD`).
+pub const TRACKED: &str = "TRACKED";
+/// FOLL_PIN pages taken and released, side by side (`PinBalance`).
+pub const PIN_BALANCE: &str = "PIN_BALANCE";
+/// Entries created in the LRU tables, by `INSERTS_*` index.
+pub const TABLE_INSERTS: &str = "TABLE_INSERTS";
+/// Events the probes could not account, by `Health` index.
+pub const HEALTH: &str = "HEALTH";
+/// The per-call event ring buffer (`CallEvent`).
+pub const EVENTS: &str = "EVENTS";
+/// Which calls become events, by `EVENTS_*` index.
+pub const EVENT_FILTER: &str = "EVENT_FILTER";
+/// What the agent tells the probes after load, by `SETTING_*` index
+/// (what is fixed before load is a read-only global: see [`crate::settings`]).
+pub const SETTINGS: &str = "SETTINGS";
+/// Per (call site, outermost function) counters (`CallerStats`).
+pub const CALLERS: &str = "CALLERS";
+/// Outstanding pins by folio (`PinRecord`, `--lifetimes`).
+pub const PIN_LIFETIMES: &str = "PIN_LIFETIMES";
+
+/// Every map the agent opens.
+pub const ALL: [&str; 14] = [
+    CONFIG,
+    GUP_STATS,
+    RELEASE_STATS,
+    PROCS,
+    FILTER,
+    TRACKED,
+    PIN_BALANCE,
+    TABLE_INSERTS,
+    HEALTH,
+    EVENTS,
+    EVENT_FILTER,
+    SETTINGS,
+    CALLERS,
+    PIN_LIFETIMES,
+];

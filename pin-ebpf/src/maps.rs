@@ -77,10 +77,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 #[map]
 pub static EVENT_FILTER: Array<u32> = Array::with_max_entries(EVENT_FILTER_LEN, 0);
 
-/// What the agent learns only after load: where the fork tracepoint's
-/// record keeps the child's pid (see `SETTING_*` in
-/// `pin_common::settings`). What is fixed before load is a read-only
-/// global instead (`settings`).
+/// What the agent tells the probes after load: the start of pin
+/// lifetimes and where the fork tracepoint's record keeps the child's pid
+/// (see `SETTING_*` in `pin_common::settings`). What is fixed before load
+/// is a read-only global instead (`settings`).
 #[map]
 pub static SETTINGS: Array<u64> = Array::with_max_entries(SETTINGS_LEN, 0);
 

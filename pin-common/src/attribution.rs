@@ -28,30 +28,6 @@ pub const CALLER_FRAMES: usize = 6;
 /// longer (2^47 ns ≈ 39 hours).
 pub const HOLD_BUCKETS: usize = 48;
 
-/// Index in the `SETTINGS` array: 1 when callers are attributed.
-pub const SETTING_CALLERS: u32 = 0;
-/// Index in the `SETTINGS` array: 1 when pin lifetimes are recorded.
-pub const SETTING_LIFETIMES: u32 = 1;
-/// Index in the `SETTINGS` array: the kernel's `FOLL_PIN` bit.
-pub const SETTING_FOLL_PIN: u32 = 2;
-/// Index in the `SETTINGS` array: the address of the kernel's return-probe
-/// trampoline (`arch_rethook_trampoline`, `__kretprobe_trampoline` or
-/// `kretprobe_trampoline`, by kernel), 0 when unknown.
-pub const SETTING_RETURN_TRAMPOLINE: u32 = 3;
-/// Index in the `SETTINGS` array: 1 + the offset of `stack` in
-/// `struct task_struct` (from BTF), 0 when unknown. With it the probes tell
-/// code running on the current task's stack from code on an interrupt's.
-pub const SETTING_TASK_STACK_OFFSET: u32 = 4;
-/// Index in the `SETTINGS` array: the size of a task's kernel stack
-/// (x86-64 `THREAD_SIZE`: 16 KiB, 32 KiB with KASAN).
-pub const SETTING_TASK_STACK_SIZE: u32 = 5;
-/// Index in the `SETTINGS` array: offset of `child_pid` in the `sched:sched_process_fork` record, from its
-/// tracefs format (0: the classic [`crate::FORK_CHILD_PID_OFFSET`]; 6.13+
-/// moved it when the comm fields became `__string`s).
-pub const SETTING_FORK_CHILD_PID_OFFSET: u32 = 6;
-/// Number of entries in `SETTINGS`.
-pub const SETTINGS_LEN: u32 = 7;
-
 /// Key of the per-caller table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,7 +1,8 @@
 //! Types shared by pinwatch's eBPF programs (`pin-ebpf`) and its agent
 //! (`pin-user`): the catalogue of traced kernel functions, map value
-//! layouts, the per-task bookkeeping the probes keep, and the names of the
-//! maps the agent opens ([`maps`]).
+//! layouts, the per-task bookkeeping the probes keep, the names of the
+//! maps the agent opens ([`maps`]) and of the settings it gives the probes
+//! ([`settings`]).
 //!
 //! Everything here is `#[repr(C)]` and plain old data: the kernel side writes
 //! these structures into BPF maps and the agent reads the same bytes back.
@@ -11,6 +12,7 @@
 pub mod attribution;
 pub mod catalog;
 pub mod maps;
+pub mod settings;
 
 pub use attribution::{CallerKey, CallerStats, PinRecord};
 pub use catalog::{FUNC_COUNT, FUNCS, FuncId, FuncKind, GUP_FUNC_COUNT, NO_ARG};

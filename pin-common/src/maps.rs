@@ -29,7 +29,8 @@ pub const HEALTH: &str = "HEALTH";
 pub const EVENTS: &str = "EVENTS";
 /// Which calls become events, by `EVENTS_*` index.
 pub const EVENT_FILTER: &str = "EVENT_FILTER";
-/// Switches and kernel facts set before attaching, by `SETTING_*` index.
+/// What the agent tells the probes after load, by `SETTING_*` index
+/// (what is fixed before load is a read-only global: see [`crate::settings`]).
 pub const SETTINGS: &str = "SETTINGS";
 /// Per (call site, outermost function) counters (`CallerStats`).
 pub const CALLERS: &str = "CALLERS";

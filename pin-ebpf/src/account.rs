@@ -1,7 +1,7 @@
 //! What every get/pin probe does, independent of the attach mechanism:
 //! track each thread's nesting inside the GUP family, and on the outermost
-//! return fold the call into the per-CPU counters; the per-task, per-process
-//! and per-event helpers the release probes (`release`) share.
+//! return fold the call into the per-CPU counters; the per-process rows
+//! and the nesting checks the release probes (`release`) share.
 //!
 //! The fentry/fexit and kprobe/kretprobe programs in `main.rs` only read
 //! arguments and return values and call into here.
@@ -15,49 +15,25 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use pin_common::{
-    CallEvent, EVENT_GUP, EVENTS_ON, EVENTS_TGID, EVENTS_TID, FuncConfig, FuncId, GUP_FUNC_COUNT,
-    Health, INSERTS_PROCS, ProcStats, TaskState, attribution::SETTING_FORK_CHILD_PID_OFFSET,
-    catalog::is_fast, errno_slot, latency_bucket,
+    CallEvent, EVENT_GUP, FuncId, GUP_FUNC_COUNT, GupStats, Health, INSERTS_PROCS, ProcStats,
+    TaskState, catalog::is_fast, errno_slot, latency_bucket,
 };
 
-use crate::attribution;
-use crate::maps::{
-    CONFIG, EVENT_FILTER, EVENTS, FILTER, GUP_STATS, HEALTH, PIN_BALANCE, PROCS, TABLE_INSERTS,
-    TRACKED,
+use crate::{
+    attribution,
+    counters::{EEXIST, add_to, bump_health, count_insert},
+    events::{emit, event_wanted},
+    follow::counted,
+    frame::{Frame, STACK_SPAN},
+    maps::{GUP_STATS, PIN_BALANCE, PROCS},
+    outcome::{Outcome, PathSplit},
+    settings::{callers_on, config, lifetimes_on, return_trampoline},
+    task_storage::{self, task_state},
 };
-
-/// The errno a `BPF_NOEXIST` insert fails with when the key is there.
-pub const EEXIST: i64 = 17;
 
 /// Deeper nesting than this means the state is stale (a return was missed);
 /// real GUP nesting is at most four traced functions deep.
 const MAX_DEPTH: u32 = 8;
-
-/// Largest distance between two frames of one task's kernel stack
-/// (x86-64 `THREAD_SIZE` is 16 KiB, 32 KiB with KASAN): an entry farther
-/// away runs on another stack (an interrupt's), so its position says
-/// nothing about the task's state.
-const STACK_SPAN: u64 = 32 * 1024;
-
-/// Adds `by` to a counter in a map value. Atomic, because the counter can
-/// be updated by two programs at once even in a per-CPU slot: on
-/// preemptible kernels (`preempt=full`, PREEMPT_RT, PREEMPT_LAZY) BPF
-/// programs run with migration disabled but can be preempted by another
-/// task's program on the same CPU, and interrupts nest into task context.
-/// A plain read-modify-write could lose the other's increment. With its
-/// result unused this compiles to one `lock xadd`.
-/// (`AtomicU64::fetch_add` is not offered on the BPF target, which has no
-/// compare-and-swap in its base instruction set; the intrinsic lowers to
-/// the BPF atomic add that every kernel pinwatch supports has.)
-#[inline(always)]
-pub fn add_to(counter: &mut u64, by: u64) {
-    // SAFETY: the pointer comes from a live `&mut u64` into a map value.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            counter, by,
-        );
-    }
-}
 
 /// Sign-extends a register that held a 32-bit `int`.
 #[inline(always)]
@@ -69,40 +45,7 @@ fn widen(raw: u64, is_int: u8) -> i64 {
     }
 }
 
-#[inline(always)]
-pub(crate) fn config(id: FuncId) -> Option<FuncConfig> {
-    match CONFIG.get(id) {
-        Some(l) if l.valid != 0 => Some(*l),
-        _ => None,
-    }
-}
-
-/// Counts one event the probes could not account.
-#[inline(always)]
-pub fn bump_health(which: Health) {
-    add_health(which, 1);
-}
-
-/// Counts `by` events the probes could not account.
-#[inline(always)]
-pub fn add_health(which: Health, by: u64) {
-    if let Some(counter) = HEALTH.get_ptr_mut(which as u32) {
-        add_to(unsafe { &mut *counter }, by);
-    }
-}
-
-/// The current thread's nesting state, created on first use when `create`.
-#[inline(always)]
-pub(crate) fn task_state(create: bool) -> Option<&'static mut TaskState> {
-    let state = crate::task_storage::current(create);
-    if state.is_none() && create {
-        // Allocation failed or the kernel refused a recursive use of the
-        // storage (a probe firing inside another probe's lookup).
-        bump_health(Health::TaskStateLost);
-    }
-    state
-}
-
+/// The current process's `PROCS` entry, created on first use.
 #[inline(always)]
 pub(crate) fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStats> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -113,6 +56,8 @@ pub(crate) fn proc_stats(ctx: &impl EbpfContext) -> Option<&'static mut ProcStat
 /// context), created on first use. The comm is picked here rather than
 /// passed in: an `Option<[u8; 16]>` argument compiled to code that 6.1's
 /// verifier refuses ("pointer arithmetic with >>= operator prohibited").
+/// Its warning's log target is this module's path, which the agent prints:
+/// it stays in `account`.
 #[inline(always)]
 pub(crate) fn proc_entry(
     ctx: &impl EbpfContext,
@@ -148,125 +93,16 @@ pub(crate) fn proc_entry(
     PROCS.get_ptr_mut(tgid).map(|stats| unsafe { &mut *stats })
 }
 
-/// Counts an entry created in an LRU table (see `TABLE_INSERTS`).
-#[inline(always)]
-pub fn count_insert(table: u32) {
-    if let Some(counter) = TABLE_INSERTS.get_ptr_mut(table) {
-        add_to(unsafe { &mut *counter }, 1);
-    }
-}
-
-/// Whether a process tree is being followed (`record -- CMD`, `--pid`).
-#[inline(always)]
-pub(crate) fn following() -> bool {
-    matches!(FILTER.get(0), Some(&1))
-}
-
-/// Whether the current task is counted: always, unless a process tree is
-/// being followed and this task is outside it.
-#[inline(always)]
-pub(crate) fn counted() -> bool {
-    if !following() {
-        return true;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    unsafe { TRACKED.get(&tgid) }.is_some()
-}
-
-/// `sched_process_fork`, in the parent: follow the child when the parent
-/// is followed. A child of a parent outside the tree takes a pid that may
-/// still be in `TRACKED` from a followed process that died (entries of
-/// dead processes are pruned by the agent, not at exit): drop it, so a
-/// reused pid is never counted.
-#[inline(always)]
-pub fn on_fork(ctx: &aya_ebpf::programs::TracePointContext) {
-    if !following() {
-        return;
-    }
-    let offset = match attribution::setting(SETTING_FORK_CHILD_PID_OFFSET) {
-        0 => pin_common::FORK_CHILD_PID_OFFSET,
-        known => known as usize,
-    };
-    // The verifier allows only constant offsets into a tracepoint's
-    // context: read the record through the helper from a plain address.
-    let record = context_address(ctx);
-    // SAFETY: reads kernel memory through the checked helper.
-    let Ok(child) = (unsafe { bpf_probe_read_kernel((record + offset as u64) as *const u32) })
-    else {
-        return;
-    };
-    if !counted() {
-        let _ = TRACKED.remove(&child);
-        return;
-    }
-    if TRACKED.insert(&child, &1, 0).is_err() {
-        bump_health(Health::TrackLost);
-    }
-}
-
-/// The context pointer as a plain number, for reads at offsets the
-/// verifier cannot bound (a tracepoint record's field) and for an fentry
-/// program's frame: the trampoline saves the traced function's arguments
-/// at the context pointer, in its frame just below that function's return
-/// address.
-#[inline(always)]
-pub fn context_address(ctx: &impl EbpfContext) -> u64 {
-    let ctx_addr = ctx.as_ptr() as u64;
-    // The verifier keeps the context pointer typed as such and refuses
-    // arithmetic on it with unbounded numbers; read back through the
-    // helper, our copy of its value is a plain number.
-    // SAFETY: reads 8 bytes of our own stack.
-    unsafe { bpf_probe_read_kernel(&ctx_addr as *const u64) }.unwrap_or(0)
-}
-
 /// A thread exits: a call it is still inside was never seen to return
 /// (threads do not exit from inside GUP), so count it as missed.
 #[inline(always)]
 pub fn on_task_exit() {
-    if let Some(state) = crate::task_storage::current(false)
+    if let Some(state) = task_storage::current(false)
         && state.depth != 0
     {
         forget_missed_call(state);
     }
-    crate::task_storage::forget_current();
-}
-
-/// `sched_process_exit`: forget an exiting thread that is not its
-/// process's leader. A leader's exit does not end its process (the other
-/// threads go on; a thread that execs takes over the leader's pid), so the
-/// process stays followed until the agent sees it gone from /proc.
-#[inline(always)]
-pub fn on_exit() {
-    if following() {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-        if tid != tgid {
-            let _ = TRACKED.remove(&tid);
-        }
-    }
-}
-
-/// Whether the current outermost call must also become a per-call event.
-#[inline(always)]
-pub(crate) fn event_wanted(pid_tgid: u64) -> bool {
-    if !matches!(EVENT_FILTER.get(EVENTS_ON), Some(&1)) {
-        return false;
-    }
-    let tid = EVENT_FILTER.get(EVENTS_TID).copied().unwrap_or(0);
-    let tgid = EVENT_FILTER.get(EVENTS_TGID).copied().unwrap_or(0);
-    (tid == 0 || tid == pid_tgid as u32) && (tgid == 0 || tgid == (pid_tgid >> 32) as u32)
-}
-
-/// Sends one per-call event, counting it in `HEALTH` when the ring is full.
-#[inline(always)]
-pub(crate) fn emit(event: CallEvent) {
-    match EVENTS.reserve::<CallEvent>(0) {
-        Some(mut slot) => {
-            slot.write(event);
-            slot.submit(0);
-        }
-        None => bump_health(Health::EventsLost),
-    }
+    task_storage::forget_current();
 }
 
 /// The argument registers of a get/pin call the probes read.
@@ -280,7 +116,7 @@ pub struct GupArgs {
     /// The `pages` output array (0 when the function has none).
     pub pages: u64,
     /// The traced function's frame.
-    pub frame: attribution::Frame,
+    pub frame: Frame,
 }
 
 /// Entry into get/pin function `id` with its argument registers.
@@ -319,7 +155,7 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
             state.flags = u64::MAX;
         }
         state.pages = if config.pages_known != 0 { pages } else { 0 };
-        state.caller = if attribution::callers_on() {
+        state.caller = if callers_on() {
             attribution::find_caller(ctx, id, &frame)
         } else {
             0
@@ -352,7 +188,7 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
 /// frame still holds the word it held at entry. An entry at or above that
 /// frame, or a frame whose word changed, means the call has returned.
 #[inline(always)]
-fn state_is_stale(state: &TaskState, frame: &attribution::Frame) -> bool {
+fn state_is_stale(state: &TaskState, frame: &Frame) -> bool {
     if state.depth >= MAX_DEPTH {
         bump_health(Health::DepthOverflow);
         return true;
@@ -383,7 +219,7 @@ pub(crate) fn outer_call_returned(state: &TaskState) -> bool {
     // SAFETY: reads kernel memory through the checked helper.
     let now = unsafe { bpf_probe_read_kernel(state.outer_frame as *const u64) }
         .unwrap_or(state.outer_mark);
-    now != state.outer_mark && now != attribution::return_trampoline()
+    now != state.outer_mark && now != return_trampoline()
 }
 
 /// Whether a task inside a get/pin call (`state.depth != 0`) runs, at
@@ -443,29 +279,11 @@ pub fn gup_exit(ctx: &impl EbpfContext, id: FuncId, raw_ret: u64) {
     }
 }
 
-/// Pages taken by the fast and the slow path, and whether the call fell
-/// back, for a call that went through the fast path (zeros otherwise).
-#[inline(always)]
-fn path_split(state: &TaskState) -> (u64, u64, bool) {
-    if state.fast_level == 0 {
-        return (0, 0, false);
-    }
-    if state.fallback_level != 0 {
-        let fast = state.fast_nr - state.fallback_nr;
-        let fast = if fast > 0 { fast as u64 } else { 0 };
-        let slow = if state.slow_ret > 0 {
-            state.slow_ret as u64
-        } else {
-            0
-        };
-        (fast, slow, true)
-    } else if state.fast_ret > 0 {
-        (state.fast_ret as u64, 0, false)
-    } else {
-        (0, 0, false)
-    }
-}
-
+/// Folds an outermost call that returned `ret` into its variant's
+/// counters, a per-call event when one is wanted, its call site's counters
+/// and pins, the pin balance and its process's row. The steps run in the
+/// order they always have: the compiler inlines them all, so the verifier
+/// sees the same program as when this was one function.
 #[inline(always)]
 fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     let outer = state.outer;
@@ -476,7 +294,41 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
         return;
     };
     let stats = unsafe { &mut *stats };
-    let nr = state.nr;
+    count_return(stats, state.nr, ret);
+    let paths = PathSplit::of(state);
+    count_paths(stats, &paths);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ns = now.saturating_sub(state.start_ns);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if event_wanted(pid_tgid) {
+        emit_call(state, ret, ns, pid_tgid, &paths);
+    }
+    let outcome = Outcome {
+        ret,
+        ns,
+        latency_slot: count_latency(stats, ns),
+        paths,
+    };
+    let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
+    if callers_on() {
+        attribution::account_caller(state, &outcome);
+    }
+    if is_pin && lifetimes_on() {
+        attribution::remember_pins(state, ret, now);
+    }
+    if is_pin
+        && ret > 0
+        && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
+    {
+        add_to(unsafe { &mut (*balance).pinned }, ret as u64);
+    }
+    count_process(ctx, ret, is_pin, now);
+}
+
+/// A variant's counters of calls, pages asked for (`nr`) and returned, and
+/// of how the call ended (in full, partly, with nothing, with an errno).
+#[inline(always)]
+fn count_return(stats: &mut GupStats, nr: i64, ret: i64) {
     add_to(&mut stats.calls, 1);
     if nr > 0 {
         add_to(&mut stats.pages_requested, nr as u64);
@@ -495,40 +347,50 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
             add_to(errors, 1);
         }
     }
-    let (fast_pages, slow_pages, fell_back) = path_split(state);
-    if fell_back {
+}
+
+/// A variant's fallbacks and pages by path.
+#[inline(always)]
+fn count_paths(stats: &mut GupStats, paths: &PathSplit) {
+    if paths.fell_back {
         add_to(&mut stats.fallbacks, 1);
     }
-    add_to(&mut stats.fast_pages, fast_pages);
-    add_to(&mut stats.slow_pages, slow_pages);
-    let now = unsafe { bpf_ktime_get_ns() };
-    let ns = now.saturating_sub(state.start_ns);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if event_wanted(pid_tgid) {
-        // A slow variant's pages all come from the slow path.
-        let slow_pages = if state.fast_level == 0 && ret > 0 {
-            ret as u64
-        } else {
-            slow_pages
-        };
-        emit(CallEvent {
-            start_ns: state.start_ns,
-            latency_ns: ns,
-            pid_tgid,
-            addr: state.addr,
-            nr: state.nr,
-            flags: state.flags,
-            ret,
-            fast_pages,
-            slow_pages,
-            func: outer,
-            kind: EVENT_GUP,
-            caller: state.caller,
-            fell_back: fell_back as u32,
-            _pad: 0,
-            comm: bpf_get_current_comm().unwrap_or_default(),
-        });
-    }
+    add_to(&mut stats.fast_pages, paths.fast_pages);
+    add_to(&mut stats.slow_pages, paths.slow_pages);
+}
+
+/// Sends the per-call event of an outermost call that took `ns`.
+#[inline(always)]
+fn emit_call(state: &TaskState, ret: i64, ns: u64, pid_tgid: u64, paths: &PathSplit) {
+    // A slow variant's pages all come from the slow path.
+    let slow_pages = if state.fast_level == 0 && ret > 0 {
+        ret as u64
+    } else {
+        paths.slow_pages
+    };
+    emit(CallEvent {
+        start_ns: state.start_ns,
+        latency_ns: ns,
+        pid_tgid,
+        addr: state.addr,
+        nr: state.nr,
+        flags: state.flags,
+        ret,
+        fast_pages: paths.fast_pages,
+        slow_pages,
+        func: state.outer,
+        kind: EVENT_GUP,
+        caller: state.caller,
+        fell_back: paths.fell_back as u32,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    });
+}
+
+/// A variant's latency sum, maximum and histogram; returns the call's
+/// histogram bucket.
+#[inline(always)]
+fn count_latency(stats: &mut GupStats, ns: u64) -> usize {
     add_to(&mut stats.latency_sum_ns, ns);
     // A plain store: a maximum lost to a concurrent update is replaced by
     // the other update's (also real) value, and views take the interval's
@@ -540,28 +402,13 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     if let Some(calls) = stats.latency_log2.get_mut(latency_slot) {
         add_to(calls, 1);
     }
-    let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
-    if attribution::callers_on() {
-        attribution::account_caller(
-            state,
-            ret,
-            ns,
-            fast_pages,
-            slow_pages,
-            fell_back,
-            latency_slot,
-        );
-    }
-    if is_pin && attribution::lifetimes_on() {
-        attribution::remember_pins(state, ret, now);
-    }
-    if is_pin
-        && ret > 0
-        && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
-    {
-        add_to(unsafe { &mut (*balance).pinned }, ret as u64);
-    }
+    latency_slot
+}
 
+/// The calling process's row: its comm, when it last called, its calls
+/// and the pages it got (pinned ones apart).
+#[inline(always)]
+fn count_process(ctx: &impl EbpfContext, ret: i64, is_pin: bool, now: u64) {
     if let Some(proc) = proc_stats(ctx) {
         // Refreshed on every call: a process's first GUP calls are often
         // exec copying its arguments, under the parent's comm.

@@ -2,235 +2,37 @@
 //! `--lifetimes`, how long the pages it pinned stay pinned.
 //!
 //! The caller is read at the outermost entry: the traced function's return
-//! address, straight from its frame (trampoline or kprobe registers), or
-//! from a short stack walk when the frame does not look as expected.
-//! Lifetimes remember each pinned folio at the call's return and match it
-//! at `gup_put_folio`, where every FOLL_PIN release ends up.
+//! address, straight from its frame (see `frame`), or from a short stack
+//! walk when the frame does not look as expected. Lifetimes remember each
+//! pinned folio at the call's return and match it at `gup_put_folio`,
+//! where every FOLL_PIN release ends up.
 
 #[cfg(not(feature = "baseline"))]
 use core::ffi::c_void;
 
 // Helpers and types of the full object only (see the `baseline` feature).
 #[cfg(not(feature = "baseline"))]
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid,
-    generated::{bpf_get_func_arg_cnt, bpf_get_func_ip, bpf_loop},
-};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_loop};
 #[cfg(not(feature = "baseline"))]
 use pin_common::{PinRecord, attribution::LIFETIME_PAGES_PER_CALL};
 
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_get_stack},
-    programs::{FEntryContext, ProbeContext},
+    helpers::{bpf_ktime_get_ns, generated::bpf_get_stack},
 };
 use pin_common::{
     CallerKey, CallerStats, FuncId, Health, INSERTS_CALLERS, TaskState,
-    attribution::{
-        CALLER_FRAMES, SETTING_CALLERS, SETTING_LIFETIMES, SETTING_RETURN_TRAMPOLINE,
-        SETTING_TASK_STACK_OFFSET, SETTING_TASK_STACK_SIZE, hold_bucket,
-    },
+    attribution::{CALLER_FRAMES, hold_bucket},
 };
 
 use crate::{
-    account::{EEXIST, add_health, add_to, bump_health, count_insert},
-    maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES, SETTINGS},
+    counters::{EEXIST, add_health, add_to, bump_health, count_insert},
+    frame::{ENTRY_WINDOW, Frame, JIT_AREA, KERNEL_TEXT, func_ip},
+    maps::{CALLER_ZERO, CALLERS, PIN_LIFETIMES},
+    outcome::Outcome,
+    settings::lifetimes_on,
 };
-
-/// How far past the traced function's address its own frame may point:
-/// the return address into it from the trampoline call (fentry) or the
-/// probed instruction pointer (kprobe), after an optional `endbr64`.
-const ENTRY_WINDOW: u64 = 32;
-
-#[inline(always)]
-pub(crate) fn setting(index: u32) -> u64 {
-    SETTINGS.get(index).copied().unwrap_or(0)
-}
-
-/// Where the current task's kernel stack pointer sits in `task_struct`
-/// (offset + 1, 0 when unknown) and how big the stack is.
-#[inline(always)]
-pub fn task_stack_layout() -> (u64, u64) {
-    (
-        setting(SETTING_TASK_STACK_OFFSET),
-        setting(SETTING_TASK_STACK_SIZE),
-    )
-}
-
-/// Whether callers are attributed.
-#[inline(always)]
-pub fn callers_on() -> bool {
-    setting(SETTING_CALLERS) == 1
-}
-
-/// Lowest address of the kernel's text mapping (x86-64: the top 2 GiB,
-/// modules included): a return address read from a frame must lie above.
-const KERNEL_TEXT: u64 = 0xffff_ffff_8000_0000;
-
-/// Start of the x86-64 module area (`MODULES_VADDR`), where BPF programs
-/// and trampolines are JIT-compiled; the core kernel's text lies below.
-const JIT_AREA: u64 = 0xffff_ffff_c000_0000;
-
-/// How far above the trampoline's context a saved frame pointer of the
-/// same task stack can be (x86-64 THREAD_SIZE, doubled by KASAN).
-const STACK_SPAN: u64 = 32 * 1024;
-
-/// What an entry program learns from the traced function's frame.
-#[derive(Clone, Copy, Default)]
-pub struct Frame {
-    /// Address of a word of the frame that stays put while the call runs
-    /// (0: unknown). Deeper frames have lower addresses.
-    pub addr: u64,
-    /// The word at `addr` at entry (0: do not check it later).
-    pub mark: u64,
-    /// The return address into the caller (0: not in the frame).
-    pub caller: u64,
-}
-
-/// A program context that can read the traced function's frame: where it
-/// is on the kernel stack and the return address into the caller, without
-/// walking the stack.
-pub trait EntryFrame: EbpfContext {
-    /// The frame of traced function `id`.
-    fn entry_frame(&self, id: FuncId) -> Frame;
-}
-
-/// The traced function's address: from the kernel where it tells
-/// (`bpf_get_func_ip`, 5.15+), from the agent's kallsyms read in the
-/// baseline object (0 when kallsyms hides addresses).
-#[inline(always)]
-fn func_ip(ctx: &impl EbpfContext, id: FuncId) -> u64 {
-    #[cfg(not(feature = "baseline"))]
-    {
-        let _ = id;
-        // SAFETY: the helper takes the program's own context.
-        unsafe { bpf_get_func_ip(ctx.as_ptr()) }
-    }
-    #[cfg(feature = "baseline")]
-    {
-        let _ = ctx;
-        crate::account::config(id).map_or(0, |c| c.addr)
-    }
-}
-
-/// How many arguments the fentry trampoline saved: from the kernel where
-/// it tells (`bpf_get_func_arg_cnt`, 5.17+), from the function's BTF
-/// prototype (the agent) in the baseline object.
-#[inline(always)]
-fn saved_args(ctx: &FEntryContext, id: FuncId) -> u64 {
-    #[cfg(not(feature = "baseline"))]
-    {
-        let _ = id;
-        // SAFETY: the helper takes the program's own context.
-        unsafe { bpf_get_func_arg_cnt(ctx.as_ptr()) as u64 }
-    }
-    #[cfg(feature = "baseline")]
-    {
-        let _ = ctx;
-        crate::account::config(id).map_or(u64::MAX, |c| u64::from(c.arg_count))
-    }
-}
-
-/// A kernel text address, or 0.
-#[inline(always)]
-fn text_or_zero(addr: u64) -> u64 {
-    if addr >= KERNEL_TEXT { addr } else { 0 }
-}
-
-impl EntryFrame for FEntryContext {
-    /// The BPF trampoline saves the traced function's register arguments
-    /// at the context pointer, then (when it also calls the function for
-    /// fexit) a return-value slot, then its saved frame pointer, the
-    /// return address into the traced function (just past its fentry
-    /// call) and, above that, the traced function's own return address.
-    /// The return address into the traced function identifies which of
-    /// the two layouts this trampoline has; its slot is the frame's mark:
-    /// it holds that value for as long as the call runs.
-    fn entry_frame(&self, id: FuncId) -> Frame {
-        let (args, func_ip) = (saved_args(self, id), func_ip(self, id));
-        // x86-64 passes at most 6 arguments in registers and the
-        // trampoline saves at most 12.
-        if args > 12 {
-            return Frame::default();
-        }
-        let ctx_addr = crate::account::context_address(self);
-        if ctx_addr == 0 {
-            return Frame::default();
-        }
-        let above_args = ctx_addr + args * 8;
-        // SAFETY: reads kernel memory through the checked helper.
-        let Ok(words) = (unsafe { bpf_probe_read_kernel(above_args as *const [u64; 4]) }) else {
-            return Frame::default();
-        };
-        let into_traced = |w: u64| func_ip != 0 && w.wrapping_sub(func_ip) < ENTRY_WINDOW;
-        // A saved frame pointer: an address on this stack, above us.
-        let on_stack = |w: u64| w > ctx_addr && w - ctx_addr < STACK_SPAN;
-        if into_traced(words[1]) {
-            Frame {
-                addr: above_args + 8,
-                mark: words[1],
-                caller: text_or_zero(words[2]),
-            }
-        } else if into_traced(words[2]) {
-            Frame {
-                addr: above_args + 16,
-                mark: words[2],
-                caller: text_or_zero(words[3]),
-            }
-        } else if on_stack(words[0]) && text_or_zero(words[1]) != 0 {
-            // Entered by a jump from the traced function's entry (Linux
-            // 7.x): no return address into it; the saved frame pointer is
-            // followed by the traced function's own return address, which
-            // stays put while the call runs. Without a return slot...
-            Frame {
-                addr: above_args + 8,
-                mark: words[1],
-                caller: words[1],
-            }
-        } else if on_stack(words[1]) && text_or_zero(words[2]) != 0 {
-            // ...and with one (fexit attached too).
-            Frame {
-                addr: above_args + 16,
-                mark: words[2],
-                caller: words[2],
-            }
-        } else {
-            Frame {
-                addr: ctx_addr,
-                mark: 0,
-                caller: 0,
-            }
-        }
-    }
-}
-
-impl EntryFrame for ProbeContext {
-    /// At a function-entry kprobe the stack pointer points at the
-    /// function's return address. A kretprobe on the same function swaps
-    /// that word for its trampoline's address while the call runs, so the
-    /// word is a mark only where the agent told us that address.
-    fn entry_frame(&self, _id: FuncId) -> Frame {
-        // SAFETY: the context's registers, then kernel memory through the
-        // checked helper.
-        let (sp, word) = unsafe {
-            let sp = (*self.regs).rsp;
-            (sp, bpf_probe_read_kernel(sp as *const u64).unwrap_or(0))
-        };
-        Frame {
-            addr: sp,
-            mark: if return_trampoline() != 0 { word } else { 0 },
-            caller: text_or_zero(word),
-        }
-    }
-}
-
-/// The address of the kernel's return-probe trampoline, which a kretprobe
-/// writes over the return address of a call it watches (0: unknown).
-#[inline(always)]
-pub fn return_trampoline() -> u64 {
-    setting(SETTING_RETURN_TRAMPOLINE)
-}
 
 /// The return address into whoever called the traced function: read from
 /// its frame where the layout is known, else found on a stack walk; 0 (and
@@ -302,41 +104,26 @@ fn caller_stats(key: &CallerKey) -> Option<&'static mut CallerStats> {
 
 /// Folds one outermost call into its call site's counters.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn account_caller(
-    state: &TaskState,
-    ret: i64,
-    ns: u64,
-    fast_pages: u64,
-    slow_pages: u64,
-    fell_back: bool,
-    latency_slot: usize,
-) {
+pub fn account_caller(state: &TaskState, call: &Outcome) {
     let key = CallerKey::new(state.caller, state.outer);
     let Some(stats) = caller_stats(&key) else {
         return;
     };
     add_to(&mut stats.calls, 1);
-    if ret > 0 {
-        add_to(&mut stats.pages, ret as u64);
-    } else if ret < 0 {
+    if call.ret > 0 {
+        add_to(&mut stats.pages, call.ret as u64);
+    } else if call.ret < 0 {
         add_to(&mut stats.errors, 1);
     }
-    if fell_back {
+    if call.paths.fell_back {
         add_to(&mut stats.fallbacks, 1);
     }
-    add_to(&mut stats.fast_pages, fast_pages);
-    add_to(&mut stats.slow_pages, slow_pages);
-    add_to(&mut stats.latency_sum_ns, ns);
-    if let Some(calls) = stats.latency_log2.get_mut(latency_slot) {
+    add_to(&mut stats.fast_pages, call.paths.fast_pages);
+    add_to(&mut stats.slow_pages, call.paths.slow_pages);
+    add_to(&mut stats.latency_sum_ns, call.ns);
+    if let Some(calls) = stats.latency_log2.get_mut(call.latency_slot) {
         add_to(calls, 1);
     }
-}
-
-/// Whether pin lifetimes are recorded.
-#[inline(always)]
-pub fn lifetimes_on() -> bool {
-    setting(SETTING_LIFETIMES) == 1
 }
 
 /// The folio a `struct page *` belongs to: a tail page's `compound_head`

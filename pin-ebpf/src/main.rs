@@ -7,11 +7,17 @@
 //! rest stay unloaded. Program names are `{gup,rel}_{fentry,fexit,kprobe,
 //! kretprobe}_NN` with NN the function id, so the agent can find them.
 //!
-//! The programs only read the page-count argument and the return value; all
-//! bookkeeping lives in `account`, all state in `maps`.
+//! The programs only read arguments and return values; the bookkeeping is
+//! in the modules below, each of which uses only modules listed after it:
+//! `release` (releases), `account` (get/pin calls and per-process rows),
+//! `attribution` (call sites, pin lifetimes), `follow` (the followed
+//! process tree), `events` (per-call events), `frame` (the traced
+//! function's frame), `outcome` (what a call came to), `task_storage`
+//! (per-thread state), `counters` (atomic adds, health counts), `settings`
+//! (what the agent told the probes) and `maps` (the maps the agent reads).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// The atomic add of `account::add_to` (see there).
+// The atomic add of `counters::add_to` (see there).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
@@ -20,9 +26,21 @@ mod account;
 #[cfg(target_arch = "bpf")]
 mod attribution;
 #[cfg(target_arch = "bpf")]
+mod counters;
+#[cfg(target_arch = "bpf")]
+mod events;
+#[cfg(target_arch = "bpf")]
+mod follow;
+#[cfg(target_arch = "bpf")]
+mod frame;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod outcome;
+#[cfg(target_arch = "bpf")]
 mod release;
+#[cfg(target_arch = "bpf")]
+mod settings;
 #[cfg(target_arch = "bpf")]
 mod task_storage;
 
@@ -37,7 +55,11 @@ mod programs {
     };
     use pin_common::{FUNCS, NO_ARG, catalog::releases_one_folio};
 
-    use crate::{account, attribution, release};
+    use crate::{
+        account, follow,
+        frame::{self, EntryFrame},
+        release,
+    };
 
     /// Argument `n` of a traced function through `bpf_get_func_arg`,
     /// which takes any argument type (0 when it fails).
@@ -78,10 +100,10 @@ mod programs {
     #[cfg(feature = "baseline")]
     #[inline(always)]
     fn fexit_ret(ctx: &FExitContext, id: u32) -> u64 {
-        let Some(config) = account::config(id) else {
+        let Some(config) = crate::settings::config(id) else {
             return 0;
         };
-        let base = account::context_address(ctx);
+        let base = frame::context_address(ctx);
         if base == 0 {
             return 0;
         }
@@ -120,7 +142,7 @@ mod programs {
                     } else {
                         func_arg(&ctx, PAGES as u32)
                     },
-                    frame: attribution::EntryFrame::entry_frame(&ctx, $id),
+                    frame: ctx.entry_frame($id),
                 };
                 account::gup_entry(&ctx, $id, args);
                 0
@@ -155,7 +177,7 @@ mod programs {
                     } else {
                         ctx.arg::<u64>(PAGES as usize).unwrap_or(0)
                     },
-                    frame: attribution::EntryFrame::entry_frame(&ctx, $id),
+                    frame: ctx.entry_frame($id),
                 };
                 account::gup_entry(&ctx, $id, args);
                 0
@@ -186,7 +208,7 @@ mod programs {
                 } else {
                     0
                 };
-                release::entry(&ctx, $id, pages, folio, || account::context_address(&ctx));
+                release::entry(&ctx, $id, pages, folio, || frame::context_address(&ctx));
                 0
             }
 
@@ -229,7 +251,7 @@ mod programs {
         let refs = ctx.arg::<u64>(1) as u32 as i32 as i64;
         let flags = ctx.arg::<u64>(2) as u32 as u64;
         release::folio_put(ctx.arg::<u64>(0), refs, flags, || {
-            account::context_address(&ctx)
+            frame::context_address(&ctx)
         });
         0
     }
@@ -249,14 +271,14 @@ mod programs {
     /// sched:sched_process_fork, for following a process tree.
     #[tracepoint]
     fn track_fork(ctx: TracePointContext) -> u32 {
-        account::on_fork(&ctx);
+        follow::on_fork(&ctx);
         0
     }
 
     /// sched:sched_process_exit, for following a process tree.
     #[tracepoint]
     fn track_exit(_ctx: TracePointContext) -> u32 {
-        account::on_exit();
+        follow::on_exit();
         0
     }
 

@@ -1,6 +1,7 @@
 //! The BPF maps shared with the agent. Aggregation happens here, in per-CPU
 //! maps, so the hot path never contends and nothing per event crosses to
-//! userspace.
+//! userspace. (The per-thread state, which only the probes use, is
+//! `task_storage`'s.)
 //!
 //! A static's identifier is its map's name (aya-ebpf takes it from there);
 //! the agent opens the maps by the names in `pin_common::maps`, which a
@@ -13,17 +14,10 @@ use aya_ebpf::{
 use pin_common::{
     CallerKey, CallerStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES, FUNC_COUNT, FuncConfig,
     GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY, PinBalance, PinRecord,
-    ProcStats, ReleaseStats, TRACKED_CAPACITY, TaskState,
-    attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY, SETTINGS_LEN},
+    ProcStats, ReleaseStats, TRACKED_CAPACITY,
+    attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
+    settings::SETTINGS_LEN,
 };
-
-#[cfg(feature = "baseline")]
-use aya_ebpf::maps::LruHashMap;
-#[cfg(feature = "baseline")]
-use pin_common::THREADS_CAPACITY;
-
-#[cfg(not(feature = "baseline"))]
-use crate::task_storage::TaskStorage;
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
 /// from the kernel's BTF before any program is attached.
@@ -39,22 +33,6 @@ pub static GUP_STATS: PerCpuArray<GupStats> =
 #[map]
 pub static RELEASE_STATS: PerCpuArray<ReleaseStats> =
     PerCpuArray::with_max_entries((FUNC_COUNT - GUP_FUNC_COUNT) as u32, 0);
-
-/// Per thread: where it is inside the GUP family. Task local storage rather
-/// than a hash keyed by thread id: found through the task without hashing
-/// (the lookup every probe makes), and freed when the thread exits, so a
-/// thread that dies mid-call leaves nothing behind.
-#[cfg(not(feature = "baseline"))]
-#[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "TASK_STATES")]
-pub static TASK_STATES: TaskStorage<TaskState> = TaskStorage::new();
-
-/// The baseline object's per-thread state: an LRU hash by thread id,
-/// emptied by the thread-exit program (as task storage frees itself).
-#[cfg(feature = "baseline")]
-#[map]
-pub static TASK_STATES: LruHashMap<u32, TaskState> =
-    LruHashMap::with_max_entries(THREADS_CAPACITY, 0);
 
 /// Per process (tgid): calls, pages, pins and releases.
 #[map]
@@ -99,9 +77,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 #[map]
 pub static EVENT_FILTER: Array<u32> = Array::with_max_entries(EVENT_FILTER_LEN, 0);
 
-/// Feature switches set by the agent before attaching (caller attribution,
-/// pin lifetimes) and the kernel's FOLL_PIN bit; see `SETTING_*` in
-/// pin-common.
+/// What the agent tells the probes after load: the start of pin
+/// lifetimes and where the fork tracepoint's record keeps the child's pid
+/// (see `SETTING_*` in `pin_common::settings`). What is fixed before load
+/// is a read-only global instead (`settings`).
 #[map]
 pub static SETTINGS: Array<u64> = Array::with_max_entries(SETTINGS_LEN, 0);
 

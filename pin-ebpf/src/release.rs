@@ -13,18 +13,20 @@ use aya_ebpf::{
 };
 use pin_common::{
     CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_TGID, LATENCY_UNMEASURED,
-    attribution::SETTING_FOLL_PIN,
     catalog::{RELEASE_NESTED, RELEASE_NESTING},
 };
 
 use crate::{
     account::{
-        IRQ_COMM, add_health, add_to, bump_health, config, counted, emit, event_wanted, following,
-        forget_missed_call, inside_gup_call, outer_call_returned, proc_entry, proc_stats,
-        task_state,
+        IRQ_COMM, forget_missed_call, inside_gup_call, outer_call_returned, proc_entry, proc_stats,
     },
     attribution,
+    counters::{add_health, add_to, bump_health},
+    events::{emit, event_wanted},
+    follow::{counted, following},
     maps::{PIN_BALANCE, RELEASE_STATS},
+    settings::{config, foll_pin, task_stack_layout},
+    task_storage::task_state,
 };
 
 /// Whether code at `frame` runs in interrupt context: on another stack than
@@ -34,7 +36,7 @@ use crate::{
 /// frame): then releases are charged to the current task, as before.
 #[inline(always)]
 fn in_interrupt(frame: u64) -> bool {
-    let (offset, size) = attribution::task_stack_layout();
+    let (offset, size) = task_stack_layout();
     if offset == 0 || frame == 0 {
         return false;
     }
@@ -49,11 +51,11 @@ fn in_interrupt(frame: u64) -> bool {
 /// Entry into release function `id` releasing `pages` pages: counted here,
 /// since releases (but one) are traced at entry only; their cost grows
 /// with every page an O_DIRECT completion releases one by one.
-#[inline(always)]
 ///
 /// `folio` (0 for the others) is the folio `unpin_folio` or
 /// `unpin_user_folio` releases: its pin lifetimes end here, and the thread
 /// remembers it for [`folio_put`] not to end them twice.
+#[inline(always)]
 pub fn entry(
     ctx: &impl EbpfContext,
     id: FuncId,
@@ -78,37 +80,58 @@ pub fn entry(
         return;
     }
     let index = id.wrapping_sub(GUP_FUNC_COUNT as u32);
-    // One lookup of the thread's state (created only where the nesting
-    // release must mark it). An interrupt's release is not the
-    // interrupted thread's, but its nesting is marked on that thread's
-    // state all the same: the nested call and the exit run there too.
-    if let Some(state) = task_state(id == RELEASE_NESTING || folio != 0) {
-        if !irq && state.depth != 0 {
-            if outer_call_returned(state) {
-                // The get/pin call this thread seemed to be in has returned
-                // unseen: this release is the caller's, not GUP's own.
-                forget_missed_call(state);
-            } else if inside_gup_call(state, frame) {
-                // GUP undoing its own grab (a rollback, a FOLL_LONGTERM
-                // migration retry): not a release by the caller. Counted at
-                // `gup_put_folio` ([`folio_put`]), where the many such
-                // releases whose unpin call the compiler inlined are seen
-                // too.
-                return;
-            }
-        }
-        if id == RELEASE_NESTED && state.release_depth != 0 {
-            // Part of an `unpin_user_pages_dirty_lock` already counted.
-            return;
-        }
-        if id == RELEASE_NESTING {
-            state.release_depth = 1;
-        }
-        state.direct_folio = folio;
+    if !callers_release(id, folio, irq, frame) {
+        return;
     }
     if folio != 0 {
         attribution::folio_released(folio, pages);
     }
+    count_release(ctx, index, pages, irq);
+    emit_release(id, pages, irq);
+}
+
+/// Whether a release entry is the caller's to count, marking the thread's
+/// nesting on the way: not when GUP makes it inside a get/pin call, nor
+/// when it is part of an `unpin_user_pages_dirty_lock` already counted.
+#[inline(always)]
+fn callers_release(id: FuncId, folio: u64, irq: bool, frame: u64) -> bool {
+    // One lookup of the thread's state (created only where the nesting
+    // release must mark it). An interrupt's release is not the
+    // interrupted thread's, but its nesting is marked on that thread's
+    // state all the same: the nested call and the exit run there too.
+    let Some(state) = task_state(id == RELEASE_NESTING || folio != 0) else {
+        return true;
+    };
+    if !irq && state.depth != 0 {
+        if outer_call_returned(state) {
+            // The get/pin call this thread seemed to be in has returned
+            // unseen: this release is the caller's, not GUP's own.
+            forget_missed_call(state);
+        } else if inside_gup_call(state, frame) {
+            // GUP undoing its own grab (a rollback, a FOLL_LONGTERM
+            // migration retry): not a release by the caller. Counted at
+            // `gup_put_folio` ([`folio_put`]), where the many such
+            // releases whose unpin call the compiler inlined are seen
+            // too.
+            return false;
+        }
+    }
+    if id == RELEASE_NESTED && state.release_depth != 0 {
+        // Part of an `unpin_user_pages_dirty_lock` already counted.
+        return false;
+    }
+    if id == RELEASE_NESTING {
+        state.release_depth = 1;
+    }
+    state.direct_folio = folio;
+    true
+}
+
+/// A release of `pages` pages in the release function's counters (by
+/// `index` in `RELEASE_STATS`), the pin balance and the releasing
+/// process's row (the `[irq]` row's for an interrupt's).
+#[inline(always)]
+fn count_release(ctx: &impl EbpfContext, index: u32, pages: u64, irq: bool) {
     if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
         let stats = unsafe { &mut *stats };
         add_to(&mut stats.calls, 1);
@@ -125,6 +148,11 @@ pub fn entry(
     if let Some(proc) = proc {
         add_to(&mut proc.released, pages);
     }
+}
+
+/// Sends the per-call event of a release, when one is wanted.
+#[inline(always)]
+fn emit_release(id: FuncId, pages: u64, irq: bool) {
     let pid_tgid = if irq {
         (u64::from(IRQ_TGID) << 32) | u64::from(IRQ_TGID)
     } else {
@@ -170,7 +198,7 @@ pub fn exit() {
 /// callers' pins.
 #[inline(always)]
 pub fn folio_put(folio: u64, refs: i64, flags: u64, frame: impl FnOnce() -> u64) {
-    if flags & attribution::setting(SETTING_FOLL_PIN) == 0 || refs <= 0 {
+    if flags & foll_pin() == 0 || refs <= 0 {
         return;
     }
     let refs = refs as u64;

@@ -1,7 +1,8 @@
 //! Per-thread state. Task local storage (`BPF_MAP_TYPE_TASK_STORAGE`,
 //! Linux 5.11+) where the kernel has it: found through the task itself and
 //! freed with it. The baseline object keeps it in an LRU hash by thread id
-//! instead, removed when the thread exits ([`forget_current`]).
+//! instead, removed when the thread exits ([`forget_current`]). Either
+//! map is this module's own: the agent never reads it.
 //!
 //! aya-ebpf 0.2.1 declares the other local-storage maps (inode, socket,
 //! cgroup) but not this one, so it is declared here the way aya-ebpf
@@ -16,6 +17,13 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type},
     helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
 };
+#[cfg(feature = "baseline")]
+use aya_ebpf::{macros::map, maps::LruHashMap};
+#[cfg(feature = "baseline")]
+use pin_common::THREADS_CAPACITY;
+use pin_common::{Health, TaskState};
+
+use crate::counters::bump_health;
 
 /// A task local storage map of `T`, one per thread.
 #[cfg(not(feature = "baseline"))]
@@ -72,12 +80,27 @@ impl<T> TaskStorage<T> {
     }
 }
 
+/// Per thread: where it is inside the GUP family. Task local storage rather
+/// than a hash keyed by thread id: found through the task without hashing
+/// (the lookup every probe makes), and freed when the thread exits, so a
+/// thread that dies mid-call leaves nothing behind.
+#[cfg(not(feature = "baseline"))]
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "TASK_STATES")]
+static TASK_STATES: TaskStorage<TaskState> = TaskStorage::new();
+
+/// The baseline object's per-thread state: an LRU hash by thread id,
+/// emptied by the thread-exit program (as task storage frees itself).
+#[cfg(feature = "baseline")]
+#[map]
+static TASK_STATES: LruHashMap<u32, TaskState> = LruHashMap::with_max_entries(THREADS_CAPACITY, 0);
+
 /// The current thread's state, created zeroed when `create` is set and
 /// there is none yet.
 #[cfg(not(feature = "baseline"))]
 #[inline(always)]
-pub fn current(create: bool) -> Option<&'static mut pin_common::TaskState> {
-    crate::maps::TASK_STATES.current(create)
+pub fn current(create: bool) -> Option<&'static mut TaskState> {
+    TASK_STATES.current(create)
 }
 
 /// Nothing to do: task storage goes with its task.
@@ -89,8 +112,7 @@ pub fn forget_current() {}
 /// there is none yet (baseline object: an LRU hash by thread id).
 #[cfg(feature = "baseline")]
 #[inline(always)]
-pub fn current(create: bool) -> Option<&'static mut pin_common::TaskState> {
-    use crate::maps::TASK_STATES;
+pub fn current(create: bool) -> Option<&'static mut TaskState> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     // Every CPU's idle task is thread 0: it never calls GUP, and an
     // interrupt that releases pins there must not share one state.
@@ -104,7 +126,7 @@ pub fn current(create: bool) -> Option<&'static mut pin_common::TaskState> {
     if !create {
         return None;
     }
-    let zero = pin_common::TaskState::default();
+    let zero = TaskState::default();
     TASK_STATES
         .insert(&tid, &zero, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
         .ok()?;
@@ -119,5 +141,18 @@ pub fn current(create: bool) -> Option<&'static mut pin_common::TaskState> {
 #[inline(always)]
 pub fn forget_current() {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
-    let _ = crate::maps::TASK_STATES.remove(&tid);
+    let _ = TASK_STATES.remove(&tid);
+}
+
+/// The current thread's nesting state, created on first use when `create`
+/// (a failure to create it counted in `HEALTH`).
+#[inline(always)]
+pub(crate) fn task_state(create: bool) -> Option<&'static mut TaskState> {
+    let state = current(create);
+    if state.is_none() && create {
+        // Allocation failed or the kernel refused a recursive use of the
+        // storage (a probe firing inside another probe's lookup).
+        bump_health(Health::TaskStateLost);
+    }
+    state
 }

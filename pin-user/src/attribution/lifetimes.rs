@@ -1,21 +1,16 @@
-//! Pin lifetimes (`--lifetimes`): turning the kernel-side feature switches
-//! on and reading the
-//! outstanding pins back as per-process and per-caller totals and the
-//! oldest outstanding pins (leak suspects), cross-checked against
-//! `/proc/vmstat` and each process's `VmPin`.
+//! Pin lifetimes (`--lifetimes`): reading the outstanding pins back as
+//! per-process and per-caller totals and the oldest outstanding pins (leak
+//! suspects), cross-checked against `/proc/vmstat` and each process's
+//! `VmPin`. (The probes are told to record them by `probes::settings`.)
 
 use std::collections::BTreeMap;
 
-use pin_common::{
-    FUNCS, PinRecord,
-    attribution::{LIFETIMES_CAPACITY, SETTING_CALLERS, SETTING_FOLL_PIN, SETTING_LIFETIMES},
-};
+use pin_common::{FUNCS, PinRecord, attribution::LIFETIMES_CAPACITY};
 use serde::{Deserialize, Serialize};
 
 use super::symbols::{self, CallSite};
 use crate::{
-    kernel::{KernelFacts, foll::FollFlags},
-    probes::{AttachOptions, KernelMapError, KernelMaps, KernelMapsMut},
+    probes::{KernelMapError, KernelMaps},
     vmstat::PinCounters,
 };
 
@@ -23,28 +18,6 @@ use crate::{
 /// (a hash map preallocates its entries).
 pub fn capacity(lifetimes: bool) -> u32 {
     if lifetimes { LIFETIMES_CAPACITY } else { 1 }
-}
-
-/// Writes the feature switches (callers, lifetimes, the kernel's FOLL_PIN
-/// bit); lifetimes need the release hook
-/// ([`crate::probes::RELEASE_HOOKS`]) attached.
-pub fn configure(
-    maps: &mut KernelMapsMut<'_>,
-    facts: &KernelFacts,
-    options: AttachOptions,
-) -> Result<(), String> {
-    let foll_pin = FollFlags::for_kernel(facts.btf.as_ref().ok())
-        .value("FOLL_PIN")
-        .ok_or("the kernel's FOLL_PIN value is unknown")?;
-    let mut settings = maps.settings().map_err(|e| e.to_string())?;
-    for (index, value) in [
-        (SETTING_CALLERS, options.callers as u64),
-        (SETTING_FOLL_PIN, foll_pin),
-        (SETTING_LIFETIMES, options.lifetimes as u64),
-    ] {
-        settings.set(index, value, 0).map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 /// Outstanding pinned pages of one process.

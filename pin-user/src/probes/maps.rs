@@ -201,7 +201,7 @@ impl<'a> KernelMapsMut<'a> {
         self.open(maps::CONFIG)
     }
 
-    /// `SETTINGS`: switches and kernel facts, by `SETTING_*` index.
+    /// `SETTINGS`: what changes after load, by `pin_common::settings::SETTING_*` index.
     pub fn settings(&mut self) -> Result<Array<&mut MapData, u64>, KernelMapError> {
         self.open(maps::SETTINGS)
     }

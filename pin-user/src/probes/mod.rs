@@ -24,9 +24,7 @@ use crate::{
 pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub(crate) use programs::program;
 use programs::{attach_exit_watch, attach_functions, attach_release_hook, unload_all};
-use settings::{
-    ensure_tracefs, fork_child_pid_offset, set_return_trampoline, set_setting, set_task_stack,
-};
+use settings::{Globals, ensure_tracefs, fork_child_pid_offset, set_setting};
 use signature::{func_config, resolve_symbol};
 
 /// The kernel function every FOLL_PIN release goes through, GUP's own
@@ -281,7 +279,7 @@ impl Probes {
         if let Some(offset) = fork_child_pid_offset() {
             set_setting(
                 &mut self.maps_mut(),
-                pin_common::attribution::SETTING_FORK_CHILD_PID_OFFSET,
+                pin_common::settings::SETTING_FORK_CHILD_PID_OFFSET,
                 offset,
             )?;
         }
@@ -340,7 +338,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
-    let (ebpf, kernel_log) = load_object(object, options)?;
+    let globals = Globals::for_kernel(facts, options);
+    let (ebpf, kernel_log) = load_object(object, options, &globals)?;
     // Built first so that any failure from here on drops it, which
     // detaches what is attached the fast way (`Drop for Probes`).
     let hook = release_hook_symbol(facts);
@@ -361,8 +360,6 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         _ => aya::Btf::from_sys_fs().ok(),
     };
     let mut maps = KernelMapsMut::new(&mut probes.ebpf);
-    set_return_trampoline(&mut maps, facts)?;
-    set_task_stack(&mut maps, facts)?;
     let configured = configure_functions(&mut maps, facts, object, &mut probes.status)?;
     let ebpf = &mut probes.ebpf;
     attach_functions(
@@ -374,8 +371,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         &configured,
     )?;
 
-    lifetimes::configure(&mut KernelMapsMut::new(ebpf), facts, options)
-        .map_err(AttachError::Load)?;
+    globals.start_lifetimes(&mut KernelMapsMut::new(ebpf))?;
     let release_hook = attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook);
     probes.lifetimes = match &release_hook {
         Ok(mechanism) => options.lifetimes.then_some(*mechanism),
@@ -418,20 +414,23 @@ impl Drop for Probes {
     }
 }
 
-/// Loads (verifies) `object`, sized for `options`, with its log reader.
+/// Loads (verifies) `object`, sized for `options` and with `globals` set,
+/// with its log reader.
 fn load_object(
     object: Object,
     options: AttachOptions,
+    globals: &Globals,
 ) -> Result<(Ebpf, Option<KernelLog>), AttachError> {
     log::info!("loading the eBPF object ({object:?})");
-    let mut ebpf = EbpfLoader::new()
-        // TASK_STATES is task local storage, which aya's userspace has no
-        // type for; only the probes use it.
-        .allow_unsupported_maps()
-        .map_max_entries(
-            pin_common::maps::PIN_LIFETIMES,
-            lifetimes::capacity(options.lifetimes),
-        )
+    let mut loader = EbpfLoader::new();
+    // TASK_STATES is task local storage, which aya's userspace has no type
+    // for; only the probes use it.
+    loader.allow_unsupported_maps().map_max_entries(
+        pin_common::maps::PIN_LIFETIMES,
+        lifetimes::capacity(options.lifetimes),
+    );
+    globals.apply(&mut loader);
+    let mut ebpf = loader
         .load(match object {
             Object::Full => EBPF_OBJECT,
             Object::Baseline => BASELINE_OBJECT,

@@ -1,11 +1,86 @@
-//! What the agent tells the probes before they run, through the SETTINGS
-//! map: facts about this kernel that BPF programs cannot find themselves
-//! (the return trampoline's address, where a task's stack is, where the
-//! fork tracepoint keeps the child's pid), and the tracefs mount the fork
-//! tracepoint needs.
+//! What the agent tells the probes: the feature switches (callers,
+//! lifetimes) and the facts about this kernel that BPF programs cannot find
+//! themselves (its FOLL_PIN bit, the return trampoline's address, where a
+//! task's stack is) as read-only globals fixed when the object is loaded
+//! ([`Globals`]); through the SETTINGS map, what changes after load (the
+//! start of pin lifetimes, just before the release hook attaches; where
+//! the fork tracepoint keeps the child's pid, learnt once a process tree is
+//! followed); and the tracefs mount the fork tracepoint needs.
 
-use super::{AttachError, KernelMapsMut};
-use crate::kernel::KernelFacts;
+use aya::EbpfLoader;
+use pin_common::settings::{
+    GLOBAL_CALLERS_ON, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON, GLOBAL_RETURN_TRAMPOLINE,
+    GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE, SETTING_LIFETIMES,
+};
+
+use super::{AttachError, AttachOptions, KernelMapsMut};
+use crate::kernel::{KernelFacts, foll::FollFlags};
+
+/// The object's read-only globals (names in `pin_common::settings`), all
+/// `u64`. Fixed before load, so the verifier knows them and drops the code
+/// a switch turns off; no probe looks them up in a map.
+pub(super) struct Globals {
+    callers: u64,
+    lifetimes: u64,
+    /// `None` when this kernel's FOLL_PIN is unknown: see
+    /// [`Globals::start_lifetimes`].
+    foll_pin: Option<u64>,
+    return_trampoline: u64,
+    task_stack_offset: u64,
+    task_stack_size: u64,
+}
+
+impl Globals {
+    /// The globals for `options` on this kernel.
+    pub(super) fn for_kernel(facts: &KernelFacts, options: AttachOptions) -> Self {
+        let (task_stack_offset, task_stack_size) = task_stack(facts);
+        Self {
+            callers: u64::from(options.callers),
+            lifetimes: u64::from(options.lifetimes),
+            foll_pin: FollFlags::for_kernel(facts.btf.as_ref().ok()).value("FOLL_PIN"),
+            return_trampoline: return_trampoline(facts),
+            task_stack_offset,
+            task_stack_size,
+        }
+    }
+
+    /// Each global's name and value.
+    fn entries(&self) -> [(&'static str, &u64); 6] {
+        [
+            (GLOBAL_CALLERS_ON, &self.callers),
+            (GLOBAL_LIFETIMES_ON, &self.lifetimes),
+            (GLOBAL_FOLL_PIN, self.foll_pin.as_ref().unwrap_or(&0)),
+            (GLOBAL_RETURN_TRAMPOLINE, &self.return_trampoline),
+            (GLOBAL_TASK_STACK_OFFSET, &self.task_stack_offset),
+            (GLOBAL_TASK_STACK_SIZE, &self.task_stack_size),
+        ]
+    }
+
+    /// Sets every global on `loader`, for the object it loads next; a
+    /// global missing from the object fails the load.
+    pub(super) fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        for (name, value) in self.entries() {
+            loader.override_global(name, value, true);
+        }
+    }
+
+    /// What attach does after the get/pin functions attached, just before
+    /// the release hook: fails when this kernel's FOLL_PIN bit is unknown
+    /// (the hook could not tell pins from other references; checked here,
+    /// not at load, so that the failure comes when it always has), and
+    /// with `--lifetimes` starts them (`SETTING_LIFETIMES`).
+    pub(super) fn start_lifetimes(&self, maps: &mut KernelMapsMut<'_>) -> Result<(), AttachError> {
+        if self.foll_pin.is_none() {
+            return Err(AttachError::Load(
+                "the kernel's FOLL_PIN value is unknown".into(),
+            ));
+        }
+        if self.lifetimes == 1 {
+            set_setting(maps, SETTING_LIFETIMES, 1)?;
+        }
+        Ok(())
+    }
+}
 
 /// Mounts tracefs where the kernel has it but nobody mounted it (root
 /// only; tracepoint attach needs it to look up event ids).
@@ -50,42 +125,31 @@ fn child_pid_offset_in(format: &str) -> Option<u64> {
     offset.trim().parse().ok()
 }
 
-/// Tells the probes where the kernel's return-probe trampoline is: a
+/// Where the kernel's return-probe trampoline is (0: unknown): a
 /// kretprobe writes its address over the return address of each call it
 /// watches, and the probes must recognise that word to know that the call
 /// is still running (see `TaskState::outer_mark`). Unknown (kallsyms
 /// hidden), the probes check only frame positions.
-pub(super) fn set_return_trampoline(
-    maps: &mut KernelMapsMut<'_>,
-    facts: &KernelFacts,
-) -> Result<(), AttachError> {
-    let address = facts
+fn return_trampoline(facts: &KernelFacts) -> u64 {
+    facts
         .kallsyms()
         .address(&crate::kernel::kallsyms::RETURN_TRAMPOLINES)
-        .unwrap_or(0);
-    set_setting(
-        maps,
-        pin_common::attribution::SETTING_RETURN_TRAMPOLINE,
-        address,
-    )
+        .unwrap_or(0)
 }
 
-/// Tells the probes where a task's kernel stack is, so that a release made
-/// by an interrupt (an O_DIRECT completion) is told from one made by the
-/// task it interrupted. Unknown (no BTF), releases are charged to the
-/// current task.
-pub(super) fn set_task_stack(
-    maps: &mut KernelMapsMut<'_>,
-    facts: &KernelFacts,
-) -> Result<(), AttachError> {
+/// Where a task's kernel stack is (1 + the offset of `task_struct.stack`)
+/// and its size, so that the probes tell a release made by an interrupt
+/// (an O_DIRECT completion) from one made by the task it interrupted.
+/// Unknown (no BTF: zeros), releases are charged to the current task.
+fn task_stack(facts: &KernelFacts) -> (u64, u64) {
     let Ok(btf) = &facts.btf else {
-        return Ok(());
+        return (0, 0);
     };
     let Some(offset) = btf.member_offset("task_struct", "stack") else {
         log::warn!(
             "task_struct.stack not in BTF: interrupt-context releases are charged to the interrupted task"
         );
-        return Ok(());
+        return (0, 0);
     };
     // x86-64 THREAD_SIZE: 16 KiB, doubled by KASAN.
     let size: u64 = if btf.has_func("kasan_check_range") {
@@ -93,15 +157,11 @@ pub(super) fn set_task_stack(
     } else {
         16 * 1024
     };
-    set_setting(maps, pin_common::attribution::SETTING_TASK_STACK_SIZE, size)?;
-    set_setting(
-        maps,
-        pin_common::attribution::SETTING_TASK_STACK_OFFSET,
-        u64::from(offset) + 1,
-    )
+    (u64::from(offset) + 1, size)
 }
 
-/// Writes `value` at `index` of the SETTINGS map.
+/// Writes entry `index` of the SETTINGS map (see
+/// `pin_common::settings::SETTING_*`).
 pub(super) fn set_setting(
     maps: &mut KernelMapsMut<'_>,
     index: u32,
@@ -115,7 +175,43 @@ pub(super) fn set_setting(
 
 #[cfg(test)]
 mod tests {
-    use super::child_pid_offset_in;
+    use std::collections::HashMap;
+
+    use pin_common::settings::GLOBALS;
+
+    use super::{Globals, child_pid_offset_in};
+
+    /// Every global is in both embedded objects and is a `u64`: a renamed
+    /// or retyped static fails here rather than at load.
+    #[test]
+    fn objects_hold_the_globals() {
+        let value = [0u8; 8];
+        for object in [super::super::EBPF_OBJECT, super::super::BASELINE_OBJECT] {
+            let mut parsed = aya_obj::Object::parse(object).expect("the object parses");
+            let globals: HashMap<&str, (&[u8], bool)> = GLOBALS
+                .iter()
+                .map(|name| (*name, (&value[..], true)))
+                .collect();
+            parsed
+                .patch_map_data(globals)
+                .expect("each global is in the object, 8 bytes long");
+        }
+    }
+
+    /// The agent sets every global pin-common names, once.
+    #[test]
+    fn every_global_is_set() {
+        let globals = Globals {
+            callers: 1,
+            lifetimes: 0,
+            foll_pin: None,
+            return_trampoline: 0,
+            task_stack_offset: 0,
+            task_stack_size: 0,
+        };
+        let names: Vec<&str> = globals.entries().iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, GLOBALS);
+    }
 
     #[test]
     fn fork_record_layouts() {

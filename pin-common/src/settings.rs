@@ -1,0 +1,54 @@
+//! What the agent tells the probes besides each function's `CONFIG`.
+//!
+//! Whatever is fixed before the object is loaded (the feature switches and
+//! facts about the running kernel) is a read-only global of the object,
+//! named here and set with aya's `EbpfLoader::override_global`: the
+//! verifier then knows its value and skips the code it turns off, and no
+//! probe pays a map lookup for it. What changes after load stays in the
+//! `SETTINGS` array.
+
+/// Read-only global (`u64`): 1 when callers are attributed.
+pub const GLOBAL_CALLERS_ON: &str = "CALLERS_ON";
+/// Read-only global (`u64`): 1 when pin lifetimes are wanted
+/// (`--lifetimes`); 0 lets the verifier drop their code. Recording starts
+/// once [`SETTING_LIFETIMES`] turns 1 as well.
+pub const GLOBAL_LIFETIMES_ON: &str = "LIFETIMES_ON";
+/// Read-only global (`u64`): the kernel's `FOLL_PIN` bit.
+pub const GLOBAL_FOLL_PIN: &str = "FOLL_PIN";
+/// Read-only global (`u64`): the address of the kernel's return-probe
+/// trampoline (`arch_rethook_trampoline`, `__kretprobe_trampoline` or
+/// `kretprobe_trampoline`, by kernel), 0 when unknown.
+pub const GLOBAL_RETURN_TRAMPOLINE: &str = "RETURN_TRAMPOLINE";
+/// Read-only global (`u64`): 1 + the offset of `stack` in
+/// `struct task_struct` (from BTF), 0 when unknown. With it the probes tell
+/// code running on the current task's stack from code on an interrupt's.
+pub const GLOBAL_TASK_STACK_OFFSET: &str = "TASK_STACK_OFFSET";
+/// Read-only global (`u64`): the size of a task's kernel stack (x86-64
+/// `THREAD_SIZE`: 16 KiB, 32 KiB with KASAN); 0 when unknown.
+pub const GLOBAL_TASK_STACK_SIZE: &str = "TASK_STACK_SIZE";
+
+/// Every read-only global the agent sets; all are `u64`.
+pub const GLOBALS: [&str; 6] = [
+    GLOBAL_CALLERS_ON,
+    GLOBAL_LIFETIMES_ON,
+    GLOBAL_FOLL_PIN,
+    GLOBAL_RETURN_TRAMPOLINE,
+    GLOBAL_TASK_STACK_OFFSET,
+    GLOBAL_TASK_STACK_SIZE,
+];
+
+/// Index in the `SETTINGS` array: offset of `child_pid` in the
+/// `sched:sched_process_fork` record, from its tracefs format (0: the
+/// classic [`crate::FORK_CHILD_PID_OFFSET`]; 6.13+ moved it when the comm
+/// fields became `__string`s). A map entry: the agent reads the format
+/// only once it follows a process tree (`record -- CMD`), after mounting
+/// tracefs, long after the object was loaded.
+pub const SETTING_FORK_CHILD_PID_OFFSET: u32 = 0;
+/// Index in the `SETTINGS` array: 1 from when the agent, with
+/// `--lifetimes`, is about to attach the release hook; pins are remembered
+/// only from then on, so that hardly any is taken whose release the hook
+/// cannot see yet. A map entry: it turns on after the get/pin functions
+/// attached, not at load.
+pub const SETTING_LIFETIMES: u32 = 1;
+/// Number of entries in `SETTINGS`.
+pub const SETTINGS_LEN: u32 = 2;

@@ -1,0 +1,73 @@
+//! The followed process tree (`record -- CMD`, `--pid`): whether the
+//! current task is counted at all (`FILTER`, `TRACKED`), and the fork and
+//! exit hooks that keep the tree current.
+
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel};
+use pin_common::Health;
+
+use crate::{
+    counters::bump_health,
+    frame::context_address,
+    maps::{FILTER, TRACKED},
+    settings::fork_child_pid_offset,
+};
+
+/// Whether a process tree is being followed (`record -- CMD`, `--pid`).
+#[inline(always)]
+pub(crate) fn following() -> bool {
+    matches!(FILTER.get(0), Some(&1))
+}
+
+/// Whether the current task is counted: always, unless a process tree is
+/// being followed and this task is outside it.
+#[inline(always)]
+pub(crate) fn counted() -> bool {
+    if !following() {
+        return true;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    unsafe { TRACKED.get(&tgid) }.is_some()
+}
+
+/// `sched_process_fork`, in the parent: follow the child when the parent
+/// is followed. A child of a parent outside the tree takes a pid that may
+/// still be in `TRACKED` from a followed process that died (entries of
+/// dead processes are pruned by the agent, not at exit): drop it, so a
+/// reused pid is never counted.
+#[inline(always)]
+pub fn on_fork(ctx: &aya_ebpf::programs::TracePointContext) {
+    if !following() {
+        return;
+    }
+    let offset = fork_child_pid_offset();
+    // The verifier allows only constant offsets into a tracepoint's
+    // context: read the record through the helper from a plain address.
+    let record = context_address(ctx);
+    // SAFETY: reads kernel memory through the checked helper.
+    let Ok(child) = (unsafe { bpf_probe_read_kernel((record + offset as u64) as *const u32) })
+    else {
+        return;
+    };
+    if !counted() {
+        let _ = TRACKED.remove(&child);
+        return;
+    }
+    if TRACKED.insert(&child, &1, 0).is_err() {
+        bump_health(Health::TrackLost);
+    }
+}
+
+/// `sched_process_exit`: forget an exiting thread that is not its
+/// process's leader. A leader's exit does not end its process (the other
+/// threads go on; a thread that execs takes over the leader's pid), so the
+/// process stays followed until the agent sees it gone from /proc.
+#[inline(always)]
+pub fn on_exit() {
+    if following() {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+        if tid != tgid {
+            let _ = TRACKED.remove(&tid);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Where a probe's traced function sits on the kernel stack: its frame
+//! (position, a word that stays put while the call runs, the return
+//! address into its caller), read straight from the trampoline's or the
+//! kprobe's registers without walking the stack, and the context pointer
+//! as a plain number for the reads that need one.
+
+#[cfg(not(feature = "baseline"))]
+use aya_ebpf::helpers::generated::{bpf_get_func_arg_cnt, bpf_get_func_ip};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_probe_read_kernel,
+    programs::{FEntryContext, ProbeContext},
+};
+use pin_common::FuncId;
+
+use crate::settings::return_trampoline;
+
+/// How far past the traced function's address its own frame may point:
+/// the return address into it from the trampoline call (fentry) or the
+/// probed instruction pointer (kprobe), after an optional `endbr64`.
+pub(crate) const ENTRY_WINDOW: u64 = 32;
+
+/// Lowest address of the kernel's text mapping (x86-64: the top 2 GiB,
+/// modules included): a return address read from a frame must lie above.
+pub(crate) const KERNEL_TEXT: u64 = 0xffff_ffff_8000_0000;
+
+/// Start of the x86-64 module area (`MODULES_VADDR`), where BPF programs
+/// and trampolines are JIT-compiled; the core kernel's text lies below.
+pub(crate) const JIT_AREA: u64 = 0xffff_ffff_c000_0000;
+
+/// Largest distance between two frames of one task's kernel stack
+/// (x86-64 `THREAD_SIZE` is 16 KiB, 32 KiB with KASAN): an entry farther
+/// away runs on another stack (an interrupt's), so its position says
+/// nothing about the task's state; a saved frame pointer farther above the
+/// trampoline's context is not one of this stack's.
+pub(crate) const STACK_SPAN: u64 = 32 * 1024;
+
+/// What an entry program learns from the traced function's frame.
+#[derive(Clone, Copy, Default)]
+pub struct Frame {
+    /// Address of a word of the frame that stays put while the call runs
+    /// (0: unknown). Deeper frames have lower addresses.
+    pub addr: u64,
+    /// The word at `addr` at entry (0: do not check it later).
+    pub mark: u64,
+    /// The return address into the caller (0: not in the frame).
+    pub caller: u64,
+}
+
+/// A program context that can read the traced function's frame: where it
+/// is on the kernel stack and the return address into the caller, without
+/// walking the stack.
+pub trait EntryFrame: EbpfContext {
+    /// The frame of traced function `id`.
+    fn entry_frame(&self, id: FuncId) -> Frame;
+}
+
+/// The traced function's address: from the kernel where it tells
+/// (`bpf_get_func_ip`, 5.15+), from the agent's kallsyms read in the
+/// baseline object (0 when kallsyms hides addresses).
+#[inline(always)]
+pub(crate) fn func_ip(ctx: &impl EbpfContext, id: FuncId) -> u64 {
+    #[cfg(not(feature = "baseline"))]
+    {
+        let _ = id;
+        // SAFETY: the helper takes the program's own context.
+        unsafe { bpf_get_func_ip(ctx.as_ptr()) }
+    }
+    #[cfg(feature = "baseline")]
+    {
+        let _ = ctx;
+        crate::settings::config(id).map_or(0, |c| c.addr)
+    }
+}
+
+/// How many arguments the fentry trampoline saved: from the kernel where
+/// it tells (`bpf_get_func_arg_cnt`, 5.17+), from the function's BTF
+/// prototype (the agent) in the baseline object.
+#[inline(always)]
+fn saved_args(ctx: &FEntryContext, id: FuncId) -> u64 {
+    #[cfg(not(feature = "baseline"))]
+    {
+        let _ = id;
+        // SAFETY: the helper takes the program's own context.
+        unsafe { bpf_get_func_arg_cnt(ctx.as_ptr()) as u64 }
+    }
+    #[cfg(feature = "baseline")]
+    {
+        let _ = ctx;
+        crate::settings::config(id).map_or(u64::MAX, |c| u64::from(c.arg_count))
+    }
+}
+
+/// A kernel text address, or 0.
+#[inline(always)]
+fn text_or_zero(addr: u64) -> u64 {
+    if addr >= KERNEL_TEXT { addr } else { 0 }
+}
+
+impl EntryFrame for FEntryContext {
+    /// The BPF trampoline saves the traced function's register arguments
+    /// at the context pointer, then (when it also calls the function for
+    /// fexit) a return-value slot, then its saved frame pointer, the
+    /// return address into the traced function (just past its fentry
+    /// call) and, above that, the traced function's own return address.
+    /// The return address into the traced function identifies which of
+    /// the two layouts this trampoline has; its slot is the frame's mark:
+    /// it holds that value for as long as the call runs.
+    fn entry_frame(&self, id: FuncId) -> Frame {
+        let (args, func_ip) = (saved_args(self, id), func_ip(self, id));
+        // x86-64 passes at most 6 arguments in registers and the
+        // trampoline saves at most 12.
+        if args > 12 {
+            return Frame::default();
+        }
+        let ctx_addr = context_address(self);
+        if ctx_addr == 0 {
+            return Frame::default();
+        }
+        let above_args = ctx_addr + args * 8;
+        // SAFETY: reads kernel memory through the checked helper.
+        let Ok(words) = (unsafe { bpf_probe_read_kernel(above_args as *const [u64; 4]) }) else {
+            return Frame::default();
+        };
+        let into_traced = |w: u64| func_ip != 0 && w.wrapping_sub(func_ip) < ENTRY_WINDOW;
+        // A saved frame pointer: an address on this stack, above us.
+        let on_stack = |w: u64| w > ctx_addr && w - ctx_addr < STACK_SPAN;
+        if into_traced(words[1]) {
+            Frame {
+                addr: above_args + 8,
+                mark: words[1],
+                caller: text_or_zero(words[2]),
+            }
+        } else if into_traced(words[2]) {
+            Frame {
+                addr: above_args + 16,
+                mark: words[2],
+                caller: text_or_zero(words[3]),
+            }
+        } else if on_stack(words[0]) && text_or_zero(words[1]) != 0 {
+            // Entered by a jump from the traced function's entry (Linux
+            // 7.x): no return address into it; the saved frame pointer is
+            // followed by the traced function's own return address, which
+            // stays put while the call runs. Without a return slot...
+            Frame {
+                addr: above_args + 8,
+                mark: words[1],
+                caller: words[1],
+            }
+        } else if on_stack(words[1]) && text_or_zero(words[2]) != 0 {
+            // ...and with one (fexit attached too).
+            Frame {
+                addr: above_args + 16,
+                mark: words[2],
+                caller: words[2],
+            }
+        } else {
+            Frame {
+                addr: ctx_addr,
+                mark: 0,
+                caller: 0,
+            }
+        }
+    }
+}
+
+impl EntryFrame for ProbeContext {
+    /// At a function-entry kprobe the stack pointer points at the
+    /// function's return address. A kretprobe on the same function swaps
+    /// that word for its trampoline's address while the call runs, so the
+    /// word is a mark only where the agent told us that address.
+    fn entry_frame(&self, _id: FuncId) -> Frame {
+        // SAFETY: the context's registers, then kernel memory through the
+        // checked helper.
+        let (sp, word) = unsafe {
+            let sp = (*self.regs).rsp;
+            (sp, bpf_probe_read_kernel(sp as *const u64).unwrap_or(0))
+        };
+        Frame {
+            addr: sp,
+            mark: if return_trampoline() != 0 { word } else { 0 },
+            caller: text_or_zero(word),
+        }
+    }
+}
+
+/// The context pointer as a plain number, for reads at offsets the
+/// verifier cannot bound (a tracepoint record's field) and for an fentry
+/// program's frame: the trampoline saves the traced function's arguments
+/// at the context pointer, in its frame just below that function's return
+/// address.
+#[inline(always)]
+pub fn context_address(ctx: &impl EbpfContext) -> u64 {
+    let ctx_addr = ctx.as_ptr() as u64;
+    // The verifier keeps the context pointer typed as such and refuses
+    // arithmetic on it with unbounded numbers; read back through the
+    // helper, our copy of its value is a plain number.
+    // SAFETY: reads 8 bytes of our own stack.
+    unsafe { bpf_probe_read_kernel(&ctx_addr as *const u64) }.unwrap_or(0)
+}

@@ -1,0 +1,105 @@
+//! What the agent told the probes: each traced function's `CONFIG`
+//! entry; the feature switches (callers, lifetimes) and the facts about
+//! the running kernel the programs cannot find themselves, as read-only
+//! globals; and what changes after load (`SETTINGS`: the start of pin
+//! lifetimes, the fork record's layout).
+//!
+//! The globals are fixed before the object is loaded (aya's
+//! `EbpfLoader::override_global`, names in `pin_common::settings`): they
+//! live in the object's `.rodata`, which the loader freezes, so the
+//! verifier knows their values and skips the code a switch turns off, and
+//! no probe pays a map lookup for them.
+
+use aya_ebpf::Global;
+use pin_common::{
+    FuncConfig, FuncId,
+    settings::{SETTING_FORK_CHILD_PID_OFFSET, SETTING_LIFETIMES},
+};
+
+use crate::maps::{CONFIG, SETTINGS};
+
+/// 1 when callers are attributed (`pin_common::settings::GLOBAL_CALLERS_ON`).
+#[unsafe(no_mangle)]
+static CALLERS_ON: Global<u64> = Global::new(0);
+
+/// 1 when pin lifetimes are wanted
+/// (`pin_common::settings::GLOBAL_LIFETIMES_ON`).
+#[unsafe(no_mangle)]
+static LIFETIMES_ON: Global<u64> = Global::new(0);
+
+/// The kernel's `FOLL_PIN` bit (`pin_common::settings::GLOBAL_FOLL_PIN`).
+#[unsafe(no_mangle)]
+static FOLL_PIN: Global<u64> = Global::new(0);
+
+/// The kernel's return-probe trampoline, 0 when unknown
+/// (`pin_common::settings::GLOBAL_RETURN_TRAMPOLINE`).
+#[unsafe(no_mangle)]
+static RETURN_TRAMPOLINE: Global<u64> = Global::new(0);
+
+/// 1 + the offset of `stack` in `task_struct`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_TASK_STACK_OFFSET`).
+#[unsafe(no_mangle)]
+static TASK_STACK_OFFSET: Global<u64> = Global::new(0);
+
+/// The size of a task's kernel stack
+/// (`pin_common::settings::GLOBAL_TASK_STACK_SIZE`).
+#[unsafe(no_mangle)]
+static TASK_STACK_SIZE: Global<u64> = Global::new(0);
+
+/// How to read traced function `id` on this kernel; `None` until the agent
+/// filled its entry (a function it did not configure).
+#[inline(always)]
+pub(crate) fn config(id: FuncId) -> Option<FuncConfig> {
+    match CONFIG.get(id) {
+        Some(l) if l.valid != 0 => Some(*l),
+        _ => None,
+    }
+}
+
+/// Whether callers are attributed.
+#[inline(always)]
+pub fn callers_on() -> bool {
+    CALLERS_ON.load() == 1
+}
+
+/// Entry `index` of `SETTINGS` (0 until the agent writes it).
+#[inline(always)]
+fn setting(index: u32) -> u64 {
+    SETTINGS.get(index).copied().unwrap_or(0)
+}
+
+/// Whether pin lifetimes are recorded: wanted, and started (the global
+/// first, so that without `--lifetimes` the verifier drops the rest).
+#[inline(always)]
+pub fn lifetimes_on() -> bool {
+    LIFETIMES_ON.load() == 1 && setting(SETTING_LIFETIMES) == 1
+}
+
+/// The kernel's `FOLL_PIN` bit.
+#[inline(always)]
+pub fn foll_pin() -> u64 {
+    FOLL_PIN.load()
+}
+
+/// The address of the kernel's return-probe trampoline, which a kretprobe
+/// writes over the return address of a call it watches (0: unknown).
+#[inline(always)]
+pub fn return_trampoline() -> u64 {
+    RETURN_TRAMPOLINE.load()
+}
+
+/// Where the current task's kernel stack pointer sits in `task_struct`
+/// (offset + 1, 0 when unknown) and how big the stack is.
+#[inline(always)]
+pub fn task_stack_layout() -> (u64, u64) {
+    (TASK_STACK_OFFSET.load(), TASK_STACK_SIZE.load())
+}
+
+/// Offset of `child_pid` in the `sched_process_fork` record.
+#[inline(always)]
+pub fn fork_child_pid_offset() -> usize {
+    match setting(SETTING_FORK_CHILD_PID_OFFSET) {
+        0 => pin_common::FORK_CHILD_PID_OFFSET,
+        known => known as usize,
+    }
+}

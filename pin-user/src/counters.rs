@@ -5,11 +5,6 @@
 
 use pin_common::{CallerStats, GupStats, PinBalance, ReleaseStats};
 
-use crate::{
-    snapshot::{Evictions, ProcTotals},
-    vmstat::PinCounters,
-};
-
 /// Counters that add up and difference field by field.
 pub trait Counters {
     /// Adds `other` in: another CPU's slot, or a later interval.
@@ -39,7 +34,7 @@ macro_rules! counters {
         stamp: [$($stamp:ident),* $(,)?],
         latest: [$($latest:ident),* $(,)?] $(,)?
     }) => {
-        impl Counters for $ty {
+        impl $crate::counters::Counters for $ty {
             fn merge(&mut self, other: &Self) {
                 let Self { $($sum: _,)* $($hist: _,)* $($max: _,)* $($stamp: _,)* $($latest: _,)* } = other;
                 $(self.$sum += other.$sum;)*
@@ -63,6 +58,7 @@ macro_rules! counters {
         }
     };
 }
+pub(crate) use counters;
 
 counters!(GupStats {
     sum: [
@@ -119,30 +115,6 @@ counters!(PinBalance {
     latest: [],
 });
 
-counters!(ProcTotals {
-    sum: [calls, pages, pinned, released],
-    hist: [],
-    max: [],
-    stamp: [first_ns],
-    latest: [comm],
-});
-
-counters!(Evictions {
-    sum: [procs, callers],
-    hist: [],
-    max: [],
-    stamp: [],
-    latest: [],
-});
-
-counters!(PinCounters {
-    sum: [nr_foll_pin_acquired, nr_foll_pin_released],
-    hist: [],
-    max: [],
-    stamp: [],
-    latest: [],
-});
-
 /// Arrays of plain counters (the health counters).
 impl<const N: usize> Counters for [u64; N] {
     fn merge(&mut self, other: &Self) {
@@ -167,6 +139,7 @@ pub fn sum<'a, T: Counters + 'a>(zero: T, slots: impl IntoIterator<Item = &'a T>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::ProcTotals;
     use pin_common::LATENCY_BUCKETS;
     use proptest::prelude::*;
 

@@ -51,6 +51,14 @@ impl ProcTotals {
     }
 }
 
+crate::counters::counters!(ProcTotals {
+    sum: [calls, pages, pinned, released],
+    hist: [],
+    max: [],
+    stamp: [first_ns],
+    latest: [comm],
+});
+
 /// All counters at one instant.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -88,6 +96,14 @@ pub struct Evictions {
     /// Per-call-site entries evicted.
     pub callers: u64,
 }
+
+crate::counters::counters!(Evictions {
+    sum: [procs, callers],
+    hist: [],
+    max: [],
+    stamp: [],
+    latest: [],
+});
 
 impl Evictions {
     /// Entries evicted, from the number the kernel created (`inserted`, read

@@ -30,6 +30,14 @@ impl PinCounters {
     }
 }
 
+crate::counters::counters!(PinCounters {
+    sum: [nr_foll_pin_acquired, nr_foll_pin_released],
+    hist: [],
+    max: [],
+    stamp: [],
+    latest: [],
+});
+
 /// Folds the per-CPU vmstat deltas into the global counters
 /// (`/proc/sys/vm/stat_refresh`, root only) so the next read is exact.
 pub fn refresh() -> std::io::Result<()> {

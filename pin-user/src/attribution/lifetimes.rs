@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use pin_common::{FUNCS, PinRecord, attribution::LIFETIMES_CAPACITY};
+use pin_common::{FUNCS, PinRecord};
 use serde::{Deserialize, Serialize};
 
 use super::symbols::{self, CallSite};
@@ -13,12 +13,6 @@ use crate::{
     probes::{KernelMapError, KernelMaps},
     vmstat::PinCounters,
 };
-
-/// `PIN_LIFETIMES` size: full when lifetimes are on, one entry otherwise
-/// (a hash map preallocates its entries).
-pub fn capacity(lifetimes: bool) -> u32 {
-    if lifetimes { LIFETIMES_CAPACITY } else { 1 }
-}
 
 /// Outstanding pinned pages of one process.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

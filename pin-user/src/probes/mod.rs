@@ -8,18 +8,16 @@ pub mod maps;
 pub mod misses;
 mod programs;
 mod settings;
+mod shed;
 mod signature;
 
 use aya::{Ebpf, EbpfLoader, programs::TracePoint};
 use pin_common::{FUNCS, FuncId, FuncKind};
 use serde::Serialize;
 
-use crate::{
-    attribution::lifetimes,
-    kernel::{
-        KernelFacts,
-        features::{Feature, Object},
-    },
+use crate::kernel::{
+    KernelFacts,
+    features::{Feature, Object},
 };
 pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub(crate) use programs::program;
@@ -427,7 +425,7 @@ fn load_object(
     // for; only the probes use it.
     loader.allow_unsupported_maps().map_max_entries(
         pin_common::maps::PIN_LIFETIMES,
-        lifetimes::capacity(options.lifetimes),
+        settings::lifetimes_capacity(options.lifetimes),
     );
     globals.apply(&mut loader);
     let mut ebpf = loader

@@ -173,6 +173,16 @@ pub(super) fn set_setting(
         .map_err(|e| AttachError::Load(format!("{}: {e}", pin_common::maps::SETTINGS)))
 }
 
+/// `PIN_LIFETIMES` size: full when lifetimes are on, one entry otherwise
+/// (a hash map preallocates its entries).
+pub fn lifetimes_capacity(lifetimes: bool) -> u32 {
+    if lifetimes {
+        pin_common::attribution::LIFETIMES_CAPACITY
+    } else {
+        1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -208,6 +208,22 @@ mod tests {
         fail_at: Option<u64>,
     }
 
+    impl Counting {
+        fn failing_at(fail_at: Option<u64>) -> Self {
+            Self { reads: 0, fail_at }
+        }
+    }
+
+    impl Keep {
+        fn done_after(done_after: Option<usize>) -> Self {
+            Self {
+                taken: vec![],
+                done_after,
+                ended: false,
+            }
+        }
+    }
+
     impl Source for Counting {
         type Interval = u64;
         fn next(&mut self) -> anyhow::Result<u64> {
@@ -260,15 +276,8 @@ mod tests {
 
     #[test]
     fn stops_after_the_count() {
-        let mut source = Counting {
-            reads: 0,
-            fail_at: None,
-        };
-        let mut sink = Keep {
-            taken: vec![],
-            done_after: None,
-            ended: false,
-        };
+        let mut source = Counting::failing_at(None);
+        let mut sink = Keep::done_after(None);
         let end = drive(&mut source, &mut sink, &schedule(Some(3), true)).unwrap();
         assert_eq!((end, sink.taken), (End::Count, vec![1, 2, 3]));
         assert!(!sink.ended, "a count is not an early end");
@@ -277,15 +286,8 @@ mod tests {
     #[test]
     fn the_commands_end_takes_a_last_interval_when_asked() {
         for (last_interval, want) in [(true, vec![1, 2, 3]), (false, vec![1, 2])] {
-            let mut source = Counting {
-                reads: 0,
-                fail_at: None,
-            };
-            let mut sink = Keep {
-                taken: vec![],
-                done_after: Some(2),
-                ended: false,
-            };
+            let mut source = Counting::failing_at(None);
+            let mut sink = Keep::done_after(Some(2));
             let end = drive(&mut source, &mut sink, &schedule(None, last_interval)).unwrap();
             assert_eq!((end, &sink.taken), (End::Done, &want));
             assert_eq!(sink.ended, last_interval);
@@ -294,15 +296,8 @@ mod tests {
 
     #[test]
     fn a_read_error_ends_and_keeps_what_came_before() {
-        let mut source = Counting {
-            reads: 0,
-            fail_at: Some(3),
-        };
-        let mut sink = Keep {
-            taken: vec![],
-            done_after: None,
-            ended: false,
-        };
+        let mut source = Counting::failing_at(Some(3));
+        let mut sink = Keep::done_after(None);
         let err = drive(&mut source, &mut sink, &schedule(None, true)).unwrap_err();
         assert_eq!(err.to_string(), "read 3 failed");
         assert_eq!(sink.taken, vec![1, 2]);
@@ -310,15 +305,8 @@ mod tests {
 
     #[test]
     fn the_duration_ends_with_a_last_interval() {
-        let mut source = Counting {
-            reads: 0,
-            fail_at: None,
-        };
-        let mut sink = Keep {
-            taken: vec![],
-            done_after: None,
-            ended: false,
-        };
+        let mut source = Counting::failing_at(None);
+        let mut sink = Keep::done_after(None);
         let schedule = Schedule {
             interval: Duration::from_secs(10),
             count: None,

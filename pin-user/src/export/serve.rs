@@ -62,6 +62,23 @@ enum Scraped {
     Reduced(ReducedReason),
 }
 
+impl Scraped {
+    /// One scrape's OpenMetrics exposition, or why there is none.
+    fn exposition(&self, with_run_stats: bool) -> Result<String, String> {
+        match self {
+            Self::Probes(probes) => {
+                let probes = probes.lock().unwrap_or_else(|e| e.into_inner());
+                collect(&probes, with_run_stats)
+                    .map(openmetrics)
+                    .map_err(|e| format!("reading pinwatch's maps failed: {e:#}"))
+            }
+            Self::Reduced(reason) => ReducedSample::read()
+                .map(|sample| super::reduced_metrics::openmetrics(&sample, reason))
+                .map_err(|e| format!("reading the kernel's counters failed: {e}")),
+        }
+    }
+}
+
 /// Reads everything one scrape exports.
 pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsInput> {
     let snapshot = Snapshot::read(probes.maps())?;
@@ -107,17 +124,7 @@ fn respond(
         "/" => return text(200, "pinwatch: metrics at /metrics\n".into()),
         _ => return text(404, "not found; metrics are at /metrics\n".into()),
     }
-    let exposition = match scraped {
-        Scraped::Probes(probes) => {
-            let probes = probes.lock().unwrap_or_else(|e| e.into_inner());
-            collect(&probes, with_run_stats)
-                .map(openmetrics)
-                .map_err(|e| format!("reading pinwatch's maps failed: {e:#}"))
-        }
-        Scraped::Reduced(reason) => ReducedSample::read()
-            .map(|sample| super::reduced_metrics::openmetrics(&sample, reason))
-            .map_err(|e| format!("reading the kernel's counters failed: {e}")),
-    };
+    let exposition = scraped.exposition(with_run_stats);
     let exposition = match exposition {
         Ok(exposition) => exposition,
         Err(e) => return text(500, format!("{e}\n")),
@@ -384,69 +391,78 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        eprintln!(
-            "pinwatch: serving metrics at http://{}/metrics",
-            listener.local_addr()?
-        );
-        let mut stop_signals = crate::signals::StopSignals::new()?;
-        log::debug!("serving at most {cap} connections at once");
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        let registry = Registry::default();
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = stop_signals.recv() => break,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) if accept_error_is_transient(&e) => {
-                    log::debug!("accepting a connection: {e}; trying again");
-                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                        shed_oldest_idle(&registry);
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                        _ = stop_signals.recv() => break,
-                    }
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context("accepting a connection")),
-            };
-            let full = lock(&registry).live.len() >= cap;
-            if full && !shed_oldest_idle(&registry) {
-                // Every one is being answered: this one waits for nothing.
-                log::debug!("{cap} connections busy: closing a new one");
-                continue;
-            }
-            // Spawned and registered under the lock, so the task's `Leave`
-            // cannot run before its entry exists.
-            let mut conns = lock(&registry);
-            let id = conns.next_id;
-            conns.next_id += 1;
-            let busy = Arc::new(AtomicBool::new(false));
-            let task = tokio::spawn(serve_connection(
-                stream,
-                http.clone(),
-                Arc::clone(&scraped),
-                with_run_stats,
-                Arc::clone(&busy),
-                Leave {
-                    registry: Arc::clone(&registry),
-                    id,
-                },
-            ));
-            conns.live.insert(
-                id,
-                Live {
-                    busy,
-                    task: task.abort_handle(),
-                },
-            );
-        }
-        anyhow::Ok(())
-    })?;
+    runtime.block_on(accept_until_stopped(listener, scraped, with_run_stats, cap))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Accepts connections, at most `cap` served at once, each in a task of
+/// its own, until a stop signal.
+async fn accept_until_stopped(
+    listener: std::net::TcpListener,
+    scraped: Arc<Scraped>,
+    with_run_stats: bool,
+    cap: usize,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    eprintln!(
+        "pinwatch: serving metrics at http://{}/metrics",
+        listener.local_addr()?
+    );
+    let mut stop_signals = crate::signals::StopSignals::new()?;
+    log::debug!("serving at most {cap} connections at once");
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let registry = Registry::default();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop_signals.recv() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) if accept_error_is_transient(&e) => {
+                log::debug!("accepting a connection: {e}; trying again");
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    shed_oldest_idle(&registry);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    _ = stop_signals.recv() => break,
+                }
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("accepting a connection")),
+        };
+        let full = lock(&registry).live.len() >= cap;
+        if full && !shed_oldest_idle(&registry) {
+            // Every one is being answered: this one waits for nothing.
+            log::debug!("{cap} connections busy: closing a new one");
+            continue;
+        }
+        // Spawned and registered under the lock, so the task's `Leave`
+        // cannot run before its entry exists.
+        let mut conns = lock(&registry);
+        let id = conns.next_id;
+        conns.next_id += 1;
+        let busy = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(serve_connection(
+            stream,
+            http.clone(),
+            Arc::clone(&scraped),
+            with_run_stats,
+            Arc::clone(&busy),
+            Leave {
+                registry: Arc::clone(&registry),
+                id,
+            },
+        ));
+        conns.live.insert(
+            id,
+            Live {
+                busy,
+                task: task.abort_handle(),
+            },
+        );
+    }
+    Ok(())
 }

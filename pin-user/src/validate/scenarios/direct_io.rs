@@ -75,27 +75,19 @@ pub(super) fn dio_write_zero(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
 }
 
 pub(super) fn dio_read_after_fork(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
-    let mut buf = anon(LEN)?;
-    buf.warm();
-    let _child = LiveFork::start()?;
-    dio_case(
-        ctx,
-        buf.range(),
-        true,
-        "O_DIRECT pread 16 pages shared with a fork",
-    )
+    dio_after_fork(ctx, true, "O_DIRECT pread 16 pages shared with a fork")
 }
 
 pub(super) fn dio_write_after_fork(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
+    dio_after_fork(ctx, false, "O_DIRECT pwrite 16 pages shared with a fork")
+}
+
+/// O_DIRECT I/O on a warm buffer a live fork shares.
+fn dio_after_fork(ctx: &mut Ctx, into_memory: bool, what: &str) -> Result<Vec<Step>, String> {
     let mut buf = anon(LEN)?;
     buf.warm();
     let _child = LiveFork::start()?;
-    dio_case(
-        ctx,
-        buf.range(),
-        false,
-        "O_DIRECT pwrite 16 pages shared with a fork",
-    )
+    dio_case(ctx, buf.range(), into_memory, what)
 }
 
 pub(super) fn dio_read_huge(ctx: &mut Ctx) -> Result<Vec<Step>, String> {

@@ -181,7 +181,7 @@ impl Source for ProbeSource<'_> {
 
     fn next(&mut self) -> anyhow::Result<Delta> {
         let current = Snapshot::read(self.probes.maps())?;
-        let delta = current.since(&self.previous);
+        let delta = current.since(&self.previous).named();
         self.previous = current;
         if self.prune_followed {
             self.probes.prune_followed();
@@ -190,7 +190,7 @@ impl Source for ProbeSource<'_> {
     }
 
     fn since_start(&self) -> Delta {
-        self.previous.since(&self.first)
+        self.previous.since(&self.first).named()
     }
 
     fn elapsed(&self) -> Duration {

@@ -78,8 +78,6 @@ pub struct Snapshot {
     pub vmstat: Option<PinCounters>,
     /// Per (call site, outermost function).
     pub callers: BTreeMap<CallerKey, CallerStats>,
-    /// Names of the call sites in `callers`.
-    pub sites: BTreeMap<u64, CallSite>,
     /// Entries the kernel evicted from its LRU tables so far.
     pub evicted: Evictions,
     /// FOLL_PIN pages taken and released, read together.
@@ -244,16 +242,6 @@ fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
     })
 }
 
-/// Names of the call sites in `callers` (can wait for kallsyms to be
-/// parsed).
-fn name_sites(callers: &BTreeMap<CallerKey, CallerStats>) -> BTreeMap<u64, CallSite> {
-    if callers.is_empty() {
-        BTreeMap::new()
-    } else {
-        attribution::symbols::resolve(callers.keys().map(|k| k.caller))
-    }
-}
-
 impl Snapshot {
     /// Reads every counter map of a loaded object (and /proc/vmstat).
     pub fn read(maps: KernelMaps<'_>) -> Result<Self, KernelMapError> {
@@ -267,11 +255,11 @@ impl Snapshot {
             callers,
             evicted,
         } = read_tables(maps)?;
-        // The instant and vmstat belong with the counters: take them before
-        // naming call sites, which can wait for kallsyms to be parsed.
+        // The instant and vmstat belong with the counters. Call sites are
+        // named later, where a view shows them (`Delta::named`): naming
+        // can wait for kallsyms to be parsed.
         let taken = Instant::now();
         let vmstat = PinCounters::read().ok().flatten();
-        let sites = name_sites(&callers);
         Ok(Snapshot {
             taken,
             gup,
@@ -281,7 +269,6 @@ impl Snapshot {
             misses,
             vmstat,
             callers,
-            sites,
             evicted,
             balance,
         })
@@ -333,7 +320,7 @@ impl Snapshot {
             health: self.health.delta(&earlier.health),
             misses: misses::since(&self.misses, &earlier.misses),
             callers,
-            sites: self.sites.clone(),
+            sites: BTreeMap::new(),
             evicted: self.evicted.delta(&earlier.evicted),
             balance: self.balance.delta(&earlier.balance),
             vmstat: match (self.vmstat, earlier.vmstat) {
@@ -363,12 +350,21 @@ pub struct Delta {
     pub vmstat: Option<PinCounters>,
     /// Per (call site, outermost function), only active ones.
     pub callers: BTreeMap<CallerKey, CallerStats>,
-    /// Names of the call sites.
+    /// Names of the call sites in `callers`: empty until [`Delta::named`].
     pub sites: BTreeMap<u64, CallSite>,
     /// LRU table entries evicted in the interval.
     pub evicted: Evictions,
     /// FOLL_PIN pages taken and released in the interval, read together.
     pub balance: PinBalance,
+}
+
+impl Delta {
+    /// Names the call sites in `callers`: a step of its own, taken where a
+    /// view shows callers, since it can wait for kallsyms to be parsed.
+    pub fn named(mut self) -> Self {
+        self.sites = attribution::name_sites(&self.callers);
+        self
+    }
 }
 
 #[cfg(test)]
@@ -396,7 +392,6 @@ mod tests {
             misses: Default::default(),
             vmstat: None,
             callers: BTreeMap::new(),
-            sites: BTreeMap::new(),
             evicted: Evictions {
                 procs: evicted_procs,
                 callers: 0,

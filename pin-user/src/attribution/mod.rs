@@ -25,6 +25,16 @@ pub fn read_callers(
     Ok(out)
 }
 
+/// Names of the call sites in `callers` (can wait for kallsyms to be
+/// parsed; nothing to wait for without callers).
+pub fn name_sites(callers: &BTreeMap<CallerKey, CallerStats>) -> BTreeMap<u64, symbols::CallSite> {
+    if callers.is_empty() {
+        BTreeMap::new()
+    } else {
+        symbols::resolve(callers.keys().map(|k| k.caller))
+    }
+}
+
 /// Whether an interval's counters show any activity.
 pub fn is_active(d: &CallerStats) -> bool {
     d.calls != 0 || d.pins_released != 0 || d.pins_tracked != 0

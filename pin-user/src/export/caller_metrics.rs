@@ -1,12 +1,15 @@
 //! The per-caller metric families (`pinwatch_caller_*`): one series per
 //! (calling kernel function, variant), at most [`MAX_CALLER_SERIES`].
 
+use std::collections::BTreeMap;
+
+use pin_common::{CallerKey, CallerStats};
 use prometheus_client::{encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::families::{Labels, family, seconds_family};
-use crate::{
-    attribution::view::{CallerView, caller_views},
-    snapshot::Snapshot,
+use crate::attribution::{
+    symbols::CallSite,
+    view::{CallerView, caller_views},
 };
 
 /// At most this many (caller, variant) series per caller metric; kernels
@@ -17,10 +20,11 @@ pub const MAX_CALLER_SERIES: usize = 64;
 /// The per-caller families: `caller` is the calling kernel function.
 pub(super) fn encode_callers(
     encoder: &mut DescriptorEncoder<'_>,
-    snapshot: &Snapshot,
+    callers: &BTreeMap<CallerKey, CallerStats>,
+    sites: &BTreeMap<u64, CallSite>,
 ) -> Result<(), std::fmt::Error> {
     use MetricType::{Counter, Gauge};
-    let mut views = caller_views(&snapshot.callers, &snapshot.sites);
+    let mut views = caller_views(callers, sites);
     // A stable choice (by name) keeps each kept series monotonic.
     views.sort_by(|a, b| (&a.caller, &a.variant).cmp(&(&b.caller, &b.variant)));
     let dropped = views.len().saturating_sub(MAX_CALLER_SERIES);

@@ -2,7 +2,7 @@
 //! `prometheus-client` crate (OpenMetrics), plus the classic Prometheus text
 //! format for scrapers that do not ask for OpenMetrics.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use pin_common::{
     FUNCS, GUP_FUNC_COUNT, GupStats, Health, LATENCY_BUCKETS, catalog::is_fast, maps,
@@ -15,13 +15,17 @@ use prometheus_client::{
 };
 
 use super::families::{Labels, encode_vmstat, family, seconds_family};
-use crate::{figures::errno_name, probes::ProbeStatus, snapshot::Snapshot};
+use crate::{
+    attribution::symbols::CallSite, figures::errno_name, probes::ProbeStatus, snapshot::Snapshot,
+};
 
 /// Everything one scrape exports.
 #[derive(Clone, Debug)]
 pub struct MetricsInput {
     /// Counters since the agent attached.
     pub snapshot: Snapshot,
+    /// Names of the call sites in `snapshot.callers`.
+    pub sites: BTreeMap<u64, CallSite>,
     /// How each known function attached.
     pub probes: Vec<ProbeStatus>,
     /// (map name, entries in use, capacity).
@@ -73,7 +77,7 @@ impl Collector for Exporter {
         encode_variants(&mut encoder, input)?;
         encode_releases(&mut encoder, input)?;
         encode_probe_info(&mut encoder, input)?;
-        super::caller_metrics::encode_callers(&mut encoder, &input.snapshot)?;
+        super::caller_metrics::encode_callers(&mut encoder, &input.snapshot.callers, &input.sites)?;
         encode_health(&mut encoder, input)?;
         encode_run_stats(&mut encoder, input)
     }
@@ -525,6 +529,7 @@ mod tests {
             })
             .collect();
         MetricsInput {
+            sites: crate::attribution::sample_callers().1,
             snapshot: Snapshot {
                 taken: Instant::now(),
                 gup,
@@ -543,7 +548,7 @@ mod tests {
                 health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0],
                 misses: crate::probes::misses::sample(),
                 callers: crate::attribution::sample_callers().0,
-                sites: crate::attribution::sample_callers().1,
+
                 balance: pin_common::PinBalance {
                     pinned: 152,
                     released: 150,

@@ -95,6 +95,7 @@ pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsI
         Vec::new()
     };
     Ok(MetricsInput {
+        sites: crate::attribution::name_sites(&snapshot.callers),
         snapshot,
         probes: probes.status.clone(),
         map_fill,

@@ -12,6 +12,7 @@ use std::{
 use pinwatch::{
     attribution::{
         lifetimes::{Outstanding, read_outstanding},
+        name_sites,
         view::{CallerView, caller_views},
     },
     snapshot::{Delta, Snapshot},
@@ -20,7 +21,7 @@ use pinwatch::{
 use crate::harness::{Harness, harness, io_uring_variant, measure, odirect_variant, pinwatch_bin};
 
 fn callers(delta: &Delta) -> Vec<CallerView> {
-    caller_views(&delta.callers, &delta.sites)
+    caller_views(&delta.callers, &name_sites(&delta.callers))
 }
 
 /// The single caller of `variant` in `delta`, failing when there are more.

@@ -9,7 +9,7 @@
 //! (PREEMPT_RT runs the timer callbacks in threads instead.)
 
 use pin_common::IRQ_TGID;
-use pinwatch::attribution::view::caller_views;
+use pinwatch::attribution::{name_sites, view::caller_views};
 
 use crate::harness::{harness, id_of, measure, odirect_variant};
 
@@ -84,7 +84,7 @@ fn odirect_completions_in_interrupt_context_are_the_irq_rows() {
     );
     // Lifetimes know the owner (the pin's call site) and close every pin,
     // whoever the interrupt interrupted.
-    let views = caller_views(&delta.callers, &delta.sites);
+    let views = caller_views(&delta.callers, &name_sites(&delta.callers));
     let site = views
         .iter()
         .find(|v| v.variant == variant)

@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod record;
 pub mod reduced_metrics;
 pub mod serve;
+mod text_format;

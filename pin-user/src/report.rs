@@ -307,16 +307,18 @@ mod tests {
         gup[6].latency_log2[9] = 10;
         let delta = Delta {
             seconds: 2.0,
-            gup,
-            release: vec![Default::default(); FUNCS.len() - GUP_FUNC_COUNT],
-            procs: Default::default(),
-            health: [0; pin_common::HEALTH_COUNT],
-            misses: Default::default(),
-            vmstat: None,
-            callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
-            evicted: Default::default(),
-            balance: Default::default(),
+            counts: crate::snapshot::CounterSet {
+                gup,
+                release: vec![Default::default(); FUNCS.len() - GUP_FUNC_COUNT],
+                procs: Default::default(),
+                health: [0; pin_common::HEALTH_COUNT],
+                misses: Default::default(),
+                vmstat: None,
+                callers: crate::attribution::sample_callers().0,
+                evicted: Default::default(),
+                balance: Default::default(),
+            },
         };
         let mut delta = delta;
         for (pid, pages) in (1..=12u32).map(|p| (p, u64::from(p) * 10)) {

@@ -59,11 +59,12 @@ crate::counters::counters!(ProcTotals {
     latest: [comm],
 });
 
-/// All counters at one instant.
+/// Every map's counters, summed over CPUs: their values at one instant
+/// (in a [`Snapshot`]), or their changes over an interval (in a
+/// [`Delta`], whose per-process and per-call-site tables keep only the
+/// entries that did something).
 #[derive(Clone, Debug)]
-pub struct Snapshot {
-    /// When the maps were read.
-    pub taken: Instant,
+pub struct CounterSet {
     /// Per outermost GUP function id.
     pub gup: Vec<GupStats>,
     /// Per release function (id - GUP_FUNC_COUNT).
@@ -74,14 +75,37 @@ pub struct Snapshot {
     pub health: [u64; HEALTH_COUNT],
     /// Runs the kernel skipped, per loaded program.
     pub misses: Misses,
-    /// /proc/vmstat pin counters at the same time, where the kernel has them.
+    /// /proc/vmstat pin counters, read with the maps, where the kernel has
+    /// them.
     pub vmstat: Option<PinCounters>,
     /// Per (call site, outermost function).
     pub callers: BTreeMap<CallerKey, CallerStats>,
-    /// Entries the kernel evicted from its LRU tables so far.
+    /// Entries the kernel evicted from its LRU tables.
     pub evicted: Evictions,
     /// FOLL_PIN pages taken and released, read together.
     pub balance: PinBalance,
+}
+
+/// All counters at one instant.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// When the maps were read.
+    pub taken: Instant,
+    /// The counters (also reached through `Deref`).
+    pub counts: CounterSet,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = CounterSet;
+    fn deref(&self) -> &CounterSet {
+        &self.counts
+    }
+}
+
+impl std::ops::DerefMut for Snapshot {
+    fn deref_mut(&mut self) -> &mut CounterSet {
+        &mut self.counts
+    }
 }
 
 /// Entries of the LRU tables (`PROCS`, `CALLERS`) the kernel evicted,
@@ -262,20 +286,35 @@ impl Snapshot {
         let vmstat = PinCounters::read().ok().flatten();
         Ok(Snapshot {
             taken,
-            gup,
-            release,
-            procs,
-            health,
-            misses,
-            vmstat,
-            callers,
-            evicted,
-            balance,
+            counts: CounterSet {
+                gup,
+                release,
+                procs,
+                health,
+                misses,
+                vmstat,
+                callers,
+                evicted,
+                balance,
+            },
         })
     }
 
     /// What happened between `earlier` and `self`.
     pub fn since(&self, earlier: &Snapshot) -> Delta {
+        Delta {
+            seconds: self.taken.duration_since(earlier.taken).as_secs_f64(),
+            counts: self.counts.since(&earlier.counts),
+            sites: BTreeMap::new(),
+        }
+    }
+}
+
+impl CounterSet {
+    /// The changes from `earlier` to `self`; per-process and per-call-site
+    /// entries only where something happened, counted from 0 where the
+    /// kernel created the entry anew in between.
+    pub fn since(&self, earlier: &CounterSet) -> CounterSet {
         let gup = self
             .gup
             .iter()
@@ -312,15 +351,13 @@ impl Snapshot {
                 attribution::is_active(&d).then_some((*key, d))
             })
             .collect();
-        Delta {
-            seconds: self.taken.duration_since(earlier.taken).as_secs_f64(),
+        CounterSet {
             gup,
             release,
             procs,
             health: self.health.delta(&earlier.health),
             misses: misses::since(&self.misses, &earlier.misses),
             callers,
-            sites: BTreeMap::new(),
             evicted: self.evicted.delta(&earlier.evicted),
             balance: self.balance.delta(&earlier.balance),
             vmstat: match (self.vmstat, earlier.vmstat) {
@@ -336,26 +373,23 @@ impl Snapshot {
 pub struct Delta {
     /// Interval length in seconds.
     pub seconds: f64,
-    /// Per outermost GUP function id.
-    pub gup: Vec<GupStats>,
-    /// Per release function (id - GUP_FUNC_COUNT).
-    pub release: Vec<ReleaseStats>,
-    /// Per tgid, only processes that did something.
-    pub procs: BTreeMap<u32, ProcTotals>,
-    /// Health counter changes.
-    pub health: [u64; HEALTH_COUNT],
-    /// Runs the kernel skipped, per loaded program.
-    pub misses: Misses,
-    /// vmstat pin counter changes.
-    pub vmstat: Option<PinCounters>,
-    /// Per (call site, outermost function), only active ones.
-    pub callers: BTreeMap<CallerKey, CallerStats>,
+    /// The changes (also reached through `Deref`).
+    pub counts: CounterSet,
     /// Names of the call sites in `callers`: empty until [`Delta::named`].
     pub sites: BTreeMap<u64, CallSite>,
-    /// LRU table entries evicted in the interval.
-    pub evicted: Evictions,
-    /// FOLL_PIN pages taken and released in the interval, read together.
-    pub balance: PinBalance,
+}
+
+impl std::ops::Deref for Delta {
+    type Target = CounterSet;
+    fn deref(&self) -> &CounterSet {
+        &self.counts
+    }
+}
+
+impl std::ops::DerefMut for Delta {
+    fn deref_mut(&mut self) -> &mut CounterSet {
+        &mut self.counts
+    }
 }
 
 impl Delta {
@@ -375,28 +409,30 @@ mod tests {
     fn snapshot(procs: &[(u32, u64, u64)], evicted_procs: u64) -> Snapshot {
         Snapshot {
             taken: Instant::now(),
-            gup: vec![GupStats::ZERO; GUP_FUNC_COUNT],
-            release: vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT],
-            procs: procs
-                .iter()
-                .map(|&(tgid, calls, first_ns)| {
-                    let totals = ProcTotals {
-                        calls,
-                        first_ns,
-                        ..Default::default()
-                    };
-                    (tgid, totals)
-                })
-                .collect(),
-            health: [0; HEALTH_COUNT],
-            misses: Default::default(),
-            vmstat: None,
-            callers: BTreeMap::new(),
-            evicted: Evictions {
-                procs: evicted_procs,
-                callers: 0,
+            counts: CounterSet {
+                gup: vec![GupStats::ZERO; GUP_FUNC_COUNT],
+                release: vec![ReleaseStats::default(); FUNCS.len() - GUP_FUNC_COUNT],
+                procs: procs
+                    .iter()
+                    .map(|&(tgid, calls, first_ns)| {
+                        let totals = ProcTotals {
+                            calls,
+                            first_ns,
+                            ..Default::default()
+                        };
+                        (tgid, totals)
+                    })
+                    .collect(),
+                health: [0; HEALTH_COUNT],
+                misses: Default::default(),
+                vmstat: None,
+                callers: BTreeMap::new(),
+                evicted: Evictions {
+                    procs: evicted_procs,
+                    callers: 0,
+                },
+                balance: PinBalance::default(),
             },
-            balance: PinBalance::default(),
         }
     }
 

@@ -493,36 +493,37 @@ mod tests {
             sites: crate::attribution::sample_callers().1,
             snapshot: Snapshot {
                 taken: Instant::now(),
-                gup,
-                release,
-                procs: BTreeMap::from([(
-                    7,
-                    ProcTotals {
-                        comm: "fio".into(),
-                        calls: 13,
-                        pages: 152,
+                counts: crate::snapshot::CounterSet {
+                    gup,
+                    release,
+                    procs: BTreeMap::from([(
+                        7,
+                        ProcTotals {
+                            comm: "fio".into(),
+                            calls: 13,
+                            pages: 152,
+                            pinned: 152,
+                            released: 150,
+                            first_ns: 0,
+                        },
+                    )]),
+                    health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0],
+                    misses: crate::probes::misses::sample(),
+                    callers: crate::attribution::sample_callers().0,
+                    balance: pin_common::PinBalance {
                         pinned: 152,
                         released: 150,
-                        first_ns: 0,
+                        gup_released: 16,
                     },
-                )]),
-                health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0],
-                misses: crate::probes::misses::sample(),
-                callers: crate::attribution::sample_callers().0,
-
-                balance: pin_common::PinBalance {
-                    pinned: 152,
-                    released: 150,
-                    gup_released: 16,
+                    evicted: crate::snapshot::Evictions {
+                        procs: 21808,
+                        callers: 3,
+                    },
+                    vmstat: Some(PinCounters {
+                        nr_foll_pin_acquired: 1000,
+                        nr_foll_pin_released: 990,
+                    }),
                 },
-                evicted: crate::snapshot::Evictions {
-                    procs: 21808,
-                    callers: 3,
-                },
-                vmstat: Some(PinCounters {
-                    nr_foll_pin_acquired: 1000,
-                    nr_foll_pin_released: 990,
-                }),
             },
             probes,
             map_fill: vec![("PROCS", 1, 8192)],

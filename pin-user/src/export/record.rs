@@ -433,19 +433,21 @@ mod tests {
         };
         Delta {
             seconds: scale as f64,
-            gup,
-            release,
-            procs: BTreeMap::new(),
-            health: [0; pin_common::HEALTH_COUNT],
-            misses: Default::default(),
-            callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
-            evicted: Default::default(),
-            balance: Default::default(),
-            vmstat: Some(PinCounters {
-                nr_foll_pin_acquired: 162 * scale,
-                nr_foll_pin_released: 160 * scale,
-            }),
+            counts: crate::snapshot::CounterSet {
+                gup,
+                release,
+                procs: BTreeMap::new(),
+                health: [0; pin_common::HEALTH_COUNT],
+                misses: Default::default(),
+                callers: crate::attribution::sample_callers().0,
+                evicted: Default::default(),
+                balance: Default::default(),
+                vmstat: Some(PinCounters {
+                    nr_foll_pin_acquired: 162 * scale,
+                    nr_foll_pin_released: 160 * scale,
+                }),
+            },
         }
     }
 

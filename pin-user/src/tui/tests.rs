@@ -101,19 +101,21 @@ fn frame(step: u64) -> Frame {
     Frame {
         delta: Delta {
             seconds: 1.0,
-            gup,
-            release,
-            procs,
-            health: [0; pin_common::HEALTH_COUNT],
-            misses: Default::default(),
-            callers: crate::attribution::sample_callers().0,
             sites: crate::attribution::sample_callers().1,
-            evicted: Default::default(),
-            balance,
-            vmstat: Some(PinCounters {
-                nr_foll_pin_acquired: 4848,
-                nr_foll_pin_released: 4448,
-            }),
+            counts: crate::snapshot::CounterSet {
+                gup,
+                release,
+                procs,
+                health: [0; pin_common::HEALTH_COUNT],
+                misses: Default::default(),
+                callers: crate::attribution::sample_callers().0,
+                evicted: Default::default(),
+                balance,
+                vmstat: Some(PinCounters {
+                    nr_foll_pin_acquired: 4848,
+                    nr_foll_pin_released: 4448,
+                }),
+            },
         },
         vmpin_kb: BTreeMap::from([(4242, 1600)]),
         uptime_s: 93784.0,

@@ -3,8 +3,10 @@
 //! FOLL_PIN counters (the same names in full and reduced mode).
 
 use prometheus_client::{
+    collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
     metrics::MetricType,
+    registry::Registry,
 };
 
 /// Label pairs of one series.
@@ -64,4 +66,14 @@ pub fn seconds_family(
             .encode_counter::<NoLabelSet, _, u64>(&(ns as f64 / 1e9), None)?;
     }
     Ok(())
+}
+
+/// The OpenMetrics text exposition (with `# EOF`) of one collector.
+pub fn exposition(collector: impl Collector + 'static) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
 }

@@ -11,7 +11,6 @@ use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
     metrics::MetricType,
-    registry::Registry,
 };
 
 use super::families::{Labels, encode_vmstat, family, seconds_family};
@@ -420,12 +419,7 @@ fn encode_run_stats(
 
 /// Encodes `input` as an OpenMetrics text exposition (with `# EOF`).
 pub fn openmetrics(input: MetricsInput) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exporter(input)));
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry)
-        .expect("writing to a String cannot fail");
-    out
+    super::families::exposition(Exporter(input))
 }
 
 #[cfg(test)]

@@ -212,6 +212,10 @@ pub struct Record {
     pub intervals: Vec<Interval>,
 }
 
+/// The columns every CSV row starts with: which interval ("total" for the
+/// whole recording), when it started and how long it was.
+const ROW_KEY: [&str; 3] = ["interval", "t_s", "duration_s"];
+
 /// Errors reading a recording.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -286,10 +290,7 @@ impl Record {
         }
         write_atomically(path, |f| {
             let mut w = csv::Writer::from_writer(f);
-            w.write_record([
-                "interval",
-                "t_s",
-                "duration_s",
+            w.write_record(ROW_KEY.iter().chain(&[
                 "variant",
                 "calls",
                 "pages_requested",
@@ -304,7 +305,7 @@ impl Record {
                 "p99_ns",
                 "max_ns",
                 "mean_ns",
-            ])?;
+            ]))?;
             let rows = self.csv_rows();
             let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
             for (label, t, dur, counts) in rows {
@@ -357,13 +358,11 @@ impl Record {
     fn write_reduced_csv(&self, path: &Path) -> std::io::Result<()> {
         write_atomically(path, |f| {
             let mut w = csv::Writer::from_writer(f);
-            w.write_record([
-                "interval",
-                "t_s",
-                "duration_s",
-                "nr_foll_pin_acquired",
-                "nr_foll_pin_released",
-            ])?;
+            w.write_record(
+                ROW_KEY
+                    .iter()
+                    .chain(&["nr_foll_pin_acquired", "nr_foll_pin_released"]),
+            )?;
             let rows = self.csv_rows();
             for (label, t, dur, counts) in rows {
                 let vm = counts.vmstat;

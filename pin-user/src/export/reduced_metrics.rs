@@ -3,9 +3,7 @@
 //! info series saying the mode and why, so a dashboard never mistakes an
 //! absent per-variant series for zero calls.
 
-use prometheus_client::{
-    collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Registry,
-};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::families::{encode_vmstat, family};
 use crate::reduced::{ReducedReason, ReducedSample};
@@ -52,16 +50,11 @@ impl Collector for ReducedExporter {
 
 /// Encodes a reduced-mode sample as an OpenMetrics text exposition.
 pub fn openmetrics(sample: &ReducedSample, reason: &ReducedReason) -> String {
-    let mut registry = Registry::default();
     // Collectors must be 'static; the copy is small.
-    registry.register_collector(Box::new(ReducedExporter {
+    super::families::exposition(ReducedExporter {
         sample: sample.clone(),
         reason: reason.clone(),
-    }));
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry)
-        .expect("writing to a String cannot fail");
-    out
+    })
 }
 
 #[cfg(test)]

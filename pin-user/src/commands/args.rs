@@ -1,5 +1,5 @@
-//! Command-line pieces more than one command shares: the attach flags and
-//! the parsers for durations and intervals.
+//! Command-line pieces more than one command shares: the attach flags,
+//! the choice of reduced mode, and the parsers for durations and intervals.
 
 use std::time::Duration;
 
@@ -19,6 +19,20 @@ pub struct AttachArgs {
     /// pinned page and per release; hooks gup_put_folio).
     #[arg(long)]
     pub lifetimes: bool,
+}
+
+/// Options shared by the commands that show figures from the probes or,
+/// when the kernel refuses them (or `--reduced` asks), from the kernel's
+/// own counters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// Attach options.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Run without probes, from /proc/vmstat and per-process VmPin only
+    /// (what pinwatch does by itself when the kernel refuses probes).
+    #[arg(long)]
+    pub reduced: bool,
 }
 
 impl AttachArgs {

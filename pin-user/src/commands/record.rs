@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::args::{AttachArgs, parse_duration, parse_interval};
+use super::args::{SourceArgs, parse_duration, parse_interval};
 use crate::{
     error::UsageError,
     export::record::{Counts, Interval, Meta, Record, SCHEMA},
@@ -43,13 +43,9 @@ pub enum RecordFormat {
 /// Options of `pinwatch record`: what it was asked to do.
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
-    /// Attach options.
+    /// Where the figures come from: the probes, or reduced mode.
     #[command(flatten)]
-    pub attach: AttachArgs,
-    /// Run without probes, from /proc/vmstat and per-process VmPin only
-    /// (what pinwatch does by itself when the kernel refuses probes).
-    #[arg(long)]
-    pub reduced: bool,
+    pub source: SourceArgs,
     /// Output file (written atomically).
     #[arg(short, long, default_value = "pinwatch-record.json")]
     pub output: PathBuf,
@@ -162,7 +158,8 @@ pub fn run(opts: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     check_output(&opts.output)?;
     let facts = KernelFacts::discover();
-    let mode = reduced::attach_or_reduce(&facts, opts.attach.options(), opts.reduced)?;
+    let mode =
+        reduced::attach_or_reduce(&facts, opts.source.attach.options(), opts.source.reduced)?;
     // Told to stop while attaching: do not start a command only to end it.
     if !opts.command.is_empty() && crate::signals::stop_flag()?.load(Ordering::Relaxed) {
         return Err(AttachError::Stopped.into());

@@ -3,19 +3,15 @@
 
 use std::{net::SocketAddr, process::ExitCode};
 
-use super::args::AttachArgs;
+use super::args::SourceArgs;
 use crate::export::serve::{self, ServeOptions};
 
 /// Options of `pinwatch serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Attach options.
+    /// Where the figures come from: the probes, or reduced mode.
     #[command(flatten)]
-    pub attach: AttachArgs,
-    /// Run without probes, from /proc/vmstat and per-process VmPin only
-    /// (what pinwatch does by itself when the kernel refuses probes).
-    #[arg(long)]
-    pub reduced: bool,
+    pub source: SourceArgs,
     /// Address to listen on (loopback unless you name another).
     #[arg(long, default_value = "127.0.0.1:9435")]
     pub listen: SocketAddr,
@@ -29,10 +25,10 @@ impl ServeArgs {
     /// The server's options.
     pub fn options(&self) -> ServeOptions {
         ServeOptions {
-            attach: self.attach.options(),
+            attach: self.source.attach.options(),
             listen: self.listen,
             bpf_stats: self.bpf_stats,
-            reduced: self.reduced,
+            reduced: self.source.reduced,
         }
     }
 }

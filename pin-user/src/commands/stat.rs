@@ -6,7 +6,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 
-use super::args::{AttachArgs, parse_interval};
+use super::args::{SourceArgs, parse_interval};
 use crate::{
     kernel::KernelFacts,
     probes::KernelLog,
@@ -19,13 +19,9 @@ use crate::{
 /// Options of `pinwatch stat`.
 #[derive(Debug, clap::Args)]
 pub struct StatArgs {
-    /// Attach options.
+    /// Where the figures come from: the probes, or reduced mode.
     #[command(flatten)]
-    pub attach: AttachArgs,
-    /// Run without probes, from /proc/vmstat and per-process VmPin only
-    /// (what pinwatch does by itself when the kernel refuses probes).
-    #[arg(long)]
-    pub reduced: bool,
+    pub source: SourceArgs,
     /// Time between summaries (e.g. 1s, 500ms).
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
@@ -40,8 +36,10 @@ pub struct StatArgs {
 /// Runs the command until `count` intervals passed or a signal arrives.
 pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     let StatArgs {
-        attach,
-        reduced: force_reduced,
+        source: SourceArgs {
+            attach,
+            reduced: force_reduced,
+        },
         interval,
         count,
         json,

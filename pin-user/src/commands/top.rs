@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Args as _, FromArgMatches as _};
 
-use super::args::{AttachArgs, parse_interval};
+use super::args::{SourceArgs, parse_interval};
 use crate::{
     error::UsageError,
     tui::{self, TopOptions, app::Filter},
@@ -14,13 +14,9 @@ use crate::{
 /// Options of `pinwatch top`.
 #[derive(Debug, clap::Args)]
 pub struct TopArgs {
-    /// Attach options.
+    /// Where the figures come from: the probes, or reduced mode.
     #[command(flatten)]
-    pub attach: AttachArgs,
-    /// Run without probes, from /proc/vmstat and per-process VmPin only
-    /// (what pinwatch does by itself when the kernel refuses probes).
-    #[arg(long)]
-    pub reduced: bool,
+    pub source: SourceArgs,
     /// Time between refreshes (e.g. 1s, 500ms).
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
@@ -59,10 +55,10 @@ impl TopArgs {
             (None, None) => None,
         };
         Ok(TopOptions {
-            attach: self.attach.options(),
+            attach: self.source.attach.options(),
             interval: self.interval,
             filter,
-            reduced: self.reduced,
+            reduced: self.source.reduced,
         })
     }
 }
@@ -80,10 +76,10 @@ mod tests {
     fn default_is_top_without_flags() {
         let top = TopArgs::default();
         assert_eq!(
-            top.attach.options(),
+            top.source.attach.options(),
             crate::probes::AttachOptions::new(crate::probes::AttachMode::Auto)
         );
-        assert!(!top.reduced);
+        assert!(!top.source.reduced);
         assert_eq!(top.interval, Duration::from_secs(1));
         assert_eq!((top.pid, top.comm), (None, None));
     }

@@ -214,6 +214,22 @@ pub fn vmsplice(space: &mut AddressSpace, addr: u64, len: u64, rules: &Rules) ->
     out
 }
 
+/// A path of one GUP call over the pages `[addr, addr + len)` spans:
+/// the path so far, the call's prediction and the pages it asked for.
+fn one_call(
+    space: &mut AddressSpace,
+    rules: &Rules,
+    variant: Variant,
+    addr: u64,
+    len: u64,
+    flags: GupFlags,
+) -> (PathPrediction, Prediction, u64) {
+    let mut out = PathPrediction::default();
+    let nr = pages_spanned(addr, len);
+    let p = out.gup(space, rules, variant, addr & !(PAGE_SIZE - 1), nr, flags);
+    (out, p, nr)
+}
+
 /// O_DIRECT `pread` (`into_memory`) or `pwrite` of `len` bytes at `addr`
 /// on a block device: one fast call for the whole (small) buffer; pins are
 /// released when the I/O completes, before the syscall returns.
@@ -224,15 +240,13 @@ pub fn direct_io(
     into_memory: bool,
     rules: &Rules,
 ) -> PathPrediction {
-    let mut out = PathPrediction::default();
     let variant = if rules.dio_pins {
         Variant::PinUserPagesFast
     } else {
         Variant::GetUserPagesFast
     };
     let flags = GupFlags::write_if(into_memory);
-    let nr = pages_spanned(addr, len);
-    let p = out.gup(space, rules, variant, addr & !(PAGE_SIZE - 1), nr, flags);
+    let (mut out, p, nr) = one_call(space, rules, variant, addr, len, flags);
     out.release(&p);
     out.result = if p.ret == nr as i64 {
         len as i64
@@ -254,7 +268,6 @@ pub fn io_uring_register(
     len: u64,
     rules: &Rules,
 ) -> PathPrediction {
-    let mut out = PathPrediction::default();
     let variant = if rules.io_uring_pins_fast {
         Variant::PinUserPagesFast
     } else {
@@ -265,8 +278,7 @@ pub fn io_uring_register(
         longterm: true,
         ..GupFlags::NONE
     };
-    let nr = pages_spanned(addr, len);
-    let p = out.gup(space, rules, variant, addr & !(PAGE_SIZE - 1), nr, flags);
+    let (mut out, p, nr) = one_call(space, rules, variant, addr, len, flags);
     if p.ret != nr as i64 {
         out.release(&p);
         out.result = if p.ret < 0 { p.ret } else { -EFAULT };

@@ -58,25 +58,27 @@ pub enum PageState {
     Present(Present),
 }
 
-/// One mapping.
+/// One mapping: its shape and its pages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vma {
-    /// First byte (page aligned).
-    pub start: u64,
-    /// One past the last byte (page aligned).
-    pub end: u64,
-    /// PROT_READ.
-    pub read: bool,
-    /// PROT_WRITE.
-    pub write: bool,
-    /// MAP_SHARED (else private copy-on-write).
-    pub shared: bool,
-    /// What backs it.
-    pub backing: Backing,
-    /// Whether faults may map huge pages here (THP enabled for the VMA).
-    pub thp: bool,
+    /// Bounds and attributes (also reached through `Deref`).
+    #[serde(flatten)]
+    pub shape: VmaShape,
     /// Per page, from `start`.
     pub pages: Vec<PageState>,
+}
+
+impl std::ops::Deref for Vma {
+    type Target = VmaShape;
+    fn deref(&self) -> &VmaShape {
+        &self.shape
+    }
+}
+
+impl std::ops::DerefMut for Vma {
+    fn deref_mut(&mut self) -> &mut VmaShape {
+        &mut self.shape
+    }
 }
 
 impl Vma {
@@ -90,28 +92,22 @@ impl Vma {
         backing: Backing,
     ) -> Self {
         Self {
-            start,
-            end: start + pages * PAGE_SIZE,
-            read,
-            write,
-            shared,
-            backing,
-            thp: false,
+            shape: VmaShape {
+                start,
+                end: start + pages * PAGE_SIZE,
+                read,
+                write,
+                shared,
+                backing,
+                thp: false,
+            },
             pages: vec![PageState::Absent; pages as usize],
         }
     }
 
     /// The mapping without its pages.
     pub fn shape(&self) -> VmaShape {
-        VmaShape {
-            start: self.start,
-            end: self.end,
-            read: self.read,
-            write: self.write,
-            shared: self.shared,
-            backing: self.backing,
-            thp: self.thp,
-        }
+        self.shape
     }
 
     fn index(&self, addr: u64) -> usize {
@@ -121,21 +117,21 @@ impl Vma {
 
 /// A mapping's bounds and attributes, without its pages: what the
 /// prediction consults while it changes the pages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmaShape {
-    /// First byte.
+    /// First byte (page aligned).
     pub start: u64,
-    /// One past the last byte.
+    /// One past the last byte (page aligned).
     pub end: u64,
     /// PROT_READ.
     pub read: bool,
     /// PROT_WRITE.
     pub write: bool,
-    /// MAP_SHARED.
+    /// MAP_SHARED (else private copy-on-write).
     pub shared: bool,
     /// What backs it.
     pub backing: Backing,
-    /// Whether faults may map huge pages.
+    /// Whether faults may map huge pages here (THP enabled for the VMA).
     pub thp: bool,
 }
 

@@ -38,47 +38,36 @@ fn rules(v: KernelVersion) -> Rules {
     Rules::for_version(v)
 }
 
+/// `predict` of one call at `BASE` under 6.12's rules.
+fn on_6_12(space: &mut AddressSpace, variant: Variant, nr: i64, flags: GupFlags) -> Prediction {
+    predict(space, &call(variant, BASE, nr, flags), &rules(V6_12))
+}
+
 #[test]
 fn warm_fast_pin_takes_everything_locklessly() {
     let mut space = anon(8, PageState::Present(warm()));
-    let p = predict(
-        &mut space,
-        &call(Variant::PinUserPagesFast, BASE, 8, GupFlags::WRITE),
-        &rules(V6_12),
-    );
+    let p = on_6_12(&mut space, Variant::PinUserPagesFast, 8, GupFlags::WRITE);
     assert_eq!(
         (p.ret, p.fast_pages, p.slow_pages, p.fell_back),
         (8, 8, 0, false)
     );
     assert_eq!((p.faults, p.pin_acquired, p.pins_held), (0, 8, 8));
     assert_eq!((p.refcount_delta, p.pincount_delta), (8 * 1024, 0));
-    let g = predict(
-        &mut space,
-        &call(Variant::GetUserPagesFast, BASE, 8, GupFlags::NONE),
-        &rules(V6_12),
-    );
+    let g = on_6_12(&mut space, Variant::GetUserPagesFast, 8, GupFlags::NONE);
     assert_eq!((g.refcount_delta, g.pin_acquired), (8, 0));
 }
 
 #[test]
 fn cold_fast_pin_falls_back_and_faults() {
     let mut space = anon(8, PageState::Absent);
-    let p = predict(
-        &mut space,
-        &call(Variant::PinUserPagesFast, BASE, 8, GupFlags::WRITE),
-        &rules(V6_12),
-    );
+    let p = on_6_12(&mut space, Variant::PinUserPagesFast, 8, GupFlags::WRITE);
     assert_eq!(
         (p.ret, p.fast_pages, p.slow_pages, p.fell_back),
         (8, 0, 8, true)
     );
     assert_eq!((p.faults, p.cow_breaks, p.pin_acquired), (8, 0, 8));
     // The same call again finds everything present.
-    let again = predict(
-        &mut space,
-        &call(Variant::PinUserPagesFast, BASE, 8, GupFlags::WRITE),
-        &rules(V6_12),
-    );
+    let again = on_6_12(&mut space, Variant::PinUserPagesFast, 8, GupFlags::WRITE);
     assert_eq!((again.fast_pages, again.faults), (8, 0));
 }
 
@@ -99,11 +88,7 @@ fn read_of_untouched_memory_pins_the_zero_page_counted_only_on_old_kernels() {
 #[test]
 fn a_hole_gives_a_partial_count_then_efault() {
     let mut space = anon(4, PageState::Present(warm()));
-    let p = predict(
-        &mut space,
-        &call(Variant::PinUserPagesRemote, BASE, 8, GupFlags::NONE),
-        &rules(V6_12),
-    );
+    let p = on_6_12(&mut space, Variant::PinUserPagesRemote, 8, GupFlags::NONE);
     assert_eq!(p.ret, 4);
     assert!(p.stop.as_deref().unwrap().contains("no VMA"));
     let p = predict(
@@ -166,11 +151,7 @@ fn read_only_pins_unshare_pages_shared_with_a_fork() {
         ..warm()
     };
     let mut space = anon(4, PageState::Present(shared));
-    let p = predict(
-        &mut space,
-        &call(Variant::PinUserPagesFast, BASE, 4, GupFlags::NONE),
-        &rules(V6_12),
-    );
+    let p = on_6_12(&mut space, Variant::PinUserPagesFast, 4, GupFlags::NONE);
     // The lockless walk grabs, sees it must unshare, rolls back, falls back.
     assert_eq!(
         (p.fast_pages, p.fell_back, p.cow_breaks, p.faults),
@@ -179,11 +160,7 @@ fn read_only_pins_unshare_pages_shared_with_a_fork() {
     assert_eq!((p.pin_acquired, p.pin_released), (5, 1));
     // A FOLL_GET reference needs no unsharing.
     let mut space = anon(4, PageState::Present(shared));
-    let g = predict(
-        &mut space,
-        &call(Variant::GetUserPagesFast, BASE, 4, GupFlags::NONE),
-        &rules(V6_12),
-    );
+    let g = on_6_12(&mut space, Variant::GetUserPagesFast, 4, GupFlags::NONE);
     assert_eq!((g.fast_pages, g.faults, g.pin_acquired), (4, 0, 0));
 }
 
@@ -264,12 +241,7 @@ fn named_deviations_on_bad_arguments() {
     );
     assert_eq!((p.ret, p.deviation), (-22, None));
     assert_eq!(
-        predict(
-            &mut space,
-            &call(Variant::GetUserPages, BASE, 0, GupFlags::NONE),
-            &rules(V6_12)
-        )
-        .ret,
+        on_6_12(&mut space, Variant::GetUserPages, 0, GupFlags::NONE).ret,
         0
     );
 }

@@ -15,7 +15,7 @@
 //! only read figures: [`report`] (stat's table and JSON), [`tui`] (the live
 //! dashboard), [`export`] (metrics, recordings, diff); [`commands`] and
 //! [`cli`] wire them up ([`error`] names the exit codes). [`kernel`] discovers what the running kernel
-//! offers, [`attribution`] names call sites and tracks pin lifetimes,
+//! offers, [`attribution`] reads call sites and tracks pin lifetimes,
 //! [`vmstat`] reads the kernel's own pin counters, [`model`] is the
 //! reference pinning implementation that [`validate`] checks the kernel
 //! against, and [`workload`] drives known GUP paths for tests and demos.
@@ -38,6 +38,7 @@ pub mod sampling;
 pub mod signals;
 pub mod snapshot;
 pub mod tui;
+pub mod units;
 pub mod validate;
 pub mod vmstat;
 pub mod workload;

@@ -7,13 +7,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::{
-    attribution::{
-        lifetimes::Outstanding,
-        view::{CallerView, caller_views},
-    },
+    attribution::lifetimes::Outstanding,
     figures::{
-        HealthFigures, ProcessFigures, ReleaseFigures, VariantFigures, fmt_ns, per_second,
-        pid_label,
+        CallerView, HealthFigures, ProcessFigures, ReleaseFigures, VariantFigures, caller_views,
+        fmt_ns, per_second, pid_label,
     },
     snapshot::Delta,
     vmstat::PinCounters,
@@ -95,7 +92,7 @@ impl IntervalView {
         self.write_variants(&mut out);
         self.write_releases(&mut out);
         self.write_processes(&mut out);
-        out.push_str(&crate::attribution::view::render_text(
+        out.push_str(&crate::figures::render_callers(
             &self.callers,
             self.interval_s,
         ));

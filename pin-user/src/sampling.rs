@@ -1,7 +1,7 @@
 //! The one sampling loop behind every command that shows intervals (`stat`,
 //! `record`, `top`): a [`Source`] yields what the counters did since its
 //! previous read — attached probes ([`ProbeSource`]: kernel maps ->
-//! snapshots -> deltas) or reduced mode ([`crate::reduced::ReducedSource`])
+//! snapshots -> deltas) or reduced mode (`reduced::ReducedSource`)
 //! — and [`drive`] takes one every interval until a stop signal, the
 //! interval count, the duration, or the command's own end (a followed
 //! command's exit, `q`), handing each to the command's [`Sink`].

@@ -11,8 +11,9 @@ use pin_common::{
 };
 
 use crate::{
-    attribution::{self, symbols::CallSite},
+    attribution,
     counters::{self, Counters},
+    kernel::symbols::CallSite,
     probes::{
         KernelMapError, KernelMaps,
         maps::PerCpuEntries,

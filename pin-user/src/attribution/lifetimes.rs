@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use pin_common::{FUNCS, PinRecord};
 use serde::{Deserialize, Serialize};
 
-use super::symbols::{self, CallSite};
+use crate::kernel::symbols::{self, CallSite};
 use crate::{
     probes::{KernelMapError, KernelMaps},
     vmstat::PinCounters,
@@ -222,7 +222,7 @@ pub fn render_text(out: &Outstanding) -> String {
         let _ = writeln!(
             text,
             "  oldest: held {:>9} pid {} {} {} via {} ({} pages)",
-            crate::figures::fmt_ns(Some(s.held_ns)),
+            crate::units::fmt_ns(Some(s.held_ns)),
             s.pid,
             s.comm,
             s.caller,

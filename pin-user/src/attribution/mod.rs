@@ -1,10 +1,9 @@
 //! Who pins and for how long: reading the per-call-site counters
-//! (`CALLERS`) into snapshots, naming call sites ([`symbols`]), the caller
-//! views ([`view`]) and pin lifetimes ([`lifetimes`]).
+//! (`CALLERS`) into snapshots, naming them (through `kernel::symbols`) and
+//! pin lifetimes ([`lifetimes`]). The caller views are figures
+//! (`figures::CallerView`).
 
 pub mod lifetimes;
-pub mod symbols;
-pub mod view;
 
 use std::collections::BTreeMap;
 
@@ -27,11 +26,13 @@ pub fn read_callers(
 
 /// Names of the call sites in `callers` (can wait for kallsyms to be
 /// parsed; nothing to wait for without callers).
-pub fn name_sites(callers: &BTreeMap<CallerKey, CallerStats>) -> BTreeMap<u64, symbols::CallSite> {
+pub fn name_sites(
+    callers: &BTreeMap<CallerKey, CallerStats>,
+) -> BTreeMap<u64, crate::kernel::symbols::CallSite> {
     if callers.is_empty() {
         BTreeMap::new()
     } else {
-        symbols::resolve(callers.keys().map(|k| k.caller))
+        crate::kernel::symbols::resolve(callers.keys().map(|k| k.caller))
     }
 }
 
@@ -44,7 +45,7 @@ pub fn is_active(d: &CallerStats) -> bool {
 #[cfg(test)]
 pub fn sample_callers() -> (
     BTreeMap<CallerKey, CallerStats>,
-    BTreeMap<u64, symbols::CallSite>,
+    BTreeMap<u64, crate::kernel::symbols::CallSite>,
 ) {
     let key = CallerKey::new;
     let mut uring = CallerStats::ZERO;
@@ -62,7 +63,7 @@ pub fn sample_callers() -> (
     pvm.pages = 40;
     pvm.latency_sum_ns = 10 * 900;
     pvm.latency_log2[9] = 10;
-    let site = |function: &str, offset| symbols::CallSite {
+    let site = |function: &str, offset| crate::kernel::symbols::CallSite {
         function: function.into(),
         offset,
     };

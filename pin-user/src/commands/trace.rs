@@ -11,9 +11,9 @@ use pin_common::{FUNCS, FuncId, Health};
 
 use super::args::{AttachArgs, parse_duration};
 use crate::{
-    attribution::symbols,
     error::UsageError,
     events::{CallRecord, EventFilter, EventStream},
+    kernel::symbols,
     kernel::{KernelFacts, foll::FollFlags},
     probes,
 };

@@ -7,9 +7,9 @@ use pin_common::{CallerKey, CallerStats};
 use prometheus_client::{encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::families::{Labels, family, seconds_family};
-use crate::attribution::{
-    symbols::CallSite,
-    view::{CallerView, caller_views},
+use crate::{
+    figures::{CallerView, caller_views},
+    kernel::symbols::CallSite,
 };
 
 /// At most this many (caller, variant) series per caller metric; kernels

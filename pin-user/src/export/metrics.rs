@@ -16,7 +16,7 @@ use prometheus_client::{
 use super::families::{Labels, encode_vmstat, family, seconds_family};
 pub use super::text_format::prometheus_text;
 use crate::{
-    attribution::symbols::CallSite, figures::errno_name, probes::ProbeStatus, snapshot::Snapshot,
+    figures::errno_name, kernel::symbols::CallSite, probes::ProbeStatus, snapshot::Snapshot,
 };
 
 /// Everything one scrape exports.

@@ -121,7 +121,7 @@ pub struct Counts {
     /// Per calling kernel function and variant (absent in recordings made
     /// before caller attribution, or with `--no-callers`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub callers: Vec<crate::attribution::view::CallerView>,
+    pub callers: Vec<crate::figures::CallerView>,
     /// Reduced mode only: processes with the most `VmPin` at the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pinned_processes: Vec<crate::reduced::PinnedView>,

@@ -62,16 +62,6 @@ pub fn latency_quantile_ns(hist: &[u64], q: f64) -> Option<u64> {
     None
 }
 
-/// Formats a latency (an upper bound, "≤" implied) compactly: ns, us, ms.
-pub fn fmt_ns(ns: Option<u64>) -> String {
-    match ns {
-        None => "-".into(),
-        Some(ns) if ns < 10_000 => format!("{ns}ns"),
-        Some(ns) if ns < 10_000_000 => format!("{}us", ns / 1000),
-        Some(ns) => format!("{}ms", ns / 1_000_000),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! The figures every view shows, derived once from a [`Delta`] (or a sum
 //! of them): one type per thing shown — a GUP variant
 //! ([`VariantFigures`]), a release function ([`ReleaseFigures`]), a
-//! process ([`ProcessFigures`]), probe health ([`HealthFigures`]) — with
+//! process ([`ProcessFigures`]), a calling kernel function
+//! ([`CallerView`]), probe health ([`HealthFigures`]) — with
 //! the derived figures (rates, pages per call, fallback and error shares,
 //! latency percentiles, pins outstanding) as their methods. `stat`'s table
 //! and JSON, the dashboard, `/metrics`, recordings and `diff` read these;
@@ -9,20 +10,17 @@
 //!
 //! [`Delta`]: crate::snapshot::Delta
 
+mod caller;
 mod health;
 mod latency;
 mod process;
 mod variant;
 
+pub use crate::units::{fmt_ns, per_second};
+pub use caller::{CallerView, HoldTimes, caller_views, render_text as render_callers};
 pub use health::{HealthFigures, SkippedRuns};
-pub use latency::{Latency, fmt_ns, latency_quantile_ns};
+pub use latency::{Latency, latency_quantile_ns};
 pub use process::{ProcessFigures, pid_label};
 pub use variant::{
     ReleaseFigures, VariantFigures, errno_counts, errno_name, fallback_percent, pinned_pages,
 };
-
-/// `n` per second over `seconds` (at least 1 ns, so an empty interval
-/// gives a finite rate).
-pub fn per_second(n: u64, seconds: f64) -> f64 {
-    n as f64 / seconds.max(1e-9)
-}

@@ -7,6 +7,7 @@ pub mod config;
 pub mod features;
 pub mod foll;
 pub mod kallsyms;
+pub mod symbols;
 
 use aya::programs::ProgramType;
 

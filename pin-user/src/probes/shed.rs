@@ -25,7 +25,7 @@ impl Probes {
         needs: &crate::privileges::Needs,
     ) -> Result<crate::privileges::Shed, crate::privileges::ShedError> {
         use crate::{
-            attribution::symbols,
+            kernel::symbols,
             privileges::{Needs, Shed, ShedError},
         };
         // aya reads the possible CPUs on each thread's first per-CPU map

@@ -158,7 +158,7 @@ pub struct App {
     /// Per (call site, variant) totals since start.
     pub caller_totals: std::collections::BTreeMap<pin_common::CallerKey, pin_common::CallerStats>,
     /// Names of the call sites seen.
-    pub sites: std::collections::BTreeMap<u64, crate::attribution::symbols::CallSite>,
+    pub sites: std::collections::BTreeMap<u64, crate::kernel::symbols::CallSite>,
     /// Processes seen since start.
     pub procs: BTreeMap<u32, ProcessRow>,
     /// Trend history, oldest first.

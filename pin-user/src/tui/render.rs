@@ -418,7 +418,7 @@ fn draw_errors_and_release(f: &mut Frame, app: &App, area: Rect) {
 
 /// Calling kernel functions since start, most pages first.
 fn draw_callers(f: &mut Frame, app: &App, area: Rect) {
-    let views = crate::attribution::view::caller_views(&app.caller_totals, &app.sites);
+    let views = crate::figures::caller_views(&app.caller_totals, &app.sites);
     let width = area.width.saturating_sub(2) as usize;
     let mut lines = Vec::new();
     if views.is_empty() {

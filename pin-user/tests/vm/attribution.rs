@@ -13,8 +13,8 @@ use pinwatch::{
     attribution::{
         lifetimes::{Outstanding, read_outstanding},
         name_sites,
-        view::{CallerView, caller_views},
     },
+    figures::{CallerView, caller_views},
     snapshot::{Delta, Snapshot},
 };
 

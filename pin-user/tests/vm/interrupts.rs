@@ -9,7 +9,7 @@
 //! (PREEMPT_RT runs the timer callbacks in threads instead.)
 
 use pin_common::IRQ_TGID;
-use pinwatch::attribution::{name_sites, view::caller_views};
+use pinwatch::{attribution::name_sites, figures::caller_views};
 
 use crate::harness::{harness, id_of, measure, odirect_variant};
 

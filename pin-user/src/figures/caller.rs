@@ -7,11 +7,8 @@ use std::collections::BTreeMap;
 use pin_common::{CallerKey, CallerStats, FUNCS};
 use serde::{Deserialize, Serialize};
 
-use super::symbols::CallSite;
-use crate::{
-    counters::Counters,
-    figures::{Latency, latency_quantile_ns},
-};
+use super::{Latency, fmt_ns, latency_quantile_ns, per_second};
+use crate::{attribution::is_active, counters::Counters, kernel::symbols::CallSite};
 
 /// How long released pins were held, from the kernel's log2 histogram
 /// (percentiles are bucket upper bounds; the mean is exact).
@@ -84,7 +81,7 @@ pub fn caller_views(
     sites: &BTreeMap<u64, CallSite>,
 ) -> Vec<CallerView> {
     let mut groups: BTreeMap<(String, u32), (CallerStats, Vec<String>)> = BTreeMap::new();
-    for (key, stats) in callers.iter().filter(|(_, s)| super::is_active(s)) {
+    for (key, stats) in callers.iter().filter(|(_, s)| is_active(s)) {
         let site = sites
             .get(&key.caller)
             .cloned()
@@ -153,11 +150,11 @@ pub fn render_text(views: &[CallerView], seconds: f64) -> String {
             "{:<30} {:<24} {:>9.1} {:>10.1} {:>8} {:>8} {:>8}",
             v.caller,
             v.variant,
-            crate::figures::per_second(v.calls, seconds),
-            crate::figures::per_second(v.pages, seconds),
+            per_second(v.calls, seconds),
+            per_second(v.pages, seconds),
             v.fallbacks,
-            crate::figures::fmt_ns(v.latency.p50),
-            crate::figures::fmt_ns(v.latency.p99),
+            fmt_ns(v.latency.p50),
+            fmt_ns(v.latency.p99),
         );
         if with_hold {
             let _ = write!(
@@ -165,7 +162,7 @@ pub fn render_text(views: &[CallerView], seconds: f64) -> String {
                 " {:>8} {:>8} {:>9}",
                 v.pins_tracked,
                 v.pins_released,
-                crate::figures::fmt_ns(v.hold.as_ref().and_then(|h| h.p50)),
+                fmt_ns(v.hold.as_ref().and_then(|h| h.p50)),
             );
         }
         out.push('\n');

@@ -128,30 +128,36 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// From a counter delta.
+    /// From a counter delta: the figures of the variants and release
+    /// functions that were called, and the callers.
     pub fn from_delta(d: &Delta) -> Self {
-        let view = crate::report::IntervalView::new(d);
         Counts {
-            totals: view
-                .variants
+            totals: d
+                .gup
                 .iter()
-                .map(|v| (v.variant.to_string(), VariantTotals::from(v)))
+                .enumerate()
+                .filter(|(_, g)| g.calls > 0)
+                .map(|(id, g)| {
+                    let v = VariantFigures::new(id, g);
+                    (v.variant.to_string(), VariantTotals::from(&v))
+                })
                 .collect(),
-            unpin: view
+            unpin: d
                 .release
                 .iter()
-                .map(|r: &ReleaseFigures| {
-                    (
-                        r.function.to_string(),
-                        UnpinTotals {
-                            calls: r.calls,
-                            pages: r.pages,
-                        },
-                    )
+                .enumerate()
+                .filter(|(_, r)| r.calls > 0)
+                .map(|(i, r)| {
+                    let r = ReleaseFigures::new(i, r);
+                    let totals = UnpinTotals {
+                        calls: r.calls,
+                        pages: r.pages,
+                    };
+                    (r.function.to_string(), totals)
                 })
                 .collect(),
             vmstat: d.vmstat,
-            callers: view.callers,
+            callers: crate::figures::caller_views(&d.callers, &d.sites),
             pinned_processes: Vec::new(),
         }
     }

@@ -20,6 +20,11 @@ pub use catalog::{FUNC_COUNT, FUNCS, FuncId, FuncKind, GUP_FUNC_COUNT, NO_ARG};
 /// Capacity of the per-process map (`PROCS`).
 pub const PROCS_CAPACITY: u32 = 8192;
 
+/// Capacity of the per-cgroup map (`CGROUPS`): cgroups that made a GUP
+/// call or a release (a host runs hundreds of containers at most; the
+/// coldest are evicted, and counted, beyond this).
+pub const CGROUPS_CAPACITY: u32 = 1024;
+
 /// Capacity of the per-thread state map of the baseline object (an LRU hash
 /// by thread id where task local storage is missing): threads that ever
 /// entered the GUP family and have not exited. Only a thread idle for the
@@ -180,12 +185,39 @@ pub struct ProcStats {
     pub first_ns: u64,
 }
 
+/// Per-cgroup counters in the `CGROUPS` LRU per-CPU hash, keyed by the
+/// cgroup v2 id of the task that made the call (`bpf_get_current_cgroup_id`;
+/// [`IRQ_CGROUP`] for releases made in interrupt context).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CgroupStats {
+    /// Outermost GUP calls made by tasks of the cgroup.
+    pub calls: u64,
+    /// Pages returned to them by any GUP variant.
+    pub pages: u64,
+    /// Pages returned by FOLL_PIN variants (`pin_user_pages*`).
+    pub pinned: u64,
+    /// Pages released by the unpin family while running in the cgroup.
+    pub released: u64,
+    /// Outermost calls that returned an errno.
+    pub errors: u64,
+    /// When the entry was created (ns, monotonic; set in the creating
+    /// CPU's slot only): as [`ProcStats::first_ns`].
+    pub first_ns: u64,
+}
+
+/// The `CGROUPS` key of releases made in interrupt context, shown as
+/// `[irq]` (cgroup v2 ids start at 1, the root).
+pub const IRQ_CGROUP: u64 = 0;
+
 /// Index in the per-CPU `TABLE_INSERTS` array: entries created in `PROCS`.
 pub const INSERTS_PROCS: u32 = 0;
 /// Index in the per-CPU `TABLE_INSERTS` array: entries created in `CALLERS`.
 pub const INSERTS_CALLERS: u32 = 1;
+/// Index in the per-CPU `TABLE_INSERTS` array: entries created in `CGROUPS`.
+pub const INSERTS_CGROUPS: u32 = 2;
 /// Length of the `TABLE_INSERTS` array.
-pub const INSERTS_LEN: u32 = 2;
+pub const INSERTS_LEN: u32 = 3;
 
 /// How the probes must interpret one traced function on the running
 /// kernel, filled by the agent from the kernel's BTF into the `CONFIG` array
@@ -311,14 +343,17 @@ pub enum Health {
     /// was reset (counted with [`Health::MissedReturn`] as well).
     DepthOverflow = 10,
     /// Releases made in interrupt context (e.g. an O_DIRECT completion)
-    /// while a process tree is followed: the interrupted task says nothing
-    /// about whose pins they are, so they are not in the tree's counts.
+    /// while a process tree is followed or one cgroup is chosen: the
+    /// interrupted task says nothing about whose pins they are, so they are
+    /// not in the tree's (or the cgroup's) counts.
     IrqReleaseNotFollowed = 11,
+    /// A per-cgroup entry could not be created.
+    CgroupStateLost = 12,
 }
 
 impl Health {
     /// Every health counter, in index order.
-    pub const ALL: [Health; 12] = [
+    pub const ALL: [Health; 13] = [
         Health::TaskStateLost,
         Health::UnmatchedExit,
         Health::ProcStateLost,
@@ -331,6 +366,7 @@ impl Health {
         Health::MissedReturn,
         Health::DepthOverflow,
         Health::IrqReleaseNotFollowed,
+        Health::CgroupStateLost,
     ];
 
     /// The counter's name wherever one word names it (the `reason` label of
@@ -349,6 +385,7 @@ impl Health {
             Health::MissedReturn => "return_not_seen",
             Health::DepthOverflow => "nesting_overflow",
             Health::IrqReleaseNotFollowed => "irq_release_not_followed",
+            Health::CgroupStateLost => "cgroup_state_lost",
         }
     }
 }
@@ -416,6 +453,9 @@ pub struct CallEvent {
     pub slow_pages: u64,
     /// Return address in the caller (get/pin calls; 0 when unknown).
     pub caller: u64,
+    /// The caller's cgroup v2 id ([`IRQ_CGROUP`] for releases made in
+    /// interrupt context).
+    pub cgroup: u64,
     /// [`FuncId`] of the outermost function.
     pub func: u32,
     /// [`EVENT_GUP`] or [`EVENT_RELEASE`].
@@ -443,6 +483,7 @@ mod pod {
     unsafe impl aya::Pod for super::ReleaseStats {}
     unsafe impl aya::Pod for super::PinBalance {}
     unsafe impl aya::Pod for super::ProcStats {}
+    unsafe impl aya::Pod for super::CgroupStats {}
     unsafe impl aya::Pod for super::FuncConfig {}
     unsafe impl aya::Pod for super::TaskState {}
     unsafe impl aya::Pod for super::CallEvent {}
@@ -475,7 +516,8 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(core::mem::size_of::<FuncConfig>(), 16);
-        assert_eq!(core::mem::size_of::<CallEvent>(), 8 * 10 + 4 * 4 + 16);
+        assert_eq!(core::mem::size_of::<CallEvent>(), 8 * 11 + 4 * 4 + 16);
+        assert_eq!(core::mem::size_of::<CgroupStats>(), 8 * 6);
         assert_eq!(
             core::mem::size_of::<GupStats>(),
             8 * (12 + LATENCY_BUCKETS + ERRNO_SLOTS)

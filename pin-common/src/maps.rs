@@ -19,6 +19,11 @@ pub const PROCS: &str = "PROCS";
 pub const FILTER: &str = "FILTER";
 /// The followed process tree (`record -- CMD`).
 pub const TRACKED: &str = "TRACKED";
+/// Per cgroup v2 id: calls, pages, pins, releases, errors (`CgroupStats`).
+pub const CGROUPS: &str = "CGROUPS";
+/// The cgroup whose tasks alone are counted (`--cgroup`), slot 0 of a
+/// cgroup array (read only when the filter global is on).
+pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
 /// FOLL_PIN pages taken and released, side by side (`PinBalance`).
 pub const PIN_BALANCE: &str = "PIN_BALANCE";
 /// Entries created in the LRU tables, by `INSERTS_*` index.
@@ -38,11 +43,13 @@ pub const CALLERS: &str = "CALLERS";
 pub const PIN_LIFETIMES: &str = "PIN_LIFETIMES";
 
 /// Every map the agent opens.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 16] = [
     CONFIG,
     GUP_STATS,
     RELEASE_STATS,
     PROCS,
+    CGROUPS,
+    CGROUP_FILTER,
     FILTER,
     TRACKED,
     PIN_BALANCE,

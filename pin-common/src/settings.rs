@@ -26,15 +26,19 @@ pub const GLOBAL_TASK_STACK_OFFSET: &str = "TASK_STACK_OFFSET";
 /// Read-only global (`u64`): the size of a task's kernel stack (x86-64
 /// `THREAD_SIZE`: 16 KiB, 32 KiB with KASAN); 0 when unknown.
 pub const GLOBAL_TASK_STACK_SIZE: &str = "TASK_STACK_SIZE";
+/// Read-only global (`u64`): 1 when only tasks in the cgroup at slot 0 of
+/// `CGROUP_FILTER` (or its descendants) are counted (`--cgroup`).
+pub const GLOBAL_CGROUP_FILTER_ON: &str = "CGROUP_FILTER_ON";
 
 /// Every read-only global the agent sets; all are `u64`.
-pub const GLOBALS: [&str; 6] = [
+pub const GLOBALS: [&str; 7] = [
     GLOBAL_CALLERS_ON,
     GLOBAL_LIFETIMES_ON,
     GLOBAL_FOLL_PIN,
     GLOBAL_RETURN_TRAMPOLINE,
     GLOBAL_TASK_STACK_OFFSET,
     GLOBAL_TASK_STACK_SIZE,
+    GLOBAL_CGROUP_FILTER_ON,
 ];
 
 /// Index in the `SETTINGS` array: offset of `child_pid` in the

@@ -20,7 +20,7 @@ use pin_common::{
 };
 
 use crate::{
-    attribution,
+    attribution, cgroup,
     counters::{EEXIST, add_to, bump_health, count_insert},
     events::{emit, event_wanted},
     follow::counted,
@@ -323,6 +323,7 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
         add_to(unsafe { &mut (*balance).pinned }, ret as u64);
     }
     count_process(ctx, ret, is_pin, now);
+    cgroup::count_call(ctx, ret, is_pin);
 }
 
 /// A variant's counters of calls, pages asked for (`nr`) and returned, and
@@ -381,6 +382,7 @@ fn emit_call(state: &TaskState, ret: i64, ns: u64, pid_tgid: u64, paths: &PathSp
         func: state.outer,
         kind: EVENT_GUP,
         caller: state.caller,
+        cgroup: cgroup::current_cgroup(false),
         fell_back: paths.fell_back as u32,
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or_default(),

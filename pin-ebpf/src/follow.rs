@@ -6,10 +6,11 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel};
 use pin_common::Health;
 
 use crate::{
+    cgroup::in_chosen_cgroup,
     counters::bump_health,
     frame::context_address,
     maps::{FILTER, TRACKED},
-    settings::fork_child_pid_offset,
+    settings::{cgroup_filter_on, fork_child_pid_offset},
 };
 
 /// Whether a process tree is being followed (`record -- CMD`, `--pid`).
@@ -18,15 +19,25 @@ pub(crate) fn following() -> bool {
     matches!(FILTER.get(0), Some(&1))
 }
 
+/// Whether counting is limited to some tasks: a followed process tree, or
+/// one cgroup (`--cgroup`).
+#[inline(always)]
+pub(crate) fn filtering() -> bool {
+    following() || cgroup_filter_on()
+}
+
 /// Whether the current task is counted: always, unless a process tree is
-/// being followed and this task is outside it.
+/// being followed and this task is outside it, or one cgroup is chosen
+/// and this task is outside it.
 #[inline(always)]
 pub(crate) fn counted() -> bool {
-    if !following() {
-        return true;
+    if following() {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if unsafe { TRACKED.get(&tgid) }.is_none() {
+            return false;
+        }
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    unsafe { TRACKED.get(&tgid) }.is_some()
+    in_chosen_cgroup()
 }
 
 /// `sched_process_fork`, in the parent: follow the child when the parent

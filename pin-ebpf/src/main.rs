@@ -11,7 +11,7 @@
 //! in the modules below, each of which uses only modules listed after it:
 //! `release` (releases), `account` (get/pin calls and per-process rows),
 //! `attribution` (call sites, pin lifetimes), `follow` (the followed
-//! process tree), `events` (per-call events), `frame` (the traced
+//! process tree), `cgroup` (per-cgroup rows, the `--cgroup` filter), `events` (per-call events), `frame` (the traced
 //! function's frame), `outcome` (what a call came to), `task_storage`
 //! (per-thread state), `counters` (atomic adds, health counts), `settings`
 //! (what the agent told the probes) and `maps` (the maps the agent reads).
@@ -25,6 +25,8 @@
 mod account;
 #[cfg(target_arch = "bpf")]
 mod attribution;
+#[cfg(target_arch = "bpf")]
+mod cgroup;
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]

@@ -9,12 +9,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, CgroupArray, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use pin_common::{
-    CallerKey, CallerStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES, FUNC_COUNT, FuncConfig,
-    GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY, PinBalance, PinRecord,
-    ProcStats, ReleaseStats, TRACKED_CAPACITY,
+    CGROUPS_CAPACITY, CallerKey, CallerStats, CgroupStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES,
+    FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY,
+    PinBalance, PinRecord, ProcStats, ReleaseStats, TRACKED_CAPACITY,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
     settings::SETTINGS_LEN,
 };
@@ -39,6 +39,17 @@ pub static RELEASE_STATS: PerCpuArray<ReleaseStats> =
 pub static PROCS: LruPerCpuHashMap<u32, ProcStats> =
     LruPerCpuHashMap::with_max_entries(PROCS_CAPACITY, 0);
 
+/// Per cgroup v2 id (`IRQ_CGROUP` for releases in interrupt context):
+/// calls, pages, pins, releases and errors.
+#[map]
+pub static CGROUPS: LruPerCpuHashMap<u64, CgroupStats> =
+    LruPerCpuHashMap::with_max_entries(CGROUPS_CAPACITY, 0);
+
+/// The cgroup whose tasks (and its descendants') alone are counted, in
+/// slot 0, when `--cgroup` sets the `CGROUP_FILTER_ON` global.
+#[map]
+pub static CGROUP_FILTER: CgroupArray = CgroupArray::with_max_entries(1, 0);
+
 /// 1 at index 0 when only the processes in `TRACKED` are counted
 /// (`pinwatch record -- CMD`).
 #[map]
@@ -54,7 +65,7 @@ pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACIT
 #[map]
 pub static PIN_BALANCE: PerCpuArray<PinBalance> = PerCpuArray::with_max_entries(1, 0);
 
-/// Entries created in the LRU tables (`PROCS`, `CALLERS`; by
+/// Entries created in the LRU tables (`PROCS`, `CALLERS`, `CGROUPS`; by
 /// `pin_common::INSERTS_*` index). The kernel evicts LRU entries without
 /// telling anyone (before 6.16 even well short of full, once CPUs x 128
 /// free entries sit in per-CPU free lists); entries created minus entries

@@ -20,10 +20,10 @@ use crate::{
     account::{
         IRQ_COMM, forget_missed_call, inside_gup_call, outer_call_returned, proc_entry, proc_stats,
     },
-    attribution,
+    attribution, cgroup,
     counters::{add_health, add_to, bump_health},
     events::{emit, event_wanted},
-    follow::{counted, following},
+    follow::{counted, filtering},
     maps::{PIN_BALANCE, RELEASE_STATS},
     settings::{config, foll_pin, task_stack_layout},
     task_storage::task_state,
@@ -71,8 +71,9 @@ pub fn entry(
     // started the I/O: not the task it happened to interrupt.
     let irq = in_interrupt(frame);
     if irq {
-        if following() {
-            // Whose they are is unknown here: not the followed tree's.
+        if filtering() {
+            // Whose they are is unknown here: not the followed tree's,
+            // nor the chosen cgroup's.
             add_health(Health::IrqReleaseNotFollowed, pages);
             return;
         }
@@ -148,6 +149,7 @@ fn count_release(ctx: &impl EbpfContext, index: u32, pages: u64, irq: bool) {
     if let Some(proc) = proc {
         add_to(&mut proc.released, pages);
     }
+    cgroup::count_release(ctx, pages, irq);
 }
 
 /// Sends the per-call event of a release, when one is wanted.
@@ -166,6 +168,7 @@ fn emit_release(id: FuncId, pages: u64, irq: bool) {
             nr: pages as i64,
             func: id,
             kind: EVENT_RELEASE,
+            cgroup: cgroup::current_cgroup(irq),
             ..CallEvent::default()
         };
         if irq {

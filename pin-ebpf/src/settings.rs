@@ -46,6 +46,11 @@ static TASK_STACK_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static TASK_STACK_SIZE: Global<u64> = Global::new(0);
 
+/// 1 when only the cgroup in `CGROUP_FILTER` is counted
+/// (`pin_common::settings::GLOBAL_CGROUP_FILTER_ON`).
+#[unsafe(no_mangle)]
+static CGROUP_FILTER_ON: Global<u64> = Global::new(0);
+
 /// How to read traced function `id` on this kernel; `None` until the agent
 /// filled its entry (a function it did not configure).
 #[inline(always)]
@@ -60,6 +65,12 @@ pub(crate) fn config(id: FuncId) -> Option<FuncConfig> {
 #[inline(always)]
 pub fn callers_on() -> bool {
     CALLERS_ON.load() == 1
+}
+
+/// Whether only one cgroup's tasks are counted (`--cgroup`).
+#[inline(always)]
+pub fn cgroup_filter_on() -> bool {
+    CGROUP_FILTER_ON.load() == 1
 }
 
 /// Entry `index` of `SETTINGS` (0 until the agent writes it).

@@ -83,6 +83,13 @@ pub struct CallRecord {
     pub caller_addr: u64,
     /// That call site by name, once symbolized (`trace`).
     pub caller: Option<String>,
+    /// The caller's cgroup v2 id (`pin_common::IRQ_CGROUP` for releases
+    /// made in interrupt context).
+    pub cgroup_id: u64,
+    /// That cgroup's path and what it says (container, pod), once named
+    /// (`trace`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<crate::cgroups::CgroupIdentity>,
 }
 
 impl CallRecord {
@@ -109,6 +116,8 @@ impl CallRecord {
             latency_ns: (event.latency_ns != LATENCY_UNMEASURED).then_some(event.latency_ns),
             caller_addr: event.caller,
             caller: None,
+            cgroup_id: event.cgroup,
+            cgroup: None,
         }
     }
 
@@ -208,6 +217,7 @@ mod tests {
             fast_pages: 4,
             slow_pages: 8,
             caller: 0,
+            cgroup: 77,
             func: 6,
             kind: EVENT_GUP,
             fell_back: 1,
@@ -222,6 +232,7 @@ mod tests {
         assert_eq!(rec.addr, Some(0x7f00_0000_0000));
         assert!(rec.fell_back && !rec.release);
         assert_eq!(rec.ret_text(), "12");
+        assert_eq!(rec.cgroup_id, 77);
     }
 
     #[test]

@@ -19,8 +19,11 @@
 //! [`vmstat`] reads the kernel's own pin counters, [`model`] is the
 //! reference pinning implementation that [`validate`] checks the kernel
 //! against, and [`workload`] drives known GUP paths for tests and demos.
+//! [`cgroups`] names the cgroup ids pins are counted under (and the
+//! container, pod or unit each path shows) and opens `--cgroup`'s filter.
 
 pub mod attribution;
+pub mod cgroups;
 pub mod cli;
 pub mod commands;
 pub mod counters;

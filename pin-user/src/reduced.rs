@@ -102,6 +102,7 @@ pub fn attach_or_reduce(
     options: AttachOptions,
     force_reduced: bool,
 ) -> Result<Mode, AttachError> {
+    let cgroup = options.cgroup.clone();
     let source = if force_reduced {
         Mode::Reduced(ReducedReason::requested())
     } else {
@@ -113,6 +114,14 @@ pub fn attach_or_reduce(
             },
         }
     };
+    if let (Mode::Reduced(reason), Some(dir)) = (&source, &cgroup) {
+        // The kernel's counters are host-wide: no cgroup of them to show.
+        return Err(AttachError::Unavailable(format!(
+            "--cgroup {} needs the probes, and reduced mode has none ({}); run without --cgroup",
+            dir.display(),
+            reason.why
+        )));
+    }
     if let Mode::Reduced(reason) = &source {
         eprintln!("pinwatch: {}", reason.banner());
     }

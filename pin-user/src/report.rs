@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::{
     attribution::lifetimes::Outstanding,
     figures::{
-        CallerView, HealthFigures, ProcessFigures, ReleaseFigures, VariantFigures, caller_views,
-        fmt_ns, per_second, pid_label,
+        CallerView, CgroupFigures, HealthFigures, ProcessFigures, ReleaseFigures, VariantFigures,
+        caller_views, fmt_ns, per_second, pid_label,
     },
     snapshot::Delta,
     vmstat::PinCounters,
@@ -18,6 +18,9 @@ use crate::{
 
 /// How many processes a view lists.
 pub const TOP_PROCESSES: usize = 10;
+
+/// How many cgroups a view lists.
+pub const TOP_CGROUPS: usize = 10;
 
 /// Everything `stat` shows for one interval.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -41,6 +44,9 @@ pub struct IntervalView {
     /// The most active processes (by pages, then calls), at most
     /// [`TOP_PROCESSES`].
     pub processes: Vec<ProcessFigures>,
+    /// The most active cgroups (by pages, then calls), at most
+    /// [`TOP_CGROUPS`].
+    pub cgroups: Vec<CgroupFigures>,
     /// /proc/vmstat pin counter changes (not flushed: per-CPU batching can
     /// delay up to a few pages per CPU).
     pub vmstat: Option<PinCounters>,
@@ -79,6 +85,7 @@ impl IntervalView {
                 .collect(),
             gup_internal_pages: delta.balance.gup_released,
             processes: top_processes(delta),
+            cgroups: CgroupFigures::busiest(&delta.cgroups, &delta.cgroup_names, TOP_CGROUPS),
             vmstat: delta.vmstat,
             callers: caller_views(&delta.callers, &delta.sites),
             outstanding: None,
@@ -92,6 +99,7 @@ impl IntervalView {
         self.write_variants(&mut out);
         self.write_releases(&mut out);
         self.write_processes(&mut out);
+        self.write_cgroups(&mut out);
         out.push_str(&crate::figures::render_callers(
             &self.callers,
             self.interval_s,
@@ -214,6 +222,33 @@ impl IntervalView {
     }
 }
 
+impl IntervalView {
+    /// The busiest cgroups, named by container (and pod) where the path
+    /// shows one, else by unit or path.
+    fn write_cgroups(&self, out: &mut String) {
+        if self.cgroups.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "{:<40} {:>9} {:>10} {:>10} {:>10} {:>7}",
+            "cgroup", "calls/s", "pages/s", "pinned", "released", "errors"
+        );
+        for c in &self.cgroups {
+            let _ = writeln!(
+                out,
+                "{:<40} {:>9.1} {:>10.1} {:>10} {:>10} {:>7}",
+                c.identity.short(),
+                per_second(c.totals.calls, self.interval_s),
+                per_second(c.totals.pages, self.interval_s),
+                c.totals.pinned,
+                c.totals.released,
+                c.totals.errors
+            );
+        }
+    }
+}
+
 /// The most active processes of a delta (by pages, then calls), at most
 /// [`TOP_PROCESSES`].
 fn top_processes(delta: &Delta) -> Vec<ProcessFigures> {
@@ -305,10 +340,25 @@ mod tests {
         let delta = Delta {
             seconds: 2.0,
             sites: crate::attribution::sample_callers().1,
+            cgroup_names: std::collections::BTreeMap::from([(
+                9,
+                crate::cgroups::CgroupIdentity::of_path("/system.slice/fio.service"),
+            )]),
             counts: crate::snapshot::CounterSet {
                 gup,
                 release: vec![Default::default(); FUNCS.len() - GUP_FUNC_COUNT],
                 procs: Default::default(),
+                cgroups: std::collections::BTreeMap::from([(
+                    9,
+                    crate::snapshot::CgroupTotals {
+                        calls: 10,
+                        pages: 150,
+                        pinned: 150,
+                        released: 140,
+                        errors: 1,
+                        first_ns: 0,
+                    },
+                )]),
                 health: [0; pin_common::HEALTH_COUNT],
                 misses: Default::default(),
                 vmstat: None,

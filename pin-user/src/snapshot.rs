@@ -6,12 +6,13 @@ use std::{collections::BTreeMap, time::Instant};
 
 use aya::{Pod, maps::PerCpuValues};
 use pin_common::{
-    CallerKey, CallerStats, GupStats, HEALTH_COUNT, INSERTS_CALLERS, INSERTS_PROCS, PinBalance,
-    ProcStats, ReleaseStats,
+    CallerKey, CallerStats, CgroupStats, GupStats, HEALTH_COUNT, INSERTS_CALLERS, INSERTS_CGROUPS,
+    INSERTS_PROCS, PinBalance, ProcStats, ReleaseStats,
 };
 
 use crate::{
     attribution,
+    cgroups::{self, CgroupIdentity},
     counters::{self, Counters},
     kernel::symbols::CallSite,
     probes::{
@@ -60,6 +61,33 @@ crate::counters::counters!(ProcTotals {
     latest: [comm],
 });
 
+/// Per-cgroup counters summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CgroupTotals {
+    /// Outermost GUP calls made by the cgroup's tasks.
+    pub calls: u64,
+    /// Pages returned by any variant.
+    pub pages: u64,
+    /// Pages returned by FOLL_PIN variants.
+    pub pinned: u64,
+    /// Pages released by unpin calls made in the cgroup.
+    pub released: u64,
+    /// Outermost calls that returned an errno.
+    pub errors: u64,
+    /// When the kernel created the entry (monotonic ns), as
+    /// [`ProcTotals::first_ns`].
+    #[serde(skip)]
+    pub first_ns: u64,
+}
+
+crate::counters::counters!(CgroupTotals {
+    sum: [calls, pages, pinned, released, errors],
+    hist: [],
+    max: [],
+    stamp: [first_ns],
+    latest: [],
+});
+
 /// Every map's counters, summed over CPUs: their values at one instant
 /// (in a [`Snapshot`]), or their changes over an interval (in a
 /// [`Delta`], whose per-process and per-call-site tables keep only the
@@ -72,6 +100,9 @@ pub struct CounterSet {
     pub release: Vec<ReleaseStats>,
     /// Per tgid.
     pub procs: BTreeMap<u32, ProcTotals>,
+    /// Per cgroup v2 id (`pin_common::IRQ_CGROUP`: releases in interrupt
+    /// context).
+    pub cgroups: BTreeMap<u64, CgroupTotals>,
     /// Health counters by `pin_common::Health` index.
     pub health: [u64; HEALTH_COUNT],
     /// Runs the kernel skipped, per loaded program.
@@ -109,19 +140,21 @@ impl std::ops::DerefMut for Snapshot {
     }
 }
 
-/// Entries of the LRU tables (`PROCS`, `CALLERS`) the kernel evicted,
-/// taking their per-process / per-call-site counts with them (the
-/// per-variant totals keep every call).
+/// Entries of the LRU tables (`PROCS`, `CALLERS`, `CGROUPS`) the kernel
+/// evicted, taking their per-process / per-call-site / per-cgroup counts
+/// with them (the per-variant totals keep every call).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Evictions {
     /// Per-process entries evicted.
     pub procs: u64,
     /// Per-call-site entries evicted.
     pub callers: u64,
+    /// Per-cgroup entries evicted.
+    pub cgroups: u64,
 }
 
 crate::counters::counters!(Evictions {
-    sum: [procs, callers],
+    sum: [procs, callers, cgroups],
     hist: [],
     max: [],
     stamp: [],
@@ -231,11 +264,39 @@ fn read_procs(maps: KernelMaps<'_>) -> Result<BTreeMap<u32, ProcTotals>, KernelM
         .collect())
 }
 
-/// The LRU tables (`PROCS`, `CALLERS`) and what the kernel evicted from
-/// them.
+/// Per-cgroup counters (`CGROUPS`), summed over CPUs; entries that vanish
+/// during the walk are skipped, as in [`read_procs`].
+fn read_cgroups(maps: KernelMaps<'_>) -> Result<BTreeMap<u64, CgroupTotals>, KernelMapError> {
+    Ok(maps
+        .cgroups()?
+        .iter()
+        .flatten()
+        .map(|(id, values)| (id, cgroup_totals(&values)))
+        .collect())
+}
+
+/// One cgroup's counters summed over CPUs.
+fn cgroup_totals(values: &PerCpuValues<CgroupStats>) -> CgroupTotals {
+    values
+        .iter()
+        .fold(CgroupTotals::default(), |mut total, cpu| {
+            total.calls += cpu.calls;
+            total.pages += cpu.pages;
+            total.pinned += cpu.pinned;
+            total.released += cpu.released;
+            total.errors += cpu.errors;
+            // Set in the creating CPU's slot only.
+            total.first_ns = total.first_ns.max(cpu.first_ns);
+            total
+        })
+}
+
+/// The LRU tables (`PROCS`, `CALLERS`, `CGROUPS`) and what the kernel
+/// evicted from them.
 struct Tables {
     procs: BTreeMap<u32, ProcTotals>,
     callers: BTreeMap<CallerKey, CallerStats>,
+    cgroups: BTreeMap<u64, CgroupTotals>,
     evicted: Evictions,
 }
 
@@ -248,6 +309,7 @@ fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
     let inserts_read_ns = attribution::lifetimes::monotonic_ns();
     let procs = read_procs(maps)?;
     let callers = attribution::read_callers(maps)?;
+    let cgroups = read_cgroups(maps)?;
     let evicted = Evictions {
         procs: Evictions::evicted(
             inserted[INSERTS_PROCS as usize],
@@ -259,10 +321,16 @@ fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
             inserts_read_ns,
             callers.values().map(|c| c.first_ns),
         ),
+        cgroups: Evictions::evicted(
+            inserted[INSERTS_CGROUPS as usize],
+            inserts_read_ns,
+            cgroups.values().map(|c| c.first_ns),
+        ),
     };
     Ok(Tables {
         procs,
         callers,
+        cgroups,
         evicted,
     })
 }
@@ -278,6 +346,7 @@ impl Snapshot {
         let Tables {
             procs,
             callers,
+            cgroups,
             evicted,
         } = read_tables(maps)?;
         // The instant and vmstat belong with the counters. Call sites are
@@ -291,6 +360,7 @@ impl Snapshot {
                 gup,
                 release,
                 procs,
+                cgroups,
                 health,
                 misses,
                 vmstat,
@@ -307,6 +377,7 @@ impl Snapshot {
             seconds: self.taken.duration_since(earlier.taken).as_secs_f64(),
             counts: self.counts.since(&earlier.counts),
             sites: BTreeMap::new(),
+            cgroup_names: BTreeMap::new(),
         }
     }
 }
@@ -340,6 +411,18 @@ impl CounterSet {
                 (d.calls != 0 || d.released != 0).then_some((*tgid, d))
             })
             .collect();
+        let cgroups = self
+            .cgroups
+            .iter()
+            .filter_map(|(id, cur)| {
+                // An entry created anew (evicted in between) counts from 0.
+                let d = match earlier.cgroups.get(id) {
+                    Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
+                    _ => *cur,
+                };
+                (d.calls != 0 || d.released != 0).then_some((*id, d))
+            })
+            .collect();
         let callers = self
             .callers
             .iter()
@@ -356,6 +439,7 @@ impl CounterSet {
             gup,
             release,
             procs,
+            cgroups,
             health: self.health.delta(&earlier.health),
             misses: misses::since(&self.misses, &earlier.misses),
             callers,
@@ -378,6 +462,8 @@ pub struct Delta {
     pub counts: CounterSet,
     /// Names of the call sites in `callers`: empty until [`Delta::named`].
     pub sites: BTreeMap<u64, CallSite>,
+    /// What the cgroups in `cgroups` are: empty until [`Delta::named`].
+    pub cgroup_names: BTreeMap<u64, CgroupIdentity>,
 }
 
 impl std::ops::Deref for Delta {
@@ -394,10 +480,12 @@ impl std::ops::DerefMut for Delta {
 }
 
 impl Delta {
-    /// Names the call sites in `callers`: a step of its own, taken where a
-    /// view shows callers, since it can wait for kallsyms to be parsed.
+    /// Names the call sites in `callers` and the cgroups in `cgroups`: a
+    /// step of its own, taken where a view shows them, since it can wait
+    /// for kallsyms to be parsed or the cgroup tree to be walked.
     pub fn named(mut self) -> Self {
         self.sites = attribution::name_sites(&self.callers);
+        self.cgroup_names = cgroups::resolve(self.cgroups.keys().copied());
         self
     }
 }
@@ -424,13 +512,14 @@ mod tests {
                         (tgid, totals)
                     })
                     .collect(),
+                cgroups: BTreeMap::new(),
                 health: [0; HEALTH_COUNT],
                 misses: Default::default(),
                 vmstat: None,
                 callers: BTreeMap::new(),
                 evicted: Evictions {
                     procs: evicted_procs,
-                    callers: 0,
+                    ..Evictions::default()
                 },
                 balance: PinBalance::default(),
             },

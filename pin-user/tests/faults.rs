@@ -99,9 +99,13 @@ fn record(reduced: bool) -> Record {
     }
 }
 
-/// Replaces the temporary directory in messages so the table is stable.
+/// Replaces the temporary directory and the host's cgroup2 mount (which
+/// differs between unified and hybrid hosts) in messages so the table is
+/// stable.
 fn stable(text: &str, dir: &Path) -> String {
+    let cgroup2 = pinwatch::cgroups::cgroup2_root().display().to_string();
     text.replace(&dir.display().to_string(), "$TMP")
+        .replace(&cgroup2, "$CGROUP2")
 }
 
 #[test]
@@ -192,6 +196,16 @@ fn every_fault_has_its_exit_code_and_one_line() {
             2,
         ),
         fault("trace unknown variant", &["trace", "--variant", "gup"], 2),
+        fault(
+            "cgroup missing",
+            &["stat", "--cgroup", "no-such.slice", "--count", "1"],
+            2,
+        ),
+        fault(
+            "cgroup outside the cgroup2 mount",
+            &["trace", "--cgroup", "/nonexistent/dir"],
+            2,
+        ),
         diff("diff: missing file", "missing.json"),
         fault("diff: a directory", &["diff", &good, "/"], 2),
         diff("diff: empty file", "empty.json"),

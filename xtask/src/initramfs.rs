@@ -31,6 +31,9 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+# The unified cgroup hierarchy, where systemd hosts and container runtimes
+# have it (the per-cgroup tests make their slices and scopes there).
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 for m in /lib/modules/*.ko; do
   [ -f "$m" ] || continue

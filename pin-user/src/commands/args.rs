@@ -19,6 +19,11 @@ pub struct AttachArgs {
     /// pinned page and per release; hooks gup_put_folio).
     #[arg(long)]
     pub lifetimes: bool,
+    /// Count only the tasks of this cgroup (v2) and the cgroups below it,
+    /// filtered in the kernel: a path under /sys/fs/cgroup, absolute or
+    /// relative to it (e.g. system.slice/docker-ID.scope, kubepods.slice).
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// Options shared by the commands that show figures from the probes or,
@@ -42,8 +47,17 @@ impl AttachArgs {
             mode: self.attach,
             callers: !self.no_callers,
             lifetimes: self.lifetimes,
+            cgroup: self.cgroup.clone(),
         }
     }
+}
+
+/// Checks that `s` names a cgroup v2 directory and returns its full path.
+pub fn parse_cgroup(s: &str) -> Result<std::path::PathBuf, crate::error::UsageError> {
+    let root = crate::cgroups::cgroup2_root();
+    crate::cgroups::CgroupFilter::open(s, root)
+        .map(|chosen| root.join(chosen.path.trim_start_matches('/')))
+        .map_err(|e| crate::error::UsageError(format!("--cgroup: {e}")))
 }
 
 /// Parses a duration such as `30s` or `5m`.

@@ -52,7 +52,7 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         last_interval: true,
     };
     let facts = KernelFacts::discover();
-    let mut probes = match reduced::attach_or_reduce(&facts, options, force_reduced)? {
+    let mut probes = match reduced::attach_or_reduce(&facts, options.clone(), force_reduced)? {
         Mode::Probes(probes) => probes,
         Mode::Reduced(_) => {
             let mut sink = Printer {

@@ -11,6 +11,7 @@ use pin_common::{FUNCS, FuncId, Health};
 
 use super::args::{AttachArgs, parse_duration};
 use crate::{
+    cgroups,
     error::UsageError,
     events::{CallRecord, EventFilter, EventStream},
     kernel::symbols,
@@ -81,7 +82,7 @@ pub fn wanted(record: &CallRecord, opts: &TraceArgs) -> bool {
 }
 
 /// The text header matching [`render_line`].
-pub const HEADER: &str = "TIME(s)       PID     TID COMM             FUNCTION                  START               NR FLAGS                     RET        FAST  SLOW   LAT(us) CALLER";
+pub const HEADER: &str = "TIME(s)       PID     TID COMM             FUNCTION                  START               NR FLAGS                     RET        FAST  SLOW   LAT(us) CALLER                         CGROUP";
 
 /// One record as a text line; `t0` is the trace's start (monotonic ns).
 pub fn render_line(r: &CallRecord, t0: u64) -> String {
@@ -108,7 +109,7 @@ pub fn render_line(r: &CallRecord, t0: u64) -> String {
         .latency_ns
         .map_or_else(|| "-".to_string(), |ns| format!("{:.1}", ns as f64 / 1e3));
     format!(
-        "{time:<10.6} {:>7} {:>7} {:<16} {:<25} {start:<18} {:>4} {flags:<25} {ret:<10} {:>5}{fallback:<1} {:>5} {latency:>9} {}",
+        "{time:<10.6} {:>7} {:>7} {:<16} {:<25} {start:<18} {:>4} {flags:<25} {ret:<10} {:>5}{fallback:<1} {:>5} {latency:>9} {:<30} {}",
         r.pid,
         r.tid,
         r.comm,
@@ -117,6 +118,9 @@ pub fn render_line(r: &CallRecord, t0: u64) -> String {
         r.fast_pages,
         r.slow_pages,
         r.caller.as_deref().unwrap_or("-"),
+        r.cgroup
+            .as_ref()
+            .map_or_else(|| r.cgroup_id.to_string(), |c| c.short()),
     )
 }
 
@@ -147,6 +151,12 @@ fn print_records(
             r.caller = sites.get(&r.caller_addr).map(|s| s.to_string());
         }
     }
+    if !records.is_empty() {
+        let names = cgroups::resolve(records.iter().map(|r| r.cgroup_id));
+        for r in &mut records {
+            r.cgroup = names.get(&r.cgroup_id).cloned();
+        }
+    }
     for r in &records {
         if opts.json {
             println!("{}", serde_json::to_string(r)?);
@@ -166,7 +176,7 @@ pub fn run(opts: TraceArgs) -> anyhow::Result<ExitCode> {
     }
     let attach = opts.attach.options();
     let facts = KernelFacts::discover();
-    let mut probes = probes::attach(&facts, attach)?;
+    let mut probes = probes::attach(&facts, attach.clone())?;
     let flags = FollFlags::for_kernel(facts.btf.as_ref().ok());
     let filter = EventFilter {
         tid: 0,
@@ -250,6 +260,10 @@ mod tests {
             latency_ns: Some(2500),
             caller_addr: 1,
             caller: Some("io_pin_pages+0x82".into()),
+            cgroup_id: 7,
+            cgroup: Some(cgroups::CgroupIdentity::of_path(
+                "/system.slice/fio.service",
+            )),
         }
     }
 
@@ -265,6 +279,7 @@ mod tests {
             "WRITE|LONGTERM",
             "2.5",
             "io_pin_pages+0x82",
+            "fio.service",
         ] {
             assert!(line.contains(want), "{want} missing from {line}");
         }
@@ -292,6 +307,7 @@ mod tests {
                 attach: crate::probes::AttachMode::Auto,
                 no_callers: false,
                 lifetimes: false,
+                cgroup: None,
             },
             pid: None,
             comm: Some("fi".into()),

@@ -26,6 +26,8 @@ pub struct MetricsInput {
     pub snapshot: Snapshot,
     /// Names of the call sites in `snapshot.callers`.
     pub sites: BTreeMap<u64, CallSite>,
+    /// What the cgroups in `snapshot.cgroups` are.
+    pub cgroup_names: BTreeMap<u64, crate::cgroups::CgroupIdentity>,
     /// How each known function attached.
     pub probes: Vec<ProbeStatus>,
     /// (map name, entries in use, capacity).
@@ -78,6 +80,11 @@ impl Collector for Exporter {
         encode_releases(&mut encoder, input)?;
         encode_probe_info(&mut encoder, input)?;
         super::caller_metrics::encode_callers(&mut encoder, &input.snapshot.callers, &input.sites)?;
+        super::cgroup_metrics::encode_cgroups(
+            &mut encoder,
+            &input.snapshot.cgroups,
+            &input.cgroup_names,
+        )?;
         encode_health(&mut encoder, input)?;
         encode_run_stats(&mut encoder, input)
     }
@@ -375,11 +382,12 @@ fn encode_health(
     family(
         encoder,
         "pinwatch_map_evicted",
-        "Entries the kernel evicted from pinwatch's LRU hash maps when they were full (before Linux 6.16 also well short of full on many-CPU hosts), with the per-process / per-call-site counts made since the previous read; the per-variant totals lose nothing.",
+        "Entries the kernel evicted from pinwatch's LRU hash maps when they were full (before Linux 6.16 also well short of full on many-CPU hosts), with the per-process / per-call-site / per-cgroup counts made since the previous read; the per-variant totals lose nothing.",
         Counter,
         vec![
             (vec![("map", maps::PROCS.to_string())], evicted.procs),
             (vec![("map", maps::CALLERS.to_string())], evicted.callers),
+            (vec![("map", maps::CGROUPS.to_string())], evicted.cgroups),
         ],
     )?;
     Ok(())
@@ -483,8 +491,21 @@ mod tests {
                 notes: vec![],
             })
             .collect();
+        let pod = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6b1d2c3e_4f50_4a6b_8c7d_9e0f1a2b3c4d.slice/cri-containerd-fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210.scope";
+        let cgroup = |calls, pages, released, errors| crate::snapshot::CgroupTotals {
+            calls,
+            pages,
+            pinned: pages,
+            released,
+            errors,
+            first_ns: 0,
+        };
         MetricsInput {
             sites: crate::attribution::sample_callers().1,
+            cgroup_names: BTreeMap::from([
+                (0, crate::cgroups::CgroupIdentity::of_path("[irq]")),
+                (9001, crate::cgroups::CgroupIdentity::of_path(pod)),
+            ]),
             snapshot: Snapshot {
                 taken: Instant::now(),
                 counts: crate::snapshot::CounterSet {
@@ -501,7 +522,11 @@ mod tests {
                             first_ns: 0,
                         },
                     )]),
-                    health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0],
+                    cgroups: BTreeMap::from([
+                        (0, cgroup(0, 0, 100, 0)),
+                        (9001, cgroup(13, 152, 50, 2)),
+                    ]),
+                    health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0],
                     misses: crate::probes::misses::sample(),
                     callers: crate::attribution::sample_callers().0,
                     balance: pin_common::PinBalance {
@@ -512,6 +537,7 @@ mod tests {
                     evicted: crate::snapshot::Evictions {
                         procs: 21808,
                         callers: 3,
+                        cgroups: 1,
                     },
                     vmstat: Some(PinCounters {
                         nr_foll_pin_acquired: 1000,

@@ -3,6 +3,7 @@
 //! ([`record`]).
 
 mod caller_metrics;
+mod cgroup_metrics;
 pub mod diff;
 mod families;
 pub mod metrics;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::figures::Latency;
 use crate::{
-    figures::{ReleaseFigures, VariantFigures},
+    figures::{CgroupFigures, ReleaseFigures, VariantFigures},
     snapshot::Delta,
     vmstat::PinCounters,
 };
@@ -122,6 +122,10 @@ pub struct Counts {
     /// before caller attribution, or with `--no-callers`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub callers: Vec<crate::figures::CallerView>,
+    /// Per cgroup that called or released, busiest first (absent in
+    /// recordings made before per-cgroup counting).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<CgroupFigures>,
     /// Reduced mode only: processes with the most `VmPin` at the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pinned_processes: Vec<crate::reduced::PinnedView>,
@@ -158,6 +162,7 @@ impl Counts {
                 .collect(),
             vmstat: d.vmstat,
             callers: crate::figures::caller_views(&d.callers, &d.sites),
+            cgroups: CgroupFigures::busiest(&d.cgroups, &d.cgroup_names, usize::MAX),
             pinned_processes: Vec::new(),
         }
     }
@@ -436,13 +441,29 @@ mod tests {
             calls: 160 * scale,
             pages: 160 * scale,
         };
+        let container = "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
         Delta {
             seconds: scale as f64,
             sites: crate::attribution::sample_callers().1,
+            cgroup_names: BTreeMap::from([(
+                4242,
+                crate::cgroups::CgroupIdentity::of_path(container),
+            )]),
             counts: crate::snapshot::CounterSet {
                 gup,
                 release,
                 procs: BTreeMap::new(),
+                cgroups: BTreeMap::from([(
+                    4242,
+                    crate::snapshot::CgroupTotals {
+                        calls: 12 * scale,
+                        pages: 162 * scale,
+                        pinned: 162 * scale,
+                        released: 160 * scale,
+                        errors: scale,
+                        first_ns: 0,
+                    },
+                )]),
                 health: [0; pin_common::HEALTH_COUNT],
                 misses: Default::default(),
                 callers: crate::attribution::sample_callers().0,
@@ -489,6 +510,21 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         insta::assert_snapshot!(text);
         assert_eq!(Record::read(&path).unwrap(), record());
+    }
+
+    #[test]
+    fn recordings_from_before_per_cgroup_counts_still_read() {
+        let mut json = serde_json::to_value(record()).unwrap();
+        json.as_object_mut().unwrap().remove("cgroups");
+        for interval in json["intervals"].as_array_mut().unwrap() {
+            interval.as_object_mut().unwrap().remove("cgroups");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        let old = Record::read(&path).unwrap();
+        assert!(old.counts.cgroups.is_empty());
+        assert_eq!(old.counts.totals, record().counts.totals);
     }
 
     #[test]

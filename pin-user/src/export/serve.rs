@@ -96,6 +96,7 @@ pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsI
     };
     Ok(MetricsInput {
         sites: crate::attribution::name_sites(&snapshot.callers),
+        cgroup_names: crate::cgroups::resolve(snapshot.cgroups.keys().copied()),
         snapshot,
         probes: probes.status.clone(),
         map_fill,

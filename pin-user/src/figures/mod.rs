@@ -1,7 +1,7 @@
 //! The figures every view shows, derived once from a [`Delta`] (or a sum
 //! of them): one type per thing shown — a GUP variant
 //! ([`VariantFigures`]), a release function ([`ReleaseFigures`]), a
-//! process ([`ProcessFigures`]), a calling kernel function
+//! process ([`ProcessFigures`]), a cgroup ([`CgroupFigures`]), a calling kernel function
 //! ([`CallerView`]), probe health ([`HealthFigures`]) — with
 //! the derived figures (rates, pages per call, fallback and error shares,
 //! latency percentiles, pins outstanding) as their methods. `stat`'s table
@@ -11,6 +11,7 @@
 //! [`Delta`]: crate::snapshot::Delta
 
 mod caller;
+mod cgroup;
 mod health;
 mod latency;
 mod process;
@@ -18,6 +19,7 @@ mod variant;
 
 pub use crate::units::{fmt_ns, per_second};
 pub use caller::{CallerView, HoldTimes, caller_views, render_text as render_callers};
+pub use cgroup::CgroupFigures;
 pub use health::{HealthFigures, SkippedRuns};
 pub use latency::{Latency, latency_quantile_ns};
 pub use process::{ProcessFigures, pid_label};

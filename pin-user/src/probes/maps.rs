@@ -8,13 +8,18 @@
 //! not what the agent expects. The test below checks every name, type and
 //! layout against both embedded objects, without a kernel.
 
+use std::os::fd::AsFd as _;
+
 use aya::{
     Ebpf, Pod,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{
+        Array, CgroupArray, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        RingBuf,
+    },
 };
 use pin_common::{
-    CallerKey, CallerStats, FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, Health,
-    INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseStats, maps,
+    CallerKey, CallerStats, CgroupStats, FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats,
+    HEALTH_COUNT, Health, INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseStats, maps,
 };
 
 use super::misses::{self, Misses};
@@ -148,6 +153,11 @@ impl<'a> KernelMaps<'a> {
         self.open(maps::PROCS)
     }
 
+    /// `CGROUPS`: per cgroup v2 id.
+    pub fn cgroups(self) -> Result<PerCpuHashMap<&'a MapData, u64, CgroupStats>, KernelMapError> {
+        self.open(maps::CGROUPS)
+    }
+
     /// `CALLERS`: per (call site, outermost function).
     pub fn callers(
         self,
@@ -216,6 +226,15 @@ impl<'a> KernelMapsMut<'a> {
         self.open(maps::FILTER)
     }
 
+    /// `CGROUP_FILTER`: puts the cgroup directory `dir` (`--cgroup`) in
+    /// slot 0.
+    pub fn set_cgroup_filter(&mut self, dir: &std::fs::File) -> Result<(), KernelMapError> {
+        let mut array: CgroupArray<&mut MapData> = self.open(maps::CGROUP_FILTER)?;
+        array
+            .set(0, dir.as_fd(), 0)
+            .map_err(KernelMapError::on(maps::CGROUP_FILTER))
+    }
+
     /// `EVENT_FILTER`: which calls become events, by `EVENTS_*` index.
     pub fn event_filter(&mut self) -> Result<Array<&mut MapData, u32>, KernelMapError> {
         self.open(maps::EVENT_FILTER)
@@ -256,6 +275,8 @@ mod tests {
             shape::<u32, GupStats>(maps::GUP_STATS, BPF_MAP_TYPE_PERCPU_ARRAY),
             shape::<u32, ReleaseStats>(maps::RELEASE_STATS, BPF_MAP_TYPE_PERCPU_ARRAY),
             shape::<u32, ProcStats>(maps::PROCS, BPF_MAP_TYPE_LRU_PERCPU_HASH),
+            shape::<u64, CgroupStats>(maps::CGROUPS, BPF_MAP_TYPE_LRU_PERCPU_HASH),
+            shape::<u32, u32>(maps::CGROUP_FILTER, BPF_MAP_TYPE_CGROUP_ARRAY),
             shape::<u32, u32>(maps::FILTER, BPF_MAP_TYPE_ARRAY),
             shape::<u32, u8>(maps::TRACKED, BPF_MAP_TYPE_HASH),
             shape::<u32, PinBalance>(maps::PIN_BALANCE, BPF_MAP_TYPE_PERCPU_ARRAY),

@@ -64,7 +64,7 @@ pub enum AttachMode {
 }
 
 /// What to attach and which optional kernel-side features to turn on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachOptions {
     /// Mechanism wanted.
     pub mode: AttachMode,
@@ -73,6 +73,9 @@ pub struct AttachOptions {
     pub callers: bool,
     /// Time pin lifetimes (a map update per pinned page and per release).
     pub lifetimes: bool,
+    /// Count only the tasks of this cgroup v2 directory and its
+    /// descendants (`--cgroup`; filtered in the kernel).
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 impl AttachOptions {
@@ -82,6 +85,7 @@ impl AttachOptions {
             mode,
             callers: true,
             lifetimes: false,
+            cgroup: None,
         }
     }
 }
@@ -336,8 +340,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
-    let globals = Globals::for_kernel(facts, options);
-    let (ebpf, kernel_log) = load_object(object, options, &globals)?;
+    let globals = Globals::for_kernel(facts, &options);
+    let (ebpf, kernel_log) = load_object(object, &options, &globals)?;
     // Built first so that any failure from here on drops it, which
     // detaches what is attached the fast way (`Drop for Probes`).
     let hook = release_hook_symbol(facts);
@@ -358,6 +362,9 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         _ => aya::Btf::from_sys_fs().ok(),
     };
     let mut maps = KernelMapsMut::new(&mut probes.ebpf);
+    if let Some(dir) = &options.cgroup {
+        settings::choose_cgroup(&mut maps, dir)?;
+    }
     let configured = configure_functions(&mut maps, facts, object, &mut probes.status)?;
     let ebpf = &mut probes.ebpf;
     attach_functions(
@@ -416,7 +423,7 @@ impl Drop for Probes {
 /// with its log reader.
 fn load_object(
     object: Object,
-    options: AttachOptions,
+    options: &AttachOptions,
     globals: &Globals,
 ) -> Result<(Ebpf, Option<KernelLog>), AttachError> {
     log::info!("loading the eBPF object ({object:?})");

@@ -9,8 +9,8 @@
 
 use aya::EbpfLoader;
 use pin_common::settings::{
-    GLOBAL_CALLERS_ON, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON, GLOBAL_RETURN_TRAMPOLINE,
-    GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE, SETTING_LIFETIMES,
+    GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON,
+    GLOBAL_RETURN_TRAMPOLINE, GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE, SETTING_LIFETIMES,
 };
 
 use super::{AttachError, AttachOptions, KernelMapsMut};
@@ -28,11 +28,12 @@ pub(super) struct Globals {
     return_trampoline: u64,
     task_stack_offset: u64,
     task_stack_size: u64,
+    cgroup_filter: u64,
 }
 
 impl Globals {
     /// The globals for `options` on this kernel.
-    pub(super) fn for_kernel(facts: &KernelFacts, options: AttachOptions) -> Self {
+    pub(super) fn for_kernel(facts: &KernelFacts, options: &AttachOptions) -> Self {
         let (task_stack_offset, task_stack_size) = task_stack(facts);
         Self {
             callers: u64::from(options.callers),
@@ -41,11 +42,12 @@ impl Globals {
             return_trampoline: return_trampoline(facts),
             task_stack_offset,
             task_stack_size,
+            cgroup_filter: u64::from(options.cgroup.is_some()),
         }
     }
 
     /// Each global's name and value.
-    fn entries(&self) -> [(&'static str, &u64); 6] {
+    fn entries(&self) -> [(&'static str, &u64); 7] {
         [
             (GLOBAL_CALLERS_ON, &self.callers),
             (GLOBAL_LIFETIMES_ON, &self.lifetimes),
@@ -53,6 +55,7 @@ impl Globals {
             (GLOBAL_RETURN_TRAMPOLINE, &self.return_trampoline),
             (GLOBAL_TASK_STACK_OFFSET, &self.task_stack_offset),
             (GLOBAL_TASK_STACK_SIZE, &self.task_stack_size),
+            (GLOBAL_CGROUP_FILTER_ON, &self.cgroup_filter),
         ]
     }
 
@@ -80,6 +83,20 @@ impl Globals {
         }
         Ok(())
     }
+}
+
+/// Puts the cgroup `--cgroup` chose into `CGROUP_FILTER` (before any
+/// probe attaches, so that nothing outside it is ever counted). The kernel
+/// keeps its own reference to the cgroup: the directory is closed after.
+pub(super) fn choose_cgroup(
+    maps: &mut KernelMapsMut<'_>,
+    dir: &std::path::Path,
+) -> Result<(), AttachError> {
+    let root = crate::cgroups::cgroup2_root();
+    let chosen = crate::cgroups::CgroupFilter::open(&dir.to_string_lossy(), root)
+        .map_err(|e| AttachError::Unavailable(format!("--cgroup: {e}")))?;
+    maps.set_cgroup_filter(&chosen.dir)
+        .map_err(|e| AttachError::Load(e.to_string()))
 }
 
 /// Mounts tracefs where the kernel has it but nobody mounted it (root
@@ -218,6 +235,7 @@ mod tests {
             return_trampoline: 0,
             task_stack_offset: 0,
             task_stack_size: 0,
+            cgroup_filter: 0,
         };
         let names: Vec<&str> = globals.entries().iter().map(|(name, _)| *name).collect();
         assert_eq!(names, GLOBALS);

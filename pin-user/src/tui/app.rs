@@ -97,6 +97,21 @@ impl ProcessRow {
     }
 }
 
+/// A cgroup as the dashboard shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgroupRow {
+    /// The cgroup v2 id.
+    pub id: u64,
+    /// Its path and what it says (container, pod, unit).
+    pub identity: crate::cgroups::CgroupIdentity,
+    /// Counters since the dashboard started.
+    pub totals: crate::snapshot::CgroupTotals,
+    /// Outermost calls per second in the last interval.
+    pub calls_per_s: f64,
+    /// Pages per second in the last interval.
+    pub pages_per_s: f64,
+}
+
 /// One trend point.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrendPoint {
@@ -161,6 +176,10 @@ pub struct App {
     pub sites: std::collections::BTreeMap<u64, crate::kernel::symbols::CallSite>,
     /// Processes seen since start.
     pub procs: BTreeMap<u32, ProcessRow>,
+    /// Cgroups seen since start.
+    pub cgroups: BTreeMap<u64, CgroupRow>,
+    /// The lower table shows cgroups (`c`) rather than processes.
+    pub show_cgroups: bool,
     /// Trend history, oldest first.
     pub history: VecDeque<TrendPoint>,
     /// Focused panel.
@@ -202,6 +221,8 @@ impl App {
             caller_totals: Default::default(),
             sites: Default::default(),
             procs: BTreeMap::new(),
+            cgroups: BTreeMap::new(),
+            show_cgroups: false,
             history: VecDeque::new(),
             focus: Panel::Variants,
             variant_sel: 0,
@@ -250,6 +271,22 @@ impl App {
             row.totals.merge(p);
             row.pins_per_s = p.pinned as f64 / secs;
         }
+        for row in self.cgroups.values_mut() {
+            row.calls_per_s = 0.0;
+            row.pages_per_s = 0.0;
+        }
+        for (id, c) in &d.cgroups {
+            let row = self.cgroups.entry(*id).or_insert_with(|| CgroupRow {
+                id: *id,
+                ..Default::default()
+            });
+            row.totals.merge(c);
+            row.calls_per_s = c.calls as f64 / secs;
+            row.pages_per_s = c.pages as f64 / secs;
+            if let Some(name) = d.cgroup_names.get(id) {
+                row.identity = name.clone();
+            }
+        }
         for (pid, row) in self.procs.iter_mut() {
             if let Some(kb) = frame.vmpin_kb.get(pid) {
                 row.vmpin_kb = Some(*kb);
@@ -292,6 +329,29 @@ impl App {
         rows
     }
 
+    /// Cgroups to show: busiest in the last interval first, then most
+    /// pages since start.
+    pub fn cgroup_rows(&self) -> Vec<&CgroupRow> {
+        let mut rows: Vec<&CgroupRow> = self.cgroups.values().collect();
+        rows.sort_by(|a, b| {
+            b.pages_per_s
+                .total_cmp(&a.pages_per_s)
+                .then(b.calls_per_s.total_cmp(&a.calls_per_s))
+                .then(b.totals.pages.cmp(&a.totals.pages))
+                .then(a.id.cmp(&b.id))
+        });
+        rows
+    }
+
+    /// Rows of the lower table (processes, or cgroups with `c`).
+    pub fn lower_rows(&self) -> usize {
+        if self.show_cgroups {
+            self.cgroups.len()
+        } else {
+            self.process_rows().len()
+        }
+    }
+
     /// Processes to show, filtered and sorted.
     pub fn process_rows(&self) -> Vec<&ProcessRow> {
         let mut rows: Vec<&ProcessRow> = self
@@ -317,9 +377,9 @@ impl App {
 
     fn clamp_selection(&mut self) {
         let variants = self.variant_rows().len();
-        let procs = self.process_rows().len();
+        let lower = self.lower_rows();
         self.variant_sel = self.variant_sel.min(variants.saturating_sub(1));
-        self.process_sel = self.process_sel.min(procs.saturating_sub(1));
+        self.process_sel = self.process_sel.min(lower.saturating_sub(1));
     }
 
     /// Events missed since the dashboard started: returns not seen plus

@@ -68,6 +68,10 @@ pub fn handle_key(app: &mut App, key: KeyEvent) {
             }
         },
         KeyCode::Char('p') => app.paused = !app.paused,
+        KeyCode::Char('c') => {
+            app.show_cgroups = !app.show_cgroups;
+            app.process_sel = 0;
+        }
         KeyCode::Char('f') => app.input = Some(String::new()),
         _ => {}
     }
@@ -76,7 +80,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) {
 fn move_selection(app: &mut App, by: isize) {
     let len = match app.focus {
         Panel::Variants => app.variant_rows().len(),
-        Panel::Processes => app.process_rows().len(),
+        Panel::Processes => app.lower_rows(),
     };
     let sel = match app.focus {
         Panel::Variants => &mut app.variant_sel,

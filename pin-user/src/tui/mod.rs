@@ -1,8 +1,10 @@
 //! `pinwatch top`: the live dashboard. [`app`] holds state, [`keys`] turns
-//! key presses into state changes, [`render`] draws; this module owns the
+//! key presses into state changes, [`render`] draws (`cgroups` the
+//! cgroups table); this module owns the
 //! terminal and the loop that feeds snapshots in.
 
 pub mod app;
+mod cgroups;
 mod fit;
 pub mod keys;
 pub mod reduced;

@@ -36,7 +36,11 @@ pub fn draw(f: &mut Frame, app: &App) {
     draw_histogram(f, app, hist);
     let [procs, side] =
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
-    draw_processes(f, app, procs);
+    if app.show_cgroups {
+        super::cgroups::draw_cgroups(f, app, procs);
+    } else {
+        draw_processes(f, app, procs);
+    }
     let [errors, callers] =
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(side);
     draw_errors_and_release(f, app, errors);
@@ -66,7 +70,7 @@ fn fmt_uptime(s: f64) -> String {
 /// process released pins taken before pinwatch started (or in a call that
 /// was in flight when it attached): how many it holds is then unknown,
 /// shown as `?` rather than as a negative count.
-fn held(outstanding: i64, width: usize) -> String {
+pub(super) fn held(outstanding: i64, width: usize) -> String {
     if outstanding < 0 {
         "?".to_string()
     } else {
@@ -74,7 +78,7 @@ fn held(outstanding: i64, width: usize) -> String {
     }
 }
 
-fn block(title: String, focused: bool) -> Block<'static> {
+pub(super) fn block(title: String, focused: bool) -> Block<'static> {
     let b = Block::default().borders(Borders::ALL).title(title);
     if focused {
         b.border_style(Style::default().add_modifier(Modifier::BOLD))
@@ -468,6 +472,7 @@ fn draw_help(f: &mut Frame, area: Rect) {
         "s           cycle the sort of the focused panel",
         "p           pause / resume (no samples while paused)",
         "f           filter processes by pid or comm",
+        "c           cgroups (containers, pods) / processes",
         "?           this help",
         "",
         "Rates are per second over the last interval; latency",
@@ -517,6 +522,10 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
             }
             None => vec![Line::from("nothing selected")],
         },
+        Panel::Processes if app.show_cgroups => super::cgroups::details(app)
+            .into_iter()
+            .map(Line::from)
+            .collect(),
         Panel::Processes => match app.process_rows().get(app.process_sel) {
             Some(p) => [
                 format!(

@@ -64,6 +64,36 @@ fn frame(step: u64) -> Frame {
         released: release.iter().map(|r| r.pages).sum(),
         gup_released: 0,
     };
+    let procs = processes();
+    let (cgroup_names, cgroups) = cgroups();
+    Frame {
+        delta: Delta {
+            seconds: 1.0,
+            sites: crate::attribution::sample_callers().1,
+            cgroup_names,
+            counts: crate::snapshot::CounterSet {
+                gup,
+                release,
+                procs,
+                cgroups,
+                health: [0; pin_common::HEALTH_COUNT],
+                misses: Default::default(),
+                callers: crate::attribution::sample_callers().0,
+                evicted: Default::default(),
+                balance,
+                vmstat: Some(PinCounters {
+                    nr_foll_pin_acquired: 4848,
+                    nr_foll_pin_released: 4448,
+                }),
+            },
+        },
+        vmpin_kb: BTreeMap::from([(4242, 1600)]),
+        uptime_s: 93784.0,
+    }
+}
+
+/// fio holding pins, qemu balanced, sh with unpinned references.
+fn processes() -> BTreeMap<u32, ProcTotals> {
     let mut procs = BTreeMap::new();
     procs.insert(
         4242,
@@ -98,28 +128,35 @@ fn frame(step: u64) -> Frame {
             first_ns: 0,
         },
     );
-    Frame {
-        delta: Delta {
-            seconds: 1.0,
-            sites: crate::attribution::sample_callers().1,
-            counts: crate::snapshot::CounterSet {
-                gup,
-                release,
-                procs,
-                health: [0; pin_common::HEALTH_COUNT],
-                misses: Default::default(),
-                callers: crate::attribution::sample_callers().0,
-                evicted: Default::default(),
-                balance,
-                vmstat: Some(PinCounters {
-                    nr_foll_pin_acquired: 4848,
-                    nr_foll_pin_released: 4448,
-                }),
-            },
-        },
-        vmpin_kb: BTreeMap::from([(4242, 1600)]),
-        uptime_s: 93784.0,
-    }
+    procs
+}
+
+/// A docker container and a systemd service, each interval.
+#[allow(clippy::type_complexity)]
+fn cgroups() -> (
+    BTreeMap<u64, crate::cgroups::CgroupIdentity>,
+    BTreeMap<u64, crate::snapshot::CgroupTotals>,
+) {
+    let docker = "/system.slice/docker-5f0c6e1d2b3a49587a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f.scope";
+    let cgroup = |calls, pages, released| crate::snapshot::CgroupTotals {
+        calls,
+        pages,
+        pinned: pages,
+        released,
+        ..Default::default()
+    };
+    let names = BTreeMap::from([
+        (5001, crate::cgroups::CgroupIdentity::of_path(docker)),
+        (
+            5002,
+            crate::cgroups::CgroupIdentity::of_path("/system.slice/qemu.service"),
+        ),
+    ]);
+    let totals = BTreeMap::from([
+        (5001, cgroup(100, 1600, 1200)),
+        (5002, cgroup(50, 3248, 3248)),
+    ]);
+    (names, totals)
 }
 
 fn app() -> App {
@@ -170,6 +207,25 @@ fn details_and_filter_160x48() {
     app.filter = Filter::parse("fio");
     app.show_details = true;
     insta::assert_snapshot!(render(&app, 160, 48));
+}
+
+#[test]
+fn cgroups_table_and_details_80x24() {
+    let mut app = app();
+    handle_key(
+        &mut app,
+        ratatui::crossterm::event::KeyEvent::from(ratatui::crossterm::event::KeyCode::Char('c')),
+    );
+    let table = render(&app, 80, 24);
+    assert!(table.contains("docker 5f0c6e1d2b3a"), "{table}");
+    assert!(table.contains("qemu.service"), "{table}");
+    insta::assert_snapshot!(table);
+    app.focus = super::app::Panel::Processes;
+    app.process_sel = 1;
+    app.show_details = true;
+    let details = render(&app, 80, 24);
+    assert!(details.contains("still pinned 4800"), "{details}");
+    insta::assert_snapshot!(details);
 }
 
 #[test]

@@ -53,6 +53,7 @@ pub fn harness() -> MutexGuard<'static, Harness> {
                 mode,
                 callers: true,
                 lifetimes: facts.features.lifetimes_unavailable().is_none(),
+                cgroup: None,
             };
             let probes = probes::attach(&facts, options).expect("probes attach in the VM");
             for st in &probes.status {
@@ -287,8 +288,32 @@ pub fn raise_fd_limit(want: u64) {
 
 /// Runs one workload between two snapshots.
 pub fn measure(h: &Harness, args: &[&str]) -> (WorkloadReport, Delta) {
+    measure_in(h, None, args)
+}
+
+/// Runs one workload between two snapshots, started inside the cgroup
+/// directory `cgroup` when given (it moves itself there before it execs
+/// pinwatch, so every task of the workload is in it from the start).
+pub fn measure_in(
+    h: &Harness,
+    cgroup: Option<&std::path::Path>,
+    args: &[&str],
+) -> (WorkloadReport, Delta) {
     let bin = pinwatch_bin();
-    let mut child = Command::new(&bin)
+    let mut command = match cgroup {
+        Some(dir) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!(
+                    "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+                    dir.display()
+                ))
+                .arg(&bin);
+            sh
+        }
+        None => Command::new(&bin),
+    };
+    let mut child = command
         .arg("workload")
         .args(args)
         .args(["--json", "--wait-stdin"])

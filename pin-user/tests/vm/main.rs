@@ -18,6 +18,7 @@
 mod attribution;
 mod busy;
 mod cases;
+mod cgroups;
 mod checks;
 mod dashboard;
 mod harness;

@@ -1,0 +1,89 @@
+//! Per-cgroup rows (`CGROUPS`, by the cgroup v2 id of the task that made
+//! the call or release) and the `--cgroup` filter (`CGROUP_FILTER`): which
+//! container pins how much, counted in the kernel like the per-process
+//! rows, so a container's figures are exact however short-lived its
+//! processes are.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+};
+use aya_log_ebpf::warn;
+use pin_common::{CgroupStats, Health, INSERTS_CGROUPS, IRQ_CGROUP};
+
+use crate::{
+    counters::{EEXIST, add_to, bump_health, count_insert},
+    maps::{CGROUP_FILTER, CGROUPS},
+    settings::cgroup_filter_on,
+};
+
+/// Whether the current task is in the cgroup `--cgroup` chose or below
+/// it; true when there is no such filter. The helper refuses to answer in
+/// interrupt context (the interrupted task is not the caller): not in.
+#[inline(always)]
+pub(crate) fn in_chosen_cgroup() -> bool {
+    !cgroup_filter_on() || matches!(CGROUP_FILTER.current_task_under_cgroup(0), Ok(true))
+}
+
+/// The cgroup id of the current task, or [`IRQ_CGROUP`] for `irq`.
+#[inline(always)]
+pub(crate) fn current_cgroup(irq: bool) -> u64 {
+    if irq {
+        IRQ_CGROUP
+    } else {
+        unsafe { bpf_get_current_cgroup_id() }
+    }
+}
+
+/// The `CGROUPS` entry of cgroup `id`, created on first use.
+#[inline(always)]
+fn entry(ctx: &impl EbpfContext, id: u64) -> Option<&'static mut CgroupStats> {
+    if let Some(stats) = CGROUPS.get_ptr_mut(&id) {
+        return Some(unsafe { &mut *stats });
+    }
+    let fresh = CgroupStats {
+        first_ns: unsafe { bpf_ktime_get_ns() },
+        ..CgroupStats::default()
+    };
+    // NOEXIST: another CPU may create the entry first; overwriting it
+    // would zero that CPU's first counts.
+    match CGROUPS.insert(&id, &fresh, u64::from(BPF_NOEXIST)) {
+        Ok(()) => count_insert(INSERTS_CGROUPS),
+        Err(err) if i64::from(err) == -EEXIST => {}
+        Err(err) => {
+            warn!(
+                ctx,
+                "pinwatch: cannot track cgroup {}: CGROUPS insert failed ({})", id, err
+            );
+            bump_health(Health::CgroupStateLost);
+            return None;
+        }
+    }
+    CGROUPS.get_ptr_mut(&id).map(|stats| unsafe { &mut *stats })
+}
+
+/// An outermost get/pin call that returned `ret`, in its cgroup's row.
+#[inline(always)]
+pub(crate) fn count_call(ctx: &impl EbpfContext, ret: i64, is_pin: bool) {
+    if let Some(row) = entry(ctx, current_cgroup(false)) {
+        add_to(&mut row.calls, 1);
+        if ret > 0 {
+            add_to(&mut row.pages, ret as u64);
+            if is_pin {
+                add_to(&mut row.pinned, ret as u64);
+            }
+        } else if ret < 0 {
+            add_to(&mut row.errors, 1);
+        }
+    }
+}
+
+/// A release of `pages` pages, in the releasing cgroup's row (the `[irq]`
+/// row's for an interrupt's).
+#[inline(always)]
+pub(crate) fn count_release(ctx: &impl EbpfContext, pages: u64, irq: bool) {
+    if let Some(row) = entry(ctx, current_cgroup(irq)) {
+        add_to(&mut row.released, pages);
+    }
+}

@@ -19,9 +19,16 @@ pub struct AttachArgs {
     /// pinned page and per release; hooks gup_put_folio).
     #[arg(long)]
     pub lifetimes: bool,
+}
+
+/// Which tasks the probes count, for the commands that watch the host
+/// (not `validate` or `probes`, whose own calls must be seen).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScopeArgs {
     /// Count only the tasks of this cgroup (v2) and the cgroups below it,
-    /// filtered in the kernel: a path under /sys/fs/cgroup, absolute or
-    /// relative to it (e.g. system.slice/docker-ID.scope, kubepods.slice).
+    /// filtered in the kernel: a path under the cgroup2 mount (usually
+    /// /sys/fs/cgroup), absolute or relative to it (e.g.
+    /// system.slice/docker-ID.scope, kubepods.slice).
     #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
     pub cgroup: Option<std::path::PathBuf>,
 }
@@ -34,6 +41,9 @@ pub struct SourceArgs {
     /// Attach options.
     #[command(flatten)]
     pub attach: AttachArgs,
+    /// Which tasks count.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Run without probes, from /proc/vmstat and per-process VmPin only
     /// (what pinwatch does by itself when the kernel refuses probes).
     #[arg(long)]
@@ -47,8 +57,24 @@ impl AttachArgs {
             mode: self.attach,
             callers: !self.no_callers,
             lifetimes: self.lifetimes,
-            cgroup: self.cgroup.clone(),
+            cgroup: None,
         }
+    }
+
+    /// The probe options these flags ask for, counting only the tasks
+    /// `scope` names.
+    pub fn options_in(&self, scope: &ScopeArgs) -> AttachOptions {
+        AttachOptions {
+            cgroup: scope.cgroup.clone(),
+            ..self.options()
+        }
+    }
+}
+
+impl SourceArgs {
+    /// The probe options these flags ask for.
+    pub fn options(&self) -> AttachOptions {
+        self.attach.options_in(&self.scope)
     }
 }
 

@@ -158,8 +158,7 @@ pub fn run(opts: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     check_output(&opts.output)?;
     let facts = KernelFacts::discover();
-    let mode =
-        reduced::attach_or_reduce(&facts, opts.source.attach.options(), opts.source.reduced)?;
+    let mode = reduced::attach_or_reduce(&facts, opts.source.options(), opts.source.reduced)?;
     // Told to stop while attaching: do not start a command only to end it.
     if !opts.command.is_empty() && crate::signals::stop_flag()?.load(Ordering::Relaxed) {
         return Err(AttachError::Stopped.into());

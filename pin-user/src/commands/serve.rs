@@ -25,7 +25,7 @@ impl ServeArgs {
     /// The server's options.
     pub fn options(&self) -> ServeOptions {
         ServeOptions {
-            attach: self.source.attach.options(),
+            attach: self.source.options(),
             listen: self.listen,
             bpf_stats: self.bpf_stats,
             reduced: self.source.reduced,

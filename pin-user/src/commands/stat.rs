@@ -35,16 +35,16 @@ pub struct StatArgs {
 
 /// Runs the command until `count` intervals passed or a signal arrives.
 pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
+    let options = args.source.options();
     let StatArgs {
         source: SourceArgs {
-            attach,
             reduced: force_reduced,
+            ..
         },
         interval,
         count,
         json,
     } = args;
-    let options = attach.options();
     let schedule = Schedule {
         interval,
         count,

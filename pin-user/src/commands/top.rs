@@ -55,7 +55,7 @@ impl TopArgs {
             (None, None) => None,
         };
         Ok(TopOptions {
-            attach: self.source.attach.options(),
+            attach: self.source.options(),
             interval: self.interval,
             filter,
             reduced: self.source.reduced,
@@ -76,7 +76,7 @@ mod tests {
     fn default_is_top_without_flags() {
         let top = TopArgs::default();
         assert_eq!(
-            top.source.attach.options(),
+            top.source.options(),
             crate::probes::AttachOptions::new(crate::probes::AttachMode::Auto)
         );
         assert!(!top.source.reduced);

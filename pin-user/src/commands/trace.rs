@@ -9,7 +9,7 @@ use std::{process::ExitCode, str::FromStr, time::Duration};
 use anyhow::Context as _;
 use pin_common::{FUNCS, FuncId, Health};
 
-use super::args::{AttachArgs, parse_duration};
+use super::args::{AttachArgs, ScopeArgs, parse_duration};
 use crate::{
     cgroups,
     error::UsageError,
@@ -25,6 +25,9 @@ pub struct TraceArgs {
     /// Attach options.
     #[command(flatten)]
     pub attach: AttachArgs,
+    /// Which tasks count (`--cgroup`).
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Only this process (filtered in the kernel).
     #[arg(long)]
     pub pid: Option<u32>,
@@ -174,7 +177,7 @@ pub fn run(opts: TraceArgs) -> anyhow::Result<ExitCode> {
     {
         return Err(UsageError(format!("no process with pid {pid}")).into());
     }
-    let attach = opts.attach.options();
+    let attach = opts.attach.options_in(&opts.scope);
     let facts = KernelFacts::discover();
     let mut probes = probes::attach(&facts, attach.clone())?;
     let flags = FollFlags::for_kernel(facts.btf.as_ref().ok());
@@ -307,8 +310,8 @@ mod tests {
                 attach: crate::probes::AttachMode::Auto,
                 no_callers: false,
                 lifetimes: false,
-                cgroup: None,
             },
+            scope: ScopeArgs::default(),
             pid: None,
             comm: Some("fi".into()),
             variant: None,

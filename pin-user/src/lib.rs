@@ -16,7 +16,8 @@
 //! dashboard), [`export`] (metrics, recordings, diff); [`commands`] and
 //! [`cli`] wire them up ([`error`] names the exit codes). [`kernel`] discovers what the running kernel
 //! offers, [`attribution`] reads call sites and tracks pin lifetimes,
-//! [`vmstat`] reads the kernel's own pin counters, [`model`] is the
+//! [`vmstat`] reads the kernel's own pin counters, [`limits`] the memlock
+//! limits and accounting per process, [`model`] is the
 //! reference pinning implementation that [`validate`] checks the kernel
 //! against, and [`workload`] drives known GUP paths for tests and demos.
 //! [`cgroups`] names the cgroup ids pins are counted under (and the
@@ -32,6 +33,7 @@ pub mod events;
 pub mod export;
 pub mod figures;
 pub mod kernel;
+pub mod limits;
 pub mod model;
 pub mod privileges;
 pub mod probes;

@@ -93,6 +93,14 @@ impl IntervalView {
         }
     }
 
+    /// Reads each listed process's memlock limit, VmLck and VmPin from
+    /// /proc (a step of its own: the view of a delta is pure).
+    pub fn read_memlock(&mut self) {
+        for p in &mut self.processes {
+            p.memlock = crate::limits::MemlockState::read(p.pid).ok();
+        }
+    }
+
     /// Renders a vmstat-like text table.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
@@ -204,19 +212,44 @@ impl IntervalView {
         }
         let _ = writeln!(
             out,
-            "{:>8} {:<16} {:>9} {:>10} {:>10} {:>10}",
-            "pid", "comm", "calls", "pages", "pinned", "released"
+            "{:>8} {:<16} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "pid",
+            "comm",
+            "calls",
+            "pages",
+            "pinned",
+            "released",
+            "VmPin kB",
+            "VmLck kB",
+            "memlock"
         );
         for p in &self.processes {
+            // `!` after the limit: a counter is near it (the next pin or
+            // mlock of the usual size may fail).
+            let (vmpin, vmlck, limit) = match p.memlock {
+                Some(m) => (
+                    (m.pinned / 1024).to_string(),
+                    (m.locked / 1024).to_string(),
+                    format!(
+                        "{}{}",
+                        crate::limits::fmt_limit(m.limit),
+                        if m.near_limit() { "!" } else { "" }
+                    ),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
             let _ = writeln!(
                 out,
-                "{:>8} {:<16} {:>9} {:>10} {:>10} {:>10}",
+                "{:>8} {:<16} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
                 pid_label(p.pid),
                 p.totals.comm,
                 p.totals.calls,
                 p.totals.pages,
                 p.totals.pinned,
-                p.totals.released
+                p.totals.released,
+                vmpin,
+                vmlck,
+                limit
             );
         }
     }
@@ -258,6 +291,7 @@ fn top_processes(delta: &Delta) -> Vec<ProcessFigures> {
         .map(|(pid, p)| ProcessFigures {
             pid: *pid,
             totals: p.clone(),
+            memlock: None,
         })
         .collect();
     procs.sort_by(|a, b| {

@@ -87,6 +87,7 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         view: |delta: Delta, source: &ProbeSource| {
             let mut view = IntervalView::new(&delta);
             view.untraced.clone_from(&untraced);
+            view.read_memlock();
             if options.lifetimes {
                 view.outstanding = Some(
                     crate::attribution::lifetimes::read_outstanding(source.probes().maps())

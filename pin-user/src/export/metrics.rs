@@ -28,6 +28,9 @@ pub struct MetricsInput {
     pub sites: BTreeMap<u64, CallSite>,
     /// What the cgroups in `snapshot.cgroups` are.
     pub cgroup_names: BTreeMap<u64, crate::cgroups::CgroupIdentity>,
+    /// The processes holding the most locked or pinned memory, and how
+    /// many more hold some.
+    pub memlock: (Vec<crate::limits::Holder>, usize),
     /// How each known function attached.
     pub probes: Vec<ProbeStatus>,
     /// (map name, entries in use, capacity).
@@ -85,6 +88,7 @@ impl Collector for Exporter {
             &input.snapshot.cgroups,
             &input.cgroup_names,
         )?;
+        super::memlock_metrics::encode_holders(&mut encoder, &input.memlock.0, input.memlock.1)?;
         encode_health(&mut encoder, input)?;
         encode_run_stats(&mut encoder, input)
     }
@@ -502,6 +506,19 @@ mod tests {
         };
         MetricsInput {
             sites: crate::attribution::sample_callers().1,
+            memlock: (
+                vec![crate::limits::Holder {
+                    pid: 7,
+                    comm: "fio".into(),
+                    memlock: crate::limits::MemlockState {
+                        limit: Some(8 << 20),
+                        limit_hard: None,
+                        locked: 0,
+                        pinned: 152 << 12,
+                    },
+                }],
+                3,
+            ),
             cgroup_names: BTreeMap::from([
                 (0, crate::cgroups::CgroupIdentity::of_path("[irq]")),
                 (9001, crate::cgroups::CgroupIdentity::of_path(pod)),

@@ -6,6 +6,7 @@ mod caller_metrics;
 mod cgroup_metrics;
 pub mod diff;
 mod families;
+mod memlock_metrics;
 pub mod metrics;
 pub mod record;
 pub mod reduced_metrics;

@@ -97,6 +97,9 @@ pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsI
     Ok(MetricsInput {
         sites: crate::attribution::name_sites(&snapshot.callers),
         cgroup_names: crate::cgroups::resolve(snapshot.cgroups.keys().copied()),
+        // /proc unreadable: no holders rather than no scrape.
+        memlock: crate::limits::top_holders(super::memlock_metrics::MAX_HOLDER_SERIES)
+            .unwrap_or_default(),
         snapshot,
         probes: probes.status.clone(),
         map_fill,

@@ -14,6 +14,10 @@ pub struct ProcessFigures {
     /// Its counters.
     #[serde(flatten)]
     pub totals: ProcTotals,
+    /// Its memlock limit and what it has charged against it, from /proc
+    /// (`None` once it has exited, or in views that do not read /proc).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memlock: Option<crate::limits::MemlockState>,
 }
 
 impl ProcTotals {

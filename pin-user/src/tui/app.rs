@@ -21,8 +21,9 @@ pub const HISTORY: usize = 600;
 pub struct Frame {
     /// Counter changes since the previous frame.
     pub delta: Delta,
-    /// VmPin (kB) from /proc/PID/status for processes active in `delta`.
-    pub vmpin_kb: BTreeMap<u32, u64>,
+    /// Memlock limit, VmLck and VmPin from /proc for the processes
+    /// active in `delta`.
+    pub memlock: BTreeMap<u32, crate::limits::MemlockState>,
     /// Host uptime in seconds when the frame was taken.
     pub uptime_s: f64,
 }
@@ -85,8 +86,8 @@ pub struct ProcessRow {
     pub totals: ProcTotals,
     /// FOLL_PIN pages per second in the last interval.
     pub pins_per_s: f64,
-    /// VmPin in kB, when the process still exists.
-    pub vmpin_kb: Option<u64>,
+    /// Memlock limit, VmLck and VmPin, when the process still exists.
+    pub memlock: Option<crate::limits::MemlockState>,
 }
 
 impl ProcessRow {
@@ -288,8 +289,8 @@ impl App {
             }
         }
         for (pid, row) in self.procs.iter_mut() {
-            if let Some(kb) = frame.vmpin_kb.get(pid) {
-                row.vmpin_kb = Some(*kb);
+            if let Some(state) = frame.memlock.get(pid) {
+                row.memlock = Some(*state);
             }
         }
         self.history.push_back(TrendPoint {

@@ -24,6 +24,7 @@ use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
 
 use crate::{
     kernel::KernelFacts,
+    limits::MemlockState,
     probes::{AttachOptions, Mechanism, ProbeStatus},
     reduced::ReducedSource,
     sampling::{self, ProbeSource, Schedule, Sink, Source},
@@ -65,19 +66,14 @@ pub fn untraced_variants(status: &[ProbeStatus]) -> Vec<&'static str> {
         .collect()
 }
 
-/// The frame of one interval: its delta, with the `VmPin` of the
-/// processes active in it and the host's uptime.
+/// The frame of one interval: its delta, with the memlock limit and
+/// accounting of the processes active in it and the host's uptime.
 fn frame(delta: Delta) -> Frame {
-    let vmpin_kb: BTreeMap<u32, u64> = delta
+    // Processes that exited since are left out.
+    let memlock: BTreeMap<u32, MemlockState> = delta
         .procs
         .keys()
-        .filter_map(|&pid| {
-            let status = procfs::process::Process::new(pid as i32)
-                .ok()?
-                .status()
-                .ok()?;
-            Some((pid, status.vmpin?))
-        })
+        .filter_map(|&pid| Some((pid, MemlockState::read(pid).ok()?)))
         .collect();
     let uptime_s = {
         use procfs::Current as _;
@@ -85,7 +81,7 @@ fn frame(delta: Delta) -> Frame {
     };
     Frame {
         delta,
-        vmpin_kb,
+        memlock,
         uptime_s,
     }
 }

@@ -343,8 +343,12 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
                 } else {
                     held(p.outstanding(), PROC_FIGURE)
                 },
-                p.vmpin_kb
-                    .map_or("-".into(), |kb| fit::count(kb, PROC_VMPIN)),
+                p.memlock.map_or("-".into(), |m| {
+                    // `!`: near its memlock limit (the next pin may fail).
+                    let mark = if m.near_limit() { "!" } else { "" };
+                    let width = PROC_VMPIN - mark.len();
+                    format!("{}{mark}", fit::count(m.pinned / 1024, width))
+                }),
             ])
         })
         .collect();
@@ -452,6 +456,22 @@ fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(text).reversed(), area);
 }
 
+/// A process's memlock limit and what it has charged against it.
+fn memlock_line(state: Option<crate::limits::MemlockState>) -> String {
+    use crate::limits::fmt_limit;
+    match state {
+        None => "VmPin -  VmLck -  memlock -".to_string(),
+        Some(m) => format!(
+            "VmPin {} kB  VmLck {} kB  memlock {} (hard {}){}",
+            m.pinned / 1024,
+            m.locked / 1024,
+            fmt_limit(m.limit),
+            fmt_limit(m.limit_hard),
+            if m.near_limit() { "  NEAR LIMIT" } else { "" }
+        ),
+    }
+}
+
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
@@ -544,10 +564,7 @@ fn draw_details(f: &mut Frame, app: &App, area: Rect) {
                         p.outstanding().to_string()
                     }
                 ),
-                format!(
-                    "VmPin {}",
-                    p.vmpin_kb.map_or("-".into(), |kb| format!("{kb} kB"))
-                ),
+                memlock_line(p.memlock),
             ]
             .map(Line::from)
             .to_vec(),

@@ -87,7 +87,15 @@ fn frame(step: u64) -> Frame {
                 }),
             },
         },
-        vmpin_kb: BTreeMap::from([(4242, 1600)]),
+        memlock: BTreeMap::from([(
+            4242,
+            crate::limits::MemlockState {
+                limit: Some(64 << 20),
+                limit_hard: Some(64 << 20),
+                locked: 0,
+                pinned: 1600 << 10,
+            },
+        )]),
         uptime_s: 93784.0,
     }
 }
@@ -253,7 +261,7 @@ fn ingest_accumulates_and_tracks_outstanding() {
     assert_eq!(app.history.len(), 12);
     let fio = app.procs.get(&4242).unwrap();
     assert_eq!(fio.outstanding(), 12 * 400);
-    assert_eq!(fio.vmpin_kb, Some(1600));
+    assert_eq!(fio.memlock.map(|m| m.pinned), Some(1600 << 10));
     assert_eq!(app.process_rows()[0].pid, 777, "most pins/s first");
 }
 
@@ -319,7 +327,15 @@ fn huge_frame() -> Frame {
         released: HUGE * 30,
         gup_released: HUGE,
     };
-    f.vmpin_kb = BTreeMap::from([(4242, HUGE)]);
+    f.memlock = BTreeMap::from([(
+        4242,
+        crate::limits::MemlockState {
+            limit: Some(HUGE << 10),
+            limit_hard: None,
+            locked: HUGE << 10,
+            pinned: HUGE << 10,
+        },
+    )]);
     f
 }
 

@@ -25,6 +25,7 @@ mod harness;
 mod held;
 mod interrupts;
 mod lifetimes;
+mod limits;
 mod longterm;
 mod record;
 mod robustness;

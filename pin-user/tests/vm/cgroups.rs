@@ -7,13 +7,15 @@
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     time::Duration,
 };
 
 use pinwatch::cgroups::{self, QosClass, Runtime, cgroup2_root};
 
-use crate::harness::{get_metrics, harness, measure_in, pinwatch_bin, start_pinwatch, wait_within};
+use crate::harness::{
+    get_metrics, harness, measure_in, pinwatch_in, sample, start_pinwatch, wait_within,
+};
 
 /// A container id as docker and containerd write them: 64 hex digits.
 const CONTAINER: &str = "5f0c6e1d2b3a49587a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f";
@@ -111,25 +113,9 @@ fn cgroups_are_counted_exactly_and_named_by_their_runtime_conventions() {
     assert_eq!(pod.qos, Some(QosClass::Burstable));
 }
 
-/// The value of the first series line starting with `prefix`.
-fn sample(body: &str, prefix: &str) -> Option<u64> {
-    body.lines()
-        .find(|l| l.starts_with(prefix))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// Runs `args` (a workload) inside cgroup `dir` and waits for it.
 fn run_in(dir: &Path, args: &[String]) {
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-            dir.display()
-        ))
-        .arg(pinwatch_bin())
+    let status = pinwatch_in(Some(dir))
         .arg("workload")
         .args(args)
         .stdout(Stdio::null())

@@ -286,6 +286,37 @@ pub fn raise_fd_limit(want: u64) {
     }
 }
 
+/// A command running pinwatch, inside the cgroup directory `cgroup` when
+/// given: a shell moves itself there and execs pinwatch, so every task
+/// pinwatch starts is in it from the start.
+pub fn pinwatch_in(cgroup: Option<&std::path::Path>) -> Command {
+    let bin = pinwatch_bin();
+    match cgroup {
+        Some(dir) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!(
+                    "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+                    dir.display()
+                ))
+                .arg(bin);
+            sh
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// The value of the first exposition line that starts with `prefix` (a
+/// series name with its labels).
+pub fn sample(body: &str, prefix: &str) -> Option<u64> {
+    body.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Runs one workload between two snapshots.
 pub fn measure(h: &Harness, args: &[&str]) -> (WorkloadReport, Delta) {
     measure_in(h, None, args)
@@ -299,21 +330,7 @@ pub fn measure_in(
     cgroup: Option<&std::path::Path>,
     args: &[&str],
 ) -> (WorkloadReport, Delta) {
-    let bin = pinwatch_bin();
-    let mut command = match cgroup {
-        Some(dir) => {
-            let mut sh = Command::new("sh");
-            sh.arg("-c")
-                .arg(format!(
-                    "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-                    dir.display()
-                ))
-                .arg(&bin);
-            sh
-        }
-        None => Command::new(&bin),
-    };
-    let mut child = command
+    let mut child = pinwatch_in(cgroup)
         .arg("workload")
         .args(args)
         .args(["--json", "--wait-stdin"])

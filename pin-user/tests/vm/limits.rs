@@ -12,7 +12,7 @@ use std::{
 
 use pinwatch::limits::MemlockState;
 
-use crate::harness::{get_metrics, harness, pinwatch_bin, start_pinwatch, wait_within};
+use crate::harness::{get_metrics, harness, pinwatch_bin, sample, start_pinwatch, wait_within};
 
 /// The limit the holder runs under, in KiB (`ulimit -l` counts KiB).
 const LIMIT_KB: u64 = 1024;
@@ -21,16 +21,6 @@ const PAGES: u64 = 16;
 /// A regular user (as in `setcap.rs`): root could raise its limit (the
 /// workload does, as root) and io_uring would not charge it.
 const USER: u32 = 1000;
-
-/// The value of the series line that starts with `prefix`.
-fn sample(body: &str, prefix: &str) -> Option<u64> {
-    body.lines()
-        .find(|l| l.starts_with(prefix))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
 
 #[test]
 fn a_holder_shows_its_limit_and_pinned_memory() {

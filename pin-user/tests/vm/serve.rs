@@ -6,17 +6,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    get_metrics, harness, pinning_workload, raise_fd_limit, start_pinwatch, wait_within,
+    get_metrics, harness, pinning_workload, raise_fd_limit, sample, start_pinwatch, wait_within,
 };
-
-fn sample(body: &str, prefix: &str) -> Option<u64> {
-    body.lines()
-        .find(|l| l.starts_with(prefix))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
 
 #[test]
 fn serve_exports_exact_counters() {

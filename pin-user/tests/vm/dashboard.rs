@@ -11,41 +11,95 @@ use std::{
 
 use crate::harness::{harness, pinwatch_bin};
 
-fn tmux(args: &[&str]) -> (bool, String) {
-    // tmux refuses to start without a UTF-8 locale (the image carries C.utf8).
-    let out = Command::new("tmux")
-        .env("LC_ALL", "C.UTF-8")
-        .args(args)
-        .output()
-        .expect("run tmux");
-    if !out.status.success() {
-        eprintln!(
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+/// One tmux server of its own (`tmux -L SOCKET`) holding the session `pw`.
+///
+/// Each test and each iteration gets a fresh socket: when the last session
+/// of a server ends, the server exits asynchronously, and a `new-session`
+/// on the same socket in that window fails with "server exited
+/// unexpectedly" (seen once on debian-6.1 between the two signals below).
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Starts `cmd` in a detached 100x30 session on the socket `socket`.
+    fn start(socket: &str, cmd: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: socket.to_string(),
+        };
+        let (ok, _) = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "pw",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            cmd,
+        ]);
+        assert!(ok, "tmux new-session failed");
+        tmux
     }
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
-fn screen() -> String {
-    tmux(&["capture-pane", "-p", "-t", "pw"]).1
-}
-
-fn wait_for(what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
-    let started = Instant::now();
-    loop {
-        let s = screen();
-        if ok(&s) {
-            return s;
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        // tmux refuses to start without a UTF-8 locale (the image carries C.utf8).
+        let out = Command::new("tmux")
+            .env("LC_ALL", "C.UTF-8")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux");
+        if !out.status.success() {
+            eprintln!(
+                "tmux -L {} {args:?}: {}",
+                self.socket,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out waiting for {what}; screen:\n{s}"
-        );
-        sleep(Duration::from_millis(300));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "pw"]).1
+    }
+
+    fn alive(&self) -> bool {
+        // Quiet probe: a missing server is the expected answer at the end.
+        Command::new("tmux")
+            .env("LC_ALL", "C.UTF-8")
+            .args(["-L", &self.socket, "has-session", "-t", "pw"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "timed out waiting for {what}; screen:\n{s}"
+            );
+            sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = Command::new("tmux")
+                .args(["-L", &self.socket, "kill-server"])
+                .output();
+        }
     }
 }
 
@@ -68,19 +122,8 @@ fn top_shows_live_numbers_in_a_terminal() {
     let bin = pinwatch_bin();
     let attach = h.attach_arg();
     let cmd = format!("TERM=screen {bin} top --interval 1s --attach {attach}");
-    let (ok, _) = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "pw",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &cmd,
-    ]);
-    assert!(ok, "tmux new-session failed");
-    wait_for("the dashboard", Duration::from_secs(60), |s| {
+    let tmux = Tmux::start("pw-live", &cmd);
+    tmux.wait_for("the dashboard", Duration::from_secs(60), |s| {
         s.contains("GUP variants")
     });
     // Keep pinning for several intervals so a refresh (and a screen
@@ -97,7 +140,7 @@ fn top_shows_live_numbers_in_a_terminal() {
         ])
         .spawn()
         .expect("workload");
-    let shown = wait_for(
+    let shown = tmux.wait_for(
         "pin_user_pages_remote with a non-zero rate",
         Duration::from_secs(60),
         |s| calls_per_s(s, "pin_user_pages_remote").is_some_and(|c| c > 0.0),
@@ -107,13 +150,13 @@ fn top_shows_live_numbers_in_a_terminal() {
     eprintln!("SCREEN kernel={} attach={attach}\n{shown}", h.release);
     assert!(shown.contains("pinwatch"), "header");
     assert!(shown.contains("processes"), "processes panel");
-    tmux(&["send-keys", "-t", "pw", "q"]);
+    tmux.run(&["send-keys", "-t", "pw", "q"]);
     let started = Instant::now();
-    while tmux(&["has-session", "-t", "pw"]).0 {
+    while tmux.alive() {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "q did not quit:\n{}",
-            screen()
+            tmux.screen()
         );
         sleep(Duration::from_millis(200));
     }
@@ -144,25 +187,14 @@ fn signals_end_top_and_restore_the_terminal() {
              stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; \
              echo; sleep 600"
         );
-        let (ok, _) = tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            "pw",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &cmd,
-        ]);
-        assert!(ok, "tmux new-session failed");
-        wait_for("the dashboard", Duration::from_secs(60), |s| {
+        let tmux = Tmux::start(&format!("pw-{name}"), &cmd);
+        tmux.wait_for("the dashboard", Duration::from_secs(60), |s| {
             s.contains("GUP variants")
         });
         let pid = top_pid().expect("pinwatch top is running");
         // SAFETY: signalling a process this test started.
         unsafe { libc::kill(pid, sig) };
-        let shown = wait_for("the shell after top", Duration::from_secs(30), |s| {
+        let shown = tmux.wait_for("the shell after top", Duration::from_secs(30), |s| {
             s.contains("EXIT=") && s.contains("icanon")
         });
         let tail: Vec<&str> = shown
@@ -174,7 +206,7 @@ fn signals_end_top_and_restore_the_terminal() {
             h.release,
             tail.join("; ")
         );
-        tmux(&["kill-session", "-t", "pw"]);
+        drop(tmux);
         assert!(shown.contains("EXIT=0"), "{shown}");
         assert!(
             tail.iter()

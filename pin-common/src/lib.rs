@@ -11,6 +11,7 @@
 
 pub mod attribution;
 pub mod catalog;
+pub mod limits;
 pub mod maps;
 pub mod settings;
 
@@ -490,6 +491,8 @@ mod pod {
     unsafe impl aya::Pod for super::CallerKey {}
     unsafe impl aya::Pod for super::CallerStats {}
     unsafe impl aya::Pod for super::PinRecord {}
+    unsafe impl aya::Pod for super::limits::DenialKey {}
+    unsafe impl aya::Pod for super::limits::Denial {}
 }
 
 #[cfg(test)]

@@ -42,8 +42,11 @@ pub const CALLERS: &str = "CALLERS";
 /// Outstanding pins by folio (`PinRecord`, `--lifetimes`).
 pub const PIN_LIFETIMES: &str = "PIN_LIFETIMES";
 
+/// The kernel's memlock refusals by (process, check) (`limits::Denial`).
+pub const LIMIT_DENIALS: &str = "LIMIT_DENIALS";
+
 /// Every map the agent opens.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     CONFIG,
     GUP_STATS,
     RELEASE_STATS,
@@ -60,4 +63,5 @@ pub const ALL: [&str; 16] = [
     SETTINGS,
     CALLERS,
     PIN_LIFETIMES,
+    LIMIT_DENIALS,
 ];

@@ -30,8 +30,25 @@ pub const GLOBAL_TASK_STACK_SIZE: &str = "TASK_STACK_SIZE";
 /// `CGROUP_FILTER` (or its descendants) are counted (`--cgroup`).
 pub const GLOBAL_CGROUP_FILTER_ON: &str = "CGROUP_FILTER_ON";
 
+/// Read-only global (`u64`): 1 + the offset of `locked_vm` in
+/// `struct user_struct` (BTF), 0 when unknown (no io_uring verdicts).
+pub const GLOBAL_USER_LOCKED_VM_OFFSET: &str = "USER_LOCKED_VM_OFFSET";
+/// Read-only global (`u64`): 1 + the offset of `locked_vm` in
+/// `struct mm_struct` (BTF), 0 when unknown.
+pub const GLOBAL_MM_LOCKED_VM_OFFSET: &str = "MM_LOCKED_VM_OFFSET";
+/// Read-only global (`u64`): 1 + the offset of `signal` in
+/// `struct task_struct` (BTF), 0 when unknown.
+pub const GLOBAL_TASK_SIGNAL_OFFSET: &str = "TASK_SIGNAL_OFFSET";
+/// Read-only global (`u64`): 1 + the offset of `rlim` in
+/// `struct signal_struct` (BTF), 0 when unknown.
+pub const GLOBAL_SIGNAL_RLIM_OFFSET: &str = "SIGNAL_RLIM_OFFSET";
+
+/// Read-only global (`u64`): 1 + the offset of `user` in
+/// `struct io_ring_ctx` (BTF), 0 when unknown.
+pub const GLOBAL_CTX_USER_OFFSET: &str = "CTX_USER_OFFSET";
+
 /// Every read-only global the agent sets; all are `u64`.
-pub const GLOBALS: [&str; 7] = [
+pub const GLOBALS: [&str; 12] = [
     GLOBAL_CALLERS_ON,
     GLOBAL_LIFETIMES_ON,
     GLOBAL_FOLL_PIN,
@@ -39,6 +56,11 @@ pub const GLOBALS: [&str; 7] = [
     GLOBAL_TASK_STACK_OFFSET,
     GLOBAL_TASK_STACK_SIZE,
     GLOBAL_CGROUP_FILTER_ON,
+    GLOBAL_USER_LOCKED_VM_OFFSET,
+    GLOBAL_MM_LOCKED_VM_OFFSET,
+    GLOBAL_TASK_SIGNAL_OFFSET,
+    GLOBAL_SIGNAL_RLIM_OFFSET,
+    GLOBAL_CTX_USER_OFFSET,
 ];
 
 /// Index in the `SETTINGS` array: offset of `child_pid` in the

@@ -11,7 +11,8 @@
 //! in the modules below, each of which uses only modules listed after it:
 //! `release` (releases), `account` (get/pin calls and per-process rows),
 //! `attribution` (call sites, pin lifetimes), `follow` (the followed
-//! process tree), `cgroup` (per-cgroup rows, the `--cgroup` filter), `events` (per-call events), `frame` (the traced
+//! process tree), `cgroup` (per-cgroup rows, the `--cgroup` filter), `limits` (the
+//! kernel's memlock verdicts), `events` (per-call events), `frame` (the traced
 //! function's frame), `outcome` (what a call came to), `task_storage`
 //! (per-thread state), `counters` (atomic adds, health counts), `settings`
 //! (what the agent told the probes) and `maps` (the maps the agent reads).
@@ -36,6 +37,8 @@ mod follow;
 #[cfg(target_arch = "bpf")]
 mod frame;
 #[cfg(target_arch = "bpf")]
+mod limits;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod outcome;
@@ -57,10 +60,13 @@ mod programs {
     };
     use pin_common::{FUNCS, NO_ARG, catalog::releases_one_folio};
 
+    use aya_ebpf::helpers::bpf_get_current_task;
+    use pin_common::limits::{SHAPE_CTX_NR, SHAPE_MM_TASK, SHAPE_USER_MM_NR, SHAPE_USER_NR};
+
     use crate::{
         account, follow,
         frame::{self, EntryFrame},
-        release,
+        limits, release,
     };
 
     /// Argument `n` of a traced function through `bpf_get_func_arg`,
@@ -267,6 +273,101 @@ mod programs {
         release::folio_put(ctx.arg::<u64>(0).unwrap_or(0), refs, flags, || unsafe {
             (*ctx.regs).rsp
         });
+        0
+    }
+
+    /// fexit and kprobe programs for a memlock check function of shape
+    /// `$shape` (`pin_common::limits::SHAPE_*`): `$object` is the position
+    /// of the charged object (user, ctx or mm), `$pages` of the page
+    /// count, `$task` of the task whose limit applies (`None`: the
+    /// current task, as `rlimit()` reads it), `$ret` of the return value
+    /// in the fexit context (right after the arguments).
+    macro_rules! check_programs {
+        ($fexit:ident, $kprobe:ident, $shape:expr, $object:literal, $pages:literal,
+         $task:expr, $ret:literal) => {
+            #[fexit]
+            fn $fexit(ctx: FExitContext) -> u32 {
+                let task = match $task {
+                    Some(n) => ctx.arg::<u64>(n),
+                    None => unsafe { bpf_get_current_task() },
+                };
+                if let Some(args) = limits::args(
+                    $shape,
+                    ctx.arg::<u64>($object),
+                    ctx.arg::<u64>($pages),
+                    task,
+                ) {
+                    limits::returned(&args, ctx.arg::<u64>($ret) as i32 as i64);
+                }
+                0
+            }
+
+            #[kprobe]
+            fn $kprobe(ctx: ProbeContext) -> u32 {
+                let task = match $task {
+                    Some(n) => ctx.arg::<u64>(n).unwrap_or(0),
+                    None => unsafe { bpf_get_current_task() },
+                };
+                let object = ctx.arg::<u64>($object).unwrap_or(0);
+                let pages = ctx.arg::<u64>($pages).unwrap_or(0);
+                if let Some(args) = limits::args($shape, object, pages, task) {
+                    limits::stash(&args);
+                }
+                0
+            }
+        };
+    }
+
+    // `int __io_account_mem(struct user_struct *user, unsigned long nr_pages)` (6.1+).
+    check_programs!(
+        io_account_fexit,
+        io_account_kprobe,
+        SHAPE_USER_NR,
+        0,
+        1,
+        None::<usize>,
+        2
+    );
+    // `int io_account_mem(struct user_struct *user, struct mm_struct
+    // *mm_account, unsigned long nr_pages)` (6.19+).
+    check_programs!(
+        io_account3_fexit,
+        io_account3_kprobe,
+        SHAPE_USER_MM_NR,
+        0,
+        2,
+        None::<usize>,
+        3
+    );
+    // `int io_account_mem(struct io_ring_ctx *ctx, unsigned long nr_pages)` (6.18).
+    check_programs!(
+        io_account_ctx_fexit,
+        io_account_ctx_kprobe,
+        SHAPE_CTX_NR,
+        0,
+        1,
+        None::<usize>,
+        2
+    );
+    // `int __account_locked_vm(struct mm_struct *mm, unsigned long pages,
+    // bool inc, struct task_struct *task, bool bypass_rlim)`.
+    check_programs!(
+        locked_vm_fexit,
+        locked_vm_kprobe,
+        SHAPE_MM_TASK,
+        0,
+        1,
+        Some(3usize),
+        5
+    );
+
+    /// The return of any kprobe'd memlock check: the kprobe stashed what
+    /// it was asked.
+    #[kretprobe]
+    fn check_kretprobe(ctx: RetProbeContext) -> u32 {
+        if let Some(args) = limits::take_stashed() {
+            limits::returned(&args, ctx.ret::<u64>() as i32 as i64);
+        }
         0
     }
 

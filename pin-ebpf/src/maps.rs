@@ -9,15 +9,18 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, CgroupArray, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, CgroupArray, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use pin_common::{
     CGROUPS_CAPACITY, CallerKey, CallerStats, CgroupStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES,
     FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY,
     PinBalance, PinRecord, ProcStats, ReleaseStats, TRACKED_CAPACITY,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
+    limits::{CHECK_ARGS_CAPACITY, DENIALS_CAPACITY, Denial, DenialKey},
     settings::SETTINGS_LEN,
 };
+
+use crate::limits::CheckArgs;
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
 /// from the kernel's BTF before any program is attached.
@@ -112,3 +115,14 @@ pub static CALLER_ZERO: PerCpuArray<CallerStats> = PerCpuArray::with_max_entries
 #[map]
 pub static PIN_LIFETIMES: HashMap<u64, PinRecord> =
     HashMap::with_max_entries(LIFETIMES_CAPACITY, 0);
+
+/// The kernel's memlock refusals by (process, check): what the deciding
+/// function compared at the latest one, and how many. Shared (not
+/// per-CPU): refusals are rare; LRU: the oldest process's row goes first.
+#[map]
+pub static LIMIT_DENIALS: LruHashMap<DenialKey, Denial> =
+    LruHashMap::with_max_entries(DENIALS_CAPACITY, 0);
+
+/// A kprobe'd check's arguments by thread, until its kretprobe.
+#[map]
+pub static CHECK_ARGS: HashMap<u64, CheckArgs> = HashMap::with_max_entries(CHECK_ARGS_CAPACITY, 0);

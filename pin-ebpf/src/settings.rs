@@ -51,6 +51,59 @@ static TASK_STACK_SIZE: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static CGROUP_FILTER_ON: Global<u64> = Global::new(0);
 
+/// 1 + offset of `user_struct.locked_vm`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_USER_LOCKED_VM_OFFSET`).
+#[unsafe(no_mangle)]
+static USER_LOCKED_VM_OFFSET: Global<u64> = Global::new(0);
+
+/// 1 + offset of `mm_struct.locked_vm`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_MM_LOCKED_VM_OFFSET`).
+#[unsafe(no_mangle)]
+static MM_LOCKED_VM_OFFSET: Global<u64> = Global::new(0);
+
+/// 1 + offset of `task_struct.signal`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_TASK_SIGNAL_OFFSET`).
+#[unsafe(no_mangle)]
+static TASK_SIGNAL_OFFSET: Global<u64> = Global::new(0);
+
+/// 1 + offset of `signal_struct.rlim`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_SIGNAL_RLIM_OFFSET`).
+#[unsafe(no_mangle)]
+static SIGNAL_RLIM_OFFSET: Global<u64> = Global::new(0);
+
+/// 1 + offset of `io_ring_ctx.user`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_CTX_USER_OFFSET`).
+#[unsafe(no_mangle)]
+static CTX_USER_OFFSET: Global<u64> = Global::new(0);
+
+/// Where the memlock checks' counters and limits sit (each 1 + the byte
+/// offset, 0 when unknown), from the kernel's BTF.
+#[derive(Clone, Copy)]
+pub struct LimitLayout {
+    /// `user_struct.locked_vm`.
+    pub user_locked_vm: u64,
+    /// `mm_struct.locked_vm`.
+    pub mm_locked_vm: u64,
+    /// `task_struct.signal`.
+    pub task_signal: u64,
+    /// `signal_struct.rlim`.
+    pub signal_rlim: u64,
+    /// `io_ring_ctx.user`.
+    pub ctx_user: u64,
+}
+
+/// The memlock checks' layout (see [`LimitLayout`]).
+#[inline(always)]
+pub fn limit_layout() -> LimitLayout {
+    LimitLayout {
+        user_locked_vm: USER_LOCKED_VM_OFFSET.load(),
+        mm_locked_vm: MM_LOCKED_VM_OFFSET.load(),
+        task_signal: TASK_SIGNAL_OFFSET.load(),
+        signal_rlim: SIGNAL_RLIM_OFFSET.load(),
+        ctx_user: CTX_USER_OFFSET.load(),
+    }
+}
+
 /// How to read traced function `id` on this kernel; `None` until the agent
 /// filled its entry (a function it did not configure).
 #[inline(always)]

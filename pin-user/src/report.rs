@@ -10,7 +10,7 @@ use crate::{
     attribution::lifetimes::Outstanding,
     figures::{
         CallerView, CgroupFigures, HealthFigures, ProcessFigures, ReleaseFigures, VariantFigures,
-        caller_views, fmt_ns, per_second, pid_label,
+        Verdict, caller_views, fmt_ns, per_second, pid_label, verdicts,
     },
     snapshot::Delta,
     vmstat::PinCounters,
@@ -52,6 +52,9 @@ pub struct IntervalView {
     pub vmstat: Option<PinCounters>,
     /// Calling kernel functions, busiest first.
     pub callers: Vec<CallerView>,
+    /// Memlock charges the kernel refused in the interval, by (process,
+    /// check), the latest first: what the deciding function compared.
+    pub limit_verdicts: Vec<Verdict>,
     /// What is still pinned (`--lifetimes` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outstanding: Option<Outstanding>,
@@ -88,6 +91,7 @@ impl IntervalView {
             cgroups: CgroupFigures::busiest(&delta.cgroups, &delta.cgroup_names, TOP_CGROUPS),
             vmstat: delta.vmstat,
             callers: caller_views(&delta.callers, &delta.sites),
+            limit_verdicts: verdicts(&delta.denials),
             outstanding: None,
             health: HealthFigures::new(&delta.health, &delta.misses, delta.evicted),
         }
@@ -108,6 +112,7 @@ impl IntervalView {
         self.write_releases(&mut out);
         self.write_processes(&mut out);
         self.write_cgroups(&mut out);
+        self.write_verdicts(&mut out);
         out.push_str(&crate::figures::render_callers(
             &self.callers,
             self.interval_s,
@@ -256,6 +261,29 @@ impl IntervalView {
 }
 
 impl IntervalView {
+    /// The kernel's memlock refusals of the interval, one line each.
+    fn write_verdicts(&self, out: &mut String) {
+        if self.limit_verdicts.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "memlock refusals (the kernel's verdicts):");
+        for v in &self.limit_verdicts {
+            let _ = writeln!(
+                out,
+                "  pid {} ({}) uid {}: {}{}",
+                v.pid,
+                v.comm,
+                v.uid,
+                v.sentence(),
+                if v.denials > 1 {
+                    format!(" [{}x]", v.denials)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+
     /// The busiest cgroups, named by container (and pod) where the path
     /// shows one, else by unit or path.
     fn write_cgroups(&self, out: &mut String) {
@@ -397,6 +425,7 @@ mod tests {
                 misses: Default::default(),
                 vmstat: None,
                 callers: crate::attribution::sample_callers().0,
+                denials: Default::default(),
                 evicted: Default::default(),
                 balance: Default::default(),
             },

@@ -8,6 +8,7 @@ use aya::{Pod, maps::PerCpuValues};
 use pin_common::{
     CallerKey, CallerStats, CgroupStats, GupStats, HEALTH_COUNT, INSERTS_CALLERS, INSERTS_CGROUPS,
     INSERTS_PROCS, PinBalance, ProcStats, ReleaseStats,
+    limits::{Denial, DenialKey},
 };
 
 use crate::{
@@ -116,6 +117,11 @@ pub struct CounterSet {
     pub evicted: Evictions,
     /// FOLL_PIN pages taken and released, read together.
     pub balance: PinBalance,
+    /// The kernel's memlock refusals by (process, check): in a snapshot
+    /// every row on record, in a delta the rows refused again in the
+    /// interval (`denials` counting the interval's; the rest describes
+    /// the latest refusal).
+    pub denials: BTreeMap<DenialKey, Denial>,
 }
 
 /// All counters at one instant.
@@ -275,6 +281,12 @@ fn read_cgroups(maps: KernelMaps<'_>) -> Result<BTreeMap<u64, CgroupTotals>, Ker
         .collect())
 }
 
+/// The kernel's memlock refusals (`LIMIT_DENIALS`); rows that vanish
+/// during the walk are skipped, as in [`read_procs`].
+fn read_denials(maps: KernelMaps<'_>) -> Result<BTreeMap<DenialKey, Denial>, KernelMapError> {
+    Ok(maps.limit_denials()?.iter().flatten().collect())
+}
+
 /// One cgroup's counters summed over CPUs.
 fn cgroup_totals(values: &PerCpuValues<CgroupStats>) -> CgroupTotals {
     values
@@ -352,6 +364,7 @@ impl Snapshot {
         // The instant and vmstat belong with the counters. Call sites are
         // named later, where a view shows them (`Delta::named`): naming
         // can wait for kallsyms to be parsed.
+        let denials = read_denials(maps)?;
         let taken = Instant::now();
         let vmstat = PinCounters::read().ok().flatten();
         Ok(Snapshot {
@@ -367,6 +380,7 @@ impl Snapshot {
                 callers,
                 evicted,
                 balance,
+                denials,
             },
         })
     }
@@ -445,6 +459,26 @@ impl CounterSet {
             callers,
             evicted: self.evicted.delta(&earlier.evicted),
             balance: self.balance.delta(&earlier.balance),
+            denials: self
+                .denials
+                .iter()
+                .filter_map(|(key, cur)| {
+                    let before = earlier.denials.get(key).map_or(0, |p| p.denials);
+                    // A row evicted and created anew counts from 0.
+                    let new = if cur.denials >= before {
+                        cur.denials - before
+                    } else {
+                        cur.denials
+                    };
+                    (new > 0).then_some((
+                        *key,
+                        Denial {
+                            denials: new,
+                            ..*cur
+                        },
+                    ))
+                })
+                .collect(),
             vmstat: match (self.vmstat, earlier.vmstat) {
                 (Some(c), Some(p)) => Some(c.delta(&p)),
                 _ => None,
@@ -522,6 +556,7 @@ mod tests {
                     ..Evictions::default()
                 },
                 balance: PinBalance::default(),
+                denials: BTreeMap::new(),
             },
         }
     }

@@ -38,6 +38,9 @@ struct ProbesReport {
     /// Whether thread exits are traced (a call an exiting thread was never
     /// seen to return from is then counted as missed), or why not.
     exit_watch: Option<Result<(), String>>,
+    /// The memlock checks watched for the kernel's verdicts (how, or why
+    /// not).
+    limit_checks: Vec<probes::CheckStatus>,
     /// Which eBPF object the features call for.
     object: Object,
     /// Each BPF feature pinwatch uses: there or not, and what pinwatch
@@ -144,6 +147,10 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
             })
             .and_then(|_| kretprobe_instances()),
         exit_watch: attached.as_ref().ok().map(|p| p.exit_watch.clone()),
+        limit_checks: attached
+            .as_ref()
+            .map(|p| p.checks.clone())
+            .unwrap_or_default(),
         object: facts.features.object(),
         features: facts.features.list.clone(),
         probes: status,
@@ -250,5 +257,17 @@ fn print_kernel(r: &ProbesReport) {
             "exits    not traced ({e}): a thread that exits inside a call whose return was missed goes uncounted"
         ),
         None => {}
+    }
+    for check in &r.limit_checks {
+        match &check.attached {
+            Ok(m) => println!(
+                "memlock  {} via {m}: its refusals are shown as the kernel's verdicts",
+                check.function
+            ),
+            Err(e) => println!(
+                "memlock  {} not traced ({e}): no verdicts for its refusals",
+                check.function
+            ),
+        }
     }
 }

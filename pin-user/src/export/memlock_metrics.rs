@@ -1,12 +1,17 @@
 //! The per-process memlock families (`pinwatch_process_memlock_*`): for
 //! the processes holding the most locked or pinned memory, their
 //! RLIMIT_MEMLOCK and what they have charged against it (from /proc), at
-//! most [`MAX_HOLDER_SERIES`].
+//! most [`MAX_HOLDER_SERIES`]; and the kernel's refusals of memlock
+//! charges by check (`pinwatch_memlock_refusals_total`).
 
 use prometheus_client::{encoding::DescriptorEncoder, metrics::MetricType};
 
 use super::families::{Labels, family};
-use crate::limits::Holder;
+use std::collections::BTreeMap;
+
+use pin_common::limits::{CHECK_COUNT, Denial, DenialKey};
+
+use crate::{figures::Verdict, limits::Holder};
 
 /// At most this many processes per family: enough to see every real
 /// pinner on a host (a database, a VMM, an RDMA or GPU job), bounded
@@ -59,5 +64,34 @@ pub(super) fn encode_holders(
         "Processes holding locked or pinned memory not exported because of the series cap.",
         Gauge,
         vec![(vec![], more as u64)],
+    )
+}
+
+/// Refusals by check, every check listed (zeros included, so each series
+/// exists from the first scrape). Summed over the `LIMIT_DENIALS` rows
+/// on record: a row the LRU evicted (beyond 256 refused processes) takes
+/// its count with it.
+pub(super) fn encode_refusals(
+    encoder: &mut DescriptorEncoder<'_>,
+    denials: &BTreeMap<DenialKey, Denial>,
+) -> Result<(), std::fmt::Error> {
+    let rows = (0..CHECK_COUNT)
+        .map(|check| {
+            let key = DenialKey { tgid: 0, check };
+            let name = Verdict::from_row(&key, &Denial::default()).check;
+            let total = denials
+                .iter()
+                .filter(|(k, _)| k.check == check)
+                .map(|(_, d)| d.denials)
+                .sum();
+            (vec![("check", name.to_string())], total)
+        })
+        .collect();
+    family(
+        encoder,
+        "pinwatch_memlock_refusals",
+        "Memlock charges the kernel refused (RLIMIT_MEMLOCK), by the check that decided (io_uring: __io_account_mem; account_locked_vm: __account_locked_vm).",
+        MetricType::Counter,
+        rows,
     )
 }

@@ -89,6 +89,7 @@ impl Collector for Exporter {
             &input.cgroup_names,
         )?;
         super::memlock_metrics::encode_holders(&mut encoder, &input.memlock.0, input.memlock.1)?;
+        super::memlock_metrics::encode_refusals(&mut encoder, &input.snapshot.denials)?;
         encode_health(&mut encoder, input)?;
         encode_run_stats(&mut encoder, input)
     }

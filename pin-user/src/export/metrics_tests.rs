@@ -122,6 +122,16 @@ pub(crate) fn input() -> MetricsInput {
                 health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0],
                 misses: crate::probes::misses::sample(),
                 callers: crate::attribution::sample_callers().0,
+                denials: BTreeMap::from([(
+                    pin_common::limits::DenialKey { tgid: 7, check: 0 },
+                    pin_common::limits::Denial {
+                        denials: 2,
+                        pages: 512,
+                        limit_bytes: 1 << 20,
+                        ret: -12,
+                        ..Default::default()
+                    },
+                )]),
                 balance: pin_common::PinBalance {
                     pinned: 152,
                     released: 150,

@@ -467,6 +467,7 @@ mod tests {
                 health: [0; pin_common::HEALTH_COUNT],
                 misses: Default::default(),
                 callers: crate::attribution::sample_callers().0,
+                denials: Default::default(),
                 evicted: Default::default(),
                 balance: Default::default(),
                 vmstat: Some(PinCounters {

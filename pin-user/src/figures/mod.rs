@@ -2,7 +2,8 @@
 //! of them): one type per thing shown — a GUP variant
 //! ([`VariantFigures`]), a release function ([`ReleaseFigures`]), a
 //! process ([`ProcessFigures`]), a cgroup ([`CgroupFigures`]), a calling kernel function
-//! ([`CallerView`]), probe health ([`HealthFigures`]) — with
+//! ([`CallerView`]), probe health ([`HealthFigures`]), the kernel's memlock
+//! refusals ([`Verdict`]) — with
 //! the derived figures (rates, pages per call, fallback and error shares,
 //! latency percentiles, pins outstanding) as their methods. `stat`'s table
 //! and JSON, the dashboard, `/metrics`, recordings and `diff` read these;
@@ -16,6 +17,7 @@ mod health;
 mod latency;
 mod process;
 mod variant;
+mod verdict;
 
 pub use crate::units::{fmt_ns, per_second};
 pub use caller::{CallerView, HoldTimes, caller_views, render_text as render_callers};
@@ -26,3 +28,4 @@ pub use process::{ProcessFigures, pid_label};
 pub use variant::{
     ReleaseFigures, VariantFigures, errno_counts, errno_name, fallback_percent, pinned_pages,
 };
+pub use verdict::{Verdict, verdicts};

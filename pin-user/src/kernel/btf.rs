@@ -268,22 +268,42 @@ impl Btf {
     }
 
     /// Byte offset of member `member` in struct `name` (the first struct of
-    /// that name), e.g. `task_struct.stack`. Members of anonymous structs
-    /// and unions are not searched; a bitfield off a byte boundary has none.
+    /// that name), e.g. `task_struct.stack`, searching the anonymous structs
+    /// and unions it embeds too (`mm_struct.locked_vm` sits in one); a
+    /// bitfield off a byte boundary has none.
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
         let t = self
             .types
             .iter()
             .find(|t| t.kind == KIND_STRUCT && self.string(t.name_off).ok() == Some(name))?;
+        self.member_offset_in(t, member, 0)
+    }
+
+    /// [`Self::member_offset`] inside `t`, `depth` anonymous levels down.
+    fn member_offset_in(&self, t: &RawType, member: &str, depth: u32) -> Option<u32> {
+        // The kernel nests anonymous aggregates two or three deep; a bound
+        // keeps a malformed (cyclic) BTF from recursing forever.
+        if depth > 8 {
+            return None;
+        }
         (0..t.vlen as usize).find_map(|i| {
             let off = t.data + 12 * i;
             let name_off = u32_at(&self.data, off).ok()?;
-            if self.string(name_off).ok()? != member {
-                return None;
-            }
             let raw = u32_at(&self.data, off + 8).ok()?;
             // With kind_flag set the low 24 bits are the bit offset.
             let bits = if t.kind_flag { raw & 0x00ff_ffff } else { raw };
+            let name = self.string(name_off).ok()?;
+            if name.is_empty() {
+                let inner = self.types.get(u32_at(&self.data, off + 4).ok()? as usize)?;
+                if inner.kind != KIND_STRUCT && inner.kind != KIND_UNION {
+                    return None;
+                }
+                let within = self.member_offset_in(inner, member, depth + 1)?;
+                return bits.is_multiple_of(8).then_some(bits / 8 + within);
+            }
+            if name != member {
+                return None;
+            }
             bits.is_multiple_of(8).then_some(bits / 8)
         })
     }
@@ -412,6 +432,29 @@ pub(crate) mod tests {
         assert_eq!(btf.member_offset("task_struct", "flags"), None);
         assert_eq!(btf.member_offset("other", "flags"), Some(16));
         assert_eq!(btf.member_offset("missing", "stack"), None);
+    }
+
+    #[test]
+    fn finds_a_member_of_an_embedded_anonymous_struct() {
+        // Name offsets: "locked_vm" 1, "pinned_vm" 11, "mmap" 21.
+        let strs = ["locked_vm", "pinned_vm", "mmap"];
+        // 1: long; 2: struct { long locked_vm @0; long pinned_vm @64 bits };
+        // 3: struct mm_struct { long mmap @0; <anonymous 2> @128 bits }.
+        let types = vec![
+            ("long", info(KIND_INT, 0), 8, vec![64]),
+            ("", info(KIND_STRUCT, 2), 16, vec![1, 1, 0, 11, 1, 64]),
+            (
+                "mm_struct",
+                info(KIND_STRUCT, 2),
+                32,
+                vec![21, 1, 0, 0, 2, 128],
+            ),
+        ];
+        let btf = Btf::parse(build(&types, &strs)).unwrap();
+        assert_eq!(btf.member_offset("mm_struct", "mmap"), Some(0));
+        assert_eq!(btf.member_offset("mm_struct", "locked_vm"), Some(16));
+        assert_eq!(btf.member_offset("mm_struct", "pinned_vm"), Some(24));
+        assert_eq!(btf.member_offset("mm_struct", "missing"), None);
     }
 
     #[test]

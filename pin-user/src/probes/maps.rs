@@ -165,6 +165,16 @@ impl<'a> KernelMaps<'a> {
         self.open(maps::CALLERS)
     }
 
+    /// `LIMIT_DENIALS`: the kernel's memlock refusals by (process, check).
+    pub fn limit_denials(
+        self,
+    ) -> Result<
+        HashMap<&'a MapData, pin_common::limits::DenialKey, pin_common::limits::Denial>,
+        KernelMapError,
+    > {
+        self.open(maps::LIMIT_DENIALS)
+    }
+
     /// `PIN_LIFETIMES`: outstanding pins by folio address.
     pub fn pin_lifetimes(self) -> Result<HashMap<&'a MapData, u64, PinRecord>, KernelMapError> {
         self.open(maps::PIN_LIFETIMES)
@@ -288,6 +298,10 @@ mod tests {
             shape::<u32, u64>(maps::SETTINGS, BPF_MAP_TYPE_ARRAY),
             shape::<CallerKey, CallerStats>(maps::CALLERS, BPF_MAP_TYPE_LRU_PERCPU_HASH),
             shape::<u64, PinRecord>(maps::PIN_LIFETIMES, BPF_MAP_TYPE_HASH),
+            shape::<pin_common::limits::DenialKey, pin_common::limits::Denial>(
+                maps::LIMIT_DENIALS,
+                BPF_MAP_TYPE_LRU_HASH,
+            ),
         ]
     }
 

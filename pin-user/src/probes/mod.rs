@@ -4,6 +4,7 @@
 //! that keeps the links alive, whose maps the rest of the agent reaches
 //! only through [`maps`]' typed facade.
 
+mod checks;
 pub mod maps;
 pub mod misses;
 mod programs;
@@ -19,6 +20,7 @@ use crate::kernel::{
     KernelFacts,
     features::{Feature, Object},
 };
+pub use checks::CheckStatus;
 pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub(crate) use programs::program;
 use programs::{attach_exit_watch, attach_functions, attach_release_hook, unload_all};
@@ -217,6 +219,9 @@ pub struct Probes {
     /// The kernel features pinwatch goes without here and what that costs
     /// (see `pinwatch probes`), if any.
     pub features_off: Option<String>,
+    /// How each memlock check is watched for the kernel's verdicts, or why
+    /// it is not.
+    pub checks: Vec<CheckStatus>,
 }
 
 fn role(kind: FuncKind) -> &'static str {
@@ -355,6 +360,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         callers: options.callers,
         exit_watch: Err("not attached yet".into()),
         features_off: facts.features.off_summary(),
+        checks: Vec::new(),
     };
     log::info!("parsing BTF for aya");
     let aya_btf = match options.mode {
@@ -395,6 +401,13 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         }
     };
     probes.release_hook = release_hook;
+    probes.checks = checks::attach_checks(
+        &mut probes.ebpf,
+        facts,
+        options.mode,
+        aya_btf.as_ref(),
+        &globals.limit_layout,
+    );
     probes.exit_watch = attach_exit_watch(&mut probes.ebpf);
     if let Err(e) = &probes.exit_watch {
         log::warn!(

@@ -9,8 +9,10 @@
 
 use aya::EbpfLoader;
 use pin_common::settings::{
-    GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON,
-    GLOBAL_RETURN_TRAMPOLINE, GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE, SETTING_LIFETIMES,
+    GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_PIN,
+    GLOBAL_LIFETIMES_ON, GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_RETURN_TRAMPOLINE,
+    GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET,
+    GLOBAL_TASK_STACK_SIZE, GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
 };
 
 use super::{AttachError, AttachOptions, KernelMapsMut};
@@ -29,6 +31,61 @@ pub(super) struct Globals {
     task_stack_offset: u64,
     task_stack_size: u64,
     cgroup_filter: u64,
+    /// Where the memlock checks read: see [`LimitLayout`].
+    pub(super) limit_layout: LimitLayout,
+}
+
+/// 1 + the offsets (0: unknown) of what the memlock checks read, from BTF:
+/// `user_struct.locked_vm`, `mm_struct.locked_vm`, `task_struct.signal`,
+/// `signal_struct.rlim`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct LimitLayout {
+    pub user_locked_vm: u64,
+    pub mm_locked_vm: u64,
+    pub task_signal: u64,
+    pub signal_rlim: u64,
+    pub ctx_user: u64,
+}
+
+impl LimitLayout {
+    /// This kernel's layout; zeros where BTF lacks a member (or BTF).
+    fn for_kernel(facts: &KernelFacts) -> Self {
+        let Ok(btf) = &facts.btf else {
+            return Self::default();
+        };
+        let at = |name: &str, member: &str| {
+            btf.member_offset(name, member)
+                .map_or(0, |off| u64::from(off) + 1)
+        };
+        Self {
+            user_locked_vm: at("user_struct", "locked_vm"),
+            mm_locked_vm: at("mm_struct", "locked_vm"),
+            task_signal: at("task_struct", "signal"),
+            signal_rlim: at("signal_struct", "rlim"),
+            ctx_user: at("io_ring_ctx", "user"),
+        }
+    }
+
+    /// What a check function of shape `shape` (`pin_common::limits::
+    /// SHAPE_*`) needs and this kernel's BTF does not give, if anything.
+    pub(super) fn missing_for(&self, shape: u32) -> Option<&'static str> {
+        use pin_common::limits::{SHAPE_CTX_NR, SHAPE_MM_TASK};
+        let mut needs = vec![
+            (self.task_signal, "task_struct.signal"),
+            (self.signal_rlim, "signal_struct.rlim"),
+        ];
+        if shape == SHAPE_MM_TASK {
+            needs.push((self.mm_locked_vm, "mm_struct.locked_vm"));
+        } else {
+            needs.push((self.user_locked_vm, "user_struct.locked_vm"));
+        }
+        if shape == SHAPE_CTX_NR {
+            needs.push((self.ctx_user, "io_ring_ctx.user"));
+        }
+        needs
+            .into_iter()
+            .find_map(|(offset, name)| (offset == 0).then_some(name))
+    }
 }
 
 impl Globals {
@@ -43,11 +100,12 @@ impl Globals {
             task_stack_offset,
             task_stack_size,
             cgroup_filter: u64::from(options.cgroup.is_some()),
+            limit_layout: LimitLayout::for_kernel(facts),
         }
     }
 
     /// Each global's name and value.
-    fn entries(&self) -> [(&'static str, &u64); 7] {
+    fn entries(&self) -> [(&'static str, &u64); 12] {
         [
             (GLOBAL_CALLERS_ON, &self.callers),
             (GLOBAL_LIFETIMES_ON, &self.lifetimes),
@@ -56,6 +114,14 @@ impl Globals {
             (GLOBAL_TASK_STACK_OFFSET, &self.task_stack_offset),
             (GLOBAL_TASK_STACK_SIZE, &self.task_stack_size),
             (GLOBAL_CGROUP_FILTER_ON, &self.cgroup_filter),
+            (
+                GLOBAL_USER_LOCKED_VM_OFFSET,
+                &self.limit_layout.user_locked_vm,
+            ),
+            (GLOBAL_MM_LOCKED_VM_OFFSET, &self.limit_layout.mm_locked_vm),
+            (GLOBAL_TASK_SIGNAL_OFFSET, &self.limit_layout.task_signal),
+            (GLOBAL_SIGNAL_RLIM_OFFSET, &self.limit_layout.signal_rlim),
+            (GLOBAL_CTX_USER_OFFSET, &self.limit_layout.ctx_user),
         ]
     }
 
@@ -236,6 +302,7 @@ mod tests {
             task_stack_offset: 0,
             task_stack_size: 0,
             cgroup_filter: 0,
+            limit_layout: super::LimitLayout::default(),
         };
         let names: Vec<&str> = globals.entries().iter().map(|(name, _)| *name).collect();
         assert_eq!(names, GLOBALS);

@@ -181,6 +181,10 @@ pub struct App {
     pub cgroups: BTreeMap<u64, CgroupRow>,
     /// The lower table shows cgroups (`c`) rather than processes.
     pub show_cgroups: bool,
+    /// Memlock charges the kernel refused since start.
+    pub refusals: u64,
+    /// The latest refusal: what the kernel compared.
+    pub latest_refusal: Option<figures::Verdict>,
     /// Trend history, oldest first.
     pub history: VecDeque<TrendPoint>,
     /// Focused panel.
@@ -224,6 +228,8 @@ impl App {
             procs: BTreeMap::new(),
             cgroups: BTreeMap::new(),
             show_cgroups: false,
+            refusals: 0,
+            latest_refusal: None,
             history: VecDeque::new(),
             focus: Panel::Variants,
             variant_sel: 0,
@@ -287,6 +293,10 @@ impl App {
             if let Some(name) = d.cgroup_names.get(id) {
                 row.identity = name.clone();
             }
+        }
+        self.refusals += d.denials.values().map(|r| r.denials).sum::<u64>();
+        if let Some(latest) = figures::verdicts(&d.denials).into_iter().next() {
+            self.latest_refusal = Some(latest);
         }
         for (pid, row) in self.procs.iter_mut() {
             if let Some(state) = frame.memlock.get(pid) {

@@ -124,6 +124,14 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         // Rows lost counts when the kernel evicted their table entries.
         probes.push_str(&format!("  EVICTED {evicted} rows"));
     }
+    if let Some(v) = &app.latest_refusal {
+        // The kernel said no to a memlock charge: the one line that says
+        // who and by how much (`pinwatch stat` prints the whole verdict).
+        probes.push_str(&format!(
+            "  MEMLOCK REFUSED {}x, latest pid {} ({}) {} {} pages, short {} pages",
+            app.refusals, v.pid, v.comm, v.check, v.pages, v.shortfall_pages
+        ));
+    }
     if let Some(filter) = &app.filter {
         probes.push_str(&match filter {
             super::app::Filter::Pid(pid) => format!("  processes: pid {pid}"),

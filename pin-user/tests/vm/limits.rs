@@ -1,7 +1,7 @@
 //! Memlock limits and accounting per process: an unprivileged process
 //! holding an io_uring registration under `ulimit -l` shows its limit and
 //! the memory charged to its `pinned_vm`, read from /proc and exported in
-//! `/metrics`.
+//! `/metrics`; one refused beyond it shows the kernel's own verdict.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use pinwatch::limits::MemlockState;
+use pinwatch::{figures::verdicts, limits::MemlockState, probes::Mechanism, snapshot::Snapshot};
 
 use crate::harness::{get_metrics, harness, pinwatch_bin, sample, start_pinwatch, wait_within};
 
@@ -92,4 +92,88 @@ fn a_holder_shows_its_limit_and_pinned_memory() {
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
     let status = wait_within(&mut serve, Duration::from_secs(60), "serve after SIGTERM");
     assert!(status.success(), "serve exited with {status}");
+}
+
+/// Pages the refused registration asks for: twice the limit.
+const REFUSED_PAGES: u64 = 2 * (LIMIT_KB / 4);
+
+#[test]
+fn a_refused_registration_shows_the_kernels_verdict() {
+    let h = harness();
+    let io_uring = h
+        .probes
+        .checks
+        .iter()
+        .find(|c| c.check == "io_uring")
+        .expect("the io_uring check is in the probes' list");
+    eprintln!(
+        "OBSERVED kernel={} io_uring check at {}: {:?}",
+        h.release, io_uring.function, io_uring.attached
+    );
+    // docs/limits.md: `static inline` up to 5.19, a function from 6.1.
+    if h.version < (6, 1) {
+        let why = io_uring.attached.as_ref().expect_err("inlined before 6.1");
+        assert!(why.contains("not a function of this kernel"), "{why}");
+        return;
+    }
+    let want = if h.mode == pinwatch::probes::AttachMode::Kprobe {
+        Mechanism::Kprobe
+    } else {
+        Mechanism::Fentry
+    };
+    assert_eq!(io_uring.attached, Ok(want));
+
+    let before = Snapshot::read(h.probes.maps()).expect("snapshot");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -l {LIMIT_KB} && exec \"$0\" workload io-uring-register --calls 1 --pages {REFUSED_PAGES}"
+        ))
+        .arg(pinwatch_bin())
+        .uid(USER)
+        .gid(USER)
+        .output()
+        .expect("run io-uring-register");
+    let after = Snapshot::read(h.probes.maps()).expect("snapshot");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "registration beyond the limit worked"
+    );
+    assert!(stderr.contains("Cannot allocate memory"), "{stderr}");
+
+    let delta = after.since(&before);
+    let found = verdicts(&delta.denials);
+    eprintln!("OBSERVED kernel={} verdicts {found:?}", h.release);
+    let [v] = found.as_slice() else {
+        panic!("one refusal expected: {found:?}");
+    };
+    let limit_pages = (LIMIT_KB << 10) / 4096;
+    assert_eq!(
+        (v.check, v.errno.as_str(), v.uid, v.denials, v.pages),
+        ("io_uring", "ENOMEM", USER, 1, REFUSED_PAGES)
+    );
+    assert_eq!(v.limit_bytes, Some(LIMIT_KB << 10));
+    // The user's locked_vm before the registration: 0 where only buffers
+    // are charged; from 6.18 the ring's own regions too (a few pages).
+    if h.version < (6, 18) {
+        assert_eq!(v.counter_pages, 0);
+    }
+    assert!(v.counter_pages < limit_pages, "{v:?}");
+    assert_eq!(
+        v.shortfall_pages,
+        v.counter_pages + REFUSED_PAGES - limit_pages
+    );
+    let sentence = v.sentence();
+    eprintln!(
+        "VERDICT kernel={} pid {} ({}): {sentence}",
+        h.release, v.pid, v.comm
+    );
+    assert!(
+        sentence.starts_with(&format!(
+            "io_uring charge of {REFUSED_PAGES} pages refused ENOMEM: user locked_vm {} + {REFUSED_PAGES} > RLIMIT_MEMLOCK {limit_pages} pages (1M)",
+            v.counter_pages
+        )),
+        "{sentence}"
+    );
 }

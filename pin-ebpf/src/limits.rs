@@ -1,0 +1,147 @@
+//! The kernel's memlock verdicts (`LIMIT_DENIALS`): at the return of a
+//! function that decides whether a charge fits RLIMIT_MEMLOCK
+//! (`__io_account_mem`, `io_account_mem`, `__account_locked_vm`), a refusal is recorded with
+//! what the kernel compared: the pages asked for, the charged counter
+//! (unchanged by a refused charge) and the soft limit of the task whose
+//! limit applies. Refusals are rare, so the map is a shared hash, not a
+//! per-CPU one.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
+};
+use pin_common::limits::{
+    CHECK_ACCOUNT_LOCKED_VM, CHECK_IO_URING, Denial, DenialKey, RLIMIT_MEMLOCK, RLIMIT_SIZE,
+    SHAPE_CTX_NR, SHAPE_MM_TASK,
+};
+
+use crate::{
+    counters::add_to,
+    maps::{CHECK_ARGS, LIMIT_DENIALS},
+    settings::limit_layout,
+};
+
+/// What a check was asked, kept from its entry for a kretprobe.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CheckArgs {
+    /// Address of the charged counter (`&user->locked_vm`, `&mm->locked_vm`).
+    pub counter: u64,
+    /// Pages asked for.
+    pub pages: u64,
+    /// The task whose RLIMIT_MEMLOCK applies.
+    pub task: u64,
+    /// The check (`CHECK_*`).
+    pub check: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// Reads a `u64` of kernel memory at `addr` (0 when it cannot).
+#[inline(always)]
+fn read_u64(addr: u64) -> u64 {
+    // SAFETY: the helper checks the address.
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
+}
+
+/// The soft RLIMIT_MEMLOCK of `task`, in bytes, as `rlimit()` reads it
+/// (`task->signal->rlim[RLIMIT_MEMLOCK].rlim_cur`).
+#[inline(always)]
+fn memlock_limit(task: u64, signal_off: u64, rlim_off: u64) -> u64 {
+    let signal = read_u64(task + signal_off);
+    if signal == 0 {
+        return 0;
+    }
+    read_u64(signal + rlim_off + RLIMIT_MEMLOCK * RLIMIT_SIZE)
+}
+
+/// The arguments of a check at entry, from the probed function's first
+/// argument `object` read as `shape` (`pin_common::limits::SHAPE_*`): the
+/// address of the counter it charges and the task whose limit applies.
+/// `None` when there is nothing to charge (a NULL user: CAP_IPC_LOCK at
+/// ring creation) or BTF did not give the layout (the agent then does
+/// not attach the check).
+#[inline(always)]
+pub fn args(shape: u32, object: u64, pages: u64, task: u64) -> Option<CheckArgs> {
+    let layout = limit_layout();
+    let (check, base, counter_off) = match shape {
+        SHAPE_MM_TASK => (CHECK_ACCOUNT_LOCKED_VM, object, layout.mm_locked_vm),
+        SHAPE_CTX_NR => {
+            if layout.ctx_user == 0 || object == 0 {
+                return None;
+            }
+            let user = read_u64(object + layout.ctx_user - 1);
+            (CHECK_IO_URING, user, layout.user_locked_vm)
+        }
+        _ => (CHECK_IO_URING, object, layout.user_locked_vm),
+    };
+    if counter_off == 0 || base == 0 {
+        return None;
+    }
+    Some(CheckArgs {
+        counter: base + counter_off - 1,
+        pages,
+        task,
+        check,
+        _pad: 0,
+    })
+}
+
+/// The check of `args` returned `ret`: a refusal (negative errno) is
+/// recorded under (current process, check).
+#[inline(always)]
+pub fn returned(args: &CheckArgs, ret: i64) {
+    if ret >= 0 {
+        return;
+    }
+    let layout = limit_layout();
+    let limit_bytes = if layout.task_signal == 0 || layout.signal_rlim == 0 {
+        0
+    } else {
+        memlock_limit(args.task, layout.task_signal - 1, layout.signal_rlim - 1)
+    };
+    let key = DenialKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        check: args.check,
+    };
+    if LIMIT_DENIALS.get_ptr_mut(&key).is_none() {
+        // NOEXIST: a refusal on another CPU may have created it first.
+        let _ = LIMIT_DENIALS.insert(&key, &Denial::default(), u64::from(BPF_NOEXIST));
+    }
+    let Some(row) = LIMIT_DENIALS.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: a live entry of the map; the count is added atomically, the
+    // rest describes the latest refusal (two refusals of one process at
+    // the same instant may mix their fields, which the count still shows).
+    let row = unsafe { &mut *row };
+    add_to(&mut row.denials, 1);
+    row.pages = args.pages;
+    row.counter = read_u64(args.counter);
+    row.limit_bytes = limit_bytes;
+    row.ret = ret;
+    row.last_ns = unsafe { bpf_ktime_get_ns() };
+    row.uid = bpf_get_current_uid_gid() as u32;
+    row.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// kprobe half: keeps `args` for this thread until the kretprobe.
+#[inline(always)]
+pub fn stash(args: &CheckArgs) {
+    let _ = CHECK_ARGS.insert(&bpf_get_current_pid_tgid(), args, 0);
+}
+
+/// kretprobe half: the arguments the kprobe kept, taken out.
+#[inline(always)]
+pub fn take_stashed() -> Option<CheckArgs> {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before the entry is deleted.
+    let args = unsafe { CHECK_ARGS.get(&id) }.copied();
+    if args.is_some() {
+        let _ = CHECK_ARGS.remove(&id);
+    }
+    args
+}

@@ -11,6 +11,7 @@
 
 pub mod attribution;
 pub mod catalog;
+pub mod failures;
 pub mod limits;
 pub mod maps;
 pub mod settings;
@@ -217,8 +218,10 @@ pub const INSERTS_PROCS: u32 = 0;
 pub const INSERTS_CALLERS: u32 = 1;
 /// Index in the per-CPU `TABLE_INSERTS` array: entries created in `CGROUPS`.
 pub const INSERTS_CGROUPS: u32 = 2;
+/// Index in the per-CPU `TABLE_INSERTS` array: entries created in `FAILURES`.
+pub const INSERTS_FAILURES: u32 = 3;
 /// Length of the `TABLE_INSERTS` array.
-pub const INSERTS_LEN: u32 = 3;
+pub const INSERTS_LEN: u32 = 4;
 
 /// How the probes must interpret one traced function on the running
 /// kernel, filled by the agent from the kernel's BTF into the `CONFIG` array
@@ -491,6 +494,8 @@ mod pod {
     unsafe impl aya::Pod for super::CallerKey {}
     unsafe impl aya::Pod for super::CallerStats {}
     unsafe impl aya::Pod for super::PinRecord {}
+    unsafe impl aya::Pod for super::failures::FailureKey {}
+    unsafe impl aya::Pod for super::failures::FailureStats {}
     unsafe impl aya::Pod for super::limits::DenialKey {}
     unsafe impl aya::Pod for super::limits::Denial {}
 }

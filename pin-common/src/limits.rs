@@ -72,6 +72,10 @@ pub struct Denial {
     pub ret: i64,
     /// When the last refusal happened (ns, monotonic).
     pub last_ns: u64,
+    /// The refused task's `mm->pinned_vm` (VmPin) at the refusal, in pages.
+    pub vm_pinned: u64,
+    /// Its `mm->locked_vm` (VmLck), in pages.
+    pub vm_locked: u64,
     /// Real uid of the refused task.
     pub uid: u32,
     /// Explicit padding.

@@ -45,8 +45,12 @@ pub const PIN_LIFETIMES: &str = "PIN_LIFETIMES";
 /// The kernel's memlock refusals by (process, check) (`limits::Denial`).
 pub const LIMIT_DENIALS: &str = "LIMIT_DENIALS";
 
+/// Failed and short get/pin calls by (call site, variant, outcome, flags)
+/// (`failures::FailureStats`).
+pub const FAILURES: &str = "FAILURES";
+
 /// Every map the agent opens.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     CONFIG,
     GUP_STATS,
     RELEASE_STATS,
@@ -64,4 +68,5 @@ pub const ALL: [&str; 17] = [
     CALLERS,
     PIN_LIFETIMES,
     LIMIT_DENIALS,
+    FAILURES,
 ];

@@ -47,8 +47,19 @@ pub const GLOBAL_SIGNAL_RLIM_OFFSET: &str = "SIGNAL_RLIM_OFFSET";
 /// `struct io_ring_ctx` (BTF), 0 when unknown.
 pub const GLOBAL_CTX_USER_OFFSET: &str = "CTX_USER_OFFSET";
 
+/// Read-only global (`u64`): the kernel's `FOLL_LONGTERM` bit (0:
+/// unknown), for the flags of failed calls.
+pub const GLOBAL_FOLL_LONGTERM: &str = "FOLL_LONGTERM";
+
+/// Read-only global (`u64`): 1 + the offset of `mm` in
+/// `struct task_struct` (BTF), 0 when unknown.
+pub const GLOBAL_TASK_MM_OFFSET: &str = "TASK_MM_OFFSET";
+/// Read-only global (`u64`): 1 + the offset of `pinned_vm` in
+/// `struct mm_struct` (BTF), 0 when unknown.
+pub const GLOBAL_MM_PINNED_VM_OFFSET: &str = "MM_PINNED_VM_OFFSET";
+
 /// Every read-only global the agent sets; all are `u64`.
-pub const GLOBALS: [&str; 12] = [
+pub const GLOBALS: [&str; 15] = [
     GLOBAL_CALLERS_ON,
     GLOBAL_LIFETIMES_ON,
     GLOBAL_FOLL_PIN,
@@ -61,6 +72,9 @@ pub const GLOBALS: [&str; 12] = [
     GLOBAL_TASK_SIGNAL_OFFSET,
     GLOBAL_SIGNAL_RLIM_OFFSET,
     GLOBAL_CTX_USER_OFFSET,
+    GLOBAL_FOLL_LONGTERM,
+    GLOBAL_TASK_MM_OFFSET,
+    GLOBAL_MM_PINNED_VM_OFFSET,
 ];
 
 /// Index in the `SETTINGS` array: offset of `child_pid` in the

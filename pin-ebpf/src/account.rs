@@ -23,6 +23,7 @@ use crate::{
     attribution, cgroup,
     counters::{EEXIST, add_to, bump_health, count_insert},
     events::{emit, event_wanted},
+    failures,
     follow::counted,
     frame::{Frame, STACK_SPAN},
     maps::{GUP_STATS, PIN_BALANCE, PROCS},
@@ -324,6 +325,9 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     }
     count_process(ctx, ret, is_pin, now);
     cgroup::count_call(ctx, ret, is_pin);
+    if ret < 0 || ret < state.nr {
+        failures::count(state, ret, now);
+    }
 }
 
 /// A variant's counters of calls, pages asked for (`nr`) and returned, and

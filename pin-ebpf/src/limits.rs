@@ -9,8 +9,8 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
 };
 use pin_common::limits::{
@@ -21,7 +21,7 @@ use pin_common::limits::{
 use crate::{
     counters::add_to,
     maps::{CHECK_ARGS, LIMIT_DENIALS},
-    settings::limit_layout,
+    settings::{LimitLayout, limit_layout},
 };
 
 /// What a check was asked, kept from its entry for a kretprobe.
@@ -124,8 +124,34 @@ pub fn returned(args: &CheckArgs, ret: i64) {
     row.limit_bytes = limit_bytes;
     row.ret = ret;
     row.last_ns = unsafe { bpf_ktime_get_ns() };
+    let (vm_pinned, vm_locked) = current_vm_counters(&layout);
+    row.vm_pinned = vm_pinned;
+    row.vm_locked = vm_locked;
     row.uid = bpf_get_current_uid_gid() as u32;
     row.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// The current task's `mm->pinned_vm` and `mm->locked_vm` (VmPin, VmLck),
+/// in pages; 0 where BTF did not give the layout.
+#[inline(always)]
+fn current_vm_counters(layout: &LimitLayout) -> (u64, u64) {
+    if layout.task_mm == 0 {
+        return (0, 0);
+    }
+    // SAFETY: only its address is used, through the checked helper.
+    let task = unsafe { bpf_get_current_task() };
+    let mm = read_u64(task + layout.task_mm - 1);
+    if mm == 0 {
+        return (0, 0);
+    }
+    let at = |offset: u64| {
+        if offset == 0 {
+            0
+        } else {
+            read_u64(mm + offset - 1)
+        }
+    };
+    (at(layout.mm_pinned_vm), at(layout.mm_locked_vm))
 }
 
 /// kprobe half: keeps `args` for this thread until the kretprobe.

@@ -10,7 +10,8 @@
 //! The programs only read arguments and return values; the bookkeeping is
 //! in the modules below, each of which uses only modules listed after it:
 //! `release` (releases), `account` (get/pin calls and per-process rows),
-//! `attribution` (call sites, pin lifetimes), `follow` (the followed
+//! `attribution` (call sites, pin lifetimes), `failures` (failed and
+//! short calls), `follow` (the followed
 //! process tree), `cgroup` (per-cgroup rows, the `--cgroup` filter), `limits` (the
 //! kernel's memlock verdicts), `events` (per-call events), `frame` (the traced
 //! function's frame), `outcome` (what a call came to), `task_storage`
@@ -32,6 +33,8 @@ mod cgroup;
 mod counters;
 #[cfg(target_arch = "bpf")]
 mod events;
+#[cfg(target_arch = "bpf")]
+mod failures;
 #[cfg(target_arch = "bpf")]
 mod follow;
 #[cfg(target_arch = "bpf")]

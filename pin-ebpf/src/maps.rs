@@ -16,6 +16,7 @@ use pin_common::{
     FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY,
     PinBalance, PinRecord, ProcStats, ReleaseStats, TRACKED_CAPACITY,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
+    failures::{FAILURES_CAPACITY, FailureKey, FailureStats},
     limits::{CHECK_ARGS_CAPACITY, DENIALS_CAPACITY, Denial, DenialKey},
     settings::SETTINGS_LEN,
 };
@@ -126,3 +127,10 @@ pub static LIMIT_DENIALS: LruHashMap<DenialKey, Denial> =
 /// A kprobe'd check's arguments by thread, until its kretprobe.
 #[map]
 pub static CHECK_ARGS: HashMap<u64, CheckArgs> = HashMap::with_max_entries(CHECK_ARGS_CAPACITY, 0);
+
+/// Failed and short get/pin calls by (call site, variant, outcome,
+/// flags). Shared, not per-CPU: such calls are the exception, and one
+/// entry per key keeps the map small on many-CPU hosts.
+#[map]
+pub static FAILURES: LruHashMap<FailureKey, FailureStats> =
+    LruHashMap::with_max_entries(FAILURES_CAPACITY, 0);

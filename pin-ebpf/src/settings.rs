@@ -31,6 +31,11 @@ static LIFETIMES_ON: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static FOLL_PIN: Global<u64> = Global::new(0);
 
+/// The kernel's `FOLL_LONGTERM` bit, 0 when unknown
+/// (`pin_common::settings::GLOBAL_FOLL_LONGTERM`).
+#[unsafe(no_mangle)]
+static FOLL_LONGTERM: Global<u64> = Global::new(0);
+
 /// The kernel's return-probe trampoline, 0 when unknown
 /// (`pin_common::settings::GLOBAL_RETURN_TRAMPOLINE`).
 #[unsafe(no_mangle)]
@@ -76,6 +81,16 @@ static SIGNAL_RLIM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static CTX_USER_OFFSET: Global<u64> = Global::new(0);
 
+/// 1 + offset of `task_struct.mm`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_TASK_MM_OFFSET`).
+#[unsafe(no_mangle)]
+static TASK_MM_OFFSET: Global<u64> = Global::new(0);
+
+/// 1 + offset of `mm_struct.pinned_vm`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_MM_PINNED_VM_OFFSET`).
+#[unsafe(no_mangle)]
+static MM_PINNED_VM_OFFSET: Global<u64> = Global::new(0);
+
 /// Where the memlock checks' counters and limits sit (each 1 + the byte
 /// offset, 0 when unknown), from the kernel's BTF.
 #[derive(Clone, Copy)]
@@ -90,6 +105,10 @@ pub struct LimitLayout {
     pub signal_rlim: u64,
     /// `io_ring_ctx.user`.
     pub ctx_user: u64,
+    /// `task_struct.mm`.
+    pub task_mm: u64,
+    /// `mm_struct.pinned_vm`.
+    pub mm_pinned_vm: u64,
 }
 
 /// The memlock checks' layout (see [`LimitLayout`]).
@@ -101,6 +120,8 @@ pub fn limit_layout() -> LimitLayout {
         task_signal: TASK_SIGNAL_OFFSET.load(),
         signal_rlim: SIGNAL_RLIM_OFFSET.load(),
         ctx_user: CTX_USER_OFFSET.load(),
+        task_mm: TASK_MM_OFFSET.load(),
+        mm_pinned_vm: MM_PINNED_VM_OFFSET.load(),
     }
 }
 
@@ -143,6 +164,12 @@ pub fn lifetimes_on() -> bool {
 #[inline(always)]
 pub fn foll_pin() -> u64 {
     FOLL_PIN.load()
+}
+
+/// The kernel's `FOLL_LONGTERM` bit (0: unknown).
+#[inline(always)]
+pub fn foll_longterm() -> u64 {
+    FOLL_LONGTERM.load()
 }
 
 /// The address of the kernel's return-probe trampoline, which a kretprobe

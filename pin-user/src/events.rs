@@ -97,12 +97,11 @@ impl CallRecord {
     pub fn decode(event: &CallEvent, flags: &FollFlags) -> Self {
         let known = |v: u64| (event.kind == EVENT_GUP && v != u64::MAX).then_some(v);
         let raw_flags = known(event.flags);
-        let comm_len = event.comm.iter().position(|&b| b == 0).unwrap_or(16);
         Self {
             start_ns: event.start_ns,
             tid: event.pid_tgid as u32,
             pid: (event.pid_tgid >> 32) as u32,
-            comm: String::from_utf8_lossy(&event.comm[..comm_len]).into_owned(),
+            comm: crate::units::comm_text(&event.comm),
             function: function_name(event.func),
             release: event.kind != EVENT_GUP,
             addr: raw_flags.map(|_| event.addr),

@@ -9,8 +9,9 @@ use serde::Serialize;
 use crate::{
     attribution::lifetimes::Outstanding,
     figures::{
-        CallerView, CgroupFigures, HealthFigures, ProcessFigures, ReleaseFigures, VariantFigures,
-        Verdict, caller_views, fmt_ns, per_second, pid_label, verdicts,
+        CallerView, CgroupFigures, FailureFigures, HealthFigures, ProcessFigures, ReleaseFigures,
+        VariantFigures, Verdict, caller_views, failure_views, fmt_ns, per_second, pid_label,
+        verdicts,
     },
     snapshot::Delta,
     vmstat::PinCounters,
@@ -52,6 +53,9 @@ pub struct IntervalView {
     pub vmstat: Option<PinCounters>,
     /// Calling kernel functions, busiest first.
     pub callers: Vec<CallerView>,
+    /// Get/pin calls of the interval that failed or came back short, by
+    /// call site, variant, outcome and flags, most first.
+    pub failures: Vec<FailureFigures>,
     /// Memlock charges the kernel refused in the interval, by (process,
     /// check), the latest first: what the deciding function compared.
     pub limit_verdicts: Vec<Verdict>,
@@ -91,6 +95,7 @@ impl IntervalView {
             cgroups: CgroupFigures::busiest(&delta.cgroups, &delta.cgroup_names, TOP_CGROUPS),
             vmstat: delta.vmstat,
             callers: caller_views(&delta.callers, &delta.sites),
+            failures: failure_views(&delta.failures, &delta.sites),
             limit_verdicts: verdicts(&delta.denials),
             outstanding: None,
             health: HealthFigures::new(&delta.health, &delta.misses, delta.evicted),
@@ -112,6 +117,7 @@ impl IntervalView {
         self.write_releases(&mut out);
         self.write_processes(&mut out);
         self.write_cgroups(&mut out);
+        self.write_failures(&mut out);
         self.write_verdicts(&mut out);
         out.push_str(&crate::figures::render_callers(
             &self.callers,
@@ -261,6 +267,39 @@ impl IntervalView {
 }
 
 impl IntervalView {
+    /// Failed and short calls: what each caller asked for and got.
+    fn write_failures(&self, out: &mut String) {
+        if self.failures.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "failed or short get/pin calls:");
+        let _ = writeln!(
+            out,
+            "  {:<28} {:<34} {:<9} {:<14} {:>7} {:>9} {:>9}  last",
+            "variant", "caller", "outcome", "flags", "calls", "pages/call", "got"
+        );
+        for f in &self.failures {
+            let flags = if f.flags.is_empty() {
+                "-".to_string()
+            } else {
+                f.flags.join(",")
+            };
+            let _ = writeln!(
+                out,
+                "  {:<28} {:<34} {:<9} {:<14} {:>7} {:>9.1} {:>9}  {} ({})",
+                f.variant,
+                f.caller,
+                f.outcome,
+                flags,
+                f.calls,
+                f.mean_requested(),
+                f.pages_returned,
+                f.last_pid,
+                f.last_comm
+            );
+        }
+    }
+
     /// The kernel's memlock refusals of the interval, one line each.
     fn write_verdicts(&self, out: &mut String) {
         if self.limit_verdicts.is_empty() {
@@ -425,6 +464,7 @@ mod tests {
                 misses: Default::default(),
                 vmstat: None,
                 callers: crate::attribution::sample_callers().0,
+                failures: Default::default(),
                 denials: Default::default(),
                 evicted: Default::default(),
                 balance: Default::default(),

@@ -7,7 +7,8 @@ use std::{collections::BTreeMap, time::Instant};
 use aya::{Pod, maps::PerCpuValues};
 use pin_common::{
     CallerKey, CallerStats, CgroupStats, GupStats, HEALTH_COUNT, INSERTS_CALLERS, INSERTS_CGROUPS,
-    INSERTS_PROCS, PinBalance, ProcStats, ReleaseStats,
+    INSERTS_FAILURES, INSERTS_PROCS, PinBalance, ProcStats, ReleaseStats,
+    failures::{FailureKey, FailureStats},
     limits::{Denial, DenialKey},
 };
 
@@ -122,6 +123,9 @@ pub struct CounterSet {
     /// interval (`denials` counting the interval's; the rest describes
     /// the latest refusal).
     pub denials: BTreeMap<DenialKey, Denial>,
+    /// Failed and short get/pin calls by (call site, variant, outcome,
+    /// flags); in a delta only the keys with calls in the interval.
+    pub failures: BTreeMap<FailureKey, FailureStats>,
 }
 
 /// All counters at one instant.
@@ -146,9 +150,10 @@ impl std::ops::DerefMut for Snapshot {
     }
 }
 
-/// Entries of the LRU tables (`PROCS`, `CALLERS`, `CGROUPS`) the kernel
-/// evicted, taking their per-process / per-call-site / per-cgroup counts
-/// with them (the per-variant totals keep every call).
+/// Entries of the LRU tables (`PROCS`, `CALLERS`, `CGROUPS`, `FAILURES`)
+/// the kernel evicted, taking their per-process / per-call-site /
+/// per-cgroup / per-failure counts with them (the per-variant totals keep
+/// every call).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Evictions {
     /// Per-process entries evicted.
@@ -157,10 +162,12 @@ pub struct Evictions {
     pub callers: u64,
     /// Per-cgroup entries evicted.
     pub cgroups: u64,
+    /// Failed-call entries evicted.
+    pub failures: u64,
 }
 
 crate::counters::counters!(Evictions {
-    sum: [procs, callers, cgroups],
+    sum: [procs, callers, cgroups, failures],
     hist: [],
     max: [],
     stamp: [],
@@ -247,12 +254,7 @@ fn proc_totals(values: &PerCpuValues<ProcStats>) -> ProcTotals {
         total.first_ns = total.first_ns.max(cpu.first_ns);
         if cpu.comm[0] != 0 && (total.comm.is_empty() || cpu.last_ns > latest) {
             latest = cpu.last_ns;
-            let len = cpu
-                .comm
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(cpu.comm.len());
-            total.comm = String::from_utf8_lossy(&cpu.comm[..len]).into_owned();
+            total.comm = crate::units::comm_text(&cpu.comm);
         }
     }
     total
@@ -309,6 +311,7 @@ struct Tables {
     procs: BTreeMap<u32, ProcTotals>,
     callers: BTreeMap<CallerKey, CallerStats>,
     cgroups: BTreeMap<u64, CgroupTotals>,
+    failures: BTreeMap<FailureKey, FailureStats>,
     evicted: Evictions,
 }
 
@@ -322,6 +325,7 @@ fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
     let procs = read_procs(maps)?;
     let callers = attribution::read_callers(maps)?;
     let cgroups = read_cgroups(maps)?;
+    let failures: BTreeMap<FailureKey, FailureStats> = maps.failures()?.iter().flatten().collect();
     let evicted = Evictions {
         procs: Evictions::evicted(
             inserted[INSERTS_PROCS as usize],
@@ -338,11 +342,17 @@ fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
             inserts_read_ns,
             cgroups.values().map(|c| c.first_ns),
         ),
+        failures: Evictions::evicted(
+            inserted[INSERTS_FAILURES as usize],
+            inserts_read_ns,
+            failures.values().map(|f| f.first_ns),
+        ),
     };
     Ok(Tables {
         procs,
         callers,
         cgroups,
+        failures,
         evicted,
     })
 }
@@ -359,6 +369,7 @@ impl Snapshot {
             procs,
             callers,
             cgroups,
+            failures,
             evicted,
         } = read_tables(maps)?;
         // The instant and vmstat belong with the counters. Call sites are
@@ -381,6 +392,7 @@ impl Snapshot {
                 evicted,
                 balance,
                 denials,
+                failures,
             },
         })
     }
@@ -479,6 +491,25 @@ impl CounterSet {
                     ))
                 })
                 .collect(),
+            failures: self
+                .failures
+                .iter()
+                .filter_map(|(key, cur)| {
+                    // An entry created anew (evicted in between) counts from 0.
+                    let d = match earlier.failures.get(key) {
+                        Some(prev) if prev.first_ns == cur.first_ns => FailureStats {
+                            calls: cur.calls - prev.calls.min(cur.calls),
+                            pages_requested: cur.pages_requested
+                                - prev.pages_requested.min(cur.pages_requested),
+                            pages_returned: cur.pages_returned
+                                - prev.pages_returned.min(cur.pages_returned),
+                            ..*cur
+                        },
+                        _ => *cur,
+                    };
+                    (d.calls != 0).then_some((*key, d))
+                })
+                .collect(),
             vmstat: match (self.vmstat, earlier.vmstat) {
                 (Some(c), Some(p)) => Some(c.delta(&p)),
                 _ => None,
@@ -557,6 +588,7 @@ mod tests {
                 },
                 balance: PinBalance::default(),
                 denials: BTreeMap::new(),
+                failures: BTreeMap::new(),
             },
         }
     }

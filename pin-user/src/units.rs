@@ -1,5 +1,11 @@
-//! How figures are written: a rate per second and a latency in compact
-//! units. A leaf: the figures and every view that writes a number use it.
+//! How figures are written: a rate per second, a latency in compact
+//! units, a kernel comm as text. A leaf: the figures and every view that writes a number use it.
+
+/// A kernel `comm` (NUL-padded, at most 16 bytes) as text.
+pub fn comm_text(comm: &[u8; 16]) -> String {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..len]).into_owned()
+}
 
 /// `n` per second over `seconds` (at least 1 ns, so an empty interval
 /// gives a finite rate).

@@ -83,6 +83,11 @@ impl Collector for Exporter {
         encode_releases(&mut encoder, input)?;
         encode_probe_info(&mut encoder, input)?;
         super::caller_metrics::encode_callers(&mut encoder, &input.snapshot.callers, &input.sites)?;
+        super::failure_metrics::encode_failures(
+            &mut encoder,
+            &input.snapshot.failures,
+            &input.sites,
+        )?;
         super::cgroup_metrics::encode_cgroups(
             &mut encoder,
             &input.snapshot.cgroups,
@@ -387,12 +392,13 @@ fn encode_health(
     family(
         encoder,
         "pinwatch_map_evicted",
-        "Entries the kernel evicted from pinwatch's LRU hash maps when they were full (before Linux 6.16 also well short of full on many-CPU hosts), with the per-process / per-call-site / per-cgroup counts made since the previous read; the per-variant totals lose nothing.",
+        "Entries the kernel evicted from pinwatch's LRU hash maps when they were full (before Linux 6.16 also well short of full on many-CPU hosts), with the per-process / per-call-site / per-cgroup / per-failure counts made since the previous read; the per-variant totals lose nothing.",
         Counter,
         vec![
             (vec![("map", maps::PROCS.to_string())], evicted.procs),
             (vec![("map", maps::CALLERS.to_string())], evicted.callers),
             (vec![("map", maps::CGROUPS.to_string())], evicted.cgroups),
+            (vec![("map", maps::FAILURES.to_string())], evicted.failures),
         ],
     )?;
     Ok(())

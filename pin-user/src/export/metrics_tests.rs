@@ -122,6 +122,20 @@ pub(crate) fn input() -> MetricsInput {
                 health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0],
                 misses: crate::probes::misses::sample(),
                 callers: crate::attribution::sample_callers().0,
+                failures: BTreeMap::from([(
+                    pin_common::failures::FailureKey {
+                        caller: 0,
+                        func: 8,
+                        outcome: -14,
+                        flags: pin_common::failures::FAILED_LONGTERM,
+                        _pad: 0,
+                    },
+                    pin_common::failures::FailureStats {
+                        calls: 3,
+                        pages_requested: 48,
+                        ..Default::default()
+                    },
+                )]),
                 denials: BTreeMap::from([(
                     pin_common::limits::DenialKey { tgid: 7, check: 0 },
                     pin_common::limits::Denial {
@@ -141,6 +155,7 @@ pub(crate) fn input() -> MetricsInput {
                     procs: 21808,
                     callers: 3,
                     cgroups: 1,
+                    failures: 0,
                 },
                 vmstat: Some(PinCounters {
                     nr_foll_pin_acquired: 1000,

@@ -5,6 +5,7 @@
 mod caller_metrics;
 mod cgroup_metrics;
 pub mod diff;
+mod failure_metrics;
 mod families;
 mod memlock_metrics;
 pub mod metrics;

@@ -126,6 +126,14 @@ pub struct Counts {
     /// recordings made before per-cgroup counting).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroups: Vec<CgroupFigures>,
+    /// Failed and short get/pin calls by call site, variant, outcome and
+    /// flags (absent when none, and in older recordings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<crate::figures::FailureFigures>,
+    /// Memlock charges the kernel refused, with what it compared (absent
+    /// when none, and in older recordings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limit_verdicts: Vec<crate::figures::Verdict>,
     /// Reduced mode only: processes with the most `VmPin` at the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pinned_processes: Vec<crate::reduced::PinnedView>,
@@ -163,6 +171,8 @@ impl Counts {
             vmstat: d.vmstat,
             callers: crate::figures::caller_views(&d.callers, &d.sites),
             cgroups: CgroupFigures::busiest(&d.cgroups, &d.cgroup_names, usize::MAX),
+            failures: crate::figures::failure_views(&d.failures, &d.sites),
+            limit_verdicts: crate::figures::verdicts(&d.denials),
             pinned_processes: Vec::new(),
         }
     }
@@ -467,7 +477,34 @@ mod tests {
                 health: [0; pin_common::HEALTH_COUNT],
                 misses: Default::default(),
                 callers: crate::attribution::sample_callers().0,
-                denials: Default::default(),
+                failures: BTreeMap::from([(
+                    pin_common::failures::FailureKey {
+                        caller: 0,
+                        func: 8,
+                        outcome: -14,
+                        flags: pin_common::failures::FAILED_WRITE,
+                        _pad: 0,
+                    },
+                    pin_common::failures::FailureStats {
+                        calls: scale,
+                        pages_requested: 4 * scale,
+                        max_requested: 4,
+                        last_tgid: 7,
+                        ..Default::default()
+                    },
+                )]),
+                denials: BTreeMap::from([(
+                    pin_common::limits::DenialKey { tgid: 7, check: 0 },
+                    pin_common::limits::Denial {
+                        denials: scale,
+                        pages: 200,
+                        counter: 200,
+                        limit_bytes: 1 << 20,
+                        ret: -12,
+                        vm_pinned: 200,
+                        ..Default::default()
+                    },
+                )]),
                 evicted: Default::default(),
                 balance: Default::default(),
                 vmstat: Some(PinCounters {
@@ -516,15 +553,21 @@ mod tests {
     #[test]
     fn recordings_from_before_per_cgroup_counts_still_read() {
         let mut json = serde_json::to_value(record()).unwrap();
-        json.as_object_mut().unwrap().remove("cgroups");
+        let older = ["cgroups", "failures", "limit_verdicts"];
+        for field in older {
+            json.as_object_mut().unwrap().remove(field);
+        }
         for interval in json["intervals"].as_array_mut().unwrap() {
-            interval.as_object_mut().unwrap().remove("cgroups");
+            for field in older {
+                interval.as_object_mut().unwrap().remove(field);
+            }
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.json");
         std::fs::write(&path, json.to_string()).unwrap();
         let old = Record::read(&path).unwrap();
         assert!(old.counts.cgroups.is_empty());
+        assert!(old.counts.failures.is_empty() && old.counts.limit_verdicts.is_empty());
         assert_eq!(old.counts.totals, record().counts.totals);
     }
 

@@ -2,7 +2,8 @@
 //! of them): one type per thing shown — a GUP variant
 //! ([`VariantFigures`]), a release function ([`ReleaseFigures`]), a
 //! process ([`ProcessFigures`]), a cgroup ([`CgroupFigures`]), a calling kernel function
-//! ([`CallerView`]), probe health ([`HealthFigures`]), the kernel's memlock
+//! ([`CallerView`]), failed and short calls ([`FailureFigures`]), probe
+//! health ([`HealthFigures`]), the kernel's memlock
 //! refusals ([`Verdict`]) — with
 //! the derived figures (rates, pages per call, fallback and error shares,
 //! latency percentiles, pins outstanding) as their methods. `stat`'s table
@@ -13,6 +14,7 @@
 
 mod caller;
 mod cgroup;
+mod failure;
 mod health;
 mod latency;
 mod process;
@@ -22,6 +24,7 @@ mod verdict;
 pub use crate::units::{fmt_ns, per_second};
 pub use caller::{CallerView, HoldTimes, caller_views, render_text as render_callers};
 pub use cgroup::CgroupFigures;
+pub use failure::{FailureFigures, failure_views};
 pub use health::{HealthFigures, SkippedRuns};
 pub use latency::{Latency, latency_quantile_ns};
 pub use process::{ProcessFigures, pid_label};

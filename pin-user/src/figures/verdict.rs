@@ -5,16 +5,17 @@
 //! RLIMIT_MEMLOCK 16 pages (64K), short by 16 pages (64K)".
 
 use pin_common::limits::{CHECK_ACCOUNT_LOCKED_VM, CHECK_IO_URING, Denial, DenialKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::variant::errno_name;
 use crate::limits::fmt_limit;
+use crate::units::comm_text;
 
 /// Bytes per page (x86-64; the probes report counters in pages).
 const PAGE_SIZE: u64 = 4096;
 
 /// One process's refusals by one check, as of the latest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Refused process (tgid).
     pub pid: u32,
@@ -23,9 +24,9 @@ pub struct Verdict {
     /// Real uid of the refused task.
     pub uid: u32,
     /// What charged: `io_uring` or `account_locked_vm`.
-    pub check: &'static str,
+    pub check: String,
     /// The counter it charges (`user locked_vm`, `mm locked_vm`).
-    pub counter_name: &'static str,
+    pub counter_name: String,
     /// Refusals so far.
     pub denials: u64,
     /// Pages the latest refused charge asked for.
@@ -36,18 +37,17 @@ pub struct Verdict {
     pub limit_bytes: Option<u64>,
     /// The errno returned (`ENOMEM`).
     pub errno: String,
+    /// The refused process's VmPin (`mm->pinned_vm`) at the refusal, in
+    /// pages (0 where BTF did not give its place).
+    pub vm_pinned_pages: u64,
+    /// Its VmLck (`mm->locked_vm`), in pages.
+    pub vm_locked_pages: u64,
     /// Pages over the limit the charge would have gone (0 when the
     /// numbers fit: a concurrent release in between, or the kernel refused
     /// for another reason).
     pub shortfall_pages: u64,
     /// When the latest refusal happened (ns, monotonic clock).
     pub last_ns: u64,
-}
-
-/// A kernel comm (NUL-padded) as text.
-fn comm_text(comm: &[u8; 16]) -> String {
-    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..len]).into_owned()
 }
 
 /// pinwatch's name of check `check`, and the counter it charges.
@@ -70,13 +70,15 @@ impl Verdict {
             pid: key.tgid,
             comm: comm_text(&row.comm),
             uid: row.uid,
-            check,
-            counter_name,
+            check: check.to_string(),
+            counter_name: counter_name.to_string(),
             denials: row.denials,
             pages: row.pages,
             counter_pages: row.counter,
             limit_bytes,
             errno: errno_name(row.ret.unsigned_abs() as usize),
+            vm_pinned_pages: row.vm_pinned,
+            vm_locked_pages: row.vm_locked,
             shortfall_pages: limit_pages.map_or(0, |l| wanted.saturating_sub(l)),
             last_ns: row.last_ns,
         }
@@ -106,6 +108,11 @@ impl Verdict {
                 size(self.shortfall_pages)
             );
         }
+        line += &format!(
+            "; process VmPin {}, VmLck {}",
+            size(self.vm_pinned_pages),
+            size(self.vm_locked_pages)
+        );
         line
     }
 }
@@ -134,6 +141,8 @@ mod tests {
             limit_bytes,
             ret: -12,
             last_ns: 5,
+            vm_pinned: 3,
+            vm_locked: 0,
             uid: 1000,
             _pad: 0,
             comm,
@@ -152,7 +161,7 @@ mod tests {
         assert_eq!(
             v.sentence(),
             "io_uring charge of 32 pages refused ENOMEM: user locked_vm 4 + 32 > \
-             RLIMIT_MEMLOCK 16 pages (64K), short by 20 pages (80K)"
+             RLIMIT_MEMLOCK 16 pages (64K), short by 20 pages (80K); process VmPin 12K, VmLck 0K"
         );
     }
 
@@ -167,7 +176,7 @@ mod tests {
         assert_eq!(v.shortfall_pages, 0);
         assert!(
             v.sentence()
-                .ends_with("mm locked_vm 1 + 1 > RLIMIT_MEMLOCK unlimited")
+                .contains("mm locked_vm 1 + 1 > RLIMIT_MEMLOCK unlimited; process VmPin")
         );
     }
 

@@ -175,6 +175,16 @@ impl<'a> KernelMaps<'a> {
         self.open(maps::LIMIT_DENIALS)
     }
 
+    /// `FAILURES`: failed and short get/pin calls.
+    pub fn failures(
+        self,
+    ) -> Result<
+        HashMap<&'a MapData, pin_common::failures::FailureKey, pin_common::failures::FailureStats>,
+        KernelMapError,
+    > {
+        self.open(maps::FAILURES)
+    }
+
     /// `PIN_LIFETIMES`: outstanding pins by folio address.
     pub fn pin_lifetimes(self) -> Result<HashMap<&'a MapData, u64, PinRecord>, KernelMapError> {
         self.open(maps::PIN_LIFETIMES)
@@ -300,6 +310,10 @@ mod tests {
             shape::<u64, PinRecord>(maps::PIN_LIFETIMES, BPF_MAP_TYPE_HASH),
             shape::<pin_common::limits::DenialKey, pin_common::limits::Denial>(
                 maps::LIMIT_DENIALS,
+                BPF_MAP_TYPE_LRU_HASH,
+            ),
+            shape::<pin_common::failures::FailureKey, pin_common::failures::FailureStats>(
+                maps::FAILURES,
                 BPF_MAP_TYPE_LRU_HASH,
             ),
         ]

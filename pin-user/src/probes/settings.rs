@@ -9,10 +9,11 @@
 
 use aya::EbpfLoader;
 use pin_common::settings::{
-    GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_PIN,
-    GLOBAL_LIFETIMES_ON, GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_RETURN_TRAMPOLINE,
-    GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET,
-    GLOBAL_TASK_STACK_SIZE, GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
+    GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM,
+    GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON, GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET,
+    GLOBAL_RETURN_TRAMPOLINE, GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_MM_OFFSET,
+    GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE,
+    GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
 };
 
 use super::{AttachError, AttachOptions, KernelMapsMut};
@@ -27,6 +28,8 @@ pub(super) struct Globals {
     /// `None` when this kernel's FOLL_PIN is unknown: see
     /// [`Globals::start_lifetimes`].
     foll_pin: Option<u64>,
+    /// 0 when unknown: failed calls then never show LONGTERM.
+    foll_longterm: u64,
     return_trampoline: u64,
     task_stack_offset: u64,
     task_stack_size: u64,
@@ -45,6 +48,8 @@ pub(super) struct LimitLayout {
     pub task_signal: u64,
     pub signal_rlim: u64,
     pub ctx_user: u64,
+    pub task_mm: u64,
+    pub mm_pinned_vm: u64,
 }
 
 impl LimitLayout {
@@ -63,6 +68,8 @@ impl LimitLayout {
             task_signal: at("task_struct", "signal"),
             signal_rlim: at("signal_struct", "rlim"),
             ctx_user: at("io_ring_ctx", "user"),
+            task_mm: at("task_struct", "mm"),
+            mm_pinned_vm: at("mm_struct", "pinned_vm"),
         }
     }
 
@@ -96,6 +103,9 @@ impl Globals {
             callers: u64::from(options.callers),
             lifetimes: u64::from(options.lifetimes),
             foll_pin: FollFlags::for_kernel(facts.btf.as_ref().ok()).value("FOLL_PIN"),
+            foll_longterm: FollFlags::for_kernel(facts.btf.as_ref().ok())
+                .value("FOLL_LONGTERM")
+                .unwrap_or(0),
             return_trampoline: return_trampoline(facts),
             task_stack_offset,
             task_stack_size,
@@ -105,7 +115,7 @@ impl Globals {
     }
 
     /// Each global's name and value.
-    fn entries(&self) -> [(&'static str, &u64); 12] {
+    fn entries(&self) -> [(&'static str, &u64); 15] {
         [
             (GLOBAL_CALLERS_ON, &self.callers),
             (GLOBAL_LIFETIMES_ON, &self.lifetimes),
@@ -122,6 +132,9 @@ impl Globals {
             (GLOBAL_TASK_SIGNAL_OFFSET, &self.limit_layout.task_signal),
             (GLOBAL_SIGNAL_RLIM_OFFSET, &self.limit_layout.signal_rlim),
             (GLOBAL_CTX_USER_OFFSET, &self.limit_layout.ctx_user),
+            (GLOBAL_FOLL_LONGTERM, &self.foll_longterm),
+            (GLOBAL_TASK_MM_OFFSET, &self.limit_layout.task_mm),
+            (GLOBAL_MM_PINNED_VM_OFFSET, &self.limit_layout.mm_pinned_vm),
         ]
     }
 
@@ -298,6 +311,7 @@ mod tests {
             callers: 1,
             lifetimes: 0,
             foll_pin: None,
+            foll_longterm: 0,
             return_trampoline: 0,
             task_stack_offset: 0,
             task_stack_size: 0,

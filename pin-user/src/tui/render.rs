@@ -389,7 +389,7 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
 fn draw_errors_and_release(f: &mut Frame, app: &App, area: Rect) {
     let secs = app.last.as_ref().map(|d| d.seconds).unwrap_or(1.0);
     let width = area.width.saturating_sub(2) as usize;
-    let mut lines = vec![Line::from("errors (total)").bold()];
+    let mut lines = vec![Line::from("errors & short (total)").bold()];
     let mut errs: Vec<(String, u64)> = Vec::new();
     for stats in &app.totals {
         for (e, &n) in stats.errno.iter().enumerate().filter(|(_, n)| **n > 0) {
@@ -398,6 +398,15 @@ fn draw_errors_and_release(f: &mut Frame, app: &App, area: Rect) {
                 Some((_, total)) => *total += n,
                 None => errs.push((name, n)),
             }
+        }
+    }
+    // Calls that came back with fewer pages than asked, or none: the
+    // rest of the error view (`pinwatch stat` lists them by caller).
+    let partial: u64 = app.totals.iter().map(|s| s.partial).sum();
+    let zero: u64 = app.totals.iter().map(|s| s.zero).sum();
+    for (name, n) in [("short", partial), ("zero", zero)] {
+        if n > 0 {
+            errs.push((name.to_string(), n));
         }
     }
     if errs.is_empty() {

@@ -79,6 +79,7 @@ fn frame(step: u64) -> Frame {
                 health: [0; pin_common::HEALTH_COUNT],
                 misses: Default::default(),
                 callers: crate::attribution::sample_callers().0,
+                failures: Default::default(),
                 denials: Default::default(),
                 evicted: Default::default(),
                 balance,

@@ -120,6 +120,37 @@ fn errors_and_partial_returns() {
     assert_eq!(got.errors, 2);
     assert_eq!(v.errno.get("EFAULT"), Some(&2), "{:?}", v.errno);
     assert_eq!(acquired, 2);
+
+    // The error view: this process's failed and short calls by call site,
+    // outcome and flags (a read of the remote side passes no FOLL_WRITE).
+    let d = d.named();
+    let me = std::process::id();
+    let rows: Vec<_> = pinwatch::figures::failure_views(&d.failures, &d.sites)
+        .into_iter()
+        .filter(|f| f.last_pid == me && f.variant == "pin_user_pages_remote")
+        .collect();
+    eprintln!(
+        "OBSERVED kernel={} attach={:?} failures {rows:?}",
+        h.release, h.mode
+    );
+    let total = |outcome: &str| {
+        rows.iter()
+            .filter(|f| f.outcome == outcome)
+            .fold((0, 0, 0), |t, f| {
+                (
+                    t.0 + f.calls,
+                    t.1 + f.pages_requested,
+                    t.2 + f.pages_returned,
+                )
+            })
+    };
+    assert_eq!(total("EFAULT"), (2, 4, 0), "{rows:?}");
+    assert_eq!(total("short"), (1, 4, 2), "{rows:?}");
+    assert_eq!(rows.len(), 2, "one call site, two outcomes: {rows:?}");
+    for f in &rows {
+        assert!(f.flags.is_empty(), "{f:?}");
+        assert!(f.caller.starts_with("process_vm_rw"), "{f:?}");
+    }
 }
 
 /// The user-facing command: `pinwatch stat --json` sees a workload run

@@ -94,8 +94,9 @@ fn a_holder_shows_its_limit_and_pinned_memory() {
     assert!(status.success(), "serve exited with {status}");
 }
 
-/// Pages the refused registration asks for: twice the limit.
-const REFUSED_PAGES: u64 = 2 * (LIMIT_KB / 4);
+/// Pages each of two registrations asks for: the first fits the limit
+/// (256 pages), the second does not.
+const REFUSED_PAGES: u64 = 200;
 
 #[test]
 fn a_refused_registration_shows_the_kernels_verdict() {
@@ -123,17 +124,33 @@ fn a_refused_registration_shows_the_kernels_verdict() {
     };
     assert_eq!(io_uring.attached, Ok(want));
 
+    // `stat --json` beside it: the user-facing view of the same refusal.
+    let attach = h.attach_arg();
+    let stat = start_pinwatch(
+        &[
+            "stat",
+            "--json",
+            "--interval",
+            "2s",
+            "--count",
+            "3",
+            "--attach",
+            &attach,
+        ],
+        "attached",
+    );
     let before = Snapshot::read(h.probes.maps()).expect("snapshot");
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -l {LIMIT_KB} && exec \"$0\" workload io-uring-register --calls 1 --pages {REFUSED_PAGES}"
+            "ulimit -l {LIMIT_KB} && exec \"$0\" workload io-uring-hold --calls 2 --pages {REFUSED_PAGES}"
         ))
         .arg(pinwatch_bin())
         .uid(USER)
         .gid(USER)
+        .stdin(Stdio::null())
         .output()
-        .expect("run io-uring-register");
+        .expect("run io-uring-hold");
     let after = Snapshot::read(h.probes.maps()).expect("snapshot");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -150,19 +167,72 @@ fn a_refused_registration_shows_the_kernels_verdict() {
     };
     let limit_pages = (LIMIT_KB << 10) / 4096;
     assert_eq!(
-        (v.check, v.errno.as_str(), v.uid, v.denials, v.pages),
+        (
+            v.check.as_str(),
+            v.errno.as_str(),
+            v.uid,
+            v.denials,
+            v.pages
+        ),
         ("io_uring", "ENOMEM", USER, 1, REFUSED_PAGES)
     );
     assert_eq!(v.limit_bytes, Some(LIMIT_KB << 10));
-    // The user's locked_vm before the registration: 0 where only buffers
-    // are charged; from 6.18 the ring's own regions too (a few pages).
+    // The user's locked_vm at the second registration: the first one's
+    // pages; from 6.18 the rings' own regions are charged there too.
     if h.version < (6, 18) {
-        assert_eq!(v.counter_pages, 0);
+        assert_eq!(v.counter_pages, REFUSED_PAGES);
     }
-    assert!(v.counter_pages < limit_pages, "{v:?}");
+    assert!(
+        (REFUSED_PAGES..limit_pages).contains(&v.counter_pages),
+        "{v:?}"
+    );
+    // The process's VmPin: the first registration's pages (io_uring
+    // charges pinned_vm only once the user's charge passed).
+    assert_eq!((v.vm_pinned_pages, v.vm_locked_pages), (REFUSED_PAGES, 0));
     assert_eq!(
         v.shortfall_pages,
         v.counter_pages + REFUSED_PAGES - limit_pages
+    );
+    let stat = stat.wait_with_output().expect("stat output");
+    assert!(
+        stat.status.success(),
+        "pinwatch stat failed: {}",
+        stat.status
+    );
+    let shown: Vec<serde_json::Value> = String::from_utf8_lossy(&stat.stdout)
+        .lines()
+        .flat_map(|line| {
+            let view: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+            view["limit_verdicts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    eprintln!(
+        "OBSERVED kernel={} stat limit_verdicts {shown:?}",
+        h.release
+    );
+    let [shown] = shown.as_slice() else {
+        panic!("stat showed one refusal: {shown:?}");
+    };
+    assert_eq!(
+        (
+            shown["pid"].as_u64(),
+            shown["errno"].as_str(),
+            shown["pages"].as_u64(),
+            shown["counter_pages"].as_u64(),
+            shown["shortfall_pages"].as_u64(),
+            shown["vm_pinned_pages"].as_u64(),
+        ),
+        (
+            Some(u64::from(v.pid)),
+            Some("ENOMEM"),
+            Some(REFUSED_PAGES),
+            Some(v.counter_pages),
+            Some(v.shortfall_pages),
+            Some(REFUSED_PAGES),
+        )
     );
     let sentence = v.sentence();
     eprintln!(

@@ -1,0 +1,91 @@
+//! Failed and short get/pin calls (`FAILURES`): each outermost call that
+//! returned an errno, nothing, or fewer pages than asked for, counted by
+//! (call site, variant, outcome, WRITE/LONGTERM) with its sizes and the
+//! latest process, for the error view. Only such calls come here, so a
+//! shared hash with atomic adds costs the common, successful call nothing.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+};
+use pin_common::{
+    INSERTS_FAILURES, TaskState,
+    failures::{
+        FAILED_LONGTERM, FAILED_WRITE, FailureKey, FailureStats, OUTCOME_SHORT, OUTCOME_ZERO,
+    },
+};
+
+use crate::{
+    counters::{add_to, count_insert},
+    maps::FAILURES,
+    settings::foll_longterm,
+};
+
+/// The kernel's FOLL_WRITE (the same bit on every kernel).
+const FOLL_WRITE: u64 = 1;
+
+/// The `FAILURES` key of the outermost call in `state` that returned `ret`.
+#[inline(always)]
+fn key_of(state: &TaskState, ret: i64) -> FailureKey {
+    let outcome = if ret < 0 {
+        ret as i32
+    } else if ret == 0 {
+        OUTCOME_ZERO
+    } else {
+        OUTCOME_SHORT
+    };
+    let longterm = foll_longterm();
+    let mut flags = 0;
+    if state.flags & FOLL_WRITE != 0 {
+        flags |= FAILED_WRITE;
+    }
+    if longterm != 0 && state.flags & longterm != 0 {
+        flags |= FAILED_LONGTERM;
+    }
+    FailureKey {
+        caller: state.caller,
+        func: state.outer,
+        outcome,
+        flags,
+        _pad: 0,
+    }
+}
+
+/// Counts the outermost call in `state`, which returned `ret` (an errno,
+/// or fewer pages than `state.nr`), at `now`.
+#[inline(always)]
+pub(crate) fn count(state: &TaskState, ret: i64, now: u64) {
+    let key = key_of(state, ret);
+    if FAILURES.get_ptr_mut(&key).is_none() {
+        let fresh = FailureStats {
+            first_ns: now,
+            ..FailureStats::default()
+        };
+        // NOEXIST: another CPU may have created it first. An LRU map
+        // makes room rather than failing, so the insert fails only then.
+        if FAILURES
+            .insert(&key, &fresh, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
+            count_insert(INSERTS_FAILURES);
+        }
+    }
+    let Some(row) = FAILURES.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: a live entry; counts are added atomically, the rest
+    // describes the latest call.
+    let row = unsafe { &mut *row };
+    add_to(&mut row.calls, 1);
+    let nr = if state.nr > 0 { state.nr as u64 } else { 0 };
+    add_to(&mut row.pages_requested, nr);
+    if ret > 0 {
+        add_to(&mut row.pages_returned, ret as u64);
+    }
+    if nr > row.max_requested {
+        row.max_requested = nr;
+    }
+    row.last_ns = now;
+    row.last_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    row.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}

@@ -471,51 +471,61 @@ impl CounterSet {
             callers,
             evicted: self.evicted.delta(&earlier.evicted),
             balance: self.balance.delta(&earlier.balance),
-            denials: self
-                .denials
-                .iter()
-                .filter_map(|(key, cur)| {
-                    let before = earlier.denials.get(key).map_or(0, |p| p.denials);
-                    // A row evicted and created anew counts from 0.
-                    let new = if cur.denials >= before {
-                        cur.denials - before
-                    } else {
-                        cur.denials
-                    };
-                    (new > 0).then_some((
-                        *key,
-                        Denial {
-                            denials: new,
-                            ..*cur
-                        },
-                    ))
-                })
-                .collect(),
-            failures: self
-                .failures
-                .iter()
-                .filter_map(|(key, cur)| {
-                    // An entry created anew (evicted in between) counts from 0.
-                    let d = match earlier.failures.get(key) {
-                        Some(prev) if prev.first_ns == cur.first_ns => FailureStats {
-                            calls: cur.calls - prev.calls.min(cur.calls),
-                            pages_requested: cur.pages_requested
-                                - prev.pages_requested.min(cur.pages_requested),
-                            pages_returned: cur.pages_returned
-                                - prev.pages_returned.min(cur.pages_returned),
-                            ..*cur
-                        },
-                        _ => *cur,
-                    };
-                    (d.calls != 0).then_some((*key, d))
-                })
-                .collect(),
+            denials: denials_since(&self.denials, &earlier.denials),
+            failures: failures_since(&self.failures, &earlier.failures),
             vmstat: match (self.vmstat, earlier.vmstat) {
                 (Some(c), Some(p)) => Some(c.delta(&p)),
                 _ => None,
             },
         }
     }
+}
+
+/// The refusals of an interval: rows refused again, `denials` counting
+/// the interval's (a row evicted and created anew counts from 0).
+fn denials_since(
+    now: &BTreeMap<DenialKey, Denial>,
+    earlier: &BTreeMap<DenialKey, Denial>,
+) -> BTreeMap<DenialKey, Denial> {
+    now.iter()
+        .filter_map(|(key, cur)| {
+            let before = earlier.get(key).map_or(0, |p| p.denials);
+            let new = if cur.denials >= before {
+                cur.denials - before
+            } else {
+                cur.denials
+            };
+            (new > 0).then_some((
+                *key,
+                Denial {
+                    denials: new,
+                    ..*cur
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The failed and short calls of an interval, by key; an entry created
+/// anew (evicted in between) counts from 0.
+fn failures_since(
+    now: &BTreeMap<FailureKey, FailureStats>,
+    earlier: &BTreeMap<FailureKey, FailureStats>,
+) -> BTreeMap<FailureKey, FailureStats> {
+    now.iter()
+        .filter_map(|(key, cur)| {
+            let d = match earlier.get(key) {
+                Some(prev) if prev.first_ns == cur.first_ns => FailureStats {
+                    calls: cur.calls.saturating_sub(prev.calls),
+                    pages_requested: cur.pages_requested.saturating_sub(prev.pages_requested),
+                    pages_returned: cur.pages_returned.saturating_sub(prev.pages_returned),
+                    ..*cur
+                },
+                _ => *cur,
+            };
+            (d.calls != 0).then_some((*key, d))
+        })
+        .collect()
 }
 
 /// Counter changes over an interval.

@@ -53,6 +53,38 @@ fn fio_holder() -> crate::limits::Holder {
     }
 }
 
+/// One kind of failed call: 3 EFAULT returns of a LONGTERM remote pin.
+fn failures() -> BTreeMap<pin_common::failures::FailureKey, pin_common::failures::FailureStats> {
+    BTreeMap::from([(
+        pin_common::failures::FailureKey {
+            caller: 0,
+            func: 8,
+            outcome: -14,
+            flags: pin_common::failures::FAILED_LONGTERM,
+            _pad: 0,
+        },
+        pin_common::failures::FailureStats {
+            calls: 3,
+            pages_requested: 48,
+            ..Default::default()
+        },
+    )])
+}
+
+/// Two io_uring refusals of one process.
+fn denials() -> BTreeMap<pin_common::limits::DenialKey, pin_common::limits::Denial> {
+    BTreeMap::from([(
+        pin_common::limits::DenialKey { tgid: 7, check: 0 },
+        pin_common::limits::Denial {
+            denials: 2,
+            pages: 512,
+            limit_bytes: 1 << 20,
+            ret: -12,
+            ..Default::default()
+        },
+    )])
+}
+
 /// A fixed input: two variants with traffic, one error, releases.
 pub(crate) fn input() -> MetricsInput {
     let mut gup = vec![GupStats::ZERO; GUP_FUNC_COUNT];
@@ -122,30 +154,8 @@ pub(crate) fn input() -> MetricsInput {
                 health: [0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0],
                 misses: crate::probes::misses::sample(),
                 callers: crate::attribution::sample_callers().0,
-                failures: BTreeMap::from([(
-                    pin_common::failures::FailureKey {
-                        caller: 0,
-                        func: 8,
-                        outcome: -14,
-                        flags: pin_common::failures::FAILED_LONGTERM,
-                        _pad: 0,
-                    },
-                    pin_common::failures::FailureStats {
-                        calls: 3,
-                        pages_requested: 48,
-                        ..Default::default()
-                    },
-                )]),
-                denials: BTreeMap::from([(
-                    pin_common::limits::DenialKey { tgid: 7, check: 0 },
-                    pin_common::limits::Denial {
-                        denials: 2,
-                        pages: 512,
-                        limit_bytes: 1 << 20,
-                        ret: -12,
-                        ..Default::default()
-                    },
-                )]),
+                failures: failures(),
+                denials: denials(),
                 balance: pin_common::PinBalance {
                     pinned: 152,
                     released: 150,

@@ -32,6 +32,23 @@ pub const RLIMIT_MEMLOCK: u64 = 8;
 /// Size of one `struct rlimit` (two `unsigned long`s: cur, max).
 pub const RLIMIT_SIZE: u64 = 16;
 
+/// What a kprobe'd check was asked, kept per thread in `CHECK_ARGS`
+/// for its kretprobe (only the probes use it).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CheckArgs {
+    /// Address of the charged counter (`&user->locked_vm`, `&mm->locked_vm`).
+    pub counter: u64,
+    /// Pages asked for.
+    pub pages: u64,
+    /// The task whose RLIMIT_MEMLOCK applies.
+    pub task: u64,
+    /// The check (`CHECK_*`).
+    pub check: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
 /// Key of `LIMIT_DENIALS`: which process was refused by which check.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -14,8 +14,8 @@ use aya_ebpf::{
     },
 };
 use pin_common::limits::{
-    CHECK_ACCOUNT_LOCKED_VM, CHECK_IO_URING, Denial, DenialKey, RLIMIT_MEMLOCK, RLIMIT_SIZE,
-    SHAPE_CTX_NR, SHAPE_MM_TASK,
+    CHECK_ACCOUNT_LOCKED_VM, CHECK_IO_URING, CheckArgs, Denial, DenialKey, RLIMIT_MEMLOCK,
+    RLIMIT_SIZE, SHAPE_CTX_NR, SHAPE_MM_TASK,
 };
 
 use crate::{
@@ -23,22 +23,6 @@ use crate::{
     maps::{CHECK_ARGS, LIMIT_DENIALS},
     settings::{LimitLayout, limit_layout},
 };
-
-/// What a check was asked, kept from its entry for a kretprobe.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct CheckArgs {
-    /// Address of the charged counter (`&user->locked_vm`, `&mm->locked_vm`).
-    pub counter: u64,
-    /// Pages asked for.
-    pub pages: u64,
-    /// The task whose RLIMIT_MEMLOCK applies.
-    pub task: u64,
-    /// The check (`CHECK_*`).
-    pub check: u32,
-    /// Explicit padding.
-    pub _pad: u32,
-}
 
 /// Reads a `u64` of kernel memory at `addr` (0 when it cannot).
 #[inline(always)]

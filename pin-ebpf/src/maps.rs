@@ -17,11 +17,9 @@ use pin_common::{
     PinBalance, PinRecord, ProcStats, ReleaseStats, TRACKED_CAPACITY,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
     failures::{FAILURES_CAPACITY, FailureKey, FailureStats},
-    limits::{CHECK_ARGS_CAPACITY, DENIALS_CAPACITY, Denial, DenialKey},
+    limits::{CHECK_ARGS_CAPACITY, CheckArgs, DENIALS_CAPACITY, Denial, DenialKey},
     settings::SETTINGS_LEN,
 };
-
-use crate::limits::CheckArgs;
 
 /// Per traced function: how to read it on this kernel. Filled by the agent
 /// from the kernel's BTF before any program is attached.

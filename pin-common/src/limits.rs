@@ -20,11 +20,22 @@ pub const CHECK_IO_URING: u32 = 0;
 /// iommufd's MM mode, `account_locked_vm` users): charges `mm->locked_vm`;
 /// -ENOMEM when it would pass `task`'s RLIMIT_MEMLOCK.
 pub const CHECK_ACCOUNT_LOCKED_VM: u32 = 1;
+/// `do_mlock(start, len, flags)` (mlock, mlock2): charges the caller's
+/// `mm->locked_vm`; -ENOMEM when the range would pass its RLIMIT_MEMLOCK.
+/// Its -ENOMEM also means "range not mapped", so only a return whose
+/// numbers pass the limit counts as a refusal (see docs/limits.md).
+pub const CHECK_MLOCK: u32 = 2;
 /// Number of checks.
-pub const CHECK_COUNT: u32 = 2;
+pub const CHECK_COUNT: u32 = 3;
 
 /// pinwatch's name of each check, by check id.
-pub const CHECK_NAMES: [&str; CHECK_COUNT as usize] = ["io_uring", "account_locked_vm"];
+pub const CHECK_NAMES: [&str; CHECK_COUNT as usize] = ["io_uring", "account_locked_vm", "mlock"];
+
+/// The errno `do_mlock` returns for a refusal (and for an unmapped range).
+pub const ENOMEM: i64 = 12;
+
+/// log2 of the page size (x86-64, the only architecture pinwatch builds for).
+pub const PAGE_SHIFT: u64 = 12;
 
 /// `RLIMIT_MEMLOCK`'s index in `signal_struct.rlim` (include/uapi/asm-generic/resource.h).
 pub const RLIMIT_MEMLOCK: u64 = 8;
@@ -68,6 +79,9 @@ pub const SHAPE_USER_MM_NR: u32 = 1;
 pub const SHAPE_CTX_NR: u32 = 2;
 /// `(mm, pages, inc, task, bypass_rlim)` (`__account_locked_vm`).
 pub const SHAPE_MM_TASK: u32 = 3;
+/// `(start, len, flags)` (`do_mlock`): the current task's `mm`, bytes
+/// from `start` rounded out to whole pages.
+pub const SHAPE_MLOCK: u32 = 4;
 
 /// What a check compared when it refused a charge, for the most recent
 /// refusal of its key, and how many there were.

@@ -58,8 +58,15 @@ pub const GLOBAL_TASK_MM_OFFSET: &str = "TASK_MM_OFFSET";
 /// `struct mm_struct` (BTF), 0 when unknown.
 pub const GLOBAL_MM_PINNED_VM_OFFSET: &str = "MM_PINNED_VM_OFFSET";
 
+/// Read-only global (`u64`): 1 + the offset of `cred` in
+/// `struct task_struct` (BTF), 0 when unknown.
+pub const GLOBAL_TASK_CRED_OFFSET: &str = "TASK_CRED_OFFSET";
+/// Read-only global (`u64`): 1 + the offset of `cap_effective` in
+/// `struct cred` (BTF), 0 when unknown.
+pub const GLOBAL_CRED_CAP_EFFECTIVE_OFFSET: &str = "CRED_CAP_EFFECTIVE_OFFSET";
+
 /// Every read-only global the agent sets; all are `u64`.
-pub const GLOBALS: [&str; 15] = [
+pub const GLOBALS: [&str; 17] = [
     GLOBAL_CALLERS_ON,
     GLOBAL_LIFETIMES_ON,
     GLOBAL_FOLL_PIN,
@@ -75,6 +82,8 @@ pub const GLOBALS: [&str; 15] = [
     GLOBAL_FOLL_LONGTERM,
     GLOBAL_TASK_MM_OFFSET,
     GLOBAL_MM_PINNED_VM_OFFSET,
+    GLOBAL_TASK_CRED_OFFSET,
+    GLOBAL_CRED_CAP_EFFECTIVE_OFFSET,
 ];
 
 /// Index in the `SETTINGS` array: offset of `child_pid` in the

@@ -1,6 +1,7 @@
 //! The kernel's memlock verdicts (`LIMIT_DENIALS`): at the return of a
 //! function that decides whether a charge fits RLIMIT_MEMLOCK
-//! (`__io_account_mem`, `io_account_mem`, `__account_locked_vm`), a refusal is recorded with
+//! (`__io_account_mem`, `io_account_mem`, `__account_locked_vm`,
+//! `do_mlock`), a refusal is recorded with
 //! what the kernel compared: the pages asked for, the charged counter
 //! (unchanged by a refused charge) and the soft limit of the task whose
 //! limit applies. Refusals are rare, so the map is a shared hash, not a
@@ -14,8 +15,8 @@ use aya_ebpf::{
     },
 };
 use pin_common::limits::{
-    CHECK_ACCOUNT_LOCKED_VM, CHECK_IO_URING, CheckArgs, Denial, DenialKey, RLIMIT_MEMLOCK,
-    RLIMIT_SIZE, SHAPE_CTX_NR, SHAPE_MM_TASK,
+    CHECK_ACCOUNT_LOCKED_VM, CHECK_IO_URING, CHECK_MLOCK, CheckArgs, Denial, DenialKey, ENOMEM,
+    PAGE_SHIFT, RLIMIT_MEMLOCK, RLIMIT_SIZE, SHAPE_CTX_NR, SHAPE_MLOCK, SHAPE_MM_TASK,
 };
 
 use crate::{
@@ -45,14 +46,26 @@ fn memlock_limit(task: u64, signal_off: u64, rlim_off: u64) -> u64 {
 /// The arguments of a check at entry, from the probed function's first
 /// argument `object` read as `shape` (`pin_common::limits::SHAPE_*`): the
 /// address of the counter it charges and the task whose limit applies.
+/// For `do_mlock` `object` is `start` and `pages` its `len` in bytes,
+/// rounded out to whole pages as the kernel does.
 /// `None` when there is nothing to charge (a NULL user: CAP_IPC_LOCK at
 /// ring creation) or BTF did not give the layout (the agent then does
 /// not attach the check).
 #[inline(always)]
 pub fn args(shape: u32, object: u64, pages: u64, task: u64) -> Option<CheckArgs> {
     let layout = limit_layout();
+    let mut pages = pages;
     let (check, base, counter_off) = match shape {
         SHAPE_MM_TASK => (CHECK_ACCOUNT_LOCKED_VM, object, layout.mm_locked_vm),
+        SHAPE_MLOCK => {
+            if layout.task_mm == 0 {
+                return None;
+            }
+            let page = (1u64 << PAGE_SHIFT) - 1;
+            pages = ((object & page) + pages + page) >> PAGE_SHIFT;
+            let mm = read_u64(task + layout.task_mm - 1);
+            (CHECK_MLOCK, mm, layout.mm_locked_vm)
+        }
         SHAPE_CTX_NR => {
             if layout.ctx_user == 0 || object == 0 {
                 return None;
@@ -75,7 +88,9 @@ pub fn args(shape: u32, object: u64, pages: u64, task: u64) -> Option<CheckArgs>
 }
 
 /// The check of `args` returned `ret`: a refusal (negative errno) is
-/// recorded under (current process, check).
+/// recorded under (current process, check). `do_mlock`'s -ENOMEM is one
+/// only when its pages on top of `mm->locked_vm` pass the limit: it also
+/// returns -ENOMEM for a range with holes.
 #[inline(always)]
 pub fn returned(args: &CheckArgs, ret: i64) {
     if ret >= 0 {
@@ -87,6 +102,14 @@ pub fn returned(args: &CheckArgs, ret: i64) {
     } else {
         memlock_limit(args.task, layout.task_signal - 1, layout.signal_rlim - 1)
     };
+    let counter = read_u64(args.counter);
+    if args.check == CHECK_MLOCK
+        && (ret != -ENOMEM
+            || counter + args.pages <= limit_bytes >> PAGE_SHIFT
+            || ipc_lock_capable(args.task, &layout))
+    {
+        return;
+    }
     let key = DenialKey {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         check: args.check,
@@ -104,7 +127,7 @@ pub fn returned(args: &CheckArgs, ret: i64) {
     let row = unsafe { &mut *row };
     add_to(&mut row.denials, 1);
     row.pages = args.pages;
-    row.counter = read_u64(args.counter);
+    row.counter = counter;
     row.limit_bytes = limit_bytes;
     row.ret = ret;
     row.last_ns = unsafe { bpf_ktime_get_ns() };
@@ -113,6 +136,23 @@ pub fn returned(args: &CheckArgs, ret: i64) {
     row.vm_locked = vm_locked;
     row.uid = bpf_get_current_uid_gid() as u32;
     row.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// `CAP_IPC_LOCK`'s bit in `cred.cap_effective` (include/uapi/linux/capability.h).
+const CAP_IPC_LOCK_BIT: u64 = 1 << 14;
+
+/// Whether `task` holds CAP_IPC_LOCK, which lets `do_mlock` pass the
+/// limit (its -ENOMEM is then an unmapped range). `kernel_cap_t` is one
+/// `u64` from 6.3 and two `u32`s before, so the bit is in the first
+/// eight bytes either way. A task with the bit in a user namespace is
+/// not capable in the initial one: its refusals are missed, never made up.
+#[inline(always)]
+fn ipc_lock_capable(task: u64, layout: &LimitLayout) -> bool {
+    if layout.task_cred == 0 || layout.cred_cap_effective == 0 {
+        return true;
+    }
+    let cred = read_u64(task + layout.task_cred - 1);
+    cred == 0 || read_u64(cred + layout.cred_cap_effective - 1) & CAP_IPC_LOCK_BIT != 0
 }
 
 /// The current task's `mm->pinned_vm` and `mm->locked_vm` (VmPin, VmLck),

@@ -64,7 +64,9 @@ mod programs {
     use pin_common::{FUNCS, NO_ARG, catalog::releases_one_folio};
 
     use aya_ebpf::helpers::bpf_get_current_task;
-    use pin_common::limits::{SHAPE_CTX_NR, SHAPE_MM_TASK, SHAPE_USER_MM_NR, SHAPE_USER_NR};
+    use pin_common::limits::{
+        SHAPE_CTX_NR, SHAPE_MLOCK, SHAPE_MM_TASK, SHAPE_USER_MM_NR, SHAPE_USER_NR,
+    };
 
     use crate::{
         account, follow,
@@ -362,6 +364,18 @@ mod programs {
         1,
         Some(3usize),
         5
+    );
+
+    // `int do_mlock(unsigned long start, size_t len, vm_flags_t flags)`
+    // (mlock, mlock2; the limit applies to the current task).
+    check_programs!(
+        mlock_fexit,
+        mlock_kprobe,
+        SHAPE_MLOCK,
+        0,
+        1,
+        None::<usize>,
+        3
     );
 
     /// The return of any kprobe'd memlock check: the kprobe stashed what

@@ -91,6 +91,16 @@ static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static MM_PINNED_VM_OFFSET: Global<u64> = Global::new(0);
 
+/// 1 + offset of `task_struct.cred`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_TASK_CRED_OFFSET`).
+#[unsafe(no_mangle)]
+static TASK_CRED_OFFSET: Global<u64> = Global::new(0);
+
+/// 1 + offset of `cred.cap_effective`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_CRED_CAP_EFFECTIVE_OFFSET`).
+#[unsafe(no_mangle)]
+static CRED_CAP_EFFECTIVE_OFFSET: Global<u64> = Global::new(0);
+
 /// Where the memlock checks' counters and limits sit (each 1 + the byte
 /// offset, 0 when unknown), from the kernel's BTF.
 #[derive(Clone, Copy)]
@@ -109,6 +119,10 @@ pub struct LimitLayout {
     pub task_mm: u64,
     /// `mm_struct.pinned_vm`.
     pub mm_pinned_vm: u64,
+    /// `task_struct.cred`.
+    pub task_cred: u64,
+    /// `cred.cap_effective`.
+    pub cred_cap_effective: u64,
 }
 
 /// The memlock checks' layout (see [`LimitLayout`]).
@@ -122,6 +136,8 @@ pub fn limit_layout() -> LimitLayout {
         ctx_user: CTX_USER_OFFSET.load(),
         task_mm: TASK_MM_OFFSET.load(),
         mm_pinned_vm: MM_PINNED_VM_OFFSET.load(),
+        task_cred: TASK_CRED_OFFSET.load(),
+        cred_cap_effective: CRED_CAP_EFFECTIVE_OFFSET.load(),
     }
 }
 

@@ -90,7 +90,7 @@ pub(super) fn encode_refusals(
     family(
         encoder,
         "pinwatch_memlock_refusals",
-        "Memlock charges the kernel refused (RLIMIT_MEMLOCK), by the check that decided (io_uring: __io_account_mem; account_locked_vm: __account_locked_vm).",
+        "Memlock charges the kernel refused (RLIMIT_MEMLOCK), by the check that decided (io_uring: __io_account_mem or io_account_mem; account_locked_vm: __account_locked_vm; mlock: do_mlock).",
         MetricType::Counter,
         rows,
     )

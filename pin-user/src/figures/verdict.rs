@@ -4,7 +4,7 @@
 //! "io_uring charge of 32 pages refused ENOMEM: user locked_vm 0 + 32 >
 //! RLIMIT_MEMLOCK 16 pages (64K), short by 16 pages (64K)".
 
-use pin_common::limits::{CHECK_ACCOUNT_LOCKED_VM, CHECK_IO_URING, Denial, DenialKey};
+use pin_common::limits::{CHECK_ACCOUNT_LOCKED_VM, CHECK_IO_URING, CHECK_MLOCK, Denial, DenialKey};
 use serde::{Deserialize, Serialize};
 
 use super::variant::errno_name;
@@ -23,7 +23,7 @@ pub struct Verdict {
     pub comm: String,
     /// Real uid of the refused task.
     pub uid: u32,
-    /// What charged: `io_uring` or `account_locked_vm`.
+    /// What charged: `io_uring`, `account_locked_vm` or `mlock`.
     pub check: String,
     /// The counter it charges (`user locked_vm`, `mm locked_vm`).
     pub counter_name: String,
@@ -55,6 +55,7 @@ fn check_names(check: u32) -> (&'static str, &'static str) {
     match check {
         CHECK_IO_URING => ("io_uring", "user locked_vm"),
         CHECK_ACCOUNT_LOCKED_VM => ("account_locked_vm", "mm locked_vm"),
+        CHECK_MLOCK => ("mlock", "mm locked_vm"),
         _ => ("unknown", "counter"),
     }
 }

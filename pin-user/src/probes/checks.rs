@@ -4,7 +4,10 @@
 //! registrations are watched at `io_account_mem` where the kernel has it
 //! as a function (6.18 inlines `__io_account_mem` into it), else at
 //! `__io_account_mem` (6.1 to 6.12; inlined everywhere before 6.1); the
-//! rest at `__account_locked_vm`. Optional, each on its own: a kernel
+//! rest at `__account_locked_vm`, and mlock/mlock2 at `do_mlock`.
+//! mmap's MAP_LOCKED check (`mlock_future_ok`, `mlock_future_check` on
+//! 6.1) is inlined into `do_mmap` on every kernel of the matrix: its
+//! out-of-line copy sees only other callers, so it is not watched. Optional, each on its own: a kernel
 //! without the function, or whose BTF lacks a member the probe reads, has
 //! no verdicts for that check, and `pinwatch probes` says why.
 
@@ -13,8 +16,8 @@ use aya::{
     programs::{FExit, KProbe},
 };
 use pin_common::limits::{
-    CHECK_ACCOUNT_LOCKED_VM, CHECK_COUNT, CHECK_IO_URING, CHECK_NAMES, SHAPE_CTX_NR, SHAPE_MM_TASK,
-    SHAPE_USER_MM_NR, SHAPE_USER_NR,
+    CHECK_ACCOUNT_LOCKED_VM, CHECK_COUNT, CHECK_IO_URING, CHECK_MLOCK, CHECK_NAMES, SHAPE_CTX_NR,
+    SHAPE_MLOCK, SHAPE_MM_TASK, SHAPE_USER_MM_NR, SHAPE_USER_NR,
 };
 use serde::Serialize;
 
@@ -35,7 +38,7 @@ struct Candidate {
 const KRETPROBE: &str = "check_kretprobe";
 
 /// In order of preference per check (see the module doc).
-const CANDIDATES: [Candidate; 4] = [
+const CANDIDATES: [Candidate; 5] = [
     Candidate {
         check: CHECK_IO_URING,
         function: "io_account_mem",
@@ -67,6 +70,14 @@ const CANDIDATES: [Candidate; 4] = [
         shape: SHAPE_MM_TASK,
         fexit: "locked_vm_fexit",
         kprobe: "locked_vm_kprobe",
+    },
+    Candidate {
+        check: CHECK_MLOCK,
+        function: "do_mlock",
+        params: &["start", "len", "flags"],
+        shape: SHAPE_MLOCK,
+        fexit: "mlock_fexit",
+        kprobe: "mlock_kprobe",
     },
 ];
 

@@ -9,9 +9,10 @@
 
 use aya::EbpfLoader;
 use pin_common::settings::{
-    GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM,
-    GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON, GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET,
-    GLOBAL_RETURN_TRAMPOLINE, GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_MM_OFFSET,
+    GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_CRED_CAP_EFFECTIVE_OFFSET,
+    GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON,
+    GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET, GLOBAL_RETURN_TRAMPOLINE,
+    GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_CRED_OFFSET, GLOBAL_TASK_MM_OFFSET,
     GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE,
     GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
 };
@@ -50,6 +51,8 @@ pub(super) struct LimitLayout {
     pub ctx_user: u64,
     pub task_mm: u64,
     pub mm_pinned_vm: u64,
+    pub task_cred: u64,
+    pub cred_cap_effective: u64,
 }
 
 impl LimitLayout {
@@ -70,18 +73,25 @@ impl LimitLayout {
             ctx_user: at("io_ring_ctx", "user"),
             task_mm: at("task_struct", "mm"),
             mm_pinned_vm: at("mm_struct", "pinned_vm"),
+            task_cred: at("task_struct", "cred"),
+            cred_cap_effective: at("cred", "cap_effective"),
         }
     }
 
     /// What a check function of shape `shape` (`pin_common::limits::
     /// SHAPE_*`) needs and this kernel's BTF does not give, if anything.
     pub(super) fn missing_for(&self, shape: u32) -> Option<&'static str> {
-        use pin_common::limits::{SHAPE_CTX_NR, SHAPE_MM_TASK};
+        use pin_common::limits::{SHAPE_CTX_NR, SHAPE_MLOCK, SHAPE_MM_TASK};
         let mut needs = vec![
             (self.task_signal, "task_struct.signal"),
             (self.signal_rlim, "signal_struct.rlim"),
         ];
-        if shape == SHAPE_MM_TASK {
+        if shape == SHAPE_MLOCK {
+            needs.push((self.task_mm, "task_struct.mm"));
+            needs.push((self.task_cred, "task_struct.cred"));
+            needs.push((self.cred_cap_effective, "cred.cap_effective"));
+        }
+        if shape == SHAPE_MM_TASK || shape == SHAPE_MLOCK {
             needs.push((self.mm_locked_vm, "mm_struct.locked_vm"));
         } else {
             needs.push((self.user_locked_vm, "user_struct.locked_vm"));
@@ -115,7 +125,7 @@ impl Globals {
     }
 
     /// Each global's name and value.
-    fn entries(&self) -> [(&'static str, &u64); 15] {
+    fn entries(&self) -> [(&'static str, &u64); 17] {
         [
             (GLOBAL_CALLERS_ON, &self.callers),
             (GLOBAL_LIFETIMES_ON, &self.lifetimes),
@@ -135,6 +145,11 @@ impl Globals {
             (GLOBAL_FOLL_LONGTERM, &self.foll_longterm),
             (GLOBAL_TASK_MM_OFFSET, &self.limit_layout.task_mm),
             (GLOBAL_MM_PINNED_VM_OFFSET, &self.limit_layout.mm_pinned_vm),
+            (GLOBAL_TASK_CRED_OFFSET, &self.limit_layout.task_cred),
+            (
+                GLOBAL_CRED_CAP_EFFECTIVE_OFFSET,
+                &self.limit_layout.cred_cap_effective,
+            ),
         ]
     }
 

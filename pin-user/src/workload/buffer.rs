@@ -28,8 +28,8 @@ impl UserBuffer {
         match buf.advise(libc::MADV_NOHUGEPAGE) {
             // A kernel without transparent huge pages (Debian's PREEMPT_RT
             // builds) refuses the advice: its pages are small anyway.
-            Err(WorkloadError::Sys { source, .. })
-                if source.raw_os_error() == Some(libc::EINVAL)
+            Err(WorkloadError::Sys { error, .. })
+                if error.raw_os_error() == Some(libc::EINVAL)
                     && !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() => {}
             other => other?,
         }

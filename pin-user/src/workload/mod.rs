@@ -126,13 +126,14 @@ pub enum WorkloadError {
     /// Bad options.
     #[error("{0}")]
     Usage(String),
-    /// A system call failed.
-    #[error("{call}: {source}")]
+    /// A system call failed. The OS error is part of the message, not a
+    /// `source`: the error chain would print it twice.
+    #[error("{call}: {error}")]
     Sys {
         /// What was being done.
         call: String,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A call did less than asked (a short transfer is a workload failure:
     /// the counts would no longer be exact).
@@ -150,13 +151,13 @@ pub enum WorkloadError {
 impl WorkloadError {
     fn sys(call: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let call = call.into();
-        move |source| WorkloadError::Sys { call, source }
+        move |error| WorkloadError::Sys { call, error }
     }
 
     fn last_os(call: impl Into<String>) -> Self {
         WorkloadError::Sys {
             call: call.into(),
-            source: std::io::Error::last_os_error(),
+            error: std::io::Error::last_os_error(),
         }
     }
 }

@@ -67,7 +67,7 @@ impl Odirect {
                     "{}: the filesystem refuses O_DIRECT (tmpfs does); use ext4/xfs or a block device",
                     path.display()
                 )),
-                _ => WorkloadError::Sys { call: format!("open {} O_DIRECT", path.display()), source: e },
+                _ => WorkloadError::Sys { call: format!("open {} O_DIRECT", path.display()), error: e },
             })?;
         let mut buf = UserBuffer::new(opts.pages + 1)?;
         if !opts.cold {

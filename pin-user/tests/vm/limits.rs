@@ -247,3 +247,134 @@ fn a_refused_registration_shows_the_kernels_verdict() {
         "{sentence}"
     );
 }
+
+/// The limit the mlock test runs under, in KiB: 16 pages.
+const MLOCK_LIMIT_KB: u64 = 64;
+/// Pages the refused mlock asks for (beyond the limit).
+const MLOCK_PAGES: u64 = 64;
+
+/// mlock as root of a range with a hole under a soft RLIMIT_MEMLOCK of 0:
+/// the numbers pass the limit, but CAP_IPC_LOCK lets `do_mlock` past it
+/// and its -ENOMEM is the hole's, which is not a refusal.
+fn mlock_with_a_hole() {
+    const PAGE: usize = 4096;
+    let len = 3 * PAGE;
+    let mut saved = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: this test's own limit and mapping (the harness lock keeps
+    // other tests out meanwhile); both are restored below.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut saved), 0);
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: saved.rlim_max,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_MEMLOCK, &zero), 0);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert!(p != libc::MAP_FAILED);
+        assert_eq!(libc::munmap(p.cast::<u8>().add(PAGE).cast(), PAGE), 0);
+        assert_eq!(libc::mlock(p, len), -1, "mlock over a hole worked");
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!(libc::setrlimit(libc::RLIMIT_MEMLOCK, &saved), 0);
+        assert_eq!(errno, Some(libc::ENOMEM));
+        libc::munmap(p, len);
+    }
+}
+
+#[test]
+fn a_refused_mlock_shows_the_kernels_verdict() {
+    let h = harness();
+    let check = h
+        .probes
+        .checks
+        .iter()
+        .find(|c| c.check == "mlock")
+        .expect("the mlock check is in the probes' list");
+    eprintln!(
+        "OBSERVED kernel={} mlock check at {}: {:?}",
+        h.release, check.function, check.attached
+    );
+    // `do_mlock` is a function (static, out of line) on every kernel of
+    // the matrix (docs/limits.md).
+    let attached = check.attached.clone().expect("do_mlock is watched");
+    match h.mode {
+        pinwatch::probes::AttachMode::Kprobe => assert_eq!(attached, Mechanism::Kprobe),
+        pinwatch::probes::AttachMode::Fentry => assert_eq!(attached, Mechanism::Fentry),
+        pinwatch::probes::AttachMode::Auto => {}
+    }
+
+    let before = Snapshot::read(h.probes.maps()).expect("snapshot");
+    mlock_with_a_hole();
+    let run = |pages: u64| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -l {MLOCK_LIMIT_KB} && exec \"$0\" workload mlock --calls 1 --pages {pages}"
+            ))
+            .arg(pinwatch_bin())
+            .uid(USER)
+            .gid(USER)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the mlock workload")
+    };
+    // Within the limit: locked, no verdict.
+    let fits = run(8);
+    assert!(fits.status.success(), "{fits:?}");
+    let refused = run(MLOCK_PAGES);
+    let after = Snapshot::read(h.probes.maps()).expect("snapshot");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "mlock beyond the limit worked");
+    assert!(stderr.contains("mlock: Cannot allocate memory"), "{stderr}");
+
+    let found = verdicts(&after.since(&before).denials);
+    eprintln!("OBSERVED kernel={} mlock verdicts {found:?}", h.release);
+    let [v] = found.as_slice() else {
+        panic!("one refusal expected (not the hole, not the fitting mlock): {found:?}");
+    };
+    let limit_pages = (MLOCK_LIMIT_KB << 10) / 4096;
+    assert_eq!(
+        (
+            v.check.as_str(),
+            v.errno.as_str(),
+            v.uid,
+            v.denials,
+            v.pages,
+            v.counter_pages,
+            v.limit_bytes,
+            v.shortfall_pages,
+            v.vm_locked_pages,
+        ),
+        (
+            "mlock",
+            "ENOMEM",
+            USER,
+            1,
+            MLOCK_PAGES,
+            0,
+            Some(MLOCK_LIMIT_KB << 10),
+            MLOCK_PAGES - limit_pages,
+            0
+        )
+    );
+    let sentence = v.sentence();
+    eprintln!(
+        "VERDICT kernel={} pid {} ({}): {sentence}",
+        h.release, v.pid, v.comm
+    );
+    assert!(
+        sentence.starts_with(&format!(
+            "mlock charge of {MLOCK_PAGES} pages refused ENOMEM: mm locked_vm 0 + {MLOCK_PAGES} > RLIMIT_MEMLOCK {limit_pages} pages (64K), short by 48 pages (192K)"
+        )),
+        "{sentence}"
+    );
+}

@@ -12,16 +12,14 @@ use pin_common::{
     limits::{Denial, DenialKey},
 };
 
+mod delta;
+
+pub use delta::Delta;
+
 use crate::{
     attribution,
-    cgroups::{self, CgroupIdentity},
     counters::{self, Counters},
-    kernel::symbols::CallSite,
-    probes::{
-        KernelMapError, KernelMaps,
-        maps::PerCpuEntries,
-        misses::{self, Misses},
-    },
+    probes::{KernelMapError, KernelMaps, maps::PerCpuEntries, misses::Misses},
     vmstat::PinCounters,
 };
 
@@ -405,163 +403,6 @@ impl Snapshot {
             sites: BTreeMap::new(),
             cgroup_names: BTreeMap::new(),
         }
-    }
-}
-
-impl CounterSet {
-    /// The changes from `earlier` to `self`; per-process and per-call-site
-    /// entries only where something happened, counted from 0 where the
-    /// kernel created the entry anew in between.
-    pub fn since(&self, earlier: &CounterSet) -> CounterSet {
-        let gup = self
-            .gup
-            .iter()
-            .zip(earlier.gup.iter())
-            .map(|(c, p)| c.delta(p))
-            .collect();
-        let release = self
-            .release
-            .iter()
-            .zip(earlier.release.iter())
-            .map(|(c, p)| c.delta(p))
-            .collect();
-        let procs = self
-            .procs
-            .iter()
-            .filter_map(|(tgid, cur)| {
-                // An entry created anew (evicted in between) counts from 0.
-                let d = match earlier.procs.get(tgid) {
-                    Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
-                    _ => cur.clone(),
-                };
-                (d.calls != 0 || d.released != 0).then_some((*tgid, d))
-            })
-            .collect();
-        let cgroups = self
-            .cgroups
-            .iter()
-            .filter_map(|(id, cur)| {
-                // An entry created anew (evicted in between) counts from 0.
-                let d = match earlier.cgroups.get(id) {
-                    Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
-                    _ => *cur,
-                };
-                (d.calls != 0 || d.released != 0).then_some((*id, d))
-            })
-            .collect();
-        let callers = self
-            .callers
-            .iter()
-            .filter_map(|(key, cur)| {
-                // An entry created anew (evicted in between) counts from 0.
-                let d = match earlier.callers.get(key) {
-                    Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
-                    _ => *cur,
-                };
-                attribution::is_active(&d).then_some((*key, d))
-            })
-            .collect();
-        CounterSet {
-            gup,
-            release,
-            procs,
-            cgroups,
-            health: self.health.delta(&earlier.health),
-            misses: misses::since(&self.misses, &earlier.misses),
-            callers,
-            evicted: self.evicted.delta(&earlier.evicted),
-            balance: self.balance.delta(&earlier.balance),
-            denials: denials_since(&self.denials, &earlier.denials),
-            failures: failures_since(&self.failures, &earlier.failures),
-            vmstat: match (self.vmstat, earlier.vmstat) {
-                (Some(c), Some(p)) => Some(c.delta(&p)),
-                _ => None,
-            },
-        }
-    }
-}
-
-/// The refusals of an interval: rows refused again, `denials` counting
-/// the interval's (a row evicted and created anew counts from 0).
-fn denials_since(
-    now: &BTreeMap<DenialKey, Denial>,
-    earlier: &BTreeMap<DenialKey, Denial>,
-) -> BTreeMap<DenialKey, Denial> {
-    now.iter()
-        .filter_map(|(key, cur)| {
-            let before = earlier.get(key).map_or(0, |p| p.denials);
-            let new = if cur.denials >= before {
-                cur.denials - before
-            } else {
-                cur.denials
-            };
-            (new > 0).then_some((
-                *key,
-                Denial {
-                    denials: new,
-                    ..*cur
-                },
-            ))
-        })
-        .collect()
-}
-
-/// The failed and short calls of an interval, by key; an entry created
-/// anew (evicted in between) counts from 0.
-fn failures_since(
-    now: &BTreeMap<FailureKey, FailureStats>,
-    earlier: &BTreeMap<FailureKey, FailureStats>,
-) -> BTreeMap<FailureKey, FailureStats> {
-    now.iter()
-        .filter_map(|(key, cur)| {
-            let d = match earlier.get(key) {
-                Some(prev) if prev.first_ns == cur.first_ns => FailureStats {
-                    calls: cur.calls.saturating_sub(prev.calls),
-                    pages_requested: cur.pages_requested.saturating_sub(prev.pages_requested),
-                    pages_returned: cur.pages_returned.saturating_sub(prev.pages_returned),
-                    ..*cur
-                },
-                _ => *cur,
-            };
-            (d.calls != 0).then_some((*key, d))
-        })
-        .collect()
-}
-
-/// Counter changes over an interval.
-#[derive(Clone, Debug)]
-pub struct Delta {
-    /// Interval length in seconds.
-    pub seconds: f64,
-    /// The changes (also reached through `Deref`).
-    pub counts: CounterSet,
-    /// Names of the call sites in `callers`: empty until [`Delta::named`].
-    pub sites: BTreeMap<u64, CallSite>,
-    /// What the cgroups in `cgroups` are: empty until [`Delta::named`].
-    pub cgroup_names: BTreeMap<u64, CgroupIdentity>,
-}
-
-impl std::ops::Deref for Delta {
-    type Target = CounterSet;
-    fn deref(&self) -> &CounterSet {
-        &self.counts
-    }
-}
-
-impl std::ops::DerefMut for Delta {
-    fn deref_mut(&mut self) -> &mut CounterSet {
-        &mut self.counts
-    }
-}
-
-impl Delta {
-    /// Names the call sites in `callers` and the cgroups in `cgroups`: a
-    /// step of its own, taken where a view shows them, since it can wait
-    /// for kallsyms to be parsed or the cgroup tree to be walked.
-    pub fn named(mut self) -> Self {
-        self.sites = attribution::name_sites(&self.callers);
-        self.cgroup_names = cgroups::resolve(self.cgroups.keys().copied());
-        self
     }
 }
 

@@ -1,12 +1,13 @@
 //! `pinwatch top`: the live dashboard. [`app`] holds state, [`keys`] turns
 //! key presses into state changes, [`render`] draws (`cgroups` the
-//! cgroups table); this module owns the
+//! cgroups table, `overlays` the help and details panes); this module owns the
 //! terminal and the loop that feeds snapshots in.
 
 pub mod app;
 mod cgroups;
 mod fit;
 pub mod keys;
+mod overlays;
 pub mod reduced;
 pub mod render;
 #[cfg(test)]

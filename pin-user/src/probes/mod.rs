@@ -382,6 +382,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         &configured,
     )?;
 
+    log::info!("GUP functions attached");
     globals.start_lifetimes(&mut KernelMapsMut::new(ebpf))?;
     let release_hook = attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook);
     probes.lifetimes = match &release_hook {
@@ -401,6 +402,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         }
     };
     probes.release_hook = release_hook;
+    log::info!("release hook attached; attaching the memlock checks");
     probes.checks = checks::attach_checks(
         &mut probes.ebpf,
         facts,
@@ -408,6 +410,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         aya_btf.as_ref(),
         &globals.limit_layout,
     );
+    log::info!("memlock checks attached");
     probes.exit_watch = attach_exit_watch(&mut probes.ebpf);
     if let Err(e) = &probes.exit_watch {
         log::warn!(

@@ -12,7 +12,9 @@ use std::{
 
 use pinwatch::{figures::verdicts, limits::MemlockState, probes::Mechanism, snapshot::Snapshot};
 
-use crate::harness::{get_metrics, harness, pinwatch_bin, sample, start_pinwatch, wait_within};
+use crate::harness::{
+    Harness, get_metrics, harness, pinwatch_bin, sample, start_pinwatch, wait_within,
+};
 
 /// The limit the holder runs under, in KiB (`ulimit -l` counts KiB).
 const LIMIT_KB: u64 = 1024;
@@ -98,31 +100,58 @@ fn a_holder_shows_its_limit_and_pinned_memory() {
 /// (256 pages), the second does not.
 const REFUSED_PAGES: u64 = 200;
 
-#[test]
-fn a_refused_registration_shows_the_kernels_verdict() {
-    let h = harness();
-    let io_uring = h
+/// How memlock check `name` is watched on this kernel, as the probes'
+/// list says (printed for the record).
+fn watched(h: &Harness, name: &str) -> Result<Mechanism, String> {
+    let check = h
         .probes
         .checks
         .iter()
-        .find(|c| c.check == "io_uring")
-        .expect("the io_uring check is in the probes' list");
+        .find(|c| c.check == name)
+        .unwrap_or_else(|| panic!("the {name} check is in the probes' list"));
     eprintln!(
-        "OBSERVED kernel={} io_uring check at {}: {:?}",
-        h.release, io_uring.function, io_uring.attached
+        "OBSERVED kernel={} {name} check at {}: {:?}",
+        h.release, check.function, check.attached
     );
-    // docs/limits.md: `static inline` up to 5.19, a function from 6.1.
-    if h.version < (6, 1) {
-        let why = io_uring.attached.as_ref().expect_err("inlined before 6.1");
-        assert!(why.contains("not a function of this kernel"), "{why}");
-        return;
-    }
-    let want = if h.mode == pinwatch::probes::AttachMode::Kprobe {
+    check.attached.clone()
+}
+
+/// The mechanism a check attached with must be: kprobes when asked for,
+/// else fexit (every kernel of the matrix has it for these functions).
+fn expected_mechanism(h: &Harness) -> Mechanism {
+    if h.mode == pinwatch::probes::AttachMode::Kprobe {
         Mechanism::Kprobe
     } else {
         Mechanism::Fentry
-    };
-    assert_eq!(io_uring.attached, Ok(want));
+    }
+}
+
+/// Runs `pinwatch workload ARGS` as [`USER`] under `ulimit -l limit_kb`.
+fn workload_as_user(limit_kb: u64, args: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -l {limit_kb} && exec \"$0\" workload {args}"
+        ))
+        .arg(pinwatch_bin())
+        .uid(USER)
+        .gid(USER)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run workload {args}: {e}"))
+}
+
+#[test]
+fn a_refused_registration_shows_the_kernels_verdict() {
+    let h = harness();
+    let io_uring = watched(&h, "io_uring");
+    // docs/limits.md: `static inline` up to 5.19, a function from 6.1.
+    if h.version < (6, 1) {
+        let why = io_uring.expect_err("inlined before 6.1");
+        assert!(why.contains("not a function of this kernel"), "{why}");
+        return;
+    }
+    assert_eq!(io_uring, Ok(expected_mechanism(&h)));
 
     // `stat --json` beside it: the user-facing view of the same refusal.
     let attach = h.attach_arg();
@@ -140,17 +169,10 @@ fn a_refused_registration_shows_the_kernels_verdict() {
         "attached",
     );
     let before = Snapshot::read(h.probes.maps()).expect("snapshot");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -l {LIMIT_KB} && exec \"$0\" workload io-uring-hold --calls 2 --pages {REFUSED_PAGES}"
-        ))
-        .arg(pinwatch_bin())
-        .uid(USER)
-        .gid(USER)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run io-uring-hold");
+    let out = workload_as_user(
+        LIMIT_KB,
+        &format!("io-uring-hold --calls 2 --pages {REFUSED_PAGES}"),
+    );
     let after = Snapshot::read(h.probes.maps()).expect("snapshot");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -293,40 +315,14 @@ fn mlock_with_a_hole() {
 #[test]
 fn a_refused_mlock_shows_the_kernels_verdict() {
     let h = harness();
-    let check = h
-        .probes
-        .checks
-        .iter()
-        .find(|c| c.check == "mlock")
-        .expect("the mlock check is in the probes' list");
-    eprintln!(
-        "OBSERVED kernel={} mlock check at {}: {:?}",
-        h.release, check.function, check.attached
-    );
     // `do_mlock` is a function (static, out of line) on every kernel of
     // the matrix (docs/limits.md).
-    let attached = check.attached.clone().expect("do_mlock is watched");
-    match h.mode {
-        pinwatch::probes::AttachMode::Kprobe => assert_eq!(attached, Mechanism::Kprobe),
-        pinwatch::probes::AttachMode::Fentry => assert_eq!(attached, Mechanism::Fentry),
-        pinwatch::probes::AttachMode::Auto => {}
-    }
+    assert_eq!(watched(&h, "mlock"), Ok(expected_mechanism(&h)));
 
     let before = Snapshot::read(h.probes.maps()).expect("snapshot");
     mlock_with_a_hole();
-    let run = |pages: u64| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -l {MLOCK_LIMIT_KB} && exec \"$0\" workload mlock --calls 1 --pages {pages}"
-            ))
-            .arg(pinwatch_bin())
-            .uid(USER)
-            .gid(USER)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the mlock workload")
-    };
+    let run =
+        |pages: u64| workload_as_user(MLOCK_LIMIT_KB, &format!("mlock --calls 1 --pages {pages}"));
     // Within the limit: locked, no verdict.
     let fits = run(8);
     assert!(fits.status.success(), "{fits:?}");

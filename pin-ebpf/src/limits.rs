@@ -1,10 +1,9 @@
 //! The kernel's memlock verdicts (`LIMIT_DENIALS`): at the return of a
 //! function that decides whether a charge fits RLIMIT_MEMLOCK
 //! (`__io_account_mem`, `io_account_mem`, `__account_locked_vm`,
-//! `do_mlock`), a refusal is recorded with
-//! what the kernel compared: the pages asked for, the charged counter
-//! (unchanged by a refused charge) and the soft limit of the task whose
-//! limit applies. Refusals are rare, so the map is a shared hash, not a
+//! `do_mlock`), a refusal is recorded with what the kernel compared: the
+//! pages asked for, the charged counter (unchanged by a refused charge)
+//! and the soft limit of the task whose limit applies. Refusals are rare, so the map is a shared hash, not a
 //! per-CPU one.
 
 use aya_ebpf::{

@@ -7,9 +7,10 @@
 //! rest at `__account_locked_vm`, and mlock/mlock2 at `do_mlock`.
 //! mmap's MAP_LOCKED check (`mlock_future_ok`, `mlock_future_check` on
 //! 6.1) is inlined into `do_mmap` on every kernel of the matrix: its
-//! out-of-line copy sees only other callers, so it is not watched. Optional, each on its own: a kernel
-//! without the function, or whose BTF lacks a member the probe reads, has
-//! no verdicts for that check, and `pinwatch probes` says why.
+//! out-of-line copy sees only other callers, so it is not watched.
+//! Optional, each on its own: a kernel without the function, or whose BTF
+//! lacks a member the probe reads, has no verdicts for that check, and
+//! `pinwatch probes` says why.
 
 use aya::{
     Ebpf,

@@ -101,3 +101,35 @@ fn the_rules_name_only_series_pinwatch_exports() {
         .collect();
     assert!(unknown.is_empty(), "not exported by pinwatch: {unknown:?}");
 }
+
+/// The service unit passes `systemd-analyze verify` without a word: it
+/// exits 0 even on an unknown key or a bad value, so any output fails.
+/// verify insists that ExecStart's program exists, so it points at the
+/// pinwatch cargo built instead of /usr/bin/pinwatch.
+#[test]
+fn systemd_accepts_the_service_unit() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/pinwatch.service");
+    let text = std::fs::read_to_string(unit).unwrap();
+    assert!(text.contains("ExecStart=/usr/bin/pinwatch serve"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("pinwatch.service");
+    std::fs::write(
+        &copy,
+        text.replace("/usr/bin/pinwatch", env!("CARGO_BIN_EXE_pinwatch")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze (Debian package systemd): run `cargo xtask setup`");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+}

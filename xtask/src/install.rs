@@ -21,8 +21,10 @@ const VM_PACKAGES: &[&str] = &[
     "tmux",
     "ncurses-base",
 ];
-/// Debian packages the unit tests need (promtool checks the exposition).
-const TEST_PACKAGES: &[&str] = &["prometheus"];
+/// Debian packages the host tests need: promtool checks the exposition and
+/// the rules (and Prometheus runs in the fleet VM test), systemd-analyze the
+/// service unit.
+const TEST_PACKAGES: &[&str] = &["prometheus", "systemd"];
 /// Debian packages of the benchmark's peers (carried into the VM image with
 /// their libraries).
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools"];
@@ -48,7 +50,7 @@ pub fn ensure_build_tools() -> anyhow::Result<()> {
     result
 }
 
-/// promtool, for the exposition tests.
+/// promtool, Prometheus and systemd-analyze, for the host and fleet tests.
 pub fn ensure_test_tools() -> anyhow::Result<()> {
     ensure_apt(TEST_PACKAGES)
 }

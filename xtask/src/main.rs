@@ -5,6 +5,7 @@
 mod apt;
 mod bench;
 mod cmd;
+mod dashboard;
 mod demo;
 mod initramfs;
 mod install;
@@ -29,8 +30,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install every prerequisite (idempotent): nightly rust-src, llvm-22-dev,
-    /// bpf-linker, qemu, busybox, cpio, xz, bpftrace, libbpf-tools and the VM
-    /// kernel images.
+    /// bpf-linker, qemu, busybox, cpio, xz, bpftrace, libbpf-tools, Prometheus,
+    /// grafanalib and the VM kernel images.
     Setup,
     /// Boot a stock kernel under qemu with a fresh pinwatch and run CMD.
     Vm {
@@ -67,6 +68,8 @@ enum Command {
     /// Overhead benchmark in one VM boot per kernel: pinwatch vs bpftrace vs
     /// funclatency vs untraced; writes target/bench/bench.{md,json}.
     Bench(bench::BenchArgs),
+    /// Generate deploy/grafana/pinwatch.json from its grafanalib source.
+    Dashboard,
     /// The benchmark's driver inside the VM (started by `bench`).
     #[command(hide = true)]
     BenchGuest(bench::guest::GuestArgs),
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         ),
         Command::Test { only, tests } => test::run(only.as_deref(), tests.as_deref()),
         Command::Bench(args) => bench::run(&args),
+        Command::Dashboard => dashboard::write(),
         Command::BenchGuest(args) => bench::guest::run(&args),
     };
     match result {

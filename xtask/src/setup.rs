@@ -1,13 +1,14 @@
 //! `cargo xtask setup`: everything the build, the VM tests and the
 //! benchmarks need, installed or fetched once (each step is idempotent).
 
-use crate::{install, kernels, qemu};
+use crate::{dashboard, install, kernels, qemu};
 
 /// Everything: build tools, VM tools, the benchmark's peers, every kernel
 /// of the matrix.
 pub fn all() -> anyhow::Result<std::process::ExitCode> {
     install::ensure_build_tools()?;
     install::ensure_test_tools()?;
+    dashboard::ensure_grafanalib()?;
     install::ensure_vm_tools()?;
     let qemu = qemu::ensure()?;
     println!("qemu: {}", qemu.binary.display());

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{install, vm, workspace};
+use crate::{dashboard, initramfs, install, vm, workspace};
 
 /// One boot of the VM matrix.
 struct Entry {
@@ -21,7 +21,13 @@ struct Entry {
     subset: &'static str,
     /// Extra kernel command-line parameters.
     params: &'static str,
+    /// Whether the guest carries Prometheus (the `fleet` tests).
+    prometheus: bool,
 }
+
+/// The VM tests that need Prometheus in the guest: only the entry that
+/// carries it runs them, every other entry skips them by name.
+const FLEET_SUBSET: &str = "fleet::";
 
 const fn entry(kernel: &'static str, attach: &'static str) -> Entry {
     Entry {
@@ -29,6 +35,7 @@ const fn entry(kernel: &'static str, attach: &'static str) -> Entry {
         attach,
         subset: "",
         params: "",
+        prometheus: false,
     }
 }
 
@@ -63,6 +70,13 @@ const MATRIX: &[Entry] = &[
     longterm("debian-6.12", "kprobe"),
     longterm("debian-6.18", "auto"),
     longterm("debian-7.3", "auto"),
+    // A real Prometheus scraping pinwatch and evaluating the shipped rules:
+    // one kernel is enough, what it tests is the exposition and the rules.
+    Entry {
+        subset: FLEET_SUBSET,
+        prometheus: true,
+        ..entry("debian-6.12", "fentry")
+    },
 ];
 
 #[derive(Default)]
@@ -138,7 +152,7 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
     install::ensure_test_tools()?;
     let run_started = Instant::now();
     let mut summary = Summary::default();
-    let host_passed = host_tests(&mut summary)?;
+    let host_passed = host_tests(&mut summary)? & dashboard_is_generated(&mut summary);
     let images = Images::build(&mut summary)?;
     for entry in MATRIX {
         if let Some(name) = entry.selected(only, tests) {
@@ -244,6 +258,27 @@ fn host_tests(summary: &mut Summary) -> anyhow::Result<bool> {
     Ok(passed)
 }
 
+/// Whether the committed Grafana dashboard is what its grafanalib source
+/// generates (counted as one test).
+fn dashboard_is_generated(summary: &mut Summary) -> bool {
+    let started = Instant::now();
+    let result = dashboard::check();
+    let passed = result.is_ok();
+    if let Err(e) = result {
+        println!("dashboard check failed: {e:#}");
+        summary.tally.failed += 1;
+        summary.failures.push(format!("dashboard: {e:#}"));
+    } else {
+        summary.tally.passed += 1;
+    }
+    summary.times.push((
+        "dashboard generated from its source".into(),
+        started.elapsed(),
+        if passed { "passed" } else { "failed" }.into(),
+    ));
+    passed
+}
+
 /// The binaries every VM of the matrix carries.
 struct Images {
     /// The release pinwatch.
@@ -252,6 +287,8 @@ struct Images {
     suite: PathBuf,
     /// The host's tmux, for the dashboard tests.
     tmux: PathBuf,
+    /// The host's Prometheus (Debian package), for the fleet tests.
+    prometheus: PathBuf,
 }
 
 impl Images {
@@ -262,6 +299,8 @@ impl Images {
             pinwatch: vm::build_pinwatch()?,
             suite: vm_test_binary()?,
             tmux: vm::tmux()?,
+            prometheus: install::ensure_test_tools()
+                .and_then(|()| initramfs::which("prometheus"))?,
         };
         summary.times.push((
             "release pinwatch and VM suite builds".into(),
@@ -282,12 +321,16 @@ impl Entry {
             attach,
             subset,
             params,
+            prometheus,
         } = self;
-        let name = if params.is_empty() {
+        let mut name = if params.is_empty() {
             format!("{kernel}/{attach}")
         } else {
             format!("{kernel}/{attach} {params}")
         };
+        if *prometheus {
+            name.push_str(" +prometheus");
+        }
         if only.is_some_and(|o| !name.contains(o)) {
             return None;
         }
@@ -302,22 +345,34 @@ impl Entry {
     /// adds what it reports to `summary`.
     fn run(&self, name: &str, tests: Option<&str>, images: &Images, summary: &mut Summary) {
         println!("== VM {name}");
+        // Entries without Prometheus skip the tests that need it, by name.
+        let skip = if self.prometheus {
+            String::new()
+        } else {
+            format!(" --skip {FLEET_SUBSET}")
+        };
         let command = format!(
-            "PINWATCH_ATTACH={} PINWATCH_KERNEL={} /bin/pinwatch-vm-tests --test-threads=1 --nocapture {}",
+            "PINWATCH_ATTACH={} PINWATCH_KERNEL={} /bin/pinwatch-vm-tests --test-threads=1 --nocapture {}{skip}",
             self.attach,
             self.kernel,
             tests.unwrap_or(self.subset)
         );
-        let binaries = [
+        let mut binaries = vec![
             images.pinwatch.clone(),
             images.suite.clone(),
             images.tmux.clone(),
         ];
-        let timeout = Duration::from_secs(1200);
-        let options = vm::VmOptions {
+        let mut options = vm::VmOptions {
             kernel_params: self.params.to_string(),
             ..Default::default()
         };
+        if self.prometheus {
+            binaries.push(images.prometheus.clone());
+            // Its 50 MB binary lives in the initramfs, its heap beside the
+            // suite's.
+            options.memory_mb = 2 * vm::DEFAULT_MEMORY_MB;
+        }
+        let timeout = Duration::from_secs(1200);
         let started = Instant::now();
         let mut result = vm::run_with(self.kernel, &binaries, &command, timeout, &options);
         // A guest that died before its init ran tested nothing (seen once

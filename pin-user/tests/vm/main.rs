@@ -21,6 +21,7 @@ mod cases;
 mod cgroups;
 mod checks;
 mod dashboard;
+mod fleet;
 mod harness;
 mod held;
 mod interrupts;

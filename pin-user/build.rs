@@ -37,5 +37,61 @@ fn main() -> anyhow::Result<()> {
         std::fs::copy(out_dir.join("pin-ebpf"), out_dir.join(object))
             .with_context(|| format!("copying the eBPF build to {object}"))?;
     }
+    build_info(&manifest_dir, &out_dir)
+}
+
+/// What `pinwatch --version` says (`crate::build_info`): the SHA-256 of
+/// each embedded object, the git revision and the target.
+fn build_info(manifest_dir: &str, out_dir: &std::path::Path) -> anyhow::Result<()> {
+    use sha2::{Digest as _, Sha256};
+    for (object, name) in [
+        ("pinwatch-full.bpf.o", "FULL"),
+        ("pinwatch-baseline.bpf.o", "BASELINE"),
+    ] {
+        let bytes =
+            std::fs::read(out_dir.join(object)).with_context(|| format!("reading {object}"))?;
+        let hash = format!("{:x}", Sha256::digest(&bytes));
+        println!("cargo:rustc-env=PINWATCH_EBPF_{name}_SHA256={hash}");
+        println!("cargo:rustc-env=PINWATCH_EBPF_{name}_SHORT={}", &hash[..12]);
+    }
+    println!(
+        "cargo:rustc-env=PINWATCH_TARGET={}",
+        std::env::var("TARGET").context("TARGET")?
+    );
+    println!(
+        "cargo:rustc-env=PINWATCH_GIT_REVISION={}",
+        git_revision(manifest_dir)
+    );
     Ok(())
+}
+
+/// HEAD's commit (12 hex digits), or "unknown" outside a git checkout (a
+/// source tarball). Like cargo's own --version it names the commit, not
+/// local changes; the eBPF hashes identify the objects exactly. The build
+/// script runs again when HEAD moves (the files watched exist: a missing
+/// one would rerun it, and rebuild the objects, on every build).
+fn git_revision(manifest_dir: &str) -> String {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .args(["-C", manifest_dir])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let Some(revision) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        let head_ref = git(&["rev-parse", "--symbolic-full-name", "HEAD"]).unwrap_or_default();
+        for file in ["HEAD", "packed-refs", head_ref.as_str()] {
+            let path = std::path::Path::new(&git_dir).join(file);
+            if !file.is_empty() && path.is_file() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    revision
 }

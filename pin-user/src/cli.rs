@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     commands::{
-        self, diff::DiffArgs, probes::ProbesArgs, record::RecordArgs, serve::ServeArgs,
-        stat::StatArgs, top::TopArgs, trace::TraceArgs, validate::ValidateArgs,
+        self, diff::DiffArgs, generate::GenerateArgs, probes::ProbesArgs, record::RecordArgs,
+        serve::ServeArgs, stat::StatArgs, top::TopArgs, trace::TraceArgs, validate::ValidateArgs,
         workload::WorkloadArgs,
     },
     error::{EXIT_USAGE, UsageError},
@@ -18,7 +18,13 @@ use crate::{
 
 /// Trace, count and time Linux page pinning (the get_user_pages family).
 #[derive(Debug, Parser)]
-#[command(name = "pinwatch", version, about, long_about = None)]
+#[command(
+    name = "pinwatch",
+    version = crate::build_info::VERSION,
+    long_version = crate::build_info::LONG_VERSION,
+    about,
+    long_about = None
+)]
 pub struct Cli {
     /// What to do (default: top).
     #[command(subcommand)]
@@ -53,6 +59,9 @@ pub enum Command {
     Stat(StatArgs),
     /// Drive one kernel GUP path with known counts and report what was done.
     Workload(WorkloadArgs),
+    /// Write the man pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 impl Command {
@@ -67,9 +76,11 @@ impl Command {
             | Command::Trace(_)
             | Command::Serve(_)
             | Command::Record(_) => true,
-            Command::Validate(_) | Command::Probes(_) | Command::Diff(_) | Command::Workload(_) => {
-                false
-            }
+            Command::Validate(_)
+            | Command::Probes(_)
+            | Command::Diff(_)
+            | Command::Workload(_)
+            | Command::Generate(_) => false,
         }
     }
 }
@@ -180,6 +191,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => commands::trace::run(args),
         Command::Stat(args) => commands::stat::run(args),
         Command::Workload(args) => commands::workload::run(args),
+        Command::Generate(args) => commands::generate::run(args),
     }
 }
 

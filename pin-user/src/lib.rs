@@ -14,7 +14,8 @@
 //! tick until a signal, a count, a duration or the command's end. The views
 //! only read figures: [`report`] (stat's table and JSON), [`tui`] (the live
 //! dashboard), [`export`] (metrics, recordings, diff); [`commands`] and
-//! [`cli`] wire them up ([`error`] names the exit codes). [`kernel`] discovers what the running kernel
+//! [`cli`] wire them up ([`error`] names the exit codes, [`build_info`]
+//! what `--version` says). [`kernel`] discovers what the running kernel
 //! offers, [`attribution`] reads call sites and tracks pin lifetimes,
 //! [`vmstat`] reads the kernel's own pin counters, [`limits`] the memlock
 //! limits and accounting per process, [`model`] is the
@@ -24,6 +25,7 @@
 //! container, pod or unit each path shows) and opens `--cgroup`'s filter.
 
 pub mod attribution;
+pub mod build_info;
 pub mod cgroups;
 pub mod cli;
 pub mod commands;

@@ -106,3 +106,41 @@ fn reduced_serve_exports_the_mode_on_loopback() {
     serve.signal(libc::SIGHUP);
     assert_eq!(serve.finish(STOP_BOUND, "serve").status.code(), Some(0));
 }
+
+/// `--version` names the commit it was built from and the SHA-256 of both
+/// embedded eBPF objects; `-V` is the one-line form of the same.
+#[test]
+fn version_names_the_revision_and_the_ebpf_objects() {
+    let out = run_to_end(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = out.stdout;
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert_eq!(head.len(), 12, "this test runs in a git checkout");
+    assert!(text.contains(&format!("git revision: {head}\n")), "{text}");
+    let hashes: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(": sha256:").map(|(_, h)| h))
+        .collect();
+    assert_eq!(hashes.len(), 2, "{text}");
+    for hash in &hashes {
+        assert!(
+            hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+            "{text}"
+        );
+    }
+    let short = run_to_end(&["-V"]).stdout;
+    assert_eq!(
+        short.trim(),
+        format!(
+            "pinwatch {} (git {head}, eBPF {}/{})",
+            env!("CARGO_PKG_VERSION"),
+            &hashes[0][..12],
+            &hashes[1][..12]
+        )
+    );
+}

@@ -65,6 +65,21 @@ pub fn ensure_bench_tools() -> anyhow::Result<()> {
     ensure_apt(BENCH_PACKAGES)
 }
 
+/// The target of the release binary: static, no shared library needed.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The Rust standard library for [`STATIC_TARGET`] (rustup; musl's libc
+/// comes with it, no C toolchain is needed).
+pub fn ensure_static_target() -> anyhow::Result<()> {
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("rustup is needed to add the static (musl) target")?;
+    if installed.lines().any(|l| l.trim() == STATIC_TARGET) {
+        return Ok(());
+    }
+    eprintln!("setup: adding the {STATIC_TARGET} target");
+    cmd::run(Command::new("rustup").args(["target", "add", STATIC_TARGET]))
+}
+
 fn ensure_nightly_rust_src() -> anyhow::Result<()> {
     let components = Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])

@@ -7,6 +7,7 @@ mod bench;
 mod cmd;
 mod dashboard;
 mod demo;
+mod dist;
 mod initramfs;
 mod install;
 mod kernels;
@@ -70,6 +71,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Generate deploy/grafana/pinwatch.json from its grafanalib source.
     Dashboard,
+    /// Release artifacts in target/dist: the static binary, a tarball, a
+    /// Debian package (installed and removed in a scratch root), SHA256SUMS.
+    Dist,
     /// The benchmark's driver inside the VM (started by `bench`).
     #[command(hide = true)]
     BenchGuest(bench::guest::GuestArgs),
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Test { only, tests } => test::run(only.as_deref(), tests.as_deref()),
         Command::Bench(args) => bench::run(&args),
         Command::Dashboard => dashboard::write(),
+        Command::Dist => dist::run(),
         Command::BenchGuest(args) => bench::guest::run(&args),
     };
     match result {

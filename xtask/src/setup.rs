@@ -7,6 +7,7 @@ use crate::{dashboard, install, kernels, qemu};
 /// of the matrix.
 pub fn all() -> anyhow::Result<std::process::ExitCode> {
     install::ensure_build_tools()?;
+    install::ensure_static_target()?;
     install::ensure_test_tools()?;
     dashboard::ensure_grafanalib()?;
     install::ensure_vm_tools()?;

@@ -281,7 +281,7 @@ fn dashboard_is_generated(summary: &mut Summary) -> bool {
 
 /// The binaries every VM of the matrix carries.
 struct Images {
-    /// The release pinwatch.
+    /// The release pinwatch, static, as `cargo xtask dist` ships it.
     pinwatch: PathBuf,
     /// The VM suite's test executable.
     suite: PathBuf,
@@ -296,7 +296,7 @@ impl Images {
     fn build(summary: &mut Summary) -> anyhow::Result<Self> {
         let building = Instant::now();
         let images = Self {
-            pinwatch: vm::build_pinwatch()?,
+            pinwatch: vm::build_static_pinwatch()?,
             suite: vm_test_binary()?,
             tmux: vm::tmux()?,
             prometheus: install::ensure_test_tools()

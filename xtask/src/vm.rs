@@ -57,6 +57,24 @@ pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
     Ok(workspace::root().join("target/release/pinwatch"))
 }
 
+/// The release pinwatch as `cargo xtask dist` ships it: static (musl), the
+/// eBPF objects embedded. The VM matrix runs this one; the host tests run
+/// the glibc build.
+pub fn build_static_pinwatch() -> anyhow::Result<PathBuf> {
+    install::ensure_build_tools()?;
+    install::ensure_static_target()?;
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "pin-user", "--bin", "pinwatch"])
+            .args(["--target", install::STATIC_TARGET])
+            .current_dir(workspace::root()),
+    )?;
+    Ok(workspace::root()
+        .join("target")
+        .join(install::STATIC_TARGET)
+        .join("release/pinwatch"))
+}
+
 /// The host's tmux, which the VM images carry so the dashboard can run in
 /// a real terminal there.
 pub fn tmux() -> anyhow::Result<PathBuf> {
@@ -74,7 +92,7 @@ pub fn run_cli(
     with: &[PathBuf],
     kernel_params: &str,
 ) -> anyhow::Result<ExitCode> {
-    let pinwatch = build_pinwatch()?;
+    let pinwatch = build_static_pinwatch()?;
     let mut binaries = vec![pinwatch, tmux()?];
     binaries.extend(with.iter().cloned());
     let timeout = Duration::from_secs(timeout);

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod diff;
+pub mod generate;
 pub mod probes;
 pub mod record;
 pub mod serve;

@@ -39,9 +39,11 @@ struct UffdioRegister {
 
 const UFFD_API: u64 = 0xaa;
 /// `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
-const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
+/// (`libc::Ioctl`: an unsigned long on glibc, an int on musl; the bits are
+/// what the kernel reads either way.)
+const UFFDIO_API: libc::Ioctl = 0xc018_aa3f_u32 as libc::Ioctl;
 /// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
-const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+const UFFDIO_REGISTER: libc::Ioctl = 0xc020_aa00_u32 as libc::Ioctl;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 /// Size of `struct uffd_msg`; a page-fault message carries the faulting
 /// address at byte 16.

@@ -21,11 +21,12 @@ struct UdmabufCreate {
 /// `UDMABUF_FLAGS_CLOEXEC`.
 const UDMABUF_FLAGS_CLOEXEC: u32 = 0x01;
 
-/// `_IOW('u', 0x42, struct udmabuf_create)`.
-const UDMABUF_CREATE: libc::c_ulong = (1 << 30)
-    | ((std::mem::size_of::<UdmabufCreate>() as libc::c_ulong) << 16)
-    | ((b'u' as libc::c_ulong) << 8)
-    | 0x42;
+/// `_IOW('u', 0x42, struct udmabuf_create)` (as `libc::Ioctl`: an unsigned
+/// long on glibc, an int on musl; the bits are what the kernel reads).
+const UDMABUF_CREATE: libc::Ioctl = ((1_u32 << 30)
+    | ((std::mem::size_of::<UdmabufCreate>() as u32) << 16)
+    | ((b'u' as u32) << 8)
+    | 0x42) as libc::Ioctl;
 
 pub struct Udmabuf {
     device: File,

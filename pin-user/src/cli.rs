@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::{
     commands::{
@@ -191,16 +191,48 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => commands::trace::run(args),
         Command::Stat(args) => commands::stat::run(args),
         Command::Workload(args) => commands::workload::run(args),
-        Command::Generate(args) => commands::generate::run(args),
+        Command::Generate(args) => commands::generate::run(args, Cli::command()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::args::parse_interval;
-    use clap::CommandFactory as _;
+    use crate::commands::{
+        args::parse_interval,
+        generate::{completions, man_pages},
+    };
     use std::time::Duration;
+
+    #[test]
+    fn every_visible_command_gets_a_man_page_and_every_shell_a_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let pages = man_pages(Cli::command(), dir.path()).unwrap();
+        let names: Vec<String> = pages
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "pinwatch.1",
+            "pinwatch-serve.1",
+            "pinwatch-top.1",
+            "pinwatch-workload.1",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{names:?}");
+        }
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("generate") || n.contains("help")),
+            "{names:?}"
+        );
+        let serve = std::fs::read_to_string(dir.path().join("pinwatch-serve.1")).unwrap();
+        assert!(serve.contains("\\-\\-listen"), "{serve}");
+        let scripts = completions(Cli::command(), dir.path()).unwrap();
+        assert_eq!(scripts.len(), 3, "{scripts:?}");
+        let bash = std::fs::read_to_string(dir.path().join("pinwatch.bash")).unwrap();
+        assert!(bash.contains("serve"), "{bash}");
+    }
 
     #[test]
     fn cli_is_consistent() {

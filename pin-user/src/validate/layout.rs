@@ -23,6 +23,17 @@ pub(super) fn map(len: u64, prot: i32, flags: i32, fd: i32) -> Result<UserBuffer
     UserBuffer::map(len, prot, flags, fd).map_err(|e| e.to_string())
 }
 
+/// A mapping at exactly `addr` (see [`UserBuffer::map_at`]).
+pub(super) fn map_at(
+    addr: u64,
+    len: u64,
+    prot: i32,
+    flags: i32,
+    fd: i32,
+) -> Result<UserBuffer, String> {
+    UserBuffer::map_at(addr, len, prot, flags, fd).map_err(|e| e.to_string())
+}
+
 /// A forked child that keeps this process's pages shared until dropped.
 pub(super) struct LiveFork {
     pid: libc::pid_t,

@@ -13,7 +13,7 @@ use io_uring::IoUring;
 
 use super::{
     Ctx, Step,
-    layout::{anon, map, rc},
+    layout::{anon, map, map_at, rc},
     procsnap, step,
 };
 use crate::{
@@ -215,9 +215,24 @@ fn readv_cold(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     process_vm_case(ctx, &local, remote.start(), LEN, false, remote.range())
 }
 
+/// Where the hole scenario maps: 1 TiB, far below where mmap places
+/// anything (top-down from under the stack; bottom-up, in the legacy
+/// layout, from a third of the address space up). A hole left anywhere
+/// else is the first place the next small mapping goes, and musl's malloc
+/// maps small buffers, such as the snapshot's reading of smaps: with the
+/// static (musl) build on 5.10 the model saw a mapping in the hole and
+/// predicted 8 pages where the kernel pinned 4.
+const HOLE_LAYOUT_AT: u64 = 1 << 40;
+
 fn readv_hole(ctx: &mut Ctx) -> Result<Vec<Step>, String> {
     let local = local_buffer()?;
-    let mut remote = anon(8 * PAGE_SIZE)?;
+    let mut remote = map_at(
+        HOLE_LAYOUT_AT,
+        8 * PAGE_SIZE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )?;
     remote.warm();
     // SAFETY: unmapping the upper half of our own mapping.
     unsafe {

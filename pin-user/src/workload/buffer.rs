@@ -49,6 +49,28 @@ impl UserBuffer {
         })
     }
 
+    /// Like [`Self::map`], at exactly `addr` when that range is free
+    /// (MAP_FIXED_NOREPLACE: EEXIST when something is mapped there).
+    pub fn map_at(
+        addr: u64,
+        len: u64,
+        prot: i32,
+        flags: i32,
+        fd: i32,
+    ) -> Result<Self, WorkloadError> {
+        let flags = flags | libc::MAP_FIXED_NOREPLACE;
+        // SAFETY: NOREPLACE never replaces an existing mapping; the result
+        // is checked.
+        let ptr = unsafe { libc::mmap(addr as *mut _, len as usize, prot, flags, fd, 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(WorkloadError::last_os("mmap"));
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len: len as usize,
+        })
+    }
+
     /// Writes every page so all are present, writable and not the zero page.
     pub fn warm(&mut self) {
         for off in (0..self.len).step_by(PAGE_SIZE as usize) {

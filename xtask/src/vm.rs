@@ -58,8 +58,7 @@ pub fn build_pinwatch() -> anyhow::Result<PathBuf> {
 }
 
 /// The release pinwatch as `cargo xtask dist` ships it: static (musl), the
-/// eBPF objects embedded. The VM matrix runs this one; the host tests run
-/// the glibc build.
+/// eBPF objects embedded. `cargo xtask vm` and `dist` use it.
 pub fn build_static_pinwatch() -> anyhow::Result<PathBuf> {
     install::ensure_build_tools()?;
     install::ensure_static_target()?;

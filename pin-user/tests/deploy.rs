@@ -16,6 +16,15 @@ fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
 }
 
+/// What a command printed, stdout then stderr.
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs promtool (Debian package `prometheus`, installed by `cargo xtask
 /// setup`) in the rules directory; panics with what it said on failure.
 fn promtool(args: &[&str]) -> String {
@@ -24,11 +33,7 @@ fn promtool(args: &[&str]) -> String {
         .current_dir(rules_dir())
         .output()
         .expect("promtool (Debian package prometheus): run `cargo xtask setup`");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = said(&out);
     assert!(out.status.success(), "promtool {args:?}:\n{said}");
     said
 }
@@ -123,11 +128,7 @@ fn systemd_accepts_the_service_unit() {
         .arg(&copy)
         .output()
         .expect("systemd-analyze (Debian package systemd): run `cargo xtask setup`");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = said(&out);
     assert!(
         out.status.success() && said.trim().is_empty(),
         "systemd-analyze verify: {said}"

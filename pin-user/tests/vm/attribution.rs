@@ -18,7 +18,9 @@ use pinwatch::{
     snapshot::{Delta, Snapshot},
 };
 
-use crate::harness::{Harness, harness, io_uring_variant, measure, odirect_variant, pinwatch_bin};
+use crate::harness::{
+    Harness, harness, io_uring_variant, measure, odirect_variant, pinwatch_bin, spawn_io_uring_hold,
+};
 
 fn callers(delta: &Delta) -> Vec<CallerView> {
     caller_views(&delta.callers, &name_sites(&delta.callers))
@@ -108,21 +110,7 @@ struct Holding {
 }
 
 fn start_holding(h: &Harness) -> (Holding, Delta, Snapshot) {
-    let mut child = Command::new(pinwatch_bin())
-        .args([
-            "workload",
-            "io-uring-hold",
-            "--calls",
-            "1",
-            "--pages",
-            "16",
-            "--wait-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn io-uring-hold");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut child, mut out) = spawn_io_uring_hold(16, &["--wait-stdin"]);
     let mut line = String::new();
     out.read_line(&mut line).expect("ready line");
     assert!(line.contains("\"ready\""), "{line:?}");

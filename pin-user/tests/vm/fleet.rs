@@ -14,14 +14,14 @@
 use std::{
     io::{BufRead, BufReader, Read as _, Write as _},
     net::TcpStream,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     thread::sleep,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-use crate::harness::{harness, pinning_workload, pinwatch_bin, start_pinwatch, wait_within};
+use crate::harness::{harness, pinning_workload, spawn_io_uring_hold, start_pinwatch, wait_within};
 
 /// The shipped rules.
 const RULES: &str = include_str!("../../../deploy/prometheus/pinwatch-rules.yml");
@@ -229,20 +229,7 @@ struct HeldRegistration {
 
 impl HeldRegistration {
     fn start(pages: u64) -> Self {
-        let mut child = Command::new(pinwatch_bin())
-            .args([
-                "workload",
-                "io-uring-hold",
-                "--calls",
-                "1",
-                "--pages",
-                &pages.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn io-uring-hold");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let (child, mut out) = spawn_io_uring_hold(pages, &[]);
         let mut line = String::new();
         out.read_line(&mut line).expect("holding line");
         assert!(line.contains("\"holding\""), "{line:?}");

@@ -164,6 +164,27 @@ pub fn pinning_workload() {
     assert!(status.success());
 }
 
+/// Spawns `pinwatch workload io-uring-hold --calls 1 --pages PAGES` plus
+/// `extra` (such as `--wait-stdin`), stdin and stdout piped: it registers
+/// one buffer, prints `{"holding":PID}` and holds the pins until a line on
+/// stdin (`unregister` releases them before it exits). Returns the child
+/// and its stdout, which must stay open (the workload reports there last).
+pub fn spawn_io_uring_hold(
+    pages: u64,
+    extra: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(pinwatch_bin())
+        .args(["workload", "io-uring-hold", "--calls", "1"])
+        .args(["--pages", &pages.to_string()])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn io-uring-hold");
+    let out = BufReader::new(child.stdout.take().expect("stdout"));
+    (child, out)
+}
+
 /// How long a scrape may take before the test fails rather than hangs
 /// (a scrape reads every map: well under a second even under TCG).
 pub const SCRAPE_WITHIN: Duration = Duration::from_secs(60);

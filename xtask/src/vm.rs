@@ -179,7 +179,7 @@ pub fn run_with(
     let kernel = kernels::ensure(kernel)?;
     let work = workspace::root().join("target/vm");
     std::fs::create_dir_all(&work)?;
-    let initrd = work.join(format!("initrd-{}.gz", std::process::id()));
+    let initrd = work.join(format!("initrd-{}.cpio", std::process::id()));
     initramfs::build(
         &initrd,
         binaries,

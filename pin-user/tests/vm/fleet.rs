@@ -1,5 +1,5 @@
 //! The fleet's client, end to end: a real Prometheus (Debian's, carried into
-//! the guest by the matrix's `fleet` entry) scrapes `pinwatch serve` every
+//! the guest by the matrix's agent entry, 6.12 with fentry) scrapes `pinwatch serve` every
 //! second over loopback and evaluates the shipped rules
 //! (`deploy/prometheus/pinwatch-rules.yml`, every window and pending time
 //! divided by [`TIME_SCALE`] so that a 30-minute alert fires within minutes).
@@ -8,8 +8,8 @@
 //! fires while an io_uring registration holds its pins and resolves once it
 //! is released.
 //!
-//! Only the `fleet` entry of the matrix carries Prometheus; the others run
-//! with `--skip fleet::`.
+//! Only that entry of the matrix carries Prometheus; the others skip the
+//! kernel-independent tests, these among them, by name.
 
 use std::{
     io::{BufRead, BufReader, Read as _, Write as _},

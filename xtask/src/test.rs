@@ -303,8 +303,8 @@ fn dashboard_is_generated(summary: &mut Summary) -> bool {
 struct Images {
     /// The release pinwatch (glibc). The static one `cargo xtask dist`
     /// ships ran the whole matrix once, 513 passed, but every entry took
-    /// 17-48 % longer (CI 92 min, over its 90), so it runs in `cargo xtask
-    /// vm` and dist's own checks until that is understood.
+    /// 17-48 % longer (CI 92 min, over its 90), so only dist's own checks
+    /// run it until that is understood.
     pinwatch: PathBuf,
     /// The VM suite's test executable.
     suite: PathBuf,

@@ -14,7 +14,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_CANNOT_TRACE: u8 = 3;
 /// Exit code when a `validate` scenario could not run on this host.
 pub const EXIT_INCOMPLETE: u8 = 4;
-/// Exit code when the process lacks the privileges attaching needs.
+/// Exit code when the process lacks the privileges attaching needs (or,
+/// before Linux 5.11, the memlock limit its BPF maps are charged to).
 pub const EXIT_PRIVILEGES: u8 = 5;
 
 /// Bad input (exit code [`EXIT_USAGE`]), found by a command or by a value
@@ -27,7 +28,7 @@ pub struct UsageError(pub String);
 /// from a kernel that cannot be traced.
 pub fn attach_exit_code(err: &AttachError) -> u8 {
     match err {
-        AttachError::Privileges(_) => EXIT_PRIVILEGES,
+        AttachError::Privileges(_) | AttachError::Memlock(_) => EXIT_PRIVILEGES,
         _ => EXIT_CANNOT_TRACE,
     }
 }

@@ -49,7 +49,8 @@ impl ReducedReason {
     }
 
     /// The kernel (or the policy around it) refused every probe; `None`
-    /// when the error is the user's to fix (privileges), a broken eBPF
+    /// when the error is the user's to fix (privileges, the memlock limit
+    /// of kernels before 5.11), a broken eBPF
     /// object, which reduced mode must not paper over, or a stop signal.
     pub fn from_attach_error(err: &AttachError) -> Option<Self> {
         match err {
@@ -69,6 +70,7 @@ impl ReducedReason {
                     .into(),
             }),
             AttachError::Privileges(_)
+            | AttachError::Memlock(_)
             | AttachError::Load(_)
             | AttachError::Unavailable(_)
             | AttachError::Stopped => None,
@@ -419,5 +421,17 @@ mod tests {
             reason.banner()
         );
         assert!(ReducedReason::from_attach_error(&AttachError::Load("EPERM".into())).is_none());
+        // The user's to raise, and the error says how.
+        let memlock = AttachError::Memlock(64 * 1024);
+        assert!(ReducedReason::from_attach_error(&memlock).is_none());
+        let text = memlock.to_string();
+        assert!(
+            text.contains("64 KiB") && text.contains("ulimit -l unlimited"),
+            "{text}"
+        );
+        assert_eq!(
+            crate::error::attach_exit_code(&memlock),
+            crate::error::EXIT_PRIVILEGES
+        );
     }
 }

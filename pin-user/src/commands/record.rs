@@ -81,7 +81,12 @@ fn executable(program: &str) -> bool {
 /// of its GUP calls are missed: `sh` waits for a line on fd 3, then execs
 /// the command under the same pid. (A blocking `pre_exec` cannot do this:
 /// std's spawn waits for the exec.)
-fn spawn_gated(command: &[String]) -> anyhow::Result<(Child, std::os::fd::OwnedFd)> {
+/// `memlock` is the RLIMIT_MEMLOCK pinwatch started with, given back to the
+/// command (before 5.11 aya raised pinwatch's own to unlimited).
+fn spawn_gated(
+    command: &[String],
+    memlock: Option<libc::rlimit>,
+) -> anyhow::Result<(Child, std::os::fd::OwnedFd)> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors we then own.
@@ -99,8 +104,8 @@ fn spawn_gated(command: &[String]) -> anyhow::Result<(Child, std::os::fd::OwnedF
         "pinwatch-record",
     ])
     .args(command);
-    // SAFETY: dup2 and fcntl are async-signal-safe; they give the shell the gate as fd 3
-    // (without O_CLOEXEC).
+    // SAFETY: dup2, fcntl and setrlimit are async-signal-safe; they give the shell the
+    // gate as fd 3 (without O_CLOEXEC) and its memlock limit.
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto itself keeps O_CLOEXEC (pipe2 hands out fd 3 when
@@ -113,7 +118,10 @@ fn spawn_gated(command: &[String]) -> anyhow::Result<(Child, std::os::fd::OwnedF
             if !ok {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            match memlock {
+                Some(limit) => crate::probes::memlock::restore(limit),
+                None => Ok(()),
+            }
         });
     }
     let child = cmd
@@ -157,6 +165,9 @@ pub fn run(opts: RecordArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!("command not found or not executable: {program}")).into());
     }
     check_output(&opts.output)?;
+    // Before the kernel is probed: on kernels before 5.11 aya raises
+    // pinwatch's own at its first map.
+    let memlock = crate::probes::memlock::current();
     let facts = KernelFacts::discover();
     let mode = reduced::attach_or_reduce(&facts, opts.source.options(), opts.source.reduced)?;
     // Told to stop while attaching: do not start a command only to end it.
@@ -164,8 +175,8 @@ pub fn run(opts: RecordArgs) -> anyhow::Result<ExitCode> {
         return Err(AttachError::Stopped.into());
     }
     match mode {
-        Mode::Probes(mut probes) => record_probes(&opts, &facts, &mut probes),
-        Mode::Reduced(reason) => record_reduced(&opts, &facts, reason),
+        Mode::Probes(mut probes) => record_probes(&opts, &facts, &mut probes, memlock),
+        Mode::Reduced(reason) => record_reduced(&opts, &facts, reason, memlock),
     }
 }
 
@@ -175,10 +186,11 @@ fn record_probes(
     opts: &RecordArgs,
     facts: &KernelFacts,
     probes: &mut Probes,
+    memlock: Option<libc::rlimit>,
 ) -> anyhow::Result<ExitCode> {
     let mut gated = None;
     if !opts.command.is_empty() {
-        let (mut c, gate) = spawn_gated(&opts.command)?;
+        let (mut c, gate) = spawn_gated(&opts.command, memlock)?;
         if let Err(e) = probes.follow(c.id()) {
             let _ = c.kill();
             let _ = c.wait();
@@ -225,6 +237,7 @@ fn record_reduced(
     opts: &RecordArgs,
     facts: &KernelFacts,
     reason: crate::reduced::ReducedReason,
+    memlock: Option<libc::rlimit>,
 ) -> anyhow::Result<ExitCode> {
     let _ = vmstat::refresh();
     let source = ReducedSource::new()?;
@@ -232,7 +245,7 @@ fn record_reduced(
         true => None,
         false => {
             // Nothing to follow: open the gate at once.
-            let (c, gate) = spawn_gated(&opts.command)?;
+            let (c, gate) = spawn_gated(&opts.command, memlock)?;
             let _ = std::io::Write::write_all(&mut std::fs::File::from(gate), b"go\n");
             Some(c)
         }

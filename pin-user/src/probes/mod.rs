@@ -6,6 +6,7 @@
 
 mod checks;
 pub mod maps;
+pub mod memlock;
 pub mod misses;
 mod programs;
 mod settings;
@@ -167,6 +168,15 @@ pub enum AttachError {
          profile (as in containers) or a security module denies BPF"
     )]
     Refused(String),
+    /// Linux before 5.11 charges BPF memory to RLIMIT_MEMLOCK, and the
+    /// limit (in bytes) was too low and could not be raised.
+    #[error(
+        "the kernel refused pinwatch's BPF maps (EPERM): Linux before 5.11 charges them to \
+         RLIMIT_MEMLOCK, which is {} here and cannot be raised without CAP_SYS_RESOURCE; run \
+         pinwatch with `ulimit -l unlimited` (LimitMEMLOCK=infinity in a systemd unit)",
+        memlock::human(*.0)
+    )]
+    Memlock(u64),
     /// The eBPF object (maps) could not be loaded.
     #[error("cannot load pinwatch's BPF maps: {0}")]
     Load(String),
@@ -456,9 +466,10 @@ fn load_object(
             Object::Full => EBPF_OBJECT,
             Object::Baseline => BASELINE_OBJECT,
         })
-        .map_err(|e| match permission_denied(&e) {
-            Some(denied) => AttachError::Refused(denied.to_string()),
-            None => AttachError::Load(e.to_string()),
+        .map_err(|e| match (permission_denied(&e), memlock::limiting()) {
+            (Some(_), Some(limit)) => AttachError::Memlock(limit),
+            (Some(denied), None) => AttachError::Refused(denied.to_string()),
+            (None, _) => AttachError::Load(e.to_string()),
         })?;
     let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => Some(logger),

@@ -16,6 +16,7 @@ use std::process::Child;
 
 use crate::harness::Harness;
 
+mod memlock;
 mod objects;
 mod privileges;
 mod reduced;
@@ -73,6 +74,13 @@ fn reduced_mode_shows_vmpin() {
 #[test]
 fn unmounted_tracefs_is_mounted_again() {
     tracefs::unmounted_tracefs_is_mounted_again();
+}
+
+/// A memlock limit pinwatch cannot raise is named where the kernel
+/// charges BPF memory to it (before 5.11), and does not matter after.
+#[test]
+fn low_memlock_limit_is_named_where_it_counts() {
+    memlock::low_memlock_limit_is_named_where_it_counts();
 }
 
 /// stat and record keep only the privileges they need once attached.

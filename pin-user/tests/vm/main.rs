@@ -13,9 +13,11 @@
 //! Needs root and a kernel with kprobes or fentry; run it through
 //! `cargo xtask test`, which boots such kernels. Environment:
 //! `PINWATCH_ATTACH` (auto|fentry|kprobe), `PINWATCH_BIN` (default
-//! `pinwatch` on PATH).
+//! `pinwatch` on PATH), `PINWATCH_BUILD` (static|glibc: which build that
+//! is).
 
 mod attribution;
+mod build;
 mod busy;
 mod cases;
 mod cgroups;

@@ -1,7 +1,10 @@
 //! What the fleet runs beside pinwatch, checked on the host: the Prometheus
 //! alert and recording rules in `deploy/prometheus/` pass promtool's checker
 //! and their unit tests (every alert fires in one case and stays quiet in
-//! another), and every pinwatch series they name is one pinwatch exports.
+//! another), and every pinwatch series they name is one pinwatch exports;
+//! the systemd unit passes systemd-analyze; the Kubernetes DaemonSet in
+//! `deploy/kubernetes/` validates strictly against the Kubernetes schemas
+//! (kubernetes-validate) and mounts and holds only what pinwatch needs.
 //! (A real Prometheus evaluating them against a running pinwatch is the VM
 //! suite's `fleet` test.)
 
@@ -133,4 +136,103 @@ fn systemd_accepts_the_service_unit() {
         out.status.success() && said.trim().is_empty(),
         "systemd-analyze verify: {said}"
     );
+}
+
+/// `deploy/kubernetes/pinwatch-daemonset.yaml`.
+fn daemonset() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/pinwatch-daemonset.yaml")
+}
+
+/// The kubernetes-validate virtualenv `cargo xtask setup` (and `cargo
+/// xtask test`) installs.
+fn kubernetes_validate_venv() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/kubernetes-validate");
+    assert!(
+        venv.join("bin/kubernetes-validate").exists(),
+        "kubernetes-validate missing from {}: run `cargo xtask setup`",
+        venv.display()
+    );
+    venv
+}
+
+#[test]
+fn the_daemonset_validates_strictly_against_the_kubernetes_schemas() {
+    let out = Command::new(kubernetes_validate_venv().join("bin/kubernetes-validate"))
+        .arg("--strict")
+        .arg(daemonset())
+        .output()
+        .expect("run kubernetes-validate");
+    let said = said(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("passed for resource daemonset/pinwatch"),
+        "{said}"
+    );
+}
+
+/// The DaemonSet as JSON (through the validator's own YAML parser).
+fn daemonset_json() -> serde_json::Value {
+    let out = Command::new(kubernetes_validate_venv().join("bin/python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(daemonset())
+        .output()
+        .expect("run the virtualenv's python");
+    assert!(out.status.success(), "{}", said(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON from the YAML")
+}
+
+/// It mounts what pinwatch reads from the host (BTF, tracefs, the cgroup
+/// filesystem), read-only, and nothing else; it runs with the README's
+/// capabilities only, not privileged, in the host's pid namespace.
+#[test]
+fn the_daemonset_mounts_and_holds_only_what_pinwatch_needs() {
+    let ds = daemonset_json();
+    let pod = &ds["spec"]["template"]["spec"];
+    let host_paths: BTreeSet<&str> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(|v| {
+            v["hostPath"]["path"]
+                .as_str()
+                .expect("only hostPath volumes")
+        })
+        .collect();
+    assert_eq!(
+        host_paths,
+        BTreeSet::from(["/sys/fs/cgroup", "/sys/kernel/btf", "/sys/kernel/tracing"])
+    );
+    assert_eq!(
+        pod["hostPID"], true,
+        "per-process rows need the host's /proc"
+    );
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let mounts = c["volumeMounts"].as_array().expect("volumeMounts");
+    assert_eq!(mounts.len(), host_paths.len());
+    for m in mounts {
+        assert_eq!(m["readOnly"], true, "{m}");
+        assert!(host_paths.contains(m["mountPath"].as_str().unwrap()), "{m}");
+    }
+    let security = &c["securityContext"];
+    assert_ne!(security["privileged"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        security["capabilities"]["add"],
+        serde_json::json!(["BPF", "PERFMON", "SYSLOG"])
+    );
+    // serve listens where the scrape reaches it: the pod's port.
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(args, ["serve", "--listen", "0.0.0.0:9435"]);
+    assert_eq!(c["ports"][0]["containerPort"], 9435);
 }

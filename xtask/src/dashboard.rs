@@ -29,18 +29,9 @@ pub fn committed() -> PathBuf {
 /// A virtualenv with grafanalib, made once (idempotent: kept when it
 /// already has the pinned release).
 pub fn ensure_grafanalib() -> anyhow::Result<()> {
-    let python = venv().join("bin/python");
     let wanted = format!("grafanalib=={GRAFANALIB_VERSION}");
-    if python.exists()
-        && cmd::output(Command::new(&python).args(["-m", "pip", "freeze"]))
-            .is_ok_and(|frozen| frozen.lines().any(|l| l.trim() == wanted))
-    {
-        return Ok(());
-    }
-    println!("setup: installing {wanted} into {}", venv().display());
-    cmd::run(Command::new("python3").args(["-m", "venv"]).arg(venv()))
-        .context("the dashboard is generated with grafanalib, in a Python 3 virtualenv")?;
-    cmd::run(Command::new(&python).args(["-m", "pip", "install", "--quiet", &wanted]))
+    // At [`venv`]: target/tools/grafanalib.
+    crate::install::ensure_python_tool("grafanalib", &wanted).map(drop)
 }
 
 /// Generates the dashboard's JSON from its source.

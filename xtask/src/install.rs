@@ -4,11 +4,11 @@
 //! installs only what is missing, so every xtask command calls the ones it
 //! needs.
 
-use std::{process::Command, sync::Once};
+use std::{path::PathBuf, process::Command, sync::Once};
 
 use anyhow::Context as _;
 
-use crate::{apt::ensure_apt, cmd};
+use crate::{apt::ensure_apt, cmd, workspace};
 
 /// Debian packages the build needs (bpf-linker links against LLVM 22).
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
@@ -50,9 +50,34 @@ pub fn ensure_build_tools() -> anyhow::Result<()> {
     result
 }
 
-/// promtool, Prometheus and systemd-analyze, for the host and fleet tests.
+/// promtool, Prometheus and systemd-analyze, for the host and fleet tests;
+/// kubernetes-validate for the DaemonSet (`pin-user/tests/deploy.rs`).
 pub fn ensure_test_tools() -> anyhow::Result<()> {
-    ensure_apt(TEST_PACKAGES)
+    ensure_apt(TEST_PACKAGES)?;
+    ensure_python_tool("kubernetes-validate", KUBERNETES_VALIDATE).map(drop)
+}
+
+/// The kubernetes-validate release (PyPI) the DaemonSet is checked with:
+/// it carries the Kubernetes schemas, so no cluster is needed.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// A Python 3 virtualenv at `target/tools/NAME` holding `requirement`
+/// (`package==version`), made once: kept when it already has it. Returns
+/// the virtualenv's directory.
+pub fn ensure_python_tool(name: &str, requirement: &str) -> anyhow::Result<PathBuf> {
+    let venv = workspace::root().join("target/tools").join(name);
+    let python = venv.join("bin/python");
+    if python.exists()
+        && cmd::output(Command::new(&python).args(["-m", "pip", "freeze"]))
+            .is_ok_and(|frozen| frozen.lines().any(|l| l.trim() == requirement))
+    {
+        return Ok(venv);
+    }
+    println!("setup: installing {requirement} into {}", venv.display());
+    cmd::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+        .with_context(|| format!("{name} runs in a Python 3 virtualenv (python3-venv)"))?;
+    cmd::run(Command::new(&python).args(["-m", "pip", "install", "--quiet", requirement]))?;
+    Ok(venv)
 }
 
 /// qemu, busybox, cpio, xz, tmux.

@@ -13,10 +13,6 @@ use crate::{cmd, workspace};
 /// The grafanalib release the dashboard is generated with.
 const GRAFANALIB_VERSION: &str = "0.7.1";
 
-fn venv() -> PathBuf {
-    workspace::root().join("target/tools/grafanalib")
-}
-
 fn source_dir() -> PathBuf {
     workspace::root().join("deploy/grafana")
 }
@@ -27,19 +23,17 @@ pub fn committed() -> PathBuf {
 }
 
 /// A virtualenv with grafanalib, made once (idempotent: kept when it
-/// already has the pinned release).
-pub fn ensure_grafanalib() -> anyhow::Result<()> {
-    let wanted = format!("grafanalib=={GRAFANALIB_VERSION}");
-    // At [`venv`]: target/tools/grafanalib.
-    crate::install::ensure_python_tool("grafanalib", &wanted).map(drop)
+/// already has the pinned release); its directory.
+pub fn ensure_grafanalib() -> anyhow::Result<PathBuf> {
+    crate::install::ensure_python_tool("grafanalib", &format!("grafanalib=={GRAFANALIB_VERSION}"))
 }
 
 /// Generates the dashboard's JSON from its source.
 fn generate() -> anyhow::Result<String> {
-    ensure_grafanalib()?;
+    let venv = ensure_grafanalib()?;
     let out = tempfile_path();
     cmd::run(
-        Command::new(venv().join("bin/generate-dashboard"))
+        Command::new(venv.join("bin/generate-dashboard"))
             .arg("-o")
             .arg(&out)
             .arg("pinwatch.dashboard.py")

@@ -11,6 +11,7 @@ mod dist;
 mod initramfs;
 mod install;
 mod kernels;
+mod matrix;
 mod qemu;
 mod setup;
 mod test;

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: host unit tests, then the integration suite inside
-//! the VM on every kernel and attach mechanism of the matrix. A matrix
-//! entry that cannot boot is a failure, never a skip.
+//! the VM on every kernel and attach mechanism of the matrix (its entries
+//! are `matrix`'s). A matrix entry that cannot boot is a failure, never a
+//! skip.
 
 use std::{
     path::PathBuf,
@@ -10,121 +11,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cmd, dashboard, initramfs, install, vm, workspace};
-
-/// One boot of the VM matrix.
-struct Entry {
-    kernel: &'static str,
-    /// `PINWATCH_ATTACH`: auto, fentry or kprobe.
-    attach: &'static str,
-    /// The VM tests it runs: a libtest filter, "" for all.
-    subset: &'static str,
-    /// Extra kernel command-line parameters.
-    params: &'static str,
-    /// Whether the entry runs the [`AGENT_ONLY`] tests (and carries
-    /// Prometheus for the `fleet` ones).
-    agent: bool,
-    /// Which pinwatch build the entry runs.
-    binary: Binary,
-}
-
-/// The two pinwatch builds the matrix runs.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Binary {
-    /// The release build for the host's glibc (`cargo build --release`,
-    /// what a user building from source runs).
-    Glibc,
-    /// The static (musl) release build `cargo xtask dist` ships.
-    Static,
-}
-
-impl Binary {
-    /// `PINWATCH_BUILD` for the VM suite, which checks it.
-    fn env_name(self) -> &'static str {
-        match self {
-            Binary::Glibc => "glibc",
-            Binary::Static => "static",
-        }
-    }
-}
-
-/// The VM tests whose outcome depends on neither the kernel nor the attach
-/// mechanism: the dashboard's terminal handling, the HTTP exporter,
-/// Prometheus scraping it and evaluating the shipped rules (`fleet`), and
-/// `record`'s supervision of a command that ignores SIGTERM. What they
-/// read from the kernel, the others check on every entry (exact counts in
-/// `cases`/`checks`, detaching on signals in `robustness`). They run on
-/// the one entry marked `agent`; every other entry skips them by name,
-/// which keeps 114 s of each other full entry's 525 (measured on
-/// 6.12/fentry) for the tests where kernels differ.
-const AGENT_ONLY: &[&str] = &[
-    "dashboard::",
-    "serve::",
-    "fleet::",
-    "record::record_kills_a_command_that_ignores_sigterm",
-];
-
-const fn entry(kernel: &'static str, attach: &'static str) -> Entry {
-    Entry {
-        kernel,
-        attach,
-        subset: "",
-        params: "",
-        agent: false,
-        binary: Binary::Glibc,
-    }
-}
-
-/// An entry that runs the static build `cargo xtask dist` ships.
-const fn shipped(entry: Entry) -> Entry {
-    Entry {
-        binary: Binary::Static,
-        ..entry
-    }
-}
-
-/// A boot with half the memory in ZONE_MOVABLE for the `longterm` tests.
-const fn longterm(kernel: &'static str, attach: &'static str) -> Entry {
-    Entry {
-        subset: "longterm::",
-        params: "movablecore=50%",
-        ..entry(kernel, attach)
-    }
-}
-
-/// The matrix. The PREEMPT_RT kernel runs the concurrency tests (`busy`):
-/// what differs there is that BPF programs can be preempted. The
-/// `movablecore` boots run the FOLL_LONGTERM migration tests (`longterm`):
-/// with half the memory in ZONE_MOVABLE, where user pages go first, a
-/// long-term pin must migrate them, and GUP releases its own pins.
-///
-/// The oldest and the newest kernel run the static build `cargo xtask
-/// dist` ships (a release tarball is what lands on hosts that cannot
-/// build pinwatch); the others the glibc build. Measured in one 6.12 boot,
-/// `pinwatch probes` took 14.8/16.3/13.7 s (glibc) against 14.7/16.7/14.3 s
-/// (static), run alternately: the builds start and stop alike.
-const MATRIX: &[Entry] = &[
-    shipped(entry("debian-5.10", "auto")),
-    entry("debian-6.1", "auto"),
-    // The kernel-independent tests run here, beside Prometheus.
-    Entry {
-        agent: true,
-        ..entry("debian-6.12", "fentry")
-    },
-    entry("debian-6.12", "kprobe"),
-    entry("debian-6.18", "auto"),
-    shipped(entry("debian-7.3", "auto")),
-    Entry {
-        subset: "busy::",
-        ..entry("debian-6.12-rt", "fentry")
-    },
-    shipped(longterm("debian-5.10", "auto")),
-    longterm("debian-6.1", "auto"),
-    longterm("debian-6.12", "fentry"),
-    longterm("debian-6.12", "kprobe"),
-    longterm("debian-6.18", "auto"),
-    shipped(longterm("debian-7.3", "auto")),
-];
+use crate::{
+    cmd, dashboard, initramfs, install,
+    matrix::{AGENT_ONLY, Binary, Entry, MATRIX},
+    vm, workspace,
+};
 
 #[derive(Default)]
 struct Tally {
@@ -340,9 +231,10 @@ fn dashboard_is_generated(summary: &mut Summary) -> bool {
 
 /// The binaries every VM of the matrix carries.
 struct Images {
-    /// The release pinwatch builds the selected entries run (each built
-    /// only when one needs it).
-    pinwatch: Vec<(Binary, PathBuf)>,
+    /// The glibc release pinwatch, if a selected entry runs it.
+    glibc: Option<PathBuf>,
+    /// The static one `cargo xtask dist` ships, if a selected entry runs it.
+    shipped: Option<PathBuf>,
     /// The VM suite's test executable.
     suite: PathBuf,
     /// The host's tmux, for the dashboard tests.
@@ -359,20 +251,16 @@ impl Images {
         binaries: impl Iterator<Item = Binary>,
     ) -> anyhow::Result<Self> {
         let building = Instant::now();
-        let mut wanted: Vec<Binary> = binaries.collect();
-        wanted.sort_by_key(|b| *b as u8);
-        wanted.dedup();
+        let wanted: Vec<Binary> = binaries.collect();
         let images = Self {
-            pinwatch: wanted
-                .into_iter()
-                .map(|b| {
-                    let path = match b {
-                        Binary::Glibc => vm::build_pinwatch()?,
-                        Binary::Static => vm::build_static_pinwatch()?,
-                    };
-                    Ok((b, path))
-                })
-                .collect::<anyhow::Result<_>>()?,
+            glibc: match wanted.contains(&Binary::Glibc) {
+                true => Some(vm::build_pinwatch()?),
+                false => None,
+            },
+            shipped: match wanted.contains(&Binary::Static) {
+                true => Some(vm::build_static_pinwatch()?),
+                false => None,
+            },
             suite: vm_test_binary()?,
             tmux: vm::tmux()?,
             prometheus: install::ensure_test_tools()
@@ -388,44 +276,6 @@ impl Images {
 }
 
 impl Entry {
-    /// The entry's name (`kernel/attach[ params]`) when `only` and `tests`
-    /// select it. An entry that runs a subset runs only when asked for
-    /// that subset.
-    fn selected(&self, only: Option<&str>, tests: Option<&str>) -> Option<String> {
-        let Self {
-            kernel,
-            attach,
-            subset,
-            params,
-            agent,
-            binary,
-        } = self;
-        let mut name = if params.is_empty() {
-            format!("{kernel}/{attach}")
-        } else {
-            format!("{kernel}/{attach} {params}")
-        };
-        if *agent {
-            name.push_str(" +agent");
-        }
-        if *binary == Binary::Static {
-            name.push_str(" static");
-        }
-        if only.is_some_and(|o| !name.contains(o)) {
-            return None;
-        }
-        // Asked only for kernel-independent tests: the agent entry runs
-        // them, the others would boot to run none.
-        if !agent && tests.is_some_and(only_agent_tests) {
-            return None;
-        }
-        let subset_name = subset.trim_end_matches(':');
-        if !subset.is_empty() && tests.is_some_and(|t| !t.contains(subset_name)) {
-            return None;
-        }
-        Some(name)
-    }
-
     /// Boots the entry's VM, runs the suite (`tests`, else its subset) and
     /// adds what it reports to `summary`.
     fn run(&self, name: &str, tests: Option<&str>, images: &Images, summary: &mut Summary) {
@@ -442,14 +292,12 @@ impl Entry {
             self.binary.env_name(),
             tests.unwrap_or(self.subset)
         );
-        let Some((_, pinwatch)) = images.pinwatch.iter().find(|(b, _)| *b == self.binary) else {
-            summary.tally.failed += 1;
-            summary.failures.push(format!(
-                "{name}: its pinwatch build ({:?}) was not built",
-                self.binary
-            ));
-            return;
-        };
+        let pinwatch = match self.binary {
+            Binary::Glibc => &images.glibc,
+            Binary::Static => &images.shipped,
+        }
+        .as_ref()
+        .expect("Images::build builds what every selected entry runs");
         let mut binaries = vec![pinwatch.clone(), images.suite.clone(), images.tmux.clone()];
         let mut options = vm::VmOptions {
             kernel_params: self.params.to_string(),
@@ -486,12 +334,6 @@ impl Entry {
             .times
             .push((format!("VM {name}"), started.elapsed(), verdict));
     }
-}
-
-/// Whether every filter of `tests` lies within [`AGENT_ONLY`].
-fn only_agent_tests(tests: &str) -> bool {
-    let mut filters = tests.split_whitespace().peekable();
-    filters.peek().is_some() && filters.all(|f| AGENT_ONLY.iter().any(|a| f.starts_with(a)))
 }
 
 /// The README's first demo in the summary.
@@ -556,51 +398,5 @@ mod tests {
         ));
         assert_eq!((t.passed, t.failed), (15, 2));
         assert!(!t.add_libtest("nothing here"));
-    }
-
-    /// The kernel-independent tests run exactly once in the whole matrix:
-    /// one full entry runs them, every other full entry skips them.
-    #[test]
-    fn agent_tests_run_on_exactly_one_full_entry() {
-        let full: Vec<&Entry> = MATRIX.iter().filter(|e| e.subset.is_empty()).collect();
-        assert_eq!(full.iter().filter(|e| e.agent).count(), 1);
-        assert!(MATRIX.iter().all(|e| !e.agent || e.subset.is_empty()));
-    }
-
-    /// The full suite runs on both builds: the static one dist ships and
-    /// the glibc one a source build gives.
-    #[test]
-    fn both_builds_run_the_full_suite() {
-        for binary in [Binary::Glibc, Binary::Static] {
-            assert!(
-                MATRIX
-                    .iter()
-                    .any(|e| e.subset.is_empty() && e.binary == binary),
-                "no full entry runs the {binary:?} build"
-            );
-        }
-        assert_eq!(
-            MATRIX[0].selected(None, None).as_deref(),
-            Some("debian-5.10/auto static")
-        );
-    }
-
-    #[test]
-    fn a_filter_of_agent_tests_selects_the_agent_entry_only() {
-        let names = |tests: Option<&str>| -> Vec<String> {
-            MATRIX
-                .iter()
-                .filter_map(|e| e.selected(None, tests))
-                .collect()
-        };
-        assert_eq!(names(Some("fleet::")), ["debian-6.12/fentry +agent"]);
-        assert_eq!(
-            names(Some("dashboard:: serve::serve_exports")),
-            ["debian-6.12/fentry +agent"]
-        );
-        // One kernel-dependent filter brings back every full entry.
-        assert_eq!(names(Some("fleet:: cases::")).len(), 6);
-        assert_eq!(names(Some("record::")).len(), 6);
-        assert_eq!(names(None).len(), MATRIX.len());
     }
 }

@@ -51,7 +51,9 @@ impl CallerKey {
     }
 }
 
-/// Per-caller counters, one per CPU in the `CALLERS` LRU per-CPU hash.
+/// Per-caller counters in the `CALLERS` LRU hash: one entry shared by all
+/// CPUs, updated with atomic adds. Per-CPU entries of this size (784
+/// bytes) would take 196 MiB of kernel memory at 256 CPUs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CallerStats {
@@ -80,9 +82,8 @@ pub struct CallerStats {
     /// log2 hold-time histogram of released tracked pages (pages per
     /// bucket, see [`hold_bucket`]).
     pub hold_log2: [u64; HOLD_BUCKETS],
-    /// When the entry was created (ns, monotonic; set in the creating
-    /// CPU's slot only, 0 in the others): tells the agent which entries a
-    /// count of `TABLE_INSERTS` already includes.
+    /// When the entry was created (ns, monotonic): tells the agent which
+    /// entries a count of `TABLE_INSERTS` already includes.
     pub first_ns: u64,
 }
 

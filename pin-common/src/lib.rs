@@ -164,7 +164,10 @@ impl PinBalance {
     }
 }
 
-/// Per-process counters in the `PROCS` LRU per-CPU hash, keyed by tgid.
+/// Per-process counters in the `PROCS` LRU hash, keyed by tgid. One
+/// entry shared by all CPUs, updated with atomic adds: a per-CPU entry
+/// would cost capacity x possible CPUs of kernel memory (128 MiB at 256
+/// CPUs) for what is contended only among one process's threads.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcStats {
@@ -176,18 +179,18 @@ pub struct ProcStats {
     pub pinned: u64,
     /// Pages released by the unpin family while running in the process.
     pub released: u64,
-    /// When this (per-CPU) entry last counted a call (ns, monotonic): the
-    /// agent takes `comm` from the most recent CPU's entry.
-    pub last_ns: u64,
-    /// The comm of the task that last made a GUP call.
+    /// The comm of the task that last made a GUP call (stored only when
+    /// it changes, so that the shared entry's line is not written for
+    /// nothing; two threads of different names racing can leave a mix of
+    /// both until the next call).
     pub comm: [u8; 16],
-    /// When the entry was created (ns, monotonic; set in the creating
-    /// CPU's slot only, 0 in the others): tells the agent which entries a
-    /// count of `TABLE_INSERTS` already includes.
+    /// When the entry was created (ns, monotonic): tells the agent which
+    /// entries a count of `TABLE_INSERTS` already includes.
     pub first_ns: u64,
 }
 
-/// Per-cgroup counters in the `CGROUPS` LRU per-CPU hash, keyed by the
+/// Per-cgroup counters in the `CGROUPS` LRU hash (shared by all CPUs,
+/// atomic adds, as `PROCS`), keyed by the
 /// cgroup v2 id of the task that made the call (`bpf_get_current_cgroup_id`;
 /// [`IRQ_CGROUP`] for releases made in interrupt context).
 #[repr(C)]
@@ -203,8 +206,8 @@ pub struct CgroupStats {
     pub released: u64,
     /// Outermost calls that returned an errno.
     pub errors: u64,
-    /// When the entry was created (ns, monotonic; set in the creating
-    /// CPU's slot only): as [`ProcStats::first_ns`].
+    /// When the entry was created (ns, monotonic): as
+    /// [`ProcStats::first_ns`].
     pub first_ns: u64,
 }
 

@@ -78,7 +78,7 @@ pub(crate) fn proc_entry(
         fresh.comm = comm;
     }
     // NOEXIST: a thread of the same process on another CPU may create the
-    // entry first; overwriting it would zero that CPU's first counts.
+    // entry first; overwriting it would zero the counts it added since.
     match PROCS.insert(tgid, fresh, u64::from(BPF_NOEXIST)) {
         Ok(()) => count_insert(INSERTS_PROCS),
         Err(err) if i64::from(err) == -EEXIST => {}
@@ -329,7 +329,7 @@ fn account_call(ctx: &impl EbpfContext, state: &TaskState, ret: i64) {
     {
         add_to(unsafe { &mut (*balance).pinned }, ret as u64);
     }
-    count_process(ctx, ret, is_pin, now);
+    count_process(ctx, ret, is_pin);
     cgroup::count_call(ctx, ret, is_pin);
 }
 
@@ -414,17 +414,20 @@ fn count_latency(stats: &mut GupStats, ns: u64) -> usize {
     latency_slot
 }
 
-/// The calling process's row: its comm, when it last called, its calls
-/// and the pages it got (pinned ones apart).
+/// The calling process's row: its comm, its calls and the pages it got
+/// (pinned ones apart).
 #[inline(always)]
-fn count_process(ctx: &impl EbpfContext, ret: i64, is_pin: bool, now: u64) {
+fn count_process(ctx: &impl EbpfContext, ret: i64, is_pin: bool) {
     if let Some(proc) = proc_stats(ctx) {
         // Refreshed on every call: a process's first GUP calls are often
-        // exec copying its arguments, under the parent's comm.
-        if let Ok(comm) = bpf_get_current_comm() {
+        // exec copying its arguments, under the parent's comm. Stored only
+        // when it changed: the entry is shared by the process's threads on
+        // all CPUs, and a store would take its cache line from them.
+        if let Ok(comm) = bpf_get_current_comm()
+            && proc.comm != comm
+        {
             proc.comm = comm;
         }
-        proc.last_ns = now;
         add_to(&mut proc.calls, 1);
         if ret > 0 {
             add_to(&mut proc.pages, ret as u64);

@@ -81,7 +81,7 @@ fn walk_for_caller(ctx: &impl EbpfContext, id: FuncId) -> u64 {
     0
 }
 
-/// This CPU's counters for a call site, created on first use.
+/// The counters of a call site, created on first use.
 #[inline(always)]
 fn caller_stats(key: &CallerKey) -> Option<&'static mut CallerStats> {
     if let Some(stats) = CALLERS.get_ptr_mut(key) {
@@ -93,7 +93,7 @@ fn caller_stats(key: &CallerKey) -> Option<&'static mut CallerStats> {
     unsafe { (*fresh).first_ns = bpf_ktime_get_ns() };
     // The map is LRU: inserting evicts the coldest call site when full.
     // NOEXIST: another CPU may create the entry first; overwriting it
-    // would zero that CPU's first counts.
+    // would zero the counts it added since.
     match CALLERS.insert(key, unsafe { &*fresh }, u64::from(BPF_NOEXIST)) {
         Ok(()) => count_insert(INSERTS_CALLERS),
         Err(err) if i64::from(err) == -EEXIST => {}

@@ -47,7 +47,7 @@ fn entry(ctx: &impl EbpfContext, id: u64) -> Option<&'static mut CgroupStats> {
         ..CgroupStats::default()
     };
     // NOEXIST: another CPU may create the entry first; overwriting it
-    // would zero that CPU's first counts.
+    // would zero the counts it added since.
     match CGROUPS.insert(&id, &fresh, u64::from(BPF_NOEXIST)) {
         Ok(()) => count_insert(INSERTS_CGROUPS),
         Err(err) if i64::from(err) == -EEXIST => {}

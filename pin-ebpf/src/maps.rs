@@ -1,15 +1,19 @@
-//! The BPF maps shared with the agent. Aggregation happens here, in per-CPU
-//! maps, so the hot path never contends and nothing per event crosses to
-//! userspace. (The per-thread state, which only the probes use, is
+//! The BPF maps shared with the agent. Aggregation happens here, so that
+//! nothing per event crosses to userspace: in per-CPU maps where every
+//! call lands (the per-variant and health counters, small and hot), in
+//! shared maps with atomic adds where the key spreads the calls (per
+//! process, cgroup and call site), since a per-CPU hash costs its capacity
+//! times the possible CPUs of kernel memory whether used or not. (The per-thread state, which only the probes use, is
 //! `task_storage`'s.)
 //!
 //! A static's identifier is its map's name (aya-ebpf takes it from there);
 //! the agent opens the maps by the names in `pin_common::maps`, which a
 //! pin-user test checks against the built objects.
 
+use aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, CgroupArray, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, CgroupArray, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use pin_common::{
     CGROUPS_CAPACITY, CallerKey, CallerStats, CgroupStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES,
@@ -38,14 +42,13 @@ pub static RELEASE_STATS: PerCpuArray<ReleaseStats> =
 
 /// Per process (tgid): calls, pages, pins and releases.
 #[map]
-pub static PROCS: LruPerCpuHashMap<u32, ProcStats> =
-    LruPerCpuHashMap::with_max_entries(PROCS_CAPACITY, 0);
+pub static PROCS: LruHashMap<u32, ProcStats> = LruHashMap::with_max_entries(PROCS_CAPACITY, 0);
 
 /// Per cgroup v2 id (`IRQ_CGROUP` for releases in interrupt context):
 /// calls, pages, pins, releases and errors.
 #[map]
-pub static CGROUPS: LruPerCpuHashMap<u64, CgroupStats> =
-    LruPerCpuHashMap::with_max_entries(CGROUPS_CAPACITY, 0);
+pub static CGROUPS: LruHashMap<u64, CgroupStats> =
+    LruHashMap::with_max_entries(CGROUPS_CAPACITY, 0);
 
 /// The cgroup whose tasks (and its descendants') alone are counted, in
 /// slot 0, when `--cgroup` sets the `CGROUP_FILTER_ON` global.
@@ -58,9 +61,12 @@ pub static CGROUP_FILTER: CgroupArray = CgroupArray::with_max_entries(1, 0);
 pub static FILTER: Array<u32> = Array::with_max_entries(1, 0);
 
 /// The followed process tree: tgids (and thread ids) forked from the
-/// command, kept current by the fork/exit tracepoints.
+/// command, kept current by the fork/exit tracepoints. Not preallocated:
+/// its entries come and go with the tree, which is usually small (the
+/// agent also shrinks it to one entry when nothing is followed).
 #[map]
-pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_CAPACITY, 0);
+pub static TRACKED: HashMap<u32, u8> =
+    HashMap::with_max_entries(TRACKED_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// FOLL_PIN pages taken and released, side by side (see
 /// [`pin_common::PinBalance`]).
@@ -99,12 +105,15 @@ pub static SETTINGS: Array<u64> = Array::with_max_entries(SETTINGS_LEN, 0);
 
 /// Per (call site, outermost function): counters, latency and hold-time
 /// histograms. LRU: a flood of distinct call sites evicts the coldest.
+/// Shared: the one map where all CPUs can hit one entry (a hot call
+/// site), but per-CPU it would be 196 MiB at 256 CPUs.
 #[map]
-pub static CALLERS: LruPerCpuHashMap<CallerKey, CallerStats> =
-    LruPerCpuHashMap::with_max_entries(CALLERS_CAPACITY, 0);
+pub static CALLERS: LruHashMap<CallerKey, CallerStats> =
+    LruHashMap::with_max_entries(CALLERS_CAPACITY, 0);
 
 /// An all-zero [`CallerStats`] to create `CALLERS` entries from (the
-/// value is larger than the BPF stack). Never written.
+/// value is larger than the BPF stack). Per-CPU so that each CPU's
+/// creation time, the one field set, is its own.
 #[map]
 pub static CALLER_ZERO: PerCpuArray<CallerStats> = PerCpuArray::with_max_entries(1, 0);
 

@@ -1,10 +1,10 @@
-//! Kernel maps -> snapshots -> deltas. A [`Snapshot`] is the sum over CPUs
-//! of every counter map at one instant; [`Delta`] is what happened between
-//! two of them. Views (stat, JSON, tests) render deltas and never read maps.
+//! Kernel maps -> snapshots -> deltas. A [`Snapshot`] is every counter map
+//! at one instant (the per-CPU ones summed over CPUs); [`Delta`] is what
+//! happened between two of them. Views (stat, JSON, tests) render deltas and never read maps.
 
 use std::{collections::BTreeMap, time::Instant};
 
-use aya::{Pod, maps::PerCpuValues};
+use aya::Pod;
 use pin_common::{
     CallerKey, CallerStats, CgroupStats, GupStats, HEALTH_COUNT, INSERTS_CALLERS, INSERTS_CGROUPS,
     INSERTS_FAILURES, INSERTS_PROCS, PinBalance, ProcStats, ReleaseStats,
@@ -23,7 +23,7 @@ use crate::{
     vmstat::PinCounters,
 };
 
-/// Per-process counters summed over CPUs.
+/// One process's counters (its `PROCS` entry).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProcTotals {
     /// Last comm seen.
@@ -61,7 +61,7 @@ crate::counters::counters!(ProcTotals {
     latest: [comm],
 });
 
-/// Per-cgroup counters summed over CPUs.
+/// One cgroup's counters (its `CGROUPS` entry).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CgroupTotals {
     /// Outermost GUP calls made by the cgroup's tasks.
@@ -238,24 +238,16 @@ fn read_health(maps: KernelMaps<'_>) -> Result<[u64; HEALTH_COUNT], KernelMapErr
     Ok(health)
 }
 
-/// One process's counters summed over CPUs, with the comm of the CPU that
-/// counted its latest call.
-fn proc_totals(values: &PerCpuValues<ProcStats>) -> ProcTotals {
-    let mut total = ProcTotals::default();
-    let mut latest = 0;
-    for cpu in values.iter() {
-        total.calls += cpu.calls;
-        total.pages += cpu.pages;
-        total.pinned += cpu.pinned;
-        total.released += cpu.released;
-        // Set in the creating CPU's slot only.
-        total.first_ns = total.first_ns.max(cpu.first_ns);
-        if cpu.comm[0] != 0 && (total.comm.is_empty() || cpu.last_ns > latest) {
-            latest = cpu.last_ns;
-            total.comm = crate::units::comm_text(&cpu.comm);
-        }
+/// One process's counters, with the comm of its latest caller.
+fn proc_totals(stats: &ProcStats) -> ProcTotals {
+    ProcTotals {
+        calls: stats.calls,
+        pages: stats.pages,
+        pinned: stats.pinned,
+        released: stats.released,
+        first_ns: stats.first_ns,
+        comm: crate::units::comm_text(&stats.comm),
     }
-    total
 }
 
 /// Per-process counters (`PROCS`). Entries can be evicted or added while
@@ -266,18 +258,18 @@ fn read_procs(maps: KernelMaps<'_>) -> Result<BTreeMap<u32, ProcTotals>, KernelM
         .procs()?
         .iter()
         .flatten()
-        .map(|(tgid, values)| (tgid, proc_totals(&values)))
+        .map(|(tgid, stats)| (tgid, proc_totals(&stats)))
         .collect())
 }
 
-/// Per-cgroup counters (`CGROUPS`), summed over CPUs; entries that vanish
+/// Per-cgroup counters (`CGROUPS`); entries that vanish
 /// during the walk are skipped, as in [`read_procs`].
 fn read_cgroups(maps: KernelMaps<'_>) -> Result<BTreeMap<u64, CgroupTotals>, KernelMapError> {
     Ok(maps
         .cgroups()?
         .iter()
         .flatten()
-        .map(|(id, values)| (id, cgroup_totals(&values)))
+        .map(|(id, stats)| (id, cgroup_totals(&stats)))
         .collect())
 }
 
@@ -287,20 +279,16 @@ fn read_denials(maps: KernelMaps<'_>) -> Result<BTreeMap<DenialKey, Denial>, Ker
     Ok(maps.limit_denials()?.iter().flatten().collect())
 }
 
-/// One cgroup's counters summed over CPUs.
-fn cgroup_totals(values: &PerCpuValues<CgroupStats>) -> CgroupTotals {
-    values
-        .iter()
-        .fold(CgroupTotals::default(), |mut total, cpu| {
-            total.calls += cpu.calls;
-            total.pages += cpu.pages;
-            total.pinned += cpu.pinned;
-            total.released += cpu.released;
-            total.errors += cpu.errors;
-            // Set in the creating CPU's slot only.
-            total.first_ns = total.first_ns.max(cpu.first_ns);
-            total
-        })
+/// One cgroup's counters.
+fn cgroup_totals(stats: &CgroupStats) -> CgroupTotals {
+    CgroupTotals {
+        calls: stats.calls,
+        pages: stats.pages,
+        pinned: stats.pinned,
+        released: stats.released,
+        errors: stats.errors,
+        first_ns: stats.first_ns,
+    }
 }
 
 /// The LRU tables (`PROCS`, `CALLERS`, `CGROUPS`) and what the kernel

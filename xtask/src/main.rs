@@ -54,6 +54,9 @@ enum Command {
         /// Extra kernel command-line parameters (e.g. lockdown=confidentiality).
         #[arg(long, default_value = "")]
         kernel_params: String,
+        /// Virtual CPUs (beyond the host's cores they share one TCG thread).
+        #[arg(long, default_value_t = vm::DEFAULT_CPUS)]
+        cpus: u32,
         /// Command to run inside the VM (a shell command line).
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             interactive,
             with,
             kernel_params,
+            cpus,
             cmd,
         } => vm::run_cli(
             &kernel,
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             interactive,
             &with,
             &kernel_params,
+            cpus,
         ),
         Command::Test { only, tests } => test::run(only.as_deref(), tests.as_deref()),
         Command::Bench(args) => bench::run(&args),

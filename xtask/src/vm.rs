@@ -90,6 +90,7 @@ pub fn run_cli(
     interactive: bool,
     with: &[PathBuf],
     kernel_params: &str,
+    cpus: u32,
 ) -> anyhow::Result<ExitCode> {
     // The glibc build the matrix runs: the static one costs a second
     // release build (musl, 3 minutes on 2 cores), which CI's demo paid
@@ -108,6 +109,7 @@ pub fn run_cli(
             4 * DEFAULT_MEMORY_MB
         },
         kernel_params: kernel_params.to_string(),
+        cpus,
         ..VmOptions::default()
     };
     let outcome = run_with(kernel, &binaries, command, timeout, &options)?;
@@ -139,6 +141,8 @@ pub struct VmOptions {
     pub memory_mb: u32,
     /// Extra kernel command-line parameters (e.g. `lockdown=...`).
     pub kernel_params: String,
+    /// Virtual CPUs.
+    pub cpus: u32,
 }
 
 impl Default for VmOptions {
@@ -148,9 +152,13 @@ impl Default for VmOptions {
             interactive: false,
             memory_mb: DEFAULT_MEMORY_MB,
             kernel_params: String::new(),
+            cpus: DEFAULT_CPUS,
         }
     }
 }
+
+/// Virtual CPUs of a VM run: one per host core here.
+pub const DEFAULT_CPUS: u32 = 2;
 
 /// Guest memory of a VM run.
 pub const DEFAULT_MEMORY_MB: u32 = 1024;
@@ -228,7 +236,15 @@ fn start_qemu(
     for dir in &qemu.data_dirs {
         cmd.arg("-L").arg(dir);
     }
-    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "2"])
+    // More vCPUs than host cores: one TCG thread for them all. A 64-vCPU
+    // guest under multi-threaded TCG died at boot in code patching.
+    let accel = if options.cpus > DEFAULT_CPUS {
+        "tcg,thread=single"
+    } else {
+        "tcg"
+    };
+    cmd.args(["-accel", accel, "-cpu", "max"])
+        .args(["-smp", &options.cpus.to_string()])
         // No network; no audio (it would try Debian 7.2's audio modules,
         // which qemu 10 cannot load).
         .args(["-nic", "none", "-audio", "none"])

@@ -11,17 +11,12 @@ use pin_common::{CallerKey, CallerStats};
 
 use crate::probes::{KernelMapError, KernelMaps};
 
-/// Reads `CALLERS`, summing CPUs. Entries that vanish while iterating
-/// (LRU eviction) are skipped.
+/// Reads `CALLERS`. Entries that vanish while iterating (LRU eviction)
+/// are skipped.
 pub fn read_callers(
     maps: KernelMaps<'_>,
 ) -> Result<BTreeMap<CallerKey, CallerStats>, KernelMapError> {
-    let map = maps.callers()?;
-    let mut out = BTreeMap::new();
-    for (key, values) in map.iter().flatten() {
-        out.insert(key, crate::counters::sum(CallerStats::ZERO, values.iter()));
-    }
-    Ok(out)
+    Ok(maps.callers()?.iter().flatten().collect())
 }
 
 /// Names of the call sites in `callers` (can wait for kallsyms to be

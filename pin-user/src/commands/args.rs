@@ -58,6 +58,7 @@ impl AttachArgs {
             callers: !self.no_callers,
             lifetimes: self.lifetimes,
             cgroup: None,
+            follow: false,
         }
     }
 

@@ -13,7 +13,10 @@ use crate::{
         KernelFacts,
         features::{FeatureStatus, Object},
     },
-    probes::{self, ProbeStatus},
+    probes::{
+        self, ProbeStatus,
+        footprint::{MapFootprint, map_footprints, total_bytes},
+    },
     snapshot::Snapshot,
     workload::{self, WorkloadKind, WorkloadOptions},
 };
@@ -41,6 +44,9 @@ struct ProbesReport {
     /// The memlock checks watched for the kernel's verdicts (how, or why
     /// not).
     limit_checks: Vec<probes::CheckStatus>,
+    /// The kernel memory of pinwatch's BPF maps, largest first (when
+    /// attached).
+    maps: Option<Result<Vec<MapFootprint>, String>>,
     /// Which eBPF object the features call for.
     object: Object,
     /// Each BPF feature pinwatch uses: there or not, and what pinwatch
@@ -151,6 +157,10 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|p| p.checks.clone())
             .unwrap_or_default(),
+        maps: attached
+            .as_ref()
+            .ok()
+            .map(|_| map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}"))),
         object: facts.features.object(),
         features: facts.features.list.clone(),
         probes: status,
@@ -212,6 +222,24 @@ fn print_text(r: &ProbesReport) {
     }
 }
 
+/// The kernel memory line: the maps' total and the largest three.
+fn print_maps(maps: &Result<Vec<MapFootprint>, String>) {
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20));
+    match maps {
+        Ok(maps) => println!(
+            "maps     {} of kernel memory in {} BPF maps; largest: {}",
+            mib(total_bytes(maps)),
+            maps.len(),
+            maps.iter()
+                .take(3)
+                .map(|m| format!("{} {}", m.name, mib(m.bytes)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => println!("maps     kernel memory unknown: {e}"),
+    }
+}
+
 /// The kernel-wide lines above the tables: what this kernel offers and
 /// how releases, lifetimes, missed returns and thread exits are traced.
 fn print_kernel(r: &ProbesReport) {
@@ -269,5 +297,8 @@ fn print_kernel(r: &ProbesReport) {
                 check.function
             ),
         }
+    }
+    if let Some(maps) = &r.maps {
+        print_maps(maps);
     }
 }

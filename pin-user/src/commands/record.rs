@@ -24,7 +24,7 @@ use crate::{
     error::UsageError,
     export::record::{Counts, Interval, Meta, Record, SCHEMA},
     kernel::KernelFacts,
-    probes::{AttachError, Probes},
+    probes::{AttachError, AttachOptions, Probes},
     reduced::{self, Mode, ReducedSource, ReducedView},
     sampling::{self, ProbeSource, Schedule, Sink, Source},
     snapshot::Delta,
@@ -169,7 +169,11 @@ pub fn run(opts: RecordArgs) -> anyhow::Result<ExitCode> {
     // pinwatch's own at its first map.
     let memlock = crate::probes::memlock::current();
     let facts = KernelFacts::discover();
-    let mode = reduced::attach_or_reduce(&facts, opts.source.options(), opts.source.reduced)?;
+    let options = AttachOptions {
+        follow: !opts.command.is_empty(),
+        ..opts.source.options()
+    };
+    let mode = reduced::attach_or_reduce(&facts, options, opts.source.reduced)?;
     // Told to stop while attaching: do not start a command only to end it.
     if !opts.command.is_empty() && crate::signals::stop_flag()?.load(Ordering::Relaxed) {
         return Err(AttachError::Stopped.into());

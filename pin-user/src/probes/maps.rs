@@ -12,10 +12,7 @@ use std::os::fd::AsFd as _;
 
 use aya::{
     Ebpf, Pod,
-    maps::{
-        Array, CgroupArray, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
-        RingBuf,
-    },
+    maps::{Array, CgroupArray, HashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
 };
 use pin_common::{
     CallerKey, CallerStats, CgroupStats, FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats,
@@ -149,19 +146,17 @@ impl<'a> KernelMaps<'a> {
     }
 
     /// `PROCS`: per process (tgid).
-    pub fn procs(self) -> Result<PerCpuHashMap<&'a MapData, u32, ProcStats>, KernelMapError> {
+    pub fn procs(self) -> Result<HashMap<&'a MapData, u32, ProcStats>, KernelMapError> {
         self.open(maps::PROCS)
     }
 
     /// `CGROUPS`: per cgroup v2 id.
-    pub fn cgroups(self) -> Result<PerCpuHashMap<&'a MapData, u64, CgroupStats>, KernelMapError> {
+    pub fn cgroups(self) -> Result<HashMap<&'a MapData, u64, CgroupStats>, KernelMapError> {
         self.open(maps::CGROUPS)
     }
 
     /// `CALLERS`: per (call site, outermost function).
-    pub fn callers(
-        self,
-    ) -> Result<PerCpuHashMap<&'a MapData, CallerKey, CallerStats>, KernelMapError> {
+    pub fn callers(self) -> Result<HashMap<&'a MapData, CallerKey, CallerStats>, KernelMapError> {
         self.open(maps::CALLERS)
     }
 
@@ -294,8 +289,8 @@ mod tests {
             shape::<u32, FuncConfig>(maps::CONFIG, BPF_MAP_TYPE_ARRAY),
             shape::<u32, GupStats>(maps::GUP_STATS, BPF_MAP_TYPE_PERCPU_ARRAY),
             shape::<u32, ReleaseStats>(maps::RELEASE_STATS, BPF_MAP_TYPE_PERCPU_ARRAY),
-            shape::<u32, ProcStats>(maps::PROCS, BPF_MAP_TYPE_LRU_PERCPU_HASH),
-            shape::<u64, CgroupStats>(maps::CGROUPS, BPF_MAP_TYPE_LRU_PERCPU_HASH),
+            shape::<u32, ProcStats>(maps::PROCS, BPF_MAP_TYPE_LRU_HASH),
+            shape::<u64, CgroupStats>(maps::CGROUPS, BPF_MAP_TYPE_LRU_HASH),
             shape::<u32, u32>(maps::CGROUP_FILTER, BPF_MAP_TYPE_CGROUP_ARRAY),
             shape::<u32, u32>(maps::FILTER, BPF_MAP_TYPE_ARRAY),
             shape::<u32, u8>(maps::TRACKED, BPF_MAP_TYPE_HASH),
@@ -306,7 +301,7 @@ mod tests {
             shape::<(), ()>(maps::EVENTS, BPF_MAP_TYPE_RINGBUF),
             shape::<u32, u32>(maps::EVENT_FILTER, BPF_MAP_TYPE_ARRAY),
             shape::<u32, u64>(maps::SETTINGS, BPF_MAP_TYPE_ARRAY),
-            shape::<CallerKey, CallerStats>(maps::CALLERS, BPF_MAP_TYPE_LRU_PERCPU_HASH),
+            shape::<CallerKey, CallerStats>(maps::CALLERS, BPF_MAP_TYPE_LRU_HASH),
             shape::<u64, PinRecord>(maps::PIN_LIFETIMES, BPF_MAP_TYPE_HASH),
             shape::<pin_common::limits::DenialKey, pin_common::limits::Denial>(
                 maps::LIMIT_DENIALS,

@@ -5,6 +5,7 @@
 //! only through [`maps`]' typed facade.
 
 mod checks;
+pub mod footprint;
 pub mod maps;
 pub mod memlock;
 pub mod misses;
@@ -79,6 +80,9 @@ pub struct AttachOptions {
     /// Count only the tasks of this cgroup v2 directory and its
     /// descendants (`--cgroup`; filtered in the kernel).
     pub cgroup: Option<std::path::PathBuf>,
+    /// A process tree will be followed ([`Probes::follow`]): sizes the
+    /// followed-task map, one entry otherwise.
+    pub follow: bool,
 }
 
 impl AttachOptions {
@@ -89,6 +93,7 @@ impl AttachOptions {
             callers: true,
             lifetimes: false,
             cgroup: None,
+            follow: false,
         }
     }
 }
@@ -456,10 +461,16 @@ fn load_object(
     let mut loader = EbpfLoader::new();
     // TASK_STATES is task local storage, which aya's userspace has no type
     // for; only the probes use it.
-    loader.allow_unsupported_maps().map_max_entries(
-        pin_common::maps::PIN_LIFETIMES,
-        settings::lifetimes_capacity(options.lifetimes),
-    );
+    loader
+        .allow_unsupported_maps()
+        .map_max_entries(
+            pin_common::maps::PIN_LIFETIMES,
+            settings::lifetimes_capacity(options.lifetimes),
+        )
+        .map_max_entries(
+            pin_common::maps::TRACKED,
+            settings::tracked_capacity(options.follow),
+        );
     globals.apply(&mut loader);
     let mut ebpf = loader
         .load(match object {

@@ -294,6 +294,17 @@ pub fn lifetimes_capacity(lifetimes: bool) -> u32 {
     }
 }
 
+/// `TRACKED`'s capacity: the followed tree's tasks when a tree is
+/// followed, else one entry (the map is not preallocated, but its hash
+/// buckets are: 1 MiB at full capacity).
+pub fn tracked_capacity(follow: bool) -> u32 {
+    if follow {
+        pin_common::TRACKED_CAPACITY
+    } else {
+        1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -15,7 +15,7 @@ use crate::{
     },
     probes::{
         self, ProbeStatus,
-        footprint::{MapFootprint, map_footprints, total_bytes},
+        footprint::{MapFootprint, estimated_by_kernel, map_footprints, total_bytes},
     },
     snapshot::Snapshot,
     workload::{self, WorkloadKind, WorkloadOptions},
@@ -223,11 +223,17 @@ fn print_text(r: &ProbesReport) {
 }
 
 /// The kernel memory line: the maps' total and the largest three.
-fn print_maps(maps: &Result<Vec<MapFootprint>, String>) {
+fn print_maps(maps: &Result<Vec<MapFootprint>, String>, release: &str) {
     let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20));
+    let caveat = match crate::kernel::parse_version(release) {
+        Some(v) if estimated_by_kernel(v) => {
+            " (this kernel's estimate: keys and values only, before Linux 6.4)"
+        }
+        _ => "",
+    };
     match maps {
         Ok(maps) => println!(
-            "maps     {} of kernel memory in {} BPF maps; largest: {}",
+            "maps     {} of kernel memory in {} BPF maps{caveat}; largest: {}",
             mib(total_bytes(maps)),
             maps.len(),
             maps.iter()
@@ -299,6 +305,6 @@ fn print_kernel(r: &ProbesReport) {
         }
     }
     if let Some(maps) = &r.maps {
-        print_maps(maps);
+        print_maps(maps, &r.kernel);
     }
 }

@@ -70,6 +70,15 @@ pub fn map_footprints() -> std::io::Result<Vec<MapFootprint>> {
     Ok(maps)
 }
 
+/// Whether a kernel's `memlock` figures are its rough estimate rather
+/// than what its maps use: from 5.11 (maps charged to memory cgroups, no
+/// longer to RLIMIT_MEMLOCK) until 6.4 (each map type's own
+/// `map_mem_usage`), fdinfo shows keys plus values times capacity, without
+/// per-CPU copies, element headers or ring buffer pages.
+pub fn estimated_by_kernel(version: (u32, u32)) -> bool {
+    ((5, 11)..(6, 4)).contains(&version)
+}
+
 /// The kernel memory of `maps` together.
 pub fn total_bytes(maps: &[MapFootprint]) -> u64 {
     maps.iter().map(|m| m.bytes).sum()
@@ -99,6 +108,15 @@ mod tests {
         let prog = "pos:\t0\nflags:\t02000002\nprog_type:\t26\nprog_jited:\t1\n\
                     memlock:\t4096\nprog_id:\t40\n";
         assert_eq!(parse_fdinfo(prog), None);
+    }
+
+    #[test]
+    fn kernels_between_5_11_and_6_4_only_estimate() {
+        assert!(!estimated_by_kernel((5, 10)));
+        assert!(estimated_by_kernel((5, 11)));
+        assert!(estimated_by_kernel((6, 1)));
+        assert!(!estimated_by_kernel((6, 4)));
+        assert!(!estimated_by_kernel((6, 12)));
     }
 
     #[test]

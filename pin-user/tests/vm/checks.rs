@@ -225,3 +225,56 @@ fn probed_features_follow_the_kernel_history() {
     assert_eq!(kprobe_missed, h.version >= (6, 7));
     assert_eq!(h.lifetimes_off.is_none(), h.version >= (5, 17));
 }
+
+/// The kernel memory of the harness's maps, as `pinwatch probes` reports
+/// it: every map the agent opens is listed, and the tables keyed by
+/// process, cgroup and call site cost about their capacity in entries,
+/// not that times the CPUs (they were per-CPU hashes, 84 MiB in all on 64
+/// vCPUs).
+#[test]
+fn map_memory_is_reported_and_does_not_multiply_by_cpus() {
+    use pinwatch::probes::footprint;
+    let h = harness();
+    let maps = footprint::map_footprints().expect("fdinfo");
+    let total = footprint::total_bytes(&maps);
+    eprintln!("OBSERVED map memory: {total} bytes in {} maps", maps.len());
+    // 5.11 to 6.3 report keys plus values times capacity: a ring buffer
+    // (no key, no value) shows 0 there.
+    let estimated = footprint::estimated_by_kernel(h.version);
+    for name in pin_common::maps::ALL {
+        let map = maps.iter().find(|m| m.name == name);
+        eprintln!("OBSERVED map {name}: {map:?}");
+        let map = map.unwrap_or_else(|| panic!("{name} not reported"));
+        assert!(map.bytes > 0 || estimated, "{map:?}");
+    }
+    // A shared hash costs, per entry: its key and value, the kernel's
+    // element header (48 bytes on 64-bit, with the LRU node), and a bucket
+    // (16 bytes with its lock); 128 bytes bound those two with room for
+    // rounding and the per-CPU free lists. A per-CPU hash adds the value
+    // once per CPU, which at this VM's 2 CPUs already exceeds the bound
+    // for PROCS (1.7 MiB against 1.5) and CALLERS (1.7 against 0.9), if
+    // not for the small values of CGROUPS. (Where the kernel only
+    // estimates, the estimate of a per-CPU hash has no per-CPU copies
+    // either: the bound holds, and proves nothing there.)
+    for (name, key, value) in [
+        (
+            pin_common::maps::PROCS,
+            4,
+            size_of::<pin_common::ProcStats>(),
+        ),
+        (
+            pin_common::maps::CGROUPS,
+            8,
+            size_of::<pin_common::CgroupStats>(),
+        ),
+        (
+            pin_common::maps::CALLERS,
+            16,
+            size_of::<pin_common::CallerStats>(),
+        ),
+    ] {
+        let map = maps.iter().find(|m| m.name == name).expect("listed");
+        let bound = u64::from(map.max_entries) * (key + value + 128) as u64;
+        assert!(map.bytes <= bound, "{map:?} above {bound} bytes");
+    }
+}

@@ -54,6 +54,7 @@ pub fn harness() -> MutexGuard<'static, Harness> {
                 callers: true,
                 lifetimes: facts.features.lifetimes_unavailable().is_none(),
                 cgroup: None,
+                follow: false,
             };
             let probes = probes::attach(&facts, options).expect("probes attach in the VM");
             for st in &probes.status {

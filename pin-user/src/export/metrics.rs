@@ -35,6 +35,8 @@ pub struct MetricsInput {
     pub probes: Vec<ProbeStatus>,
     /// (map name, entries in use, capacity).
     pub map_fill: Vec<(&'static str, u64, u64)>,
+    /// The kernel memory of each of pinwatch's BPF maps.
+    pub map_memory: Vec<crate::probes::footprint::MapFootprint>,
     /// Per traced function: (run time in ns, runs) summed over its
     /// programs, when the kernel keeps BPF run-time statistics.
     pub run_stats: Vec<(&'static str, u64, u64)>,
@@ -386,6 +388,17 @@ fn encode_health(
             .map_fill
             .iter()
             .map(|(m, _, c)| (vec![("map", m.to_string())], *c))
+            .collect(),
+    )?;
+    family(
+        encoder,
+        "pinwatch_map_memory_bytes",
+        "Kernel memory of each of pinwatch's BPF maps: memlock in the map's fdinfo (from Linux 5.11 to 6.3 the kernel's estimate, keys plus values times capacity).",
+        Gauge,
+        input
+            .map_memory
+            .iter()
+            .map(|m| (vec![("map", m.name.clone())], m.bytes))
             .collect(),
     )?;
     let evicted = input.snapshot.evicted;

@@ -175,6 +175,11 @@ pub(crate) fn input() -> MetricsInput {
         },
         probes,
         map_fill: vec![("PROCS", 1, 8192)],
+        map_memory: vec![crate::probes::footprint::MapFootprint {
+            name: "PROCS".into(),
+            max_entries: 8192,
+            bytes: 1_049_536,
+        }],
         run_stats: vec![("pin_user_pages_fast", 250_000, 20)],
     }
 }

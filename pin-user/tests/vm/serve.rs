@@ -47,6 +47,11 @@ fn serve_exports_exact_counters() {
         text.contains("pinwatch_probe_info{function=\"pin_user_pages_remote\",attach="),
         "{text}"
     );
+    // Its own maps' kernel memory (the server's maps, not the harness's):
+    // PROCS is charged on every kernel, estimated or not.
+    let procs_memory = sample(&text, "pinwatch_map_memory_bytes{map=\"PROCS\"}");
+    eprintln!("OBSERVED serve PROCS map memory {procs_memory:?}");
+    assert!(procs_memory.is_some_and(|b| b > 0), "{text}");
 
     let (head, om) = get_metrics(addr, "application/openmetrics-text; version=1.0.0");
     assert!(head.contains("application/openmetrics-text"), "{head}");

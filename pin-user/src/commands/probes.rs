@@ -15,7 +15,7 @@ use crate::{
     },
     probes::{
         self, ProbeStatus,
-        footprint::{MapFootprint, estimated_by_kernel, map_footprints, total_bytes},
+        footprint::{MapFootprint, estimated_by_kernel, total_bytes},
     },
     snapshot::Snapshot,
     workload::{self, WorkloadKind, WorkloadOptions},
@@ -157,10 +157,7 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|p| p.checks.clone())
             .unwrap_or_default(),
-        maps: attached
-            .as_ref()
-            .ok()
-            .map(|_| map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}"))),
+        maps: attached.as_ref().ok().map(|p| p.map_memory.clone()),
         object: facts.features.object(),
         features: facts.features.list.clone(),
         probes: status,

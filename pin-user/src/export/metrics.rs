@@ -393,7 +393,7 @@ fn encode_health(
     family(
         encoder,
         "pinwatch_map_memory_bytes",
-        "Kernel memory of each of pinwatch's BPF maps: memlock in the map's fdinfo (from Linux 5.11 to 6.3 the kernel's estimate, keys plus values times capacity).",
+        "Kernel memory of each of pinwatch's BPF maps: memlock in the map's fdinfo when pinwatch attached (from Linux 5.11 to 6.3 the kernel's estimate, keys plus values times capacity).",
         Gauge,
         input
             .map_memory

@@ -103,8 +103,9 @@ pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsI
         snapshot,
         probes: probes.status.clone(),
         map_fill,
-        // fdinfo unreadable: no memory figures rather than no scrape.
-        map_memory: crate::probes::footprint::map_footprints().unwrap_or_default(),
+        // Read at attach, before privileges were dropped; fdinfo
+        // unreadable then: no memory figures rather than no scrape.
+        map_memory: probes.map_memory.clone().unwrap_or_default(),
         run_stats,
     })
 }

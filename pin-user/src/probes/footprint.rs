@@ -43,24 +43,28 @@ fn parse_fdinfo(text: &str) -> Option<FdinfoMap> {
 }
 
 /// Every BPF map this process holds, largest first. A map held through
-/// several descriptors counts once.
+/// several descriptors counts once. Read while pinwatch is still root
+/// (attach): a process that dropped privileges or runs with file
+/// capabilities is not dumpable, and its /proc/self is root's to read.
 pub fn map_footprints() -> std::io::Result<Vec<MapFootprint>> {
     let mut seen = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir("/proc/self/fdinfo")? {
+        let entry = entry?;
         // A descriptor closed meanwhile (or the directory's own) is skipped.
-        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
             continue;
         };
-        if let Some(map) = parse_fdinfo(&text) {
-            seen.entry(map.id).or_insert(map);
-        }
+        let Some(map) = parse_fdinfo(&text) else {
+            continue;
+        };
+        let fd = entry.file_name().to_str().and_then(|n| n.parse().ok());
+        seen.entry(map.id).or_insert((map, fd));
     }
     let mut maps: Vec<MapFootprint> = seen
         .into_values()
-        .map(|map| MapFootprint {
-            name: aya::maps::MapInfo::from_id(map.id)
-                .ok()
-                .and_then(|info| info.name_as_str().map(str::to_string))
+        .map(|(map, fd)| MapFootprint {
+            name: fd
+                .and_then(name_of)
                 .unwrap_or_else(|| format!("map {}", map.id)),
             max_entries: map.max_entries,
             bytes: map.memlock,
@@ -68,6 +72,20 @@ pub fn map_footprints() -> std::io::Result<Vec<MapFootprint>> {
         .collect();
     maps.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
     Ok(maps)
+}
+
+/// The name of the map open as descriptor `fd`, asked of the descriptor
+/// itself (`BPF_OBJ_GET_INFO_BY_FD` needs no privilege, unlike opening a
+/// map by its id).
+fn name_of(fd: i32) -> Option<String> {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: `fd` is open in this process (it was just listed), and is
+    // only borrowed long enough to duplicate it.
+    let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .ok()?;
+    let map = aya::maps::MapData::from_fd(owned).ok()?;
+    Some(map.info().ok()?.name_as_str()?.to_string())
 }
 
 /// Whether a kernel's `memlock` figures are its rough estimate rather

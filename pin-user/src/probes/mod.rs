@@ -237,6 +237,12 @@ pub struct Probes {
     /// How each memlock check is watched for the kernel's verdicts, or why
     /// it is not.
     pub checks: Vec<CheckStatus>,
+    /// The kernel memory of the maps, read once they are created (while
+    /// pinwatch can still read its own /proc entry: see
+    /// [`footprint::map_footprints`]). Nothing pinwatch creates later
+    /// grows them: the one map not preallocated, `TRACKED`, has a single
+    /// entry unless `record` follows a command.
+    pub map_memory: Result<Vec<footprint::MapFootprint>, String>,
 }
 
 fn role(kind: FuncKind) -> &'static str {
@@ -376,6 +382,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         exit_watch: Err("not attached yet".into()),
         features_off: facts.features.off_summary(),
         checks: Vec::new(),
+        map_memory: footprint::map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}")),
     };
     log::info!("parsing BTF for aya");
     let aya_btf = match options.mode {

@@ -3,8 +3,8 @@
 //! call lands (the per-variant and health counters, small and hot), in
 //! shared maps with atomic adds where the key spreads the calls (per
 //! process, cgroup and call site), since a per-CPU hash costs its capacity
-//! times the possible CPUs of kernel memory whether used or not. (The per-thread state, which only the probes use, is
-//! `task_storage`'s.)
+//! times the possible CPUs of kernel memory whether used or not. (The
+//! per-thread state, which only the probes use, is `task_storage`'s.)
 //!
 //! A static's identifier is its map's name (aya-ebpf takes it from there);
 //! the agent opens the maps by the names in `pin_common::maps`, which a

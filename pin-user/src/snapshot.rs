@@ -1,6 +1,7 @@
 //! Kernel maps -> snapshots -> deltas. A [`Snapshot`] is every counter map
 //! at one instant (the per-CPU ones summed over CPUs); [`Delta`] is what
-//! happened between two of them. Views (stat, JSON, tests) render deltas and never read maps.
+//! happened between two of them. Views (stat, JSON, tests) render deltas
+//! and never read maps.
 
 use std::{collections::BTreeMap, time::Instant};
 

@@ -472,11 +472,14 @@ fn load_object(
         .allow_unsupported_maps()
         .map_max_entries(
             pin_common::maps::PIN_LIFETIMES,
-            settings::lifetimes_capacity(options.lifetimes),
+            settings::capacity_if(
+                options.lifetimes,
+                pin_common::attribution::LIFETIMES_CAPACITY,
+            ),
         )
         .map_max_entries(
             pin_common::maps::TRACKED,
-            settings::tracked_capacity(options.follow),
+            settings::capacity_if(options.follow, pin_common::TRACKED_CAPACITY),
         );
     globals.apply(&mut loader);
     let mut ebpf = loader

@@ -284,25 +284,12 @@ pub(super) fn set_setting(
         .map_err(|e| AttachError::Load(format!("{}: {e}", pin_common::maps::SETTINGS)))
 }
 
-/// `PIN_LIFETIMES` size: full when lifetimes are on, one entry otherwise
-/// (a hash map preallocates its entries).
-pub fn lifetimes_capacity(lifetimes: bool) -> u32 {
-    if lifetimes {
-        pin_common::attribution::LIFETIMES_CAPACITY
-    } else {
-        1
-    }
-}
-
-/// `TRACKED`'s capacity: the followed tree's tasks when a tree is
-/// followed, else one entry (the map is not preallocated, but its hash
-/// buckets are: 1 MiB at full capacity).
-pub fn tracked_capacity(follow: bool) -> u32 {
-    if follow {
-        pin_common::TRACKED_CAPACITY
-    } else {
-        1
-    }
+/// The capacity of a map only one feature fills: `capacity` when the
+/// feature is on, one entry otherwise. `PIN_LIFETIMES` (`--lifetimes`)
+/// preallocates its entries; `TRACKED` (`record -- CMD`) does not, but its
+/// hash buckets are allocated at creation (1 MiB at full capacity).
+pub fn capacity_if(on: bool, capacity: u32) -> u32 {
+    if on { capacity } else { 1 }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::probes::{AttachMode, AttachOptions};
+use crate::probes::{AttachMode, AttachOptions, MapCapacities};
 
 /// Options shared by the commands that attach probes.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,6 +19,9 @@ pub struct AttachArgs {
     /// pinned page and per release; hooks gup_put_folio).
     #[arg(long)]
     pub lifetimes: bool,
+    /// The sizes of the kernel tables that grow with the work.
+    #[command(flatten)]
+    pub capacities: MapCapacities,
 }
 
 /// Which tasks the probes count, for the commands that watch the host
@@ -59,6 +62,7 @@ impl AttachArgs {
             lifetimes: self.lifetimes,
             cgroup: None,
             follow: false,
+            capacities: self.capacities,
         }
     }
 

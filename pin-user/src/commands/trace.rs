@@ -310,6 +310,7 @@ mod tests {
                 attach: crate::probes::AttachMode::Auto,
                 no_callers: false,
                 lifetimes: false,
+                capacities: Default::default(),
             },
             scope: ScopeArgs::default(),
             pid: None,

@@ -32,7 +32,7 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use pin_common::{PROCS_CAPACITY, maps};
+use pin_common::maps;
 
 use super::metrics::{MetricsInput, openmetrics, prometheus_text};
 use crate::{
@@ -84,11 +84,18 @@ pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsI
     let snapshot = Snapshot::read(probes.maps())?;
     // Per-thread state lives in task local storage, freed with each
     // thread: nothing to fill up, and the kernel cannot list it.
-    let map_fill = vec![(
-        maps::PROCS,
-        snapshot.procs.len() as u64,
-        u64::from(PROCS_CAPACITY),
-    )];
+    let sizes = probes.capacities;
+    let mut map_fill = vec![
+        (maps::PROCS, snapshot.procs.len(), sizes.procs),
+        (maps::CGROUPS, snapshot.cgroups.len(), sizes.cgroups),
+    ];
+    if probes.callers {
+        map_fill.push((maps::CALLERS, snapshot.callers.len(), sizes.call_sites));
+    }
+    let map_fill = map_fill
+        .into_iter()
+        .map(|(map, entries, capacity)| (map, entries as u64, u64::from(capacity)))
+        .collect();
     let run_stats = if with_run_stats {
         probes.run_stats()
     } else {

@@ -4,6 +4,7 @@
 //! that keeps the links alive, whose maps the rest of the agent reaches
 //! only through [`maps`]' typed facade.
 
+mod capacities;
 mod checks;
 pub mod footprint;
 pub mod maps;
@@ -22,6 +23,7 @@ use crate::kernel::{
     KernelFacts,
     features::{Feature, Object},
 };
+pub use capacities::MapCapacities;
 pub use checks::CheckStatus;
 pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub(crate) use programs::program;
@@ -83,6 +85,8 @@ pub struct AttachOptions {
     /// A process tree will be followed ([`Probes::follow`]): sizes the
     /// followed-task map, one entry otherwise.
     pub follow: bool,
+    /// The sizes of the tables that grow with the work.
+    pub capacities: MapCapacities,
 }
 
 impl AttachOptions {
@@ -94,6 +98,7 @@ impl AttachOptions {
             lifetimes: false,
             cgroup: None,
             follow: false,
+            capacities: MapCapacities::default(),
         }
     }
 }
@@ -243,6 +248,8 @@ pub struct Probes {
     /// grows them: the one map not preallocated, `TRACKED`, has a single
     /// entry unless `record` follows a command.
     pub map_memory: Result<Vec<footprint::MapFootprint>, String>,
+    /// The sizes the tables that grow with the work were created with.
+    pub capacities: MapCapacities,
 }
 
 fn role(kind: FuncKind) -> &'static str {
@@ -383,6 +390,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         features_off: facts.features.off_summary(),
         checks: Vec::new(),
         map_memory: footprint::map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}")),
+        capacities: options.capacities,
     };
     log::info!("parsing BTF for aya");
     let aya_btf = match options.mode {
@@ -468,19 +476,16 @@ fn load_object(
     let mut loader = EbpfLoader::new();
     // TASK_STATES is task local storage, which aya's userspace has no type
     // for; only the probes use it.
-    loader
-        .allow_unsupported_maps()
-        .map_max_entries(
-            pin_common::maps::PIN_LIFETIMES,
-            settings::capacity_if(
-                options.lifetimes,
-                pin_common::attribution::LIFETIMES_CAPACITY,
-            ),
-        )
-        .map_max_entries(
-            pin_common::maps::TRACKED,
-            settings::capacity_if(options.follow, pin_common::TRACKED_CAPACITY),
-        );
+    loader.allow_unsupported_maps().map_max_entries(
+        pin_common::maps::TRACKED,
+        capacities::capacity_if(options.follow, pin_common::TRACKED_CAPACITY),
+    );
+    for (map, entries) in options
+        .capacities
+        .max_entries(options.callers, options.lifetimes)
+    {
+        loader.map_max_entries(map, entries);
+    }
     globals.apply(&mut loader);
     let mut ebpf = loader
         .load(match object {

@@ -284,14 +284,6 @@ pub(super) fn set_setting(
         .map_err(|e| AttachError::Load(format!("{}: {e}", pin_common::maps::SETTINGS)))
 }
 
-/// The capacity of a map only one feature fills: `capacity` when the
-/// feature is on, one entry otherwise. `PIN_LIFETIMES` (`--lifetimes`)
-/// preallocates its entries; `TRACKED` (`record -- CMD`) does not, but its
-/// hash buckets are allocated at creation (1 MiB at full capacity).
-pub fn capacity_if(on: bool, capacity: u32) -> u32 {
-    if on { capacity } else { 1 }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -55,6 +55,7 @@ pub fn harness() -> MutexGuard<'static, Harness> {
                 lifetimes: facts.features.lifetimes_unavailable().is_none(),
                 cgroup: None,
                 follow: false,
+                capacities: Default::default(),
             };
             let probes = probes::attach(&facts, options).expect("probes attach in the VM");
             for st in &probes.status {

@@ -15,12 +15,16 @@ use pinwatch::{counters::Counters as _, vmstat, workload::WorkloadReport};
 use crate::harness::{get_metrics, harness, pinwatch_bin, start_pinwatch};
 
 /// Processes the workload forks (`PINWATCH_SOAK_PROCESSES` overrides):
-/// twice the PROCS table's entries (8192), so that the table turns over
-/// (evictions counted) and the second half alone is 8192 processes, over
-/// which keeping even 32 bytes per process seen would grow RSS past the
-/// allocator's 256 KiB noise (checked below). Each fork costs ~3.4 ms under
-/// TCG: 30 000 took 104 s of every VM's suite for no stronger check.
-const PROCESSES: u64 = 2 * pin_common::PROCS_CAPACITY as u64;
+/// 16384, so that over the second half alone (8192 processes) keeping even
+/// 32 bytes per process seen would grow RSS past the allocator's 256 KiB
+/// noise (checked below). Each fork costs ~3.4 ms under TCG: 30 000 took
+/// 104 s of every VM's suite for no stronger check.
+const PROCESSES: u64 = 16384;
+
+/// The PROCS table's size, set with `--max-procs` (the default is 8192):
+/// a quarter of the processes, so the table turns over four times
+/// (evictions counted) and the flag is seen to reach the kernel.
+const PROCS_TABLE: u64 = 4096;
 
 fn scrape(addr: &str) -> String {
     get_metrics(addr, "text/plain").1
@@ -60,7 +64,15 @@ fn soak_many_short_lived_processes() {
     // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let serve = start_pinwatch(
-        &["serve", "--listen", addr, "--attach", &h.attach_arg()],
+        &[
+            "serve",
+            "--listen",
+            addr,
+            "--attach",
+            &h.attach_arg(),
+            "--max-procs",
+            &PROCS_TABLE.to_string(),
+        ],
         "serving metrics",
     );
     // SAFETY: as above.
@@ -164,10 +176,8 @@ fn soak_many_short_lived_processes() {
     // The kernel preallocates `cap` elements and cannot exceed them, but a
     // read walks the keys while processes come and go: entries evicted and
     // inserted during one walk are both seen (observed up to 8229/8192).
-    assert!(
-        cap > 0 && fill_max <= cap + cap / 20,
-        "map fill {fill_max}/{cap}"
-    );
+    assert_eq!(cap, PROCS_TABLE, "--max-procs did not size PROCS");
+    assert!(fill_max <= cap + cap / 20, "map fill {fill_max}/{cap}");
     // More processes than the table holds: the kernel evicted entries, and
     // says so. Each child created one entry, so entries still there plus
     // entries evicted grew by the number of children (plus at most one per

@@ -119,6 +119,8 @@ pub fn main() -> ExitCode {
         .command
         .unwrap_or_else(|| Command::Top(TopArgs::default()));
     if command.ends_on_stop_signals() {
+        // The long-running commands: before their first allocation.
+        crate::agent_memory::no_huge_pages();
         // Before anything slow (kernel discovery, attaching): from here a
         // stop signal is counted, and attach or the command's loop ends on
         // it.

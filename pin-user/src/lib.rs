@@ -24,6 +24,7 @@
 //! [`cgroups`] names the cgroup ids pins are counted under (and the
 //! container, pod or unit each path shows) and opens `--cgroup`'s filter.
 
+pub mod agent_memory;
 pub mod attribution;
 pub mod build_info;
 pub mod cgroups;

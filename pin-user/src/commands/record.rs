@@ -104,8 +104,8 @@ fn spawn_gated(
         "pinwatch-record",
     ])
     .args(command);
-    // SAFETY: dup2, fcntl and setrlimit are async-signal-safe; they give the shell the
-    // gate as fd 3 (without O_CLOEXEC) and its memlock limit.
+    // SAFETY: dup2, fcntl, prctl and setrlimit are async-signal-safe; they give the
+    // shell the gate as fd 3 (without O_CLOEXEC), huge pages and its memlock limit.
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto itself keeps O_CLOEXEC (pipe2 hands out fd 3 when
@@ -118,6 +118,7 @@ fn spawn_gated(
             if !ok {
                 return Err(std::io::Error::last_os_error());
             }
+            crate::agent_memory::restore_huge_pages()?;
             match memlock {
                 Some(limit) => crate::probes::memlock::restore(limit),
                 None => Ok(()),

@@ -3,7 +3,7 @@
 //! procfs does not parse kallsyms, and the format is three whitespace
 //! separated fields (plus an optional `[module]`), so this is a few lines.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, io::BufRead as _};
 
 /// The kernel's return-probe trampoline by kernel: rethook (5.19+ on x86),
 /// then the older names. Its address tells the probes a kretprobe's
@@ -25,27 +25,29 @@ pub struct Kallsyms {
 impl Kallsyms {
     /// Reads `/proc/kallsyms`, keeping the code symbols named in `wanted`
     /// and their compiler clones (`name.isra.0`, ...). Keeping only those
-    /// matters: a kernel has ~200k symbols and pinwatch needs ~25.
+    /// matters: a kernel has ~200k symbols and pinwatch needs ~25. Read a
+    /// line at a time: the whole text is over 10 MiB.
     pub fn read(wanted: &[&str]) -> std::io::Result<Self> {
-        Ok(Self::parse(
-            &std::fs::read_to_string("/proc/kallsyms")?,
+        let file = std::io::BufReader::new(std::fs::File::open("/proc/kallsyms")?);
+        Ok(Self::parse_lines(
+            file.lines().map_while(Result::ok),
             wanted,
         ))
     }
 
     /// Parses kallsyms text like [`Kallsyms::read`].
     pub fn parse(text: &str, wanted: &[&str]) -> Self {
+        Self::parse_lines(text.lines(), wanted)
+    }
+
+    fn parse_lines<L: AsRef<str>>(lines: impl Iterator<Item = L>, wanted: &[&str]) -> Self {
         let mut symbols = HashMap::new();
-        for line in text.lines() {
-            let mut fields = line.split_whitespace();
-            let (Some(addr), Some(kind), Some(name)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
+        for line in lines {
+            let Some((addr, name)) = code_symbol(line.as_ref()) else {
                 continue;
             };
             let base = name.split_once('.').map_or(name, |(base, _)| base);
-            if matches!(kind, "t" | "T" | "w" | "W") && wanted.contains(&base) {
-                let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
+            if wanted.contains(&base) {
                 symbols.entry(name.to_string()).or_insert(addr);
             }
         }
@@ -89,6 +91,16 @@ impl Kallsyms {
     pub fn is_empty(&self) -> bool {
         self.text.is_empty()
     }
+}
+
+/// The address and name of a code symbol's kallsyms line (`t`, `T`, `w`,
+/// `W`); `None` for data symbols and malformed lines. The address is 0
+/// where kallsyms hides addresses from the reader.
+pub fn code_symbol(line: &str) -> Option<(u64, &str)> {
+    let mut fields = line.split_whitespace();
+    let (addr, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
+    matches!(kind, "t" | "T" | "w" | "W")
+        .then(|| (u64::from_str_radix(addr, 16).unwrap_or(0), name))
 }
 
 #[cfg(test)]

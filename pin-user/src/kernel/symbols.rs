@@ -1,19 +1,28 @@
-//! Kernel call sites to function names: blazesym over `/proc/kallsyms`.
+//! Kernel call sites to function names, from `/proc/kallsyms`, looked up
+//! only for the addresses actually seen.
 //!
-//! Reading kallsyms takes a moment (seconds under emulation), so a
-//! process-wide resolver loads it once, optionally ahead of time
-//! ([`preload`]), and caches every address it has named.
+//! The table itself is not kept: a kernel has ~200k symbols, and
+//! blazesym's parsed copy of them held 9-10 MiB of the agent's RSS for as
+//! long as it ran (measured on 6.12) to name the tens of call sites a host
+//! has. Instead one pass over kallsyms names a whole batch of new
+//! addresses, and the names are cached (bounded). The descriptor is
+//! opened once, while pinwatch may still see addresses: the kernel decides
+//! at open, from the opener's credentials (Linux 5.8+), whether a reader
+//! sees them, so rewinding it keeps working after privileges are dropped.
+//! The lookup is the nearest code symbol at or below each address, which
+//! is what blazesym did with kallsyms; written by hand because no crate
+//! streams it.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{LazyLock, Mutex, mpsc},
+    fs::File,
+    io::{BufReader, Seek as _},
+    sync::{LazyLock, Mutex},
 };
 
-use blazesym::{
-    MaybeDefault,
-    symbolize::{Input, Symbolized, Symbolizer, source::Kernel, source::Source},
-};
 use serde::{Deserialize, Serialize};
+
+use super::kallsyms::code_symbol;
 
 /// Name shown for a caller the stack did not reveal (address 0).
 pub const UNKNOWN_CALLER: &str = "[unknown]";
@@ -59,50 +68,16 @@ impl std::fmt::Display for CallSite {
     }
 }
 
-/// A batch of addresses for the symbolizer thread and where to answer.
-struct Request {
-    addrs: Vec<u64>,
-    reply: mpsc::Sender<Vec<Option<CallSite>>>,
-}
+/// `/proc/kallsyms`, opened by [`load`] or the first [`resolve`] (`None`
+/// until then, or when it cannot be opened: names are then bare addresses).
+static KALLSYMS: Mutex<Option<File>> = Mutex::new(None);
 
-/// blazesym's `Symbolizer` is not `Send`: one thread owns it (and its
-/// parsed kallsyms) and answers batches.
-static SERVICE: LazyLock<Mutex<mpsc::Sender<Request>>> = LazyLock::new(|| {
-    let (tx, rx) = mpsc::channel::<Request>();
-    std::thread::spawn(move || {
-        let symbolizer = Symbolizer::new();
-        // kallsyms only: a vmlinux search would scan the disk, and
-        // kallsyms already carries the KASLR-adjusted addresses.
-        let source = Source::Kernel(Kernel {
-            kallsyms: MaybeDefault::Default,
-            vmlinux: MaybeDefault::None,
-            debug_syms: false,
-            ..Kernel::default()
-        });
-        for request in rx {
-            let found = match symbolizer.symbolize(&source, Input::AbsAddr(&request.addrs)) {
-                Ok(found) => found,
-                Err(err) => {
-                    log::warn!("cannot symbolize kernel callers: {err}");
-                    Vec::new()
-                }
-            };
-            let sites = (0..request.addrs.len())
-                .map(|i| match found.get(i) {
-                    Some(Symbolized::Sym(sym)) => Some(CallSite {
-                        function: sym.name.to_string(),
-                        offset: sym.offset as u64,
-                    }),
-                    _ => None,
-                })
-                .collect();
-            let _ = request.reply.send(sites);
-        }
-    });
-    Mutex::new(tx)
-});
+/// Most names cached: far above the call sites a host has (tens) and the
+/// `CALLERS` table's default size, so only a churn of addresses (modules
+/// loaded and unloaded for months) reaches it; then the cache starts over.
+const NAME_CACHE: usize = 4096;
 
-/// Every address named so far.
+/// Every address named so far (at most [`NAME_CACHE`]).
 static NAMES: LazyLock<Mutex<HashMap<u64, CallSite>>> = LazyLock::new(Default::default);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -111,21 +86,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Starts loading the kernel's symbols in the background, so the first
-/// view that needs names does not wait for kallsyms.
-pub fn preload() {
-    let (reply, _answer) = mpsc::channel();
-    // Any kernel address makes blazesym parse kallsyms; nobody waits.
-    let _ = lock(&SERVICE).send(Request {
-        addrs: vec![0xffff_ffff_8100_0000],
-        reply,
-    });
+/// Opens `/proc/kallsyms` for the names to come: call while the process
+/// may still read real addresses (before giving up CAP_SYSLOG or root).
+/// [`resolve`] opens it itself otherwise.
+pub fn load() {
+    open(&mut lock(&KALLSYMS));
 }
 
-/// Loads the kernel's symbols now and waits until they are in memory
-/// (before giving up the privilege of reading real kallsyms addresses).
-pub fn load() {
-    let _ = resolve([0xffff_ffff_8100_0000]);
+fn open(kallsyms: &mut Option<File>) -> Option<&mut File> {
+    if kallsyms.is_none() {
+        match File::open("/proc/kallsyms") {
+            Ok(file) => *kallsyms = Some(file),
+            Err(e) => log::warn!("cannot name kernel callers: /proc/kallsyms: {e}"),
+        }
+    }
+    kallsyms.as_mut()
 }
 
 /// Names every address in `addrs` (0 and unresolvable ones as unknown or
@@ -152,16 +127,20 @@ pub fn resolve(addrs: impl IntoIterator<Item = u64>) -> BTreeMap<u64, CallSite> 
     }
     missing.sort_unstable();
     missing.dedup();
-    let (reply, answer) = mpsc::channel();
-    let sent = lock(&SERVICE).send(Request {
-        addrs: missing.clone(),
-        reply,
-    });
-    let found = match sent {
-        Ok(()) => answer.recv().unwrap_or_default(),
-        Err(_) => Vec::new(),
+    let found = match open(&mut lock(&KALLSYMS)) {
+        Some(file) => file
+            .rewind()
+            .map(|()| nearest_symbols(BufReader::new(&*file), &missing))
+            .unwrap_or_else(|e| {
+                log::warn!("cannot name kernel callers: /proc/kallsyms: {e}");
+                Vec::new()
+            }),
+        None => Vec::new(),
     };
     let mut names = lock(&NAMES);
+    if names.len() + missing.len() > NAME_CACHE {
+        names.clear();
+    }
     for (i, addr) in missing.into_iter().enumerate() {
         let site = found
             .get(i)
@@ -172,6 +151,48 @@ pub fn resolve(addrs: impl IntoIterator<Item = u64>) -> BTreeMap<u64, CallSite> 
         out.insert(addr, site);
     }
     out
+}
+
+/// For each of `addrs` (sorted, no duplicates), the code symbol with the
+/// greatest address at or below it, in one pass over kallsyms text in any
+/// order. Symbol `s` can only be the answer for addresses in bucket
+/// `i` = (addrs[i-1], addrs[i]] where addrs[i] is the first at or above
+/// it, so each bucket keeps its greatest symbol; an address's answer is
+/// then its own bucket's, or the nearest non-empty bucket below it.
+fn nearest_symbols(text: impl std::io::BufRead, addrs: &[u64]) -> Vec<Option<CallSite>> {
+    let mut buckets: Vec<Option<(u64, String)>> = vec![None; addrs.len()];
+    for line in text.lines().map_while(Result::ok) {
+        let Some((start, name)) = code_symbol(&line) else {
+            continue;
+        };
+        let i = addrs.partition_point(|&a| a < start);
+        if start == 0 || i == addrs.len() {
+            continue;
+        }
+        match &mut buckets[i] {
+            Some((best, best_name)) if *best < start => {
+                *best = start;
+                best_name.clear();
+                best_name.push_str(name);
+            }
+            Some(_) => {}
+            empty => *empty = Some((start, name.to_string())),
+        }
+    }
+    let mut below: Option<(u64, String)> = None;
+    addrs
+        .iter()
+        .zip(buckets)
+        .map(|(&addr, bucket)| {
+            if bucket.is_some() {
+                below = bucket;
+            }
+            below.as_ref().map(|(start, name)| CallSite {
+                function: name.clone(),
+                offset: addr - start,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -187,5 +208,89 @@ mod tests {
         assert_eq!(site.to_string(), "io_pin_pages+0x5a");
         assert_eq!(CallSite::unknown().to_string(), "[unknown]");
         assert_eq!(resolve([0]).get(&0), Some(&CallSite::unknown()));
+    }
+
+    /// Module symbols come after the core kernel's, out of address order.
+    const TEXT: &str = "\
+ffffffff81000000 T _stext
+ffffffff81200000 T io_pin_pages
+ffffffff81200100 t io_sqe_buffer_register
+ffffffff81300000 D some_data
+ffffffff81300010 T process_vm_rw_core
+0000000000000000 T hidden
+ffffffffc0100000 t mlx5_ib_reg_user_mr\t[mlx5_ib]
+ffffffffc0000000 t brd_probe\t[brd]
+";
+
+    fn site(function: &str, offset: u64) -> Option<CallSite> {
+        Some(CallSite {
+            function: function.into(),
+            offset,
+        })
+    }
+
+    #[test]
+    fn each_address_gets_the_nearest_code_symbol_below_it() {
+        let addrs = [
+            0xffff_ffff_8000_0000,
+            0xffff_ffff_8120_005a,
+            0xffff_ffff_8120_0100,
+            0xffff_ffff_8130_0004,
+            0xffff_ffff_8130_0020,
+            0xffff_ffff_c000_0010,
+            0xffff_ffff_c010_0008,
+        ];
+        assert_eq!(
+            nearest_symbols(TEXT.as_bytes(), &addrs),
+            vec![
+                None,
+                site("io_pin_pages", 0x5a),
+                site("io_sqe_buffer_register", 0),
+                // Data symbols are not functions: the code symbol before.
+                site("io_sqe_buffer_register", 0xfff04),
+                site("process_vm_rw_core", 0x10),
+                site("brd_probe", 0x10),
+                site("mlx5_ib_reg_user_mr", 8),
+            ]
+        );
+    }
+
+    #[test]
+    fn hidden_addresses_name_nothing() {
+        let hidden = "0000000000000000 T io_pin_pages\n0000000000000000 t brd_probe\n";
+        assert_eq!(
+            nearest_symbols(hidden.as_bytes(), &[0xffff_ffff_8120_005a]),
+            vec![None]
+        );
+    }
+
+    proptest::proptest! {
+        /// Against the obvious quadratic search, for symbols in any order.
+        #[test]
+        fn matches_a_linear_search(
+            symbols in proptest::collection::vec((1u64..10_000, 0u8..3), 0..60),
+            mut addrs in proptest::collection::vec(0u64..12_000, 1..40),
+        ) {
+            addrs.sort_unstable();
+            addrs.dedup();
+            let text: String = symbols
+                .iter()
+                .enumerate()
+                .map(|(i, (a, k))| format!("{a:016x} {} f{i}\n", ["T", "t", "D"][*k as usize]))
+                .collect();
+            let expected: Vec<Option<CallSite>> = addrs
+                .iter()
+                .map(|&addr| {
+                    symbols
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (a, k))| *a <= addr && *k != 2)
+                        // The greatest address; the first listed among equals.
+                        .max_by_key(|(i, (a, _))| (*a, std::cmp::Reverse(*i)))
+                        .map(|(i, (a, _))| CallSite { function: format!("f{i}"), offset: addr - a })
+                })
+                .collect();
+            proptest::prop_assert_eq!(nearest_symbols(text.as_bytes(), &addrs), expected);
+        }
     }
 }

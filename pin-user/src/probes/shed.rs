@@ -15,18 +15,18 @@ impl Probes {
     }
 
     /// Gives up every privilege the command no longer needs (see
-    /// [`crate::privileges::shed`]) and starts loading the kernel's
-    /// symbols for call-site names: before becoming `nobody` (who reads
-    /// kallsyms without addresses), or after keeping CAP_SYSLOG for them
-    /// (as root or as a regular user). Reads what per-CPU map reads need
-    /// first. Call before the command starts threads.
+    /// [`crate::privileges::shed`]) and opens the kernel's symbols for
+    /// call-site names: before becoming `nobody` (who reads kallsyms
+    /// without addresses), or after keeping CAP_SYSLOG for them (as root
+    /// or as a regular user). Reads what per-CPU map reads need first.
+    /// Call before the command starts threads.
     pub fn shed_privileges(
         &self,
         needs: &crate::privileges::Needs,
     ) -> Result<crate::privileges::Shed, crate::privileges::ShedError> {
         use crate::{
             kernel::symbols,
-            privileges::{Needs, Shed, ShedError},
+            privileges::{Needs, ShedError},
         };
         // aya reads the possible CPUs on each thread's first per-CPU map
         // read, then caches it for the thread: read it now, on the thread
@@ -50,12 +50,14 @@ impl Probes {
                 }
             },
         )?;
-        if self.callers && shed != Shed::Nobody {
-            // Parsing kallsyms takes seconds under emulation: start now
-            // rather than at the first view.
-            symbols::preload();
+        if self.callers {
+            // Kept CAP_SYSLOG (or nothing was shed): opening now is as
+            // good; a no-op when the closure above already did.
+            symbols::load();
         }
         log::info!("privileges after attaching: {shed}");
+        // Start-up is over: what it freed can go.
+        crate::agent_memory::return_freed_memory();
         Ok(shed)
     }
 }

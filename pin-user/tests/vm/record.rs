@@ -25,8 +25,12 @@ fn record_follows_the_command_tree() {
         .spawn()
         .expect("noise workload");
     // Inside: a shell that forks the workload, so following forks matters.
-    let script =
-        format!("{bin} workload process-vm-writev --calls 30 --pages 8 > /dev/null; exit 7");
+    // It first checks it got transparent huge pages back (the agent turns
+    // them off for itself only): exit 9 otherwise.
+    let script = format!(
+        "grep -q 'THP_enabled:.1' /proc/self/status || exit 9; \
+         {bin} workload process-vm-writev --calls 30 --pages 8 > /dev/null; exit 7"
+    );
     let status = Command::new(&bin)
         .args([
             "record",
@@ -48,7 +52,7 @@ fn record_follows_the_command_tree() {
     assert_eq!(
         status.code(),
         Some(7),
-        "record exits with the command's status"
+        "record exits with the command's status (9: the command ran without THP)"
     );
 
     let rec = Record::read(std::path::Path::new("/tmp/rec.json")).expect("a valid recording");

@@ -54,15 +54,13 @@ fn soak_many_short_lived_processes() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(PROCESSES);
     let addr = "127.0.0.1:9436";
-    // The agent runs without transparent huge pages. Debian's 6.12 kernels
-    // default to THP "always": khugepaged then fills partly used 2 MiB
-    // regions of the heap, and RSS grows in ~2 MiB steps that say nothing
-    // about what the agent allocates (measured: +1.9 MiB steps, each with
-    // AnonHugePages +2..10 MiB; with THP off RSS stayed at 54180 KiB, flat
-    // to the KiB, through 60000 processes). The flag is inherited across
-    // fork and exec, so set it around this one spawn only.
-    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process.
-    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    // The agent turns transparent huge pages off for itself
+    // (`agent_memory::no_huge_pages`). Debian's 6.12 kernels default to
+    // THP "always": khugepaged then fills partly used 2 MiB regions of the
+    // heap, and RSS grows in ~2 MiB steps that say nothing about what the
+    // agent allocates (measured: +1.9 MiB steps, each with AnonHugePages
+    // +2..10 MiB; with THP off RSS stayed flat to the KiB through 60000
+    // processes).
     let serve = start_pinwatch(
         &[
             "serve",
@@ -75,8 +73,6 @@ fn soak_many_short_lived_processes() {
         ],
         "serving metrics",
     );
-    // SAFETY: as above.
-    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
     let status = std::fs::read_to_string(format!("/proc/{}/status", serve.id())).unwrap();
     assert!(
         status.contains("THP_enabled:\t0"),

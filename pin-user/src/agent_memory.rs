@@ -1,0 +1,47 @@
+//! The agent's own resident memory: what the long-running commands (`top`,
+//! `stat`, `trace`, `serve`, `record`) do so that RSS stays small on a host
+//! that runs them for months. Measured on Debian 6.12 (`stat`, 2 vCPUs):
+//! 60 MiB before issue 20's changes, 24 MiB with them; BENCHMARKS.md has
+//! the table.
+
+/// No transparent huge pages for the agent. Its heap is a few MiB of small,
+/// scattered allocations; with THP "always" (Debian's default) the kernel
+/// backs it with 2 MiB pages it fills only partly, which measured 7 MiB of
+/// RSS with no gain. The setting is inherited across fork and exec, so a
+/// command pinwatch starts (`record -- CMD`) turns it back on
+/// ([`restore_huge_pages`]): its pages are what is being measured.
+pub fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        log::info!(
+            "transparent huge pages stay on for the agent: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Turns transparent huge pages back on for a command pinwatch starts:
+/// async-signal-safe (for `pre_exec`).
+pub fn restore_huge_pages() -> std::io::Result<()> {
+    // SAFETY: prctl is a plain system call, async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Hands the memory start-up freed back to the kernel. Parsing BTF (twice:
+/// pinwatch's own reader and aya's) and loading the object allocate tens
+/// of MiB that are all freed once the probes are attached, but glibc
+/// returns freed heap to the kernel only from the top of the heap, and the
+/// few allocations made since sit above it: measured on 6.12, `stat` kept
+/// 20 MiB of freed heap resident without this. musl's allocator unmaps
+/// freed memory itself.
+pub fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks and trims the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

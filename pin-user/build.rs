@@ -34,10 +34,44 @@ fn main() -> anyhow::Result<()> {
             }],
             Toolchain::default(),
         )?;
-        std::fs::copy(out_dir.join("pin-ebpf"), out_dir.join(object))
-            .with_context(|| format!("copying the eBPF build to {object}"))?;
+        strip_debug_info(&out_dir.join("pin-ebpf"), &out_dir.join(object))?;
     }
     build_info(&manifest_dir, &out_dir)
+}
+
+/// LLVM's strip (`llvm-strip -g`, as libbpf's own builds do): the first of
+/// these on PATH. `cargo xtask setup` installs LLVM 22 for bpf-linker.
+const STRIP: [&str; 2] = ["llvm-strip-22", "llvm-strip"];
+
+/// Copies the eBPF build `from` to `to` without its DWARF sections. The
+/// BTF that bpf-linker made from them (`.BTF`, `.BTF.ext`) stays. The DWARF
+/// is most of an object (the full one: 4.8 MiB, 1.1 MiB stripped), which
+/// `pinwatch` would embed twice and parse at every start for nothing: the
+/// kernel and aya read only the BTF.
+fn strip_debug_info(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    for strip in STRIP {
+        match std::process::Command::new(strip)
+            .arg("--strip-debug")
+            .arg(from)
+            .arg("-o")
+            .arg(to)
+            .status()
+        {
+            Ok(status) if status.success() => return Ok(()),
+            Ok(status) => {
+                return Err(anyhow!(
+                    "{strip} --strip-debug {}: {status}",
+                    from.display()
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(anyhow!("{strip}: {e}")),
+        }
+    }
+    Err(anyhow!(
+        "none of {} found to strip the eBPF objects; run `cargo xtask setup`",
+        STRIP.join(", ")
+    ))
 }
 
 /// What `pinwatch --version` says (`crate::build_info`): the SHA-256 of

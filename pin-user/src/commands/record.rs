@@ -169,12 +169,13 @@ pub fn run(opts: RecordArgs) -> anyhow::Result<ExitCode> {
     // Before the kernel is probed: on kernels before 5.11 aya raises
     // pinwatch's own at its first map.
     let memlock = crate::probes::memlock::current();
-    let facts = KernelFacts::discover();
+    let mut facts = KernelFacts::discover();
     let options = AttachOptions {
         follow: !opts.command.is_empty(),
         ..opts.source.options()
     };
     let mode = reduced::attach_or_reduce(&facts, options, opts.source.reduced)?;
+    facts.release_btf();
     // Told to stop while attaching: do not start a command only to end it.
     if !opts.command.is_empty() && crate::signals::stop_flag()?.load(Ordering::Relaxed) {
         return Err(AttachError::Stopped.into());

@@ -51,7 +51,7 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         duration: None,
         last_interval: true,
     };
-    let facts = KernelFacts::discover();
+    let mut facts = KernelFacts::discover();
     let mut probes = match reduced::attach_or_reduce(&facts, options.clone(), force_reduced)? {
         Mode::Probes(probes) => probes,
         Mode::Reduced(_) => {
@@ -71,6 +71,7 @@ pub fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let untraced: Vec<String> = probes.untraced().iter().map(|f| f.to_string()).collect();
     log::info!("attached: {}", attached.join(" "));
+    facts.release_btf();
     probes.shed_privileges(&Default::default())?;
     let kernel_log = probes.kernel_log.take();
     let mut source = ProbeSource::new(&mut probes)?;

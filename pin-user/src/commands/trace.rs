@@ -178,9 +178,10 @@ pub fn run(opts: TraceArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!("no process with pid {pid}")).into());
     }
     let attach = opts.attach.options_in(&opts.scope);
-    let facts = KernelFacts::discover();
+    let mut facts = KernelFacts::discover();
     let mut probes = probes::attach(&facts, attach.clone())?;
     let flags = FollFlags::for_kernel(facts.btf.as_ref().ok());
+    facts.release_btf();
     let filter = EventFilter {
         tid: 0,
         tgid: opts.pid.unwrap_or(0),

@@ -371,11 +371,12 @@ async fn serve_connection(
 /// Serves until SIGINT, SIGTERM or SIGHUP.
 pub fn run(opts: ServeOptions) -> anyhow::Result<ExitCode> {
     raise_fd_limit();
-    let facts = KernelFacts::discover();
+    let mut facts = KernelFacts::discover();
     let scraped = match reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
         Mode::Probes(probes) => Scraped::Probes(Box::new(Mutex::new(*probes))),
         Mode::Reduced(reason) => Scraped::Reduced(reason),
     };
+    facts.release_btf();
     // Kept for as long as we serve: dropping the fd turns the stats off.
     let _stats = if opts.bpf_stats {
         Some(

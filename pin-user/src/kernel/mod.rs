@@ -35,6 +35,15 @@ pub struct KernelFacts {
 }
 
 impl KernelFacts {
+    /// Drops the parsed BTF once nothing more will ask it: the
+    /// long-running commands, once attached. It is the largest thing the
+    /// agent holds (measured: 10 MiB of RSS on 6.12, for the raw types,
+    /// their index and every function's name); later questions to it are
+    /// answered as on a kernel without BTF.
+    pub fn release_btf(&mut self) {
+        self.btf = Err("released once the probes were attached".into());
+    }
+
     /// Probes the running kernel.
     pub fn discover() -> Self {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")

@@ -195,7 +195,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let facts = KernelFacts::discover();
+    let mut facts = KernelFacts::discover();
     let mut probes = match crate::reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
         crate::reduced::Mode::Probes(probes) => probes,
         crate::reduced::Mode::Reduced(reason) => {
@@ -208,6 +208,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
+    facts.release_btf();
     probes.shed_privileges(&Default::default())?;
     let header = HeaderInfo {
         kernel: facts.release.clone(),

@@ -20,7 +20,7 @@ pub use delta::Delta;
 use crate::{
     attribution,
     counters::{self, Counters},
-    probes::{KernelMapError, KernelMaps, maps::PerCpuEntries, misses::Misses},
+    probes::{KernelMapError, KernelMaps, batch, maps::PerCpuEntries, misses::Misses},
     vmstat::PinCounters,
 };
 
@@ -255,10 +255,8 @@ fn proc_totals(stats: &ProcStats) -> ProcTotals {
 /// we iterate: the ones that vanish are skipped rather than failing the
 /// whole snapshot.
 fn read_procs(maps: KernelMaps<'_>) -> Result<BTreeMap<u32, ProcTotals>, KernelMapError> {
-    Ok(maps
-        .procs()?
-        .iter()
-        .flatten()
+    Ok(batch::entries(&maps.procs()?)
+        .into_iter()
         .map(|(tgid, stats)| (tgid, proc_totals(&stats)))
         .collect())
 }
@@ -266,10 +264,8 @@ fn read_procs(maps: KernelMaps<'_>) -> Result<BTreeMap<u32, ProcTotals>, KernelM
 /// Per-cgroup counters (`CGROUPS`); entries that vanish
 /// during the walk are skipped, as in [`read_procs`].
 fn read_cgroups(maps: KernelMaps<'_>) -> Result<BTreeMap<u64, CgroupTotals>, KernelMapError> {
-    Ok(maps
-        .cgroups()?
-        .iter()
-        .flatten()
+    Ok(batch::entries(&maps.cgroups()?)
+        .into_iter()
         .map(|(id, stats)| (id, cgroup_totals(&stats)))
         .collect())
 }

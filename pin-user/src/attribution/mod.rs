@@ -11,12 +11,14 @@ use pin_common::{CallerKey, CallerStats};
 
 use crate::probes::{KernelMapError, KernelMaps};
 
-/// Reads `CALLERS`. Entries that vanish while iterating (LRU eviction)
-/// are skipped.
+/// Reads `CALLERS`, by batches ([`crate::probes::batch`]). Entries that
+/// vanish while reading (LRU eviction) are skipped.
 pub fn read_callers(
     maps: KernelMaps<'_>,
 ) -> Result<BTreeMap<CallerKey, CallerStats>, KernelMapError> {
-    Ok(maps.callers()?.iter().flatten().collect())
+    Ok(crate::probes::batch::entries(&maps.callers()?)
+        .into_iter()
+        .collect())
 }
 
 /// Names of the call sites in `callers` (can wait for kallsyms to be

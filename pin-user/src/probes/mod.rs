@@ -4,6 +4,7 @@
 //! that keeps the links alive, whose maps the rest of the agent reaches
 //! only through [`maps`]' typed facade.
 
+pub mod batch;
 mod capacities;
 mod checks;
 pub mod footprint;

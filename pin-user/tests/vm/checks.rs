@@ -278,3 +278,67 @@ fn map_memory_is_reported_and_does_not_multiply_by_cpus() {
         assert!(map.bytes <= bound, "{map:?} above {bound} bytes");
     }
 }
+
+/// Batch reads (`probes::batch`, `BPF_MAP_LOOKUP_BATCH`) find exactly the
+/// entries and values aya's entry-by-entry walk finds, in a table filled
+/// by 1500 short-lived processes (more than one 512-entry batch, spread
+/// over the buckets) and in the call-site table. The two reads follow each
+/// other with nothing pinning in between, so they must agree; one retry
+/// covers a process of the guest that pinned between them.
+#[test]
+fn batch_reads_match_the_entry_by_entry_walk() {
+    use pinwatch::probes::batch;
+    let h = harness();
+    let status = Command::new(pinwatch_bin())
+        .args(["workload", "fork-writev", "--pages", "1", "--calls", "1500"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("workload");
+    assert!(status.success());
+    let maps = h.probes.maps();
+    let (procs, callers) = (maps.procs().unwrap(), maps.callers().unwrap());
+    type Procs = std::collections::BTreeMap<u32, [u8; size_of::<pin_common::ProcStats>()]>;
+    type Sites = std::collections::BTreeMap<pin_common::CallerKey, u64>;
+    let agree = || {
+        let by_batch: Procs = batch::lookup_batches(&procs)
+            .expect("the kernel reads PROCS by batches")
+            .into_iter()
+            .map(|(k, v)| (k, bytes_of(&v)))
+            .collect();
+        let by_walk: Procs = procs
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k, bytes_of(&v)))
+            .collect();
+        let sites: Sites = batch::lookup_batches(&callers)
+            .expect("the kernel reads CALLERS by batches")
+            .into_iter()
+            .map(|(k, v)| (k, v.calls))
+            .collect();
+        let sites_walk: Sites = callers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k, v.calls))
+            .collect();
+        eprintln!(
+            "OBSERVED batch read: PROCS {} entries (walk {}), CALLERS {} (walk {})",
+            by_batch.len(),
+            by_walk.len(),
+            sites.len(),
+            sites_walk.len()
+        );
+        (by_batch.len() >= 1500 && by_batch == by_walk && sites == sites_walk).then_some(())
+    };
+    assert!(
+        agree().or_else(agree).is_some(),
+        "batch and entry-by-entry reads differ twice"
+    );
+}
+
+/// The bytes of a plain `repr(C)` value, to compare values that do not
+/// implement `PartialEq`.
+fn bytes_of<T: aya::Pod, const N: usize>(value: &T) -> [u8; N] {
+    assert_eq!(size_of::<T>(), N);
+    // SAFETY: T is plain data of N bytes (checked above).
+    unsafe { std::ptr::read_unaligned((value as *const T).cast::<[u8; N]>()) }
+}

@@ -85,17 +85,18 @@ pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsI
     // Per-thread state lives in task local storage, freed with each
     // thread: nothing to fill up, and the kernel cannot list it.
     let sizes = probes.capacities;
+    let fill = |map, entries: usize, capacity: u32| (map, entries as u64, u64::from(capacity));
     let mut map_fill = vec![
-        (maps::PROCS, snapshot.procs.len(), sizes.procs),
-        (maps::CGROUPS, snapshot.cgroups.len(), sizes.cgroups),
+        fill(maps::PROCS, snapshot.procs.len(), sizes.procs),
+        fill(maps::CGROUPS, snapshot.cgroups.len(), sizes.cgroups),
     ];
     if probes.callers {
-        map_fill.push((maps::CALLERS, snapshot.callers.len(), sizes.call_sites));
+        map_fill.push(fill(
+            maps::CALLERS,
+            snapshot.callers.len(),
+            sizes.call_sites,
+        ));
     }
-    let map_fill = map_fill
-        .into_iter()
-        .map(|(map, entries, capacity)| (map, entries as u64, u64::from(capacity)))
-        .collect();
     let run_stats = if with_run_stats {
         probes.run_stats()
     } else {

@@ -15,10 +15,10 @@ impl Probes {
     }
 
     /// Gives up every privilege the command no longer needs (see
-    /// [`crate::privileges::shed`]) and opens the kernel's symbols for
-    /// call-site names: before becoming `nobody` (who reads kallsyms
-    /// without addresses), or after keeping CAP_SYSLOG for them (as root
-    /// or as a regular user). Reads what per-CPU map reads need first.
+    /// [`crate::privileges::shed`]), opening the kernel's symbols for
+    /// call-site names before becoming `nobody` (who reads kallsyms
+    /// without addresses); otherwise CAP_SYSLOG is kept for them and the
+    /// first lookup opens them. Reads what per-CPU map reads need first.
     /// Call before the command starts threads.
     pub fn shed_privileges(
         &self,
@@ -50,11 +50,6 @@ impl Probes {
                 }
             },
         )?;
-        if self.callers {
-            // Kept CAP_SYSLOG (or nothing was shed): opening now is as
-            // good; a no-op when the closure above already did.
-            symbols::load();
-        }
         log::info!("privileges after attaching: {shed}");
         // Start-up is over: what it freed can go.
         crate::agent_memory::return_freed_memory();

@@ -81,6 +81,9 @@ enum Command {
     /// The benchmark's driver inside the VM (started by `bench`).
     #[command(hide = true)]
     BenchGuest(bench::guest::GuestArgs),
+    /// The scale benchmark's driver inside the VM (started by `bench --scale`).
+    #[command(hide = true)]
+    ScaleGuest(bench::scale::guest::ScaleGuestArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Dashboard => dashboard::write(),
         Command::Dist => dist::run(),
         Command::BenchGuest(args) => bench::guest::run(&args),
+        Command::ScaleGuest(args) => bench::scale::guest::run(&args),
     };
     match result {
         Ok(code) => code,

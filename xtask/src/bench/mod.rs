@@ -11,6 +11,7 @@
 pub mod guest;
 mod report;
 mod results;
+pub mod scale;
 mod scripts;
 mod tools;
 
@@ -47,6 +48,14 @@ pub struct BenchArgs {
     /// Passed to the guest.
     #[command(flatten)]
     pub guest: guest::GuestArgs,
+    /// Instead of the overhead benchmark: start, stop, memory and sample
+    /// cost against vCPUs and table entries, one boot per vCPU count
+    /// (writes target/bench/scale.{md,json,svg}).
+    #[arg(long)]
+    pub scale: bool,
+    /// Options of `--scale`.
+    #[command(flatten)]
+    pub scale_args: scale::ScaleArgs,
 }
 
 /// Builds pinwatch with the release profile (what users run).
@@ -73,6 +82,9 @@ fn command_line(args: &BenchArgs, kernels: &[String]) -> String {
 /// Runs the benchmark on every kernel and writes the tables.
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     install::ensure_vm_tools()?;
+    if args.scale {
+        return run_scale(args);
+    }
     install::ensure_bench_tools()?;
     let kernels: Vec<String> = if args.kernels.is_empty() {
         BENCH_KERNELS.iter().map(|k| k.to_string()).collect()
@@ -129,12 +141,40 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_outputs(out: &Path, command: &str, runs: &[results::BenchRun]) -> anyhow::Result<()> {
-    let out = if out.is_absolute() {
+/// `--scale`: one kernel (6.12 unless one `--kernel` is given).
+fn run_scale(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let kernel = match args.kernels.as_slice() {
+        [] => scale::SCALE_KERNEL.to_string(),
+        [one] => one.clone(),
+        _ => bail!("--scale runs on one kernel; give at most one --kernel"),
+    };
+    if args.baseline.is_some() {
+        bail!("--scale measures one build; --baseline is for the overhead benchmark");
+    }
+    let s = &args.scale_args;
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let command = format!(
+        "cargo xtask bench --scale --kernel {kernel} --cpus {} --entries {} --window-s {} --starts {}",
+        list(&s.cpus),
+        list(&s.entries),
+        s.window_s,
+        s.starts
+    );
+    scale::run(s, &kernel, &output_dir(&args.out), &command)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `out`, relative to the workspace unless absolute.
+fn output_dir(out: &Path) -> PathBuf {
+    if out.is_absolute() {
         out.to_path_buf()
     } else {
         workspace::root().join(out)
-    };
+    }
+}
+
+fn write_outputs(out: &Path, command: &str, runs: &[results::BenchRun]) -> anyhow::Result<()> {
+    let out = output_dir(out);
     fs::create_dir_all(&out)?;
     fs::write(out.join("bench.json"), serde_json::to_string_pretty(runs)?)?;
     let mut md = format!(

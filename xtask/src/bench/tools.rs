@@ -145,7 +145,8 @@ impl Tracer {
             if self.child.try_wait()?.is_some() {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(50));
+            // Fine enough to time a stop (the scale benchmark does).
+            std::thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

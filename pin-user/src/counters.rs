@@ -192,9 +192,12 @@ mod tests {
             ..Default::default()
         };
         let d = later.delta(&earlier);
-        assert_eq!((d.comm.as_str(), d.calls, d.first_ns), ("new", 2, 10));
-        let mut total = earlier.clone();
+        assert_eq!(
+            (d.comm.text().as_ref(), d.calls, d.first_ns),
+            ("new", 2, 10)
+        );
+        let mut total = earlier;
         total.merge(&later);
-        assert_eq!((total.comm.as_str(), total.calls), ("new", 8));
+        assert_eq!((total.comm.text().as_ref(), total.calls), ("new", 8));
     }
 }

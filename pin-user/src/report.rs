@@ -357,7 +357,7 @@ fn top_processes(delta: &Delta) -> Vec<ProcessFigures> {
         .iter()
         .map(|(pid, p)| ProcessFigures {
             pid: *pid,
-            totals: p.clone(),
+            totals: *p,
             memlock: None,
         })
         .collect();
@@ -475,7 +475,7 @@ mod tests {
             delta.procs.insert(
                 pid,
                 crate::snapshot::ProcTotals {
-                    comm: format!("p{pid}"),
+                    comm: format!("p{pid}").as_str().into(),
                     calls: 1,
                     pages,
                     pinned: pages,

@@ -21,14 +21,15 @@ use crate::{
     attribution,
     counters::{self, Counters},
     probes::{KernelMapError, KernelMaps, batch, maps::PerCpuEntries, misses::Misses},
+    units::Comm,
     vmstat::PinCounters,
 };
 
 /// One process's counters (its `PROCS` entry).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProcTotals {
     /// Last comm seen.
-    pub comm: String,
+    pub comm: Comm,
     /// Outermost GUP calls.
     pub calls: u64,
     /// Pages returned by any variant.
@@ -46,7 +47,7 @@ pub struct ProcTotals {
 impl ProcTotals {
     /// Adds a later interval's counts (its comm is the newer one).
     pub fn add(&mut self, later: &ProcTotals) {
-        self.comm.clone_from(&later.comm);
+        self.comm = later.comm;
         self.calls += later.calls;
         self.pages += later.pages;
         self.pinned += later.pinned;
@@ -247,7 +248,7 @@ fn proc_totals(stats: &ProcStats) -> ProcTotals {
         pinned: stats.pinned,
         released: stats.released,
         first_ns: stats.first_ns,
-        comm: crate::units::comm_text(&stats.comm),
+        comm: Comm::new(stats.comm),
     }
 }
 

@@ -36,36 +36,38 @@ impl CounterSet {
             .zip(earlier.release.iter())
             .map(|(c, p)| c.delta(p))
             .collect();
-        let procs = self
-            .procs
-            .iter()
-            .filter_map(|(tgid, cur)| {
+        let procs = joined(&self.procs, &earlier.procs)
+            .filter_map(|(tgid, cur, prev)| {
                 // An entry created anew (evicted in between) counts from 0.
-                let d = match earlier.procs.get(tgid) {
+                let d = match prev {
+                    // Most rows of a big table are idle: skipped before a
+                    // delta is built (the counts only grow).
+                    Some(prev)
+                        if prev.first_ns == cur.first_ns
+                            && (prev.calls, prev.released) == (cur.calls, cur.released) =>
+                    {
+                        return None;
+                    }
                     Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
-                    _ => cur.clone(),
+                    _ => *cur,
                 };
                 (d.calls != 0 || d.released != 0).then_some((*tgid, d))
             })
             .collect();
-        let cgroups = self
-            .cgroups
-            .iter()
-            .filter_map(|(id, cur)| {
+        let cgroups = joined(&self.cgroups, &earlier.cgroups)
+            .filter_map(|(id, cur, prev)| {
                 // An entry created anew (evicted in between) counts from 0.
-                let d = match earlier.cgroups.get(id) {
+                let d = match prev {
                     Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
                     _ => *cur,
                 };
                 (d.calls != 0 || d.released != 0).then_some((*id, d))
             })
             .collect();
-        let callers = self
-            .callers
-            .iter()
-            .filter_map(|(key, cur)| {
+        let callers = joined(&self.callers, &earlier.callers)
+            .filter_map(|(key, cur, prev)| {
                 // An entry created anew (evicted in between) counts from 0.
-                let d = match earlier.callers.get(key) {
+                let d = match prev {
                     Some(prev) if prev.first_ns == cur.first_ns => cur.delta(prev),
                     _ => *cur,
                 };
@@ -90,6 +92,22 @@ impl CounterSet {
             },
         }
     }
+}
+
+/// Each entry of `now` with the entry of `earlier` under the same key, if
+/// any: one merge walk over both (sorted) maps, where a lookup per entry
+/// would cost a tree descent each (100 000 processes: 100 000 descents a
+/// sample).
+fn joined<'a, K: Ord, V>(
+    now: &'a BTreeMap<K, V>,
+    earlier: &'a BTreeMap<K, V>,
+) -> impl Iterator<Item = (&'a K, &'a V, Option<&'a V>)> {
+    let mut before = earlier.iter().peekable();
+    now.iter().map(move |(key, cur)| {
+        while before.next_if(|(k, _)| *k < key).is_some() {}
+        let prev = before.next_if(|(k, _)| *k == key).map(|(_, v)| v);
+        (key, cur, prev)
+    })
 }
 
 /// The refusals of an interval: rows refused again, `denials` counting
@@ -173,5 +191,34 @@ impl Delta {
         self.sites = attribution::name_sites(&self.callers);
         self.cgroup_names = cgroups::resolve(self.cgroups.keys().copied());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::joined;
+
+    proptest! {
+        #[test]
+        fn merge_walk_pairs_what_a_lookup_would(
+            now in proptest::collection::btree_map(0u32..200, 0u64..9, 0..60),
+            earlier in proptest::collection::btree_map(0u32..200, 0u64..9, 0..60),
+        ) {
+            let walked: Vec<_> = joined(&now, &earlier).collect();
+            let looked_up: Vec<_> = now.iter().map(|(k, v)| (k, v, earlier.get(k))).collect();
+            prop_assert_eq!(walked, looked_up);
+        }
+    }
+
+    #[test]
+    fn entries_only_in_the_earlier_map_are_passed_over() {
+        let now = BTreeMap::from([(2, 'b'), (5, 'e')]);
+        let earlier = BTreeMap::from([(1, 'A'), (2, 'B'), (3, 'C'), (6, 'F')]);
+        let walked: Vec<_> = joined(&now, &earlier).collect();
+        assert_eq!(walked, vec![(&2, &'b', Some(&'B')), (&5, &'e', None)]);
     }
 }

@@ -343,7 +343,7 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
         .map(|p| {
             Row::new(vec![
                 crate::figures::pid_label(p.pid),
-                p.totals.comm.clone(),
+                p.totals.comm.to_string(),
                 fit::rate(p.pins_per_s, PROC_FIGURE),
                 fit::count(p.totals.pages, PROC_FIGURE),
                 if irq_released {

@@ -40,7 +40,7 @@ fn odirect_completions_in_interrupt_context_are_the_irq_rows() {
         .procs
         .iter()
         .filter(|(_, p)| p.released > 0)
-        .map(|(pid, p)| (*pid, p.comm.clone(), p.released))
+        .map(|(pid, p)| (*pid, p.comm.to_string(), p.released))
         .collect();
     let vm = delta.vmstat.expect("vmstat pin counters");
     eprintln!(

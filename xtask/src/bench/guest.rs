@@ -399,7 +399,7 @@ fn measure(
         cpu_share: cpu.as_secs_f64() / wall.as_secs_f64(),
         peak_rss_kib: tools::peak_rss_kib(tracer.pid())?,
     });
-    tracer.stop()
+    tracer.stop().map(drop)
 }
 
 fn statistics_passes(

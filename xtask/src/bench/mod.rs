@@ -8,6 +8,7 @@
 //! line of raw samples ([`results`]) that the host turns into tables
 //! ([`report`]).
 
+mod bpf_objects;
 pub mod guest;
 mod report;
 mod results;

@@ -31,7 +31,22 @@ pub struct Tracer {
     pub seen: Vec<String>,
     /// From spawn to the first line that carries data.
     pub first_data: Duration,
+    /// BPF programs in the kernel before it started.
+    programs_before: u32,
 }
+
+/// How long a tracer took to stop.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopped {
+    /// From SIGINT to the process gone.
+    pub exited: Duration,
+    /// From SIGINT to the kernel holding no more BPF programs than before
+    /// the start (it may finish detaching after the process is gone).
+    pub freed: Duration,
+}
+
+/// How long the kernel gets to free a stopped tracer's programs.
+const FREE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Opens a pseudo-terminal: (master, slave).
 fn pty() -> anyhow::Result<(OwnedFd, OwnedFd)> {
@@ -61,6 +76,7 @@ impl Tracer {
         mut is_data: impl FnMut(&str) -> bool,
         timeout: Duration,
     ) -> anyhow::Result<Tracer> {
+        let programs_before = super::bpf_objects::program_count()?;
         let (master, slave) = pty()?;
         let started = Instant::now();
         let child = Command::new(&argv[0])
@@ -85,6 +101,7 @@ impl Tracer {
             lines: rx,
             seen: Vec::new(),
             first_data: Duration::ZERO,
+            programs_before,
         };
         loop {
             let left = timeout.saturating_sub(started.elapsed());
@@ -136,14 +153,29 @@ impl Tracer {
         }
     }
 
-    /// SIGINT (how a user stops all three tools), then SIGKILL after 20 s.
-    pub fn stop(&mut self) -> anyhow::Result<()> {
+    /// SIGINT (how a user stops all three tools), then SIGKILL after 20 s;
+    /// then waits for the kernel to free its programs, so that the next
+    /// tracer's start and runs do not overlap a detach.
+    pub fn stop(&mut self) -> anyhow::Result<Stopped> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let signalled = Instant::now();
+        let deadline = signalled + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
-                return Ok(());
+                let exited = signalled.elapsed();
+                while super::bpf_objects::program_count()? > self.programs_before {
+                    if signalled.elapsed() > FREE_TIMEOUT {
+                        bail!(
+                            "the stopped tracer's programs were still loaded after {FREE_TIMEOUT:?}"
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return Ok(Stopped {
+                    exited,
+                    freed: signalled.elapsed(),
+                });
             }
             // Fine enough to time a stop (the scale benchmark does).
             std::thread::sleep(Duration::from_millis(10));

@@ -22,8 +22,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{SampleCost, ScaleRun, StartStop, bpf_map};
-use crate::bench::tools::{self, Tracer};
+use super::{SampleCost, ScaleRun, StartStop};
+use crate::bench::{
+    bpf_objects,
+    tools::{self, Tracer},
+};
 
 /// What the host asks of the guest.
 #[derive(Clone, Debug, clap::Args)]
@@ -134,12 +137,12 @@ fn start_stop() -> anyhow::Result<StartStop> {
     std::thread::sleep(Duration::from_secs(2));
     tracer.check_alive()?;
     let idle_rss_kib = rss_kib(tracer.pid())?;
-    let stopping = Instant::now();
-    tracer.stop()?;
+    let stopped = tracer.stop()?;
     Ok(StartStop {
         counting_ms: ms(counting),
         first_data_ms: ms(tracer.first_data),
-        stop_ms: ms(stopping.elapsed()),
+        stop_ms: ms(stopped.exited),
+        detached_ms: ms(stopped.freed),
         map_memory_bytes,
         idle_rss_kib,
     })
@@ -212,7 +215,7 @@ const PROCS: &str = "PROCS";
 /// the agent's figures.
 fn table_entries(pid: u32, name: &str) -> anyhow::Result<u64> {
     for id in map_ids(pid)? {
-        let Ok(map) = bpf_map::open(id) else {
+        let Ok(map) = bpf_objects::open(id) else {
             continue;
         };
         if map.name()? == name {

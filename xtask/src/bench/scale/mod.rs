@@ -10,7 +10,6 @@
 //! (see `vm::start_qemu`): so a 64-vCPU guest is slow, and only the
 //! shape of the curves (how a figure grows) means anything.
 
-mod bpf_map;
 pub mod guest;
 mod report;
 
@@ -70,6 +69,9 @@ pub struct StartStop {
     pub first_data_ms: f64,
     /// From SIGINT to the process gone.
     pub stop_ms: f64,
+    /// From SIGINT to the kernel holding no more programs than before the
+    /// start (the links detached and the programs freed).
+    pub detached_ms: f64,
     /// `memlock` summed over its maps.
     pub map_memory_bytes: u64,
     /// VmRSS two samples after its first data.

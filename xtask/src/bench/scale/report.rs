@@ -69,20 +69,22 @@ fn start_table(md: &mut String, runs: &[ScaleRun]) {
         "**Start and stop**, `pinwatch stat` with default settings; starts per boot: {starts} \
          (median, range in brackets). Counting: from exec to its \"pinwatch: kernel\" line \
          (probes attached, first snapshot taken); first data one interval (1 s) later; \
-         stop: from SIGINT to the process gone; kernel memory: `memlock` summed over its \
+         stop: from SIGINT to the process gone; detached: from SIGINT to the kernel holding no \
+         more BPF programs than before the start; kernel memory: `memlock` summed over its \
          maps' fdinfo; RSS: VmRSS two samples after the first data.\n\n\
-         | vCPUs | counting after | first data after | stop | kernel map memory | agent RSS, idle |\n\
-         |--:|--:|--:|--:|--:|--:|"
+         | vCPUs | counting after | first data after | stop | detached | kernel map memory | agent RSS, idle |\n\
+         |--:|--:|--:|--:|--:|--:|--:|"
     );
     for run in runs {
         let pick = |f: fn(&super::StartStop) -> f64| run.starts.iter().map(f).collect::<Vec<_>>();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             run.cpus,
             spread(&pick(|s| s.counting_ms / 1000.0), "s", 2),
             spread(&pick(|s| s.first_data_ms / 1000.0), "s", 2),
             spread(&pick(|s| s.stop_ms / 1000.0), "s", 2),
+            spread(&pick(|s| s.detached_ms / 1000.0), "s", 2),
             spread(&pick(|s| s.map_memory_bytes as f64 / MIB), "MiB", 2),
             spread(&pick(|s| s.idle_rss_kib as f64 / 1024.0), "MiB", 1),
         );
@@ -254,6 +256,7 @@ mod tests {
                 counting_ms: 1500.0,
                 first_data_ms: 2500.0,
                 stop_ms: 3000.0,
+                detached_ms: 3100.0,
                 map_memory_bytes: 2 * 1024 * 1024,
                 idle_rss_kib: 10 * 1024,
             }],
@@ -281,7 +284,7 @@ mod tests {
             "x.svg",
         );
         assert!(md.starts_with(BEGIN) && md.trim_end().ends_with(END));
-        assert!(md.contains("| 2 | 1.50 s | 2.50 s | 3.00 s | 2.00 MiB | 10.0 MiB |"));
+        assert!(md.contains("| 2 | 1.50 s | 2.50 s | 3.00 s | 3.10 s | 2.00 MiB | 10.0 MiB |"));
         assert!(md.contains("| children forked: agent CPU, % of one CPU | 2 vCPUs | 64 vCPUs |"));
         assert!(md.contains("| 100 | 0.10 % | 0.20 % |"));
         assert!(md.contains("| 1000 | 990 | 990 |"), "entries as counted");

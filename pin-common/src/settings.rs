@@ -64,9 +64,24 @@ pub const GLOBAL_TASK_CRED_OFFSET: &str = "TASK_CRED_OFFSET";
 /// Read-only global (`u64`): 1 + the offset of `cap_effective` in
 /// `struct cred` (BTF), 0 when unknown.
 pub const GLOBAL_CRED_CAP_EFFECTIVE_OFFSET: &str = "CRED_CAP_EFFECTIVE_OFFSET";
+/// Read-only global (`u64`): 1 + the offset in `struct task_struct` of
+/// the task's list of pending return-probe instances (`rethooks` 5.19+,
+/// `kretprobe_instances` 5.11-5.18; BTF), 0 when unknown (5.10 keeps them
+/// in a global table). Each instance keeps the return address a
+/// kretprobe's trampoline replaced, and the stack slot it replaced it in.
+pub const GLOBAL_TASK_RETURN_LIST_OFFSET: &str = "TASK_RETURN_LIST_OFFSET";
+/// Read-only global (`u64`): offset of the list link (`llist`) in a
+/// return-probe instance (`rethook_node`, `kretprobe_instance`).
+pub const GLOBAL_RETURN_NODE_LINK_OFFSET: &str = "RETURN_NODE_LINK_OFFSET";
+/// Read-only global (`u64`): offset of the replaced return address
+/// (`ret_addr`) in a return-probe instance.
+pub const GLOBAL_RETURN_NODE_RET_OFFSET: &str = "RETURN_NODE_RET_OFFSET";
+/// Read-only global (`u64`): offset of the replaced word's stack address
+/// (`frame` in `rethook_node`, `fp` in `kretprobe_instance`).
+pub const GLOBAL_RETURN_NODE_SLOT_OFFSET: &str = "RETURN_NODE_SLOT_OFFSET";
 
 /// Every read-only global the agent sets; all are `u64`.
-pub const GLOBALS: [&str; 17] = [
+pub const GLOBALS: [&str; 21] = [
     GLOBAL_CALLERS_ON,
     GLOBAL_LIFETIMES_ON,
     GLOBAL_FOLL_PIN,
@@ -84,6 +99,10 @@ pub const GLOBALS: [&str; 17] = [
     GLOBAL_MM_PINNED_VM_OFFSET,
     GLOBAL_TASK_CRED_OFFSET,
     GLOBAL_CRED_CAP_EFFECTIVE_OFFSET,
+    GLOBAL_TASK_RETURN_LIST_OFFSET,
+    GLOBAL_RETURN_NODE_LINK_OFFSET,
+    GLOBAL_RETURN_NODE_RET_OFFSET,
+    GLOBAL_RETURN_NODE_SLOT_OFFSET,
 ];
 
 /// Index in the `SETTINGS` array: offset of `child_pid` in the

@@ -25,7 +25,7 @@ use crate::{
     events::{emit, event_wanted},
     failures,
     follow::counted,
-    frame::{Frame, STACK_SPAN},
+    frame::{Frame, STACK_SPAN, return_address},
     maps::{GUP_STATS, PIN_BALANCE, PROCS},
     outcome::{Outcome, PathSplit},
     settings::{callers_on, config, lifetimes_on, return_trampoline},
@@ -220,6 +220,14 @@ pub(crate) fn outer_call_returned(state: &TaskState) -> bool {
     // SAFETY: reads kernel memory through the checked helper.
     let now = unsafe { bpf_probe_read_kernel(state.outer_frame as *const u64) }
         .unwrap_or(state.outer_mark);
+    if now == state.outer_mark {
+        return false;
+    }
+    // A trampoline in the slot: the call still runs under a kretprobe, or
+    // a later call from the same place does (another tracer's kretprobe
+    // on a release): the instance for the slot says which. Where none
+    // tells, the call is taken to be running, as it most likely is.
+    let now = return_address(state.outer_frame, now);
     now != state.outer_mark && now != return_trampoline()
 }
 

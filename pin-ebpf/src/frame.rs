@@ -8,12 +8,12 @@
 use aya_ebpf::helpers::generated::{bpf_get_func_arg_cnt, bpf_get_func_ip};
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     programs::{FEntryContext, ProbeContext},
 };
 use pin_common::FuncId;
 
-use crate::settings::return_trampoline;
+use crate::settings::{return_instance_layout, return_trampoline};
 
 /// How far past the traced function's address its own frame may point:
 /// the return address into it from the trampoline call (fentry) or the
@@ -34,6 +34,54 @@ pub(crate) const JIT_AREA: u64 = 0xffff_ffff_c000_0000;
 /// nothing about the task's state; a saved frame pointer farther above the
 /// trampoline's context is not one of this stack's.
 pub(crate) const STACK_SPAN: u64 = 32 * 1024;
+
+/// How many of the current task's pending return-probe instances are
+/// looked at, newest first: one per call a kretprobe (any tracer's) is
+/// watching on this task's stack right now, a handful at most in GUP.
+const RETURN_INSTANCES_SEEN: usize = 16;
+
+/// The return address in the stack word at `slot` holding `word`: `word`
+/// itself, unless it is the return-probe trampoline, which a kretprobe
+/// writes there while the call runs; then the address the newest of the
+/// current task's return-probe instances for that slot replaced (several
+/// tracers' kretprobes on one call chain: the others replaced the
+/// trampoline itself). The trampoline when no instance tells (unknown
+/// layout, 5.10), so that the caller keeps its old, cautious verdict.
+///
+/// Why: whether a call has returned is told by this word, and another
+/// tracer's kretprobe (or a stopped pinwatch's) puts the same trampoline
+/// over the return addresses of later calls at the same slot.
+#[inline(always)]
+pub(crate) fn return_address(slot: u64, word: u64) -> u64 {
+    let trampoline = return_trampoline();
+    if trampoline == 0 || word != trampoline {
+        return word;
+    }
+    let [list, link, ret, at] = return_instance_layout();
+    if list == 0 {
+        return word;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY (all reads): kernel memory through the checked helper.
+    let read = |addr: u64| unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0);
+    // The list head's first link, then each link's next: the newest
+    // instance comes first (`llist_add`).
+    let mut node = read(task + list - 1);
+    for _ in 0..RETURN_INSTANCES_SEEN {
+        if node == 0 {
+            break;
+        }
+        let instance = node.wrapping_sub(link);
+        if read(instance + at) == slot {
+            let replaced = read(instance + ret);
+            if replaced != trampoline {
+                return replaced;
+            }
+        }
+        node = read(node);
+    }
+    word
+}
 
 /// What an entry program learns from the traced function's frame.
 #[derive(Clone, Copy, Default)]
@@ -167,8 +215,10 @@ impl EntryFrame for FEntryContext {
 impl EntryFrame for ProbeContext {
     /// At a function-entry kprobe the stack pointer points at the
     /// function's return address. A kretprobe on the same function swaps
-    /// that word for its trampoline's address while the call runs, so the
-    /// word is a mark only where the agent told us that address.
+    /// that word for its trampoline's address while the call runs (another
+    /// tracer's, registered later and so run first, already has), so the word is a mark
+    /// only where the agent told us that address, and the mark is the
+    /// return address behind the trampoline where the kernel tells it.
     fn entry_frame(&self, _id: FuncId) -> Frame {
         // SAFETY: the context's registers, then kernel memory through the
         // checked helper.
@@ -176,6 +226,7 @@ impl EntryFrame for ProbeContext {
             let sp = (*self.regs).rsp;
             (sp, bpf_probe_read_kernel(sp as *const u64).unwrap_or(0))
         };
+        let word = return_address(sp, word);
         Frame {
             addr: sp,
             mark: if return_trampoline() != 0 { word } else { 0 },

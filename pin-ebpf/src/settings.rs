@@ -41,6 +41,27 @@ static FOLL_LONGTERM: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static RETURN_TRAMPOLINE: Global<u64> = Global::new(0);
 
+/// 1 + the offset of the task's pending return-probe instances in
+/// `task_struct`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_TASK_RETURN_LIST_OFFSET`).
+#[unsafe(no_mangle)]
+static TASK_RETURN_LIST_OFFSET: Global<u64> = Global::new(0);
+
+/// Offset of the list link in a return-probe instance
+/// (`pin_common::settings::GLOBAL_RETURN_NODE_LINK_OFFSET`).
+#[unsafe(no_mangle)]
+static RETURN_NODE_LINK_OFFSET: Global<u64> = Global::new(0);
+
+/// Offset of the replaced return address in a return-probe instance
+/// (`pin_common::settings::GLOBAL_RETURN_NODE_RET_OFFSET`).
+#[unsafe(no_mangle)]
+static RETURN_NODE_RET_OFFSET: Global<u64> = Global::new(0);
+
+/// Offset of the replaced word's stack address in a return-probe instance
+/// (`pin_common::settings::GLOBAL_RETURN_NODE_SLOT_OFFSET`).
+#[unsafe(no_mangle)]
+static RETURN_NODE_SLOT_OFFSET: Global<u64> = Global::new(0);
+
 /// 1 + the offset of `stack` in `task_struct`, 0 when unknown
 /// (`pin_common::settings::GLOBAL_TASK_STACK_OFFSET`).
 #[unsafe(no_mangle)]
@@ -193,6 +214,19 @@ pub fn foll_longterm() -> u64 {
 #[inline(always)]
 pub fn return_trampoline() -> u64 {
     RETURN_TRAMPOLINE.load()
+}
+
+/// Where a task keeps its pending return-probe instances: 1 + the list
+/// head's offset in `task_struct` (0: unknown), then the offsets of an
+/// instance's link, replaced return address and replaced slot.
+#[inline(always)]
+pub fn return_instance_layout() -> [u64; 4] {
+    [
+        TASK_RETURN_LIST_OFFSET.load(),
+        RETURN_NODE_LINK_OFFSET.load(),
+        RETURN_NODE_RET_OFFSET.load(),
+        RETURN_NODE_SLOT_OFFSET.load(),
+    ]
 }
 
 /// Where the current task's kernel stack pointer sits in `task_struct`

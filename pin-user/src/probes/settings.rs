@@ -11,14 +11,15 @@ use aya::EbpfLoader;
 use pin_common::settings::{
     GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_CRED_CAP_EFFECTIVE_OFFSET,
     GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON,
-    GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET, GLOBAL_RETURN_TRAMPOLINE,
+    GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET, GLOBAL_RETURN_NODE_LINK_OFFSET,
+    GLOBAL_RETURN_NODE_RET_OFFSET, GLOBAL_RETURN_NODE_SLOT_OFFSET, GLOBAL_RETURN_TRAMPOLINE,
     GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_CRED_OFFSET, GLOBAL_TASK_MM_OFFSET,
-    GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE,
-    GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
+    GLOBAL_TASK_RETURN_LIST_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET,
+    GLOBAL_TASK_STACK_SIZE, GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
 };
 
 use super::{AttachError, AttachOptions, KernelMapsMut};
-use crate::kernel::{KernelFacts, foll::FollFlags};
+use crate::kernel::{KernelFacts, btf::Btf, foll::FollFlags};
 
 /// The object's read-only globals (names in `pin_common::settings`), all
 /// `u64`. Fixed before load, so the verifier knows them and drops the code
@@ -32,6 +33,7 @@ pub(super) struct Globals {
     /// 0 when unknown: failed calls then never show LONGTERM.
     foll_longterm: u64,
     return_trampoline: u64,
+    return_instances: ReturnInstances,
     task_stack_offset: u64,
     task_stack_size: u64,
     cgroup_filter: u64,
@@ -53,6 +55,54 @@ pub(super) struct LimitLayout {
     pub mm_pinned_vm: u64,
     pub task_cred: u64,
     pub cred_cap_effective: u64,
+}
+
+/// Where a task keeps its pending return-probe instances, from BTF:
+/// 1 + the list head's offset in `task_struct` (0: unknown), and the
+/// offsets in an instance of its link, of the return address a kretprobe
+/// replaced and of the stack slot it replaced it in. The probes read them
+/// to tell a call still running under a kretprobe's trampoline from a
+/// later call at the same place under another tracer's
+/// (`frame::return_address` in pin-ebpf).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ReturnInstances {
+    pub task_list: u64,
+    pub link: u64,
+    pub ret: u64,
+    pub slot: u64,
+}
+
+impl ReturnInstances {
+    /// This kernel's layout: rethook nodes (5.19+, where x86's kretprobes
+    /// run on rethook), else kretprobe instances on a task list
+    /// (5.11-5.18); unknown before (5.10 keeps them in a global table) and
+    /// without BTF.
+    pub(super) fn for_kernel(btf: Option<&Btf>) -> Self {
+        let Some(btf) = btf else {
+            return Self::default();
+        };
+        let layouts = [
+            ("rethooks", "rethook_node", "frame"),
+            ("kretprobe_instances", "kretprobe_instance", "fp"),
+        ];
+        layouts
+            .iter()
+            .find_map(|(list, node, slot)| {
+                Some(Self {
+                    task_list: u64::from(btf.member_offset("task_struct", list)?) + 1,
+                    link: u64::from(btf.member_offset(node, "llist")?),
+                    ret: u64::from(btf.member_offset(node, "ret_addr")?),
+                    slot: u64::from(btf.member_offset(node, slot)?),
+                })
+            })
+            .unwrap_or_else(|| {
+                log::info!(
+                    "no per-task return-probe instances in BTF: another tracer's kretprobe \
+                     on these functions can make a missed return look like a call still running"
+                );
+                Self::default()
+            })
+    }
 }
 
 impl LimitLayout {
@@ -117,6 +167,7 @@ impl Globals {
                 .value("FOLL_LONGTERM")
                 .unwrap_or(0),
             return_trampoline: return_trampoline(facts),
+            return_instances: ReturnInstances::for_kernel(facts.btf.as_ref().ok()),
             task_stack_offset,
             task_stack_size,
             cgroup_filter: u64::from(options.cgroup.is_some()),
@@ -125,7 +176,7 @@ impl Globals {
     }
 
     /// Each global's name and value.
-    fn entries(&self) -> [(&'static str, &u64); 17] {
+    fn entries(&self) -> [(&'static str, &u64); 21] {
         [
             (GLOBAL_CALLERS_ON, &self.callers),
             (GLOBAL_LIFETIMES_ON, &self.lifetimes),
@@ -150,6 +201,13 @@ impl Globals {
                 GLOBAL_CRED_CAP_EFFECTIVE_OFFSET,
                 &self.limit_layout.cred_cap_effective,
             ),
+            (
+                GLOBAL_TASK_RETURN_LIST_OFFSET,
+                &self.return_instances.task_list,
+            ),
+            (GLOBAL_RETURN_NODE_LINK_OFFSET, &self.return_instances.link),
+            (GLOBAL_RETURN_NODE_RET_OFFSET, &self.return_instances.ret),
+            (GLOBAL_RETURN_NODE_SLOT_OFFSET, &self.return_instances.slot),
         ]
     }
 
@@ -318,6 +376,7 @@ mod tests {
             foll_pin: None,
             foll_longterm: 0,
             return_trampoline: 0,
+            return_instances: super::ReturnInstances::default(),
             task_stack_offset: 0,
             task_stack_size: 0,
             cgroup_filter: 0,

@@ -353,6 +353,16 @@ pub fn measure_in(
     cgroup: Option<&std::path::Path>,
     args: &[&str],
 ) -> (WorkloadReport, Delta) {
+    measure_by(&h.probes, cgroup, args)
+}
+
+/// [`measure_in`] with the maps of `probes` (an agent other than the
+/// harness's own).
+pub fn measure_by(
+    probes: &Probes,
+    cgroup: Option<&std::path::Path>,
+    args: &[&str],
+) -> (WorkloadReport, Delta) {
     let mut child = pinwatch_in(cgroup)
         .arg("workload")
         .args(args)
@@ -370,7 +380,7 @@ pub fn measure_in(
     );
 
     vmstat::refresh().expect("stat_refresh");
-    let before = Snapshot::read(h.probes.maps()).expect("snapshot");
+    let before = Snapshot::read(probes.maps()).expect("snapshot");
     child
         .stdin
         .take()
@@ -382,7 +392,7 @@ pub fn measure_in(
     let status = child.wait().expect("wait workload");
     assert!(status.success(), "workload {args:?} failed: {status}");
     vmstat::refresh().expect("stat_refresh");
-    let after = Snapshot::read(h.probes.maps()).expect("snapshot");
+    let after = Snapshot::read(probes.maps()).expect("snapshot");
     let report: WorkloadReport =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("report {line:?}: {e}"));
     (report, after.since(&before))

@@ -8,6 +8,7 @@ pub mod batch;
 mod capacities;
 mod checks;
 pub mod footprint;
+mod handoff;
 pub mod maps;
 pub mod memlock;
 pub mod misses;
@@ -251,6 +252,9 @@ pub struct Probes {
     pub map_memory: Result<Vec<footprint::MapFootprint>, String>,
     /// The sizes the tables that grow with the work were created with.
     pub capacities: MapCapacities,
+    /// Where the links go on stop so that the kernel detaches them after
+    /// this process is gone ([`handoff`]); `None` where the kernel refused.
+    handoff: Option<handoff::Handoff>,
 }
 
 fn role(kind: FuncKind) -> &'static str {
@@ -392,6 +396,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         checks: Vec::new(),
         map_memory: footprint::map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}")),
         capacities: options.capacities,
+        handoff: None,
     };
     log::info!("parsing BTF for aya");
     let aya_btf = match options.mode {
@@ -453,16 +458,29 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     if probes.status.iter().all(|st| st.attached.is_none()) {
         return Err(nothing_attached(facts, &probes.status));
     }
+    // Now, while privileged (it mounts), and once every link exists.
+    probes.handoff = handoff::Handoff::prepare()
+        .inspect(|h| log::info!("{} links will be handed to the kernel on stop", h.links()))
+        .inspect_err(|e| log::info!("links will be closed on stop, not handed over: {e}"))
+        .ok();
     Ok(probes)
 }
 
 impl Drop for Probes {
-    /// Detaches everything concurrently before the object (maps, and the
-    /// log reader after them) goes: see [`programs::unload_all`].
+    /// Hands the links to the kernel ([`handoff`]), then detaches what is
+    /// left concurrently before the object (maps, and the log reader
+    /// after them) goes: see [`programs::unload_all`].
     fn drop(&mut self) {
         let started = std::time::Instant::now();
+        let handoff = self.handoff.take();
+        let handed = handoff.as_ref().map_or(0, handoff::Handoff::pin_links);
         unload_all(&mut self.ebpf);
-        log::info!("detached in {} ms", started.elapsed().as_millis());
+        // Drops the pins: the kernel frees the links on a worker.
+        drop(handoff);
+        log::info!(
+            "detached in {} ms ({handed} links handed to the kernel)",
+            started.elapsed().as_millis()
+        );
     }
 }
 

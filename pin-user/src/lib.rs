@@ -45,6 +45,7 @@ pub mod report;
 pub mod sampling;
 pub mod signals;
 pub mod snapshot;
+pub mod startup;
 pub mod tui;
 pub mod units;
 pub mod validate;

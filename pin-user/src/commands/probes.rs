@@ -18,6 +18,7 @@ use crate::{
         footprint::{MapFootprint, estimated_by_kernel, total_bytes},
     },
     snapshot::Snapshot,
+    startup::Phases,
     workload::{self, WorkloadKind, WorkloadOptions},
 };
 
@@ -47,6 +48,9 @@ struct ProbesReport {
     /// The kernel memory of pinwatch's BPF maps, largest first (when
     /// attached).
     maps: Option<Result<Vec<MapFootprint>, String>>,
+    /// Where start-up time went, phase by phase, up to the first read of
+    /// the maps (the kernel's discovery only, when nothing attached).
+    startup: Phases,
     /// Which eBPF object the features call for.
     object: Object,
     /// Each BPF feature pinwatch uses: there or not, and what pinwatch
@@ -121,6 +125,16 @@ pub struct ProbesArgs {
 pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
     let facts = KernelFacts::discover();
     let attached = probes::attach(&facts, args.attach.options());
+    let startup = match &attached {
+        Ok(p) => {
+            let mut phases = p.startup.clone();
+            // The first sample's read of every map, as the agent's
+            // commands make it right after attaching.
+            let _ = phases.time("first read", || Snapshot::read(p.maps()));
+            phases
+        }
+        Err(_) => facts.phases.clone(),
+    };
     let (status, error, check) = match &attached {
         Ok(p) => (p.status.clone(), None, self_check(p)),
         // The reason is kernel-wide: say it once, below the table.
@@ -158,6 +172,7 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
             .map(|p| p.checks.clone())
             .unwrap_or_default(),
         maps: attached.as_ref().ok().map(|p| p.map_memory.clone()),
+        startup,
         object: facts.features.object(),
         features: facts.features.list.clone(),
         probes: status,
@@ -304,4 +319,5 @@ fn print_kernel(r: &ProbesReport) {
     if let Some(maps) = &r.maps {
         print_maps(maps, &r.kernel);
     }
+    println!("start-up {}", r.startup);
 }

@@ -21,17 +21,22 @@ pub struct KernelFacts {
     pub release: String,
     /// The kernel's BTF, or why it could not be read.
     pub btf: Result<Btf, String>,
-    /// Text symbols from /proc/kallsyms, read on first use and once:
-    /// generating it is the slowest part of start-up (attaching needs it
-    /// for the return trampoline's address, and the baseline object for
-    /// every function's).
+    /// Text symbols from /proc/kallsyms, read once: generating it is one
+    /// of the slowest parts of start-up (attaching needs it for the
+    /// return trampoline's address, and the baseline object for every
+    /// function's), so a thread reads it from the start, while BTF is
+    /// parsed and the mechanisms probed ([`KallsymsReader`]).
     kallsyms: std::sync::OnceLock<Kallsyms>,
+    /// The thread reading kallsyms, until the first use joins it.
+    kallsyms_reader: std::sync::Mutex<Option<KallsymsReader>>,
     /// Ok when kprobes can be created, else why not.
     pub kprobes: Result<(), String>,
     /// Ok when tracing programs (fentry/fexit) may be loaded, else why not.
     pub tracing: Result<(), String>,
     /// The BPF features pinwatch uses, probed.
     pub features: Features,
+    /// How long reading BTF and probing the mechanisms and features took.
+    pub phases: crate::startup::Phases,
 }
 
 impl KernelFacts {
@@ -49,24 +54,30 @@ impl KernelFacts {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".to_string());
+        let mut phases = crate::startup::Phases::default();
+        let kallsyms_reader = std::sync::Mutex::new(KallsymsReader::start());
         log::info!("reading kernel BTF");
-        let btf = Btf::from_sys_fs().map_err(|e| {
-            format!(
-                "no kernel BTF: {e} (pinwatch checks every function's signature in it before \
-                 probing, with kprobes too)"
-            )
+        let btf = phases.time("BTF", || {
+            Btf::from_sys_fs().map_err(|e| {
+                format!(
+                    "no kernel BTF: {e} (pinwatch checks every function's signature in it \
+                     before probing, with kprobes too)"
+                )
+            })
         });
         log::info!("probing mechanisms");
-        let kprobes = kprobes_available();
-        let tracing = tracing_allowed();
-        let features = Features::probe(&btf, &tracing, &kprobes);
+        let (kprobes, tracing) =
+            phases.time("mechanisms", || (kprobes_available(), tracing_allowed()));
+        let features = phases.time("features", || Features::probe(&btf, &tracing, &kprobes));
         Self {
             release,
             btf,
             kallsyms: std::sync::OnceLock::new(),
+            kallsyms_reader,
             kprobes,
             tracing,
             features,
+            phases,
         }
     }
 
@@ -74,13 +85,12 @@ impl KernelFacts {
     /// and the return trampolines), with their addresses.
     pub fn kallsyms(&self) -> &Kallsyms {
         self.kallsyms.get_or_init(|| {
-            log::info!("reading /proc/kallsyms");
-            let wanted: Vec<&str> = pin_common::FUNCS
-                .iter()
-                .flat_map(|f| f.symbols.iter().copied())
-                .chain(kallsyms::RETURN_TRAMPOLINES)
-                .collect();
-            Kallsyms::read(&wanted).unwrap_or_default()
+            let reader = self
+                .kallsyms_reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            reader.map_or_else(read_kallsyms, KallsymsReader::join)
         })
     }
 
@@ -90,6 +100,39 @@ impl KernelFacts {
             (Err(k), Err(t)) => Some(format!("{k}; {t}")),
             _ => None,
         }
+    }
+}
+
+/// The symbols pinwatch wants out of /proc/kallsyms, read now.
+fn read_kallsyms() -> Kallsyms {
+    log::info!("reading /proc/kallsyms");
+    let wanted: Vec<&str> = pin_common::FUNCS
+        .iter()
+        .flat_map(|f| f.symbols.iter().copied())
+        .chain(kallsyms::RETURN_TRAMPOLINES)
+        .collect();
+    Kallsyms::read(&wanted).unwrap_or_default()
+}
+
+/// /proc/kallsyms being read on a thread of its own. The thread opens the
+/// file at once, while the process still holds the privileges that make
+/// the kernel show addresses (it checks the opener's credentials).
+struct KallsymsReader(std::thread::JoinHandle<Kallsyms>);
+
+impl KallsymsReader {
+    /// Starts reading; `None` where no thread could be started (then the
+    /// first use reads it).
+    fn start() -> Option<Self> {
+        std::thread::Builder::new()
+            .name("kallsyms".into())
+            .spawn(read_kallsyms)
+            .ok()
+            .map(Self)
+    }
+
+    /// The symbols, once read (read here if the thread died).
+    fn join(self) -> Kallsyms {
+        self.0.join().unwrap_or_else(|_| read_kallsyms())
     }
 }
 

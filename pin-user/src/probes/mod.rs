@@ -252,6 +252,9 @@ pub struct Probes {
     pub map_memory: Result<Vec<footprint::MapFootprint>, String>,
     /// The sizes the tables that grow with the work were created with.
     pub capacities: MapCapacities,
+    /// Where start-up time went: the kernel's discovery, then each step of
+    /// loading and attaching.
+    pub startup: crate::startup::Phases,
     /// Where the links go on stop so that the kernel detaches them after
     /// this process is gone ([`handoff`]); `None` where the kernel refused.
     handoff: Option<handoff::Handoff>,
@@ -376,10 +379,13 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             "--lifetimes: {why}; run without --lifetimes"
         )));
     }
+    let mut startup = facts.phases.clone();
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
+    startup.time("kallsyms", || facts.kallsyms());
     let globals = Globals::for_kernel(facts, &options);
-    let (ebpf, kernel_log) = load_object(object, &options, &globals)?;
+    let (ebpf, kernel_log) =
+        startup.time("load+verify", || load_object(object, &options, &globals))?;
     // Built first so that any failure from here on drops it, which
     // detaches what is attached the fast way (`Drop for Probes`).
     let hook = release_hook_symbol(facts);
@@ -396,31 +402,36 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         checks: Vec::new(),
         map_memory: footprint::map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}")),
         capacities: options.capacities,
+        startup: crate::startup::Phases::default(),
         handoff: None,
     };
     log::info!("parsing BTF for aya");
-    let aya_btf = match options.mode {
+    let aya_btf = startup.time("BTF for attach", || match options.mode {
         AttachMode::Kprobe => None,
         _ => aya::Btf::from_sys_fs().ok(),
-    };
+    });
     let mut maps = KernelMapsMut::new(&mut probes.ebpf);
     if let Some(dir) = &options.cgroup {
         settings::choose_cgroup(&mut maps, dir)?;
     }
     let configured = configure_functions(&mut maps, facts, object, &mut probes.status)?;
     let ebpf = &mut probes.ebpf;
-    attach_functions(
-        ebpf,
-        facts,
-        options.mode,
-        aya_btf.as_ref(),
-        &mut probes.status,
-        &configured,
-    )?;
+    startup.time("attach functions", || {
+        attach_functions(
+            ebpf,
+            facts,
+            options.mode,
+            aya_btf.as_ref(),
+            &mut probes.status,
+            &configured,
+        )
+    })?;
 
     log::info!("GUP functions attached");
     globals.start_lifetimes(&mut KernelMapsMut::new(ebpf))?;
-    let release_hook = attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook);
+    let release_hook = startup.time("attach release hook", || {
+        attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook)
+    });
     probes.lifetimes = match &release_hook {
         Ok(mechanism) => options.lifetimes.then_some(*mechanism),
         Err(e) if options.lifetimes => {
@@ -439,15 +450,17 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     };
     probes.release_hook = release_hook;
     log::info!("release hook attached; attaching the memlock checks");
-    probes.checks = checks::attach_checks(
-        &mut probes.ebpf,
-        facts,
-        options.mode,
-        aya_btf.as_ref(),
-        &globals.limit_layout,
-    );
+    probes.checks = startup.time("attach memlock checks", || {
+        checks::attach_checks(
+            &mut probes.ebpf,
+            facts,
+            options.mode,
+            aya_btf.as_ref(),
+            &globals.limit_layout,
+        )
+    });
     log::info!("memlock checks attached");
-    probes.exit_watch = attach_exit_watch(&mut probes.ebpf);
+    probes.exit_watch = startup.time("attach exit watch", || attach_exit_watch(&mut probes.ebpf));
     if let Err(e) = &probes.exit_watch {
         log::warn!(
             "sched_process_exit not traced ({e}): a thread that exits while a call it made \
@@ -459,10 +472,14 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         return Err(nothing_attached(facts, &probes.status));
     }
     // Now, while privileged (it mounts), and once every link exists.
-    probes.handoff = handoff::Handoff::prepare()
-        .inspect(|h| log::info!("{} links will be handed to the kernel on stop", h.links()))
-        .inspect_err(|e| log::info!("links will be closed on stop, not handed over: {e}"))
-        .ok();
+    probes.handoff = startup.time("stop handoff", || {
+        handoff::Handoff::prepare()
+            .inspect(|h| log::info!("{} links will be handed to the kernel on stop", h.links()))
+            .inspect_err(|e| log::info!("links will be closed on stop, not handed over: {e}"))
+            .ok()
+    });
+    log::info!("start-up: {startup}");
+    probes.startup = startup;
     Ok(probes)
 }
 

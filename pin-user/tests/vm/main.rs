@@ -35,4 +35,5 @@ mod robustness;
 mod serve;
 mod setcap;
 mod soak;
+mod startup;
 mod validate;

@@ -9,6 +9,7 @@ mod capacities;
 mod checks;
 pub mod footprint;
 mod handoff;
+mod load;
 pub mod maps;
 pub mod memlock;
 pub mod misses;
@@ -17,21 +18,21 @@ mod settings;
 mod shed;
 mod signature;
 
-use aya::{Ebpf, EbpfLoader, programs::TracePoint};
+use aya::{Ebpf, programs::TracePoint};
 use pin_common::{FUNCS, FuncId, FuncKind};
 use serde::Serialize;
 
-use crate::kernel::{
-    KernelFacts,
-    features::{Feature, Object},
-};
+use crate::kernel::{KernelFacts, features::Feature};
 pub use capacities::MapCapacities;
 pub use checks::CheckStatus;
+#[cfg(test)]
+use load::{BASELINE_OBJECT, EBPF_OBJECT};
+use load::{configure_functions, load_object};
 pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub(crate) use programs::program;
 use programs::{attach_exit_watch, attach_functions, attach_release_hook, unload_all};
 use settings::{Globals, ensure_tracefs, fork_child_pid_offset, set_setting};
-use signature::{func_config, resolve_symbol};
+use signature::resolve_symbol;
 
 /// The kernel function every FOLL_PIN release goes through, GUP's own
 /// included (its unpin calls are inlined on 6.1 and 6.12), by the names it
@@ -49,15 +50,6 @@ pub fn release_hook_symbol(facts: &KernelFacts) -> &'static str {
         .and_then(|btf| RELEASE_HOOKS.iter().find(|s| btf.has_func(s)))
         .unwrap_or(&RELEASE_HOOKS[0])
 }
-
-/// The eBPF object built from `pin-ebpf` by the build script.
-static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pinwatch-full.bpf.o"));
-
-/// The same built with `pin-ebpf`'s `baseline` feature, for kernels whose
-/// tracing programs lack task storage or the 5.15-5.17 helpers.
-static BASELINE_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pinwatch-baseline.bpf.o"));
 
 /// Which mechanism the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -432,41 +424,17 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let release_hook = startup.time("attach release hook", || {
         attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook)
     });
-    probes.lifetimes = match &release_hook {
-        Ok(mechanism) => options.lifetimes.then_some(*mechanism),
-        Err(e) if options.lifetimes => {
-            return Err(AttachError::Load(format!(
-                "--lifetimes needs a probe on {hook}, which failed ({e}); run without --lifetimes"
-            )));
-        }
-        Err(e) => {
-            log::warn!(
-                "{hook} not traced ({e}): releases GUP makes itself (FOLL_LONGTERM \
-                 migration, rollbacks) are not counted, so vmstat's nr_foll_pin_released \
-                 exceeds pinwatch's releases by them"
-            );
-            None
-        }
-    };
+    probes.lifetimes = lifetimes_hook(&release_hook, options.lifetimes, hook)?;
     probes.release_hook = release_hook;
     log::info!("release hook attached; attaching the memlock checks");
-    probes.checks = startup.time("attach memlock checks", || {
-        checks::attach_checks(
-            &mut probes.ebpf,
-            facts,
-            options.mode,
-            aya_btf.as_ref(),
-            &globals.limit_layout,
-        )
-    });
-    log::info!("memlock checks attached");
-    probes.exit_watch = startup.time("attach exit watch", || attach_exit_watch(&mut probes.ebpf));
-    if let Err(e) = &probes.exit_watch {
-        log::warn!(
-            "sched_process_exit not traced ({e}): a thread that exits while a call it made \
-             was never seen to return is not counted as a missed call"
-        );
-    }
+    attach_watchers(
+        &mut probes,
+        facts,
+        &options,
+        aya_btf.as_ref(),
+        &globals,
+        &mut startup,
+    );
     log::info!("attach done");
     if probes.status.iter().all(|st| st.attached.is_none()) {
         return Err(nothing_attached(facts, &probes.status));
@@ -481,6 +449,60 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     log::info!("start-up: {startup}");
     probes.startup = startup;
     Ok(probes)
+}
+
+/// The mechanism pin lifetimes are timed with (`--lifetimes`), given how
+/// the release hook `hook` attached; without the hook they cannot be, and
+/// without `--lifetimes` the hook's failure is only a warning.
+fn lifetimes_hook(
+    release_hook: &Result<Mechanism, String>,
+    lifetimes: bool,
+    hook: &str,
+) -> Result<Option<Mechanism>, AttachError> {
+    match release_hook {
+        Ok(mechanism) => Ok(lifetimes.then_some(*mechanism)),
+        Err(e) if lifetimes => Err(AttachError::Load(format!(
+            "--lifetimes needs a probe on {hook}, which failed ({e}); run without --lifetimes"
+        ))),
+        Err(e) => {
+            log::warn!(
+                "{hook} not traced ({e}): releases GUP makes itself (FOLL_LONGTERM \
+                 migration, rollbacks) are not counted, so vmstat's nr_foll_pin_released \
+                 exceeds pinwatch's releases by them"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Attaches what watches beside the get/pin functions: the memlock checks
+/// (the kernel's verdicts) and the thread-exit watch (missed calls of
+/// exiting threads); each failure is a note, not an error.
+fn attach_watchers(
+    probes: &mut Probes,
+    facts: &KernelFacts,
+    options: &AttachOptions,
+    aya_btf: Option<&aya::Btf>,
+    globals: &Globals,
+    startup: &mut crate::startup::Phases,
+) {
+    probes.checks = startup.time("attach memlock checks", || {
+        checks::attach_checks(
+            &mut probes.ebpf,
+            facts,
+            options.mode,
+            aya_btf,
+            &globals.limit_layout,
+        )
+    });
+    log::info!("memlock checks attached");
+    probes.exit_watch = startup.time("attach exit watch", || attach_exit_watch(&mut probes.ebpf));
+    if let Err(e) = &probes.exit_watch {
+        log::warn!(
+            "sched_process_exit not traced ({e}): a thread that exits while a call it made \
+             was never seen to return is not counted as a missed call"
+        );
+    }
 }
 
 impl Drop for Probes {
@@ -499,86 +521,6 @@ impl Drop for Probes {
             started.elapsed().as_millis()
         );
     }
-}
-
-/// Loads (verifies) `object`, sized for `options` and with `globals` set,
-/// with its log reader.
-fn load_object(
-    object: Object,
-    options: &AttachOptions,
-    globals: &Globals,
-) -> Result<(Ebpf, Option<KernelLog>), AttachError> {
-    log::info!("loading the eBPF object ({object:?})");
-    let mut loader = EbpfLoader::new();
-    // TASK_STATES is task local storage, which aya's userspace has no type
-    // for; only the probes use it.
-    loader.allow_unsupported_maps().map_max_entries(
-        pin_common::maps::TRACKED,
-        capacities::capacity_if(options.follow, pin_common::TRACKED_CAPACITY),
-    );
-    for (map, entries) in options
-        .capacities
-        .max_entries(options.callers, options.lifetimes)
-    {
-        loader.map_max_entries(map, entries);
-    }
-    globals.apply(&mut loader);
-    let mut ebpf = loader
-        .load(match object {
-            Object::Full => EBPF_OBJECT,
-            Object::Baseline => BASELINE_OBJECT,
-        })
-        .map_err(|e| match (permission_denied(&e), memlock::limiting()) {
-            (Some(_), Some(limit)) => AttachError::Memlock(limit),
-            (Some(denied), None) => AttachError::Refused(denied.to_string()),
-            (None, _) => AttachError::Load(e.to_string()),
-        })?;
-    let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
-        Ok(logger) => Some(logger),
-        Err(e) => {
-            log::warn!("kernel-side diagnostics unavailable: {e}");
-            None
-        }
-    };
-    Ok((ebpf, kernel_log))
-}
-
-/// Checks each found function's signature against its BTF and writes its
-/// CONFIG entry; returns the ids configured (the others get a note why).
-fn configure_functions(
-    maps: &mut KernelMapsMut<'_>,
-    facts: &KernelFacts,
-    object: Object,
-    status: &mut [ProbeStatus],
-) -> Result<Vec<FuncId>, AttachError> {
-    let mut config = maps
-        .config()
-        .map_err(|e| AttachError::Load(e.to_string()))?;
-    let mut configured = Vec::with_capacity(FUNCS.len());
-    for st in status {
-        let Some(symbol) = &st.symbol else { continue };
-        let cfg = match &facts.btf {
-            Ok(btf) => func_config(btf, &FUNCS[st.id as usize], symbol),
-            Err(e) => Err(e.clone()),
-        };
-        match cfg {
-            Ok(mut cfg) => {
-                // The baseline object cannot ask the kernel where a traced
-                // function starts; kallsyms tells (0 where it hides
-                // addresses: call sites are then unknown, and counted so).
-                if object == Object::Baseline {
-                    cfg.addr = facts.kallsyms().address(&[symbol.as_str()]).unwrap_or(0);
-                }
-                let id = st.id;
-                config.set(id, cfg, 0).map_err(|e| {
-                    AttachError::Load(format!("{}[{id}]: {e}", pin_common::maps::CONFIG))
-                })?;
-                configured.push(id);
-            }
-            Err(e) => st.notes.push(e),
-        }
-    }
-    Ok(configured)
 }
 
 /// The error when no function attached. Without BTF no signature can be

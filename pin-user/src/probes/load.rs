@@ -1,0 +1,102 @@
+//! Loading the embedded eBPF object (the full one, or the baseline one
+//! for older kernels): its tables sized, its read-only globals set, its
+//! log reader started; then each found function's signature checked
+//! against BTF and written to the CONFIG map the probes read.
+
+use aya::{Ebpf, EbpfLoader};
+use pin_common::{FUNCS, FuncId};
+
+use super::{
+    AttachError, AttachOptions, KernelLog, KernelMapsMut, ProbeStatus, capacities, memlock,
+    permission_denied, settings::Globals, signature::func_config,
+};
+use crate::kernel::{KernelFacts, features::Object};
+
+/// The eBPF object built from `pin-ebpf` by the build script.
+pub(super) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pinwatch-full.bpf.o"));
+
+/// The same built with `pin-ebpf`'s `baseline` feature, for kernels whose
+/// tracing programs lack task storage or the 5.15-5.17 helpers.
+pub(super) static BASELINE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pinwatch-baseline.bpf.o"));
+
+/// Loads (verifies) `object`, sized for `options` and with `globals` set,
+/// with its log reader.
+pub(super) fn load_object(
+    object: Object,
+    options: &AttachOptions,
+    globals: &Globals,
+) -> Result<(Ebpf, Option<KernelLog>), AttachError> {
+    log::info!("loading the eBPF object ({object:?})");
+    let mut loader = EbpfLoader::new();
+    // TASK_STATES is task local storage, which aya's userspace has no type
+    // for; only the probes use it.
+    loader.allow_unsupported_maps().map_max_entries(
+        pin_common::maps::TRACKED,
+        capacities::capacity_if(options.follow, pin_common::TRACKED_CAPACITY),
+    );
+    for (map, entries) in options
+        .capacities
+        .max_entries(options.callers, options.lifetimes)
+    {
+        loader.map_max_entries(map, entries);
+    }
+    globals.apply(&mut loader);
+    let mut ebpf = loader
+        .load(match object {
+            Object::Full => EBPF_OBJECT,
+            Object::Baseline => BASELINE_OBJECT,
+        })
+        .map_err(|e| match (permission_denied(&e), memlock::limiting()) {
+            (Some(_), Some(limit)) => AttachError::Memlock(limit),
+            (Some(denied), None) => AttachError::Refused(denied.to_string()),
+            (None, _) => AttachError::Load(e.to_string()),
+        })?;
+    let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => Some(logger),
+        Err(e) => {
+            log::warn!("kernel-side diagnostics unavailable: {e}");
+            None
+        }
+    };
+    Ok((ebpf, kernel_log))
+}
+
+/// Checks each found function's signature against its BTF and writes its
+/// CONFIG entry; returns the ids configured (the others get a note why).
+pub(super) fn configure_functions(
+    maps: &mut KernelMapsMut<'_>,
+    facts: &KernelFacts,
+    object: Object,
+    status: &mut [ProbeStatus],
+) -> Result<Vec<FuncId>, AttachError> {
+    let mut config = maps
+        .config()
+        .map_err(|e| AttachError::Load(e.to_string()))?;
+    let mut configured = Vec::with_capacity(FUNCS.len());
+    for st in status {
+        let Some(symbol) = &st.symbol else { continue };
+        let cfg = match &facts.btf {
+            Ok(btf) => func_config(btf, &FUNCS[st.id as usize], symbol),
+            Err(e) => Err(e.clone()),
+        };
+        match cfg {
+            Ok(mut cfg) => {
+                // The baseline object cannot ask the kernel where a traced
+                // function starts; kallsyms tells (0 where it hides
+                // addresses: call sites are then unknown, and counted so).
+                if object == Object::Baseline {
+                    cfg.addr = facts.kallsyms().address(&[symbol.as_str()]).unwrap_or(0);
+                }
+                let id = st.id;
+                config.set(id, cfg, 0).map_err(|e| {
+                    AttachError::Load(format!("{}[{id}]: {e}", pin_common::maps::CONFIG))
+                })?;
+                configured.push(id);
+            }
+            Err(e) => st.notes.push(e),
+        }
+    }
+    Ok(configured)
+}

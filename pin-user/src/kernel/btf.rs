@@ -209,6 +209,11 @@ impl Btf {
         self.funcs.contains_key(name)
     }
 
+    /// The BTF type id of function `name`, if BTF describes it.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.funcs.get(name).copied()
+    }
+
     /// The prototype of function `name`, if BTF describes it.
     pub fn func_proto(&self, name: &str) -> Option<FuncProto> {
         let func = self.types.get(*self.funcs.get(name)? as usize)?;

@@ -8,8 +8,7 @@ pub mod features;
 pub mod foll;
 pub mod kallsyms;
 pub mod symbols;
-
-use aya::programs::ProgramType;
+mod tracing;
 
 pub use btf::Btf;
 pub use features::Features;
@@ -66,8 +65,9 @@ impl KernelFacts {
             })
         });
         log::info!("probing mechanisms");
-        let (kprobes, tracing) =
-            phases.time("mechanisms", || (kprobes_available(), tracing_allowed()));
+        let (kprobes, tracing) = phases.time("mechanisms", || {
+            (kprobes_available(), tracing_allowed(&btf))
+        });
         let features = phases.time("features", || Features::probe(&btf, &tracing, &kprobes));
         Self {
             release,
@@ -153,17 +153,17 @@ fn kprobes_available() -> Result<(), String> {
     }
 }
 
-fn tracing_allowed() -> Result<(), String> {
-    match aya::sys::is_program_supported(ProgramType::Tracing) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("fentry/fexit unavailable: the kernel does not support \
-                          tracing programs"
-            .to_string()),
-        Err(e) => Err(format!(
-            "fentry/fexit refused: loading a tracing program failed ({})",
-            short_error(&e)
-        )),
-    }
+/// Whether tracing programs load: an empty fentry program on
+/// `bpf_fentry_test1`, found in the BTF already parsed ([`tracing`]).
+fn tracing_allowed(btf: &Result<Btf, String>) -> Result<(), String> {
+    let btf = btf
+        .as_ref()
+        .map_err(|e| format!("fentry/fexit unavailable: they attach by BTF ({e})"))?;
+    let id = btf.func_id("bpf_fentry_test1").ok_or_else(|| {
+        "fentry/fexit unavailable: BTF lacks bpf_fentry_test1, the function they are tried on"
+            .to_string()
+    })?;
+    tracing::fentry_loads(id)
 }
 
 /// A one-line rendering of an aya program error (verifier logs can be

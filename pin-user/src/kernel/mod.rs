@@ -2,6 +2,7 @@
 //! symbols, and whether it lets us run kprobes and tracing (fentry/fexit)
 //! programs. Everything is discovered, nothing assumed.
 
+pub mod bpf_sys;
 pub mod btf;
 pub mod config;
 pub mod features;

@@ -52,7 +52,7 @@ struct ProgLoadAttr {
 /// why not, in one line.
 pub fn fentry_loads(btf_id: u32) -> Result<(), String> {
     let license = c"GPL";
-    let attr = ProgLoadAttr {
+    let mut attr = ProgLoadAttr {
         prog_type: PROG_TYPE_TRACING,
         insn_cnt: RETURN_ZERO.len() as u32,
         insns: RETURN_ZERO.as_ptr() as u64,
@@ -64,19 +64,13 @@ pub fn fentry_loads(btf_id: u32) -> Result<(), String> {
     // SAFETY: `attr` is a valid, initialised prefix of `union bpf_attr`
     // whose pointers outlive the call; on success the kernel returns a new
     // descriptor, owned (and closed) here.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
+    let err = match unsafe { super::bpf_sys::bpf(BPF_PROG_LOAD, &mut attr) } {
+        Ok(fd) => {
+            drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+            return Ok(());
+        }
+        Err(err) => err,
     };
-    if fd >= 0 {
-        drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
     Err(match err.raw_os_error() {
         Some(libc::EINVAL | libc::E2BIG | ENOTSUPP) => {
             "fentry/fexit unavailable: the kernel does not support tracing programs".to_string()

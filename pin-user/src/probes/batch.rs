@@ -22,6 +22,8 @@ use aya::{
     maps::{HashMap, IterableMap as _, MapData},
 };
 
+use crate::kernel::bpf_sys::bpf;
+
 /// `BPF_MAP_LOOKUP_BATCH` in `enum bpf_cmd`.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
@@ -92,15 +94,9 @@ pub fn lookup_batches<K: Pod, V: Pod>(map: &HashMap<&MapData, K, V>) -> Result<V
         // SAFETY: `attr` is the kernel's layout; the key and value buffers
         // have room for `count` entries (reserved above), the cursors are
         // live u64s, and the kernel writes nothing else.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let errno = (rc < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        let errno = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }
+            .err()
+            .map(|e| e.raw_os_error().unwrap_or(0));
         match errno {
             // The copied entries count, the last ones (ENOENT: the end) too.
             None | Some(libc::ENOENT) => {

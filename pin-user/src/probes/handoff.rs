@@ -23,6 +23,8 @@
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 
+use crate::kernel::bpf_sys::bpf;
+
 /// `fsopen`'s and `fsmount`'s close-on-exec flags.
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -152,19 +154,7 @@ fn pin(fd: RawFd, path: &str) -> std::io::Result<()> {
         pad: 0,
     };
     // SAFETY: a valid obj_pin attribute whose path outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            &mut attr as *mut ObjPin,
-            size_of::<ObjPin>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    unsafe { bpf(BPF_OBJ_PIN, &mut attr) }.map(drop)
 }
 
 #[cfg(test)]

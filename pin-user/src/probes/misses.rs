@@ -25,6 +25,8 @@ use std::{
 use aya::{Ebpf, programs::links::LinkType};
 use pin_common::FUNCS;
 
+use crate::kernel::bpf_sys::bpf;
+
 /// Who skipped the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
@@ -117,18 +119,7 @@ fn object_info(fd: i32, info: &mut [u64]) -> std::io::Result<()> {
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     // SAFETY: the kernel writes at most `info_len` bytes into `info` and
     // reads `attr` of the size passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }.map(drop)
 }
 
 /// `recursion_misses` and id of the program behind `fd` (misses: Linux
@@ -159,23 +150,13 @@ fn link_kprobe_missed(link_id: u32) -> Option<u64> {
         open_flags: u32,
     }
     const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
-    let attr = IdAttr {
+    let mut attr = IdAttr {
         link_id,
         next_id: 0,
         open_flags: 0,
     };
     // SAFETY: reads `attr` of the size passed; returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_GET_FD_BY_ID,
-            &attr as *const IdAttr,
-            std::mem::size_of::<IdAttr>(),
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
+    let fd = unsafe { bpf(BPF_LINK_GET_FD_BY_ID, &mut attr) }.ok()?;
     // SAFETY: a fresh fd the kernel just returned to us.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let mut info = [0u64; 8];

@@ -2,19 +2,17 @@
 //! reported as missed; a missed return never leaves a thread uncounted.
 
 use pin_common::Health;
-use pinwatch::probes::{
-    Mechanism,
-    misses::{self, Cause},
-};
-
 use pinwatch::{
     kernel::KernelFacts,
-    probes::{self, AttachMode, AttachOptions, Probes},
+    probes::{
+        self, AttachMode, AttachOptions, Mechanism, Probes,
+        misses::{self, Cause},
+    },
     snapshot::Delta,
     workload::WorkloadReport,
 };
 
-use crate::harness::{harness, id_of, measure, measure_by};
+use crate::harness::{harness, id_of, measure_by};
 
 /// Threads blocked inside GUP at once: more than a kretprobe's instances
 /// (max(10, 2 x CPUs) on these kernels), so with kretprobes some returns
@@ -54,26 +52,28 @@ fn preempts_in_kernel(release: &str) -> bool {
     }
 }
 
-/// The stalled-readv workload: 32 threads blocked in GUP at once, 11 rounds.
-fn stalled_readv_args() -> Vec<String> {
-    [
-        "stalled-readv".to_string(),
-        "--threads".into(),
-        THREADS.to_string(),
-        "--calls".into(),
-        ROUNDS.to_string(),
-        "--pages".into(),
-        PAGES.to_string(),
-    ]
-    .into()
+/// Runs the stalled-readv workload (`THREADS` threads blocked in GUP at
+/// once, `ROUNDS` rounds) between two snapshots of `probes`' maps.
+fn measure_stalled_readv(probes: &Probes) -> (WorkloadReport, Delta) {
+    let (threads, rounds, pages) = (THREADS.to_string(), ROUNDS.to_string(), PAGES.to_string());
+    let args = [
+        "stalled-readv",
+        "--threads",
+        &threads,
+        "--calls",
+        &rounds,
+        "--pages",
+        &pages,
+    ];
+    let (report, delta) = measure_by(probes, None, &args);
+    assert_eq!(report.calls, THREADS * ROUNDS);
+    (report, delta)
 }
 
 #[test]
 fn many_calls_in_flight_are_counted_or_reported_missed() {
     let h = harness();
-    let args = stalled_readv_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (report, delta) = measure(&h, &args);
+    let (report, delta) = measure_stalled_readv(&h.probes);
     counted_or_reported_missed(&h.probes, &h.release, &report, &delta);
 }
 
@@ -100,9 +100,7 @@ fn another_tracers_kretprobes_leave_missed_returns_found() {
     };
     let ours = probes::attach(&facts, kprobes(true)).expect("probes attach");
     let other = probes::attach(&facts, kprobes(false)).expect("the other tracer attaches");
-    let args = stalled_readv_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (report, delta) = measure_by(&ours, None, &args);
+    let (report, delta) = measure_stalled_readv(&ours);
     if h.version >= (5, 11) {
         counted_or_reported_missed(&ours, &h.release, &report, &delta);
     } else {

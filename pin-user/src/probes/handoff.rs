@@ -18,8 +18,10 @@
 //! handoff (the mount's descriptor) drops the pins. Nothing is pinned
 //! before the stop, so a process that is killed leaves nothing behind: its
 //! descriptors close, and the links with them, as they always did.
-//! Where the kernel refuses (no new mount API before 5.2, no
-//! CAP_SYS_ADMIN) the links are closed as before, only slower.
+//! Where the kernel frees pins in the task that drops them (before 6.5),
+//! or refuses the mount (no CAP_SYS_ADMIN), a child process takes the
+//! last references instead and waits for the kernel once the agent has
+//! gone ([`super::detacher`]).
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 
@@ -35,39 +37,92 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 
 /// A private bpffs mount and the link descriptors to pin into it on stop.
 pub struct Handoff {
-    /// The mount (a detached mount: closing it unmounts it).
-    mount: OwnedFd,
+    /// The mount (a detached mount: closing it unmounts it); `None` where
+    /// the kernel refused it.
+    mount: Option<OwnedFd>,
     /// pinwatch's BPF link descriptors when attaching ended.
     links: Vec<RawFd>,
+    /// Whether dropping a pin frees the link on a kernel worker (6.5+),
+    /// rather than in the task that drops it.
+    frees_on_worker: bool,
+}
+
+/// Where the links went on stop ([`Handoff::hand_over`]).
+pub struct HandedOver {
+    /// This process's descriptor of the mount, closed after the links'.
+    mount: Option<OwnedFd>,
+    /// What was done, for the log.
+    pub summary: String,
 }
 
 impl Handoff {
-    /// Mounts the private bpffs and notes the link descriptors open now.
-    /// Needs CAP_SYS_ADMIN: call it before privileges are shed.
-    pub fn prepare() -> Result<Self, String> {
-        let mount = private_bpffs()?;
+    /// Mounts the private bpffs and notes the link descriptors open now,
+    /// on kernel `release`. Needs CAP_SYS_ADMIN for the mount: call it
+    /// before privileges are shed. Fails only where the descriptors cannot
+    /// be listed.
+    pub fn prepare(release: &str) -> Result<Self, String> {
         let links = link_descriptors().map_err(|e| format!("/proc/self/fdinfo: {e}"))?;
-        Ok(Self { mount, links })
+        let mount = private_bpffs()
+            .inspect_err(|e| log::info!("links cannot be pinned on stop: {e}"))
+            .ok();
+        let frees_on_worker = crate::kernel::parse_version(release).is_some_and(|v| v >= (6, 5));
+        Ok(Self {
+            mount,
+            links,
+            frees_on_worker,
+        })
     }
 
-    /// How many link descriptors it will pin.
+    /// How many link descriptors it will hand over.
     pub fn links(&self) -> usize {
         self.links.len()
+    }
+
+    /// On stop, before the descriptors are closed: pins every link into
+    /// the private mount; then, unless the kernel frees them all on a
+    /// worker, forks the child that keeps the last references until this
+    /// process is gone ([`super::detacher`]).
+    pub fn hand_over(self) -> HandedOver {
+        let pinned = self.pin_links();
+        let mut summary = format!("{pinned} of {} links pinned", self.links.len());
+        if !(self.frees_on_worker && pinned == self.links.len()) {
+            let mut keep = self.links.clone();
+            keep.extend(self.mount.as_ref().map(|m| m.as_raw_fd()));
+            match super::detacher::spawn(&keep) {
+                Ok(pid) => summary.push_str(&format!(", left to pinwatch-detach (pid {pid})")),
+                Err(e) => summary.push_str(&format!(", closed here (no child: {e})")),
+            }
+        } else {
+            summary.push_str(", freed by the kernel");
+        }
+        HandedOver {
+            mount: self.mount,
+            summary,
+        }
     }
 
     /// Pins every noted link into the private mount; returns how many
     /// were pinned. A link that cannot be pinned is left to be closed the
     /// slow way.
-    pub fn pin_links(&self) -> usize {
+    fn pin_links(&self) -> usize {
+        let Some(mount) = &self.mount else { return 0 };
         self.links
             .iter()
             .filter(|fd| {
-                let path = format!("/proc/self/fd/{}/{}", self.mount.as_raw_fd(), fd);
+                let path = format!("/proc/self/fd/{}/{}", mount.as_raw_fd(), fd);
                 pin(**fd, &path)
                     .inspect_err(|e| log::debug!("link fd {fd} not pinned: {e}"))
                     .is_ok()
             })
             .count()
+    }
+}
+
+impl HandedOver {
+    /// Closes this process's descriptor of the mount (its pins go with
+    /// the last one), once the links' own descriptors are closed.
+    pub fn finish(self) {
+        drop(self.mount);
     }
 }
 

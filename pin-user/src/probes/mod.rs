@@ -7,6 +7,7 @@
 pub mod batch;
 mod capacities;
 mod checks;
+mod detacher;
 pub mod footprint;
 mod handoff;
 mod load;
@@ -247,8 +248,9 @@ pub struct Probes {
     /// Where start-up time went: the kernel's discovery, then each step of
     /// loading and attaching.
     pub startup: crate::startup::Phases,
-    /// Where the links go on stop so that the kernel detaches them after
-    /// this process is gone ([`handoff`]); `None` where the kernel refused.
+    /// Where the links go on stop so that they are detached after this
+    /// process is gone ([`handoff`]); `None` where its descriptors could
+    /// not be listed.
     handoff: Option<handoff::Handoff>,
 }
 
@@ -441,8 +443,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
     // Now, while privileged (it mounts), and once every link exists.
     probes.handoff = startup.time("stop handoff", || {
-        handoff::Handoff::prepare()
-            .inspect(|h| log::info!("{} links will be handed to the kernel on stop", h.links()))
+        handoff::Handoff::prepare(&facts.release)
+            .inspect(|h| log::info!("{} links will be handed over on stop", h.links()))
             .inspect_err(|e| log::info!("links will be closed on stop, not handed over: {e}"))
             .ok()
     });
@@ -506,18 +508,23 @@ fn attach_watchers(
 }
 
 impl Drop for Probes {
-    /// Hands the links to the kernel ([`handoff`]), then detaches what is
-    /// left concurrently before the object (maps, and the log reader
-    /// after them) goes: see [`programs::unload_all`].
+    /// Hands the links over ([`handoff`]), then detaches what is left
+    /// concurrently before the object (maps, and the log reader after
+    /// them) goes: see [`programs::unload_all`].
     fn drop(&mut self) {
         let started = std::time::Instant::now();
-        let handoff = self.handoff.take();
-        let handed = handoff.as_ref().map_or(0, handoff::Handoff::pin_links);
+        let handed = self.handoff.take().map(handoff::Handoff::hand_over);
         unload_all(&mut self.ebpf);
-        // Drops the pins: the kernel frees the links on a worker.
-        drop(handoff);
+        let summary = handed.map_or_else(
+            || "links closed here".to_string(),
+            |h| {
+                let summary = h.summary.clone();
+                h.finish();
+                summary
+            },
+        );
         log::info!(
-            "detached in {} ms ({handed} links handed to the kernel)",
+            "detached in {} ms ({summary})",
             started.elapsed().as_millis()
         );
     }

@@ -16,6 +16,7 @@ use std::process::Child;
 
 use crate::harness::Harness;
 
+mod handover;
 mod memlock;
 mod objects;
 mod privileges;
@@ -38,6 +39,13 @@ fn signal(child: &Child, sig: i32) {
 #[test]
 fn signals_detach_and_finish_every_command() {
     signals::signals_detach_and_finish_every_command();
+}
+
+/// On stop the links go to the kernel's worker (6.5+) or to a child
+/// that detaches them after pinwatch has gone; nothing is left either way.
+#[test]
+fn stop_hands_the_links_over() {
+    handover::stop_hands_the_links_over();
 }
 
 /// SIGINT while stat starts up or attaches ends it cleanly, soon.

@@ -121,7 +121,6 @@ pub fn main() -> ExitCode {
     if command.ends_on_stop_signals() {
         // The long-running commands: before their first allocation.
         crate::agent_memory::no_huge_pages();
-        crate::agent_memory::large_blocks_mapped();
         // Before anything slow (kernel discovery, attaching): from here a
         // stop signal is counted, and attach or the command's loop ends on
         // it.

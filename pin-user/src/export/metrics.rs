@@ -40,6 +40,9 @@ pub struct MetricsInput {
     /// Per traced function: (run time in ns, runs) summed over its
     /// programs, when the kernel keeps BPF run-time statistics.
     pub run_stats: Vec<(&'static str, u64, u64)>,
+    /// The agent's own heap in use when the scrape began
+    /// ([`crate::agent_memory::heap_in_use`]).
+    pub agent_heap_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -400,6 +403,13 @@ fn encode_health(
             .iter()
             .map(|m| (vec![("map", m.name.clone())], m.bytes))
             .collect(),
+    )?;
+    family(
+        encoder,
+        "pinwatch_agent_heap_bytes",
+        "Heap the agent held when this scrape began: bytes allocated and not freed, by its own count (its resident memory adds code, stacks and the allocator's free space).",
+        Gauge,
+        vec![(Vec::new(), input.agent_heap_bytes)],
     )?;
     let evicted = input.snapshot.evicted;
     family(

@@ -181,6 +181,7 @@ pub(crate) fn input() -> MetricsInput {
             bytes: 1_049_536,
         }],
         run_stats: vec![("pin_user_pages_fast", 250_000, 20)],
+        agent_heap_bytes: 3_145_728,
     }
 }
 

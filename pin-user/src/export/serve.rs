@@ -81,6 +81,9 @@ impl Scraped {
 
 /// Reads everything one scrape exports.
 pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsInput> {
+    // Before this scrape allocates anything: what the agent keeps between
+    // scrapes (it keeps no snapshot; caches and connections only).
+    let agent_heap_bytes = crate::agent_memory::heap_in_use();
     let snapshot = Snapshot::read(probes.maps())?;
     // Per-thread state lives in task local storage, freed with each
     // thread: nothing to fill up, and the kernel cannot list it.
@@ -115,6 +118,7 @@ pub fn collect(probes: &Probes, with_run_stats: bool) -> anyhow::Result<MetricsI
         // unreadable then: no memory figures rather than no scrape.
         map_memory: probes.map_memory.clone().unwrap_or_default(),
         run_stats,
+        agent_heap_bytes,
     })
 }
 

@@ -233,6 +233,7 @@ fn setcap_binary_works_for_a_regular_user() {
     report.read_line(&mut line).expect("ready line");
     assert!(line.contains("\"ready\""), "workload not ready: {line:?}");
 
+    let baseline = crate::robustness::objects::BpfObjects::now();
     let mut stat = as_user(
         &copy,
         &[
@@ -289,6 +290,9 @@ fn setcap_binary_works_for_a_regular_user() {
     let outlasted = stat.try_wait().expect("try_wait").is_some();
 
     let status = wait_within(&mut stat, Duration::from_secs(60), "stat as a regular user");
+    // Without CAP_SYS_ADMIN nothing is pinned on stop: a child keeps the
+    // links until stat has gone, then detaches them; all of them go.
+    let left = crate::robustness::objects::settle(&baseline);
     let stdout = stdout.join().expect("stdout reader");
     let stderr = rest(&stderr, seen);
     let views: Vec<serde_json::Value> = stdout
@@ -311,11 +315,13 @@ fn setcap_binary_works_for_a_regular_user() {
     eprintln!(
         "FAULT|{}|{attach}|privileges after attaching (stat, setcap binary run by uid {USER})|\
          Uid {uid}; CapPrm {permitted:#x}; CapEff {effective:#x}; NoNewPrivs {no_new_privs}; \
-         exit {:?}; counted {calls}/30 calls; call sites named: {named_callers}",
+         exit {:?}; counted {calls}/30 calls; call sites named: {named_callers}; \
+         {left:?} objects left after",
         h.release,
         status.code()
     );
     assert!(status.success(), "stat exited {status}; stderr: {stderr:?}");
+    assert_eq!(left, (0, 0, 0), "stat as uid {USER} left objects");
     assert!(
         !outlasted,
         "the workload outlasted stat's two intervals: counts are not comparable"

@@ -18,7 +18,7 @@ use crate::harness::Harness;
 
 mod handover;
 mod memlock;
-mod objects;
+pub(crate) mod objects;
 mod privileges;
 mod reduced;
 mod signals;

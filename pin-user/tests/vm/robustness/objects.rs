@@ -9,7 +9,7 @@ use std::{
 
 /// BPF object ids the kernel holds: programs, links, maps.
 #[derive(Debug, PartialEq, Eq, Clone)]
-pub(super) struct BpfObjects {
+pub(crate) struct BpfObjects {
     programs: BTreeSet<u32>,
     links: BTreeSet<u32>,
     maps: BTreeSet<u32>,
@@ -17,7 +17,7 @@ pub(super) struct BpfObjects {
 
 impl BpfObjects {
     /// What the kernel holds now.
-    pub(super) fn now() -> Self {
+    pub(crate) fn now() -> Self {
         Self {
             // Objects can vanish while being listed: skip those errors.
             programs: aya::programs::loaded_programs()
@@ -36,7 +36,7 @@ impl BpfObjects {
     }
 
     /// Objects in `self` that `baseline` lacks: (programs, links, maps).
-    pub(super) fn beyond(&self, baseline: &Self) -> (usize, usize, usize) {
+    pub(crate) fn beyond(&self, baseline: &Self) -> (usize, usize, usize) {
         (
             self.programs.difference(&baseline.programs).count(),
             self.links.difference(&baseline.links).count(),
@@ -47,7 +47,7 @@ impl BpfObjects {
 
 /// Waits until the kernel has released everything beyond `baseline` (it
 /// frees programs after an RCU grace period); returns what is left.
-pub(super) fn settle(baseline: &BpfObjects) -> (usize, usize, usize) {
+pub(crate) fn settle(baseline: &BpfObjects) -> (usize, usize, usize) {
     let started = Instant::now();
     loop {
         let left = BpfObjects::now().beyond(baseline);

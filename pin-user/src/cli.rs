@@ -118,6 +118,9 @@ pub fn main() -> ExitCode {
     let command = cli
         .command
         .unwrap_or_else(|| Command::Top(TopArgs::default()));
+    // Every command exits once it has stopped its probes: their detach
+    // may finish in a child after it.
+    crate::probes::exits_after_stop();
     if command.ends_on_stop_signals() {
         // The long-running commands: before their first allocation.
         crate::agent_memory::no_huge_pages();

@@ -11,6 +11,10 @@
 //! references and waits for the kernel instead of the agent. The agent's
 //! own closes then only drop references, and it ends at once.
 //!
+//! Only a process that exits right after stopping its probes does this
+//! (the `pinwatch` binary says so: `probes::exits_after_stop`); a library
+//! user that goes on running gets its links closed when it drops them.
+//!
 //! The child runs nothing but system calls (the parent has other threads,
 //! whose locks a forked child must not touch), is named
 //! `pinwatch-detach` and sits in a session of its own (a terminal's ^C is

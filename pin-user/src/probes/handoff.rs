@@ -60,8 +60,11 @@ impl Handoff {
     /// on kernel `release`. Needs CAP_SYS_ADMIN for the mount: call it
     /// before privileges are shed. Fails only where the descriptors cannot
     /// be listed.
-    pub fn prepare(release: &str) -> Result<Self, String> {
-        let links = link_descriptors().map_err(|e| format!("/proc/self/fdinfo: {e}"))?;
+    pub fn prepare(release: &str, others: &[RawFd]) -> Result<Self, String> {
+        let mut links = link_descriptors().map_err(|e| format!("/proc/self/fdinfo: {e}"))?;
+        // This attach's own links only: a process with other probes (the
+        // VM tests attach several) must not hand theirs over.
+        links.retain(|fd| !others.contains(fd));
         let mount = private_bpffs()
             .inspect_err(|e| log::info!("links cannot be pinned on stop: {e}"))
             .ok();
@@ -85,7 +88,9 @@ impl Handoff {
     pub fn hand_over(self) -> HandedOver {
         let pinned = self.pin_links();
         let mut summary = format!("{pinned} of {} links pinned", self.links.len());
-        if !(self.frees_on_worker && pinned == self.links.len()) {
+        if self.frees_on_worker && pinned == self.links.len() {
+            summary.push_str(", freed by the kernel");
+        } else if EXITS_AFTER_STOP.load(std::sync::atomic::Ordering::Relaxed) {
             let mut keep = self.links.clone();
             keep.extend(self.mount.as_ref().map(|m| m.as_raw_fd()));
             match super::detacher::spawn(&keep) {
@@ -93,7 +98,7 @@ impl Handoff {
                 Err(e) => summary.push_str(&format!(", closed here (no child: {e})")),
             }
         } else {
-            summary.push_str(", freed by the kernel");
+            summary.push_str(", closed here");
         }
         HandedOver {
             mount: self.mount,
@@ -124,6 +129,24 @@ impl HandedOver {
     pub fn finish(self) {
         drop(self.mount);
     }
+}
+
+/// Whether the process exits once its probes are stopped (the `pinwatch`
+/// binary: [`exits_after_stop`]). Only then may a child keep the links
+/// until the process is gone: a library user (the VM tests) goes on
+/// running, and its dropped probes must be detached when dropped.
+static EXITS_AFTER_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that this process exits once its probes are stopped, so that the
+/// detach may finish in a child after it ([`super::detacher`]).
+pub fn exits_after_stop() {
+    EXITS_AFTER_STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The link descriptors open in this process now: what an attach that
+/// starts now must not take for its own.
+pub fn existing_links() -> Vec<RawFd> {
+    link_descriptors().unwrap_or_default()
 }
 
 /// A bpffs superblock mounted nowhere: the descriptor is its mount.

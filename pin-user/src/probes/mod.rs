@@ -10,6 +10,7 @@ mod checks;
 mod detacher;
 pub mod footprint;
 mod handoff;
+pub use handoff::exits_after_stop;
 mod load;
 pub mod maps;
 pub mod memlock;
@@ -366,6 +367,7 @@ impl Probes {
 /// has, with the requested mechanism. Fails only when nothing attached.
 pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, AttachError> {
     crate::privileges::check_can_attach()?;
+    let links_before = handoff::existing_links();
     if options.lifetimes
         && let Some(why) = facts.features.lifetimes_unavailable()
     {
@@ -443,7 +445,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
     // Now, while privileged (it mounts), and once every link exists.
     probes.handoff = startup.time("stop handoff", || {
-        handoff::Handoff::prepare(&facts.release)
+        handoff::Handoff::prepare(&facts.release, &links_before)
             .inspect(|h| log::info!("{} links will be handed over on stop", h.links()))
             .inspect_err(|e| log::info!("links will be closed on stop, not handed over: {e}"))
             .ok()

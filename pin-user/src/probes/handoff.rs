@@ -52,7 +52,7 @@ pub struct HandedOver {
     /// This process's descriptor of the mount, closed after the links'.
     mount: Option<OwnedFd>,
     /// What was done, for the log.
-    pub summary: String,
+    summary: String,
 }
 
 impl Handoff {
@@ -125,9 +125,11 @@ impl Handoff {
 
 impl HandedOver {
     /// Closes this process's descriptor of the mount (its pins go with
-    /// the last one), once the links' own descriptors are closed.
-    pub fn finish(self) {
+    /// the last one), once the links' own descriptors are closed; returns
+    /// what was done, for the log.
+    pub fn finish(self) -> String {
         drop(self.mount);
+        self.summary
     }
 }
 

@@ -519,11 +519,7 @@ impl Drop for Probes {
         unload_all(&mut self.ebpf);
         let summary = handed.map_or_else(
             || "links closed here".to_string(),
-            |h| {
-                let summary = h.summary.clone();
-                h.finish();
-                summary
-            },
+            handoff::HandedOver::finish,
         );
         log::info!(
             "detached in {} ms ({summary})",

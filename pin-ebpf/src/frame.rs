@@ -153,7 +153,8 @@ impl EntryFrame for FEntryContext {
     /// call) and, above that, the traced function's own return address.
     /// The return address into the traced function identifies which of
     /// the two layouts this trampoline has; its slot is the frame's mark:
-    /// it holds that value for as long as the call runs.
+    /// it holds that value for as long as the call runs. The caller is
+    /// resolved through return-probe instances, as at a kprobe.
     fn entry_frame(&self, id: FuncId) -> Frame {
         let (args, func_ip) = (saved_args(self, id), func_ip(self, id));
         // x86-64 passes at most 6 arguments in registers and the
@@ -173,41 +174,41 @@ impl EntryFrame for FEntryContext {
         let into_traced = |w: u64| func_ip != 0 && w.wrapping_sub(func_ip) < ENTRY_WINDOW;
         // A saved frame pointer: an address on this stack, above us.
         let on_stack = |w: u64| w > ctx_addr && w - ctx_addr < STACK_SPAN;
-        if into_traced(words[1]) {
-            Frame {
-                addr: above_args + 8,
-                mark: words[1],
-                caller: text_or_zero(words[2]),
-            }
+        // Which word is the frame's mark, and which is the return address
+        // into the caller (its stack slot and value).
+        let (addr, mark, caller_slot, caller_word) = if into_traced(words[1]) {
+            (above_args + 8, words[1], above_args + 16, words[2])
         } else if into_traced(words[2]) {
-            Frame {
-                addr: above_args + 16,
-                mark: words[2],
-                caller: text_or_zero(words[3]),
-            }
+            (above_args + 16, words[2], above_args + 24, words[3])
         } else if on_stack(words[0]) && text_or_zero(words[1]) != 0 {
             // Entered by a jump from the traced function's entry (Linux
             // 7.x): no return address into it; the saved frame pointer is
             // followed by the traced function's own return address, which
-            // stays put while the call runs. Without a return slot...
-            Frame {
-                addr: above_args + 8,
-                mark: words[1],
-                caller: words[1],
-            }
+            // stays put while the call runs and is the mark. Without a
+            // return slot...
+            (above_args + 8, 0, above_args + 8, words[1])
         } else if on_stack(words[1]) && text_or_zero(words[2]) != 0 {
             // ...and with one (fexit attached too).
-            Frame {
-                addr: above_args + 16,
-                mark: words[2],
-                caller: words[2],
-            }
+            (above_args + 16, 0, above_args + 16, words[2])
         } else {
-            Frame {
+            return Frame {
                 addr: ctx_addr,
                 mark: 0,
                 caller: 0,
-            }
+            };
+        };
+        // Another tracer's kretprobe on the traced function (its ftrace
+        // handler runs before the trampoline is called) has already put
+        // the return-probe trampoline over the return address into the
+        // caller: the caller is the address that trampoline replaced.
+        let caller = return_address(caller_slot, caller_word);
+        Frame {
+            addr,
+            // The return address into the traced function, which no
+            // kretprobe touches; where there is none, the caller's, read
+            // the way the missed-return check reads it again.
+            mark: if mark != 0 { mark } else { caller },
+            caller: text_or_zero(caller),
         }
     }
 }

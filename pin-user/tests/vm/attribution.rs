@@ -15,11 +15,14 @@ use pinwatch::{
         name_sites,
     },
     figures::{CallerView, caller_views},
+    kernel::KernelFacts,
+    probes::{self, AttachMode, AttachOptions},
     snapshot::{Delta, Snapshot},
 };
 
 use crate::harness::{
-    Harness, harness, io_uring_variant, measure, odirect_variant, pinwatch_bin, spawn_io_uring_hold,
+    Harness, harness, id_of, io_uring_variant, measure, odirect_variant, pinwatch_bin,
+    spawn_io_uring_hold,
 };
 
 fn callers(delta: &Delta) -> Vec<CallerView> {
@@ -61,6 +64,62 @@ fn process_vm_readv_is_attributed_to_process_vm_rw() {
         assert!(caller.hold.as_ref().and_then(|h| h.mean).is_some());
     }
     assert_eq!(delta.health[5], 0, "calls without a visible caller");
+}
+
+/// Another tracer's kretprobes on the traced functions (a kprobe-mode
+/// pinwatch beside this one: kprobes whatever this agent's mechanism)
+/// put the return-probe trampoline over the return address into each
+/// watched call's caller. The caller is still named: the address behind
+/// the trampoline is the current task's return-probe instance's (5.11+:
+/// rethook nodes, or kretprobe instances on the task's list), at a kprobe
+/// and in an fentry trampoline's frame alike. 5.10 keeps its instances in
+/// a global table pinwatch does not read: there the trampoline is what
+/// callers read, and this test pins that limit down.
+#[test]
+fn callers_are_named_beside_another_tracers_kretprobes() {
+    let h = harness();
+    let facts = KernelFacts::discover();
+    let other = probes::attach(
+        &facts,
+        AttachOptions {
+            mode: AttachMode::Kprobe,
+            callers: false,
+            lifetimes: false,
+            cgroup: None,
+            follow: false,
+            capacities: Default::default(),
+        },
+    )
+    .expect("the other tracer attaches");
+    let (report, delta) = measure(&h, &["process-vm-readv", "--calls", "6", "--pages", "4"]);
+    drop(other);
+    let views = callers(&delta);
+    let caller = only_caller(&views, "pin_user_pages_remote", "process_vm_readv");
+    eprintln!(
+        "OBSERVED attribution beside kretprobes kernel={} attach={}: {} calls={} pages={}",
+        h.release,
+        h.probes.status[id_of("pin_user_pages_remote")]
+            .attached
+            .expect("attached"),
+        caller.caller,
+        caller.calls,
+        caller.pages
+    );
+    if h.version >= (5, 11) {
+        assert!(
+            caller.caller.starts_with("process_vm_rw"),
+            "caller {}",
+            caller.caller
+        );
+    } else {
+        assert!(
+            caller.caller.starts_with("kretprobe_trampoline"),
+            "5.10 names the trampoline, not {}",
+            caller.caller
+        );
+    }
+    assert_eq!(caller.calls, report.calls);
+    assert_eq!(caller.pages, 6 * 4);
 }
 
 #[test]

@@ -139,7 +139,7 @@ pub(crate) fn input() -> MetricsInput {
             counts: crate::snapshot::CounterSet {
                 gup,
                 release,
-                procs: BTreeMap::from([(
+                procs: crate::snapshot::ProcTable::from_iter([(
                     7,
                     ProcTotals {
                         comm: "fio".into(),

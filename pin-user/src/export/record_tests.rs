@@ -41,7 +41,7 @@ fn delta(scale: u64) -> Delta {
         counts: crate::snapshot::CounterSet {
             gup,
             release,
-            procs: BTreeMap::new(),
+            procs: Default::default(),
             cgroups: BTreeMap::from([(
                 4242,
                 crate::snapshot::CgroupTotals {

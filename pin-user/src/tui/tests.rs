@@ -103,8 +103,8 @@ fn frame(step: u64) -> Frame {
 }
 
 /// fio holding pins, qemu balanced, sh with unpinned references.
-fn processes() -> BTreeMap<u32, ProcTotals> {
-    let mut procs = BTreeMap::new();
+fn processes() -> crate::snapshot::ProcTable {
+    let mut procs = crate::snapshot::ProcTable::new();
     procs.insert(
         4242,
         ProcTotals {
@@ -314,7 +314,7 @@ fn huge_frame() -> Frame {
         r.calls = HUGE;
         r.pages = HUGE * 15;
     }
-    for p in f.delta.procs.values_mut() {
+    for (_, p) in f.delta.procs.iter_mut() {
         p.calls = HUGE;
         p.pages = HUGE * 16;
         p.pinned = HUGE * 16;

@@ -22,12 +22,13 @@ const TABLE_SIZES: &str = "Kernel table sizes";
 /// The capacity of each table sized by the user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
 pub struct MapCapacities {
-    /// Processes counted at once (`PROCS`); beyond it the least recently
-    /// active is evicted and counted.
+    /// Processes counted at once (`PROCS`), and the process rows `top`
+    /// keeps; beyond it the least recently active is evicted and counted.
     #[arg(help_heading = TABLE_SIZES, long = "max-procs", value_name = "N", default_value_t = PROCS_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PROCS)))]
     pub procs: u32,
-    /// Cgroups counted at once (`CGROUPS`).
+    /// Cgroups counted at once (`CGROUPS`), and the cgroup rows `top`
+    /// keeps.
     #[arg(help_heading = TABLE_SIZES, long = "max-cgroups", value_name = "N", default_value_t = CGROUPS_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ENTRIES)))]
     pub cgroups: u32,

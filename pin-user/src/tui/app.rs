@@ -88,6 +88,8 @@ pub struct ProcessRow {
     pub pins_per_s: f64,
     /// Memlock limit, VmLck and VmPin, when the process still exists.
     pub memlock: Option<crate::limits::MemlockState>,
+    /// The frame in which it last did something (see [`App::frames`]).
+    pub active_at: u64,
 }
 
 impl ProcessRow {
@@ -111,6 +113,8 @@ pub struct CgroupRow {
     pub calls_per_s: f64,
     /// Pages per second in the last interval.
     pub pages_per_s: f64,
+    /// The frame in which it last did something (see [`App::frames`]).
+    pub active_at: u64,
 }
 
 /// One trend point.
@@ -152,6 +156,65 @@ impl Filter {
     }
 }
 
+/// How many rows the dashboard keeps per table. A row whose kernel entry
+/// the kernel's LRU table has evicted can no longer change, and the
+/// dashboard runs for days beside short-lived processes: without a bound
+/// its memory and each frame's sort grew with every process ever seen.
+/// The defaults are the kernel tables' default capacities, so the screen
+/// keeps as many rows as the kernel keeps entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowLimits {
+    /// Process rows.
+    pub procs: usize,
+    /// Cgroup rows.
+    pub cgroups: usize,
+}
+
+impl Default for RowLimits {
+    fn default() -> Self {
+        Self::from(&crate::probes::MapCapacities::default())
+    }
+}
+
+impl From<&crate::probes::MapCapacities> for RowLimits {
+    fn from(c: &crate::probes::MapCapacities) -> Self {
+        Self {
+            procs: c.procs as usize,
+            cgroups: c.cgroups as usize,
+        }
+    }
+}
+
+/// Keeps at most `max` of `rows`, dropping those idle longest (lowest
+/// `active_at`); returns how many it dropped. One pass to find the cut
+/// (`select_nth_unstable`), one to drop: a frame costs O(rows), as
+/// drawing them does.
+fn drop_idle_rows<K: Ord, R>(
+    rows: &mut BTreeMap<K, R>,
+    max: usize,
+    active_at: impl Fn(&R) -> u64,
+) -> u64 {
+    let Some(excess) = rows.len().checked_sub(max).filter(|&n| n > 0) else {
+        return 0;
+    };
+    let mut ages: Vec<u64> = rows.values().map(&active_at).collect();
+    let cut = *ages.select_nth_unstable(excess - 1).1;
+    // Every row idle since before the cut goes (fewer than `excess`),
+    // then rows last active at the cut until `excess` are gone.
+    let mut dropped = 0;
+    rows.retain(|_, r| {
+        let drop = active_at(r) < cut;
+        dropped += usize::from(drop);
+        !drop
+    });
+    rows.retain(|_, r| {
+        let drop = dropped < excess && active_at(r) == cut;
+        dropped += usize::from(drop);
+        !drop
+    });
+    dropped as u64
+}
+
 /// Everything the dashboard knows and shows.
 pub struct App {
     /// Header facts.
@@ -175,10 +238,17 @@ pub struct App {
     pub caller_totals: std::collections::BTreeMap<pin_common::CallerKey, pin_common::CallerStats>,
     /// Names of the call sites seen.
     pub sites: std::collections::BTreeMap<u64, crate::kernel::symbols::CallSite>,
-    /// Processes seen since start.
+    /// Processes seen since start, at most [`App::row_limits`]`.procs`
+    /// of them (those active most recently).
     pub procs: BTreeMap<u32, ProcessRow>,
-    /// Cgroups seen since start.
+    /// Cgroups seen since start, at most [`App::row_limits`]`.cgroups`.
     pub cgroups: BTreeMap<u64, CgroupRow>,
+    /// Frames folded in so far.
+    pub frames: u64,
+    /// How many process and cgroup rows are kept.
+    pub row_limits: RowLimits,
+    /// Rows dropped for being idle longest once a table held its limit.
+    pub rows_dropped: u64,
     /// The lower table shows cgroups (`c`) rather than processes.
     pub show_cgroups: bool,
     /// Memlock charges the kernel refused since start.
@@ -227,6 +297,9 @@ impl App {
             sites: Default::default(),
             procs: BTreeMap::new(),
             cgroups: BTreeMap::new(),
+            frames: 0,
+            row_limits: RowLimits::default(),
+            rows_dropped: 0,
             show_cgroups: false,
             refusals: 0,
             latest_refusal: None,
@@ -245,8 +318,16 @@ impl App {
         }
     }
 
+    /// Keeps at most `limits` rows per table.
+    pub fn with_row_limits(mut self, limits: RowLimits) -> Self {
+        self.row_limits = limits;
+        self
+    }
+
     /// Folds one frame in.
     pub fn ingest(&mut self, frame: Frame) {
+        self.frames += 1;
+        let now = self.frames;
         let d = &frame.delta;
         let secs = d.seconds.max(1e-9);
         self.skipped_runs += crate::probes::misses::lost_at_entry(&d.misses);
@@ -277,7 +358,10 @@ impl App {
             });
             row.totals.merge(p);
             row.pins_per_s = p.pinned as f64 / secs;
+            row.active_at = now;
         }
+        self.rows_dropped +=
+            drop_idle_rows(&mut self.procs, self.row_limits.procs, |r| r.active_at);
         for row in self.cgroups.values_mut() {
             row.calls_per_s = 0.0;
             row.pages_per_s = 0.0;
@@ -290,10 +374,13 @@ impl App {
             row.totals.merge(c);
             row.calls_per_s = c.calls as f64 / secs;
             row.pages_per_s = c.pages as f64 / secs;
+            row.active_at = now;
             if let Some(name) = d.cgroup_names.get(id) {
                 row.identity = name.clone();
             }
         }
+        self.rows_dropped +=
+            drop_idle_rows(&mut self.cgroups, self.row_limits.cgroups, |r| r.active_at);
         self.refusals += d.denials.values().map(|r| r.denials).sum::<u64>();
         if let Some(latest) = figures::verdicts(&d.denials).into_iter().next() {
             self.latest_refusal = Some(latest);

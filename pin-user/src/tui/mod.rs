@@ -196,6 +196,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
         .into());
     }
     let mut facts = KernelFacts::discover();
+    let row_limits = (&opts.attach.capacities).into();
     let mut probes = match crate::reduced::attach_or_reduce(&facts, opts.attach, opts.reduced)? {
         crate::reduced::Mode::Probes(probes) => probes,
         crate::reduced::Mode::Reduced(reason) => {
@@ -216,7 +217,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<ExitCode> {
         interval_s: opts.interval.as_secs_f64(),
         untraced: untraced_variants(&probes.status),
     };
-    let app = App::new(header, opts.filter);
+    let app = App::new(header, opts.filter).with_row_limits(row_limits);
     run_screen(&mut ProbeSource::new(&mut probes)?, app, opts.interval)?;
     Ok(ExitCode::SUCCESS)
 }

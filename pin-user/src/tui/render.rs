@@ -124,6 +124,11 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         // Rows lost counts when the kernel evicted their table entries.
         probes.push_str(&format!("  EVICTED {evicted} rows"));
     }
+    if app.rows_dropped > 0 {
+        // Rows the dashboard let go (idle longest) to stay within the
+        // kernel tables' sizes: their totals are no longer shown.
+        probes.push_str(&format!("  DROPPED {} idle rows", app.rows_dropped));
+    }
     if let Some(v) = &app.latest_refusal {
         // The kernel said no to a memlock charge: the one line that says
         // who and by how much (`pinwatch stat` prints the whole verdict).

@@ -374,3 +374,42 @@ fn huge_counters_fit_every_column_at_every_width() {
     assert!(render(&app, 80, 24).contains("VmPin kB"));
     insta::assert_snapshot!(render(&app, 80, 24));
 }
+
+/// A dashboard beside short-lived processes keeps as many rows as the
+/// kernel keeps entries: those active most recently, the ones it let go
+/// counted and said on screen.
+#[test]
+fn process_rows_stay_within_their_limit() {
+    let mut app = app().with_row_limits(super::app::RowLimits {
+        procs: 4,
+        cgroups: 8,
+    });
+    // The sample frames' processes (4242, 777, ...) are active in every
+    // frame; each frame below adds one more, short-lived, process.
+    let regulars = app.procs.len();
+    assert!(regulars < 4, "{regulars} rows before the limit matters");
+    for pid in 10_000..10_050 {
+        let mut f = frame(12);
+        f.delta.procs.insert(
+            pid,
+            ProcTotals {
+                comm: "short".into(),
+                calls: 1,
+                pages: 1,
+                pinned: 1,
+                released: 1,
+                ..Default::default()
+            },
+        );
+        app.ingest(f);
+        assert!(app.procs.len() <= 4, "{} rows", app.procs.len());
+    }
+    // The regulars and the newest short-lived ones are what is left.
+    let kept: Vec<u32> = app.procs.keys().copied().collect();
+    for pid in frame(12).delta.procs.keys() {
+        assert!(kept.contains(pid), "regular {pid} dropped: {kept:?}");
+    }
+    assert!(kept.contains(&10_049), "{kept:?}");
+    assert_eq!(app.rows_dropped, 50 - (4 - regulars) as u64);
+    assert!(render(&app, 160, 48).contains(&format!("DROPPED {} idle rows", app.rows_dropped)));
+}

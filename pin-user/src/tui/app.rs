@@ -446,7 +446,11 @@ impl App {
         if self.show_cgroups {
             self.cgroups.len()
         } else {
-            self.process_rows().len()
+            // Counted, not sorted.
+            self.procs
+                .values()
+                .filter(|r| self.filter.as_ref().is_none_or(|f| f.matches(r)))
+                .count()
         }
     }
 

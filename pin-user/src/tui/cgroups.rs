@@ -33,9 +33,10 @@ pub fn draw_cgroups(f: &mut Frame, app: &App, area: Rect) {
         .cgroups
         .get(&pin_common::IRQ_CGROUP)
         .is_some_and(|row| row.totals.released > 0);
-    let rows: Vec<Row> = app
-        .cgroup_rows()
-        .into_iter()
+    let cgroups = app.cgroup_rows();
+    let shown = super::render::TableWindow::of(cgroups.len(), app.process_sel, area);
+    let rows: Vec<Row> = cgroups[shown.rows()]
+        .iter()
         .map(|c| {
             let label = if c.id == pin_common::IRQ_CGROUP {
                 "[irq]".to_string()
@@ -72,7 +73,7 @@ pub fn draw_cgroups(f: &mut Frame, app: &App, area: Rect) {
             " cgroups (c: processes) ".to_string(),
             app.focus == Panel::Processes,
         ));
-    let mut state = TableState::default().with_selected((!empty).then_some(app.process_sel));
+    let mut state = TableState::default().with_selected((!empty).then_some(shown.selected()));
     f.render_stateful_widget(table, area, &mut state);
 }
 

@@ -342,9 +342,10 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
         .procs
         .get(&pin_common::IRQ_TGID)
         .is_some_and(|row| row.totals.released > 0);
-    let rows: Vec<Row> = app
-        .process_rows()
-        .into_iter()
+    let procs = app.process_rows();
+    let shown = TableWindow::of(procs.len(), app.process_sel, area);
+    let rows: Vec<Row> = procs[shown.rows()]
+        .iter()
         .map(|p| {
             Row::new(vec![
                 crate::figures::pid_label(p.pid),
@@ -387,8 +388,43 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
             format!(" processes (sort: {sort}) "),
             app.focus == Panel::Processes,
         ));
-    let mut state = TableState::default().with_selected((!empty).then_some(app.process_sel));
+    let mut state = TableState::default().with_selected((!empty).then_some(shown.selected()));
     f.render_stateful_widget(table, area, &mut state);
+}
+
+/// The rows a bordered table with a one-line header in `area` shows:
+/// only those are built (a dashboard beside thousands of processes built
+/// a row of strings for each, every frame, to show 40). The window is the
+/// one ratatui scrolls to: from the top, or ending at the selected row.
+pub(super) struct TableWindow {
+    offset: usize,
+    end: usize,
+    selected: usize,
+}
+
+impl TableWindow {
+    /// The window over `len` rows with row `selected` selected.
+    pub(super) fn of(len: usize, selected: usize, area: Rect) -> Self {
+        // Two borders and the header line.
+        let height = usize::from(area.height.saturating_sub(3)).max(1);
+        let selected = selected.min(len.saturating_sub(1));
+        let offset = (selected + 1).saturating_sub(height);
+        Self {
+            offset,
+            end: (offset + height).min(len),
+            selected,
+        }
+    }
+
+    /// The shown rows' indices.
+    pub(super) fn rows(&self) -> std::ops::Range<usize> {
+        self.offset..self.end
+    }
+
+    /// The selected row's index among the shown ones.
+    pub(super) fn selected(&self) -> usize {
+        self.selected - self.offset
+    }
 }
 
 fn draw_errors_and_release(f: &mut Frame, app: &App, area: Rect) {

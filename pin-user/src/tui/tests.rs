@@ -413,3 +413,52 @@ fn process_rows_stay_within_their_limit() {
     assert_eq!(app.rows_dropped, 50 - (4 - regulars) as u64);
     assert!(render(&app, 160, 48).contains(&format!("DROPPED {} idle rows", app.rows_dropped)));
 }
+
+/// Beside thousands of processes only the rows on screen are built, and
+/// the table scrolls as ratatui scrolls it: from the top until the
+/// selected row would leave the screen, then with the selected row last.
+#[test]
+fn a_long_process_table_shows_the_window_around_the_selection() {
+    let mut app = app();
+    let mut f = frame(12);
+    for pid in 20_000..22_000 {
+        f.delta.procs.insert(
+            pid,
+            ProcTotals {
+                comm: format!("p{pid}").as_str().into(),
+                calls: 1,
+                pages: 1,
+                pinned: 1,
+                ..Default::default()
+            },
+        );
+    }
+    app.ingest(f);
+    app.process_sort = super::app::ProcessSort::Pid;
+    app.focus = super::app::Panel::Processes;
+    let order: Vec<u32> = app.process_rows().iter().map(|r| r.pid).collect();
+    let screen = render(&app, 160, 48);
+    assert!(screen.contains(&format!("│{} ", order[0])), "{screen}");
+    let lines = |screen: &str, pid: u32| {
+        screen
+            .lines()
+            .filter(|l| l.contains(&format!("p{pid} ")))
+            .count()
+    };
+    // The first of the added processes, whose rows name them "p<pid>".
+    let k = order.iter().position(|&pid| pid >= 20_000).unwrap();
+    assert_eq!(lines(&screen, order[k]), 1, "{screen}");
+    app.process_sel = 1500;
+    let screen = render(&app, 160, 48);
+    assert_eq!(
+        lines(&screen, order[1500]),
+        1,
+        "selected row shown: {screen}"
+    );
+    assert_eq!(lines(&screen, order[1501]), 0, "nothing below it: {screen}");
+    assert_eq!(lines(&screen, order[k]), 0, "top scrolled away: {screen}");
+    // The rows above it fill the table up to the selected one.
+    let first_shown = (k..1500).find(|&i| lines(&screen, order[i]) == 1).unwrap();
+    assert!(1500 - first_shown >= 5, "{first_shown}: {screen}");
+    assert!((first_shown..=1500).all(|i| lines(&screen, order[i]) == 1));
+}

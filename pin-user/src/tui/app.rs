@@ -360,8 +360,15 @@ impl App {
             row.pins_per_s = p.pinned as f64 / secs;
             row.active_at = now;
         }
-        self.rows_dropped +=
-            drop_idle_rows(&mut self.procs, self.row_limits.procs, |r| r.active_at);
+        // The `[irq]` row stays: once it released pins, no process's
+        // taken-minus-released is what it holds, and the table says so.
+        self.rows_dropped += drop_idle_rows(&mut self.procs, self.row_limits.procs, |r| {
+            if r.pid == pin_common::IRQ_TGID {
+                u64::MAX
+            } else {
+                r.active_at
+            }
+        });
         for row in self.cgroups.values_mut() {
             row.calls_per_s = 0.0;
             row.pages_per_s = 0.0;
@@ -379,8 +386,13 @@ impl App {
                 row.identity = name.clone();
             }
         }
-        self.rows_dropped +=
-            drop_idle_rows(&mut self.cgroups, self.row_limits.cgroups, |r| r.active_at);
+        self.rows_dropped += drop_idle_rows(&mut self.cgroups, self.row_limits.cgroups, |r| {
+            if r.id == pin_common::IRQ_CGROUP {
+                u64::MAX
+            } else {
+                r.active_at
+            }
+        });
         self.refusals += d.denials.values().map(|r| r.denials).sum::<u64>();
         if let Some(latest) = figures::verdicts(&d.denials).into_iter().next() {
             self.latest_refusal = Some(latest);

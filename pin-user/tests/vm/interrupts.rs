@@ -13,8 +13,10 @@ use pinwatch::{attribution::name_sites, figures::caller_views};
 
 use crate::harness::{harness, id_of, measure, odirect_variant};
 
+/// Pages in a full bio (the kernel's `BIO_MAX_VECS`).
+const BIO_MAX_VECS: u64 = 256;
 /// Two full bios per write.
-const PAGES: u64 = 512;
+const PAGES: u64 = 2 * BIO_MAX_VECS;
 const CALLS: u64 = 10;
 
 #[test]
@@ -90,10 +92,32 @@ fn odirect_completions_in_interrupt_context_are_the_irq_rows() {
         .find(|v| v.variant == variant)
         .unwrap_or_else(|| panic!("no caller of {variant}: {views:#?}"));
     if h.lifetimes_on() {
+        let untracked = delta.health[pin_common::Health::UntrackedRelease as usize];
+        eprintln!(
+            "OBSERVED kernel={} attach={} lifetimes: tracked {} released {} untracked releases {untracked}",
+            h.release,
+            h.attach_arg(),
+            site.pins_tracked,
+            site.pins_released,
+        );
+        assert_eq!(site.pins_tracked, CALLS * PAGES, "{site:#?}");
+        // Every tracked pin's release is timed, or counted as a release of
+        // an untracked pin: the one race the lifetime table admits (see
+        // `folio_released`), a pin of a folio between its last release's
+        // decrement and the removal of its record, loses that record. It
+        // happens here because the block layer wakes the writer before it
+        // releases the last bio's pages (`blkdev_bio_end_io`), so the next
+        // call can pin the buffer while the interrupt still unpins it.
+        // Only those pages can race: at most one bio (BIO_MAX_VECS = 256
+        // pages) for each call after the first.
         assert_eq!(
-            (site.pins_tracked, site.pins_released),
-            (CALLS * PAGES, CALLS * PAGES),
-            "{site:#?}"
+            site.pins_released + untracked,
+            CALLS * PAGES,
+            "every tracked pin's release timed or counted: {site:#?}"
+        );
+        assert!(
+            untracked <= (CALLS - 1) * BIO_MAX_VECS,
+            "{untracked} untracked releases: more than the pages that can race"
         );
     }
 }

@@ -19,6 +19,7 @@ mod programs;
 mod settings;
 mod shed;
 mod signature;
+mod tables_only;
 
 use aya::{Ebpf, programs::TracePoint};
 use pin_common::{FUNCS, FuncId, FuncKind};
@@ -35,6 +36,7 @@ pub(crate) use programs::program;
 use programs::{attach_exit_watch, attach_functions, attach_release_hook, unload_all};
 use settings::{Globals, ensure_tracefs, fork_child_pid_offset, set_setting};
 use signature::resolve_symbol;
+pub use tables_only::TablesOnly;
 
 /// The kernel function every FOLL_PIN release goes through, GUP's own
 /// included (its unpin calls are inlined on 6.1 and 6.12), by the names it

@@ -181,7 +181,10 @@ extern "C" fn remember_one(index: u64, ctx: *mut c_void) -> i64 {
         }
         if let Some(held) = PIN_LIFETIMES.get_ptr_mut(&folio) {
             // Another pin of a folio already held: one more start time in
-            // the sum its releases are timed from.
+            // the sum its releases are timed from. The start first, then
+            // the reference: a release meanwhile on another CPU tells a
+            // joining pin by a start sum its references cannot explain
+            // (`folio_released`).
             let held = unsafe { &mut *held };
             add_to(&mut held.start_sum_ns, batch.start_ns);
             add_to(&mut held.refs, 1);
@@ -249,7 +252,24 @@ pub fn folio_released(folio: u64, refs: u64) {
         return;
     };
     let record = unsafe { &mut *record };
-    let outstanding = record.refs;
+    // The references, then the start sum, then the clock, in that order
+    // (volatile: as written, not as the compiler would schedule them). A
+    // pin joining this record on another CPU adds its start first and its
+    // reference second (`remember_one`), so what is read can hold a start
+    // whose reference is not visible yet, never the reverse (x86 orders
+    // the atomic adds and the loads). Such a sum gives away the joining
+    // pin: every start is at most `now`, so `outstanding` pins' sum is at
+    // most `outstanding * now`, and a pin taken now exceeds it unless the
+    // others have been held for about the whole uptime.
+    // SAFETY: live map value fields; volatile reads of plain integers.
+    let outstanding = unsafe { core::ptr::read_volatile(&record.refs) };
+    let start_sum = unsafe { core::ptr::read_volatile(&record.start_sum_ns) };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // checked_div: no divide-by-zero panic path, which the verifier
+    // would refuse (a program must end in an exit).
+    let joining = start_sum
+        .checked_div(outstanding)
+        .is_some_and(|mean| mean > now);
     let released = if refs < outstanding {
         refs
     } else {
@@ -265,13 +285,15 @@ pub fn folio_released(folio: u64, refs: u64) {
     // `released` pins of mean start, so that over a folio's tracked life
     // the hold times sum exactly to releases' times minus pins' starts.
     // The last release takes whatever the sum still holds (the rounding).
-    let start_sum = record.start_sum_ns;
-    let starts = if released == outstanding {
-        start_sum
-    } else {
-        start_sum / outstanding * released
+    // A joining pin counts among the folio's pins: taking its start as
+    // this release's would time the release from the sum of two starts
+    // (a hold of 0) and leave the joining pin a sum of 0 to be timed from
+    // (a hold of the whole uptime).
+    let pins = outstanding.saturating_add(u64::from(joining));
+    let starts = match start_sum.checked_div(pins) {
+        Some(mean) if released != pins => mean * released,
+        _ => start_sum,
     };
-    let now = unsafe { bpf_ktime_get_ns() };
     let hold_sum = (now * released).saturating_sub(starts);
     let held = hold_sum / released;
     let key = CallerKey::new(record.caller, record.func);
@@ -281,7 +303,8 @@ pub fn folio_released(folio: u64, refs: u64) {
     add_to(&mut record.refs, released.wrapping_neg());
     // SAFETY: a live map value; volatile, to read what the atomic add left
     // (with any other CPU's adds) rather than a value the compiler assumes.
-    if unsafe { core::ptr::read_volatile(&record.refs) } == 0 {
+    // A joining pin's reference is on its way: the record stays for it.
+    if !joining && unsafe { core::ptr::read_volatile(&record.refs) } == 0 {
         // A pin taken between the add above and this removal loses its
         // record: its release then counts as `release_of_untracked_pin`,
         // never as a silent wrong hold time.

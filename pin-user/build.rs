@@ -19,6 +19,28 @@ fn main() -> anyhow::Result<()> {
     // The object also depends on the shared types.
     println!("cargo:rerun-if-changed={manifest_dir}/../pin-common/src");
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR").context("OUT_DIR")?);
+    // aya-build compiles in a target directory under OUT_DIR, and each
+    // build of pin-user (clippy's, debug, release, musl) has an OUT_DIR of
+    // its own: each compiled the objects and `core` for BPF anew, about
+    // 60 s apiece, four times in CI. The workspace's .cargo/config.toml
+    // names one directory for them all, where the second build finds the
+    // objects fresh. Without it (pin-user built on its own), OUT_DIR.
+    println!("cargo:rerun-if-env-changed={SHARED_DIR}");
+    let stage = match std::env::var_os(SHARED_DIR) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => out_dir.clone(),
+    };
+    std::fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
+    // Held while building and copying: two builds of pin-user at once
+    // would otherwise copy each other's object.
+    let lock = std::fs::File::create(stage.join(".lock"))
+        .with_context(|| format!("creating {}", stage.join(".lock").display()))?;
+    lock.lock()
+        .context("locking the shared eBPF build directory")?;
+    // aya-build builds and copies to where OUT_DIR says; this process
+    // runs no other thread that reads the environment.
+    // SAFETY: single-threaded here (see above).
+    unsafe { std::env::set_var("OUT_DIR", &stage) };
     // aya-build names its output after the binary; each build is copied
     // away before the next overwrites it.
     for (features, object) in [
@@ -34,10 +56,17 @@ fn main() -> anyhow::Result<()> {
             }],
             Toolchain::default(),
         )?;
-        strip_debug_info(&out_dir.join("pin-ebpf"), &out_dir.join(object))?;
+        strip_debug_info(&stage.join("pin-ebpf"), &out_dir.join(object))?;
     }
+    // SAFETY: as above.
+    unsafe { std::env::set_var("OUT_DIR", &out_dir) };
+    drop(lock);
     build_info(&manifest_dir, &out_dir)
 }
+
+/// Where the workspace's .cargo/config.toml puts the eBPF build that every
+/// build of pin-user shares.
+const SHARED_DIR: &str = "PINWATCH_EBPF_TARGET_DIR";
 
 /// LLVM's strip (`llvm-strip -g`, as libbpf's own builds do): the first of
 /// these on PATH. `cargo xtask setup` installs LLVM 22 for bpf-linker.

@@ -63,12 +63,17 @@ enum Command {
     },
     /// Unit tests on the host, then the integration suite in the VM matrix.
     Test {
-        /// Run only the VM matrix entries whose name contains this.
+        /// Run only the VM matrix entries whose name contains this (or any
+        /// of several, comma-separated).
         #[arg(long)]
         only: Option<String>,
         /// Run only the VM tests whose name contains this (libtest filter).
         #[arg(long)]
         tests: Option<String>,
+        /// How many VMs of the matrix run at once (1: one after the
+        /// other, the console untagged).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
+        lanes: u16,
     },
     /// Overhead benchmark in one VM boot per kernel: pinwatch vs bpftrace vs
     /// funclatency vs untraced; writes target/bench/bench.{md,json}.
@@ -107,7 +112,9 @@ fn main() -> ExitCode {
             &kernel_params,
             cpus,
         ),
-        Command::Test { only, tests } => test::run(only.as_deref(), tests.as_deref()),
+        Command::Test { only, tests, lanes } => {
+            test::run(only.as_deref(), tests.as_deref(), usize::from(lanes))
+        }
         Command::Bench(args) => bench::run(&args),
         Command::Dashboard => dashboard::write(),
         Command::Dist => dist::run(),

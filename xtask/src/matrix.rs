@@ -118,8 +118,8 @@ pub(crate) const MATRIX: &[Entry] = &[
 ];
 
 impl Entry {
-    /// The entry's name (`kernel/attach[ params]`) when `only` and `tests`
-    /// select it. An entry that runs a subset runs only when asked for
+    /// The entry's name (`kernel/attach[ params]`) when `only` (names'
+    /// parts, comma-separated: any of them) and `tests` select it. An entry that runs a subset runs only when asked for
     /// that subset.
     pub(crate) fn selected(&self, only: Option<&str>, tests: Option<&str>) -> Option<String> {
         let Self {
@@ -141,7 +141,7 @@ impl Entry {
         if *binary == Binary::Static {
             name.push_str(" static");
         }
-        if only.is_some_and(|o| !name.contains(o)) {
+        if only.is_some_and(|o| !o.split(',').any(|one| name.contains(one))) {
             return None;
         }
         // Asked only for kernel-independent tests: the agent entry runs
@@ -211,5 +211,25 @@ mod tests {
         assert_eq!(names(Some("fleet:: cases::")).len(), 6);
         assert_eq!(names(Some("record::")).len(), 6);
         assert_eq!(names(None).len(), MATRIX.len());
+    }
+
+    #[test]
+    fn only_selects_the_entries_any_of_its_parts_names() {
+        let names: Vec<String> = MATRIX
+            .iter()
+            .filter_map(|e| {
+                e.selected(
+                    Some("debian-5.10/auto static,debian-6.18/auto movable"),
+                    None,
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "debian-5.10/auto static",
+                "debian-6.18/auto movablecore=50%"
+            ]
+        );
     }
 }

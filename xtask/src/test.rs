@@ -6,6 +6,10 @@
 use std::{
     path::PathBuf,
     process::{Command, ExitCode, Stdio},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -95,7 +99,7 @@ fn vm_test_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// Runs everything; the last line is "N passed, M failed".
-pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn run(only: Option<&str>, tests: Option<&str>, lanes: usize) -> anyhow::Result<ExitCode> {
     install::ensure_build_tools()?;
     install::ensure_test_tools()?;
     let run_started = Instant::now();
@@ -106,11 +110,9 @@ pub fn run(only: Option<&str>, tests: Option<&str>) -> anyhow::Result<ExitCode> 
         .filter_map(|e| Some((e, e.selected(only, tests)?)))
         .collect();
     let images = Images::build(&mut summary, selected.iter().map(|(e, _)| e.binary))?;
-    for (entry, name) in &selected {
-        entry.run(name, tests, &images, &mut summary);
-    }
+    run_entries(&selected, tests, &images, lanes, &mut summary);
     // The README's first demo, as a newcomer runs it (a terminal, `q`).
-    if tests.is_none() && only.is_none_or(|o| DEMO.contains(o)) {
+    if tests.is_none() && only.is_none_or(|o| o.split(',').any(|one| DEMO.contains(one))) {
         run_demo(&mut summary);
     }
     // The whole matrix rewrites the committed table; a partial run writes
@@ -139,12 +141,16 @@ struct Summary {
     /// Each step's name, wall time and result (host tests, builds, each VM
     /// from boot to power-off, the demo): where the matrix's minutes go.
     times: Vec<(String, Duration, String)>,
+    /// Each VM test's time as libtest reported it (`--report-time`), with
+    /// its entry's name: which tests those minutes are.
+    test_times: Vec<(Duration, String)>,
 }
 
 impl Summary {
     /// Prints the times, the failures and the count; the exit code.
     fn print(&self, total: Duration, host_passed: bool) -> ExitCode {
         print_times(self.times.iter(), total);
+        print_slowest(&self.test_times);
         for f in &self.failures {
             println!("FAILED {f}");
         }
@@ -165,6 +171,11 @@ impl Summary {
                 // libtest may print a row after "test name ... ".
                 .filter_map(|l| l.find(FAULT_MARKER).map(|at| &l[at + FAULT_MARKER.len()..]))
                 .map(|row| row.trim().to_string()),
+        );
+        self.test_times.extend(
+            test_times(&outcome.lines)
+                .into_iter()
+                .map(|(test, took)| (took, format!("{name}: {test}"))),
         );
         let text = outcome.lines.join("\n");
         let mut this_vm = Tally::default();
@@ -275,10 +286,19 @@ impl Images {
     }
 }
 
+/// One matrix entry's boot: what `Entry::boot` hands back for the summary.
+struct EntryRun {
+    /// The VM's console and exit status, or why it did not finish.
+    result: anyhow::Result<vm::VmOutcome>,
+    /// From the first boot to power-off (both boots if it booted twice).
+    took: Duration,
+}
+
 impl Entry {
-    /// Boots the entry's VM, runs the suite (`tests`, else its subset) and
-    /// adds what it reports to `summary`.
-    fn run(&self, name: &str, tests: Option<&str>, images: &Images, summary: &mut Summary) {
+    /// Boots the entry's VM and runs the suite (`tests`, else its subset),
+    /// beside `lanes - 1` other guests (its console lines then tagged with
+    /// its name).
+    fn boot(&self, name: &str, tests: Option<&str>, images: &Images, lanes: usize) -> EntryRun {
         println!("== VM {name}");
         let skip: String = if self.agent {
             String::new()
@@ -286,7 +306,9 @@ impl Entry {
             AGENT_ONLY.iter().map(|t| format!(" --skip {t}")).collect()
         };
         let command = format!(
-            "PINWATCH_ATTACH={} PINWATCH_KERNEL={} PINWATCH_BUILD={} /bin/pinwatch-vm-tests --test-threads=1 --nocapture {}{skip}",
+            // RUSTC_BOOTSTRAP lets the stable-built libtest take its
+            // unstable --report-time: each test's time for the summary.
+            "PINWATCH_ATTACH={} PINWATCH_KERNEL={} PINWATCH_BUILD={} RUSTC_BOOTSTRAP=1 /bin/pinwatch-vm-tests --test-threads=1 --nocapture -Z unstable-options --report-time {}{skip}",
             self.attach,
             self.kernel,
             self.binary.env_name(),
@@ -299,8 +321,13 @@ impl Entry {
         .as_ref()
         .expect("Images::build builds what every selected entry runs");
         let mut binaries = vec![pinwatch.clone(), images.suite.clone(), images.tmux.clone()];
+        let echo = match lanes {
+            1 => vm::Echo::Raw,
+            _ => vm::Echo::Tagged(format!("[{name}]")),
+        };
         let mut options = vm::VmOptions {
             kernel_params: self.params.to_string(),
+            echo,
             ..Default::default()
         };
         if self.agent {
@@ -309,7 +336,10 @@ impl Entry {
             // suite's.
             options.memory_mb = 2 * vm::DEFAULT_MEMORY_MB;
         }
-        let timeout = Duration::from_secs(1200);
+        // 20 minutes per guest sharing the host (the longest entry alone
+        // took 13 on a 2-core host where CI came to 87): when all are
+        // busy, each gets that share of it.
+        let timeout = Duration::from_secs(1200) * u32::try_from(lanes).unwrap_or(u32::MAX);
         let started = Instant::now();
         let mut result = vm::run_with(self.kernel, &binaries, &command, timeout, &options);
         // A guest that died before its init ran tested nothing (seen once
@@ -322,7 +352,44 @@ impl Entry {
             println!("{boot}\n== VM {name}: booting once more (nothing had run)");
             result = vm::run_with(self.kernel, &binaries, &command, timeout, &options);
         }
-        let verdict = match result {
+        EntryRun {
+            result,
+            took: started.elapsed(),
+        }
+    }
+}
+
+/// Boots the `selected` entries, `lanes` at a time, and adds what each
+/// reports to `summary` in matrix order. A guest spends much of its time
+/// waiting (grace periods, timers, the suite's own polls): one guest of
+/// two vCPUs kept a 2-core host 64 % busy over the 6.12/fentry entry
+/// (`/proc/stat` every 10 s), so a second guest fills the idle part.
+/// Measured on that host: 5.10 and 6.1 (full, and 6.1's `longterm`) in
+/// two lanes took 941 s against about 1180 s one after the other.
+/// With more than one lane each console line is tagged with its entry.
+fn run_entries(
+    selected: &[(&Entry, String)],
+    tests: Option<&str>,
+    images: &Images,
+    lanes: usize,
+    summary: &mut Summary,
+) {
+    let runs: Mutex<Vec<Option<EntryRun>>> = Mutex::new(selected.iter().map(|_| None).collect());
+    // The agent entry boots alone: Prometheus scrapes `serve` there every
+    // second with a 1 s timeout (the interval bounds it; the rules' 1m,
+    // scaled 1/20, needs two scrapes in 3 s), and its slowest scrape came
+    // within 0.02 s of that with the host to itself.
+    let (alone, mut shared): (Vec<usize>, Vec<usize>) =
+        (0..selected.len()).partition(|&i| selected[i].0.agent);
+    boot_in_lanes(selected, &alone, 1, tests, images, &runs);
+    // The full entries first, the short subset ones last, so that the
+    // lanes finish close together.
+    shared.sort_by_key(|&i| !selected[i].0.subset.is_empty());
+    boot_in_lanes(selected, &shared, lanes, tests, images, &runs);
+    let runs = runs.into_inner().expect("no lane panicked holding it");
+    for ((_, name), run) in selected.iter().zip(runs) {
+        let run = run.expect("every selected entry ran");
+        let verdict = match run.result {
             Ok(outcome) => summary.add_vm(name, &outcome),
             Err(e) => {
                 summary.tally.failed += 1;
@@ -332,8 +399,37 @@ impl Entry {
         };
         summary
             .times
-            .push((format!("VM {name}"), started.elapsed(), verdict));
+            .push((format!("VM {name}"), run.took, verdict));
     }
+}
+
+/// Boots the entries of `selected` that `order` lists, in that order,
+/// `lanes` at a time; each one's run lands at its index in `runs`.
+fn boot_in_lanes(
+    selected: &[(&Entry, String)],
+    order: &[usize],
+    lanes: usize,
+    tests: Option<&str>,
+    images: &Images,
+    runs: &Mutex<Vec<Option<EntryRun>>>,
+) {
+    let lanes = lanes.clamp(1, order.len().max(1));
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..lanes {
+            scope.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let (entry, name) = &selected[i];
+                    let run = entry.boot(name, tests, images, lanes);
+                    println!(
+                        "== VM {name}: powered off after {:.0} s",
+                        run.took.as_secs_f64()
+                    );
+                    runs.lock().expect("no lane panics holding it")[i] = Some(run);
+                }
+            });
+        }
+    });
 }
 
 /// The README's first demo in the summary.
@@ -364,6 +460,54 @@ fn print_times<'a>(steps: impl Iterator<Item = &'a (String, Duration, String)>, 
     println!("total: {:.0} s", total.as_secs_f64());
 }
 
+/// How many of the slowest VM tests the summary names.
+const SLOWEST_SHOWN: usize = 25;
+
+/// The matrix's slowest VM tests, slowest first, and what all of them took.
+fn print_slowest(times: &[(Duration, String)]) {
+    let mut sorted: Vec<&(Duration, String)> = times.iter().collect();
+    sorted.sort_by_key(|t| std::cmp::Reverse(t.0));
+    let sum: Duration = times.iter().map(|(t, _)| *t).sum();
+    println!(
+        "slowest VM tests ({} timed, {:.0} s in all):",
+        times.len(),
+        sum.as_secs_f64()
+    );
+    for (took, test) in sorted.into_iter().take(SLOWEST_SHOWN) {
+        println!("  {:6.1} s  {test}", took.as_secs_f64());
+    }
+}
+
+/// Each test's time from libtest's `--report-time` output under
+/// `--nocapture`: "test NAME ... " opens a test, whatever it prints
+/// follows, and a line ending "ok <1.234s>" (or FAILED) closes it.
+fn test_times(lines: &[String]) -> Vec<(String, Duration)> {
+    let mut open: Option<&str> = None;
+    let mut out = Vec::new();
+    for line in lines {
+        let line = line.trim_end();
+        // "test NAME ..." (its trailing space trimmed when nothing
+        // follows on the line).
+        if let Some(rest) = line.strip_prefix("test ")
+            && let Some((name, _)) = rest.split_once(" ...")
+        {
+            open = Some(name);
+        }
+        let Some(time) = line
+            .strip_suffix("s>")
+            .and_then(|l| l.rsplit_once('<'))
+            .filter(|(before, _)| before.ends_with("ok ") || before.ends_with("FAILED "))
+            .and_then(|(_, secs)| secs.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        if let Some(name) = open.take() {
+            out.push((name.to_string(), Duration::from_secs_f64(time)));
+        }
+    }
+    out
+}
+
 /// What the VM suite prints before each fault-table row.
 const FAULT_MARKER: &str = "FAULT|";
 
@@ -388,6 +532,33 @@ fn fault_table(rows: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_each_tests_time_through_its_output() {
+        let lines: Vec<String> = [
+            "test a::one ... OBSERVED x",
+            "more output",
+            "ok <12.345s>",
+            "test a::two ... ok <0.500s>",
+            "test a::quiet ...",
+            "ok <1.000s>\r",
+            "test a::three ... FAULT|k|a|f|o",
+            "FAILED <3.000s>",
+            "test result: ok. 3 passed; finished in 15.85s",
+        ]
+        .map(String::from)
+        .into();
+        let times = test_times(&lines);
+        assert_eq!(
+            times,
+            [
+                ("a::one".to_string(), Duration::from_millis(12_345)),
+                ("a::two".to_string(), Duration::from_millis(500)),
+                ("a::quiet".to_string(), Duration::from_secs(1)),
+                ("a::three".to_string(), Duration::from_secs(3)),
+            ]
+        );
+    }
 
     #[test]
     fn tallies_libtest_lines() {

@@ -132,8 +132,8 @@ fn exit_status_in(line: &str) -> Option<i32> {
 /// How a VM boots, beyond its kernel, binaries and command.
 #[derive(Clone, Debug)]
 pub struct VmOptions {
-    /// Stream the console to stdout.
-    pub echo: bool,
+    /// How the console reaches stdout as it comes.
+    pub echo: Echo,
     /// Give the VM this terminal's keyboard (qemu puts it in raw mode;
     /// Ctrl-A X leaves qemu).
     pub interactive: bool,
@@ -148,13 +148,23 @@ pub struct VmOptions {
 impl Default for VmOptions {
     fn default() -> Self {
         Self {
-            echo: true,
+            echo: Echo::Raw,
             interactive: false,
             memory_mb: DEFAULT_MEMORY_MB,
             kernel_params: String::new(),
             cpus: DEFAULT_CPUS,
         }
     }
+}
+
+/// How a VM's console is forwarded to stdout while it runs.
+#[derive(Clone, Debug)]
+pub enum Echo {
+    /// Byte for byte as it comes (a dashboard draws without newlines).
+    Raw,
+    /// Whole lines, each after this tag: the console of one of several
+    /// VMs running at once, told apart in the interleaved output.
+    Tagged(String),
 }
 
 /// Virtual CPUs of a VM run: one per host core here.
@@ -190,7 +200,13 @@ pub fn run_with(
     let kernel = kernels::ensure(kernel)?;
     let work = workspace::root().join("target/vm");
     std::fs::create_dir_all(&work)?;
-    let initrd = work.join(format!("initrd-{}.cpio", std::process::id()));
+    // One image per VM: several may boot at once from one process.
+    static BOOTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let initrd = work.join(format!(
+        "initrd-{}-{}.cpio",
+        std::process::id(),
+        BOOTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     initramfs::build(
         &initrd,
         binaries,
@@ -200,7 +216,7 @@ pub fn run_with(
     )?;
     let mut child = start_qemu(&qemu, &kernel, &initrd, options)?;
     let stdout = child.stdout.take().expect("piped stdout");
-    let lines = forward_console(stdout, options.echo);
+    let lines = forward_console(stdout, options.echo.clone());
     let Some(console) = read_console(&lines, timeout) else {
         let _ = child.kill();
         let _ = child.wait();
@@ -275,10 +291,9 @@ fn start_qemu(
         })
 }
 
-/// Forwards the console's bytes to stdout as they come when `echo` (a
-/// dashboard draws without newlines) and hands complete lines on, for the
-/// exit marker.
-fn forward_console(mut stdout: ChildStdout, echo: bool) -> Receiver<String> {
+/// Forwards the console to stdout as `echo` says and hands complete lines
+/// on, for the exit marker.
+fn forward_console(mut stdout: ChildStdout, echo: Echo) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -288,7 +303,7 @@ fn forward_console(mut stdout: ChildStdout, echo: bool) -> Receiver<String> {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if echo {
+            if let Echo::Raw = echo {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(&buf[..n]);
                 let _ = out.flush();
@@ -297,6 +312,9 @@ fn forward_console(mut stdout: ChildStdout, echo: bool) -> Receiver<String> {
             while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = partial.drain(..=pos).collect();
                 let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                if let Echo::Tagged(tag) = &echo {
+                    println!("{tag} {}", line.trim_end_matches('\r'));
+                }
                 if tx.send(line).is_err() {
                     return;
                 }

@@ -26,27 +26,40 @@ fn main() -> anyhow::Result<()> {
     // names one directory for them all, where the second build finds the
     // objects fresh. Without it (pin-user built on its own), OUT_DIR.
     println!("cargo:rerun-if-env-changed={SHARED_DIR}");
-    let stage = match std::env::var_os(SHARED_DIR) {
-        Some(dir) => std::path::PathBuf::from(dir),
-        None => out_dir.clone(),
+    let (stage, lock) = match std::env::var_os(SHARED_DIR).map(std::path::PathBuf::from) {
+        Some(shared) => match locked(&shared) {
+            Ok(lock) => (shared, Some(lock)),
+            // A source tree it cannot write to (mounted read-only, say):
+            // this build's own OUT_DIR, as without the setting.
+            Err(e) => {
+                println!(
+                    "cargo:warning=building the eBPF objects under OUT_DIR: {e:#} \
+                     (set {SHARED_DIR} to a writable directory to share them)"
+                );
+                (out_dir.clone(), None)
+            }
+        },
+        None => (out_dir.clone(), None),
     };
-    std::fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
-    // Held while building and copying: two builds of pin-user at once
-    // would otherwise copy each other's object.
-    let lock = std::fs::File::create(stage.join(".lock"))
-        .with_context(|| format!("creating {}", stage.join(".lock").display()))?;
-    lock.lock()
-        .context("locking the shared eBPF build directory")?;
     // aya-build builds and copies to where OUT_DIR says; this process
     // runs no other thread that reads the environment.
     // SAFETY: single-threaded here (see above).
     unsafe { std::env::set_var("OUT_DIR", &stage) };
     // aya-build names its output after the binary; each build is copied
-    // away before the next overwrites it.
+    // away before the next overwrites it. Removed first, so that a build
+    // aya-build skips (AYA_BUILD_SKIP) fails here rather than embedding
+    // the other feature set's object.
+    let built = stage.join("pin-ebpf");
     for (features, object) in [
         (&[][..], "pinwatch-full.bpf.o"),
         (&["baseline"][..], "pinwatch-baseline.bpf.o"),
     ] {
+        match std::fs::remove_file(&built) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow!("removing {}: {e}", built.display()));
+            }
+            _ => {}
+        }
         aya_build::build_ebpf(
             [Package {
                 name: "pin-ebpf",
@@ -56,7 +69,7 @@ fn main() -> anyhow::Result<()> {
             }],
             Toolchain::default(),
         )?;
-        strip_debug_info(&stage.join("pin-ebpf"), &out_dir.join(object))?;
+        strip_debug_info(&built, &out_dir.join(object))?;
     }
     // SAFETY: as above.
     unsafe { std::env::set_var("OUT_DIR", &out_dir) };
@@ -67,6 +80,23 @@ fn main() -> anyhow::Result<()> {
 /// Where the workspace's .cargo/config.toml puts the eBPF build that every
 /// build of pin-user shares.
 const SHARED_DIR: &str = "PINWATCH_EBPF_TARGET_DIR";
+
+/// Creates the shared directory and takes its lock, held while building
+/// and copying: two builds of pin-user at once would otherwise copy each
+/// other's object.
+fn locked(shared: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(shared).with_context(|| format!("creating {}", shared.display()))?;
+    let path = shared.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(lock)
+}
 
 /// LLVM's strip (`llvm-strip -g`, as libbpf's own builds do): the first of
 /// these on PATH. `cargo xtask setup` installs LLVM 22 for bpf-linker.

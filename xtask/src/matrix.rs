@@ -141,7 +141,7 @@ impl Entry {
         if *binary == Binary::Static {
             name.push_str(" static");
         }
-        if only.is_some_and(|o| !o.split(',').any(|one| name.contains(one))) {
+        if only.is_some_and(|o| !only_parts(o).any(|one| name.contains(one))) {
             return None;
         }
         // Asked only for kernel-independent tests: the agent entry runs
@@ -155,6 +155,12 @@ impl Entry {
         }
         Some(name)
     }
+}
+
+/// The parts of `--only`, comma-separated; empty ones (a trailing comma)
+/// name nothing rather than everything.
+pub(crate) fn only_parts(only: &str) -> impl Iterator<Item = &str> {
+    only.split(',').filter(|part| !part.is_empty())
 }
 
 /// Whether every filter of `tests` lies within [`AGENT_ONLY`].

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     cmd, dashboard, initramfs, install,
-    matrix::{AGENT_ONLY, Binary, Entry, MATRIX},
+    matrix::{AGENT_ONLY, Binary, Entry, MATRIX, only_parts},
     vm, workspace,
 };
 
@@ -110,9 +110,20 @@ pub fn run(only: Option<&str>, tests: Option<&str>, lanes: usize) -> anyhow::Res
         .filter_map(|e| Some((e, e.selected(only, tests)?)))
         .collect();
     let images = Images::build(&mut summary, selected.iter().map(|(e, _)| e.binary))?;
+    if lanes > 1 {
+        // Fetched and unpacked one at a time first: lanes booting from a
+        // cold cache would unpack into the same directories at once.
+        crate::qemu::ensure()?;
+        let mut kernels: Vec<&str> = selected.iter().map(|(e, _)| e.kernel).collect();
+        kernels.sort_unstable();
+        kernels.dedup();
+        for kernel in kernels {
+            crate::kernels::ensure(kernel)?;
+        }
+    }
     run_entries(&selected, tests, &images, lanes, &mut summary);
     // The README's first demo, as a newcomer runs it (a terminal, `q`).
-    if tests.is_none() && only.is_none_or(|o| o.split(',').any(|one| DEMO.contains(one))) {
+    if tests.is_none() && only.is_none_or(|o| only_parts(o).any(|one| DEMO.contains(one))) {
         run_demo(&mut summary);
     }
     // The whole matrix rewrites the committed table; a partial run writes
@@ -502,11 +513,12 @@ fn test_times(lines: &[String]) -> Vec<(String, Duration)> {
             .and_then(|l| l.rsplit_once('<'))
             .filter(|(before, _)| before.ends_with("ok ") || before.ends_with("FAILED "))
             .and_then(|(_, secs)| secs.parse::<f64>().ok())
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         else {
             continue;
         };
         if let Some(name) = open.take() {
-            out.push((name.to_string(), Duration::from_secs_f64(time)));
+            out.push((name.to_string(), time));
         }
     }
     out

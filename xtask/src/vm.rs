@@ -313,7 +313,13 @@ fn forward_console(mut stdout: ChildStdout, echo: Echo) -> Receiver<String> {
                 let line: Vec<u8> = partial.drain(..=pos).collect();
                 let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
                 if let Echo::Tagged(tag) = &echo {
-                    println!("{tag} {}", line.trim_end_matches('\r'));
+                    // Ignored like the raw path's: a closed stdout must not
+                    // end the reader and cut the console short.
+                    let _ = writeln!(
+                        std::io::stdout().lock(),
+                        "{tag} {}",
+                        line.trim_end_matches('\r')
+                    );
                 }
                 if tx.send(line).is_err() {
                     return;

@@ -176,9 +176,70 @@ pub fn is_release(id: FuncId) -> bool {
     id as usize >= GUP_FUNC_COUNT && (id as usize) < FUNC_COUNT
 }
 
+/// What a kprobe_multi link's cookie tells its one program about the
+/// function that was hit: its id and where its arguments are, so that the
+/// program needs no table to look them up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MultiTarget {
+    /// The function's id.
+    pub id: FuncId,
+    /// [`FuncInfo::nr_arg`].
+    pub nr_arg: u8,
+    /// [`FuncInfo::start_arg`].
+    pub start_arg: u8,
+    /// [`FuncInfo::flags_arg`].
+    pub flags_arg: u8,
+    /// [`FuncInfo::pages_arg`].
+    pub pages_arg: u8,
+}
+
+impl MultiTarget {
+    /// The target of function `id` (an index into [`FUNCS`]).
+    pub const fn of(id: FuncId) -> Self {
+        let f = &FUNCS[id as usize];
+        Self {
+            id,
+            nr_arg: f.nr_arg,
+            start_arg: f.start_arg,
+            flags_arg: f.flags_arg,
+            pages_arg: f.pages_arg,
+        }
+    }
+
+    /// The cookie the agent gives the function on the link: the id in the
+    /// low byte, then the four argument positions a byte each.
+    pub const fn cookie(self) -> u64 {
+        (self.id as u64 & 0xff)
+            | (self.nr_arg as u64) << 8
+            | (self.start_arg as u64) << 16
+            | (self.flags_arg as u64) << 24
+            | (self.pages_arg as u64) << 32
+    }
+
+    /// What [`MultiTarget::cookie`] packed.
+    #[inline(always)]
+    pub const fn from_cookie(cookie: u64) -> Self {
+        Self {
+            id: (cookie & 0xff) as FuncId,
+            nr_arg: (cookie >> 8) as u8,
+            start_arg: (cookie >> 16) as u8,
+            flags_arg: (cookie >> 24) as u8,
+            pages_arg: (cookie >> 32) as u8,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_cookies_round_trip_for_every_function() {
+        for id in 0..FUNC_COUNT as FuncId {
+            let target = MultiTarget::of(id);
+            assert_eq!(MultiTarget::from_cookie(target.cookie()), target);
+        }
+    }
 
     #[test]
     fn ids_agree_with_kinds() {

@@ -8,7 +8,9 @@ use crate::probes::{AttachMode, AttachOptions, MapCapacities};
 /// Options shared by the commands that attach probes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AttachArgs {
-    /// Probe mechanism: fentry/fexit where possible, else kprobe/kretprobe.
+    /// Probe mechanism: fentry/fexit where possible, else kprobe/kretprobe;
+    /// kprobe-multi attaches every function at once (fastest start, Linux
+    /// 5.18-6.13).
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
     /// Do not attribute calls to their kernel call site (saves a short

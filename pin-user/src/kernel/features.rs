@@ -120,7 +120,7 @@ impl Feature {
                 "skipped runs not reported by this kernel; missed returns still counted",
             ),
             Feature::KprobeMulti => (
-                "not used: one kprobe link per function (aya 0.14 has no multi link)",
+                "--attach kprobe-multi: one link for every function (5.18-6.13)",
                 "one kprobe link per function",
             ),
             Feature::KprobeMissed => (

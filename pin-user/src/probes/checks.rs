@@ -181,7 +181,7 @@ fn attach_check(
 ) -> Result<Mechanism, String> {
     let (function, fexit, kprobe) = (c.function, c.fexit, c.kprobe);
     let mut notes = Vec::new();
-    if mode != AttachMode::Kprobe {
+    if mode.tries_fentry() {
         match (&facts.tracing, aya_btf) {
             (Ok(()), Some(btf)) => {
                 let prog: &mut FExit = program(ebpf, fexit)?;
@@ -197,7 +197,7 @@ fn attach_check(
             (Ok(()), None) => notes.push("fexit: no kernel BTF".into()),
         }
     }
-    if mode != AttachMode::Fentry {
+    if mode.tries_kprobe() {
         match &facts.kprobes {
             Ok(()) => match attach_kprobe_pair(ebpf, function, kprobe) {
                 Ok(()) => return Ok(Mechanism::Kprobe),

@@ -7,8 +7,8 @@ use aya::{Ebpf, EbpfLoader};
 use pin_common::{FUNCS, FuncId};
 
 use super::{
-    AttachError, AttachOptions, KernelLog, KernelMapsMut, ProbeStatus, capacities, memlock,
-    permission_denied, settings::Globals, signature::func_config,
+    AttachError, AttachMode, AttachOptions, KernelLog, KernelMapsMut, ProbeStatus, capacities,
+    memlock, multi, permission_denied, settings::Globals, signature::func_config,
 };
 use crate::kernel::{KernelFacts, features::Object};
 
@@ -22,12 +22,13 @@ pub(super) static BASELINE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pinwatch-baseline.bpf.o"));
 
 /// Loads (verifies) `object`, sized for `options` and with `globals` set,
-/// with its log reader.
+/// with its log reader, and the kprobe_multi programs when
+/// `--attach kprobe-multi` asks for them.
 pub(super) fn load_object(
     object: Object,
     options: &AttachOptions,
     globals: &Globals,
-) -> Result<(Ebpf, Option<KernelLog>), AttachError> {
+) -> Result<(Ebpf, Option<KernelLog>, Option<multi::MultiPrograms>), AttachError> {
     log::info!("loading the eBPF object ({object:?})");
     let mut loader = EbpfLoader::new();
     // TASK_STATES is task local storage, which aya's userspace has no type
@@ -43,16 +44,24 @@ pub(super) fn load_object(
         loader.map_max_entries(map, entries);
     }
     globals.apply(&mut loader);
-    let mut ebpf = loader
-        .load(match object {
-            Object::Full => EBPF_OBJECT,
-            Object::Baseline => BASELINE_OBJECT,
-        })
-        .map_err(|e| match (permission_denied(&e), memlock::limiting()) {
-            (Some(_), Some(limit)) => AttachError::Memlock(limit),
-            (Some(denied), None) => AttachError::Refused(denied.to_string()),
-            (None, _) => AttachError::Load(e.to_string()),
-        })?;
+    let bytes = match object {
+        Object::Full => EBPF_OBJECT,
+        Object::Baseline => BASELINE_OBJECT,
+    };
+    let mut ebpf =
+        loader
+            .load(bytes)
+            .map_err(|e| match (permission_denied(&e), memlock::limiting()) {
+                (Some(_), Some(limit)) => AttachError::Memlock(limit),
+                (Some(denied), None) => AttachError::Refused(denied.to_string()),
+                (None, _) => AttachError::Load(e.to_string()),
+            })?;
+    // Before the log reader takes its map out of the object: the multi
+    // programs are relocated against every map aya created.
+    let multi_programs = (options.mode == AttachMode::KprobeMulti)
+        .then(|| multi::load(bytes, &ebpf))
+        .transpose()
+        .map_err(|e| AttachError::Load(format!("--attach kprobe-multi: {e}")))?;
     let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => Some(logger),
         Err(e) => {
@@ -60,7 +69,7 @@ pub(super) fn load_object(
             None
         }
     };
-    Ok((ebpf, kernel_log))
+    Ok((ebpf, kernel_log, multi_programs))
 }
 
 /// Checks each found function's signature against its BTF and writes its

@@ -74,12 +74,15 @@ impl<V: Pod> Iterator for PerCpuEntries<'_, V> {
 #[derive(Clone, Copy)]
 pub struct KernelMaps<'a> {
     ebpf: &'a Ebpf,
+    /// The kprobe_multi programs and links, whose skipped runs are read
+    /// with the others'.
+    multi: Option<&'a super::multi::Multi>,
 }
 
 impl<'a> KernelMaps<'a> {
-    /// The maps of `ebpf`.
-    pub(super) fn new(ebpf: &'a Ebpf) -> Self {
-        Self { ebpf }
+    /// The maps of `ebpf` (and the kprobe_multi programs beside it).
+    pub(super) fn new(ebpf: &'a Ebpf, multi: Option<&'a super::multi::Multi>) -> Self {
+        Self { ebpf, multi }
     }
 
     /// The map `name`, typed as `T`.
@@ -193,7 +196,7 @@ impl<'a> KernelMaps<'a> {
     /// Runs the kernel skipped, per loaded program: read with the maps,
     /// though the kernel keeps them with the programs (see [`misses`]).
     pub fn misses(self) -> Misses {
-        misses::read(self.ebpf)
+        misses::read(self.ebpf, self.multi)
     }
 }
 

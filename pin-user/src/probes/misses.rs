@@ -25,6 +25,7 @@ use std::{
 use aya::{Ebpf, programs::links::LinkType};
 use pin_common::FUNCS;
 
+use super::multi::Multi;
 use crate::kernel::bpf_sys::bpf;
 
 /// Who skipped the run.
@@ -125,13 +126,34 @@ fn object_info(fd: i32, info: &mut [u64]) -> std::io::Result<()> {
 /// `recursion_misses` and id of the program behind `fd` (misses: Linux
 /// 5.12+; 0 before).
 fn program_info(fd: i32) -> std::io::Result<(u64, u32)> {
-    // Offset of `recursion_misses` in `struct bpf_prog_info` (uapi, stable:
-    // the struct only grows at its end): 208 bytes; `id` is the second
-    // u32.
-    const RECURSION_MISSES_WORD: usize = 208 / 8;
-    let mut info = [0u64; RECURSION_MISSES_WORD + 1];
+    program_counters(fd).map(|c| (c.recursion_misses, c.id))
+}
+
+/// What the kernel counts for one program.
+pub(super) struct ProgramCounters {
+    /// The program's id.
+    pub id: u32,
+    /// Time spent in it, ns (BPF stats on; 0 otherwise).
+    pub run_time_ns: u64,
+    /// Runs (BPF stats on; 0 otherwise).
+    pub run_cnt: u64,
+    /// Runs skipped by its recursion guard (5.12+).
+    pub recursion_misses: u64,
+}
+
+/// The counters of the program behind `fd`. Offsets in `struct
+/// bpf_prog_info` (uapi, stable: the struct only grows at its end):
+/// `id` is the second u32, `run_time_ns` at 192, `run_cnt` at 200,
+/// `recursion_misses` at 208.
+pub(super) fn program_counters(fd: i32) -> std::io::Result<ProgramCounters> {
+    let mut info = [0u64; 27];
     object_info(fd, &mut info)?;
-    Ok((info[RECURSION_MISSES_WORD], (info[0] >> 32) as u32))
+    Ok(ProgramCounters {
+        id: (info[0] >> 32) as u32,
+        run_time_ns: info[24],
+        run_cnt: info[25],
+        recursion_misses: info[26],
+    })
 }
 
 /// `enum bpf_link_type` and `enum bpf_perf_event_type` values (uapi).
@@ -203,12 +225,59 @@ fn kprobe_link(program_id: u32) -> Option<u32> {
     found
 }
 
+/// `BPF_LINK_TYPE_KPROBE_MULTI` (uapi).
+const BPF_LINK_TYPE_KPROBE_MULTI: u64 = 8;
+
+/// The `kprobe_multi.missed` of a kprobe_multi link's `bpf_link_info`:
+/// type (u32) at 0, `missed` at 32 (Linux 6.7+).
+fn multi_link_missed(fd: i32) -> Option<u64> {
+    let mut info = [0u64; 6];
+    object_info(fd, &mut info).ok()?;
+    ((info[0] & 0xffff_ffff) == BPF_LINK_TYPE_KPROBE_MULTI).then_some(info[4])
+}
+
+/// The function name the kprobe_multi programs' skipped runs are shown
+/// under: one program serves every function, and the kernel counts per
+/// program and per link.
+pub const MULTI_FUNCTIONS: &str = "(kprobe_multi: all)";
+
+/// Skipped runs of the kprobe_multi programs and links.
+fn read_multi(multi: &Multi, misses: &mut Misses) {
+    for (program, fd) in multi.programs() {
+        let key = ProgramKey {
+            function: MULTI_FUNCTIONS,
+            program,
+            cause: Cause::Recursion,
+        };
+        match program_info(fd.as_raw_fd()) {
+            Ok((recursion, _)) => *misses.entry(key).or_default() += recursion,
+            Err(e) => log::debug!("bpf_prog_info of the {program} multi program: {e}"),
+        }
+    }
+    if !kprobe_missed_readable() {
+        return;
+    }
+    for (program, fd) in multi.links() {
+        if let Some(missed) = multi_link_missed(fd.as_raw_fd()) {
+            let key = ProgramKey {
+                function: MULTI_FUNCTIONS,
+                program,
+                cause: Cause::Kprobe,
+            };
+            *misses.entry(key).or_default() += missed;
+        }
+    }
+}
+
 /// Skipped runs of every loaded pinwatch program: its recursion misses,
 /// and for kprobe programs the kprobe's misses where the kernel reports
-/// them. A program whose info cannot be read is left out (its figure
-/// would be a guess).
-pub fn read(ebpf: &Ebpf) -> Misses {
+/// them (the kprobe_multi programs' and links' included). A program whose
+/// info cannot be read is left out (its figure would be a guess).
+pub fn read(ebpf: &Ebpf, multi: Option<&Multi>) -> Misses {
     let mut misses = Misses::new();
+    if let Some(multi) = multi {
+        read_multi(multi, &mut misses);
+    }
     for (name, program) in ebpf.programs() {
         let Some(key) = parse_name(name) else {
             continue;
@@ -314,6 +383,17 @@ mod tests {
         assert!(reasons.contains(&"kretprobe_missed"), "{reasons:?}");
     }
 
+    /// The fields this reads of `struct bpf_prog_info` where this aya's
+    /// bindings lay them out.
+    #[test]
+    fn prog_info_offsets_match_the_uapi_struct() {
+        use aya_obj::generated::bpf_prog_info;
+        assert_eq!(std::mem::offset_of!(bpf_prog_info, id), 4);
+        assert_eq!(std::mem::offset_of!(bpf_prog_info, run_time_ns), 192);
+        assert_eq!(std::mem::offset_of!(bpf_prog_info, run_cnt), 200);
+        assert_eq!(std::mem::offset_of!(bpf_prog_info, recursion_misses), 208);
+    }
+
     /// The prefix this reads of `struct bpf_link_info` as this aya's
     /// bindings lay it out.
     #[test]
@@ -336,6 +416,15 @@ mod tests {
             bpf_link_type::BPF_LINK_TYPE_PERF_EVENT as u64,
             BPF_LINK_TYPE_PERF_EVENT
         );
+        assert_eq!(
+            bpf_link_type::BPF_LINK_TYPE_KPROBE_MULTI as u64,
+            BPF_LINK_TYPE_KPROBE_MULTI
+        );
+        // SAFETY: as above.
+        unsafe {
+            let multi = &info.__bindgen_anon_1.kprobe_multi;
+            assert_eq!(&multi.missed as *const _ as usize - base, 32);
+        }
         assert_eq!(
             bpf_perf_event_type::BPF_PERF_EVENT_KPROBE as u64,
             BPF_PERF_EVENT_KPROBE

@@ -15,6 +15,7 @@ mod load;
 pub mod maps;
 pub mod memlock;
 pub mod misses;
+mod multi;
 mod programs;
 mod settings;
 mod shed;
@@ -65,6 +66,23 @@ pub enum AttachMode {
     Fentry,
     /// Only kprobe/kretprobe.
     Kprobe,
+    /// Every get/pin and release function on one kprobe_multi entry link
+    /// and one return link (Linux 5.18-6.13): attaches in a fraction of
+    /// the time; the release hook and the memlock checks stay kprobes.
+    #[serde(rename = "kprobe-multi")]
+    KprobeMulti,
+}
+
+impl AttachMode {
+    /// Whether fentry/fexit is tried.
+    pub fn tries_fentry(self) -> bool {
+        matches!(self, AttachMode::Auto | AttachMode::Fentry)
+    }
+
+    /// Whether kprobes are tried (where fentry is not, or fails).
+    pub fn tries_kprobe(self) -> bool {
+        self != AttachMode::Fentry
+    }
 }
 
 /// What to attach and which optional kernel-side features to turn on.
@@ -109,6 +127,9 @@ pub enum Mechanism {
     Fentry,
     /// kprobe + kretprobe.
     Kprobe,
+    /// One kprobe_multi entry link and one return link for many functions.
+    #[serde(rename = "kprobe_multi")]
+    KprobeMulti,
 }
 
 impl std::fmt::Display for Mechanism {
@@ -116,6 +137,7 @@ impl std::fmt::Display for Mechanism {
         f.write_str(match self {
             Mechanism::Fentry => "fentry",
             Mechanism::Kprobe => "kprobe",
+            Mechanism::KprobeMulti => "kprobe_multi",
         })
     }
 }
@@ -255,6 +277,9 @@ pub struct Probes {
     /// process is gone ([`handoff`]); `None` where its descriptors could
     /// not be listed.
     handoff: Option<handoff::Handoff>,
+    /// The kprobe_multi programs and links (`--attach kprobe-multi`);
+    /// dropped after the handoff.
+    multi: Option<multi::Multi>,
 }
 
 fn role(kind: FuncKind) -> &'static str {
@@ -271,7 +296,7 @@ fn role(kind: FuncKind) -> &'static str {
 impl Probes {
     /// The object's maps, for reading.
     pub fn maps(&self) -> KernelMaps<'_> {
-        KernelMaps::new(&self.ebpf)
+        KernelMaps::new(&self.ebpf, self.multi.as_ref())
     }
 
     /// The object's maps, for setting the probes up.
@@ -381,8 +406,15 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
     startup.time("kallsyms", || facts.kallsyms());
+    if options.mode == AttachMode::KprobeMulti
+        && let Some(why) = multi::unsupported(facts)
+    {
+        return Err(AttachError::Unavailable(format!(
+            "--attach kprobe-multi: {why}"
+        )));
+    }
     let globals = Globals::for_kernel(facts, &options);
-    let (ebpf, kernel_log) =
+    let (ebpf, kernel_log, multi_programs) =
         startup.time("load+verify", || load_object(object, &options, &globals))?;
     // Built first so that any failure from here on drops it, which
     // detaches what is attached the fast way (`Drop for Probes`).
@@ -402,11 +434,15 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         capacities: options.capacities,
         startup: crate::startup::Phases::default(),
         handoff: None,
+        multi: multi_programs.map(multi::Multi::new),
     };
     log::info!("parsing BTF for aya");
-    let aya_btf = startup.time("BTF for attach", || match options.mode {
-        AttachMode::Kprobe => None,
-        _ => aya::Btf::from_sys_fs().ok(),
+    let aya_btf = startup.time("BTF for attach", || {
+        options
+            .mode
+            .tries_fentry()
+            .then(|| aya::Btf::from_sys_fs().ok())
+            .flatten()
     });
     let mut maps = KernelMapsMut::new(&mut probes.ebpf);
     if let Some(dir) = &options.cgroup {
@@ -422,6 +458,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             aya_btf.as_ref(),
             &mut probes.status,
             &configured,
+            probes.multi.as_mut(),
         )
     })?;
 

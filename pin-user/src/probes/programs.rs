@@ -12,7 +12,7 @@
 //! while detach completions still came ~0.12 s apart (one trampoline
 //! update at a time), 3.3-3.6 s idle, 10-12 s beside a pinning loop.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, os::fd::AsRawFd as _};
 
 use aya::{
     Ebpf,
@@ -23,7 +23,7 @@ use pin_common::{
     catalog::{FuncInfo, has_exit_probe},
 };
 
-use super::{AttachError, AttachMode, Mechanism, ProbeStatus, Probes};
+use super::{AttachError, AttachMode, Mechanism, ProbeStatus, Probes, multi::Multi};
 use crate::kernel::{KernelFacts, short_error};
 
 /// The entry, exit, kprobe and kretprobe program names of function `id`.
@@ -43,19 +43,28 @@ impl Probes {
     /// by the names `program_names` gives its id, so the id travels with
     /// them rather than being parsed back out of a name.
     pub fn run_stats(&self) -> Vec<(&'static str, u64, u64)> {
-        self.status
-            .iter()
-            .filter_map(|st| {
-                let func = &FUNCS[st.id as usize];
-                let loaded: Vec<_> = program_names(st.id, func)
-                    .iter()
-                    .filter_map(|name| self.ebpf.program(name)?.info().ok())
-                    .collect();
-                let ns = loaded.iter().map(|i| i.run_time().as_nanos() as u64).sum();
-                let runs = loaded.iter().map(|i| i.run_count()).sum();
-                (!loaded.is_empty()).then_some((func.name, ns, runs))
-            })
-            .collect()
+        // The kprobe_multi programs serve every function at once: one row.
+        let multi = self.multi.iter().map(|multi| {
+            let counters: Vec<_> = multi
+                .programs()
+                .iter()
+                .filter_map(|(_, fd)| super::misses::program_counters(fd.as_raw_fd()).ok())
+                .collect();
+            let ns = counters.iter().map(|c| c.run_time_ns).sum();
+            let runs = counters.iter().map(|c| c.run_cnt).sum();
+            (super::misses::MULTI_FUNCTIONS, ns, runs)
+        });
+        let per_function = self.status.iter().filter_map(|st| {
+            let func = &FUNCS[st.id as usize];
+            let loaded: Vec<_> = program_names(st.id, func)
+                .iter()
+                .filter_map(|name| self.ebpf.program(name)?.info().ok())
+                .collect();
+            let ns = loaded.iter().map(|i| i.run_time().as_nanos() as u64).sum();
+            let runs = loaded.iter().map(|i| i.run_count()).sum();
+            (!loaded.is_empty()).then_some((func.name, ns, runs))
+        });
+        per_function.chain(multi).collect()
     }
 }
 
@@ -82,12 +91,18 @@ pub(super) fn attach_functions(
     aya_btf: Option<&aya::Btf>,
     status: &mut [ProbeStatus],
     configured: &[FuncId],
+    multi: Option<&mut Multi>,
 ) -> Result<(), AttachError> {
     // The internal fast path is attached only where a fast variant is not
     // (it adds nothing but cost otherwise), so it waits for their outcome.
     let (internal, others): (Vec<FuncId>, Vec<FuncId>) = configured
         .iter()
         .partition(|id| FUNCS[**id as usize].kind == FuncKind::FastInternal);
+    if mode == AttachMode::KprobeMulti {
+        let multi =
+            multi.ok_or_else(|| AttachError::Load("kprobe_multi programs not loaded".into()))?;
+        return attach_multi(ebpf, facts, multi, status, configured, &internal, &others);
+    }
     attach_batch(ebpf, facts, mode, aya_btf, status, &others)?;
     let wanted: Vec<FuncId> = if fast_variants_traced(status) {
         for id in internal {
@@ -101,6 +116,73 @@ pub(super) fn attach_functions(
         internal
     };
     attach_batch(ebpf, facts, mode, aya_btf, status, &wanted)
+}
+
+/// Attaches every configured function on the kprobe_multi links (the
+/// internal fast path only where no fast variant is present, since all
+/// attach or none do); where the kernel refuses the links, one kprobe pair
+/// per function instead, with a note saying why.
+fn attach_multi(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    multi: &mut Multi,
+    status: &mut [ProbeStatus],
+    configured: &[FuncId],
+    internal: &[FuncId],
+    others: &[FuncId],
+) -> Result<(), AttachError> {
+    let fast_variant_present = others
+        .iter()
+        .any(|id| FUNCS[*id as usize].kind == FuncKind::FastVariant);
+    let mut ids = others.to_vec();
+    if fast_variant_present {
+        for id in internal {
+            status[*id as usize].not_needed = true;
+            status[*id as usize]
+                .notes
+                .push(FAST_INTERNAL_NOT_NEEDED.into());
+        }
+    } else {
+        ids.extend_from_slice(internal);
+    }
+    let symbols: Vec<(FuncId, String)> = ids
+        .iter()
+        .filter_map(|id| Some((*id, status[*id as usize].symbol.clone()?)))
+        .collect();
+    let targets: Vec<(FuncId, &str)> = symbols.iter().map(|(id, s)| (*id, s.as_str())).collect();
+    if crate::signals::stop_requested() {
+        return Err(AttachError::Stopped);
+    }
+    log::info!(
+        "attaching {} functions on kprobe_multi links",
+        targets.len()
+    );
+    match multi.attach(&targets) {
+        Ok(()) => {
+            for (id, _) in &targets {
+                status[*id as usize].attached = Some(Mechanism::KprobeMulti);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            log::warn!("{e}: attaching one kprobe pair per function instead");
+            for id in configured {
+                let st = &mut status[*id as usize];
+                st.not_needed = false;
+                st.notes.retain(|n| n != FAST_INTERNAL_NOT_NEEDED);
+                st.notes.push(format!("kprobe_multi: {e}"));
+            }
+            attach_functions(
+                ebpf,
+                facts,
+                AttachMode::Kprobe,
+                None,
+                status,
+                configured,
+                None,
+            )
+        }
+    }
 }
 
 /// Attaches the functions `ids` concurrently and records each outcome.
@@ -211,7 +293,7 @@ fn attach_function(
         attached: None,
         notes: Vec::new(),
     };
-    if mode != AttachMode::Kprobe {
+    if mode.tries_fentry() {
         let result = match (&facts.tracing, aya_btf) {
             (Err(e), _) => Err(e.clone()),
             (Ok(()), None) => Err("fentry needs kernel BTF, which aya could not read".into()),
@@ -222,7 +304,7 @@ fn attach_function(
             Err(e) => outcome.notes.push(format!("fentry: {e}")),
         }
     }
-    if outcome.attached.is_none() && mode != AttachMode::Fentry {
+    if outcome.attached.is_none() && mode.tries_kprobe() {
         let result = match &facts.kprobes {
             Err(e) => Err(e.clone()),
             Ok(()) => attach_kprobe(progs, symbol, with_exit),
@@ -406,7 +488,7 @@ pub(super) fn attach_release_hook(
     hook: &str,
 ) -> Result<Mechanism, String> {
     let mut notes = Vec::new();
-    if mode != AttachMode::Kprobe {
+    if mode.tries_fentry() {
         match (&facts.tracing, aya_btf) {
             (Ok(()), Some(btf)) => {
                 let prog: &mut FEntry = program(ebpf, "put_fentry")?;
@@ -422,7 +504,7 @@ pub(super) fn attach_release_hook(
             (Ok(()), None) => notes.push("fentry: no kernel BTF".into()),
         }
     }
-    if mode != AttachMode::Fentry {
+    if mode.tries_kprobe() {
         match &facts.kprobes {
             Ok(()) => {
                 let prog: &mut KProbe = program(ebpf, "put_kprobe")?;

@@ -19,13 +19,13 @@ impl TablesOnly {
     /// on this kernel (same object, sizes and globals).
     pub fn load(facts: &KernelFacts, options: &AttachOptions) -> Result<Self, AttachError> {
         let globals = Globals::for_kernel(facts, options);
-        let (ebpf, _kernel_log) = load_object(facts.features.object(), options, &globals)?;
+        let (ebpf, _kernel_log, _) = load_object(facts.features.object(), options, &globals)?;
         Ok(Self { ebpf })
     }
 
     /// The maps, for reading as the agent reads them.
     pub fn maps(&self) -> KernelMaps<'_> {
-        KernelMaps::new(&self.ebpf)
+        KernelMaps::new(&self.ebpf, None)
     }
 
     /// The map `name`, to fill with entries the probes would have made.

@@ -18,6 +18,7 @@ fn mechanism_is_the_one_asked_for() {
     let want = match h.mode {
         AttachMode::Fentry => Some(Mechanism::Fentry),
         AttachMode::Kprobe => Some(Mechanism::Kprobe),
+        AttachMode::KprobeMulti => Some(Mechanism::KprobeMulti),
         AttachMode::Auto => None,
     };
     for st in &h.probes.status {

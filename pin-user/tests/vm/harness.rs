@@ -43,6 +43,7 @@ pub fn harness() -> MutexGuard<'static, Harness> {
             let mode = match std::env::var("PINWATCH_ATTACH").as_deref() {
                 Ok("fentry") => AttachMode::Fentry,
                 Ok("kprobe") => AttachMode::Kprobe,
+                Ok("kprobe-multi") => AttachMode::KprobeMulti,
                 _ => AttachMode::Auto,
             };
             let facts = KernelFacts::discover();
@@ -118,7 +119,12 @@ impl Harness {
 
     /// The `--attach` value matching the harness's own probes.
     pub fn attach_arg(&self) -> String {
-        format!("{:?}", self.mode).to_lowercase()
+        use clap::ValueEnum as _;
+        self.mode
+            .to_possible_value()
+            .expect("every mode has a name")
+            .get_name()
+            .to_string()
     }
 }
 

@@ -118,8 +118,10 @@ fn watched(h: &Harness, name: &str) -> Result<Mechanism, String> {
 
 /// The mechanism a check attached with must be: kprobes when asked for,
 /// else fexit (every kernel of the matrix has it for these functions).
+/// With kprobe_multi links for the catalogue, the checks are kprobes.
 fn expected_mechanism(h: &Harness) -> Mechanism {
-    if h.mode == pinwatch::probes::AttachMode::Kprobe {
+    use pinwatch::probes::AttachMode;
+    if matches!(h.mode, AttachMode::Kprobe | AttachMode::KprobeMulti) {
         Mechanism::Kprobe
     } else {
         Mechanism::Fentry

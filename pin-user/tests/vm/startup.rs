@@ -54,3 +54,69 @@ fn probes_says_where_start_up_time_went() {
             .join(", ")
     );
 }
+
+/// `--attach kprobe-multi` puts every present function on the two
+/// kprobe_multi links where the kernel has them with returns on rethook
+/// (5.18 to 6.13), and elsewhere refuses in one line that names the way
+/// out; start-up time is printed beside the harness's own mechanism's for
+/// the note (a benchmark, not asserted).
+#[test]
+fn kprobe_multi_attaches_every_function_at_once_or_says_why_not() {
+    let h = harness();
+    let out = Command::new(pinwatch_bin())
+        .args(["probes", "--json", "--attach", "kprobe-multi"])
+        .output()
+        .expect("run pinwatch probes");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("probes JSON {text:?}: {e}"));
+    let supported = h.version >= (5, 18) && h.version < (6, 14);
+    if !supported {
+        assert!(
+            !out.status.success(),
+            "probes exited 0 on {}: {text}",
+            h.release
+        );
+        let error = report["error"].as_str().expect("error said");
+        assert!(
+            error.contains("--attach kprobe-multi") && error.contains("--attach auto"),
+            "{error}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        eprintln!(
+            "OBSERVED kernel={} kprobe-multi refused: {error}",
+            h.release
+        );
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "probes exited {}: {text} {stderr}",
+        out.status
+    );
+    let functions = report["probes"].as_array().expect("probes");
+    let mut on_links = 0;
+    for f in functions {
+        if f["symbol"].is_null() || f["not_needed"] == true {
+            continue;
+        }
+        assert_eq!(f["attached"], "kprobe_multi", "{f}");
+        on_links += 1;
+    }
+    assert!(on_links >= 12, "{on_links} functions on the links: {text}");
+    assert!(
+        report["self_check"]["Ok"].is_string(),
+        "self-check: {}",
+        report["self_check"]
+    );
+    let attach_ms = report["startup"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "attach functions"))
+        .and_then(|p| p["ms"].as_f64())
+        .expect("attach functions phase");
+    eprintln!(
+        "OBSERVED kernel={} kprobe-multi: {on_links} functions attached in {attach_ms:.0} ms",
+        h.release
+    );
+}

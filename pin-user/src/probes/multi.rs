@@ -1,0 +1,442 @@
+//! kprobe_multi (`--attach kprobe-multi`): every traced function on one
+//! entry link and one return link, each attached with a single ftrace
+//! update, instead of a kprobe pair per function whose updates the kernel
+//! serializes (attaching was 70-80 % of start-up). The object's
+//! `multi_kprobe` and `multi_kretprobe` programs serve all functions; each
+//! function's link cookie says which one was hit ([`MultiTarget`]).
+//!
+//! Why by hand: aya 0.14 loads kprobe programs without an expected attach
+//! type, and the kernel links only programs loaded as
+//! `BPF_TRACE_KPROBE_MULTI`; nor has it the link. So the two programs are
+//! relocated again from the object with aya-obj (the parser aya itself
+//! uses), against the maps aya created, and loaded and linked with
+//! `bpf(2)` here.
+//!
+//! Kernels: the link exists from 5.18. From 6.14 its returns go through the
+//! function-graph tracer, whose return trampoline and saved return
+//! addresses the kernel side's missed-return check does not read, so it is
+//! refused there ([`unsupported`]).
+
+use std::{
+    collections::HashSet,
+    ffi::CString,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+};
+
+use aya::{Ebpf, maps::Map};
+use pin_common::{
+    FuncId,
+    catalog::{MultiTarget, has_exit_probe},
+};
+
+use crate::kernel::{
+    KernelFacts,
+    bpf_sys::bpf,
+    features::{Feature, Object},
+};
+
+/// Name of the object's entry program for every function.
+pub const ENTRY_PROGRAM: &str = "multi_kprobe";
+/// Name of the object's return program for every function.
+pub const RETURN_PROGRAM: &str = "multi_kretprobe";
+
+/// `bpf(2)` commands.
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// `BPF_PROG_TYPE_KPROBE`.
+const PROG_TYPE_KPROBE: u32 = 2;
+/// `BPF_TRACE_KPROBE_MULTI`.
+const TRACE_KPROBE_MULTI: u32 = 42;
+/// `BPF_F_KPROBE_MULTI_RETURN`.
+const KPROBE_MULTI_RETURN: u32 = 1;
+/// Bytes of verifier log kept when a load fails (its last lines say why).
+const LOG_SIZE: usize = 1 << 20;
+
+/// Why kprobe-multi cannot be used on this kernel, if it cannot.
+pub fn unsupported(facts: &KernelFacts) -> Option<String> {
+    if facts.features.object() == Object::Baseline || !facts.features.has(Feature::KprobeMulti) {
+        return Some(format!(
+            "kernel {} has no kprobe_multi links (Linux 5.18+ with CONFIG_FPROBE); use \
+             --attach auto",
+            facts.release
+        ));
+    }
+    if let Err(e) = &facts.kprobes {
+        return Some(format!("kprobes unavailable: {e}"));
+    }
+    // From 6.14 fprobe runs on the function-graph tracer (`struct fprobe`
+    // lost its rethook then).
+    let on_rethook = facts
+        .btf
+        .as_ref()
+        .is_ok_and(|btf| btf.member_offset("fprobe", "rethook").is_some());
+    (!on_rethook).then(|| {
+        format!(
+            "kernel {}: kprobe_multi returns go through the function-graph tracer here (6.14+), \
+             which pinwatch's missed-return check cannot read yet; use --attach auto",
+            facts.release
+        )
+    })
+}
+
+/// The two programs, loaded for kprobe_multi links.
+pub struct MultiPrograms {
+    /// `multi_kprobe`.
+    pub entry: OwnedFd,
+    /// `multi_kretprobe`.
+    pub exit: OwnedFd,
+}
+
+/// The multi programs and, once attached, their links.
+pub struct Multi {
+    programs: MultiPrograms,
+    /// The return link, then the entry link.
+    links: Vec<OwnedFd>,
+}
+
+impl Multi {
+    /// Not attached yet.
+    pub fn new(programs: MultiPrograms) -> Self {
+        Self {
+            programs,
+            links: Vec::new(),
+        }
+    }
+
+    /// Links every function of `targets` (id, kernel symbol): the return
+    /// program first, to those that have one, so that no entry is seen
+    /// without its return (as with the per-function pairs); then the entry
+    /// program. On failure nothing stays attached.
+    pub fn attach(&mut self, targets: &[(FuncId, &str)]) -> Result<(), String> {
+        let at_return: Vec<(FuncId, &str)> = targets
+            .iter()
+            .copied()
+            .filter(|(id, _)| has_exit_probe(*id))
+            .collect();
+        let exit = link(&self.programs.exit, &at_return, true)?;
+        let entry = link(&self.programs.entry, targets, false)?;
+        self.links = vec![exit, entry];
+        Ok(())
+    }
+
+    /// The two programs by kind (`kprobe`, `kretprobe`), for their run
+    /// statistics and skipped runs.
+    pub fn programs(&self) -> [(&'static str, BorrowedFd<'_>); 2] {
+        [
+            ("kprobe", self.programs.entry.as_fd()),
+            ("kretprobe", self.programs.exit.as_fd()),
+        ]
+    }
+
+    /// The links by program kind, once attached.
+    pub fn links(&self) -> impl Iterator<Item = (&'static str, BorrowedFd<'_>)> {
+        ["kretprobe", "kprobe"]
+            .into_iter()
+            .zip(self.links.iter().map(|l| l.as_fd()))
+    }
+}
+
+/// The descriptor of an aya map, whatever its type.
+fn map_fd(map: &Map) -> RawFd {
+    use Map::*;
+    let (Array(data)
+    | ArrayOfMaps(data)
+    | BloomFilter(data)
+    | CgroupArray(data)
+    | CgroupStorage(data)
+    | CgrpStorage(data)
+    | CpuMap(data)
+    | DevMap(data)
+    | DevMapHash(data)
+    | HashMap(data)
+    | HashOfMaps(data)
+    | InodeStorage(data)
+    | LpmTrie(data)
+    | LruHashMap(data)
+    | PerCpuArray(data)
+    | PerCpuCgroupStorage(data)
+    | PerCpuHashMap(data)
+    | PerCpuLruHashMap(data)
+    | PerfEventArray(data)
+    | ProgramArray(data)
+    | Queue(data)
+    | ReusePortSockArray(data)
+    | RingBuf(data)
+    | SockHash(data)
+    | SockMap(data)
+    | SkStorage(data)
+    | Stack(data)
+    | StackTraceMap(data)
+    | Unsupported(data)
+    | XskMap(data)) = map;
+    data.fd().as_fd().as_raw_fd()
+}
+
+/// Loads the two multi programs of `object` (the bytes `ebpf` was loaded
+/// from), their map references pointing at `ebpf`'s maps. Call it before
+/// any map is taken out of `ebpf` (the log reader takes one).
+pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
+    let mut obj = aya_obj::Object::parse(object).map_err(|e| format!("parsing the object: {e}"))?;
+    if obj.has_btf_relocations() {
+        // The object has none today; relocating them would need the
+        // kernel's BTF parsed a second time.
+        return Err("the object has BTF relocations, which this loader does not apply".into());
+    }
+    let by_name: std::collections::HashMap<&str, RawFd> =
+        ebpf.maps().map(|(name, map)| (name, map_fd(map))).collect();
+    let maps: Vec<(String, RawFd, aya_obj::Map)> = obj
+        .maps
+        .drain()
+        .filter_map(|(name, map)| by_name.get(name.as_str()).map(|fd| (name, *fd, map)))
+        .collect();
+    let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
+    obj.relocate_maps(
+        maps.iter().map(|(name, fd, map)| (name.as_str(), *fd, map)),
+        &text_sections,
+    )
+    .map_err(|e| format!("relocating maps: {e}"))?;
+    obj.relocate_calls(&text_sections)
+        .map_err(|e| format!("relocating calls: {e}"))?;
+    obj.sanitize_functions(aya::features());
+    // The programs' BTF, as aya loads it: the kernel wants the function
+    // info of programs that pass callbacks (`bpf_loop`, pin lifetimes).
+    let btf = match aya::features().btf() {
+        Some(features) => match obj.fixup_and_sanitize_btf(features) {
+            Ok(Some(btf)) => Some(load_btf(&btf.to_bytes())?),
+            Ok(None) => None,
+            Err(e) => return Err(format!("the object's BTF: {e}")),
+        },
+        None => None,
+    };
+    let load = |name: &str| -> Result<OwnedFd, String> {
+        let program = obj
+            .programs
+            .get(name)
+            .ok_or_else(|| format!("program {name} missing from the embedded object"))?;
+        let function = obj
+            .functions
+            .get(&program.function_key())
+            .ok_or_else(|| format!("program {name}: no code"))?;
+        load_program(name, function, &program.license, btf.as_ref())
+    };
+    Ok(MultiPrograms {
+        entry: load(ENTRY_PROGRAM)?,
+        exit: load(RETURN_PROGRAM)?,
+    })
+}
+
+/// `union bpf_attr` for `BPF_BTF_LOAD`.
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+    /// Named so that the struct has no padding, which Default leaves
+    /// undefined and the kernel would read as this field.
+    btf_flags: u32,
+}
+
+/// Loads the object's BTF (`bytes`, already fixed up for this kernel).
+fn load_btf(bytes: &[u8]) -> Result<OwnedFd, String> {
+    const BPF_BTF_LOAD: libc::c_long = 18;
+    let mut attr = BtfLoadAttr {
+        btf: bytes.as_ptr() as u64,
+        btf_size: bytes.len() as u32,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is the kernel's layout for this command and `bytes`
+    // outlives the call; on success the kernel returns a new descriptor.
+    match unsafe { bpf(BPF_BTF_LOAD, &mut attr) } {
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+        Err(e) => Err(format!("loading the object's BTF: {e}")),
+    }
+}
+
+/// The leading fields of `union bpf_attr` for `BPF_PROG_LOAD` (the kernel
+/// zero-extends the rest).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    /// Named so that the struct has no padding (see [`BtfLoadAttr`]):
+    /// a kprobe program with an attach BTF id is refused.
+    attach_btf_id: u32,
+}
+
+/// Loads one kprobe program as `BPF_TRACE_KPROBE_MULTI`, with its function
+/// and line info where the object's BTF loaded; on failure the verifier's
+/// verdict says why.
+fn load_program(
+    name: &str,
+    function: &aya_obj::Function,
+    license: &CString,
+    btf: Option<&OwnedFd>,
+) -> Result<OwnedFd, String> {
+    let mut prog_name = [0u8; 16];
+    for (to, from) in prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *to = from;
+    }
+    let insns = &function.instructions;
+    let mut attr = ProgLoadAttr {
+        prog_type: PROG_TYPE_KPROBE,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name,
+        expected_attach_type: TRACE_KPROBE_MULTI,
+        ..Default::default()
+    };
+    if let Some(btf) = btf {
+        let func_info = &function.func_info.func_info;
+        let line_info = &function.line_info.line_info;
+        attr.prog_btf_fd = btf.as_raw_fd() as u32;
+        if !func_info.is_empty() {
+            attr.func_info_rec_size = function.func_info_rec_size as u32;
+            attr.func_info = func_info.as_ptr() as u64;
+            attr.func_info_cnt = func_info.len() as u32;
+        }
+        if !line_info.is_empty() {
+            attr.line_info_rec_size = function.line_info_rec_size as u32;
+            attr.line_info = line_info.as_ptr() as u64;
+            attr.line_info_cnt = line_info.len() as u32;
+        }
+    }
+    // SAFETY: `attr` is a valid prefix of `union bpf_attr` whose pointers
+    // outlive the call; on success the kernel returns a new descriptor.
+    if let Ok(fd) = unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    }
+    // Again with the log, which the first attempt did without (it costs).
+    let mut log = vec![0u8; LOG_SIZE];
+    attr.log_level = 1;
+    attr.log_size = LOG_SIZE as u32;
+    attr.log_buf = log.as_mut_ptr() as u64;
+    // SAFETY: as above; the kernel writes at most `log_size` bytes to `log`.
+    match unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+        Err(e) => {
+            let text = String::from_utf8_lossy(&log);
+            log::debug!("verifier log of {name}:\n{}", text.trim_end_matches('\0'));
+            // The verdict is the last line before the statistics.
+            let last = text
+                .trim_end_matches('\0')
+                .lines()
+                .rev()
+                .find(|l| {
+                    let l = l.trim();
+                    !l.is_empty()
+                        && !l.starts_with("processed ")
+                        && !l.starts_with("verification time")
+                        && !l.starts_with("stack depth")
+                })
+                .unwrap_or("")
+                .to_string();
+            Err(format!("loading {name} as kprobe_multi: {e} ({last})"))
+        }
+    }
+}
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` with `kprobe_multi`.
+#[repr(C)]
+#[derive(Default)]
+struct KprobeMultiLinkAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    multi_flags: u32,
+    cnt: u32,
+    syms: u64,
+    addrs: u64,
+    cookies: u64,
+}
+
+/// Links `program` to every function of `targets` (id, kernel symbol), each
+/// with its [`MultiTarget`] cookie; at their returns when `at_return`. One
+/// missing symbol fails the whole link.
+pub fn link(
+    program: &OwnedFd,
+    targets: &[(FuncId, &str)],
+    at_return: bool,
+) -> Result<OwnedFd, String> {
+    let names: Vec<CString> = targets
+        .iter()
+        .map(|(_, symbol)| CString::new(*symbol).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let syms: Vec<u64> = names.iter().map(|n| n.as_ptr() as u64).collect();
+    let cookies: Vec<u64> = targets
+        .iter()
+        .map(|(id, _)| MultiTarget::of(*id).cookie())
+        .collect();
+    let mut attr = KprobeMultiLinkAttr {
+        prog_fd: program.as_raw_fd() as u32,
+        attach_type: TRACE_KPROBE_MULTI,
+        multi_flags: if at_return { KPROBE_MULTI_RETURN } else { 0 },
+        cnt: syms.len() as u32,
+        syms: syms.as_ptr() as u64,
+        cookies: cookies.as_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is the kernel's layout for this command; the symbol
+    // and cookie arrays (and the strings) outlive the call.
+    match unsafe { bpf(BPF_LINK_CREATE, &mut attr) } {
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+        Err(e) => Err(format!(
+            "kprobe_multi {} link on {} functions: {e}",
+            if at_return { "return" } else { "entry" },
+            targets.len()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The attributes' layouts are the kernel's (include/uapi/linux/bpf.h):
+    /// `expected_attach_type` at byte 68 of the load, the kprobe_multi
+    /// fields from byte 16 of the link.
+    #[test]
+    fn attributes_sit_where_the_kernel_reads_them() {
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, prog_btf_fd), 72);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, func_info), 80);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, line_info), 96);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, line_info_cnt), 104);
+        assert_eq!(std::mem::offset_of!(BtfLoadAttr, btf_log_level), 24);
+        // No padding the kernel would read as a field.
+        assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 112);
+        assert_eq!(std::mem::size_of::<BtfLoadAttr>(), 32);
+        assert_eq!(std::mem::size_of::<KprobeMultiLinkAttr>(), 48);
+        assert_eq!(std::mem::offset_of!(KprobeMultiLinkAttr, multi_flags), 16);
+        assert_eq!(std::mem::offset_of!(KprobeMultiLinkAttr, cnt), 20);
+        assert_eq!(std::mem::offset_of!(KprobeMultiLinkAttr, syms), 24);
+        assert_eq!(std::mem::offset_of!(KprobeMultiLinkAttr, cookies), 40);
+        use aya_obj::generated::bpf_attach_type;
+        assert_eq!(
+            bpf_attach_type::BPF_TRACE_KPROBE_MULTI as u32,
+            TRACE_KPROBE_MULTI
+        );
+    }
+}

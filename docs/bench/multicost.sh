@@ -27,3 +27,4 @@ for round in $(seq "$ROUNDS"); do
         echo "round $round $m: start $(echo "$t - $s" | bc) s, work $w"
     done
 done
+RUST_LOG=info pinwatch probes --attach kprobe-multi 2>&1 | grep -E "kprobe_multi programs|start-up"

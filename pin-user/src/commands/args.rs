@@ -10,7 +10,7 @@ use crate::probes::{AttachMode, AttachOptions, MapCapacities};
 pub struct AttachArgs {
     /// Probe mechanism: fentry/fexit where possible, else kprobe/kretprobe;
     /// kprobe-multi attaches every function at once (fastest start, Linux
-    /// 5.18-6.13).
+    /// 5.18-6.13 built with fprobe).
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
     /// Do not attribute calls to their kernel call site (saves a short

@@ -120,7 +120,7 @@ impl Feature {
                 "skipped runs not reported by this kernel; missed returns still counted",
             ),
             Feature::KprobeMulti => (
-                "--attach kprobe-multi: one link for every function (5.18-6.13)",
+                "--attach kprobe-multi: one link for every function (5.18-6.13, CONFIG_FPROBE)",
                 "one kprobe link per function",
             ),
             Feature::KprobeMissed => (

@@ -67,7 +67,7 @@ pub enum AttachMode {
     /// Only kprobe/kretprobe.
     Kprobe,
     /// Every get/pin and release function on one kprobe_multi entry link
-    /// and one return link (Linux 5.18-6.13): attaches in a fraction of
+    /// and one return link (Linux 5.18-6.13, built with fprobe): attaches in a fraction of
     /// the time; the release hook and the memlock checks stay kprobes.
     #[serde(rename = "kprobe-multi")]
     KprobeMulti,

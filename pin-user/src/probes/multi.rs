@@ -12,7 +12,8 @@
 //! uses), against the maps aya created, and loaded and linked with
 //! `bpf(2)` here.
 //!
-//! Kernels: the link exists from 5.18. From 6.14 its returns go through the
+//! Kernels: the link exists from 5.18, where the kernel is built with
+//! fprobe (Debian's 6.1 is not). From 6.14 its returns go through the
 //! function-graph tracer, whose return trampoline and saved return
 //! addresses the kernel side's missed-return check does not read, so it is
 //! refused there ([`unsupported`]).
@@ -64,13 +65,20 @@ pub fn unsupported(facts: &KernelFacts) -> Option<String> {
     if let Err(e) = &facts.kprobes {
         return Some(format!("kprobes unavailable: {e}"));
     }
-    // From 6.14 fprobe runs on the function-graph tracer (`struct fprobe`
-    // lost its rethook then).
-    let on_rethook = facts
-        .btf
-        .as_ref()
-        .is_ok_and(|btf| btf.member_offset("fprobe", "rethook").is_some());
-    (!on_rethook).then(|| {
+    // The uapi enumerator is there whatever the build; the links need
+    // fprobe (CONFIG_FPROBE, off in Debian's 6.1), whose struct the BTF
+    // then has. From 6.14 fprobe runs on the function-graph tracer (the
+    // struct lost its rethook then). Without BTF nothing attaches, and
+    // that error says why.
+    let btf = facts.btf.as_ref().ok()?;
+    if btf.member_offset("fprobe", "nmissed").is_none() {
+        return Some(format!(
+            "kernel {} is built without fprobe (CONFIG_FPROBE), which kprobe_multi links need; \
+             use --attach auto",
+            facts.release
+        ));
+    }
+    btf.member_offset("fprobe", "rethook").is_none().then(|| {
         format!(
             "kernel {}: kprobe_multi returns go through the function-graph tracer here (6.14+), \
              which pinwatch's missed-return check cannot read yet; use --attach auto",
@@ -176,6 +184,7 @@ fn map_fd(map: &Map) -> RawFd {
 /// from), their map references pointing at `ebpf`'s maps. Call it before
 /// any map is taken out of `ebpf` (the log reader takes one).
 pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
+    let started = std::time::Instant::now();
     let mut obj = aya_obj::Object::parse(object).map_err(|e| format!("parsing the object: {e}"))?;
     if obj.has_btf_relocations() {
         // The object has none today; relocating them would need the
@@ -219,10 +228,18 @@ pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
             .ok_or_else(|| format!("program {name}: no code"))?;
         load_program(name, function, &program.license, btf.as_ref())
     };
-    Ok(MultiPrograms {
-        entry: load(ENTRY_PROGRAM)?,
-        exit: load(RETURN_PROGRAM)?,
-    })
+    let prepared = started.elapsed();
+    let entry = load(ENTRY_PROGRAM)?;
+    let entry_loaded = started.elapsed();
+    let exit = load(RETURN_PROGRAM)?;
+    log::info!(
+        "kprobe_multi programs: parsed, relocated and BTF loaded in {} ms, {ENTRY_PROGRAM} \
+         verified in {} ms, {RETURN_PROGRAM} in {} ms",
+        prepared.as_millis(),
+        (entry_loaded - prepared).as_millis(),
+        (started.elapsed() - entry_loaded).as_millis()
+    );
+    Ok(MultiPrograms { entry, exit })
 }
 
 /// `union bpf_attr` for `BPF_BTF_LOAD`.

@@ -9,6 +9,8 @@
 
 use std::os::fd::{FromRawFd as _, OwnedFd};
 
+use super::bpf_sys::ProgLoadAttr;
+
 /// `bpf(2)` command that loads a program.
 const BPF_PROG_LOAD: libc::c_long = 5;
 /// `BPF_PROG_TYPE_TRACING`.
@@ -20,33 +22,6 @@ const ENOTSUPP: i32 = 524;
 
 /// `r0 = 0; exit`, as two eBPF instructions.
 const RETURN_ZERO: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
-
-/// The leading fields of `union bpf_attr` for `BPF_PROG_LOAD` that this
-/// check sets (the kernel zero-extends the rest).
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    prog_btf_fd: u32,
-    func_info_rec_size: u32,
-    func_info: u64,
-    func_info_cnt: u32,
-    line_info_rec_size: u32,
-    line_info: u64,
-    line_info_cnt: u32,
-    attach_btf_id: u32,
-}
 
 /// Ok when an fentry program on the BTF function `btf_id` loads, else
 /// why not, in one line.

@@ -32,7 +32,7 @@ use pin_common::{
 
 use crate::kernel::{
     KernelFacts,
-    bpf_sys::bpf,
+    bpf_sys::{ProgLoadAttr, bpf},
     features::{Feature, Object},
 };
 
@@ -270,35 +270,6 @@ fn load_btf(bytes: &[u8]) -> Result<OwnedFd, String> {
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
         Err(e) => Err(format!("loading the object's BTF: {e}")),
     }
-}
-
-/// The leading fields of `union bpf_attr` for `BPF_PROG_LOAD` (the kernel
-/// zero-extends the rest).
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    prog_btf_fd: u32,
-    func_info_rec_size: u32,
-    func_info: u64,
-    func_info_cnt: u32,
-    line_info_rec_size: u32,
-    line_info: u64,
-    line_info_cnt: u32,
-    /// Named so that the struct has no padding (see [`BtfLoadAttr`]):
-    /// a kprobe program with an attach BTF id is refused.
-    attach_btf_id: u32,
 }
 
 /// Loads one kprobe program as `BPF_TRACE_KPROBE_MULTI`, with its function

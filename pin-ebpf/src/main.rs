@@ -6,9 +6,8 @@
 //! not attach). The agent loads, per function, whichever pair attaches; the
 //! rest stay unloaded. Program names are `{gup,rel}_{fentry,fexit,kprobe,
 //! kretprobe}_NN` with NN the function id, so the agent can find them.
-//! Two more, `multi_kprobe` and `multi_kretprobe`, serve every function at
-//! once through kprobe_multi links (`--attach kprobe-multi`), told apart
-//! by the link's cookie.
+//! Two more, in `multi`, serve every function at once through kprobe_multi
+//! links (`--attach kprobe-multi`), told apart by the link's cookie.
 //!
 //! The programs only read arguments and return values; the bookkeeping is
 //! in the modules below, each of which uses only modules listed after it:
@@ -47,6 +46,8 @@ mod limits;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod multi;
+#[cfg(target_arch = "bpf")]
 mod outcome;
 #[cfg(target_arch = "bpf")]
 mod release;
@@ -64,10 +65,7 @@ mod programs {
             TracePointContext,
         },
     };
-    use pin_common::{
-        FUNC_COUNT, FUNCS, GUP_FUNC_COUNT, NO_ARG,
-        catalog::{MultiTarget, releases_one_folio},
-    };
+    use pin_common::{FUNCS, NO_ARG, catalog::releases_one_folio};
 
     use aya_ebpf::helpers::bpf_get_current_task;
     use pin_common::limits::{
@@ -261,105 +259,6 @@ mod programs {
                 0
             }
         };
-    }
-
-    /// The cookie the kprobe_multi link gave the function that was hit.
-    /// The baseline object, for kernels before kprobe_multi (5.18), has no
-    /// such helper to call.
-    #[inline(always)]
-    fn multi_target(ctx: &impl aya_ebpf::EbpfContext) -> MultiTarget {
-        #[cfg(not(feature = "baseline"))]
-        // SAFETY: the helper takes the program's own context.
-        let cookie = unsafe { aya_ebpf::helpers::generated::bpf_get_attach_cookie(ctx.as_ptr()) };
-        #[cfg(feature = "baseline")]
-        let cookie = {
-            let _ = ctx;
-            u64::MAX
-        };
-        MultiTarget::from_cookie(cookie)
-    }
-
-    /// The six register arguments (x86-64) of a kprobe's function.
-    /// Each is read at its own constant offset, volatile: a position known
-    /// only at run time would otherwise become one load at a computed
-    /// offset into the context, which the verifier refuses.
-    #[inline(always)]
-    fn register_args(ctx: &ProbeContext) -> [u64; 6] {
-        // SAFETY: the context's saved registers, read in place.
-        unsafe {
-            let regs = &*ctx.regs;
-            [
-                core::ptr::read_volatile(&regs.rdi),
-                core::ptr::read_volatile(&regs.rsi),
-                core::ptr::read_volatile(&regs.rdx),
-                core::ptr::read_volatile(&regs.rcx),
-                core::ptr::read_volatile(&regs.r8),
-                core::ptr::read_volatile(&regs.r9),
-            ]
-        }
-    }
-
-    /// Argument `n` of `args`, or 0 where the function has none there.
-    #[inline(always)]
-    fn probe_arg(args: &[u64; 6], n: u8) -> u64 {
-        match n {
-            0 => args[0],
-            1 => args[1],
-            2 => args[2],
-            3 => args[3],
-            4 => args[4],
-            5 => args[5],
-            _ => 0,
-        }
-    }
-
-    /// The entry program of every function on a kprobe_multi link (one
-    /// attachment for all of them, which is what makes attaching fast):
-    /// the link's cookie says which function was hit and where its
-    /// arguments are ([`MultiTarget`]); the bookkeeping is the kprobes'.
-    #[kprobe]
-    fn multi_kprobe(ctx: ProbeContext) -> u32 {
-        let target = multi_target(&ctx);
-        let id = target.id;
-        let regs = register_args(&ctx);
-        if (id as usize) < GUP_FUNC_COUNT {
-            let args = account::GupArgs {
-                nr: probe_arg(&regs, target.nr_arg),
-                addr: probe_arg(&regs, target.start_arg),
-                flags: probe_arg(&regs, target.flags_arg),
-                pages: probe_arg(&regs, target.pages_arg),
-                frame: ctx.entry_frame(id),
-            };
-            account::gup_entry(&ctx, id, args);
-        } else if (id as usize) < FUNC_COUNT {
-            let pages = if target.nr_arg == NO_ARG {
-                1
-            } else {
-                probe_arg(&regs, target.nr_arg)
-            };
-            let folio = if releases_one_folio(id) {
-                probe_arg(&regs, 0)
-            } else {
-                0
-            };
-            // SAFETY: the context's saved registers.
-            release::entry(&ctx, id, pages, folio, || unsafe { (*ctx.regs).rsp });
-        }
-        0
-    }
-
-    /// The return program of the functions on the kprobe_multi return
-    /// link (those `catalog::has_exit_probe` names), told apart as at
-    /// entry.
-    #[kretprobe]
-    fn multi_kretprobe(ctx: RetProbeContext) -> u32 {
-        let id = multi_target(&ctx).id;
-        if (id as usize) < GUP_FUNC_COUNT {
-            account::gup_exit(&ctx, id, ctx.ret::<u64>());
-        } else if (id as usize) < FUNC_COUNT {
-            release::exit();
-        }
-        0
     }
 
     /// `gup_put_folio(folio, refs, flags)`, where FOLL_PIN releases end:

@@ -13,6 +13,7 @@ mod handoff;
 pub use handoff::exits_after_stop;
 mod load;
 pub mod maps;
+mod mechanism;
 pub mod memlock;
 pub mod misses;
 mod multi;
@@ -33,6 +34,7 @@ pub use checks::CheckStatus;
 use load::{BASELINE_OBJECT, EBPF_OBJECT};
 use load::{configure_functions, load_object};
 pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
+pub use mechanism::{AttachMode, Mechanism};
 pub(crate) use programs::program;
 use programs::{attach_exit_watch, attach_functions, attach_release_hook, unload_all};
 use settings::{Globals, ensure_tracefs, fork_child_pid_offset, set_setting};
@@ -54,35 +56,6 @@ pub fn release_hook_symbol(facts: &KernelFacts) -> &'static str {
         .ok()
         .and_then(|btf| RELEASE_HOOKS.iter().find(|s| btf.has_func(s)))
         .unwrap_or(&RELEASE_HOOKS[0])
-}
-
-/// Which mechanism the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// fentry/fexit where the kernel allows it, else kprobe/kretprobe.
-    Auto,
-    /// Only fentry/fexit.
-    Fentry,
-    /// Only kprobe/kretprobe.
-    Kprobe,
-    /// Every get/pin and release function on one kprobe_multi entry link
-    /// and one return link (Linux 5.18-6.13, built with fprobe): attaches in a fraction of
-    /// the time; the release hook and the memlock checks stay kprobes.
-    #[serde(rename = "kprobe-multi")]
-    KprobeMulti,
-}
-
-impl AttachMode {
-    /// Whether fentry/fexit is tried.
-    pub fn tries_fentry(self) -> bool {
-        matches!(self, AttachMode::Auto | AttachMode::Fentry)
-    }
-
-    /// Whether kprobes are tried (where fentry is not, or fails).
-    pub fn tries_kprobe(self) -> bool {
-        self != AttachMode::Fentry
-    }
 }
 
 /// What to attach and which optional kernel-side features to turn on.
@@ -116,29 +89,6 @@ impl AttachOptions {
             follow: false,
             capacities: MapCapacities::default(),
         }
-    }
-}
-
-/// How a probe ended up attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mechanism {
-    /// fentry + fexit (BPF trampoline).
-    Fentry,
-    /// kprobe + kretprobe.
-    Kprobe,
-    /// One kprobe_multi entry link and one return link for many functions.
-    #[serde(rename = "kprobe_multi")]
-    KprobeMulti,
-}
-
-impl std::fmt::Display for Mechanism {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Mechanism::Fentry => "fentry",
-            Mechanism::Kprobe => "kprobe",
-            Mechanism::KprobeMulti => "kprobe_multi",
-        })
     }
 }
 

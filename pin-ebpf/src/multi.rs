@@ -16,18 +16,10 @@ use pin_common::{
 use crate::{account, frame::EntryFrame, release};
 
 /// The cookie the kprobe_multi link gave the function that was hit.
-/// The baseline object, for kernels before kprobe_multi (5.18), has no
-/// such helper to call.
 #[inline(always)]
 fn multi_target(ctx: &impl EbpfContext) -> MultiTarget {
-    #[cfg(not(feature = "baseline"))]
     // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { aya_ebpf::helpers::generated::bpf_get_attach_cookie(ctx.as_ptr()) };
-    #[cfg(feature = "baseline")]
-    let cookie = {
-        let _ = ctx;
-        u64::MAX
-    };
     MultiTarget::from_cookie(cookie)
 }
 

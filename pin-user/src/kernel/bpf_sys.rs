@@ -1,6 +1,10 @@
 //! The one raw `bpf(2)` call the agent makes itself, for the commands
 //! aya 0.14 does not expose (batch lookups, link info by id, pins into a
-//! private mount, the fentry check): the syscall and its errno, once.
+//! private mount, the fentry check, the kprobe_multi programs and links):
+//! the syscall and its errno, once, and the program load's attribute.
+
+/// `bpf(2)` command that loads a program.
+pub const BPF_PROG_LOAD: libc::c_long = 5;
 
 /// `bpf(cmd, attr, size_of::<T>())`: the kernel's non-negative result (a
 /// new descriptor for the commands that open one), or its errno.

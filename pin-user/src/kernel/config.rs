@@ -1,6 +1,7 @@
 //! The running kernel's build configuration and boot parameters, read
-//! where the reference model's predictions depend on them (today: whether
-//! `/proc/PID/mem` passes FOLL_FORCE).
+//! where the reference model's predictions depend on them (whether
+//! `/proc/PID/mem` passes FOLL_FORCE) and where the VM tests ask what a
+//! kernel was built with.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,15 @@ pub fn proc_mem_force(release: &str) -> Option<ProcMemForce> {
         .find_map(|path| KernelConfig::from_file(path).ok())
         .map(|config| built_proc_mem_force(&config));
     resolve(&cmdline, built)
+}
+
+/// Whether kernel `release` was built with `option` (`=y`), from the first
+/// configuration file found; `None` when none can be read.
+pub fn built_with(release: &str, option: &str) -> Option<bool> {
+    config_paths(release)
+        .iter()
+        .find_map(|path| KernelConfig::from_file(path).ok())
+        .map(|config| config.0.get(option) == Some(&ConfigSetting::Yes))
 }
 
 /// The command-line override applied over the build's choice.

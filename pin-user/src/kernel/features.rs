@@ -165,6 +165,36 @@ fn in_btf(what: &str, found: bool) -> String {
     )
 }
 
+/// Whether pinwatch can use kprobe_multi links here: the attach type
+/// (5.18+; the uapi enumerator is there whatever the build), fprobe under
+/// it (`CONFIG_FPROBE`, off in Debian's 6.1; its struct is then in the
+/// BTF), and returns on a rethook (from 6.14 fprobe runs on the
+/// function-graph tracer, whose saved return addresses the missed-return
+/// check does not read; the struct lost its rethook then).
+fn kprobe_multi(names: &BpfNames, btf: &Btf) -> (bool, String) {
+    let (attach_type, evidence) = names.enumerator("BPF_TRACE_KPROBE_MULTI");
+    if !attach_type {
+        return (false, evidence);
+    }
+    if btf.member_offset("fprobe", "nmissed").is_none() {
+        return (
+            false,
+            "struct fprobe not in the kernel's BTF: built without fprobe (CONFIG_FPROBE)".into(),
+        );
+    }
+    let on_rethook = btf.member_offset("fprobe", "rethook").is_some();
+    (
+        on_rethook,
+        if on_rethook {
+            "BPF_TRACE_KPROBE_MULTI and fprobe.rethook in the kernel's BTF".into()
+        } else {
+            "fprobe has no rethook (6.14+): its returns go through the function-graph tracer, \
+             which pinwatch's missed-return check cannot read yet"
+                .into()
+        },
+    )
+}
+
 /// Whether kprobe links report their misses: 6.7 added the count to
 /// `bpf_link_info` and, with it, a `missed` parameter to
 /// `bpf_get_perf_event_info`, which fills that info.
@@ -207,10 +237,7 @@ impl Features {
                             .is_some();
                         (found, in_btf("bpf_prog_info.recursion_misses", found))
                     }),
-                    (
-                        Feature::KprobeMulti,
-                        names.enumerator("BPF_TRACE_KPROBE_MULTI"),
-                    ),
+                    (Feature::KprobeMulti, kprobe_multi(&names, btf)),
                     (Feature::KprobeMissed, kprobe_missed(btf)),
                 ]
             }
@@ -288,9 +315,9 @@ impl Features {
         let off: Vec<String> = self
             .list
             .iter()
-            // Kprobe links are not used as multi links, and their own
-            // misses matter only where kprobes attach (`pinwatch probes`
-            // says which do).
+            // kprobe_multi links are an option (`--attach kprobe-multi`
+            // refuses where they are off), and kprobes' own misses matter
+            // only where kprobes attach (`pinwatch probes` says which do).
             .filter(|s| !s.available)
             .filter(|s| !matches!(s.feature, Feature::KprobeMulti | Feature::KprobeMissed))
             .filter(|s| !matches!(s.feature, Feature::Fentry | Feature::Kprobe))

@@ -167,6 +167,22 @@ fn tracing_allowed(btf: &Result<Btf, String>) -> Result<(), String> {
     tracing::fentry_loads(id)
 }
 
+/// Why the verifier refused a program, from its `log`: the last lines are
+/// usually statistics ("processed ...", "verification time ...", "stack
+/// depth ..."); the reason is the last line before them.
+pub fn verifier_reason(log: &str) -> Option<&str> {
+    log.trim_end_matches('\0')
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+        })
+}
+
 /// A one-line rendering of an aya program error (verifier logs can be
 /// thousands of lines; keep the last meaningful one).
 pub fn short_error(err: &aya::programs::ProgramError) -> String {
@@ -178,18 +194,8 @@ pub fn short_error(err: &aya::programs::ProgramError) -> String {
         } => {
             let log = verifier_log.to_string();
             log::debug!("verifier log:\n{log}");
-            // The last lines are usually statistics ("processed ...",
-            // "verification time ...", "stack depth ..."); the reason is
-            // the last line before them.
-            let reason = log.lines().rev().find(|l| {
-                let l = l.trim();
-                !l.is_empty()
-                    && !l.starts_with("processed ")
-                    && !l.starts_with("verification time")
-                    && !l.starts_with("stack depth")
-            });
-            match reason {
-                Some(last) => format!("BPF_PROG_LOAD: {io_error}: {}", last.trim()),
+            match verifier_reason(&log) {
+                Some(last) => format!("BPF_PROG_LOAD: {io_error}: {last}"),
                 None => format!("BPF_PROG_LOAD: {io_error}"),
             }
         }

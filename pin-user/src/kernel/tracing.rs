@@ -9,10 +9,8 @@
 
 use std::os::fd::{FromRawFd as _, OwnedFd};
 
-use super::bpf_sys::ProgLoadAttr;
+use super::bpf_sys::{BPF_PROG_LOAD, ProgLoadAttr};
 
-/// `bpf(2)` command that loads a program.
-const BPF_PROG_LOAD: libc::c_long = 5;
 /// `BPF_PROG_TYPE_TRACING`.
 const PROG_TYPE_TRACING: u32 = 26;
 /// `BPF_TRACE_FENTRY`.

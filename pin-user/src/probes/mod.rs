@@ -36,7 +36,9 @@ use load::{configure_functions, load_object};
 pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub use mechanism::{AttachMode, Mechanism};
 pub(crate) use programs::program;
-use programs::{attach_exit_watch, attach_functions, attach_release_hook, unload_all};
+use programs::{
+    attach_exit_watch, attach_functions, attach_multi, attach_release_hook, unload_all,
+};
 use settings::{Globals, ensure_tracefs, fork_child_pid_offset, set_setting};
 use signature::resolve_symbol;
 pub use tables_only::TablesOnly;
@@ -227,8 +229,8 @@ pub struct Probes {
     /// process is gone ([`handoff`]); `None` where its descriptors could
     /// not be listed.
     handoff: Option<handoff::Handoff>,
-    /// The kprobe_multi programs and links (`--attach kprobe-multi`);
-    /// dropped after the handoff.
+    /// The kprobe_multi programs and links (`--attach kprobe-multi`, while
+    /// the links are attached); closed before the handoff finishes.
     multi: Option<multi::Multi>,
 }
 
@@ -400,17 +402,24 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
     let configured = configure_functions(&mut maps, facts, object, &mut probes.status)?;
     let ebpf = &mut probes.ebpf;
-    startup.time("attach functions", || {
-        attach_functions(
+    let status = &mut probes.status;
+    let on_links = startup.time("attach functions", || match probes.multi.as_mut() {
+        Some(multi) => attach_multi(ebpf, facts, multi, status, &configured),
+        None => attach_functions(
             ebpf,
             facts,
             options.mode,
             aya_btf.as_ref(),
-            &mut probes.status,
+            status,
             &configured,
-            probes.multi.as_mut(),
         )
+        .map(|()| false),
     })?;
+    if !on_links {
+        // Refused links: what is attached is per-function kprobes, and
+        // the unused programs would only report rows of their own.
+        probes.multi = None;
+    }
 
     log::info!("GUP functions attached");
     globals.start_lifetimes(&mut KernelMapsMut::new(ebpf))?;
@@ -506,6 +515,9 @@ impl Drop for Probes {
         let started = std::time::Instant::now();
         let handed = self.handoff.take().map(handoff::Handoff::hand_over);
         unload_all(&mut self.ebpf);
+        // The kprobe_multi links are pinned with the others: closed before
+        // the handoff drops the pins, so that the kernel frees them there.
+        drop(self.multi.take());
         let summary = handed.map_or_else(
             || "links closed here".to_string(),
             handoff::HandedOver::finish,

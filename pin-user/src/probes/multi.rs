@@ -32,8 +32,9 @@ use pin_common::{
 
 use crate::kernel::{
     KernelFacts,
-    bpf_sys::{ProgLoadAttr, bpf},
+    bpf_sys::{BPF_PROG_LOAD, ProgLoadAttr, bpf},
     features::{Feature, Object},
+    verifier_reason,
 };
 
 /// Name of the object's entry program for every function.
@@ -42,7 +43,6 @@ pub const ENTRY_PROGRAM: &str = "multi_kprobe";
 pub const RETURN_PROGRAM: &str = "multi_kretprobe";
 
 /// `bpf(2)` commands.
-const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// `BPF_PROG_TYPE_KPROBE`.
 const PROG_TYPE_KPROBE: u32 = 2;
@@ -53,38 +53,29 @@ const KPROBE_MULTI_RETURN: u32 = 1;
 /// Bytes of verifier log kept when a load fails (its last lines say why).
 const LOG_SIZE: usize = 1 << 20;
 
-/// Why kprobe-multi cannot be used on this kernel, if it cannot.
+/// Why kprobe-multi cannot be used on this kernel, if it cannot: the
+/// feature probe ([`Feature::KprobeMulti`]) says why the links are off
+/// (no attach type, no fprobe, returns on the function-graph tracer).
 pub fn unsupported(facts: &KernelFacts) -> Option<String> {
-    if facts.features.object() == Object::Baseline || !facts.features.has(Feature::KprobeMulti) {
-        return Some(format!(
-            "kernel {} has no kprobe_multi links (Linux 5.18+ with CONFIG_FPROBE); use \
-             --attach auto",
-            facts.release
-        ));
-    }
-    if let Err(e) = &facts.kprobes {
-        return Some(format!("kprobes unavailable: {e}"));
-    }
-    // The uapi enumerator is there whatever the build; the links need
-    // fprobe (CONFIG_FPROBE, off in Debian's 6.1), whose struct the BTF
-    // then has. From 6.14 fprobe runs on the function-graph tracer (the
-    // struct lost its rethook then). Without BTF nothing attaches, and
-    // that error says why.
-    let btf = facts.btf.as_ref().ok()?;
-    if btf.member_offset("fprobe", "nmissed").is_none() {
-        return Some(format!(
-            "kernel {} is built without fprobe (CONFIG_FPROBE), which kprobe_multi links need; \
-             use --attach auto",
-            facts.release
-        ));
-    }
-    btf.member_offset("fprobe", "rethook").is_none().then(|| {
-        format!(
-            "kernel {}: kprobe_multi returns go through the function-graph tracer here (6.14+), \
-             which pinwatch's missed-return check cannot read yet; use --attach auto",
-            facts.release
-        )
-    })
+    let why = if let Err(e) = &facts.kprobes {
+        format!("kprobes unavailable: {e}")
+    } else if !facts.features.has(Feature::KprobeMulti) {
+        let evidence = facts
+            .features
+            .list
+            .iter()
+            .find(|s| s.feature == Feature::KprobeMulti)
+            .map_or("not probed", |s| s.evidence.as_str());
+        format!("no kprobe_multi links pinwatch can use ({evidence})")
+    } else if facts.features.object() == Object::Baseline {
+        "the baseline eBPF object this kernel needs has no kprobe_multi programs".to_string()
+    } else {
+        return None;
+    };
+    Some(format!(
+        "kernel {}: {why}; use --attach auto",
+        facts.release
+    ))
 }
 
 /// The two programs, loaded for kprobe_multi links.
@@ -98,8 +89,13 @@ pub struct MultiPrograms {
 /// The multi programs and, once attached, their links.
 pub struct Multi {
     programs: MultiPrograms,
-    /// The return link, then the entry link.
-    links: Vec<OwnedFd>,
+    links: Option<MultiLinks>,
+}
+
+/// The two links.
+struct MultiLinks {
+    entry: OwnedFd,
+    exit: OwnedFd,
 }
 
 impl Multi {
@@ -107,7 +103,7 @@ impl Multi {
     pub fn new(programs: MultiPrograms) -> Self {
         Self {
             programs,
-            links: Vec::new(),
+            links: None,
         }
     }
 
@@ -123,7 +119,7 @@ impl Multi {
             .collect();
         let exit = link(&self.programs.exit, &at_return, true)?;
         let entry = link(&self.programs.entry, targets, false)?;
-        self.links = vec![exit, entry];
+        self.links = Some(MultiLinks { entry, exit });
         Ok(())
     }
 
@@ -138,9 +134,9 @@ impl Multi {
 
     /// The links by program kind, once attached.
     pub fn links(&self) -> impl Iterator<Item = (&'static str, BorrowedFd<'_>)> {
-        ["kretprobe", "kprobe"]
-            .into_iter()
-            .zip(self.links.iter().map(|l| l.as_fd()))
+        self.links
+            .iter()
+            .flat_map(|l| [("kprobe", l.entry.as_fd()), ("kretprobe", l.exit.as_fd())])
     }
 }
 
@@ -198,6 +194,9 @@ pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
         .drain()
         .filter_map(|(name, map)| by_name.get(name.as_str()).map(|fd| (name, *fd, map)))
         .collect();
+    // Only these two are linked and loaded here (aya has the others).
+    obj.programs
+        .retain(|name, _| name == ENTRY_PROGRAM || name == RETURN_PROGRAM);
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
     obj.relocate_maps(
         maps.iter().map(|(name, fd, map)| (name.as_str(), *fd, map)),
@@ -251,9 +250,9 @@ struct BtfLoadAttr {
     btf_size: u32,
     btf_log_size: u32,
     btf_log_level: u32,
-    /// Named so that the struct has no padding, which Default leaves
-    /// undefined and the kernel would read as this field.
-    btf_flags: u32,
+    /// Written back by the kernel (6.4+); named so that the struct has no
+    /// padding, which `Default` would leave undefined.
+    btf_log_true_size: u32,
 }
 
 /// Loads the object's BTF (`bytes`, already fixed up for this kernel).
@@ -326,20 +325,7 @@ fn load_program(
         Err(e) => {
             let text = String::from_utf8_lossy(&log);
             log::debug!("verifier log of {name}:\n{}", text.trim_end_matches('\0'));
-            // The verdict is the last line before the statistics.
-            let last = text
-                .trim_end_matches('\0')
-                .lines()
-                .rev()
-                .find(|l| {
-                    let l = l.trim();
-                    !l.is_empty()
-                        && !l.starts_with("processed ")
-                        && !l.starts_with("verification time")
-                        && !l.starts_with("stack depth")
-                })
-                .unwrap_or("")
-                .to_string();
+            let last = verifier_reason(&text).unwrap_or("");
             Err(format!("loading {name} as kprobe_multi: {e} ({last})"))
         }
     }

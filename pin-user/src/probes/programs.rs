@@ -91,18 +91,12 @@ pub(super) fn attach_functions(
     aya_btf: Option<&aya::Btf>,
     status: &mut [ProbeStatus],
     configured: &[FuncId],
-    multi: Option<&mut Multi>,
 ) -> Result<(), AttachError> {
     // The internal fast path is attached only where a fast variant is not
     // (it adds nothing but cost otherwise), so it waits for their outcome.
     let (internal, others): (Vec<FuncId>, Vec<FuncId>) = configured
         .iter()
         .partition(|id| FUNCS[**id as usize].kind == FuncKind::FastInternal);
-    if mode == AttachMode::KprobeMulti {
-        let multi =
-            multi.ok_or_else(|| AttachError::Load("kprobe_multi programs not loaded".into()))?;
-        return attach_multi(ebpf, facts, multi, status, configured, &internal, &others);
-    }
     attach_batch(ebpf, facts, mode, aya_btf, status, &others)?;
     let wanted: Vec<FuncId> = if fast_variants_traced(status) {
         for id in internal {
@@ -121,30 +115,23 @@ pub(super) fn attach_functions(
 /// Attaches every configured function on the kprobe_multi links (the
 /// internal fast path only where no fast variant is present, since all
 /// attach or none do); where the kernel refuses the links, one kprobe pair
-/// per function instead, with a note saying why.
-fn attach_multi(
+/// per function instead, with a note saying why. True when on the links.
+pub(super) fn attach_multi(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
     multi: &mut Multi,
     status: &mut [ProbeStatus],
     configured: &[FuncId],
-    internal: &[FuncId],
-    others: &[FuncId],
-) -> Result<(), AttachError> {
-    let fast_variant_present = others
+) -> Result<bool, AttachError> {
+    let kind = |id: &FuncId| FUNCS[*id as usize].kind;
+    let fast_variant_present = configured
         .iter()
-        .any(|id| FUNCS[*id as usize].kind == FuncKind::FastVariant);
-    let mut ids = others.to_vec();
-    if fast_variant_present {
-        for id in internal {
-            status[*id as usize].not_needed = true;
-            status[*id as usize]
-                .notes
-                .push(FAST_INTERNAL_NOT_NEEDED.into());
-        }
-    } else {
-        ids.extend_from_slice(internal);
-    }
+        .any(|id| kind(id) == FuncKind::FastVariant);
+    let ids: Vec<FuncId> = configured
+        .iter()
+        .copied()
+        .filter(|id| !(fast_variant_present && kind(id) == FuncKind::FastInternal))
+        .collect();
     let symbols: Vec<(FuncId, String)> = ids
         .iter()
         .filter_map(|id| Some((*id, status[*id as usize].symbol.clone()?)))
@@ -157,32 +144,26 @@ fn attach_multi(
         "attaching {} functions on kprobe_multi links",
         targets.len()
     );
-    match multi.attach(&targets) {
-        Ok(()) => {
-            for (id, _) in &targets {
-                status[*id as usize].attached = Some(Mechanism::KprobeMulti);
-            }
-            Ok(())
+    if let Err(e) = multi.attach(&targets) {
+        log::warn!("{e}: attaching one kprobe pair per function instead");
+        for id in configured {
+            status[*id as usize]
+                .notes
+                .push(format!("kprobe_multi: {e}"));
         }
-        Err(e) => {
-            log::warn!("{e}: attaching one kprobe pair per function instead");
-            for id in configured {
-                let st = &mut status[*id as usize];
-                st.not_needed = false;
-                st.notes.retain(|n| n != FAST_INTERNAL_NOT_NEEDED);
-                st.notes.push(format!("kprobe_multi: {e}"));
-            }
-            attach_functions(
-                ebpf,
-                facts,
-                AttachMode::Kprobe,
-                None,
-                status,
-                configured,
-                None,
-            )
+        attach_functions(ebpf, facts, AttachMode::Kprobe, None, status, configured)?;
+        return Ok(false);
+    }
+    for id in configured {
+        let st = &mut status[*id as usize];
+        if ids.contains(id) {
+            st.attached = Some(Mechanism::KprobeMulti);
+        } else {
+            st.not_needed = true;
+            st.notes.push(FAST_INTERNAL_NOT_NEEDED.into());
         }
     }
+    Ok(true)
 }
 
 /// Attaches the functions `ids` concurrently and records each outcome.

@@ -45,12 +45,17 @@ pub struct TopOptions {
     pub reduced: bool,
 }
 
-/// "16 fentry, 3 kprobe, 1 absent".
+/// "16 fentry, 3 kprobe, 1 absent" (and "19 kprobe_multi" where that
+/// mode attached them).
 pub fn probes_summary(status: &[ProbeStatus]) -> String {
     let count = |m| status.iter().filter(|s| s.attached == Some(m)).count();
     let absent = status.iter().filter(|s| s.is_gap()).count();
+    let multi = match count(Mechanism::KprobeMulti) {
+        0 => String::new(),
+        n => format!("{n} kprobe_multi, "),
+    };
     format!(
-        "{} fentry, {} kprobe, {absent} absent",
+        "{multi}{} fentry, {} kprobe, {absent} absent",
         count(Mechanism::Fentry),
         count(Mechanism::Kprobe)
     )

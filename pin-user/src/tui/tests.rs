@@ -475,3 +475,31 @@ fn a_long_process_table_shows_the_window_around_the_selection() {
     assert!(1500 - first_shown >= 5, "{first_shown}: {screen}");
     assert!((first_shown..=1500).all(|i| lines(&screen, order[i]) == 1));
 }
+
+/// The header counts each mechanism; kprobe_multi only where it attached.
+#[test]
+fn probes_summary_counts_each_mechanism() {
+    use crate::probes::{Mechanism, ProbeStatus};
+    let status = |attached| ProbeStatus {
+        id: 0,
+        function: "f",
+        role: "variant",
+        symbol: Some("f".into()),
+        attached,
+        notes: Vec::new(),
+        not_needed: false,
+    };
+    let fentry = [status(Some(Mechanism::Fentry)), status(None)];
+    assert_eq!(
+        super::probes_summary(&fentry),
+        "1 fentry, 0 kprobe, 1 absent"
+    );
+    let multi = [
+        status(Some(Mechanism::KprobeMulti)),
+        status(Some(Mechanism::KprobeMulti)),
+    ];
+    assert_eq!(
+        super::probes_summary(&multi),
+        "2 kprobe_multi, 0 fentry, 0 kprobe, 0 absent"
+    );
+}

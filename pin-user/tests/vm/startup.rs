@@ -73,14 +73,8 @@ fn kprobe_multi_attaches_every_function_at_once_or_says_why_not() {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("probes JSON {text:?}: {e}"));
     // The links need fprobe, which the kernel's build configuration (the
     // VM carries it) says; Debian builds 6.1 without it.
-    let config = [
-        format!("/boot/config-{}", h.release),
-        format!("/usr/lib/modules/{}/config", h.release),
-    ]
-    .iter()
-    .find_map(|p| std::fs::read_to_string(p).ok())
-    .expect("the kernel's build configuration");
-    let fprobe = config.lines().any(|l| l == "CONFIG_FPROBE=y");
+    let fprobe = pinwatch::kernel::config::built_with(&h.release, "CONFIG_FPROBE")
+        .expect("the kernel's build configuration");
     let supported = fprobe && h.version >= (5, 18) && h.version < (6, 14);
     if !supported {
         assert!(

@@ -30,6 +30,7 @@ pub(super) fn load_object(
     globals: &Globals,
 ) -> Result<(Ebpf, Option<KernelLog>, Option<multi::MultiPrograms>), AttachError> {
     log::info!("loading the eBPF object ({object:?})");
+    let started = std::time::Instant::now();
     let mut loader = EbpfLoader::new();
     // TASK_STATES is task local storage, which aya's userspace has no type
     // for; only the probes use it.
@@ -56,6 +57,10 @@ pub(super) fn load_object(
                 (Some(denied), None) => AttachError::Refused(denied.to_string()),
                 (None, _) => AttachError::Load(e.to_string()),
             })?;
+    log::info!(
+        "the eBPF object parsed, its maps created and its BTF loaded in {} ms",
+        started.elapsed().as_millis()
+    );
     // Before the log reader takes its map out of the object: the multi
     // programs are relocated against every map aya created.
     let multi_programs = (options.mode == AttachMode::KprobeMulti)

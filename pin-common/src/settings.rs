@@ -15,6 +15,10 @@ pub const GLOBAL_CALLERS_ON: &str = "CALLERS_ON";
 pub const GLOBAL_LIFETIMES_ON: &str = "LIFETIMES_ON";
 /// Read-only global (`u64`): the kernel's `FOLL_PIN` bit.
 pub const GLOBAL_FOLL_PIN: &str = "FOLL_PIN";
+/// Read-only global (`u64`): the address of the kernel's return-probe
+/// trampoline (`arch_rethook_trampoline`, `__kretprobe_trampoline` or
+/// `kretprobe_trampoline`, by kernel), 0 when unknown.
+pub const GLOBAL_RETURN_TRAMPOLINE: &str = "RETURN_TRAMPOLINE";
 /// Read-only global (`u64`): 1 + the offset of `stack` in
 /// `struct task_struct` (from BTF), 0 when unknown. With it the probes tell
 /// code running on the current task's stack from code on an interrupt's.
@@ -77,10 +81,11 @@ pub const GLOBAL_RETURN_NODE_RET_OFFSET: &str = "RETURN_NODE_RET_OFFSET";
 pub const GLOBAL_RETURN_NODE_SLOT_OFFSET: &str = "RETURN_NODE_SLOT_OFFSET";
 
 /// Every read-only global the agent sets; all are `u64`.
-pub const GLOBALS: [&str; 20] = [
+pub const GLOBALS: [&str; 21] = [
     GLOBAL_CALLERS_ON,
     GLOBAL_LIFETIMES_ON,
     GLOBAL_FOLL_PIN,
+    GLOBAL_RETURN_TRAMPOLINE,
     GLOBAL_TASK_STACK_OFFSET,
     GLOBAL_TASK_STACK_SIZE,
     GLOBAL_CGROUP_FILTER_ON,
@@ -113,13 +118,5 @@ pub const SETTING_FORK_CHILD_PID_OFFSET: u32 = 0;
 /// cannot see yet. A map entry: it turns on after the get/pin functions
 /// attached, not at load.
 pub const SETTING_LIFETIMES: u32 = 1;
-/// Index in the `SETTINGS` array: the address of the kernel's return-probe
-/// trampoline (`arch_rethook_trampoline`, `__kretprobe_trampoline` or
-/// `kretprobe_trampoline`, by kernel), 0 when unknown. A map entry, not a
-/// read-only global: it comes from /proc/kallsyms, which takes longer to
-/// read than the object takes to load, so the agent writes it after the
-/// load and before any probe attaches; the object's verification no
-/// longer waits for kallsyms.
-pub const SETTING_RETURN_TRAMPOLINE: u32 = 2;
 /// Number of entries in `SETTINGS`.
-pub const SETTINGS_LEN: u32 = 3;
+pub const SETTINGS_LEN: u32 = 2;

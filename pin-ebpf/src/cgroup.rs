@@ -5,11 +5,9 @@
 //! processes are.
 
 use aya_ebpf::{
-    EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
 };
-use aya_log_ebpf::warn;
 use pin_common::{CgroupStats, Health, INSERTS_CGROUPS, IRQ_CGROUP};
 
 use crate::{
@@ -36,9 +34,11 @@ pub(crate) fn current_cgroup(irq: bool) -> u64 {
     }
 }
 
-/// The `CGROUPS` entry of cgroup `id`, created on first use.
+/// The `CGROUPS` entry of cgroup `id`, created on first use; a failed
+/// insert is counted (`cgroup_state_lost`), not logged, as in
+/// `account::proc_entry`.
 #[inline(always)]
-fn entry(ctx: &impl EbpfContext, id: u64) -> Option<&'static mut CgroupStats> {
+fn entry(id: u64) -> Option<&'static mut CgroupStats> {
     if let Some(stats) = CGROUPS.get_ptr_mut(&id) {
         return Some(unsafe { &mut *stats });
     }
@@ -51,11 +51,7 @@ fn entry(ctx: &impl EbpfContext, id: u64) -> Option<&'static mut CgroupStats> {
     match CGROUPS.insert(&id, &fresh, u64::from(BPF_NOEXIST)) {
         Ok(()) => count_insert(INSERTS_CGROUPS),
         Err(err) if i64::from(err) == -EEXIST => {}
-        Err(err) => {
-            warn!(
-                ctx,
-                "pinwatch: cannot track cgroup {}: CGROUPS insert failed ({})", id, err
-            );
+        Err(_) => {
             bump_health(Health::CgroupStateLost);
             return None;
         }
@@ -65,8 +61,8 @@ fn entry(ctx: &impl EbpfContext, id: u64) -> Option<&'static mut CgroupStats> {
 
 /// An outermost get/pin call that returned `ret`, in its cgroup's row.
 #[inline(always)]
-pub(crate) fn count_call(ctx: &impl EbpfContext, ret: i64, is_pin: bool) {
-    if let Some(row) = entry(ctx, current_cgroup(false)) {
+pub(crate) fn count_call(ret: i64, is_pin: bool) {
+    if let Some(row) = entry(current_cgroup(false)) {
         add_to(&mut row.calls, 1);
         if ret > 0 {
             add_to(&mut row.pages, ret as u64);
@@ -82,8 +78,8 @@ pub(crate) fn count_call(ctx: &impl EbpfContext, ret: i64, is_pin: bool) {
 /// A release of `pages` pages, in the releasing cgroup's row (the `[irq]`
 /// row's for an interrupt's).
 #[inline(always)]
-pub(crate) fn count_release(ctx: &impl EbpfContext, pages: u64, irq: bool) {
-    if let Some(row) = entry(ctx, current_cgroup(irq)) {
+pub(crate) fn count_release(pages: u64, irq: bool) {
+    if let Some(row) = entry(current_cgroup(irq)) {
         add_to(&mut row.released, pages);
     }
 }

@@ -3,6 +3,7 @@
 //! exit hooks that keep the tree current.
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel};
+use aya_log_ebpf::warn;
 use pin_common::Health;
 
 use crate::{
@@ -63,7 +64,14 @@ pub fn on_fork(ctx: &aya_ebpf::programs::TracePointContext) {
         let _ = TRACKED.remove(&child);
         return;
     }
-    if TRACKED.insert(&child, &1, 0).is_err() {
+    if let Err(err) = TRACKED.insert(&child, &1, 0) {
+        // Named here, once per lost child: the fork hook is small and
+        // verified once, unlike the get/pin programs, whose table insert
+        // failures are only counted (`account::proc_entry`).
+        warn!(
+            ctx,
+            "pinwatch: cannot follow child {}: TRACKED insert failed ({})", child, err
+        );
         bump_health(Health::TrackLost);
     }
 }

@@ -169,7 +169,7 @@ mod programs {
 
             #[fexit]
             fn $fexit(ctx: FExitContext) -> u32 {
-                account::gup_exit(&ctx, $id, fexit_ret(&ctx, $id));
+                account::gup_exit($id, fexit_ret(&ctx, $id));
                 0
             }
 
@@ -204,7 +204,7 @@ mod programs {
 
             #[kretprobe]
             fn $kretprobe(ctx: RetProbeContext) -> u32 {
-                account::gup_exit(&ctx, $id, ctx.ret::<u64>());
+                account::gup_exit($id, ctx.ret::<u64>());
                 0
             }
         };
@@ -227,7 +227,7 @@ mod programs {
                 } else {
                     0
                 };
-                release::entry(&ctx, $id, pages, folio, || frame::context_address(&ctx));
+                release::entry($id, pages, folio, || frame::context_address(&ctx));
                 0
             }
 
@@ -251,7 +251,7 @@ mod programs {
                     0
                 };
                 // SAFETY: the context's saved registers.
-                release::entry(&ctx, $id, pages, folio, || unsafe { (*ctx.regs).rsp });
+                release::entry($id, pages, folio, || unsafe { (*ctx.regs).rsp });
                 0
             }
 

@@ -87,7 +87,7 @@ fn multi_kprobe(ctx: ProbeContext) -> u32 {
             0
         };
         // SAFETY: the context's saved registers.
-        release::entry(&ctx, id, pages, folio, || unsafe { (*ctx.regs).rsp });
+        release::entry(id, pages, folio, || unsafe { (*ctx.regs).rsp });
     }
     0
 }
@@ -99,7 +99,7 @@ fn multi_kprobe(ctx: ProbeContext) -> u32 {
 fn multi_kretprobe(ctx: RetProbeContext) -> u32 {
     let id = multi_target(&ctx).id;
     if (id as usize) < GUP_FUNC_COUNT {
-        account::gup_exit(&ctx, id, ctx.ret::<u64>());
+        account::gup_exit(id, ctx.ret::<u64>());
     } else if (id as usize) < FUNC_COUNT {
         release::exit();
     }

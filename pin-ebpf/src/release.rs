@@ -4,12 +4,9 @@
 //! GUP's own releases inside a get/pin call apart: those are counted at
 //! `gup_put_folio`, where every FOLL_PIN release ends.
 
-use aya_ebpf::{
-    EbpfContext,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
-    },
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+    bpf_probe_read_kernel,
 };
 use pin_common::{
     CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_TGID, LATENCY_UNMEASURED,
@@ -56,13 +53,7 @@ fn in_interrupt(frame: u64) -> bool {
 /// `unpin_user_folio` releases: its pin lifetimes end here, and the thread
 /// remembers it for [`folio_put`] not to end them twice.
 #[inline(always)]
-pub fn entry(
-    ctx: &impl EbpfContext,
-    id: FuncId,
-    pages: u64,
-    folio: u64,
-    frame: impl FnOnce() -> u64,
-) {
+pub fn entry(id: FuncId, pages: u64, folio: u64, frame: impl FnOnce() -> u64) {
     if config(id).is_none() {
         return;
     }
@@ -87,7 +78,7 @@ pub fn entry(
     if folio != 0 {
         attribution::folio_released(folio, pages);
     }
-    count_release(ctx, index, pages, irq);
+    count_release(index, pages, irq);
     emit_release(id, pages, irq);
 }
 
@@ -132,7 +123,7 @@ fn callers_release(id: FuncId, folio: u64, irq: bool, frame: u64) -> bool {
 /// `index` in `RELEASE_STATS`), the pin balance and the releasing
 /// process's row (the `[irq]` row's for an interrupt's).
 #[inline(always)]
-fn count_release(ctx: &impl EbpfContext, index: u32, pages: u64, irq: bool) {
+fn count_release(index: u32, pages: u64, irq: bool) {
     if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
         let stats = unsafe { &mut *stats };
         add_to(&mut stats.calls, 1);
@@ -142,14 +133,14 @@ fn count_release(ctx: &impl EbpfContext, index: u32, pages: u64, irq: bool) {
         add_to(unsafe { &mut (*balance).released }, pages);
     }
     let proc = if irq {
-        proc_entry(ctx, IRQ_TGID, true)
+        proc_entry(IRQ_TGID, true)
     } else {
-        proc_stats(ctx)
+        proc_stats()
     };
     if let Some(proc) = proc {
         add_to(&mut proc.released, pages);
     }
-    cgroup::count_release(ctx, pages, irq);
+    cgroup::count_release(pages, irq);
 }
 
 /// Sends the per-call event of a release, when one is wanted.

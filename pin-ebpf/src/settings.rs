@@ -2,8 +2,7 @@
 //! entry; the feature switches (callers, lifetimes) and the facts about
 //! the running kernel the programs cannot find themselves, as read-only
 //! globals; and what changes after load (`SETTINGS`: the start of pin
-//! lifetimes, the fork record's layout, the return-probe trampoline from
-//! kallsyms).
+//! lifetimes, the fork record's layout).
 //!
 //! The globals are fixed before the object is loaded (aya's
 //! `EbpfLoader::override_global`, names in `pin_common::settings`): they
@@ -14,7 +13,7 @@
 use aya_ebpf::Global;
 use pin_common::{
     FuncConfig, FuncId,
-    settings::{SETTING_FORK_CHILD_PID_OFFSET, SETTING_LIFETIMES, SETTING_RETURN_TRAMPOLINE},
+    settings::{SETTING_FORK_CHILD_PID_OFFSET, SETTING_LIFETIMES},
 };
 
 use crate::maps::{CONFIG, SETTINGS};
@@ -36,6 +35,11 @@ static FOLL_PIN: Global<u64> = Global::new(0);
 /// (`pin_common::settings::GLOBAL_FOLL_LONGTERM`).
 #[unsafe(no_mangle)]
 static FOLL_LONGTERM: Global<u64> = Global::new(0);
+
+/// The kernel's return-probe trampoline, 0 when unknown
+/// (`pin_common::settings::GLOBAL_RETURN_TRAMPOLINE`).
+#[unsafe(no_mangle)]
+static RETURN_TRAMPOLINE: Global<u64> = Global::new(0);
 
 /// 1 + the offset of the task's pending return-probe instances in
 /// `task_struct`, 0 when unknown
@@ -207,10 +211,9 @@ pub fn foll_longterm() -> u64 {
 
 /// The address of the kernel's return-probe trampoline, which a kretprobe
 /// writes over the return address of a call it watches (0: unknown).
-/// From `SETTINGS`, which the agent fills after load, before attaching.
 #[inline(always)]
 pub fn return_trampoline() -> u64 {
-    setting(SETTING_RETURN_TRAMPOLINE)
+    RETURN_TRAMPOLINE.load()
 }
 
 /// Where a task keeps its pending return-probe instances: 1 + the list

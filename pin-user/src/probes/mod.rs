@@ -357,6 +357,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let mut startup = facts.phases.clone();
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
+    startup.time("kallsyms", || facts.kallsyms());
     if options.mode == AttachMode::KprobeMulti
         && let Some(why) = multi::unsupported(facts)
     {
@@ -396,10 +397,6 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             .flatten()
     });
     let mut maps = KernelMapsMut::new(&mut probes.ebpf);
-    // Read on a thread since start-up began, and only now needed: the
-    // probes' first calls want the return-probe trampoline.
-    startup.time("kallsyms", || facts.kallsyms());
-    settings::set_return_trampoline(&mut maps, facts)?;
     if let Some(dir) = &options.cgroup {
         settings::choose_cgroup(&mut maps, dir)?;
     }

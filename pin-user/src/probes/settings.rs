@@ -12,10 +12,10 @@ use pin_common::settings::{
     GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_CRED_CAP_EFFECTIVE_OFFSET,
     GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON,
     GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET, GLOBAL_RETURN_NODE_LINK_OFFSET,
-    GLOBAL_RETURN_NODE_RET_OFFSET, GLOBAL_RETURN_NODE_SLOT_OFFSET, GLOBAL_SIGNAL_RLIM_OFFSET,
-    GLOBAL_TASK_CRED_OFFSET, GLOBAL_TASK_MM_OFFSET, GLOBAL_TASK_RETURN_LIST_OFFSET,
-    GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE,
-    GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES, SETTING_RETURN_TRAMPOLINE,
+    GLOBAL_RETURN_NODE_RET_OFFSET, GLOBAL_RETURN_NODE_SLOT_OFFSET, GLOBAL_RETURN_TRAMPOLINE,
+    GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_CRED_OFFSET, GLOBAL_TASK_MM_OFFSET,
+    GLOBAL_TASK_RETURN_LIST_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET,
+    GLOBAL_TASK_STACK_SIZE, GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
 };
 
 use super::{AttachError, AttachOptions, KernelMapsMut};
@@ -32,6 +32,7 @@ pub(super) struct Globals {
     foll_pin: Option<u64>,
     /// 0 when unknown: failed calls then never show LONGTERM.
     foll_longterm: u64,
+    return_trampoline: u64,
     return_instances: ReturnInstances,
     task_stack_offset: u64,
     task_stack_size: u64,
@@ -165,6 +166,7 @@ impl Globals {
             foll_longterm: FollFlags::for_kernel(facts.btf.as_ref().ok())
                 .value("FOLL_LONGTERM")
                 .unwrap_or(0),
+            return_trampoline: return_trampoline(facts),
             return_instances: ReturnInstances::for_kernel(facts.btf.as_ref().ok()),
             task_stack_offset,
             task_stack_size,
@@ -174,11 +176,12 @@ impl Globals {
     }
 
     /// Each global's name and value.
-    fn entries(&self) -> [(&'static str, &u64); 20] {
+    fn entries(&self) -> [(&'static str, &u64); 21] {
         [
             (GLOBAL_CALLERS_ON, &self.callers),
             (GLOBAL_LIFETIMES_ON, &self.lifetimes),
             (GLOBAL_FOLL_PIN, self.foll_pin.as_ref().unwrap_or(&0)),
+            (GLOBAL_RETURN_TRAMPOLINE, &self.return_trampoline),
             (GLOBAL_TASK_STACK_OFFSET, &self.task_stack_offset),
             (GLOBAL_TASK_STACK_SIZE, &self.task_stack_size),
             (GLOBAL_CGROUP_FILTER_ON, &self.cgroup_filter),
@@ -303,17 +306,6 @@ fn return_trampoline(facts: &KernelFacts) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits for /proc/kallsyms (read on a thread since start-up began) and
-/// writes the return-probe trampoline into `SETTINGS`: after the object
-/// loaded, so that reading kallsyms overlaps its verification, and before
-/// any probe attaches, as the probes need it from their first call.
-pub(super) fn set_return_trampoline(
-    maps: &mut KernelMapsMut<'_>,
-    facts: &KernelFacts,
-) -> Result<(), AttachError> {
-    set_setting(maps, SETTING_RETURN_TRAMPOLINE, return_trampoline(facts))
-}
-
 /// Where a task's kernel stack is (1 + the offset of `task_struct.stack`)
 /// and its size, so that the probes tell a release made by an interrupt
 /// (an O_DIRECT completion) from one made by the task it interrupted.
@@ -383,6 +375,7 @@ mod tests {
             lifetimes: 0,
             foll_pin: None,
             foll_longterm: 0,
+            return_trampoline: 0,
             return_instances: super::ReturnInstances::default(),
             task_stack_offset: 0,
             task_stack_size: 0,

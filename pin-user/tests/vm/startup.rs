@@ -6,15 +6,14 @@ use std::process::Command;
 use crate::harness::{harness, pinwatch_bin};
 
 /// The phases an attach that succeeds goes through, in order (the kernel's
-/// discovery, then loading and attaching, then the first read). The wait
-/// for kallsyms comes after the load, which it no longer holds up.
+/// discovery, then loading and attaching, then the first read).
 const PHASES: [&str; 12] = [
     "BTF",
     "mechanisms",
     "features",
+    "kallsyms",
     "load+verify",
     "BTF for attach",
-    "kallsyms",
     "attach functions",
     "attach release hook",
     "attach memlock checks",

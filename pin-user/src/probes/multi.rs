@@ -234,14 +234,10 @@ pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
         let start = std::time::Instant::now();
         load(name).map(|fd| (fd, start.elapsed()))
     };
-    let (entry, exit) = std::thread::scope(|scope| {
-        let entry = scope.spawn(|| timed(ENTRY_PROGRAM));
-        let exit = timed(RETURN_PROGRAM);
-        let entry = entry
-            .join()
-            .unwrap_or_else(|_| Err(format!("verifying {ENTRY_PROGRAM}: the thread panicked")));
-        (entry, exit)
-    });
+    let [entry, exit]: [_; 2] =
+        super::programs::concurrently(vec![ENTRY_PROGRAM, RETURN_PROGRAM], timed)
+            .try_into()
+            .map_err(|_| "verifying the kprobe_multi programs: a result is missing".to_string())?;
     let ((entry, entry_took), (exit, exit_took)) = (entry?, exit?);
     log::info!(
         "kprobe_multi programs: parsed, relocated and BTF loaded in {} ms, then verified side \

@@ -180,7 +180,9 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
 /// A truly nested call enters from deeper on the same stack (a lower
 /// address) than the outermost call it nests in, and the outermost call's
 /// frame still holds the word it held at entry. An entry at or above that
-/// frame, or a frame whose word changed, means the call has returned.
+/// frame, or a frame whose word changed, means the call has returned;
+/// except an entry at that very frame that the call jumped to
+/// ([`tail_called`]), which nests.
 #[inline(always)]
 fn state_is_stale(state: &TaskState, frame: &Frame) -> bool {
     if state.depth >= MAX_DEPTH {
@@ -192,6 +194,9 @@ fn state_is_stale(state: &TaskState, frame: &Frame) -> bool {
     if here == 0 || outer == 0 {
         return false;
     }
+    if here == outer && tail_called(state, frame) {
+        return false;
+    }
     if here >= outer {
         // Farther than one stack's span: another stack (an interrupt's).
         return here - outer < STACK_SPAN;
@@ -200,6 +205,21 @@ fn state_is_stale(state: &TaskState, frame: &Frame) -> bool {
         return false;
     }
     outer_call_returned(state)
+}
+
+/// Whether a call entering at the outermost call's own return-address
+/// slot was jumped to by that call (a tail call: same slot, same return
+/// address, the outermost call still running under its return probe)
+/// rather than made afresh from the same place after a return pinwatch
+/// missed. The two are told apart by the trampoline in the slot
+/// ([`Frame::rethooked`]); where the kernel does not say which address
+/// it replaced (no instance layout, 5.10), the trampoline alone decides,
+/// and the call is taken to be running, as it most likely is. The
+/// kernel's return probes run the jumped-to call's return before its
+/// caller's (newest instance first), so the nesting unwinds in order.
+#[inline(always)]
+fn tail_called(state: &TaskState, frame: &Frame) -> bool {
+    frame.rethooked && (frame.mark == state.outer_mark || frame.mark == return_trampoline())
 }
 
 /// Whether the outermost call's frame no longer holds the word it held at

@@ -93,6 +93,17 @@ pub struct Frame {
     pub mark: u64,
     /// The return address into the caller (0: not in the frame).
     pub caller: u64,
+    /// Whether a return probe's trampoline already stood in the frame's
+    /// return-address slot at entry. pinwatch's entry program runs before
+    /// its own return probe arms (that one is attached first, and the
+    /// kernel runs the newer of two probes on one address first), so at a
+    /// fresh call the slot holds the real return address; the trampoline
+    /// there means a call that already runs under a return probe owns
+    /// the slot: the caller jumped here (a tail call, e.g. Linux 6.1's
+    /// `pin_user_pages` into `__gup_longterm_locked`), or another tracer's
+    /// newer kretprobe armed first. Never set at fentry, where the frame
+    /// is the trampoline's own.
+    pub rethooked: bool,
 }
 
 /// A program context that can read the traced function's frame: where it
@@ -193,8 +204,7 @@ impl EntryFrame for FEntryContext {
         } else {
             return Frame {
                 addr: ctx_addr,
-                mark: 0,
-                caller: 0,
+                ..Frame::default()
             };
         };
         // Another tracer's kretprobe on the traced function (its ftrace
@@ -204,6 +214,7 @@ impl EntryFrame for FEntryContext {
         let caller = return_address(caller_slot, caller_word);
         Frame {
             addr,
+            rethooked: false,
             // The return address into the traced function, which no
             // kretprobe touches; where there is none, the caller's, read
             // the way the missed-return check reads it again.
@@ -227,11 +238,13 @@ impl EntryFrame for ProbeContext {
             let sp = (*self.regs).rsp;
             (sp, bpf_probe_read_kernel(sp as *const u64).unwrap_or(0))
         };
-        let word = return_address(sp, word);
+        let trampoline = return_trampoline();
+        let resolved = return_address(sp, word);
         Frame {
             addr: sp,
-            mark: if return_trampoline() != 0 { word } else { 0 },
-            caller: text_or_zero(word),
+            mark: if trampoline != 0 { resolved } else { 0 },
+            caller: text_or_zero(resolved),
+            rethooked: trampoline != 0 && word == trampoline,
         }
     }
 }

@@ -125,6 +125,7 @@ pub fn attach_or_reduce(
         )));
     }
     if let Mode::Reduced(reason) = &source {
+        facts.forget_loader();
         eprintln!("pinwatch: {}", reason.banner());
     }
     Ok(source)

@@ -2,6 +2,7 @@
 //! symbols, and whether it lets us run kprobes and tracing (fentry/fexit)
 //! programs. Everything is discovered, nothing assumed.
 
+pub mod aya_loader;
 pub mod bpf_sys;
 pub mod btf;
 pub mod config;
@@ -37,6 +38,9 @@ pub struct KernelFacts {
     pub features: Features,
     /// How long reading BTF and probing the mechanisms and features took.
     pub phases: crate::startup::Phases,
+    /// aya's loader, made on a thread from the start (it parses the
+    /// kernel BTF again, its own way); taken by the attach.
+    pub loader: std::sync::Mutex<aya_loader::LoaderPrep>,
 }
 
 impl KernelFacts {
@@ -47,6 +51,15 @@ impl KernelFacts {
     /// answered as on a kernel without BTF.
     pub fn release_btf(&mut self) {
         self.btf = Err("released once the probes were attached".into());
+        self.forget_loader();
+    }
+
+    /// Drops aya's loader if no attach took it (reduced mode).
+    pub fn forget_loader(&self) {
+        self.loader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget();
     }
 
     /// Probes the running kernel.
@@ -56,6 +69,7 @@ impl KernelFacts {
             .unwrap_or_else(|_| "unknown".to_string());
         let mut phases = crate::startup::Phases::default();
         let kallsyms_reader = std::sync::Mutex::new(KallsymsReader::start());
+        let loader = std::sync::Mutex::new(aya_loader::LoaderPrep::start());
         log::info!("reading kernel BTF");
         let btf = phases.time("BTF", || {
             Btf::from_sys_fs().map_err(|e| {
@@ -79,6 +93,7 @@ impl KernelFacts {
             tracing,
             features,
             phases,
+            loader,
         }
     }
 
@@ -107,12 +122,18 @@ impl KernelFacts {
 /// The symbols pinwatch wants out of /proc/kallsyms, read now.
 fn read_kallsyms() -> Kallsyms {
     log::info!("reading /proc/kallsyms");
+    let started = std::time::Instant::now();
     let wanted: Vec<&str> = pin_common::FUNCS
         .iter()
         .flat_map(|f| f.symbols.iter().copied())
         .chain(kallsyms::RETURN_TRAMPOLINES)
         .collect();
-    Kallsyms::read(&wanted).unwrap_or_default()
+    let symbols = Kallsyms::read(&wanted).unwrap_or_default();
+    log::info!(
+        "read /proc/kallsyms in {} ms",
+        started.elapsed().as_millis()
+    );
+    symbols
 }
 
 /// /proc/kallsyms being read on a thread of its own. The thread opens the

@@ -3,7 +3,7 @@
 //! log reader started; then each found function's signature checked
 //! against BTF and written to the CONFIG map the probes read.
 
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 use pin_common::{FUNCS, FuncId};
 
 use super::{
@@ -21,17 +21,27 @@ pub(super) static EBPF_OBJECT: &[u8] =
 pub(super) static BASELINE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pinwatch-baseline.bpf.o"));
 
-/// Loads (verifies) `object`, sized for `options` and with `globals` set,
-/// with its log reader, and the kprobe_multi programs when
+/// Loads (verifies) the object this kernel takes, with the loader made
+/// from the start, sized for `options` and with `globals` set, with its
+/// log reader, and the kprobe_multi programs when
 /// `--attach kprobe-multi` asks for them.
 pub(super) fn load_object(
-    object: Object,
+    facts: &KernelFacts,
     options: &AttachOptions,
     globals: &Globals,
 ) -> Result<(Ebpf, Option<KernelLog>, Option<multi::MultiPrograms>), AttachError> {
-    log::info!("loading the eBPF object ({object:?})");
     let started = std::time::Instant::now();
-    let mut loader = EbpfLoader::new();
+    let object = facts.features.object();
+    log::info!("loading the eBPF object ({object:?})");
+    let mut loader = facts
+        .loader
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    log::info!(
+        "aya's loader (its own kernel BTF parse) waited for {} ms",
+        started.elapsed().as_millis()
+    );
     // TASK_STATES is task local storage, which aya's userspace has no type
     // for; only the probes use it.
     loader.allow_unsupported_maps().map_max_entries(

@@ -7,7 +7,7 @@
 //! fit this project's MIT/Apache licensing of a statically linked binary.
 //! The format is the kernel's `include/uapi/linux/btf.h`.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, hash::BuildHasher as _};
 
 /// Errors reading BTF.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,19 @@ pub struct Btf {
     strings_start: usize,
     strings_len: usize,
     types: Vec<RawType>,
-    funcs: HashMap<String, u32>,
+    /// Function type ids by a hash of their name: the first of each name
+    /// (kernel BTF describes ~60 000 functions, and an owned copy of
+    /// every name cost more than the rest of the parse together).
+    funcs: HashMap<u64, u32, FixedState>,
+}
+
+/// The function index's hasher: foldhash (hashbrown's own), fixed-seeded,
+/// as the keys are not chosen by anyone hostile.
+type FixedState = foldhash::fast::FixedState;
+
+/// The index key of function name `name`.
+fn name_key(name: &[u8]) -> u64 {
+    FixedState::default().hash_one(name)
 }
 
 fn u32_at(data: &[u8], off: usize) -> Result<u32, BtfError> {
@@ -130,16 +142,17 @@ impl Btf {
             strings_start,
             strings_len: str_len,
             // Type id 0 is void.
-            types: vec![RawType {
-                name_off: 0,
-                kind: 0,
-                vlen: 0,
-                size_or_type: 0,
-                data: 0,
-                kind_flag: false,
-            }],
-            funcs: HashMap::new(),
+            types: Vec::with_capacity(type_len / 16),
+            funcs: HashMap::default(),
         };
+        btf.types.push(RawType {
+            name_off: 0,
+            kind: 0,
+            vlen: 0,
+            size_or_type: 0,
+            data: 0,
+            kind_flag: false,
+        });
         let end = types_start + type_len;
         let mut off = types_start;
         while off < end {
@@ -166,8 +179,8 @@ impl Btf {
                 kind_flag: info >> 31 != 0,
             });
             if kind == KIND_FUNC {
-                let name = btf.string(name_off)?.to_string();
-                btf.funcs.entry(name).or_insert(id);
+                let key = name_key(btf.string_bytes(name_off)?);
+                btf.funcs.entry(key).or_insert(id);
             }
             off += 12 + extra;
         }
@@ -175,6 +188,12 @@ impl Btf {
     }
 
     fn string(&self, off: u32) -> Result<&str, BtfError> {
+        std::str::from_utf8(self.string_bytes(off)?)
+            .map_err(|_| BtfError::Malformed("non-UTF-8 string"))
+    }
+
+    /// The bytes of the string at `off`, without its NUL.
+    fn string_bytes(&self, off: u32) -> Result<&[u8], BtfError> {
         let off = off as usize;
         if off >= self.strings_len {
             return Err(BtfError::Malformed("string offset out of range"));
@@ -182,7 +201,7 @@ impl Btf {
         let start = self.strings_start + off;
         let bytes = &self.data[start..self.strings_start + self.strings_len];
         let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        std::str::from_utf8(&bytes[..len]).map_err(|_| BtfError::Malformed("non-UTF-8 string"))
+        Ok(&bytes[..len])
     }
 
     /// Size of type `id` after typedefs and qualifiers.
@@ -206,17 +225,29 @@ impl Btf {
 
     /// Whether a function of this name is described.
     pub fn has_func(&self, name: &str) -> bool {
-        self.funcs.contains_key(name)
+        self.func_id(name).is_some()
     }
 
-    /// The BTF type id of function `name`, if BTF describes it.
+    /// The BTF type id of function `name`, if BTF describes it: the
+    /// index's entry for its hash when that entry is this name, else (two
+    /// names of one hash, which the index keeps the first of) the first
+    /// function of this name in a scan.
     pub fn func_id(&self, name: &str) -> Option<u32> {
-        self.funcs.get(name).copied()
+        let named = |id: u32| {
+            self.types.get(id as usize).is_some_and(|t| {
+                t.kind == KIND_FUNC && self.string(t.name_off).is_ok_and(|n| n == name)
+            })
+        };
+        let id = *self.funcs.get(&name_key(name.as_bytes()))?;
+        if named(id) {
+            return Some(id);
+        }
+        (1..self.types.len() as u32).find(|&id| named(id))
     }
 
     /// The prototype of function `name`, if BTF describes it.
     pub fn func_proto(&self, name: &str) -> Option<FuncProto> {
-        let func = self.types.get(*self.funcs.get(name)? as usize)?;
+        let func = self.types.get(self.func_id(name)? as usize)?;
         let proto = self.types.get(func.size_or_type as usize)?;
         if proto.kind != KIND_FUNC_PROTO {
             return None;
@@ -408,6 +439,28 @@ pub(crate) mod tests {
         );
         assert_eq!(proto.ret_size, Some(4));
         assert!(btf.func_proto("missing").is_none());
+    }
+
+    /// The function index answers the first function of a name, and a
+    /// name whose hash the index gives to another name is still found.
+    #[test]
+    fn function_index_keeps_the_first_and_survives_collisions() {
+        let types = vec![
+            ("", info(KIND_FUNC_PROTO, 0), 0, vec![]),
+            ("gup", info(KIND_FUNC, 0), 1, vec![]),
+            ("gup", info(KIND_FUNC, 0), 1, vec![]),
+            ("pin", info(KIND_FUNC, 0), 1, vec![]),
+            ("gup_struct", info(KIND_STRUCT, 0), 0, vec![]),
+        ];
+        let mut btf = Btf::parse(build(&types, &[])).unwrap();
+        assert_eq!(btf.func_id("gup"), Some(2));
+        assert_eq!(btf.func_id("pin"), Some(4));
+        assert_eq!(btf.func_id("gup_struct"), None);
+        assert!(!btf.has_func("missing"));
+        // As if "pin" hashed like "gup": the index holds "gup" for both.
+        btf.funcs.insert(name_key(b"pin"), 2);
+        assert_eq!(btf.func_id("pin"), Some(4));
+        assert_eq!(btf.func_id("gup"), Some(2));
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub const RETURN_TRAMPOLINES: [&str; 3] = [
 /// The symbol that ends the core kernel's text in kallsyms.
 const END_OF_TEXT: &str = "_etext";
 
+/// Groups of symbol names, each satisfied by any one of its members
+/// found: set while kallsyms is read, they let the reader stop once it has
+/// every group (see [`Kallsyms::read`]).
+pub type Enough = std::sync::OnceLock<Vec<Vec<&'static str>>>;
+
 /// Text symbols of the running kernel, with their addresses.
 #[derive(Debug, Default)]
 pub struct Kallsyms {
@@ -37,24 +42,40 @@ impl Kallsyms {
     /// the kernel generating the rest: data, init text and modules, none
     /// of which holds a GUP function or a return trampoline (Debian 6.12:
     /// line 97 730 of 155 452; the kernel lists symbols by address).
-    pub fn read(wanted: &[&str]) -> std::io::Result<Self> {
+    ///
+    /// Sooner still once `enough` is set (from BTF, while this reads) and
+    /// every one of its groups has a member found: the GUP functions lie
+    /// in a third of the text (mm/gup.c is linked early).
+    pub fn read(wanted: &[&str], enough: &Enough) -> std::io::Result<Self> {
         let file = std::io::BufReader::new(std::fs::File::open("/proc/kallsyms")?);
         Ok(Self::parse_lines(
             file.lines().map_while(Result::ok),
             wanted,
+            enough,
         ))
     }
 
     /// Parses kallsyms text like [`Kallsyms::read`].
-    pub fn parse(text: &str, wanted: &[&str]) -> Self {
-        Self::parse_lines(text.lines(), wanted)
+    pub fn parse(text: &str, wanted: &[&str], enough: &Enough) -> Self {
+        Self::parse_lines(text.lines(), wanted, enough)
     }
 
-    fn parse_lines<L: AsRef<str>>(lines: impl Iterator<Item = L>, wanted: &[&str]) -> Self {
+    fn parse_lines<L: AsRef<str>>(
+        lines: impl Iterator<Item = L>,
+        wanted: &[&str],
+        enough: &Enough,
+    ) -> Self {
         // A set: every one of the ~100 000 lines is looked up.
         let wanted: HashSet<&str> = wanted.iter().copied().collect();
         let mut symbols = HashMap::new();
-        for line in lines {
+        let found_enough = |symbols: &HashMap<String, u64>| {
+            enough.get().is_some_and(|groups| {
+                groups
+                    .iter()
+                    .all(|group| group.iter().any(|name| symbols.contains_key(*name)))
+            })
+        };
+        for (n, line) in lines.enumerate() {
             let Some((addr, name)) = code_symbol(line.as_ref()) else {
                 continue;
             };
@@ -62,8 +83,14 @@ impl Kallsyms {
                 break;
             }
             let base = name.split_once('.').map_or(name, |(base, _)| base);
-            if wanted.contains(base) {
+            let kept = wanted.contains(base);
+            if kept {
                 symbols.entry(name.to_string()).or_insert(addr);
+            }
+            // Checked at each kept symbol, and now and then for an
+            // `enough` set after its last symbol was found.
+            if (kept || n % 1024 == 0) && found_enough(&symbols) {
+                break;
             }
         }
         Self { text: symbols }
@@ -127,7 +154,7 @@ mod tests {
         let text = "ffffffff81000010 T __kretprobe_trampoline\n\
                     ffffffff81000020 T arch_rethook_trampoline\n\
                     0000000000000000 T kretprobe_trampoline\n";
-        let syms = Kallsyms::parse(text, &RETURN_TRAMPOLINES);
+        let syms = Kallsyms::parse(text, &RETURN_TRAMPOLINES, &Enough::new());
         let names = ["arch_rethook_trampoline", "__kretprobe_trampoline"];
         assert_eq!(syms.address(&names), Some(0xffff_ffff_8100_0020));
         assert_eq!(syms.address(&["kretprobe_trampoline"]), None);
@@ -149,13 +176,41 @@ ffffffffc0000000 t brd_probe\t[brd]
                     ffffffff82000000 T _etext\n\
                     ffffffff83000000 t unpin_user_page\n\
                     ffffffffc0000000 t brd_probe\t[brd]\n";
-        let syms = Kallsyms::parse(
-            text,
-            &["pin_user_pages_fast", "unpin_user_page", "brd_probe"],
-        );
+        let wanted = ["pin_user_pages_fast", "unpin_user_page", "brd_probe"];
+        let syms = Kallsyms::parse(text, &wanted, &Enough::new());
         assert!(syms.has("pin_user_pages_fast"));
         assert!(!syms.has("unpin_user_page"));
         assert!(!syms.has("brd_probe"));
+    }
+
+    /// Reading stops once each group of `enough` has a member, not before.
+    #[test]
+    fn stops_once_it_has_enough() {
+        let text = "ffffffff81000010 T kretprobe_trampoline\n\
+                    ffffffff81234560 T pin_user_pages_fast\n\
+                    ffffffff81234570 t gup_fast_fallback\n\
+                    ffffffff81234580 T unpin_user_page\n";
+        let wanted = [
+            "kretprobe_trampoline",
+            "__kretprobe_trampoline",
+            "pin_user_pages_fast",
+            "gup_fast_fallback",
+            "unpin_user_page",
+        ];
+        let enough = Enough::new();
+        let groups = vec![
+            vec!["__kretprobe_trampoline", "kretprobe_trampoline"],
+            vec!["gup_fast_fallback"],
+        ];
+        enough.set(groups).unwrap();
+        let syms = Kallsyms::parse(text, &wanted, &enough);
+        assert!(syms.has("kretprobe_trampoline"));
+        assert!(syms.has("gup_fast_fallback"));
+        assert!(!syms.has("unpin_user_page"));
+        // A group never satisfied: read to the end.
+        let enough = Enough::new();
+        enough.set(vec![vec!["get_user_pages"]]).unwrap();
+        assert!(Kallsyms::parse(text, &wanted, &enough).has("unpin_user_page"));
     }
 
     #[test]
@@ -167,7 +222,7 @@ ffffffffc0000000 t brd_probe\t[brd]
             "brd_probe",
             "some_data",
         ];
-        let syms = Kallsyms::parse(SAMPLE, &wanted);
+        let syms = Kallsyms::parse(SAMPLE, &wanted, &Enough::new());
         assert!(syms.has("pin_user_pages_fast"));
         assert!(syms.has("gup_fast_fallback"));
         assert!(syms.has("brd_probe"));
@@ -178,12 +233,15 @@ ffffffffc0000000 t brd_probe\t[brd]
             vec!["__gup_longterm_locked.constprop.0"]
         );
         assert_eq!(syms.len(), 4);
-        assert!(!Kallsyms::parse(SAMPLE, &["gup_fast_fallback"]).has("pin_user_pages_fast"));
+        assert!(
+            !Kallsyms::parse(SAMPLE, &["gup_fast_fallback"], &Enough::new())
+                .has("pin_user_pages_fast")
+        );
     }
 
     #[test]
     fn tolerates_short_lines() {
-        let syms = Kallsyms::parse("garbage\n\nffff T\n", &["garbage"]);
+        let syms = Kallsyms::parse("garbage\n\nffff T\n", &["garbage"], &Enough::new());
         assert!(syms.is_empty());
     }
 }

@@ -79,6 +79,15 @@ impl KernelFacts {
                 )
             })
         });
+        if let (Ok(btf), Some(reader)) = (
+            &btf,
+            kallsyms_reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref(),
+        ) {
+            reader.enough(enough_symbols(btf));
+        }
         log::info!("probing mechanisms");
         let (kprobes, tracing) = phases.time("mechanisms", || {
             (kprobes_available(), tracing_allowed(&btf))
@@ -106,7 +115,10 @@ impl KernelFacts {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
-            reader.map_or_else(read_kallsyms, KallsymsReader::join)
+            reader.map_or_else(
+                || read_kallsyms(&kallsyms::Enough::new()),
+                KallsymsReader::join,
+            )
         })
     }
 
@@ -119,8 +131,29 @@ impl KernelFacts {
     }
 }
 
-/// The symbols pinwatch wants out of /proc/kallsyms, read now.
-fn read_kallsyms() -> Kallsyms {
+/// What kallsyms must show before its reader may stop, as BTF tells:
+/// the return trampoline kretprobes write on this kernel (rethook's where
+/// tasks keep rethook nodes, CONFIG_RETHOOK; else whichever of the older
+/// two this kernel has: they never coexist), and each catalogued
+/// function BTF describes (the baseline object needs their addresses).
+/// Clones matter only where BTF is missing, and then nothing is set.
+fn enough_symbols(btf: &Btf) -> Vec<Vec<&'static str>> {
+    let trampoline = if btf.member_offset("task_struct", "rethooks").is_some() {
+        vec![kallsyms::RETURN_TRAMPOLINES[0]]
+    } else {
+        kallsyms::RETURN_TRAMPOLINES[1..].to_vec()
+    };
+    let functions = pin_common::FUNCS
+        .iter()
+        .flat_map(|f| f.symbols.iter().copied())
+        .filter(|name| btf.has_func(name))
+        .map(|name| vec![name]);
+    std::iter::once(trampoline).chain(functions).collect()
+}
+
+/// The symbols pinwatch wants out of /proc/kallsyms, read now, stopping
+/// once `enough` is satisfied.
+fn read_kallsyms(enough: &kallsyms::Enough) -> Kallsyms {
     log::info!("reading /proc/kallsyms");
     let started = std::time::Instant::now();
     let wanted: Vec<&str> = pin_common::FUNCS
@@ -128,7 +161,7 @@ fn read_kallsyms() -> Kallsyms {
         .flat_map(|f| f.symbols.iter().copied())
         .chain(kallsyms::RETURN_TRAMPOLINES)
         .collect();
-    let symbols = Kallsyms::read(&wanted).unwrap_or_default();
+    let symbols = Kallsyms::read(&wanted, enough).unwrap_or_default();
     log::info!(
         "read /proc/kallsyms in {} ms",
         started.elapsed().as_millis()
@@ -139,22 +172,36 @@ fn read_kallsyms() -> Kallsyms {
 /// /proc/kallsyms being read on a thread of its own. The thread opens the
 /// file at once, while the process still holds the privileges that make
 /// the kernel show addresses (it checks the opener's credentials).
-struct KallsymsReader(std::thread::JoinHandle<Kallsyms>);
+struct KallsymsReader {
+    thread: std::thread::JoinHandle<Kallsyms>,
+    enough: std::sync::Arc<kallsyms::Enough>,
+}
 
 impl KallsymsReader {
     /// Starts reading; `None` where no thread could be started (then the
     /// first use reads it).
     fn start() -> Option<Self> {
+        let enough = std::sync::Arc::new(kallsyms::Enough::new());
+        let theirs = std::sync::Arc::clone(&enough);
         std::thread::Builder::new()
             .name("kallsyms".into())
-            .spawn(read_kallsyms)
+            .spawn(move || read_kallsyms(&theirs))
             .ok()
-            .map(Self)
+            .map(|thread| Self { thread, enough })
+    }
+
+    /// Lets the reader stop once it has found `groups` (see
+    /// [`Kallsyms::read`]).
+    fn enough(&self, groups: Vec<Vec<&'static str>>) {
+        let _ = self.enough.set(groups);
     }
 
     /// The symbols, once read (read here if the thread died).
     fn join(self) -> Kallsyms {
-        self.0.join().unwrap_or_else(|_| read_kallsyms())
+        let enough = self.enough;
+        self.thread
+            .join()
+            .unwrap_or_else(|_| read_kallsyms(&enough))
     }
 }
 
@@ -244,6 +291,41 @@ pub fn short_error(err: &aya::programs::ProgramError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reader may stop once it has rethook's trampoline where tasks
+    /// keep rethook nodes, either older one elsewhere, and each catalogued
+    /// function BTF describes.
+    #[test]
+    fn kallsyms_may_stop_at_what_btf_says_is_there() {
+        use crate::kernel::btf::tests::build;
+        const KIND_INT: u32 = 1;
+        const KIND_STRUCT: u32 = 4;
+        const KIND_FUNC: u32 = 12;
+        const KIND_FUNC_PROTO: u32 = 13;
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        // "rethooks" is string 1 (interned first); member of type 1 at 0.
+        let types = vec![
+            ("long", info(KIND_INT, 0), 8, vec![64]),
+            ("", info(KIND_FUNC_PROTO, 0), 0, vec![]),
+            ("pin_user_pages_fast", info(KIND_FUNC, 0), 2, vec![]),
+            ("unpin_user_page", info(KIND_FUNC, 0), 2, vec![]),
+            ("task_struct", info(KIND_STRUCT, 1), 8, vec![1, 1, 0]),
+        ];
+        let with = Btf::parse(build(&types, &["rethooks"])).unwrap();
+        assert_eq!(
+            enough_symbols(&with),
+            [
+                vec!["arch_rethook_trampoline"],
+                vec!["pin_user_pages_fast"],
+                vec!["unpin_user_page"],
+            ]
+        );
+        let without = Btf::parse(build(&types, &["kretprobe_instances"])).unwrap();
+        assert_eq!(
+            enough_symbols(&without)[0],
+            ["__kretprobe_trampoline", "kretprobe_trampoline"]
+        );
+    }
 
     #[test]
     fn versions_parse() {

@@ -2,7 +2,7 @@
 //! symbols, and whether it lets us run kprobes and tracing (fentry/fexit)
 //! programs. Everything is discovered, nothing assumed.
 
-pub mod aya_loader;
+pub mod ahead;
 pub mod bpf_sys;
 pub mod btf;
 pub mod config;
@@ -40,7 +40,7 @@ pub struct KernelFacts {
     pub phases: crate::startup::Phases,
     /// aya's loader, made on a thread from the start (it parses the
     /// kernel BTF again, its own way); taken by the attach.
-    pub loader: std::sync::Mutex<aya_loader::LoaderPrep>,
+    pub loader: std::sync::Mutex<ahead::Ahead<aya::EbpfLoader<'static>>>,
 }
 
 impl KernelFacts {
@@ -68,8 +68,8 @@ impl KernelFacts {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".to_string());
         let mut phases = crate::startup::Phases::default();
-        let kallsyms_reader = std::sync::Mutex::new(KallsymsReader::start());
-        let loader = std::sync::Mutex::new(aya_loader::LoaderPrep::start());
+        let kallsyms_reader = KallsymsReader::start();
+        let loader = std::sync::Mutex::new(ahead::aya_loader());
         log::info!("reading kernel BTF");
         let btf = phases.time("BTF", || {
             Btf::from_sys_fs().map_err(|e| {
@@ -79,13 +79,7 @@ impl KernelFacts {
                 )
             })
         });
-        if let (Ok(btf), Some(reader)) = (
-            &btf,
-            kallsyms_reader
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref(),
-        ) {
+        if let (Ok(btf), Some(reader)) = (&btf, &kallsyms_reader) {
             reader.enough(enough_symbols(btf));
         }
         log::info!("probing mechanisms");
@@ -97,7 +91,7 @@ impl KernelFacts {
             release,
             btf,
             kallsyms: std::sync::OnceLock::new(),
-            kallsyms_reader,
+            kallsyms_reader: std::sync::Mutex::new(kallsyms_reader),
             kprobes,
             tracing,
             features,

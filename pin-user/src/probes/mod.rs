@@ -342,31 +342,6 @@ impl Probes {
     }
 }
 
-/// aya's parse of the kernel BTF, on a thread of its own where one can
-/// be had.
-enum AyaBtf {
-    Parsing(std::thread::JoinHandle<Option<aya::Btf>>),
-    Later,
-}
-
-impl AyaBtf {
-    fn start() -> Self {
-        log::info!("parsing BTF for aya");
-        std::thread::Builder::new()
-            .name("aya-btf".into())
-            .spawn(|| aya::Btf::from_sys_fs().ok())
-            .map_or(AyaBtf::Later, AyaBtf::Parsing)
-    }
-
-    /// The parsed BTF (None where the kernel has none), waited for.
-    fn finish(self) -> Option<aya::Btf> {
-        match self {
-            AyaBtf::Parsing(thread) => thread.join().ok().flatten(),
-            AyaBtf::Later => aya::Btf::from_sys_fs().ok(),
-        }
-    }
-}
-
 /// Loads the eBPF object and attaches to every known function the kernel
 /// has, with the requested mechanism. Fails only when nothing attached.
 pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, AttachError> {
@@ -382,7 +357,10 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let mut startup = facts.phases.clone();
     // aya's own parse of the kernel BTF, which fentry's attach needs
     // (0.1-0.2 s): started now, beside the kallsyms wait and the load.
-    let aya_btf = options.mode.tries_fentry().then(AyaBtf::start);
+    let aya_btf = options
+        .mode
+        .tries_fentry()
+        .then(crate::kernel::ahead::aya_btf);
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
     startup.time("kallsyms", || facts.kallsyms());
@@ -416,7 +394,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         handoff: None,
         multi: multi_programs.map(multi::Multi::new),
     };
-    let aya_btf = startup.time("BTF for attach", || aya_btf.and_then(AyaBtf::finish));
+    let aya_btf = startup.time("BTF for attach", || aya_btf.and_then(|mut btf| btf.take()));
     let mut maps = KernelMapsMut::new(&mut probes.ebpf);
     if let Some(dir) = &options.cgroup {
         settings::choose_cgroup(&mut maps, dir)?;

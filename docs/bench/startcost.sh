@@ -20,6 +20,9 @@ for round in 1 2 3; do
     if [ $((round % 2)) = 1 ]; then order="pw-base pinwatch"; else order="pinwatch pw-base"; fi
     for b in $order; do
       sleep ${SETTLE:-8}
+      # A stale "attached" line (the previous start's) would end the
+      # wait below before this agent has even opened the file.
+      rm -f /tmp/err
       s=$(uptime_s)
       $b stat --attach $m --interval 60s > /tmp/out 2> /tmp/err &
       pid=$!

@@ -9,9 +9,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
 };
 use pin_common::{
     CallEvent, EVENT_GUP, FuncId, GUP_FUNC_COUNT, GupStats, Health, INSERTS_PROCS, ProcStats,
@@ -20,6 +18,7 @@ use pin_common::{
 
 use crate::{
     attribution, cgroup,
+    comm::current_comm,
     counters::{EEXIST, add_to, bump_health, count_insert},
     events::{emit, event_wanted},
     failures,
@@ -71,8 +70,8 @@ pub(crate) fn proc_entry(tgid: u32, irq: bool) -> Option<&'static mut ProcStats>
     };
     if irq {
         fresh.comm = IRQ_COMM;
-    } else if let Ok(comm) = bpf_get_current_comm() {
-        fresh.comm = comm;
+    } else {
+        fresh.comm = current_comm();
     }
     // NOEXIST: a thread of the same process on another CPU may create the
     // entry first; overwriting it would zero the counts it added since.
@@ -413,7 +412,7 @@ fn emit_call(state: &TaskState, ret: i64, ns: u64, pid_tgid: u64, paths: &PathSp
         cgroup: cgroup::current_cgroup(false),
         fell_back: paths.fell_back as u32,
         _pad: 0,
-        comm: bpf_get_current_comm().unwrap_or_default(),
+        comm: current_comm(),
     });
 }
 
@@ -444,9 +443,8 @@ fn count_process(ret: i64, is_pin: bool) {
         // exec copying its arguments, under the parent's comm. Stored only
         // when it changed: the entry is shared by the process's threads on
         // all CPUs, and a store would take its cache line from them.
-        if let Ok(comm) = bpf_get_current_comm()
-            && proc.comm != comm
-        {
+        let comm = current_comm();
+        if proc.comm != comm {
             proc.comm = comm;
         }
         add_to(&mut proc.calls, 1);

@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
 };
 use pin_common::{
     INSERTS_FAILURES, TaskState,
@@ -16,6 +16,7 @@ use pin_common::{
 };
 
 use crate::{
+    comm::current_comm,
     counters::{add_to, count_insert},
     maps::FAILURES,
     settings::foll_longterm,
@@ -91,5 +92,5 @@ pub(crate) fn count(state: &TaskState, ret: i64) {
     }
     row.last_ns = now;
     row.last_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    row.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    row.comm = current_comm();
 }

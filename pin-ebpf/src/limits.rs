@@ -9,8 +9,8 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
 };
 use pin_common::limits::{
@@ -19,6 +19,7 @@ use pin_common::limits::{
 };
 
 use crate::{
+    comm::current_comm,
     counters::add_to,
     maps::{CHECK_ARGS, LIMIT_DENIALS},
     settings::{LimitLayout, limit_layout},
@@ -134,7 +135,7 @@ pub fn returned(args: &CheckArgs, ret: i64) {
     row.vm_pinned = vm_pinned;
     row.vm_locked = vm_locked;
     row.uid = bpf_get_current_uid_gid() as u32;
-    row.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    row.comm = current_comm();
 }
 
 /// `CAP_IPC_LOCK`'s bit in `cred.cap_effective` (include/uapi/linux/capability.h).

@@ -5,8 +5,7 @@
 //! `gup_put_folio`, where every FOLL_PIN release ends.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-    bpf_probe_read_kernel,
+    bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
 };
 use pin_common::{
     CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_TGID, LATENCY_UNMEASURED,
@@ -18,6 +17,7 @@ use crate::{
         IRQ_COMM, forget_missed_call, inside_gup_call, outer_call_returned, proc_entry, proc_stats,
     },
     attribution, cgroup,
+    comm::current_comm,
     counters::{add_health, add_to, bump_health},
     events::{emit, event_wanted},
     follow::{counted, filtering},
@@ -164,8 +164,8 @@ fn emit_release(id: FuncId, pages: u64, irq: bool) {
         };
         if irq {
             event.comm = IRQ_COMM;
-        } else if let Ok(comm) = bpf_get_current_comm() {
-            event.comm = comm;
+        } else {
+            event.comm = current_comm();
         }
         emit(event);
     }

@@ -303,6 +303,10 @@ pub struct TaskState {
     pub fallback_nr: i64,
     /// Return value of the nested slow call.
     pub slow_ret: i64,
+    /// Return value of the outermost call, once it returned: kept only for
+    /// the probes' own use (a value the verifier does not track, see the
+    /// return accounting).
+    pub ret: i64,
     /// Whether the task is inside `unpin_user_pages_dirty_lock` (whose
     /// nested `unpin_user_pages` is part of the same release).
     pub release_depth: u32,
@@ -535,7 +539,7 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<TaskState>(),
-            4 * 2 + 8 * 8 + 4 * 2 + 8 * 4 + 4 * 2 + 8
+            4 * 2 + 8 * 8 + 4 * 2 + 8 * 5 + 4 * 2 + 8
         );
     }
 }

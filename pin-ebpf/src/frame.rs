@@ -67,7 +67,7 @@ pub(crate) fn return_address(slot: u64, word: u64) -> u64 {
     let mut walk = InstanceWalk {
         // The list head's first link: the newest instance comes first
         // (`llist_add`).
-        node: read_word(task + list - 1),
+        node: read_u64(task + list - 1),
         slot,
         link,
         ret,
@@ -79,17 +79,20 @@ pub(crate) fn return_address(slot: u64, word: u64) -> u64 {
     walk.found
 }
 
-/// A kernel word through the checked helper, 0 when unreadable.
+/// Reads a `u64` of kernel memory at `addr` (0 when it cannot).
 #[inline(always)]
-fn read_word(addr: u64) -> u64 {
-    // SAFETY: kernel memory through the checked helper.
+pub(crate) fn read_u64(addr: u64) -> u64 {
+    // SAFETY: the helper checks the address.
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
 }
 
 /// Where a walk over the task's return-probe instances stands: the next
 /// list link, what is looked for (the replaced word's stack slot) and
 /// the layout, and the return address found (the trampoline until one
-/// is). On the caller's stack, where a `bpf_loop` body can reach it.
+/// is). On the caller's stack, where a `bpf_loop` body can reach it. The
+/// layout and the trampoline are copies of read-only globals: read from
+/// the globals in the body instead, the verifier walked 2-3 % more
+/// (fentry's programs 118 743 instructions against 115 528, 6.12).
 #[repr(C)]
 struct InstanceWalk {
     node: u64,
@@ -110,8 +113,8 @@ impl InstanceWalk {
             return false;
         }
         let instance = self.node.wrapping_sub(self.link);
-        if read_word(instance + self.at) == self.slot {
-            let replaced = read_word(instance + self.ret);
+        if read_u64(instance + self.at) == self.slot {
+            let replaced = read_u64(instance + self.ret);
             // The trampoline itself: an older tracer's instance, whose
             // own replaced word comes further down the list.
             if replaced != self.trampoline {
@@ -119,7 +122,7 @@ impl InstanceWalk {
                 return false;
             }
         }
-        self.node = read_word(self.node);
+        self.node = read_u64(self.node);
         true
     }
 

@@ -10,7 +10,6 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
     },
 };
 use pin_common::limits::{
@@ -21,16 +20,10 @@ use pin_common::limits::{
 use crate::{
     comm::current_comm,
     counters::add_to,
+    frame::read_u64,
     maps::{CHECK_ARGS, LIMIT_DENIALS},
     settings::{LimitLayout, limit_layout},
 };
-
-/// Reads a `u64` of kernel memory at `addr` (0 when it cannot).
-#[inline(always)]
-fn read_u64(addr: u64) -> u64 {
-    // SAFETY: the helper checks the address.
-    unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
-}
 
 /// The soft RLIMIT_MEMLOCK of `task`, in bytes, as `rlimit()` reads it
 /// (`task->signal->rlim[RLIMIT_MEMLOCK].rlim_cur`).

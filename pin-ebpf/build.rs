@@ -1,6 +1,7 @@
 //! Rebuilds the eBPF object when the `bpf-linker` binary changes (the
-//! linker is an undeclared build input of this crate), and tells the
-//! linker to let LLVM expand memory intrinsics its generic way.
+//! linker is an undeclared build input of this crate), tells the linker
+//! to let LLVM expand memory intrinsics its generic way, and to keep the
+//! global BPF functions of `src/verified_once.rs` global.
 fn main() {
     if let Ok(linker) = which::which("bpf-linker") {
         println!("cargo:rerun-if-changed={}", linker.display());
@@ -13,4 +14,14 @@ fn main() {
     // walked by the verifier a byte at a time on every path (most of the
     // 23 900 instructions it walked per fexit program on 6.12).
     println!("cargo:rustc-link-arg=--disable-expand-memcpy-in-order");
+    // bpf-linker internalizes every function it is not told to export,
+    // and the verifier checks an internal one again at every call.
+    const GLOBALS: &str = "src/verified_once.rs";
+    println!("cargo:rerun-if-changed={GLOBALS}");
+    let source = std::fs::read_to_string(GLOBALS).expect("pin-ebpf's src/verified_once.rs");
+    let globals: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.split_once("extern \"C\" fn ")?.1.split('(').next())
+        .collect();
+    println!("cargo:rustc-link-arg=--export={}", globals.join(","));
 }

@@ -21,13 +21,13 @@ use crate::{
     comm::current_comm,
     counters::{EEXIST, add_to, bump_health, count_insert},
     events::{emit, event_wanted},
-    failures,
     follow::counted,
     frame::{Frame, STACK_SPAN, return_address},
     maps::{GUP_STATS, PIN_BALANCE, PROCS},
     outcome::{Outcome, PathSplit},
     settings::{callers_on, config, lifetimes_on, return_trampoline},
     task_storage::{self, task_state},
+    verified_once,
 };
 
 /// Deeper nesting than this means the state is stale (a return was missed);
@@ -296,26 +296,27 @@ pub fn gup_exit(id: FuncId, raw_ret: u64) {
         state.fast_ret = ret;
     }
     if state.depth == 0 {
-        account_call(state, ret);
+        verified_once::account_call(state, ret);
     }
 }
 
 /// Folds an outermost call that returned `ret` into its variant's
 /// counters, a per-call event when one is wanted, its call site's counters
-/// and pins, the pin balance and its process's row. The steps run in the
-/// order they always have: the compiler inlines them all, so the verifier
-/// sees the same program as when this was one function.
+/// and pins, the pin balance and its process's row. In the full object
+/// it and its three rarer steps (failures, call site, pins) are global
+/// functions ([`verified_once`]), checked once per program each.
 #[inline(always)]
-fn account_call(state: &mut TaskState, ret: i64) {
+pub(crate) fn account_call(state: &mut TaskState, ret: i64) {
     let outer = state.outer;
     if outer as usize >= GUP_FUNC_COUNT {
         return;
     }
-    // First, before the other steps fork the verifier's paths: here the
-    // branch is explored once per program rather than once per path
-    // (at the end it more than doubled the time to load the programs).
+    // First, before the other steps fork the verifier's paths: in the
+    // baseline object, where the step is a static function, the branch
+    // is explored once per program here rather than once per path (at
+    // the end it more than doubled the time to load the programs).
     if ret < 0 || ret < state.nr {
-        failures::count(state, ret);
+        verified_once::count_failure(state, ret);
     }
     let Some(stats) = GUP_STATS.get_ptr_mut(outer) else {
         return;
@@ -339,10 +340,10 @@ fn account_call(state: &mut TaskState, ret: i64) {
     };
     let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
     if callers_on() {
-        attribution::account_caller(state, &outcome);
+        verified_once::account_caller(state, &outcome);
     }
     if is_pin && lifetimes_on() {
-        attribution::remember_pins(state, ret, now);
+        verified_once::remember_pins(state, ret, now);
     }
     if is_pin
         && ret > 0

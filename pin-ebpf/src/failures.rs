@@ -55,7 +55,8 @@ fn key_of(state: &TaskState, ret: i64) -> FailureKey {
 /// Counts the outermost call in `state`, which returned `ret` (an errno,
 /// or fewer pages than `state.nr`). A BPF function of its own, not
 /// inlined: the verifier then checks its body apart from the caller's
-/// branches.
+/// branches (once per path reaching it; once per program in the full
+/// object, where [`crate::verified_once`] calls it from a global one).
 #[inline(never)]
 pub(crate) fn count(state: &TaskState, ret: i64) {
     // SAFETY: a helper without arguments.

@@ -59,6 +59,13 @@ pub(crate) fn return_address(slot: u64, word: u64) -> u64 {
     if trampoline == 0 || word != trampoline {
         return word;
     }
+    crate::verified_once::replaced_return_address(slot, word, trampoline)
+}
+
+/// The address the newest return-probe instance for `slot` replaced:
+/// [`return_address`]'s walk, once `word` is the `trampoline`.
+#[inline(always)]
+pub(crate) fn replaced_return_address(slot: u64, word: u64, trampoline: u64) -> u64 {
     let [list, link, ret, at] = return_instance_layout();
     if list == 0 {
         return word;

@@ -59,6 +59,8 @@ mod release;
 mod settings;
 #[cfg(target_arch = "bpf")]
 mod task_storage;
+#[cfg(target_arch = "bpf")]
+mod verified_once;
 
 #[cfg(target_arch = "bpf")]
 mod programs {

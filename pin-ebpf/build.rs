@@ -6,6 +6,11 @@ fn main() {
     if let Ok(linker) = which::which("bpf-linker") {
         println!("cargo:rerun-if-changed={}", linker.display());
     }
+    // The host's build of the crate (its unit tests) links with cc, which
+    // knows none of bpf-linker's options.
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("bpf") {
+        return;
+    }
     // By default bpf-linker has LLVM expand only `memcpy` in place (in
     // source order, for JITs that match copy patterns, which x86-64's
     // does not), so every `memset` (each zeroed array or struct, 16 bytes

@@ -330,7 +330,7 @@ pub(crate) fn account_call(state: &mut TaskState, ret: i64) {
     let ns = now.saturating_sub(state.start_ns);
     let pid_tgid = bpf_get_current_pid_tgid();
     if event_wanted(pid_tgid) {
-        emit_call(state, ret, ns, pid_tgid, &paths);
+        verified_once::emit_call(state, ret, ns, pid_tgid, &paths);
     }
     let outcome = Outcome {
         ret,
@@ -351,8 +351,7 @@ pub(crate) fn account_call(state: &mut TaskState, ret: i64) {
     {
         add_to(unsafe { &mut (*balance).pinned }, ret as u64);
     }
-    count_process(ret, is_pin);
-    cgroup::count_call(ret, is_pin);
+    verified_once::count_rows(ret, is_pin);
 }
 
 /// `ret` as a value the verifier knows nothing about: stored in the
@@ -408,7 +407,7 @@ fn count_paths(stats: &mut GupStats, paths: &PathSplit) {
 
 /// Sends the per-call event of an outermost call that took `ns`.
 #[inline(always)]
-fn emit_call(state: &TaskState, ret: i64, ns: u64, pid_tgid: u64, paths: &PathSplit) {
+pub(crate) fn emit_call(state: &TaskState, ret: i64, ns: u64, pid_tgid: u64, paths: &PathSplit) {
     // A slow variant's pages all come from the slow path.
     let slow_pages = if state.fast_level == 0 && ret > 0 {
         ret as u64
@@ -456,7 +455,7 @@ fn count_latency(stats: &mut GupStats, ns: u64) -> usize {
 /// The calling process's row: its comm, its calls and the pages it got
 /// (pinned ones apart).
 #[inline(always)]
-fn count_process(ret: i64, is_pin: bool) {
+pub(crate) fn count_process(ret: i64, is_pin: bool) {
     if let Some(proc) = proc_stats() {
         // Refreshed on every call: a process's first GUP calls are often
         // exec copying its arguments, under the parent's comm. Stored only

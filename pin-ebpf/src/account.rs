@@ -303,8 +303,9 @@ pub fn gup_exit(id: FuncId, raw_ret: u64) {
 /// Folds an outermost call that returned `ret` into its variant's
 /// counters, a per-call event when one is wanted, its call site's counters
 /// and pins, the pin balance and its process's row. In the full object
-/// it and its three rarer steps (failures, call site, pins) are global
-/// functions ([`verified_once`]), checked once per program each.
+/// it is a global function, and so is each of its steps but the variant's
+/// counters and the pin balance ([`verified_once`]): checked once per
+/// program each.
 #[inline(always)]
 pub(crate) fn account_call(state: &mut TaskState, ret: i64) {
     let outer = state.outer;

@@ -1,4 +1,4 @@
-//! Steps of the accounting that the verifier checks once per program: in
+//! Steps of the probes that the verifier checks once per program: in
 //! the full object each is a global BPF function, which the verifier
 //! checks on its own, with its arguments unknown, and then takes each call
 //! of as returning an unknown number. A static (or inlined) function is
@@ -14,11 +14,13 @@
 //! | fentry exit, one get/pin function | 3 845 | 1 873 |
 //! | fentry entry, one release function | 1 951-2 237 | 1 412-1 660 |
 //! | all 38 of `--attach fentry` | 115 528 | 51 873 |
-//! | all of `--attach kprobe` | 103 461 | 55 543 (*) |
-//! | kprobe_multi entry and return | 8 126 + 3 798 | 3 523 + 2 544 (*) |
+//! | all of `--attach kprobe` | 103 461 | 48 751 |
+//! | kprobe_multi entry and return | 8 126 + 3 798 | 3 523 + 1 978 |
 //!
-//! (*) before the event and the process and cgroup rows were global too,
-//! which took the fentry exit from 2 472 to 1 873.
+//! The price: a return makes three BPF-to-BPF calls it did not (the
+//! accounting, the call site's row, the process and cgroup rows), 3-6 %
+//! of the in-kernel cost of a one-page call under TCG in the overhead
+//! benchmark (BENCHMARKS.md, "Start-up, fifth pass").
 //!
 //! The baseline object (5.10-5.16) calls the same steps inline: 5.10's
 //! verifier takes only numbers and context pointers as a global function's

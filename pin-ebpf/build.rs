@@ -1,7 +1,7 @@
 //! Rebuilds the eBPF object when the `bpf-linker` binary changes (the
 //! linker is an undeclared build input of this crate), tells the linker
 //! to let LLVM expand memory intrinsics its generic way, and to keep the
-//! global BPF functions of `src/verified_once.rs` global.
+//! global BPF functions (`pinwatch_*`) global.
 fn main() {
     if let Ok(linker) = which::which("bpf-linker") {
         println!("cargo:rerun-if-changed={}", linker.display());
@@ -20,13 +20,19 @@ fn main() {
     // 23 900 instructions it walked per fexit program on 6.12).
     println!("cargo:rustc-link-arg=--disable-expand-memcpy-in-order");
     // bpf-linker internalizes every function it is not told to export,
-    // and the verifier checks an internal one again at every call.
-    const GLOBALS: &str = "src/verified_once.rs";
-    println!("cargo:rerun-if-changed={GLOBALS}");
-    let source = std::fs::read_to_string(GLOBALS).expect("pin-ebpf's src/verified_once.rs");
-    let globals: Vec<&str> = source
-        .lines()
-        .filter_map(|l| l.split_once("extern \"C\" fn ")?.1.split('(').next())
-        .collect();
+    // and the verifier checks an internal one again at every call: the
+    // global ones (`pub extern "C" fn pinwatch_*`, see the crate's doc)
+    // are exported by name, read from the sources.
+    println!("cargo:rerun-if-changed=src");
+    let mut globals = Vec::new();
+    for entry in std::fs::read_dir("src").expect("pin-ebpf's src") {
+        let path = entry.expect("an entry of pin-ebpf's src").path();
+        let source = std::fs::read_to_string(&path).expect("a pin-ebpf source file");
+        globals.extend(source.lines().filter_map(|l| {
+            let name = l.split_once("pub extern \"C\" fn ")?.1.split('(').next()?;
+            name.starts_with("pinwatch_").then(|| name.to_string())
+        }));
+    }
+    globals.sort();
     println!("cargo:rustc-link-arg=--export={}", globals.join(","));
 }

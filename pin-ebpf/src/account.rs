@@ -21,13 +21,13 @@ use crate::{
     comm::current_comm,
     counters::{EEXIST, add_to, bump_health, count_insert},
     events::{emit, event_wanted},
+    failures,
     follow::counted,
     frame::{Frame, STACK_SPAN, return_address},
     maps::{GUP_STATS, PIN_BALANCE, PROCS},
     outcome::{Outcome, PathSplit},
     settings::{callers_on, config, lifetimes_on, return_trampoline},
     task_storage::{self, task_state},
-    verified_once,
 };
 
 /// Deeper nesting than this means the state is stale (a return was missed);
@@ -296,18 +296,41 @@ pub fn gup_exit(id: FuncId, raw_ret: u64) {
         state.fast_ret = ret;
     }
     if state.depth == 0 {
-        verified_once::account_call(state, ret);
+        account_call_once(state, ret);
     }
+}
+
+/// [`account_call`], which the verifier checks once per program: a global
+/// BPF function in the full object (see the crate's doc), inline in the
+/// baseline one.
+#[inline(always)]
+fn account_call_once(state: &mut TaskState, ret: i64) {
+    #[cfg(not(feature = "baseline"))]
+    pinwatch_account_call(state, ret);
+    #[cfg(feature = "baseline")]
+    account_call(state, ret);
+}
+
+/// [`account_call`] as a global BPF function; its pointer may be null as
+/// far as the verifier knows.
+#[cfg(not(feature = "baseline"))]
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pinwatch_account_call(state: *mut TaskState, ret: i64) -> u32 {
+    // SAFETY: the caller's task state.
+    if let Some(state) = unsafe { state.as_mut() } {
+        account_call(state, ret);
+    }
+    0
 }
 
 /// Folds an outermost call that returned `ret` into its variant's
 /// counters, a per-call event when one is wanted, its call site's counters
 /// and pins, the pin balance and its process's row. In the full object
 /// it is a global function, and so is each of its steps but the variant's
-/// counters and the pin balance ([`verified_once`]): checked once per
-/// program each.
+/// counters and the pin balance: checked once per program each.
 #[inline(always)]
-pub(crate) fn account_call(state: &mut TaskState, ret: i64) {
+fn account_call(state: &mut TaskState, ret: i64) {
     let outer = state.outer;
     if outer as usize >= GUP_FUNC_COUNT {
         return;
@@ -317,7 +340,7 @@ pub(crate) fn account_call(state: &mut TaskState, ret: i64) {
     // is explored once per program here rather than once per path (at
     // the end it more than doubled the time to load the programs).
     if ret < 0 || ret < state.nr {
-        verified_once::count_failure(state, ret);
+        failures::count_once(state, ret);
     }
     let Some(stats) = GUP_STATS.get_ptr_mut(outer) else {
         return;
@@ -331,7 +354,7 @@ pub(crate) fn account_call(state: &mut TaskState, ret: i64) {
     let ns = now.saturating_sub(state.start_ns);
     let pid_tgid = bpf_get_current_pid_tgid();
     if event_wanted(pid_tgid) {
-        verified_once::emit_call(state, ret, ns, pid_tgid, &paths);
+        emit_call_once(state, ret, ns, pid_tgid, &paths);
     }
     let outcome = Outcome {
         ret,
@@ -341,10 +364,10 @@ pub(crate) fn account_call(state: &mut TaskState, ret: i64) {
     };
     let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
     if callers_on() {
-        verified_once::account_caller(state, &outcome);
+        attribution::account_caller_once(state, &outcome);
     }
     if is_pin && lifetimes_on() {
-        verified_once::remember_pins(state, ret, now);
+        attribution::remember_pins_once(state, ret, now);
     }
     if is_pin
         && ret > 0
@@ -352,7 +375,62 @@ pub(crate) fn account_call(state: &mut TaskState, ret: i64) {
     {
         add_to(unsafe { &mut (*balance).pinned }, ret as u64);
     }
-    verified_once::count_rows(ret, is_pin);
+    count_rows_once(ret, is_pin);
+}
+
+/// [`emit_call`], which the verifier checks once per program: a global BPF
+/// function in the full object (see the crate's doc), inline in the
+/// baseline one.
+#[inline(always)]
+fn emit_call_once(state: &TaskState, ret: i64, ns: u64, pid_tgid: u64, paths: &PathSplit) {
+    #[cfg(not(feature = "baseline"))]
+    pinwatch_emit_call(state, ret, ns, pid_tgid, paths);
+    #[cfg(feature = "baseline")]
+    emit_call(state, ret, ns, pid_tgid, paths);
+}
+
+/// [`emit_call`] as a global BPF function; its pointers may be null as far
+/// as the verifier knows.
+#[cfg(not(feature = "baseline"))]
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pinwatch_emit_call(
+    state: *const TaskState,
+    ret: i64,
+    ns: u64,
+    pid_tgid: u64,
+    paths: *const PathSplit,
+) -> u32 {
+    // SAFETY: the caller's task state and path split.
+    if let (Some(state), Some(paths)) = unsafe { (state.as_ref(), paths.as_ref()) } {
+        emit_call(state, ret, ns, pid_tgid, paths);
+    }
+    0
+}
+
+/// The call's process and cgroup rows ([`count_process`],
+/// `cgroup::count_call`), which the verifier checks once per program: one
+/// global BPF function for both in the full object (see the crate's doc;
+/// one call fewer per return than two), inline in the baseline one.
+#[inline(always)]
+fn count_rows_once(ret: i64, is_pin: bool) {
+    #[cfg(not(feature = "baseline"))]
+    pinwatch_count_rows(ret, is_pin);
+    #[cfg(feature = "baseline")]
+    {
+        count_process(ret, is_pin);
+        cgroup::count_call(ret, is_pin);
+    }
+}
+
+/// [`count_rows_once`]'s global BPF function.
+#[cfg(not(feature = "baseline"))]
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pinwatch_count_rows(ret: i64, is_pin: bool) -> u32 {
+    count_process(ret, is_pin);
+    cgroup::count_call(ret, is_pin);
+    0
 }
 
 /// `ret` as a value the verifier knows nothing about: stored in the
@@ -408,7 +486,7 @@ fn count_paths(stats: &mut GupStats, paths: &PathSplit) {
 
 /// Sends the per-call event of an outermost call that took `ns`.
 #[inline(always)]
-pub(crate) fn emit_call(state: &TaskState, ret: i64, ns: u64, pid_tgid: u64, paths: &PathSplit) {
+fn emit_call(state: &TaskState, ret: i64, ns: u64, pid_tgid: u64, paths: &PathSplit) {
     // A slow variant's pages all come from the slow path.
     let slow_pages = if state.fast_level == 0 && ret > 0 {
         ret as u64
@@ -456,7 +534,7 @@ fn count_latency(stats: &mut GupStats, ns: u64) -> usize {
 /// The calling process's row: its comm, its calls and the pages it got
 /// (pinned ones apart).
 #[inline(always)]
-pub(crate) fn count_process(ret: i64, is_pin: bool) {
+fn count_process(ret: i64, is_pin: bool) {
     if let Some(proc) = proc_stats() {
         // Refreshed on every call: a process's first GUP calls are often
         // exec copying its arguments, under the parent's comm. Stored only

@@ -102,9 +102,33 @@ fn caller_stats(key: &CallerKey) -> Option<&'static mut CallerStats> {
     CALLERS.get_ptr_mut(key).map(|stats| unsafe { &mut *stats })
 }
 
+/// [`account_caller`], which the verifier checks once per program: a
+/// global BPF function in the full object (see the crate's doc), inline in
+/// the baseline one.
+#[inline(always)]
+pub fn account_caller_once(state: &TaskState, call: &Outcome) {
+    #[cfg(not(feature = "baseline"))]
+    pinwatch_account_caller(state, call);
+    #[cfg(feature = "baseline")]
+    account_caller(state, call);
+}
+
+/// [`account_caller`] as a global BPF function; its pointers may be null
+/// as far as the verifier knows.
+#[cfg(not(feature = "baseline"))]
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pinwatch_account_caller(state: *const TaskState, call: *const Outcome) -> u32 {
+    // SAFETY: the caller's task state and outcome.
+    if let (Some(state), Some(call)) = unsafe { (state.as_ref(), call.as_ref()) } {
+        account_caller(state, call);
+    }
+    0
+}
+
 /// Folds one outermost call into its call site's counters.
 #[inline(always)]
-pub fn account_caller(state: &TaskState, call: &Outcome) {
+fn account_caller(state: &TaskState, call: &Outcome) {
     let key = CallerKey::new(state.caller, state.outer);
     let Some(stats) = caller_stats(&key) else {
         return;
@@ -200,7 +224,7 @@ extern "C" fn remember_one(index: u64, ctx: *mut c_void) -> i64 {
 /// its `pages` array), for [`folio_released`] to time.
 #[cfg(not(feature = "baseline"))]
 #[inline(always)]
-pub fn remember_pins(state: &TaskState, ret: i64, now: u64) {
+fn remember_pins(state: &TaskState, ret: i64, now: u64) {
     if state.pages == 0 || ret <= 0 {
         return;
     }
@@ -233,11 +257,32 @@ pub fn remember_pins(state: &TaskState, ret: i64, now: u64) {
     }
 }
 
+/// [`remember_pins`], which the verifier checks once per program: a
+/// global BPF function (see the crate's doc).
+#[cfg(not(feature = "baseline"))]
+#[inline(always)]
+pub fn remember_pins_once(state: &TaskState, ret: i64, now: u64) {
+    pinwatch_remember_pins(state, ret, now);
+}
+
+/// [`remember_pins`] as a global BPF function; its pointer may be null as
+/// far as the verifier knows.
+#[cfg(not(feature = "baseline"))]
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pinwatch_remember_pins(state: *const TaskState, ret: i64, now: u64) -> u32 {
+    // SAFETY: the caller's task state.
+    if let Some(state) = unsafe { state.as_ref() } {
+        remember_pins(state, ret, now);
+    }
+    0
+}
+
 /// The baseline object has no `bpf_loop` (5.17+), and the agent never
 /// turns lifetimes on with it.
 #[cfg(feature = "baseline")]
 #[inline(always)]
-pub fn remember_pins(_state: &TaskState, _ret: i64, _now: u64) {}
+pub fn remember_pins_once(_state: &TaskState, _ret: i64, _now: u64) {}
 
 /// A caller's release of `refs` FOLL_PIN pins of `folio` (at
 /// `gup_put_folio`, GUP's own releases already told apart): ends their

@@ -52,13 +52,36 @@ fn key_of(state: &TaskState, ret: i64) -> FailureKey {
     }
 }
 
+/// [`count`], which the verifier checks once per program: a global BPF
+/// function in the full object (see the crate's doc), a static one in the
+/// baseline object.
+#[inline(always)]
+pub(crate) fn count_once(state: &TaskState, ret: i64) {
+    #[cfg(not(feature = "baseline"))]
+    pinwatch_count_failure(state, ret);
+    #[cfg(feature = "baseline")]
+    count(state, ret);
+}
+
+/// [`count`] as a global BPF function; its pointer may be null as far as
+/// the verifier knows.
+#[cfg(not(feature = "baseline"))]
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pinwatch_count_failure(state: *const TaskState, ret: i64) -> u32 {
+    // SAFETY: the caller's task state.
+    if let Some(state) = unsafe { state.as_ref() } {
+        count(state, ret);
+    }
+    0
+}
+
 /// Counts the outermost call in `state`, which returned `ret` (an errno,
 /// or fewer pages than `state.nr`). A BPF function of its own, not
 /// inlined: the verifier then checks its body apart from the caller's
-/// branches (once per path reaching it; once per program in the full
-/// object, where [`crate::verified_once`] calls it from a global one).
+/// branches (once per path reaching it in the baseline object).
 #[inline(never)]
-pub(crate) fn count(state: &TaskState, ret: i64) {
+fn count(state: &TaskState, ret: i64) {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let key = key_of(state, ret);

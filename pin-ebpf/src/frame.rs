@@ -59,13 +59,37 @@ pub(crate) fn return_address(slot: u64, word: u64) -> u64 {
     if trampoline == 0 || word != trampoline {
         return word;
     }
-    crate::verified_once::replaced_return_address(slot, word, trampoline)
+    replaced_return_address_once(slot, word, trampoline)
+}
+
+/// [`replaced_return_address`], which the verifier checks once per
+/// program: a global BPF function in the full object (see the crate's
+/// doc), inline in the baseline one.
+#[inline(always)]
+fn replaced_return_address_once(slot: u64, word: u64, trampoline: u64) -> u64 {
+    #[cfg(not(feature = "baseline"))]
+    {
+        // The global function reads the trampoline itself: it takes
+        // nothing the verifier would have to check twice.
+        let _ = trampoline;
+        pinwatch_replaced_return_address(slot, word)
+    }
+    #[cfg(feature = "baseline")]
+    replaced_return_address(slot, word, trampoline)
+}
+
+/// [`replaced_return_address`] as a global BPF function.
+#[cfg(not(feature = "baseline"))]
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pinwatch_replaced_return_address(slot: u64, word: u64) -> u64 {
+    replaced_return_address(slot, word, return_trampoline())
 }
 
 /// The address the newest return-probe instance for `slot` replaced:
 /// [`return_address`]'s walk, once `word` is the `trampoline`.
 #[inline(always)]
-pub(crate) fn replaced_return_address(slot: u64, word: u64, trampoline: u64) -> u64 {
+fn replaced_return_address(slot: u64, word: u64, trampoline: u64) -> u64 {
     let [list, link, ret, at] = return_instance_layout();
     if list == 0 {
         return word;

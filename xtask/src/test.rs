@@ -362,17 +362,17 @@ impl Entry {
         let started = Instant::now();
         let mut result = vm::run_with(self.kernel, &binaries, &command, timeout, &options);
         let mut first_boot_lost = None;
-        // Two deaths say nothing about pinwatch: a guest that died before
-        // its init ran (seen once under Debian's qemu 7.2: an int3 oops in
-        // sched_clock_cpu at 7.7 s), and one that died of an int3 nothing
-        // claimed while kernel text was live-patched (the emulator's, see
-        // vm::LivePatchTrap; a fresh-clone CI of 18213fd lost 6.18 so
-        // under qemu 10). Boot it once more, all its tests again, its
+        // Two deaths say nothing about pinwatch (vm::EmulatorDeath): a
+        // guest that died before its init ran (seen once under Debian's
+        // qemu 7.2: an int3 oops in sched_clock_cpu at 7.7 s), and one that
+        // died of an int3 nothing claimed while kernel text was
+        // live-patched (a fresh-clone CI of 18213fd lost 6.18 so under
+        // qemu 10). Boot it once more, all its tests again, its
         // vCPUs on one host thread, where the emulator showed neither (3
         // of 3 start/stop rounds under load clean where 7.2 died in 2 of
         // 3); any failure there is a failure. The summary lists it.
         if let Err(e) = &result
-            && (e.is::<vm::BootFailure>() || e.is::<vm::LivePatchTrap>())
+            && e.is::<vm::EmulatorDeath>()
         {
             println!(
                 "{e:#}\n== VM {name}: booting once more, its vCPUs on one host thread (-accel tcg,thread=single)"

@@ -22,58 +22,58 @@ pub struct VmOutcome {
     pub lines: Vec<String>,
 }
 
-/// The guest kernel died before /init printed [`initramfs::BOOT_MARKER`]:
-/// nothing of the command ran, so the run says nothing about it.
+/// The guest died in a way that says nothing about the command, so the
+/// run can be repeated: see [`EmulatorDeathCause`].
 #[derive(Debug)]
-pub struct BootFailure {
+pub struct EmulatorDeath {
     /// Kernel name.
     pub kernel: String,
+    /// How it died.
+    pub cause: EmulatorDeathCause,
     /// The console's last lines (the oops, usually).
     pub last_lines: String,
 }
 
-impl std::fmt::Display for BootFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "VM on {} died while booting, before its init ran; last lines:\n{}",
-            self.kernel, self.last_lines
-        )
-    }
-}
-
-impl std::error::Error for BootFailure {}
-
-/// The guest died of an int3 that no handler claimed, the way qemu's
-/// multi-threaded TCG kills guests while kernel text is live-patched
-/// (fentry attach or detach, static keys): under 7.2 in 2 of 3 boots of a
-/// start/stop loop beside a pinning workload, and once under 10 (a
-/// fresh-clone CI's 6.18 guest at `get_user_pages_fast+0x5`, its `Code:`
-/// dump showing the trampoline call whole where the int3 had been). On
-/// hardware the kernel's patching claims every int3 it places until all
-/// CPUs have serialized, and pinwatch's programs cannot jump into kernel
-/// text; the run says nothing about the command.
+/// The two deaths [`EmulatorDeath`] stands for.
 #[derive(Debug)]
-pub struct LivePatchTrap {
-    /// Kernel name.
-    pub kernel: String,
-    /// The oops's `RIP:` line.
-    pub rip: String,
-    /// The console's last lines.
-    pub last_lines: String,
+pub enum EmulatorDeathCause {
+    /// Before /init printed [`initramfs::BOOT_MARKER`]: nothing of the
+    /// command ran.
+    BeforeInit,
+    /// An int3 that no handler claimed, the way qemu's multi-threaded TCG
+    /// kills guests while kernel text is live-patched (fentry attach or
+    /// detach, static keys): under 7.2 in 2 of 3 boots of a start/stop
+    /// loop beside a pinning workload, and once under 10 (a fresh-clone
+    /// CI's 6.18 guest at `get_user_pages_fast+0x5`, its `Code:` dump
+    /// showing the trampoline call whole where the int3 had been). On
+    /// hardware the kernel's patching claims every int3 it places until
+    /// all CPUs have serialized, and pinwatch's programs cannot jump into
+    /// kernel text.
+    UnclaimedInt3 {
+        /// The oops's `RIP:` line.
+        rip: String,
+    },
 }
 
-impl std::fmt::Display for LivePatchTrap {
+impl std::fmt::Display for EmulatorDeath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "VM on {} died of an unclaimed int3 at {} (qemu's multi-threaded TCG during live patching); last lines:\n{}",
-            self.kernel, self.rip, self.last_lines
-        )
+        match &self.cause {
+            EmulatorDeathCause::BeforeInit => write!(
+                f,
+                "VM on {} died while booting, before its init ran",
+                self.kernel
+            )?,
+            EmulatorDeathCause::UnclaimedInt3 { rip } => write!(
+                f,
+                "VM on {} died of an unclaimed int3 at {rip} (qemu's multi-threaded TCG during live patching)",
+                self.kernel
+            )?,
+        }
+        write!(f, "; last lines:\n{}", self.last_lines)
     }
 }
 
-impl std::error::Error for LivePatchTrap {}
+impl std::error::Error for EmulatorDeath {}
 
 /// Where an int3 oops on the console stopped the kernel: its `RIP:`
 /// line, without the timestamp. `None` for any other death.
@@ -185,7 +185,7 @@ pub struct VmOptions {
     pub cpus: u32,
     /// Run every vCPU on one host thread (`-accel tcg,thread=single`):
     /// slower (6.18's suite 220 s against 159 s), but no vCPU can run
-    /// code another is patching (see [`LivePatchTrap`]).
+    /// code another is patching (see [`EmulatorDeathCause::UnclaimedInt3`]).
     pub single_threaded: bool,
 }
 
@@ -412,24 +412,23 @@ fn read_console(lines: &Receiver<String>, timeout: Duration) -> Option<Console> 
 
 impl Console {
     /// The run's outcome: the command's status, or why there is none (a
-    /// guest that died booting is a [`BootFailure`], one that died of an
-    /// int3 a [`LivePatchTrap`]).
+    /// guest that died booting or of an int3 is an [`EmulatorDeath`]).
     fn outcome(self, kernel: &str) -> anyhow::Result<VmOutcome> {
         let Self { lines, status } = self;
         let last_lines = || lines[lines.len().saturating_sub(15)..].join("\n");
+        let death = |cause| EmulatorDeath {
+            kernel: kernel.to_string(),
+            cause,
+            last_lines: last_lines(),
+        };
         match status {
             Some(status) => Ok(VmOutcome { status, lines }),
-            None if let Some(rip) = int3_oops(&lines) => Err(LivePatchTrap {
-                kernel: kernel.to_string(),
-                rip,
-                last_lines: last_lines(),
+            None if let Some(rip) = int3_oops(&lines) => {
+                Err(death(EmulatorDeathCause::UnclaimedInt3 { rip }).into())
             }
-            .into()),
-            None if !lines.iter().any(|l| l.contains(initramfs::BOOT_MARKER)) => Err(BootFailure {
-                kernel: kernel.to_string(),
-                last_lines: last_lines(),
+            None if !lines.iter().any(|l| l.contains(initramfs::BOOT_MARKER)) => {
+                Err(death(EmulatorDeathCause::BeforeInit).into())
             }
-            .into()),
             None => bail!(
                 "VM on {} ended without reporting an exit status (kernel panic or init failure); last lines:\n{}",
                 kernel,

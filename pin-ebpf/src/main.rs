@@ -20,18 +20,15 @@
 //! (per-thread state), `counters` (atomic adds, health counts), `settings`
 //! (what the agent told the probes) and `maps` (the maps the agent reads).
 //!
-//! Steps that every probe of a kind shares (the return accounting and its
-//! steps, the walk over return-probe instances) are, in the full object,
-//! global BPF functions, named `pinwatch_*` and defined beside the step
-//! each runs: the verifier checks a global function once per program, with
-//! its arguments unknown, where it checks a static or inlined one again
-//! for every path reaching its call (fentry's 38 programs: 115 528
-//! instructions walked on 6.12 with them static, 51 873 global;
-//! BENCHMARKS.md, "Start-up, fifth pass"). The price is a BPF-to-BPF call
-//! per step run. Each `*_once` function calls one: in the baseline object
-//! (5.10-5.16, whose verifier takes no pointer arguments to a global
-//! function) it runs the step inline. bpf-linker makes every function it
-//! is not told to export static: `build.rs` exports them.
+//! Shared steps (the return accounting and its steps, the walk over
+//! return-probe instances) are global BPF functions in the full object,
+//! `pinwatch_*` beside the step each runs, called through a `*_once`
+//! function (inline in the baseline object: 5.10's verifier takes no
+//! pointer arguments to global functions). The verifier checks a global
+//! function once per program, a static one again on every path to its
+//! call (fentry's 38 programs on 6.12: 115 528 instructions walked static,
+//! 51 873 global; BENCHMARKS.md, "Start-up, fifth pass"); the price is a
+//! BPF-to-BPF call per step run. `build.rs` exports them from bpf-linker.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The atomic add of `counters::add_to` (see there).

@@ -1,9 +1,10 @@
 //! Start-up work begun ahead of need on a thread of its own, so that it
-//! overlaps the rest of start-up instead of following it: aya's two
-//! parses of the kernel BTF (its loader's, and the one fentry's attach
-//! needs), each 0.25-0.37 s on Debian 6.12 under TCG.
+//! overlaps the rest of start-up instead of following it: aya's loader,
+//! whose constructor parses the kernel BTF its own way (0.25-0.37 s on
+//! Debian 6.12 under TCG). fentry's attach needs no second aya parse:
+//! see `probes::attach_ids`.
 
-use aya::{Btf, EbpfLoader};
+use aya::EbpfLoader;
 
 /// A value being made on a thread of its own; made on the caller's
 /// thread where no thread could be had, or the thread died.
@@ -46,10 +47,4 @@ impl<T: Send + 'static> Ahead<T> {
 /// the load.
 pub fn aya_loader() -> Ahead<EbpfLoader<'static>> {
     Ahead::start("aya-loader", EbpfLoader::new)
-}
-
-/// aya's parse of the kernel BTF (None where the kernel has none), which
-/// fentry's attach needs: started with the attach, beside the load.
-pub fn aya_btf() -> Ahead<Option<Btf>> {
-    Ahead::start("aya-btf", || Btf::from_sys_fs().ok())
 }

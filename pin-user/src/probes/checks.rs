@@ -104,6 +104,11 @@ fn serialize_attached<S: serde::Serializer>(
     }
 }
 
+/// Every kernel function a memlock check may attach to.
+pub(super) fn functions() -> impl Iterator<Item = &'static str> {
+    CANDIDATES.iter().map(|c| c.function)
+}
+
 /// The candidate this kernel has for `check` (its BTF prototype has the
 /// parameters pinwatch reads), or why none fits.
 fn candidate(btf: &Btf, check: u32) -> Result<&'static Candidate, String> {

@@ -4,6 +4,7 @@
 //! that keeps the links alive, whose maps the rest of the agent reaches
 //! only through [`maps`]' typed facade.
 
+mod attach_ids;
 pub mod batch;
 mod capacities;
 mod checks;
@@ -355,12 +356,6 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         )));
     }
     let mut startup = facts.phases.clone();
-    // aya's own parse of the kernel BTF, which fentry's attach needs
-    // (0.1-0.2 s): started now, beside the kallsyms wait and the load.
-    let aya_btf = options
-        .mode
-        .tries_fentry()
-        .then(crate::kernel::ahead::aya_btf);
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
     startup.time("kallsyms", || facts.kallsyms());
@@ -372,14 +367,28 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         )));
     }
     let globals = Globals::for_kernel(facts, &options);
-    let (ebpf, kernel_log, multi_programs) =
-        startup.time("load+verify", || load_object(facts, &options, &globals))?;
+    let hook = release_hook_symbol(facts);
+    let status = discover(facts);
+    let (loaded, aya_btf) = std::thread::scope(|scope| {
+        // The type ids' index (30 ms under TCG on 6.12) is made beside the
+        // load, which mostly waits for aya's loader to finish its parse.
+        let ids = std::thread::Builder::new()
+            .name("attach-ids".into())
+            .spawn_scoped(scope, || attach_ids_for(facts, options.mode, &status, hook));
+        let loaded = startup.time("load+verify", || load_object(facts, &options, &globals));
+        let ids = startup.time("type ids for attach", || {
+            ids.ok()
+                .and_then(|thread| thread.join().ok())
+                .unwrap_or_else(|| attach_ids_for(facts, options.mode, &status, hook))
+        });
+        (loaded, ids)
+    });
+    let (ebpf, kernel_log, multi_programs) = loaded?;
     // Built first so that any failure from here on drops it, which
     // detaches what is attached the fast way (`Drop for Probes`).
-    let hook = release_hook_symbol(facts);
     let mut probes = Probes {
         ebpf,
-        status: discover(facts),
+        status,
         kernel_log,
         lifetimes: None,
         release_hook: Err("not attached yet".into()),
@@ -394,7 +403,6 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         handoff: None,
         multi: multi_programs.map(multi::Multi::new),
     };
-    let aya_btf = startup.time("BTF for attach", || aya_btf.and_then(|mut btf| btf.take()));
     let mut maps = KernelMapsMut::new(&mut probes.ebpf);
     if let Some(dir) = &options.cgroup {
         settings::choose_cgroup(&mut maps, dir)?;
@@ -450,6 +458,27 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     log::info!("start-up: {startup}");
     probes.startup = startup;
     Ok(probes)
+}
+
+/// The type ids fentry and fexit programs are loaded against, for every
+/// function they may attach to here ([`attach_ids`]); none where fentry
+/// is not tried or the kernel has no BTF.
+fn attach_ids_for(
+    facts: &KernelFacts,
+    mode: AttachMode,
+    status: &[ProbeStatus],
+    hook: &str,
+) -> Option<aya::Btf> {
+    let btf = facts.btf.as_ref().ok().filter(|_| mode.tries_fentry())?;
+    let mut functions: Vec<&str> = status
+        .iter()
+        .filter_map(|st| st.symbol.as_deref())
+        .collect();
+    functions.push(hook);
+    for function in checks::functions() {
+        functions.push(function);
+    }
+    Some(attach_ids::attach_ids(btf, functions))
 }
 
 /// The mechanism pin lifetimes are timed with (`--lifetimes`), given how

@@ -277,7 +277,7 @@ fn attach_function(
     if mode.tries_fentry() {
         let result = match (&facts.tracing, aya_btf) {
             (Err(e), _) => Err(e.clone()),
-            (Ok(()), None) => Err("fentry needs kernel BTF, which aya could not read".into()),
+            (Ok(()), None) => Err("fentry needs kernel BTF, which could not be read".into()),
             (Ok(()), Some(btf)) => attach_fentry(progs, symbol, btf, with_exit),
         };
         match result {

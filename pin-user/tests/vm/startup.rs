@@ -13,7 +13,7 @@ const PHASES: [&str; 12] = [
     "features",
     "kallsyms",
     "load+verify",
-    "BTF for attach",
+    "type ids for attach",
     "attach functions",
     "attach release hook",
     "attach memlock checks",

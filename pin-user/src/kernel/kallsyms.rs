@@ -25,6 +25,12 @@ const END_OF_TEXT: &str = "_etext";
 /// every group (see [`Kallsyms::read`]).
 pub type Enough = std::sync::OnceLock<Vec<Vec<&'static str>>>;
 
+/// The groups that are never all found: read to the end of the core
+/// kernel's text (a group with no member).
+pub fn to_end_of_text() -> Vec<Vec<&'static str>> {
+    vec![Vec::new()]
+}
+
 /// Text symbols of the running kernel, with their addresses.
 #[derive(Debug, Default)]
 pub struct Kallsyms {
@@ -43,16 +49,19 @@ impl Kallsyms {
     /// of which holds a GUP function or a return trampoline (Debian 6.12:
     /// line 97 730 of 155 452; the kernel lists symbols by address).
     ///
-    /// Sooner still once `enough` is set (from BTF, while this reads) and
-    /// every one of its groups has a member found: the GUP functions lie
-    /// in a third of the text (mm/gup.c is linked early).
-    pub fn read(wanted: &[&str], enough: &Enough) -> std::io::Result<Self> {
-        let file = std::io::BufReader::new(std::fs::File::open("/proc/kallsyms")?);
-        Ok(Self::parse_lines(
-            file.lines().map_while(Result::ok),
-            wanted,
-            enough,
-        ))
+    /// Sooner still once `enough` is set and every one of its groups has
+    /// a member found: the return trampoline lies in the first few
+    /// thousand lines (arch/x86 is linked first), the GUP functions in a
+    /// third of the text (mm/gup.c is linked early).
+    pub fn read(file: std::fs::File, wanted: &[&str], enough: &Enough) -> Self {
+        let file = std::io::BufReader::new(file);
+        Self::parse_lines(file.lines().map_while(Result::ok), wanted, enough)
+    }
+
+    /// Opens `/proc/kallsyms` for [`Kallsyms::read`]: the kernel shows
+    /// addresses or zeros by the credentials of whoever opened it.
+    pub fn open() -> std::io::Result<std::fs::File> {
+        std::fs::File::open("/proc/kallsyms")
     }
 
     /// Parses kallsyms text like [`Kallsyms::read`].

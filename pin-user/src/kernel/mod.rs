@@ -14,6 +14,7 @@ mod tracing;
 
 pub use btf::Btf;
 pub use features::Features;
+use features::Object;
 pub use kallsyms::Kallsyms;
 
 /// Facts about the running kernel gathered once at start-up.
@@ -79,14 +80,14 @@ impl KernelFacts {
                 )
             })
         });
-        if let (Ok(btf), Some(reader)) = (&btf, &kallsyms_reader) {
-            reader.enough(enough_symbols(btf));
-        }
         log::info!("probing mechanisms");
         let (kprobes, tracing) = phases.time("mechanisms", || {
             (kprobes_available(), tracing_allowed(&btf))
         });
         let features = phases.time("features", || Features::probe(&btf, &tracing, &kprobes));
+        if let Some(reader) = &kallsyms_reader {
+            reader.enough(enough_symbols(btf.as_ref().ok(), features.object()));
+        }
         Self {
             release,
             btf,
@@ -110,7 +111,7 @@ impl KernelFacts {
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
             reader.map_or_else(
-                || read_kallsyms(&kallsyms::Enough::new()),
+                || read_kallsyms(Kallsyms::open(), &kallsyms::Enough::new()),
                 KallsymsReader::join,
             )
         })
@@ -125,13 +126,17 @@ impl KernelFacts {
     }
 }
 
-/// What kallsyms must show before its reader may stop, as BTF tells:
-/// the return trampoline kretprobes write on this kernel (rethook's where
-/// tasks keep rethook nodes, CONFIG_RETHOOK; else whichever of the older
-/// two this kernel has: they never coexist), and each catalogued
-/// function BTF describes (the baseline object needs their addresses).
-/// Clones matter only where BTF is missing, and then nothing is set.
-fn enough_symbols(btf: &Btf) -> Vec<Vec<&'static str>> {
+/// What kallsyms must show before its reader may stop, as BTF and the
+/// object to load tell: the return trampoline kretprobes write on this
+/// kernel (rethook's where tasks keep rethook nodes, CONFIG_RETHOOK; else
+/// whichever of the older two this kernel has: they never coexist), and,
+/// for the baseline object only (which cannot ask the kernel where a
+/// traced function starts), each catalogued function BTF describes.
+/// Without BTF, clones matter: read to the end of the text.
+fn enough_symbols(btf: Option<&Btf>, object: Object) -> Vec<Vec<&'static str>> {
+    let Some(btf) = btf else {
+        return kallsyms::to_end_of_text();
+    };
     let trampoline = if btf.member_offset("task_struct", "rethooks").is_some() {
         vec![kallsyms::RETURN_TRAMPOLINES[0]]
     } else {
@@ -140,14 +145,14 @@ fn enough_symbols(btf: &Btf) -> Vec<Vec<&'static str>> {
     let functions = pin_common::FUNCS
         .iter()
         .flat_map(|f| f.symbols.iter().copied())
-        .filter(|name| btf.has_func(name))
+        .filter(|name| object == Object::Baseline && btf.has_func(name))
         .map(|name| vec![name]);
     std::iter::once(trampoline).chain(functions).collect()
 }
 
-/// The symbols pinwatch wants out of /proc/kallsyms, read now, stopping
-/// once `enough` is satisfied.
-fn read_kallsyms(enough: &kallsyms::Enough) -> Kallsyms {
+/// The symbols pinwatch wants out of `file` (/proc/kallsyms, opened),
+/// read now, stopping once `enough` is satisfied.
+fn read_kallsyms(file: std::io::Result<std::fs::File>, enough: &kallsyms::Enough) -> Kallsyms {
     log::info!("reading /proc/kallsyms");
     let started = std::time::Instant::now();
     let wanted: Vec<&str> = pin_common::FUNCS
@@ -155,7 +160,9 @@ fn read_kallsyms(enough: &kallsyms::Enough) -> Kallsyms {
         .flat_map(|f| f.symbols.iter().copied())
         .chain(kallsyms::RETURN_TRAMPOLINES)
         .collect();
-    let symbols = Kallsyms::read(&wanted, enough).unwrap_or_default();
+    let symbols = file
+        .map(|file| Kallsyms::read(file, &wanted, enough))
+        .unwrap_or_default();
     log::info!(
         "read /proc/kallsyms in {} ms",
         started.elapsed().as_millis()
@@ -165,7 +172,11 @@ fn read_kallsyms(enough: &kallsyms::Enough) -> Kallsyms {
 
 /// /proc/kallsyms being read on a thread of its own. The thread opens the
 /// file at once, while the process still holds the privileges that make
-/// the kernel show addresses (it checks the opener's credentials).
+/// the kernel show addresses (it checks the opener's credentials), then
+/// waits to be told what is enough before it reads: with the full object
+/// that is the return trampoline, a few thousand lines in, and reading
+/// meanwhile would only take a CPU from the two BTF parses (2 vCPUs, 6.12:
+/// the reader stopped 154-206 ms in, at about a third of the text).
 struct KallsymsReader {
     thread: std::thread::JoinHandle<Kallsyms>,
     enough: std::sync::Arc<kallsyms::Enough>,
@@ -179,7 +190,11 @@ impl KallsymsReader {
         let theirs = std::sync::Arc::clone(&enough);
         std::thread::Builder::new()
             .name("kallsyms".into())
-            .spawn(move || read_kallsyms(&theirs))
+            .spawn(move || {
+                let file = Kallsyms::open();
+                theirs.wait();
+                read_kallsyms(file, &theirs)
+            })
             .ok()
             .map(|thread| Self { thread, enough })
     }
@@ -195,7 +210,7 @@ impl KallsymsReader {
         let enough = self.enough;
         self.thread
             .join()
-            .unwrap_or_else(|_| read_kallsyms(&enough))
+            .unwrap_or_else(|_| read_kallsyms(Kallsyms::open(), &enough))
     }
 }
 
@@ -287,8 +302,9 @@ mod tests {
     use super::*;
 
     /// The reader may stop once it has rethook's trampoline where tasks
-    /// keep rethook nodes, either older one elsewhere, and each catalogued
-    /// function BTF describes.
+    /// keep rethook nodes, either older one elsewhere, and, for the
+    /// baseline object, each catalogued function BTF describes; without
+    /// BTF it reads the whole text.
     #[test]
     fn kallsyms_may_stop_at_what_btf_says_is_there() {
         use crate::kernel::btf::tests::build;
@@ -307,17 +323,26 @@ mod tests {
         ];
         let with = Btf::parse(build(&types, &["rethooks"])).unwrap();
         assert_eq!(
-            enough_symbols(&with),
+            enough_symbols(Some(&with), Object::Baseline),
             [
                 vec!["arch_rethook_trampoline"],
                 vec!["pin_user_pages_fast"],
                 vec!["unpin_user_page"],
             ]
         );
+        // The full object asks the kernel where each function starts.
+        assert_eq!(
+            enough_symbols(Some(&with), Object::Full),
+            [vec!["arch_rethook_trampoline"]]
+        );
         let without = Btf::parse(build(&types, &["kretprobe_instances"])).unwrap();
         assert_eq!(
-            enough_symbols(&without)[0],
-            ["__kretprobe_trampoline", "kretprobe_trampoline"]
+            enough_symbols(Some(&without), Object::Full),
+            [vec!["__kretprobe_trampoline", "kretprobe_trampoline"]]
+        );
+        assert_eq!(
+            enough_symbols(None, Object::Baseline),
+            kallsyms::to_end_of_text()
         );
     }
 

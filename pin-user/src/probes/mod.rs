@@ -23,6 +23,7 @@ mod settings;
 mod shed;
 mod signature;
 mod tables_only;
+mod verifier_slots;
 
 use aya::{Ebpf, programs::TracePoint};
 use pin_common::{FUNCS, FuncId, FuncKind};

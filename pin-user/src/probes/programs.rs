@@ -11,6 +11,9 @@
 //! serializes much: in a 2-vCPU 6.12 guest attach went from 3.0 to 2.3 s,
 //! while detach completions still came ~0.12 s apart (one trampoline
 //! update at a time), 3.3-3.6 s idle, 10-12 s beside a pinning loop.
+//! Loads, which the kernel verifies (computing), wait for one of a slot
+//! per CPU ([`VerifierSlots`]), so that attaches start as verifications
+//! end instead of all after the last.
 
 use std::{collections::HashMap, os::fd::AsRawFd as _};
 
@@ -23,7 +26,10 @@ use pin_common::{
     catalog::{FuncInfo, has_exit_probe},
 };
 
-use super::{AttachError, AttachMode, Mechanism, ProbeStatus, Probes, multi::Multi};
+use super::{
+    AttachError, AttachMode, Mechanism, ProbeStatus, Probes, multi::Multi,
+    verifier_slots::VerifierSlots,
+};
 use crate::kernel::{KernelFacts, short_error};
 
 /// The entry, exit, kprobe and kretprobe program names of function `id`.
@@ -176,6 +182,7 @@ fn attach_batch(
     ids: &[FuncId],
 ) -> Result<(), AttachError> {
     let programs = borrow_functions(ebpf, ids).map_err(AttachError::Load)?;
+    let slots = VerifierSlots::per_cpu();
     let jobs: Vec<_> = programs
         .into_iter()
         .zip(ids)
@@ -196,6 +203,7 @@ fn attach_batch(
         log::info!("attaching {symbol}");
         Some(attach_function(
             &mut progs,
+            &slots,
             facts,
             mode,
             aya_btf,
@@ -264,6 +272,7 @@ struct FunctionAttach {
 /// fails (unless a mechanism is forced).
 fn attach_function(
     progs: &mut FunctionPrograms<'_>,
+    slots: &VerifierSlots,
     facts: &KernelFacts,
     mode: AttachMode,
     aya_btf: Option<&aya::Btf>,
@@ -278,7 +287,7 @@ fn attach_function(
         let result = match (&facts.tracing, aya_btf) {
             (Err(e), _) => Err(e.clone()),
             (Ok(()), None) => Err("fentry needs kernel BTF, which could not be read".into()),
-            (Ok(()), Some(btf)) => attach_fentry(progs, symbol, btf, with_exit),
+            (Ok(()), Some(btf)) => attach_fentry(progs, slots, symbol, btf, with_exit),
         };
         match result {
             Ok(()) => outcome.attached = Some(Mechanism::Fentry),
@@ -288,7 +297,7 @@ fn attach_function(
     if outcome.attached.is_none() && mode.tries_kprobe() {
         let result = match &facts.kprobes {
             Err(e) => Err(e.clone()),
-            Ok(()) => attach_kprobe(progs, symbol, with_exit),
+            Ok(()) => attach_kprobe(progs, slots, symbol, with_exit),
         };
         match result {
             Ok(()) => outcome.attached = Some(Mechanism::Kprobe),
@@ -302,6 +311,7 @@ fn attach_function(
 /// on failure nothing of it stays loaded.
 fn attach_fentry(
     progs: &mut FunctionPrograms<'_>,
+    slots: &VerifierSlots,
     symbol: &str,
     btf: &aya::Btf,
     with_exit: bool,
@@ -310,15 +320,17 @@ fn attach_fentry(
     // state unbalanced; an exit without an entry is merely counted.
     if with_exit {
         let exit: &mut FExit = typed(progs.fexit)?;
-        exit.load(symbol, btf).map_err(|e| short_error(&e))?;
+        slots
+            .verify(|| exit.load(symbol, btf))
+            .map_err(|e| short_error(&e))?;
         if let Err(e) = exit.attach() {
             let _ = exit.unload();
             return Err(short_error(&e));
         }
     }
     let entry: &mut FEntry = typed(progs.fentry)?;
-    let result = entry
-        .load(symbol, btf)
+    let result = slots
+        .verify(|| entry.load(symbol, btf))
         .and_then(|()| entry.attach().map(drop));
     if let Err(e) = result {
         let _ = entry.unload();
@@ -334,20 +346,21 @@ fn attach_fentry(
 /// on failure nothing of it stays loaded.
 fn attach_kprobe(
     progs: &mut FunctionPrograms<'_>,
+    slots: &VerifierSlots,
     symbol: &str,
     with_exit: bool,
 ) -> Result<(), String> {
     if with_exit {
         let exit: &mut KProbe = typed(progs.kretprobe)?;
-        exit.load().map_err(|e| short_error(&e))?;
+        slots.verify(|| exit.load()).map_err(|e| short_error(&e))?;
         if let Err(e) = exit.attach(symbol, 0) {
             let _ = exit.unload();
             return Err(short_error(&e));
         }
     }
     let entry: &mut KProbe = typed(progs.kprobe)?;
-    let result = entry
-        .load()
+    let result = slots
+        .verify(|| entry.load())
         .and_then(|()| entry.attach(symbol, 0).map(drop));
     if let Err(e) = result {
         let _ = entry.unload();

@@ -70,16 +70,22 @@ impl Config {
     }
 
     /// Every configuration of a repetition, in their first order: untraced,
-    /// pinwatch with and without callers, bpftrace, the empty pair, the
-    /// baseline pinwatch when there is one, funclatency on each function.
-    fn all(functions: &[String], baseline: bool) -> Vec<Self> {
+    /// pinwatch with and without callers, pinwatch on kprobe_multi links
+    /// where the kernel has them, bpftrace, the empty pair, the baseline
+    /// pinwatch when there is one, funclatency on each function.
+    fn all(functions: &[String], baseline: bool, kprobe_multi: bool) -> Vec<Self> {
         let mut configs = vec![
             Self::plain(TracerKind::Untraced),
             Self::plain(TracerKind::Pinwatch),
             Self::plain(TracerKind::PinwatchNoCallers),
+        ];
+        if kprobe_multi {
+            configs.push(Self::plain(TracerKind::PinwatchKprobeMulti));
+        }
+        configs.extend([
             Self::plain(TracerKind::Bpftrace),
             Self::plain(TracerKind::EmptyPair),
-        ];
+        ]);
         if baseline {
             configs.push(Self::plain(TracerKind::Baseline));
         }
@@ -142,7 +148,12 @@ pub fn run(args: &GuestArgs) -> anyhow::Result<std::process::ExitCode> {
     functions.sort();
     functions.dedup();
     fs::write(EMPTY_SCRIPT, scripts::empty_pair_script(&functions))?;
-    let configs = Config::all(&functions, args.baseline_binary.is_some());
+    let kprobe_multi_refused = kprobe_multi_refusal();
+    let configs = Config::all(
+        &functions,
+        args.baseline_binary.is_some(),
+        kprobe_multi_refused.is_none(),
+    );
 
     let mut run = BenchRun {
         kernel,
@@ -154,6 +165,15 @@ pub fn run(args: &GuestArgs) -> anyhow::Result<std::process::ExitCode> {
         timings: Vec::new(),
         in_kernel: Vec::new(),
         tracer_runs: Vec::new(),
+        not_measured: kprobe_multi_refused
+            .map(|why| {
+                format!(
+                    "{}, refused: {why}",
+                    TracerKind::PinwatchKprobeMulti.label()
+                )
+            })
+            .into_iter()
+            .collect(),
     };
     for rep in 0..args.reps {
         let mut order = configs.clone();
@@ -203,6 +223,35 @@ fn pinwatch_probes() -> anyhow::Result<Vec<Probe>> {
             })
         })
         .collect())
+}
+
+/// Why pinwatch cannot attach with kprobe_multi links here (its own
+/// one-line error), or None where it can: asked by attaching once.
+fn kprobe_multi_refusal() -> Option<String> {
+    let out = match Command::new(PINWATCH)
+        .args(["probes", "--json", "--attach", "kprobe-multi"])
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => return Some(format!("running {PINWATCH}: {e}")),
+    };
+    if out.status.success() {
+        return None;
+    }
+    // With --json the error is the report's `error`; else stderr says it.
+    let from_json = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|report| report["error"].as_str().map(str::to_string));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let from_stderr = stderr
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string());
+    Some(
+        from_json
+            .or(from_stderr)
+            .unwrap_or_else(|| format!("exited {} without a reason", out.status)),
+    )
 }
 
 /// `(major, minor)` of a `uname -r` release.
@@ -329,6 +378,17 @@ fn start_tracer(config: &Config, args: &GuestArgs) -> anyhow::Result<Option<Trac
         ]
         .map(String::from)
         .to_vec(),
+        TracerKind::PinwatchKprobeMulti => [
+            PINWATCH,
+            "stat",
+            "--attach",
+            "kprobe-multi",
+            "--json",
+            "--interval",
+            "1s",
+        ]
+        .map(String::from)
+        .to_vec(),
         TracerKind::Bpftrace => vec![BPFTRACE.into(), GUP_SCRIPT.into()],
         TracerKind::EmptyPair => vec![BPFTRACE.into(), EMPTY_SCRIPT.into()],
         TracerKind::Funclatency => vec![
@@ -342,9 +402,10 @@ fn start_tracer(config: &Config, args: &GuestArgs) -> anyhow::Result<Option<Trac
     // funclatency says "Tracing ..." once attached, then reports each second.
     let mut attached = false;
     let is_data = move |line: &str| match kind {
-        TracerKind::Pinwatch | TracerKind::PinwatchNoCallers | TracerKind::Baseline => {
-            line.starts_with('{')
-        }
+        TracerKind::Pinwatch
+        | TracerKind::PinwatchNoCallers
+        | TracerKind::PinwatchKprobeMulti
+        | TracerKind::Baseline => line.starts_with('{'),
         TracerKind::Funclatency => {
             let data = attached;
             attached |= line.starts_with("Tracing");

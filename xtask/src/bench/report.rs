@@ -37,9 +37,10 @@ pub fn spread(samples: &[f64]) -> Option<Spread> {
 }
 
 /// The tracers in report order.
-const TRACED: [TracerKind; 6] = [
+const TRACED: [TracerKind; 7] = [
     TracerKind::Pinwatch,
     TracerKind::PinwatchNoCallers,
+    TracerKind::PinwatchKprobeMulti,
     TracerKind::Baseline,
     TracerKind::Bpftrace,
     TracerKind::Funclatency,
@@ -133,6 +134,9 @@ pub fn markdown(run: &BenchRun) -> String {
     in_kernel_table(&mut s, run, &traced);
     tracers_table(&mut s, run, &traced);
     targets_table(&mut s, run);
+    for why in &run.not_measured {
+        let _ = writeln!(s, "Not measured on this kernel: {why}\n");
+    }
     s
 }
 
@@ -340,6 +344,7 @@ mod tests {
                 cpu_share: 0.01,
                 peak_rss_kib: 20480,
             }],
+            not_measured: vec![],
         }
     }
 
@@ -372,5 +377,21 @@ mod tests {
             md.contains("| futex-1p | 0.25 (met) | 3.00 (missed) |"),
             "{md}"
         );
+        assert!(!md.contains("Not measured"), "{md}");
+    }
+
+    /// A tracer the kernel refused has no column, and the report says why.
+    #[test]
+    fn markdown_says_what_this_kernel_could_not_measure() {
+        let mut run = sample_run();
+        run.not_measured = vec!["pinwatch --attach kprobe-multi: no links here".into()];
+        let md = markdown(&run);
+        assert!(
+            md.contains(
+                "Not measured on this kernel: pinwatch --attach kprobe-multi: no links here"
+            ),
+            "{md}"
+        );
+        assert!(!md.contains("| pinwatch --attach kprobe-multi |"), "{md}");
     }
 }

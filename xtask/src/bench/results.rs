@@ -14,6 +14,9 @@ pub enum TracerKind {
     Pinwatch,
     /// `pinwatch stat --no-callers` (no call-site attribution).
     PinwatchNoCallers,
+    /// `pinwatch stat --attach kprobe-multi` (two links for every function),
+    /// where the kernel has the links pinwatch can use.
+    PinwatchKprobeMulti,
     /// `pinwatch stat` of another build (`--baseline`), for before/after
     /// comparisons in one run.
     Baseline,
@@ -32,6 +35,7 @@ impl TracerKind {
             TracerKind::Untraced => "untraced",
             TracerKind::Pinwatch => "pinwatch",
             TracerKind::PinwatchNoCallers => "pinwatch --no-callers",
+            TracerKind::PinwatchKprobeMulti => "pinwatch --attach kprobe-multi",
             TracerKind::Baseline => "baseline pinwatch",
             TracerKind::Bpftrace => "bpftrace",
             TracerKind::Funclatency => "funclatency",
@@ -127,4 +131,8 @@ pub struct BenchRun {
     pub in_kernel: Vec<InKernel>,
     /// Tracer starts.
     pub tracer_runs: Vec<TracerRun>,
+    /// The tracers this kernel could not run, each with why
+    /// (`label: reason`).
+    #[serde(default)]
+    pub not_measured: Vec<String>,
 }

@@ -23,6 +23,7 @@ mod settings;
 mod shed;
 mod signature;
 mod tables_only;
+mod threads;
 mod verifier_slots;
 
 use aya::{Ebpf, programs::TracePoint};

@@ -235,7 +235,7 @@ pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
         load(name).map(|fd| (fd, start.elapsed()))
     };
     let [entry, exit]: [_; 2] =
-        super::programs::concurrently(vec![ENTRY_PROGRAM, RETURN_PROGRAM], timed)
+        super::threads::concurrently(vec![ENTRY_PROGRAM, RETURN_PROGRAM], timed)
             .try_into()
             .map_err(|_| "verifying the kprobe_multi programs: a result is missing".to_string())?;
     let ((entry, entry_took), (exit, exit_took)) = (entry?, exit?);

@@ -12,7 +12,7 @@ use ratatui::{
 use super::{
     app::{App, Panel},
     fit,
-    render::{block, held},
+    widgets::{TableWindow, block, held},
 };
 
 /// Width of the rates, as the processes table's (see `PROC_FIGURE`).
@@ -34,7 +34,7 @@ pub fn draw_cgroups(f: &mut Frame, app: &App, area: Rect) {
         .get(&pin_common::IRQ_CGROUP)
         .is_some_and(|row| row.totals.released > 0);
     let cgroups = app.cgroup_rows();
-    let shown = super::render::TableWindow::of(cgroups.len(), app.process_sel, area);
+    let shown = TableWindow::of(cgroups.len(), app.process_sel, area);
     let rows: Vec<Row> = cgroups[shown.rows()]
         .iter()
         .map(|c| {

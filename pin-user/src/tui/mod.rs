@@ -12,6 +12,7 @@ pub mod reduced;
 pub mod render;
 #[cfg(test)]
 mod tests;
+mod widgets;
 
 use std::{
     collections::BTreeMap,

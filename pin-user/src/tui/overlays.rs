@@ -12,7 +12,7 @@ use ratatui::{
 
 use super::{
     app::{App, Panel},
-    render::block,
+    widgets::block,
 };
 use crate::figures::{errno_name, fmt_ns};
 

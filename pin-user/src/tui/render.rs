@@ -5,14 +5,15 @@ use pin_common::{FUNCS, GupStats};
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
-    style::{Modifier, Style, Stylize as _},
+    style::{Style, Stylize as _},
     text::{Line, Span},
-    widgets::{Block, Borders, Paragraph, Row, Sparkline, Table, TableState},
+    widgets::{Paragraph, Row, Sparkline, Table, TableState},
 };
 
 use super::{
     app::{App, Panel, ProcessSort, VariantSort},
     fit, overlays,
+    widgets::{TableWindow, block, held},
 };
 use crate::figures::{VariantFigures, errno_name, fmt_ns, pinned_pages};
 
@@ -64,27 +65,6 @@ const HEADER_FIGURE: usize = 10;
 fn fmt_uptime(s: f64) -> String {
     let s = s as u64;
     format!("{}d{:02}h{:02}m", s / 86400, s / 3600 % 24, s / 60 % 60)
-}
-
-/// Pins held, from pins taken minus released since start. Below zero the
-/// process released pins taken before pinwatch started (or in a call that
-/// was in flight when it attached): how many it holds is then unknown,
-/// shown as `?` rather than as a negative count.
-pub(super) fn held(outstanding: i64, width: usize) -> String {
-    if outstanding < 0 {
-        "?".to_string()
-    } else {
-        fit::count(outstanding as u64, width)
-    }
-}
-
-pub(super) fn block(title: String, focused: bool) -> Block<'static> {
-    let b = Block::default().borders(Borders::ALL).title(title);
-    if focused {
-        b.border_style(Style::default().add_modifier(Modifier::BOLD))
-    } else {
-        b
-    }
 }
 
 fn last_or_zero(app: &App, id: usize) -> GupStats {
@@ -392,41 +372,6 @@ fn draw_processes(f: &mut Frame, app: &App, area: Rect) {
     f.render_stateful_widget(table, area, &mut state);
 }
 
-/// The rows a bordered table with a one-line header in `area` shows:
-/// only those are built (a dashboard beside thousands of processes built
-/// a row of strings for each, every frame, to show 40). The window is the
-/// one ratatui scrolls to: from the top, or ending at the selected row.
-pub(super) struct TableWindow {
-    offset: usize,
-    end: usize,
-    selected: usize,
-}
-
-impl TableWindow {
-    /// The window over `len` rows with row `selected` selected.
-    pub(super) fn of(len: usize, selected: usize, area: Rect) -> Self {
-        // Two borders and the header line.
-        let height = usize::from(area.height.saturating_sub(3)).max(1);
-        let selected = selected.min(len.saturating_sub(1));
-        let offset = (selected + 1).saturating_sub(height);
-        Self {
-            offset,
-            end: (offset + height).min(len),
-            selected,
-        }
-    }
-
-    /// The shown rows' indices.
-    pub(super) fn rows(&self) -> std::ops::Range<usize> {
-        self.offset..self.end
-    }
-
-    /// The selected row's index among the shown ones.
-    pub(super) fn selected(&self) -> usize {
-        self.selected - self.offset
-    }
-}
-
 fn draw_errors_and_release(f: &mut Frame, app: &App, area: Rect) {
     let secs = app.last.as_ref().map(|d| d.seconds).unwrap_or(1.0);
     let width = area.width.saturating_sub(2) as usize;
@@ -512,14 +457,4 @@ fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
         }
     };
     f.render_widget(Paragraph::new(text).reversed(), area);
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn held_below_zero_is_unknown() {
-        assert_eq!(super::held(0, 6), "0");
-        assert_eq!(super::held(304, 6), "304");
-        assert_eq!(super::held(-16, 6), "?");
-    }
 }

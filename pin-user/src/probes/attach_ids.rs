@@ -18,12 +18,34 @@
 use aya::Btf as AyaBtf;
 use aya_obj::btf::{BtfType, Func, FuncLinkage};
 
-use crate::kernel::Btf;
+use super::{AttachMode, ProbeStatus};
+use crate::kernel::{Btf, KernelFacts};
+
+/// The type ids fentry and fexit programs are loaded against, for every
+/// function they may attach to here ([`attach_ids`]); none where fentry
+/// is not tried or the kernel has no BTF.
+pub(super) fn for_attach(
+    facts: &KernelFacts,
+    mode: AttachMode,
+    status: &[ProbeStatus],
+    hook: &str,
+) -> Option<AyaBtf> {
+    let btf = facts.btf.as_ref().ok().filter(|_| mode.tries_fentry())?;
+    let mut functions: Vec<&str> = status
+        .iter()
+        .filter_map(|st| st.symbol.as_deref())
+        .collect();
+    functions.push(hook);
+    for function in super::checks::functions() {
+        functions.push(function);
+    }
+    Some(attach_ids(btf, functions))
+}
 
 /// An index answering aya's lookups of `functions` by name with their
 /// type ids in `btf` (the running kernel's); names `btf` lacks are left
 /// out, so that their lookups fail as over the kernel's BTF.
-pub(super) fn attach_ids<'a>(btf: &Btf, functions: impl IntoIterator<Item = &'a str>) -> AyaBtf {
+fn attach_ids<'a>(btf: &Btf, functions: impl IntoIterator<Item = &'a str>) -> AyaBtf {
     let mut wanted: Vec<(u32, &str)> = functions
         .into_iter()
         .filter_map(|name| btf.func_id(name).map(|id| (id, name)))

@@ -9,6 +9,7 @@ pub mod batch;
 mod capacities;
 mod checks;
 mod detacher;
+mod follow;
 pub mod footprint;
 mod handoff;
 pub use handoff::exits_after_stop;
@@ -26,7 +27,7 @@ mod tables_only;
 mod threads;
 mod verifier_slots;
 
-use aya::{Ebpf, programs::TracePoint};
+use aya::Ebpf;
 use pin_common::{FUNCS, FuncId, FuncKind};
 use serde::Serialize;
 
@@ -42,7 +43,7 @@ pub(crate) use programs::program;
 use programs::{
     attach_exit_watch, attach_functions, attach_multi, attach_release_hook, unload_all,
 };
-use settings::{Globals, ensure_tracefs, fork_child_pid_offset, set_setting};
+use settings::Globals;
 use signature::resolve_symbol;
 pub use tables_only::TablesOnly;
 
@@ -288,61 +289,6 @@ impl Probes {
         }
         summary
     }
-
-    /// Counts only `pid` and the processes it forks from now on (`record
-    /// -- CMD`): attaches the fork/exit tracepoints that keep the followed
-    /// set current, adds `pid`, and turns the kernel-side filter on.
-    pub fn follow(&mut self, pid: u32) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        ensure_tracefs();
-        // The record's layout is the running kernel's (it moved in 6.13).
-        if let Some(offset) = fork_child_pid_offset() {
-            set_setting(
-                &mut self.maps_mut(),
-                pin_common::settings::SETTING_FORK_CHILD_PID_OFFSET,
-                offset,
-            )?;
-        }
-        for (name, event) in [
-            ("track_fork", "sched_process_fork"),
-            ("track_exit", "sched_process_exit"),
-        ] {
-            let tp: &mut TracePoint = program(&mut self.ebpf, name).map_err(anyhow::Error::msg)?;
-            tp.load().with_context(|| format!("loading {name}"))?;
-            tp.attach("sched", event).with_context(|| {
-                format!("attaching to sched:{event} (is tracefs mounted at /sys/kernel/tracing?)")
-            })?;
-        }
-        let mut maps = self.maps_mut();
-        maps.tracked()?
-            .insert(pid, 1, 0)
-            .with_context(|| format!("adding the command to {}", pin_common::maps::TRACKED))?;
-        maps.filter()?
-            .set(0, 1, 0)
-            .context("turning the process filter on")?;
-        Ok(())
-    }
-}
-
-impl Probes {
-    /// Forgets followed processes that are gone (no `/proc/PID`): the
-    /// kernel side keeps a process followed after its leader thread exits,
-    /// since its other threads go on. Run each interval while following;
-    /// a pid reused in between is dropped by the fork hook.
-    pub fn prune_followed(&mut self) {
-        let mut maps = self.maps_mut();
-        let Ok(mut tracked) = maps.tracked() else {
-            return;
-        };
-        let gone: Vec<u32> = tracked
-            .keys()
-            .flatten()
-            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-            .collect();
-        for pid in gone {
-            let _ = tracked.remove(&pid);
-        }
-    }
 }
 
 /// Loads the eBPF object and attaches to every known function the kernel
@@ -376,12 +322,14 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         // load, which mostly waits for aya's loader to finish its parse.
         let ids = std::thread::Builder::new()
             .name("attach-ids".into())
-            .spawn_scoped(scope, || attach_ids_for(facts, options.mode, &status, hook));
+            .spawn_scoped(scope, || {
+                attach_ids::for_attach(facts, options.mode, &status, hook)
+            });
         let loaded = startup.time("load+verify", || load_object(facts, &options, &globals));
         let ids = startup.time("type ids for attach", || {
             ids.ok()
                 .and_then(|thread| thread.join().ok())
-                .unwrap_or_else(|| attach_ids_for(facts, options.mode, &status, hook))
+                .unwrap_or_else(|| attach_ids::for_attach(facts, options.mode, &status, hook))
         });
         (loaded, ids)
     });
@@ -460,27 +408,6 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     log::info!("start-up: {startup}");
     probes.startup = startup;
     Ok(probes)
-}
-
-/// The type ids fentry and fexit programs are loaded against, for every
-/// function they may attach to here ([`attach_ids`]); none where fentry
-/// is not tried or the kernel has no BTF.
-fn attach_ids_for(
-    facts: &KernelFacts,
-    mode: AttachMode,
-    status: &[ProbeStatus],
-    hook: &str,
-) -> Option<aya::Btf> {
-    let btf = facts.btf.as_ref().ok().filter(|_| mode.tries_fentry())?;
-    let mut functions: Vec<&str> = status
-        .iter()
-        .filter_map(|st| st.symbol.as_deref())
-        .collect();
-    functions.push(hook);
-    for function in checks::functions() {
-        functions.push(function);
-    }
-    Some(attach_ids::attach_ids(btf, functions))
 }
 
 /// The mechanism pin lifetimes are timed with (`--lifetimes`), given how

@@ -179,10 +179,9 @@ pub struct ProcStats {
     pub pinned: u64,
     /// Pages released by the unpin family while running in the process.
     pub released: u64,
-    /// The comm of the task that last made a GUP call (stored only when
-    /// it changes, so that the shared entry's line is not written for
-    /// nothing; two threads of different names racing can leave a mix of
-    /// both until the next call).
+    /// The process's name: its thread group leader's comm, read when the
+    /// entry is made and rewritten by the `task_rename` hook when the
+    /// leader is renamed (exec, `PR_SET_NAME`, /proc/PID/comm).
     pub comm: [u8; 16],
     /// When the entry was created (ns, monotonic): tells the agent which
     /// entries a count of `TABLE_INSERTS` already includes.

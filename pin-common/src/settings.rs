@@ -80,8 +80,21 @@ pub const GLOBAL_RETURN_NODE_RET_OFFSET: &str = "RETURN_NODE_RET_OFFSET";
 /// (`frame` in `rethook_node`, `fp` in `kretprobe_instance`).
 pub const GLOBAL_RETURN_NODE_SLOT_OFFSET: &str = "RETURN_NODE_SLOT_OFFSET";
 
+/// Read-only global (`u64`): 1 + the offset of `pid` in
+/// `struct task_struct` (BTF), 0 when unknown.
+pub const GLOBAL_TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+/// Read-only global (`u64`): 1 + the offset of `tgid` in
+/// `struct task_struct` (BTF), 0 when unknown.
+pub const GLOBAL_TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
+/// Read-only global (`u64`): 1 + the offset of `group_leader` in
+/// `struct task_struct` (BTF), 0 when unknown.
+pub const GLOBAL_TASK_GROUP_LEADER_OFFSET: &str = "TASK_GROUP_LEADER_OFFSET";
+/// Read-only global (`u64`): 1 + the offset of `comm` in
+/// `struct task_struct` (BTF), 0 when unknown.
+pub const GLOBAL_TASK_COMM_OFFSET: &str = "TASK_COMM_OFFSET";
+
 /// Every read-only global the agent sets; all are `u64`.
-pub const GLOBALS: [&str; 21] = [
+pub const GLOBALS: [&str; 25] = [
     GLOBAL_CALLERS_ON,
     GLOBAL_LIFETIMES_ON,
     GLOBAL_FOLL_PIN,
@@ -103,6 +116,10 @@ pub const GLOBALS: [&str; 21] = [
     GLOBAL_RETURN_NODE_LINK_OFFSET,
     GLOBAL_RETURN_NODE_RET_OFFSET,
     GLOBAL_RETURN_NODE_SLOT_OFFSET,
+    GLOBAL_TASK_PID_OFFSET,
+    GLOBAL_TASK_TGID_OFFSET,
+    GLOBAL_TASK_GROUP_LEADER_OFFSET,
+    GLOBAL_TASK_COMM_OFFSET,
 ];
 
 /// Index in the `SETTINGS` array: offset of `child_pid` in the

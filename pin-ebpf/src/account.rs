@@ -25,6 +25,7 @@ use crate::{
     follow::counted,
     frame::{Frame, STACK_SPAN, return_address},
     maps::{GUP_STATS, PIN_BALANCE, PROCS},
+    names::process_comm,
     outcome::{Outcome, PathSplit},
     settings::{callers_on, config, lifetimes_on, return_trampoline},
     task_storage::{self, task_state},
@@ -52,7 +53,8 @@ pub(crate) fn proc_stats() -> Option<&'static mut ProcStats> {
 }
 
 /// The `PROCS` entry of `tgid` (or, `irq`, of releases made in interrupt
-/// context), created on first use. The comm is picked here rather than
+/// context), created on first use with the process's name (see `names`,
+/// which keeps it current). The comm is picked here rather than
 /// passed in: an `Option<[u8; 16]>` argument compiled to code that 6.1's
 /// verifier refuses ("pointer arithmetic with >>= operator prohibited").
 /// A failed insert is counted (`proc_state_lost`), not logged: a log
@@ -71,7 +73,7 @@ pub(crate) fn proc_entry(tgid: u32, irq: bool) -> Option<&'static mut ProcStats>
     if irq {
         fresh.comm = IRQ_COMM;
     } else {
-        fresh.comm = current_comm();
+        fresh.comm = process_comm();
     }
     // NOEXIST: a thread of the same process on another CPU may create the
     // entry first; overwriting it would zero the counts it added since.
@@ -531,19 +533,11 @@ fn count_latency(stats: &mut GupStats, ns: u64) -> usize {
     latency_slot
 }
 
-/// The calling process's row: its comm, its calls and the pages it got
-/// (pinned ones apart).
+/// The calling process's row: its calls and the pages it got (pinned
+/// ones apart). Its name is not read here: `names` keeps it current.
 #[inline(always)]
 fn count_process(ret: i64, is_pin: bool) {
     if let Some(proc) = proc_stats() {
-        // Refreshed on every call: a process's first GUP calls are often
-        // exec copying its arguments, under the parent's comm. Stored only
-        // when it changed: the entry is shared by the process's threads on
-        // all CPUs, and a store would take its cache line from them.
-        let comm = current_comm();
-        if proc.comm != comm {
-            proc.comm = comm;
-        }
         add_to(&mut proc.calls, 1);
         if ret > 0 {
             add_to(&mut proc.pages, ret as u64);

@@ -7,17 +7,19 @@
 //! rest stay unloaded. Program names are `{gup,rel}_{fentry,fexit,kprobe,
 //! kretprobe}_NN` with NN the function id, so the agent can find them.
 //! Two more, in `multi`, serve every function at once through kprobe_multi
-//! links (`--attach kprobe-multi`), told apart by the link's cookie.
+//! links (`--attach kprobe-multi`), told apart by the link's cookie. The
+//! programs on a task's life (fork, exit, rename) are in `task_programs`.
 //!
 //! The programs only read arguments and return values; the bookkeeping is
 //! in the modules below, each of which uses only modules listed after it:
 //! `release` (releases), `account` (get/pin calls and per-process rows),
-//! `attribution` (call sites, pin lifetimes), `failures` (failed and
-//! short calls), `follow` (the followed
-//! process tree), `cgroup` (per-cgroup rows, the `--cgroup` filter), `limits` (the
-//! kernel's memlock verdicts), `events` (per-call events), `frame` (the traced
-//! function's frame), `outcome` (what a call came to), `task_storage`
-//! (per-thread state), `counters` (atomic adds, health counts), `settings`
+//! `names` (process names), `attribution` (call sites, pin lifetimes),
+//! `failures` (failed and short calls), `follow` (the followed process
+//! tree), `cgroup` (per-cgroup rows, the `--cgroup` filter), `limits` (the
+//! kernel's memlock verdicts), `events` (per-call events), `frame` (the
+//! traced function's frame), `outcome` (what a call came to),
+//! `task_storage` (per-thread state), `counters` (atomic adds, health
+//! counts), `settings`
 //! (what the agent told the probes) and `maps` (the maps the agent reads).
 //!
 //! Shared steps (the return accounting and its steps, the walk over
@@ -62,22 +64,23 @@ mod maps;
 #[cfg(all(target_arch = "bpf", not(feature = "baseline")))]
 mod multi;
 #[cfg(target_arch = "bpf")]
+mod names;
+#[cfg(target_arch = "bpf")]
 mod outcome;
 #[cfg(target_arch = "bpf")]
 mod release;
 #[cfg(target_arch = "bpf")]
 mod settings;
 #[cfg(target_arch = "bpf")]
+mod task_programs;
+#[cfg(target_arch = "bpf")]
 mod task_storage;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        macros::{fentry, fexit, kprobe, kretprobe, raw_tracepoint, tracepoint},
-        programs::{
-            FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
-            TracePointContext,
-        },
+        macros::{fentry, fexit, kprobe, kretprobe},
+        programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     };
     use pin_common::{FUNCS, NO_ARG, catalog::releases_one_folio};
 
@@ -87,7 +90,7 @@ mod programs {
     };
 
     use crate::{
-        account, follow,
+        account,
         frame::{self, EntryFrame},
         limits, release,
     };
@@ -403,29 +406,6 @@ mod programs {
         if let Some(args) = limits::take_stashed() {
             limits::returned(&args, ctx.ret::<u64>() as i32 as i64);
         }
-        0
-    }
-
-    /// sched:sched_process_fork, for following a process tree.
-    #[tracepoint]
-    fn track_fork(ctx: TracePointContext) -> u32 {
-        follow::on_fork(&ctx);
-        0
-    }
-
-    /// sched:sched_process_exit, for following a process tree.
-    #[tracepoint]
-    fn track_exit(_ctx: TracePointContext) -> u32 {
-        follow::on_exit();
-        0
-    }
-
-    /// sched_process_exit as a raw tracepoint (attached by name, no
-    /// tracefs needed), always on: a thread that exits with a call whose
-    /// return was never seen has that call counted as missed.
-    #[raw_tracepoint(tracepoint = "sched_process_exit")]
-    fn task_exit(_ctx: RawTracePointContext) -> u32 {
-        account::on_task_exit();
         0
     }
 

@@ -107,6 +107,26 @@ static CTX_USER_OFFSET: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static TASK_MM_OFFSET: Global<u64> = Global::new(0);
 
+/// 1 + offset of `task_struct.pid`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_TASK_PID_OFFSET`).
+#[unsafe(no_mangle)]
+static TASK_PID_OFFSET: Global<u64> = Global::new(0);
+
+/// 1 + offset of `task_struct.tgid`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_TASK_TGID_OFFSET`).
+#[unsafe(no_mangle)]
+static TASK_TGID_OFFSET: Global<u64> = Global::new(0);
+
+/// 1 + offset of `task_struct.group_leader`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_TASK_GROUP_LEADER_OFFSET`).
+#[unsafe(no_mangle)]
+static TASK_GROUP_LEADER_OFFSET: Global<u64> = Global::new(0);
+
+/// 1 + offset of `task_struct.comm`, 0 when unknown
+/// (`pin_common::settings::GLOBAL_TASK_COMM_OFFSET`).
+#[unsafe(no_mangle)]
+static TASK_COMM_OFFSET: Global<u64> = Global::new(0);
+
 /// 1 + offset of `mm_struct.pinned_vm`, 0 when unknown
 /// (`pin_common::settings::GLOBAL_MM_PINNED_VM_OFFSET`).
 #[unsafe(no_mangle)]
@@ -234,6 +254,18 @@ pub fn return_instance_layout() -> [u64; 4] {
 #[inline(always)]
 pub fn task_stack_layout() -> (u64, u64) {
     (TASK_STACK_OFFSET.load(), TASK_STACK_SIZE.load())
+}
+
+/// Where a task's ids, group leader and name sit in `task_struct`: 1 +
+/// the offsets of `pid`, `tgid`, `group_leader` and `comm` (0: unknown).
+#[inline(always)]
+pub fn task_name_layout() -> [u64; 4] {
+    [
+        TASK_PID_OFFSET.load(),
+        TASK_TGID_OFFSET.load(),
+        TASK_GROUP_LEADER_OFFSET.load(),
+        TASK_COMM_OFFSET.load(),
+    ]
 }
 
 /// Offset of `child_pid` in the `sched_process_fork` record.

@@ -42,6 +42,9 @@ struct ProbesReport {
     /// Whether thread exits are traced (a call an exiting thread was never
     /// seen to return from is then counted as missed), or why not.
     exit_watch: Option<Result<(), String>>,
+    /// Whether renames are traced (process names then follow exec and
+    /// renames), or why not.
+    rename_watch: Option<Result<(), String>>,
     /// The memlock checks watched for the kernel's verdicts (how, or why
     /// not).
     limit_checks: Vec<probes::CheckStatus>,
@@ -83,6 +86,7 @@ fn self_check(p: &probes::Probes) -> Option<Result<String, String>> {
             file: None,
             wait_stdin: false,
             threads: 1,
+            rename_after: None,
         })?;
         let d = Snapshot::read(p.maps())?.since(&before);
         Ok((d.gup[VARIANT].calls, d.gup[VARIANT].pages_returned))
@@ -167,6 +171,7 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
             })
             .and_then(|_| kretprobe_instances()),
         exit_watch: attached.as_ref().ok().map(|p| p.exit_watch.clone()),
+        rename_watch: attached.as_ref().ok().map(|p| p.rename_watch.clone()),
         limit_checks: attached
             .as_ref()
             .map(|p| p.checks.clone())
@@ -302,6 +307,15 @@ fn print_kernel(r: &ProbesReport) {
         Some(Err(e)) => println!(
             "exits    not traced ({e}): a thread that exits inside a call whose return was missed goes uncounted"
         ),
+        None => {}
+    }
+    match &r.rename_watch {
+        Some(Ok(())) => println!(
+            "names    traced: a process's name follows its leader through exec and renames"
+        ),
+        Some(Err(e)) => {
+            println!("names    not traced ({e}): a process keeps the name it had at its first call")
+        }
         None => {}
     }
     for check in &r.limit_checks {

@@ -34,6 +34,10 @@ pub struct WorkloadArgs {
     /// Threads calling at once (stalled-readv only).
     #[arg(long, default_value_t = 1)]
     pub threads: u64,
+    /// After the calls, rename the process to NAME from a thread of its
+    /// own, through /proc/self/comm (for tests of process names).
+    #[arg(long, value_name = "NAME")]
+    pub rename_after: Option<String>,
 }
 
 impl WorkloadArgs {
@@ -48,6 +52,7 @@ impl WorkloadArgs {
             file: self.file,
             wait_stdin: self.wait_stdin,
             threads: self.threads,
+            rename_after: self.rename_after,
         }
     }
 }

@@ -41,7 +41,7 @@ pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub use mechanism::{AttachMode, Mechanism};
 pub(crate) use programs::program;
 use programs::{
-    attach_exit_watch, attach_functions, attach_multi, attach_release_hook, unload_all,
+    attach_functions, attach_multi, attach_release_hook, attach_task_watch, unload_all,
 };
 use settings::Globals;
 use signature::resolve_symbol;
@@ -212,6 +212,9 @@ pub struct Probes {
     /// Whether thread exits are traced (a call an exiting thread was never
     /// seen to return from is then counted as missed), or why not.
     pub exit_watch: Result<(), String>,
+    /// Whether renames are traced (process names then follow exec and
+    /// renames), or why not.
+    pub rename_watch: Result<(), String>,
     /// The kernel features pinwatch goes without here and what that costs
     /// (see `pinwatch probes`), if any.
     pub features_off: Option<String>,
@@ -345,6 +348,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         release_hook_symbol: hook,
         callers: options.callers,
         exit_watch: Err("not attached yet".into()),
+        rename_watch: Err("not attached yet".into()),
         features_off: facts.features.off_summary(),
         checks: Vec::new(),
         map_memory: footprint::map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}")),
@@ -435,8 +439,8 @@ fn lifetimes_hook(
 }
 
 /// Attaches what watches beside the get/pin functions: the memlock checks
-/// (the kernel's verdicts) and the thread-exit watch (missed calls of
-/// exiting threads); each failure is a note, not an error.
+/// (the kernel's verdicts) and the task watches (missed calls of exiting
+/// threads, process names); each failure is a note, not an error.
 fn attach_watchers(
     probes: &mut Probes,
     facts: &KernelFacts,
@@ -455,13 +459,26 @@ fn attach_watchers(
         )
     });
     log::info!("memlock checks attached");
-    probes.exit_watch = startup.time("attach exit watch", || attach_exit_watch(&mut probes.ebpf));
-    if let Err(e) = &probes.exit_watch {
+    let ebpf = &mut probes.ebpf;
+    let (exit_watch, rename_watch) = startup.time("attach task watches", || {
+        (
+            attach_task_watch(ebpf, "task_exit", "sched_process_exit"),
+            attach_task_watch(ebpf, "task_rename", "task_rename"),
+        )
+    });
+    if let Err(e) = &exit_watch {
         log::warn!(
             "sched_process_exit not traced ({e}): a thread that exits while a call it made \
              was never seen to return is not counted as a missed call"
         );
     }
+    if let Err(e) = &rename_watch {
+        log::warn!(
+            "task_rename not traced ({e}): each process keeps the name it had at its first \
+             call, through exec and renames"
+        );
+    }
+    (probes.exit_watch, probes.rename_watch) = (exit_watch, rename_watch);
 }
 
 impl Drop for Probes {

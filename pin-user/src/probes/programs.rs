@@ -419,13 +419,19 @@ where
         .map_err(|_| format!("program {name} has an unexpected type"))
 }
 
-/// Loads and attaches the `sched_process_exit` raw tracepoint that counts,
-/// as missed, a call an exiting thread was never seen to return from.
-pub(super) fn attach_exit_watch(ebpf: &mut Ebpf) -> Result<(), String> {
-    let watch: &mut RawTracePoint = program(ebpf, "task_exit")?;
+/// Loads and attaches a raw tracepoint of the task's life, `program` at
+/// `tracepoint`: `task_exit` at `sched_process_exit` counts, as missed, a
+/// call an exiting thread was never seen to return from; `task_rename` at
+/// `task_rename` keeps process names current.
+pub(super) fn attach_task_watch(
+    ebpf: &mut Ebpf,
+    program_name: &str,
+    tracepoint: &str,
+) -> Result<(), String> {
+    let watch: &mut RawTracePoint = program(ebpf, program_name)?;
     watch.load().map_err(|e| short_error(&e))?;
     watch
-        .attach("sched_process_exit")
+        .attach(tracepoint)
         .map(drop)
         .map_err(|e| short_error(&e))
 }

@@ -17,6 +17,10 @@ use pin_common::settings::{
     GLOBAL_TASK_RETURN_LIST_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET,
     GLOBAL_TASK_STACK_SIZE, GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
 };
+use pin_common::settings::{
+    GLOBAL_TASK_COMM_OFFSET, GLOBAL_TASK_GROUP_LEADER_OFFSET, GLOBAL_TASK_PID_OFFSET,
+    GLOBAL_TASK_TGID_OFFSET,
+};
 
 use super::{AttachError, AttachOptions, KernelMapsMut};
 use crate::kernel::{KernelFacts, btf::Btf, foll::FollFlags};
@@ -37,6 +41,9 @@ pub(super) struct Globals {
     task_stack_offset: u64,
     task_stack_size: u64,
     cgroup_filter: u64,
+    /// 1 + the offsets (0: unknown) of `task_struct`'s `pid`, `tgid`,
+    /// `group_leader` and `comm`, from BTF: for process names.
+    task_names: [u64; 4],
     /// Where the memlock checks read: see [`LimitLayout`].
     pub(super) limit_layout: LimitLayout,
 }
@@ -171,12 +178,13 @@ impl Globals {
             task_stack_offset,
             task_stack_size,
             cgroup_filter: u64::from(options.cgroup.is_some()),
+            task_names: task_names(facts),
             limit_layout: LimitLayout::for_kernel(facts),
         }
     }
 
     /// Each global's name and value.
-    fn entries(&self) -> [(&'static str, &u64); 21] {
+    fn entries(&self) -> [(&'static str, &u64); 25] {
         [
             (GLOBAL_CALLERS_ON, &self.callers),
             (GLOBAL_LIFETIMES_ON, &self.lifetimes),
@@ -208,6 +216,10 @@ impl Globals {
             (GLOBAL_RETURN_NODE_LINK_OFFSET, &self.return_instances.link),
             (GLOBAL_RETURN_NODE_RET_OFFSET, &self.return_instances.ret),
             (GLOBAL_RETURN_NODE_SLOT_OFFSET, &self.return_instances.slot),
+            (GLOBAL_TASK_PID_OFFSET, &self.task_names[0]),
+            (GLOBAL_TASK_TGID_OFFSET, &self.task_names[1]),
+            (GLOBAL_TASK_GROUP_LEADER_OFFSET, &self.task_names[2]),
+            (GLOBAL_TASK_COMM_OFFSET, &self.task_names[3]),
         ]
     }
 
@@ -306,6 +318,19 @@ fn return_trampoline(facts: &KernelFacts) -> u64 {
         .unwrap_or(0)
 }
 
+/// 1 + the offsets of `task_struct`'s `pid`, `tgid`, `group_leader` and
+/// `comm` (0 where BTF lacks one): the probes name a process after its
+/// group leader, and follow renames of other tasks, with them.
+fn task_names(facts: &KernelFacts) -> [u64; 4] {
+    let Ok(btf) = &facts.btf else {
+        return [0; 4];
+    };
+    ["pid", "tgid", "group_leader", "comm"].map(|member| {
+        btf.member_offset("task_struct", member)
+            .map_or(0, |off| u64::from(off) + 1)
+    })
+}
+
 /// Where a task's kernel stack is (1 + the offset of `task_struct.stack`)
 /// and its size, so that the probes tell a release made by an interrupt
 /// (an O_DIRECT completion) from one made by the task it interrupted.
@@ -380,6 +405,7 @@ mod tests {
             task_stack_offset: 0,
             task_stack_size: 0,
             cgroup_filter: 0,
+            task_names: [0; 4],
             limit_layout: super::LimitLayout::default(),
         };
         let names: Vec<&str> = globals.entries().iter().map(|(name, _)| *name).collect();

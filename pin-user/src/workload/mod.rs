@@ -90,6 +90,9 @@ pub struct WorkloadOptions {
     pub wait_stdin: bool,
     /// Threads making calls at once (stalled-readv; 1 elsewhere).
     pub threads: u64,
+    /// After the calls, the name to give the process (see
+    /// [`rename_from_a_thread`]).
+    pub rename_after: Option<String>,
 }
 
 /// What a workload did.
@@ -258,6 +261,9 @@ pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport, WorkloadError> {
     }
     let elapsed_ns = started.elapsed().as_nanos() as u64;
     prepared.after_calls()?;
+    if let Some(name) = &opts.rename_after {
+        rename_from_a_thread(name)?;
+    }
     let bytes_per_call = prepared.bytes_per_call(opts);
     Ok(WorkloadReport {
         workload: opts.kind,
@@ -271,4 +277,18 @@ pub fn run(opts: &WorkloadOptions) -> Result<WorkloadReport, WorkloadError> {
         elapsed_ns,
         file: prepared.file(),
     })
+}
+
+/// Renames the process (its leader) to `name` from another of its threads,
+/// through /proc/self/comm (the kernel lets only a process's own threads
+/// write it): a rename of a task other than the one renaming, after the
+/// last call, which only a rename hook can show in the process's row.
+fn rename_from_a_thread(name: &str) -> Result<(), WorkloadError> {
+    let written = std::thread::scope(|scope| {
+        scope
+            .spawn(|| std::fs::write("/proc/self/comm", name))
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the renaming thread panicked")))
+    });
+    written.map_err(WorkloadError::sys("rename through /proc/self/comm"))
 }

@@ -175,6 +175,9 @@ fn counted_or_reported_missed(
         delta.health, probes.exit_watch
     );
     let proc = delta.procs.get(&report.pid).expect("per-process entry");
+    // The calls come from threads named `stalled-caller`; the process's
+    // row keeps the name of the process (its leader's).
+    assert_eq!(proc.comm.to_string(), "pinwatch", "process row's name");
     if preempts_in_kernel(release) {
         // PREEMPT_RT, or full or lazy preemption (Debian's 7.x runs lazy):
         // BPF programs run preemptible, and the kernel skips a program on a

@@ -30,6 +30,7 @@ mod interrupts;
 mod lifetimes;
 mod limits;
 mod longterm;
+mod names;
 mod record;
 mod robustness;
 mod serve;

@@ -17,7 +17,7 @@ const PHASES: [&str; 12] = [
     "attach functions",
     "attach release hook",
     "attach memlock checks",
-    "attach exit watch",
+    "attach task watches",
     "stop handoff",
     "first read",
 ];

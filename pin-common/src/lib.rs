@@ -306,6 +306,9 @@ pub struct TaskState {
     /// the probes' own use (a value the verifier does not track, see the
     /// return accounting).
     pub ret: i64,
+    /// Where an fentry program's entry turns its context pointer into a
+    /// plain number (see the probes' `frame::context_number`).
+    pub ctx_number: u64,
     /// Whether the task is inside `unpin_user_pages_dirty_lock` (whose
     /// nested `unpin_user_pages` is part of the same release).
     pub release_depth: u32,
@@ -538,7 +541,7 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<TaskState>(),
-            4 * 2 + 8 * 8 + 4 * 2 + 8 * 5 + 4 * 2 + 8
+            4 * 2 + 8 * 8 + 4 * 2 + 8 * 6 + 4 * 2 + 8
         );
     }
 }

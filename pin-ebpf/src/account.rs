@@ -7,7 +7,6 @@
 //! arguments and return values and call into here.
 
 use aya_ebpf::{
-    EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
 };
@@ -23,7 +22,7 @@ use crate::{
     events::{emit, event_wanted},
     failures,
     follow::counted,
-    frame::{Frame, STACK_SPAN, return_address},
+    frame::{EntryFrame, Frame, STACK_SPAN, return_address},
     maps::{GUP_STATS, PIN_BALANCE, PROCS},
     names::process_comm,
     outcome::{Outcome, PathSplit},
@@ -110,19 +109,18 @@ pub struct GupArgs {
     pub flags: u64,
     /// The `pages` output array (0 when the function has none).
     pub pages: u64,
-    /// The traced function's frame.
-    pub frame: Frame,
 }
 
-/// Entry into get/pin function `id` with its argument registers.
+/// Entry into get/pin function `id` with its argument registers. The
+/// traced function's frame is read only for a call that is counted, once
+/// the task's state is at hand (an fentry program needs it for that).
 #[inline(always)]
-pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
+pub fn gup_entry(ctx: &impl EntryFrame, id: FuncId, args: GupArgs) {
     let GupArgs {
         nr: raw_nr,
         addr,
         flags,
         pages,
-        frame,
     } = args;
     if !counted() {
         return;
@@ -132,6 +130,7 @@ pub fn gup_entry(ctx: &impl EbpfContext, id: FuncId, args: GupArgs) {
     let Some(state) = task_state(true) else {
         return;
     };
+    let frame = ctx.entry_frame(id, &mut state.ctx_number);
     if state.depth != 0 && state_is_stale(state, &frame) {
         forget_missed_call(state);
     }

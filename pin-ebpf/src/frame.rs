@@ -224,8 +224,9 @@ pub struct Frame {
 /// is on the kernel stack and the return address into the caller, without
 /// walking the stack.
 pub trait EntryFrame: EbpfContext {
-    /// The frame of traced function `id`.
-    fn entry_frame(&self, id: FuncId) -> Frame;
+    /// The frame of traced function `id`; `scratch` is a word of map
+    /// memory the reading may use (see [`context_number`]).
+    fn entry_frame(&self, id: FuncId, scratch: &mut u64) -> Frame;
 }
 
 /// The traced function's address: from the kernel where it tells
@@ -280,14 +281,14 @@ impl EntryFrame for FEntryContext {
     /// the two layouts this trampoline has; its slot is the frame's mark:
     /// it holds that value for as long as the call runs. The caller is
     /// resolved through return-probe instances, as at a kprobe.
-    fn entry_frame(&self, id: FuncId) -> Frame {
+    fn entry_frame(&self, id: FuncId, scratch: &mut u64) -> Frame {
         let (args, func_ip) = (saved_args(self, id), func_ip(self, id));
         // x86-64 passes at most 6 arguments in registers and the
         // trampoline saves at most 12.
         if args > 12 {
             return Frame::default();
         }
-        let ctx_addr = context_address(self);
+        let ctx_addr = context_number(self, scratch);
         if ctx_addr == 0 {
             return Frame::default();
         }
@@ -345,7 +346,7 @@ impl EntryFrame for ProbeContext {
     /// tracer's, registered later and so run first, already has), so the word is a mark
     /// only where the agent told us that address, and the mark is the
     /// return address behind the trampoline where the kernel tells it.
-    fn entry_frame(&self, _id: FuncId) -> Frame {
+    fn entry_frame(&self, _id: FuncId, _scratch: &mut u64) -> Frame {
         // SAFETY: the context's registers, then kernel memory through the
         // checked helper.
         let (sp, word) = unsafe {
@@ -360,6 +361,25 @@ impl EntryFrame for ProbeContext {
             caller: text_or_zero(resolved),
             rethooked: trampoline != 0 && word == trampoline,
         }
+    }
+}
+
+/// [`context_address`] without a helper call, for an fentry program's
+/// frame on every counted entry: the pointer is stored in map memory
+/// (`scratch`, a word of the task's state) and read back, and the
+/// verifier does not follow a value through map memory, so what comes
+/// back is a plain number. The verifier lets a program store a pointer
+/// in a map only when it is loaded with CAP_PERFMON (which pinwatch needs
+/// anyway for its tracing programs). Volatile, so that the compiler keeps
+/// the round trip. The helper read it replaces was about a third of the
+/// frame's cost on the one-page futex wake (BENCHMARKS.md, "In-kernel
+/// cost, part by part").
+#[inline(always)]
+pub fn context_number(ctx: &impl EbpfContext, scratch: &mut u64) -> u64 {
+    // SAFETY: a word of live map memory, written then read.
+    unsafe {
+        core::ptr::write_volatile(scratch, ctx.as_ptr() as u64);
+        core::ptr::read_volatile(scratch)
     }
 }
 

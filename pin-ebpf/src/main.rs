@@ -89,11 +89,7 @@ mod programs {
         SHAPE_CTX_NR, SHAPE_MLOCK, SHAPE_MM_TASK, SHAPE_USER_MM_NR, SHAPE_USER_NR,
     };
 
-    use crate::{
-        account,
-        frame::{self, EntryFrame},
-        limits, release,
-    };
+    use crate::{account, frame, limits, release};
 
     /// Argument `n` of a traced function through `bpf_get_func_arg`,
     /// which takes any argument type (0 when it fails).
@@ -176,7 +172,6 @@ mod programs {
                     } else {
                         func_arg(&ctx, PAGES as u32)
                     },
-                    frame: ctx.entry_frame($id),
                 };
                 account::gup_entry(&ctx, $id, args);
                 0
@@ -211,7 +206,6 @@ mod programs {
                     } else {
                         ctx.arg::<u64>(PAGES as usize).unwrap_or(0)
                     },
-                    frame: ctx.entry_frame($id),
                 };
                 account::gup_entry(&ctx, $id, args);
                 0

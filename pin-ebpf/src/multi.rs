@@ -13,7 +13,7 @@ use pin_common::{
     catalog::{MultiTarget, releases_one_folio},
 };
 
-use crate::{account, frame::EntryFrame, release};
+use crate::{account, release};
 
 /// The cookie the kprobe_multi link gave the function that was hit.
 #[inline(always)]
@@ -72,7 +72,6 @@ fn multi_kprobe(ctx: ProbeContext) -> u32 {
             addr: probe_arg(&regs, target.start_arg),
             flags: probe_arg(&regs, target.flags_arg),
             pages: probe_arg(&regs, target.pages_arg),
-            frame: ctx.entry_frame(id),
         };
         account::gup_entry(&ctx, id, args);
     } else if (id as usize) < FUNC_COUNT {

@@ -19,8 +19,8 @@
 //! kernel's memlock verdicts), `events` (per-call events), `frame` (the
 //! traced function's frame), `outcome` (what a call came to),
 //! `task_storage` (per-thread state), `counters` (atomic adds, health
-//! counts), `settings`
-//! (what the agent told the probes) and `maps` (the maps the agent reads).
+//! counts), `settings` (what the agent told the probes) and `maps` (the
+//! maps the agent reads).
 //!
 //! Shared steps (the return accounting and its steps, the walk over
 //! return-probe instances) are global BPF functions in the full object,

@@ -47,7 +47,9 @@ fn leader_tgid(task: u64) -> Option<u32> {
         let pid_tgid = bpf_get_current_pid_tgid();
         (pid_tgid as u32, (pid_tgid >> 32) as u32)
     } else {
-        // Another task renamed (a write to /proc/PID/comm).
+        // Another thread of the same process renamed it (through
+        // /proc/self/comm or /proc/PID/task/TID/comm: the kernel lets
+        // only a task's own process write its comm).
         let [pid_at, tgid_at, _, _] = task_name_layout();
         if pid_at == 0 || tgid_at == 0 {
             return None;

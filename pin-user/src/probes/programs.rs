@@ -419,7 +419,7 @@ where
         .map_err(|_| format!("program {name} has an unexpected type"))
 }
 
-/// Loads and attaches a raw tracepoint of the task's life, `program` at
+/// Loads and attaches a raw tracepoint of the task's life, `program_name` at
 /// `tracepoint`: `task_exit` at `sched_process_exit` counts, as missed, a
 /// call an exiting thread was never seen to return from; `task_rename` at
 /// `task_rename` keeps process names current.

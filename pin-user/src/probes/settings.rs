@@ -13,13 +13,11 @@ use pin_common::settings::{
     GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON,
     GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET, GLOBAL_RETURN_NODE_LINK_OFFSET,
     GLOBAL_RETURN_NODE_RET_OFFSET, GLOBAL_RETURN_NODE_SLOT_OFFSET, GLOBAL_RETURN_TRAMPOLINE,
-    GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_CRED_OFFSET, GLOBAL_TASK_MM_OFFSET,
+    GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_COMM_OFFSET, GLOBAL_TASK_CRED_OFFSET,
+    GLOBAL_TASK_GROUP_LEADER_OFFSET, GLOBAL_TASK_MM_OFFSET, GLOBAL_TASK_PID_OFFSET,
     GLOBAL_TASK_RETURN_LIST_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET,
-    GLOBAL_TASK_STACK_SIZE, GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
-};
-use pin_common::settings::{
-    GLOBAL_TASK_COMM_OFFSET, GLOBAL_TASK_GROUP_LEADER_OFFSET, GLOBAL_TASK_PID_OFFSET,
-    GLOBAL_TASK_TGID_OFFSET,
+    GLOBAL_TASK_STACK_SIZE, GLOBAL_TASK_TGID_OFFSET, GLOBAL_USER_LOCKED_VM_OFFSET,
+    SETTING_LIFETIMES,
 };
 
 use super::{AttachError, AttachOptions, KernelMapsMut};
@@ -41,9 +39,8 @@ pub(super) struct Globals {
     task_stack_offset: u64,
     task_stack_size: u64,
     cgroup_filter: u64,
-    /// 1 + the offsets (0: unknown) of `task_struct`'s `pid`, `tgid`,
-    /// `group_leader` and `comm`, from BTF: for process names.
-    task_names: [u64; 4],
+    /// Where process names are read: see [`TaskNames`].
+    task_names: TaskNames,
     /// Where the memlock checks read: see [`LimitLayout`].
     pub(super) limit_layout: LimitLayout,
 }
@@ -178,7 +175,7 @@ impl Globals {
             task_stack_offset,
             task_stack_size,
             cgroup_filter: u64::from(options.cgroup.is_some()),
-            task_names: task_names(facts),
+            task_names: TaskNames::for_kernel(facts),
             limit_layout: LimitLayout::for_kernel(facts),
         }
     }
@@ -216,10 +213,13 @@ impl Globals {
             (GLOBAL_RETURN_NODE_LINK_OFFSET, &self.return_instances.link),
             (GLOBAL_RETURN_NODE_RET_OFFSET, &self.return_instances.ret),
             (GLOBAL_RETURN_NODE_SLOT_OFFSET, &self.return_instances.slot),
-            (GLOBAL_TASK_PID_OFFSET, &self.task_names[0]),
-            (GLOBAL_TASK_TGID_OFFSET, &self.task_names[1]),
-            (GLOBAL_TASK_GROUP_LEADER_OFFSET, &self.task_names[2]),
-            (GLOBAL_TASK_COMM_OFFSET, &self.task_names[3]),
+            (GLOBAL_TASK_PID_OFFSET, &self.task_names.pid),
+            (GLOBAL_TASK_TGID_OFFSET, &self.task_names.tgid),
+            (
+                GLOBAL_TASK_GROUP_LEADER_OFFSET,
+                &self.task_names.group_leader,
+            ),
+            (GLOBAL_TASK_COMM_OFFSET, &self.task_names.comm),
         ]
     }
 
@@ -318,17 +318,35 @@ fn return_trampoline(facts: &KernelFacts) -> u64 {
         .unwrap_or(0)
 }
 
-/// 1 + the offsets of `task_struct`'s `pid`, `tgid`, `group_leader` and
-/// `comm` (0 where BTF lacks one): the probes name a process after its
-/// group leader, and follow renames of other tasks, with them.
-fn task_names(facts: &KernelFacts) -> [u64; 4] {
-    let Ok(btf) = &facts.btf else {
-        return [0; 4];
-    };
-    ["pid", "tgid", "group_leader", "comm"].map(|member| {
-        btf.member_offset("task_struct", member)
-            .map_or(0, |off| u64::from(off) + 1)
-    })
+/// 1 + the offsets (0: unknown) in `task_struct` of what process names
+/// are read from, from BTF: the probes name a process after its group
+/// leader (`group_leader`, `comm`) and tell, at a rename of another task,
+/// whether it leads its group (`pid`, `tgid`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct TaskNames {
+    pub pid: u64,
+    pub tgid: u64,
+    pub group_leader: u64,
+    pub comm: u64,
+}
+
+impl TaskNames {
+    /// This kernel's layout; zeros where BTF lacks a member (or BTF).
+    fn for_kernel(facts: &KernelFacts) -> Self {
+        let Ok(btf) = &facts.btf else {
+            return Self::default();
+        };
+        let at = |member: &str| {
+            btf.member_offset("task_struct", member)
+                .map_or(0, |off| u64::from(off) + 1)
+        };
+        Self {
+            pid: at("pid"),
+            tgid: at("tgid"),
+            group_leader: at("group_leader"),
+            comm: at("comm"),
+        }
+    }
 }
 
 /// Where a task's kernel stack is (1 + the offset of `task_struct.stack`)
@@ -405,7 +423,7 @@ mod tests {
             task_stack_offset: 0,
             task_stack_size: 0,
             cgroup_filter: 0,
-            task_names: [0; 4],
+            task_names: super::TaskNames::default(),
             limit_layout: super::LimitLayout::default(),
         };
         let names: Vec<&str> = globals.entries().iter().map(|(name, _)| *name).collect();

@@ -159,47 +159,50 @@ fn register_missing(remote: &UserBuffer, len: u64) -> Result<OwnedFd, WorkloadEr
     Ok(uffd)
 }
 
-/// One calling thread: each round, one process_vm_readv of `len` bytes
-/// from `remote_at` to `local_at` (addresses in live mappings of ours),
-/// until a round orders it to stop. Named `stalled-caller`, a name of its
-/// own (the process's row keeps its leader's: `names` in the probes).
+/// One calling thread, named `stalled-caller`, a name of its own (the
+/// process's row keeps its leader's: `names` in the probes): see
+/// [`call_each_round`].
 fn spawn_caller(
     rounds: Rounds,
     local_at: usize,
     remote_at: usize,
     len: usize,
 ) -> Result<JoinHandle<()>, WorkloadError> {
-    let thread = std::thread::Builder::new().name("stalled-caller".into());
-    thread
-        .spawn(move || {
-            loop {
-                rounds.start.wait();
-                if *rounds.order.lock().unwrap_or_else(|e| e.into_inner()) == Order::Stop {
-                    return;
-                }
-                let local = libc::iovec {
-                    iov_base: local_at as *mut libc::c_void,
-                    iov_len: len,
-                };
-                let remote = libc::iovec {
-                    iov_base: remote_at as *mut libc::c_void,
-                    iov_len: len,
-                };
-                // SAFETY: both iovecs lie inside live mappings of ours.
-                let got = unsafe {
-                    libc::process_vm_readv(std::process::id() as i32, &local, 1, &remote, 1, 0)
-                };
-                if let Err(e) = expect_len("process_vm_readv", got, len) {
-                    rounds
-                        .errors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(e);
-                }
-                rounds.done.wait();
-            }
-        })
+    std::thread::Builder::new()
+        .name("stalled-caller".into())
+        .spawn(move || call_each_round(&rounds, local_at, remote_at, len))
         .map_err(WorkloadError::sys("spawn a calling thread"))
+}
+
+/// Each round, one process_vm_readv of `len` bytes from `remote_at` to
+/// `local_at` (addresses in live mappings of ours), until a round orders
+/// it to stop.
+fn call_each_round(rounds: &Rounds, local_at: usize, remote_at: usize, len: usize) {
+    loop {
+        rounds.start.wait();
+        if *rounds.order.lock().unwrap_or_else(|e| e.into_inner()) == Order::Stop {
+            return;
+        }
+        let local = libc::iovec {
+            iov_base: local_at as *mut libc::c_void,
+            iov_len: len,
+        };
+        let remote = libc::iovec {
+            iov_base: remote_at as *mut libc::c_void,
+            iov_len: len,
+        };
+        // SAFETY: both iovecs lie inside live mappings of ours.
+        let got =
+            unsafe { libc::process_vm_readv(std::process::id() as i32, &local, 1, &remote, 1, 0) };
+        if let Err(e) = expect_len("process_vm_readv", got, len) {
+            rounds
+                .errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(e);
+        }
+        rounds.done.wait();
+    }
 }
 
 impl Stalled {

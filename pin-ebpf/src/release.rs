@@ -22,7 +22,7 @@ use crate::{
     events::{emit, event_wanted},
     follow::{counted, filtering},
     maps::{PIN_BALANCE, RELEASE_STATS},
-    settings::{config, foll_pin, task_stack_layout},
+    settings::{config, foll_pin, lifetimes_on, task_stack_layout},
     task_storage::task_state,
 };
 
@@ -87,11 +87,23 @@ pub fn entry(id: FuncId, pages: u64, folio: u64, frame: impl FnOnce() -> u64) {
 /// when it is part of an `unpin_user_pages_dirty_lock` already counted.
 #[inline(always)]
 fn callers_release(id: FuncId, folio: u64, irq: bool, frame: u64) -> bool {
+    let nesting = id == RELEASE_NESTING || id == RELEASE_NESTED;
+    // The folio is remembered for the release hook only for it not to end
+    // the folio's pin lifetimes twice: only with `--lifetimes`.
+    let remember_folio = folio != 0 && lifetimes_on();
+    if irq && !nesting && !remember_folio {
+        // Nothing to read or mark on the interrupted thread's state: an
+        // interrupt's release is never GUP's own. This is how an O_DIRECT
+        // completion releases every page (`unpin_user_folio`), so the
+        // lookup (and the state it used to create for whichever task the
+        // interrupt hit) was paid per page.
+        return true;
+    }
     // One lookup of the thread's state (created only where the nesting
-    // release must mark it). An interrupt's release is not the
-    // interrupted thread's, but its nesting is marked on that thread's
+    // release or the folio must be marked). An interrupt's release is not
+    // the interrupted thread's, but its nesting is marked on that thread's
     // state all the same: the nested call and the exit run there too.
-    let Some(state) = task_state(id == RELEASE_NESTING || folio != 0) else {
+    let Some(state) = task_state(id == RELEASE_NESTING || remember_folio) else {
         return true;
     };
     if !irq && state.depth != 0 {
@@ -115,7 +127,7 @@ fn callers_release(id: FuncId, folio: u64, irq: bool, frame: u64) -> bool {
     if id == RELEASE_NESTING {
         state.release_depth = 1;
     }
-    state.direct_folio = folio;
+    state.direct_folio = if remember_folio { folio } else { 0 };
     true
 }
 

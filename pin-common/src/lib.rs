@@ -155,6 +155,12 @@ pub struct PinBalance {
     /// is `pinned` plus these, `nr_foll_pin_released` is `released` plus
     /// these.
     pub gup_released: u64,
+    /// Of `released`, the pages released in interrupt context (an O_DIRECT
+    /// completion on a disk that completes from its interrupt): no process
+    /// or cgroup made them, and the agent shows them as the `[irq]` rows.
+    /// Counted here rather than in `PROCS` and `CGROUPS` rows of their own:
+    /// two hash lookups fewer per page released that way.
+    pub irq_released: u64,
 }
 
 impl PinBalance {
@@ -190,8 +196,9 @@ pub struct ProcStats {
 
 /// Per-cgroup counters in the `CGROUPS` LRU hash (shared by all CPUs,
 /// atomic adds, as `PROCS`), keyed by the
-/// cgroup v2 id of the task that made the call (`bpf_get_current_cgroup_id`;
-/// [`IRQ_CGROUP`] for releases made in interrupt context).
+/// cgroup v2 id of the task that made the call (`bpf_get_current_cgroup_id`).
+/// Releases made in interrupt context have no row here: the agent shows
+/// [`PinBalance::irq_released`] under [`IRQ_CGROUP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CgroupStats {
@@ -210,7 +217,7 @@ pub struct CgroupStats {
     pub first_ns: u64,
 }
 
-/// The `CGROUPS` key of releases made in interrupt context, shown as
+/// The agent's cgroup key of releases made in interrupt context, shown as
 /// `[irq]` (cgroup v2 ids start at 1, the root).
 pub const IRQ_CGROUP: u64 = 0;
 
@@ -415,8 +422,8 @@ const _: () = {
     }
 };
 
-/// The `PROCS` key of releases made in interrupt context, shown as `[irq]`
-/// (no real tgid: pid_max is at most 2^22).
+/// The agent's process key of releases made in interrupt context, shown
+/// as `[irq]` (no real tgid: pid_max is at most 2^22).
 pub const IRQ_TGID: u32 = u32::MAX;
 
 /// Size of the per-call `EVENTS` ring buffer in bytes (a power of two and

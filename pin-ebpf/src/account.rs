@@ -48,32 +48,25 @@ fn widen(raw: u64, is_int: u8) -> i64 {
 #[inline(always)]
 pub(crate) fn proc_stats() -> Option<&'static mut ProcStats> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    proc_entry(tgid, false)
+    proc_entry(tgid)
 }
 
-/// The `PROCS` entry of `tgid` (or, `irq`, of releases made in interrupt
-/// context), created on first use with the process's name (see `names`,
-/// which keeps it current). The comm is picked here rather than
-/// passed in: an `Option<[u8; 16]>` argument compiled to code that 6.1's
-/// verifier refuses ("pointer arithmetic with >>= operator prohibited").
-/// A failed insert is counted (`proc_state_lost`), not logged: a log
-/// line here, on every get/pin program's return path, cost the verifier
-/// 0.1-0.2 s per program (measured on the kprobe_multi return program:
-/// 528 ms with it, 305 ms without), and the agent reports the count.
+/// The `PROCS` entry of `tgid`, created on first use with the process's
+/// name (see `names`, which keeps it current). A failed insert is counted
+/// (`proc_state_lost`), not logged: a log line here, on every get/pin
+/// program's return path, cost the verifier 0.1-0.2 s per program
+/// (measured on the kprobe_multi return program: 528 ms with it, 305 ms
+/// without), and the agent reports the count.
 #[inline(always)]
-pub(crate) fn proc_entry(tgid: u32, irq: bool) -> Option<&'static mut ProcStats> {
+fn proc_entry(tgid: u32) -> Option<&'static mut ProcStats> {
     if let Some(stats) = PROCS.get_ptr_mut(tgid) {
         return Some(unsafe { &mut *stats });
     }
-    let mut fresh = ProcStats {
+    let fresh = ProcStats {
         first_ns: unsafe { bpf_ktime_get_ns() },
+        comm: process_comm(),
         ..ProcStats::default()
     };
-    if irq {
-        fresh.comm = IRQ_COMM;
-    } else {
-        fresh.comm = process_comm();
-    }
     // NOEXIST: a thread of the same process on another CPU may create the
     // entry first; overwriting it would zero the counts it added since.
     match PROCS.insert(tgid, fresh, u64::from(BPF_NOEXIST)) {
@@ -547,5 +540,5 @@ fn count_process(ret: i64, is_pin: bool) {
     }
 }
 
-/// The comm of the `[irq]` row.
+/// The comm of releases made in interrupt context (their events).
 pub(crate) const IRQ_COMM: [u8; 16] = *b"[irq]\0\0\0\0\0\0\0\0\0\0\0";

@@ -75,11 +75,11 @@ pub(crate) fn count_call(ret: i64, is_pin: bool) {
     }
 }
 
-/// A release of `pages` pages, in the releasing cgroup's row (the `[irq]`
-/// row's for an interrupt's).
+/// A release of `pages` pages, in the releasing cgroup's row (not for an
+/// interrupt's: see `PinBalance::irq_released`).
 #[inline(always)]
-pub(crate) fn count_release(pages: u64, irq: bool) {
-    if let Some(row) = entry(current_cgroup(irq)) {
+pub(crate) fn count_release(pages: u64) {
+    if let Some(row) = entry(current_cgroup(false)) {
         add_to(&mut row.released, pages);
     }
 }

@@ -44,8 +44,8 @@ pub static RELEASE_STATS: PerCpuArray<ReleaseStats> =
 #[map]
 pub static PROCS: LruHashMap<u32, ProcStats> = LruHashMap::with_max_entries(PROCS_CAPACITY, 0);
 
-/// Per cgroup v2 id (`IRQ_CGROUP` for releases in interrupt context):
-/// calls, pages, pins, releases and errors.
+/// Per cgroup v2 id: calls, pages, pins, releases and errors (releases in
+/// interrupt context are `PIN_BALANCE`'s `irq_released`).
 #[map]
 pub static CGROUPS: LruHashMap<u64, CgroupStats> =
     LruHashMap::with_max_entries(CGROUPS_CAPACITY, 0);

@@ -13,9 +13,7 @@ use pin_common::{
 };
 
 use crate::{
-    account::{
-        IRQ_COMM, forget_missed_call, inside_gup_call, outer_call_returned, proc_entry, proc_stats,
-    },
+    account::{IRQ_COMM, forget_missed_call, inside_gup_call, outer_call_returned, proc_stats},
     attribution, cgroup,
     comm::current_comm,
     counters::{add_health, add_to, bump_health},
@@ -133,7 +131,8 @@ fn callers_release(id: FuncId, folio: u64, irq: bool, frame: u64) -> bool {
 
 /// A release of `pages` pages in the release function's counters (by
 /// `index` in `RELEASE_STATS`), the pin balance and the releasing
-/// process's row (the `[irq]` row's for an interrupt's).
+/// process's and cgroup's rows (for an interrupt's, the balance's
+/// `irq_released`, which the agent shows as the `[irq]` rows).
 #[inline(always)]
 fn count_release(index: u32, pages: u64, irq: bool) {
     if let Some(stats) = RELEASE_STATS.get_ptr_mut(index) {
@@ -142,17 +141,22 @@ fn count_release(index: u32, pages: u64, irq: bool) {
         add_to(&mut stats.pages, pages);
     }
     if let Some(balance) = PIN_BALANCE.get_ptr_mut(0) {
-        add_to(unsafe { &mut (*balance).released }, pages);
+        let balance = unsafe { &mut *balance };
+        add_to(&mut balance.released, pages);
+        if irq {
+            // The `[irq]` rows, from this one counter (see
+            // `PinBalance::irq_released`): no hash lookups per page.
+            add_to(&mut balance.irq_released, pages);
+            return;
+        }
     }
-    let proc = if irq {
-        proc_entry(IRQ_TGID, true)
-    } else {
-        proc_stats()
-    };
-    if let Some(proc) = proc {
+    if irq {
+        return;
+    }
+    if let Some(proc) = proc_stats() {
         add_to(&mut proc.released, pages);
     }
-    cgroup::count_release(pages, irq);
+    cgroup::count_release(pages);
 }
 
 /// Sends the per-call event of a release, when one is wanted.

@@ -108,7 +108,7 @@ counters!(ReleaseStats {
 });
 
 counters!(PinBalance {
-    sum: [pinned, released, gup_released],
+    sum: [pinned, released, gup_released, irq_released],
     hist: [],
     max: [],
     stamp: [],

@@ -306,6 +306,36 @@ fn cgroup_totals(stats: &CgroupStats) -> CgroupTotals {
     }
 }
 
+/// The `[irq]` rows: pages released in interrupt context, which belong to
+/// no process or cgroup. The kernel counts them in the pin balance
+/// (`PinBalance::irq_released`, no hash lookup per page) rather than in
+/// rows of their own; shown under `IRQ_TGID` and `IRQ_CGROUP` once there
+/// are any. Their creation stamp is 0: a counter that is never evicted.
+fn add_irq_rows(
+    procs: &mut ProcTable,
+    cgroups: &mut BTreeMap<u64, CgroupTotals>,
+    balance: &PinBalance,
+) {
+    if balance.irq_released == 0 {
+        return;
+    }
+    procs.insert(
+        pin_common::IRQ_TGID,
+        ProcTotals {
+            comm: Comm::new(*b"[irq]\0\0\0\0\0\0\0\0\0\0\0"),
+            released: balance.irq_released,
+            ..ProcTotals::default()
+        },
+    );
+    cgroups.insert(
+        pin_common::IRQ_CGROUP,
+        CgroupTotals {
+            released: balance.irq_released,
+            ..CgroupTotals::default()
+        },
+    );
+}
+
 /// The LRU tables (`PROCS`, `CALLERS`, `CGROUPS`) and what the kernel
 /// evicted from them.
 struct Tables {
@@ -367,12 +397,13 @@ impl Snapshot {
         let health = read_health(maps)?;
         let misses = maps.misses();
         let Tables {
-            procs,
+            mut procs,
             callers,
-            cgroups,
+            mut cgroups,
             failures,
             evicted,
         } = read_tables(maps)?;
+        add_irq_rows(&mut procs, &mut cgroups, &balance);
         // The instant and vmstat belong with the counters. Call sites are
         // named later, where a view shows them (`Delta::named`): naming
         // can wait for kallsyms to be parsed.
@@ -484,5 +515,29 @@ mod tests {
         assert_eq!(later.since(&earlier).callers[&key].calls, 3);
         later.callers.insert(key, stats(130, 1_000));
         assert_eq!(later.since(&earlier).callers[&key].calls, 30);
+    }
+
+    /// Releases in interrupt context reach the views as the `[irq]`
+    /// process and cgroup rows, from the balance's one counter.
+    #[test]
+    fn irq_releases_become_the_irq_rows() {
+        let mut procs = ProcTable::new();
+        let mut cgroups = BTreeMap::new();
+        add_irq_rows(&mut procs, &mut cgroups, &PinBalance::default());
+        assert!(procs.is_empty() && cgroups.is_empty());
+        let balance = PinBalance {
+            released: 600,
+            irq_released: 512,
+            ..PinBalance::default()
+        };
+        add_irq_rows(&mut procs, &mut cgroups, &balance);
+        let row = procs
+            .get(&pin_common::IRQ_TGID)
+            .expect("the [irq] process row");
+        assert_eq!(
+            (row.released, row.calls, row.comm.to_string()),
+            (512, 0, "[irq]".into())
+        );
+        assert_eq!(cgroups[&pin_common::IRQ_CGROUP].released, 512);
     }
 }

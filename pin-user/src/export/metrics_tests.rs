@@ -160,6 +160,7 @@ pub(crate) fn input() -> MetricsInput {
                     pinned: 152,
                     released: 150,
                     gup_released: 16,
+                    irq_released: 0,
                 },
                 evicted: crate::snapshot::Evictions {
                     procs: 21808,

@@ -63,6 +63,7 @@ fn frame(step: u64) -> Frame {
             .sum(),
         released: release.iter().map(|r| r.pages).sum(),
         gup_released: 0,
+        irq_released: 0,
     };
     let procs = processes();
     let (cgroup_names, cgroups) = cgroups();
@@ -328,6 +329,7 @@ fn huge_frame() -> Frame {
         pinned: HUGE * 32,
         released: HUGE * 30,
         gup_released: HUGE,
+        irq_released: 0,
     };
     f.memlock = BTreeMap::from([(
         4242,

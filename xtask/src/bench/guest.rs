@@ -260,8 +260,17 @@ fn major_minor(release: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
+/// null_blk's device: with `irqmode=2` (the VM's init loads it so) every
+/// request completes in a timer interrupt, as on real disks, so O_DIRECT's
+/// pages are released in interrupt context; the ramdisk completes in the
+/// submitting task.
+const IRQ_DEVICE: &str = "/dev/nullb0";
+
 /// The workloads: 1/16/64/256-page O_DIRECT reads, 1-page FUTEX_WAKE on a
-/// shared futex, and the 1-page ones again with two callers at once.
+/// shared futex, the 1-page ones again with two callers at once, and
+/// 512-page O_DIRECT writes completed in interrupt context (the per-page
+/// release path as real disks take it; two bios, so the block layer's
+/// completion releases the pages).
 fn workloads(kernel: &str, args: &GuestArgs) -> anyhow::Result<Vec<WorkloadSpec>> {
     let version = major_minor(kernel).with_context(|| format!("kernel release {kernel}"))?;
     // O_DIRECT pins since 6.3 (iov_iter_extract_pages); before, it takes
@@ -274,6 +283,9 @@ fn workloads(kernel: &str, args: &GuestArgs) -> anyhow::Result<Vec<WorkloadSpec>
     if !std::path::Path::new(&args.device).exists() {
         bail!("{} is missing (brd.ko not loaded?)", args.device);
     }
+    if !std::path::Path::new(IRQ_DEVICE).exists() {
+        bail!("{IRQ_DEVICE} is missing (null_blk.ko not loaded?)");
+    }
     let w = |name: &str, kind: &str, pages: u64, callers: u32, function: &str| WorkloadSpec {
         name: name.into(),
         kind: kind.into(),
@@ -281,6 +293,7 @@ fn workloads(kernel: &str, args: &GuestArgs) -> anyhow::Result<Vec<WorkloadSpec>
         callers,
         calls: 0,
         function: function.into(),
+        file: None,
     };
     Ok(vec![
         w("futex-1p", "futex-wake", 1, 1, "get_user_pages_fast"),
@@ -290,6 +303,10 @@ fn workloads(kernel: &str, args: &GuestArgs) -> anyhow::Result<Vec<WorkloadSpec>
         w("odirect-256p", "odirect-read", 256, 1, odirect_fn),
         w("futex-1p-x2", "futex-wake", 1, 2, "get_user_pages_fast"),
         w("odirect-1p-x2", "odirect-read", 1, 2, odirect_fn),
+        WorkloadSpec {
+            file: Some(IRQ_DEVICE.into()),
+            ..w("odirect-irq-512p", "odirect-write", 512, 1, odirect_fn)
+        },
     ])
 }
 
@@ -321,7 +338,7 @@ fn run_workload(w: &WorkloadSpec, calls: u64, args: &GuestArgs) -> anyhow::Resul
                 &w.pages.to_string(),
             ]);
         if w.kind.starts_with("odirect") {
-            cmd.args(["--file", &args.device]);
+            cmd.args(["--file", w.file.as_deref().unwrap_or(&args.device)]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())

@@ -134,6 +134,7 @@ pub fn markdown(run: &BenchRun) -> String {
     in_kernel_table(&mut s, run, &traced);
     tracers_table(&mut s, run, &traced);
     targets_table(&mut s, run);
+    peers_table(&mut s, run);
     for why in &run.not_measured {
         let _ = writeln!(s, "Not measured on this kernel: {why}\n");
     }
@@ -281,6 +282,59 @@ fn targets_table(s: &mut String, run: &BenchRun) {
     }
 }
 
+/// Issue 20's goal 6, per run: pinwatch's in-kernel cost per 1-page call
+/// against funclatency timing that one function (at most 1×), and per
+/// call of 256 pages or more against bpftrace tracing the same functions
+/// (below 1×). In-kernel figures only: funclatency attaches kprobes,
+/// whose own cost (outside its programs) the wall-clock table shows.
+fn peers_table(s: &mut String, run: &BenchRun) {
+    let ratio = |tracer: &TracerKind, peer: &TracerKind, workload: &str| match (
+        in_kernel_ns(run, tracer, workload),
+        in_kernel_ns(run, peer, workload),
+    ) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let rows: Vec<(&str, &str, TracerKind, f64)> = run
+        .workloads
+        .iter()
+        .filter_map(|w| match w.pages {
+            1 => Some((w.name.as_str(), "funclatency", TracerKind::Funclatency, 1.0)),
+            p if p >= 256 => Some((w.name.as_str(), "bpftrace", TracerKind::Bpftrace, 1.0)),
+            _ => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nAgainst its peers (issue 20, goal 6; in-kernel): per 1-page call at most funclatency's, per call of 256 pages or more below bpftrace's.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | peer | pinwatch / peer | pinwatch --attach kprobe-multi / peer |\n|---|---|--:|--:|"
+    );
+    for (workload, peer_name, peer, limit) in rows {
+        let verdict = |v: Option<f64>| {
+            opt(v, |v| {
+                let met = if peer == TracerKind::Funclatency {
+                    v <= limit
+                } else {
+                    v < limit
+                };
+                format!("{v:.2} ({})", if met { "met" } else { "missed" })
+            })
+        };
+        let _ = writeln!(
+            s,
+            "| {workload} | {peer_name} | {} | {} |",
+            verdict(ratio(&TracerKind::Pinwatch, &peer, workload)),
+            verdict(ratio(&TracerKind::PinwatchKprobeMulti, &peer, workload)),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +377,7 @@ mod tests {
                 callers: 1,
                 calls: 1000,
                 function: "get_user_pages_fast".into(),
+                file: None,
             }],
             timings: vec![
                 t(0, TracerKind::Untraced, 1000.0),
@@ -378,6 +433,44 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("Not measured"), "{md}");
+        // No funclatency figure in the sample: no verdict against it.
+        assert!(md.contains("| futex-1p | funclatency | – | – |"), "{md}");
+    }
+
+    /// Goal 6's verdicts: at most funclatency's per 1-page call, below
+    /// bpftrace's per call of 256 pages.
+    #[test]
+    fn peers_table_gives_goal_six_verdicts() {
+        let mut run = sample_run();
+        let k = |tracer, workload: &str, run_time_ns| InKernel {
+            rep: 0,
+            tracer,
+            workload: workload.into(),
+            calls: 1000,
+            run_time_ns,
+            run_count: 2000,
+            programs: 2,
+        };
+        run.workloads.push(WorkloadSpec {
+            name: "odirect-256p".into(),
+            kind: "odirect-read".into(),
+            pages: 256,
+            ..run.workloads[0].clone()
+        });
+        run.in_kernel.extend([
+            k(TracerKind::Funclatency, "futex-1p", 150_000),
+            k(TracerKind::Pinwatch, "odirect-256p", 300_000),
+            k(TracerKind::Bpftrace, "odirect-256p", 300_000),
+        ]);
+        let md = markdown(&run);
+        assert!(
+            md.contains("| futex-1p | funclatency | 1.00 (met) | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| odirect-256p | bpftrace | 1.00 (missed) | – |"),
+            "{md}"
+        );
     }
 
     /// A tracer the kernel refused has no column, and the report says why.

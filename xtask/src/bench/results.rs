@@ -59,6 +59,10 @@ pub struct WorkloadSpec {
     pub calls: u64,
     /// The outermost GUP function the calls reach on this kernel.
     pub function: String,
+    /// The file or device the O_DIRECT calls use, when not the ramdisk
+    /// (`--device`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// One timing pass of one workload under one tracer.

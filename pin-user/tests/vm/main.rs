@@ -37,4 +37,5 @@ mod serve;
 mod setcap;
 mod soak;
 mod startup;
+mod strays;
 mod validate;

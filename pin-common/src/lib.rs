@@ -426,6 +426,10 @@ const _: () = {
 /// as `[irq]` (no real tgid: pid_max is at most 2^22).
 pub const IRQ_TGID: u32 = u32::MAX;
 
+/// The name releases made in interrupt context go by: their row's and
+/// their events' comm.
+pub const IRQ_COMM: [u8; 16] = *b"[irq]\0\0\0\0\0\0\0\0\0\0\0";
+
 /// Size of the per-call `EVENTS` ring buffer in bytes (a power of two and
 /// a multiple of the page size); about 2700 [`CallEvent`]s.
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;

@@ -539,6 +539,3 @@ fn count_process(ret: i64, is_pin: bool) {
         }
     }
 }
-
-/// The comm of releases made in interrupt context (their events).
-pub(crate) const IRQ_COMM: [u8; 16] = *b"[irq]\0\0\0\0\0\0\0\0\0\0\0";

@@ -8,12 +8,13 @@ use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
 };
 use pin_common::{
-    CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_TGID, LATENCY_UNMEASURED,
+    CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_COMM, IRQ_TGID,
+    LATENCY_UNMEASURED,
     catalog::{RELEASE_NESTED, RELEASE_NESTING},
 };
 
 use crate::{
-    account::{IRQ_COMM, forget_missed_call, inside_gup_call, outer_call_returned, proc_stats},
+    account::{forget_missed_call, inside_gup_call, outer_call_returned, proc_stats},
     attribution, cgroup,
     comm::current_comm,
     counters::{add_health, add_to, bump_health},
@@ -147,7 +148,6 @@ fn count_release(index: u32, pages: u64, irq: bool) {
             // The `[irq]` rows, from this one counter (see
             // `PinBalance::irq_released`): no hash lookups per page.
             add_to(&mut balance.irq_released, pages);
-            return;
         }
     }
     if irq {

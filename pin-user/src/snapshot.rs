@@ -322,7 +322,7 @@ fn add_irq_rows(
     procs.insert(
         pin_common::IRQ_TGID,
         ProcTotals {
-            comm: Comm::new(*b"[irq]\0\0\0\0\0\0\0\0\0\0\0"),
+            comm: Comm::new(pin_common::IRQ_COMM),
             released: balance.irq_released,
             ..ProcTotals::default()
         },

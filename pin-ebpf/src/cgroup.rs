@@ -79,7 +79,7 @@ pub(crate) fn count_call(ret: i64, is_pin: bool) {
 /// interrupt's: see `PinBalance::irq_released`).
 #[inline(always)]
 pub(crate) fn count_release(pages: u64) {
-    if let Some(row) = entry(current_cgroup(false)) {
+    if let Some(row) = entry(unsafe { bpf_get_current_cgroup_id() }) {
         add_to(&mut row.released, pages);
     }
 }

@@ -12,7 +12,11 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel_str_bytes,
 };
 
-use crate::{comm::current_comm, maps::PROCS, settings::task_name_layout};
+use crate::{
+    comm::current_comm,
+    maps::PROCS,
+    settings::{leader_comm_layout, task_ids_layout},
+};
 
 /// The current process's name: the current task's comm when it leads its
 /// thread group, else its leader's (the current task's own comm where the
@@ -23,7 +27,7 @@ pub(crate) fn process_comm() -> [u8; 16] {
     if pid_tgid as u32 == (pid_tgid >> 32) as u32 {
         return current_comm();
     }
-    let [_, _, leader_at, comm_at] = task_name_layout();
+    let (leader_at, comm_at) = leader_comm_layout();
     if leader_at == 0 || comm_at == 0 {
         return current_comm();
     }
@@ -50,7 +54,7 @@ fn leader_tgid(task: u64) -> Option<u32> {
         // Another thread of the same process renamed it (through
         // /proc/self/comm or /proc/PID/task/TID/comm: the kernel lets
         // only a task's own process write its comm).
-        let [pid_at, tgid_at, _, _] = task_name_layout();
+        let (pid_at, tgid_at) = task_ids_layout();
         if pid_at == 0 || tgid_at == 0 {
             return None;
         }

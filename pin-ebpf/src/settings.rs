@@ -256,16 +256,18 @@ pub fn task_stack_layout() -> (u64, u64) {
     (TASK_STACK_OFFSET.load(), TASK_STACK_SIZE.load())
 }
 
-/// Where a task's ids, group leader and name sit in `task_struct`: 1 +
-/// the offsets of `pid`, `tgid`, `group_leader` and `comm` (0: unknown).
+/// Where a task's ids sit in `task_struct`: 1 + the offsets of `pid` and
+/// `tgid` (0: unknown).
 #[inline(always)]
-pub fn task_name_layout() -> [u64; 4] {
-    [
-        TASK_PID_OFFSET.load(),
-        TASK_TGID_OFFSET.load(),
-        TASK_GROUP_LEADER_OFFSET.load(),
-        TASK_COMM_OFFSET.load(),
-    ]
+pub fn task_ids_layout() -> (u64, u64) {
+    (TASK_PID_OFFSET.load(), TASK_TGID_OFFSET.load())
+}
+
+/// Where a task's group leader and name sit in `task_struct`: 1 + the
+/// offsets of `group_leader` and `comm` (0: unknown).
+#[inline(always)]
+pub fn leader_comm_layout() -> (u64, u64) {
+    (TASK_GROUP_LEADER_OFFSET.load(), TASK_COMM_OFFSET.load())
 }
 
 /// Offset of `child_pid` in the `sched_process_fork` record.

@@ -135,5 +135,10 @@ pub const SETTING_FORK_CHILD_PID_OFFSET: u32 = 0;
 /// cannot see yet. A map entry: it turns on after the get/pin functions
 /// attached, not at load.
 pub const SETTING_LIFETIMES: u32 = 1;
+/// Index in the `SETTINGS` array: 1 once the agent can fold the probes'
+/// per-thread pending counts (its task iterator and the thread-exit
+/// watch both attached); until then every call is accounted directly. A
+/// map entry: both attach after the get/pin functions.
+pub const SETTING_DEFER: u32 = 2;
 /// Number of entries in `SETTINGS`.
-pub const SETTINGS_LEN: u32 = 2;
+pub const SETTINGS_LEN: u32 = 3;

@@ -27,7 +27,7 @@ use crate::{
     names::process_comm,
     outcome::{Outcome, PathSplit},
     settings::{callers_on, config, lifetimes_on, return_trampoline},
-    task_storage::{self, task_state},
+    task_storage::{self, TaskSlot, task_slot, task_state},
 };
 
 /// Deeper nesting than this means the state is stale (a return was missed);
@@ -84,10 +84,12 @@ fn proc_entry(tgid: u32) -> Option<&'static mut ProcStats> {
 /// (threads do not exit from inside GUP), so count it as missed.
 #[inline(always)]
 pub fn on_task_exit() {
-    if let Some(state) = task_storage::current(false)
-        && state.depth != 0
-    {
-        forget_missed_call(state);
+    if let Some(slot) = task_storage::current_slot(false) {
+        if slot.state.depth != 0 {
+            forget_missed_call(&mut slot.state);
+        }
+        #[cfg(not(feature = "baseline"))]
+        crate::pending::fold_from_outside(&mut slot.pending);
     }
     task_storage::forget_current();
 }
@@ -273,10 +275,11 @@ pub fn gup_exit(id: FuncId, raw_ret: u64) {
     }
     let Some(config) = config(id) else { return };
     let ret = widen(raw_ret, config.ret_is_int);
-    let Some(state) = task_state(false) else {
+    let Some(slot) = task_slot(false) else {
         bump_health(Health::UnmatchedExit);
         return;
     };
+    let state = &mut slot.state;
     if state.depth == 0 {
         bump_health(Health::UnmatchedExit);
         return;
@@ -290,7 +293,7 @@ pub fn gup_exit(id: FuncId, raw_ret: u64) {
         state.fast_ret = ret;
     }
     if state.depth == 0 {
-        account_call_once(state, ret);
+        account_call_once(slot, ret);
     }
 }
 
@@ -298,11 +301,11 @@ pub fn gup_exit(id: FuncId, raw_ret: u64) {
 /// BPF function in the full object (see the crate's doc), inline in the
 /// baseline one.
 #[inline(always)]
-fn account_call_once(state: &mut TaskState, ret: i64) {
+fn account_call_once(slot: &mut TaskSlot, ret: i64) {
     #[cfg(not(feature = "baseline"))]
-    pinwatch_account_call(state, ret);
+    pinwatch_account_call(slot, ret);
     #[cfg(feature = "baseline")]
-    account_call(state, ret);
+    account_call(slot, ret);
 }
 
 /// [`account_call`] as a global BPF function; its pointer may be null as
@@ -310,21 +313,24 @@ fn account_call_once(state: &mut TaskState, ret: i64) {
 #[cfg(not(feature = "baseline"))]
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn pinwatch_account_call(state: *mut TaskState, ret: i64) -> u32 {
+pub extern "C" fn pinwatch_account_call(slot: *mut TaskSlot, ret: i64) -> u32 {
     // SAFETY: the caller's task state.
-    if let Some(state) = unsafe { state.as_mut() } {
-        account_call(state, ret);
+    if let Some(slot) = unsafe { slot.as_mut() } {
+        account_call(slot, ret);
     }
     0
 }
 
-/// Folds an outermost call that returned `ret` into its variant's
-/// counters, a per-call event when one is wanted, its call site's counters
-/// and pins, the pin balance and its process's row. In the full object
-/// it is a global function, and so is each of its steps but the variant's
-/// counters and the pin balance: checked once per program each.
+/// Folds an outermost call that returned `ret` into a per-call event when
+/// one is wanted, its pins' lifetimes, and either the thread's pending
+/// counts (a full call, in the full object: see `pending`) or directly
+/// its variant's counters, its call site's counters, the pin balance and
+/// its process's and cgroup's rows. In the full object it is a global
+/// function, and so is each of its steps but the variant's counters and
+/// the pin balance: checked once per program each.
 #[inline(always)]
-fn account_call(state: &mut TaskState, ret: i64) {
+fn account_call(slot: &mut TaskSlot, ret: i64) {
+    let state = &mut slot.state;
     let outer = state.outer;
     if outer as usize >= GUP_FUNC_COUNT {
         return;
@@ -336,13 +342,7 @@ fn account_call(state: &mut TaskState, ret: i64) {
     if ret < 0 || ret < state.nr {
         failures::count_once(state, ret);
     }
-    let Some(stats) = GUP_STATS.get_ptr_mut(outer) else {
-        return;
-    };
-    let stats = unsafe { &mut *stats };
-    count_return(stats, state.nr, ret);
     let paths = PathSplit::of(state);
-    count_paths(stats, &paths);
     let ret = forget_range(state, ret);
     let now = unsafe { bpf_ktime_get_ns() };
     let ns = now.saturating_sub(state.start_ns);
@@ -350,18 +350,28 @@ fn account_call(state: &mut TaskState, ret: i64) {
     if event_wanted(pid_tgid) {
         emit_call_once(state, ret, ns, pid_tgid, &paths);
     }
+    let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
+    if is_pin && lifetimes_on() {
+        attribution::remember_pins_once(state, ret, now);
+    }
+    #[cfg(not(feature = "baseline"))]
+    if crate::pending::defer(&mut slot.pending, state, ret, ns, &paths) {
+        return;
+    }
+    let Some(stats) = GUP_STATS.get_ptr_mut(outer) else {
+        return;
+    };
+    let stats = unsafe { &mut *stats };
+    count_return(stats, state.nr, ret);
+    count_paths(stats, &paths);
     let outcome = Outcome {
         ret,
         ns,
         latency_slot: count_latency(stats, ns),
         paths,
     };
-    let is_pin = config(outer).is_some_and(|l| l.is_pin != 0);
     if callers_on() {
         attribution::account_caller_once(state, &outcome);
-    }
-    if is_pin && lifetimes_on() {
-        attribution::remember_pins_once(state, ret, now);
     }
     if is_pin
         && ret > 0
@@ -523,6 +533,30 @@ fn count_latency(stats: &mut GupStats, ns: u64) -> usize {
         add_to(calls, 1);
     }
     latency_slot
+}
+
+/// Full calls added up elsewhere (a thread's pending counts, see
+/// `pending`) in process `tgid`'s row. A row that went meanwhile (the
+/// table is LRU) is made anew, named after the current process only when
+/// that is the one (a fold at the thread's exit or next call): the
+/// iterator's fold runs in the agent.
+#[cfg(not(feature = "baseline"))]
+#[inline(always)]
+pub(crate) fn add_to_process(tgid: u32, calls: u64, pages: u64, pinned: u64) {
+    let row = if (bpf_get_current_pid_tgid() >> 32) as u32 == tgid {
+        proc_entry(tgid)
+    } else {
+        PROCS.get_ptr_mut(tgid).map(|stats| unsafe { &mut *stats })
+    };
+    let Some(row) = row else {
+        bump_health(Health::ProcStateLost);
+        return;
+    };
+    add_to(&mut row.calls, calls);
+    add_to(&mut row.pages, pages);
+    if pinned != 0 {
+        add_to(&mut row.pinned, pinned);
+    }
 }
 
 /// The calling process's row: its calls and the pages it got (pinned

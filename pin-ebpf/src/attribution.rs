@@ -150,6 +150,50 @@ fn account_caller(state: &TaskState, call: &Outcome) {
     }
 }
 
+/// Calls of one call site and variant added up elsewhere (a thread's
+/// pending counts, see `pending`), all of them full calls.
+#[cfg(not(feature = "baseline"))]
+pub struct Deltas<'a> {
+    /// Calls.
+    pub calls: u64,
+    /// Pages returned.
+    pub pages: u64,
+    /// Calls whose fast path fell back.
+    pub fallbacks: u64,
+    /// Pages by path.
+    pub fast_pages: u64,
+    /// Pages by path.
+    pub slow_pages: u64,
+    /// Latency sum.
+    pub latency_sum_ns: u64,
+    /// Latency histogram.
+    pub latency_log2: &'a [u64; pin_common::LATENCY_BUCKETS],
+}
+
+/// Adds `deltas` to the counters of call site `caller`, variant `outer`.
+#[cfg(not(feature = "baseline"))]
+#[inline(always)]
+pub fn add_deltas(caller: u64, outer: u32, deltas: &Deltas) {
+    let Some(stats) = caller_stats(&CallerKey::new(caller, outer)) else {
+        return;
+    };
+    add_to(&mut stats.calls, deltas.calls);
+    add_to(&mut stats.pages, deltas.pages);
+    add_to(&mut stats.fallbacks, deltas.fallbacks);
+    add_to(&mut stats.fast_pages, deltas.fast_pages);
+    add_to(&mut stats.slow_pages, deltas.slow_pages);
+    add_to(&mut stats.latency_sum_ns, deltas.latency_sum_ns);
+    for (into, from) in stats
+        .latency_log2
+        .iter_mut()
+        .zip(deltas.latency_log2.iter())
+    {
+        if *from != 0 {
+            add_to(into, *from);
+        }
+    }
+}
+
 /// The folio a `struct page *` belongs to: a tail page's `compound_head`
 /// (the word after `flags`) holds the head's address with bit 0 set.
 #[cfg(not(feature = "baseline"))]

@@ -67,6 +67,10 @@ mod multi;
 mod names;
 #[cfg(target_arch = "bpf")]
 mod outcome;
+// Not in the baseline object: per-thread pending counts need task
+// storage and the task iterator that folds them (see there).
+#[cfg(all(target_arch = "bpf", not(feature = "baseline")))]
+mod pending;
 #[cfg(target_arch = "bpf")]
 mod release;
 #[cfg(target_arch = "bpf")]

@@ -210,6 +210,14 @@ fn setting(index: u32) -> u64 {
     SETTINGS.get(index).copied().unwrap_or(0)
 }
 
+/// Whether full calls may wait in the thread's pending counts (the agent
+/// folds them: see `pending`).
+#[cfg(not(feature = "baseline"))]
+#[inline(always)]
+pub fn defer_on() -> bool {
+    setting(pin_common::settings::SETTING_DEFER) == 1
+}
+
 /// Whether pin lifetimes are recorded: wanted, and started (the global
 /// first, so that without `--lifetimes` the verifier drops the rest).
 #[inline(always)]

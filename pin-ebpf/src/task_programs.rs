@@ -40,3 +40,26 @@ fn task_rename(ctx: RawTracePointContext) -> u32 {
     names::on_task_rename(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
     0
 }
+
+/// The task iterator the agent runs before it reads the maps at each
+/// sample (full object): folds every thread's pending counts into the
+/// shared rows (see `pending`). Its context is the kernel's
+/// `struct bpf_iter__task { meta; task; }`, the task null once the walk
+/// is over. No output: the agent reads the iterator to its end only to
+/// run it. (aya-ebpf 0.2.1 has no macro for iterators; the section name
+/// is what the loader goes by.)
+#[cfg(not(feature = "baseline"))]
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub extern "C" fn fold_tasks(ctx: *mut core::ffi::c_void) -> i32 {
+    // SAFETY: the iterator's context, two pointers; the verifier allows
+    // this constant-offset read of its `task` field.
+    let task = unsafe { *ctx.cast::<*mut core::ffi::c_void>().add(1) };
+    if task.is_null() {
+        return 0;
+    }
+    if let Some(slot) = crate::task_storage::slot_of(task) {
+        crate::pending::fold_from_outside(&mut slot.pending);
+    }
+    0
+}

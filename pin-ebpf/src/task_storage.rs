@@ -80,6 +80,25 @@ impl<T> TaskStorage<T> {
     }
 }
 
+/// What the full object keeps per thread: its nesting state and its
+/// calls not yet in the shared rows (`pending`).
+#[cfg(not(feature = "baseline"))]
+#[repr(C)]
+pub struct TaskSlot {
+    /// Where the thread is inside the GUP family.
+    pub state: TaskState,
+    /// Its full calls not yet folded into the shared rows.
+    pub pending: crate::pending::Pending,
+}
+
+/// What the baseline object keeps per thread: its nesting state.
+#[cfg(feature = "baseline")]
+#[repr(C)]
+pub struct TaskSlot {
+    /// Where the thread is inside the GUP family.
+    pub state: TaskState,
+}
+
 /// Per thread: where it is inside the GUP family. Task local storage rather
 /// than a hash keyed by thread id: found through the task without hashing
 /// (the lookup every probe makes), and freed when the thread exits, so a
@@ -87,20 +106,40 @@ impl<T> TaskStorage<T> {
 #[cfg(not(feature = "baseline"))]
 #[unsafe(link_section = ".maps")]
 #[unsafe(export_name = "TASK_STATES")]
-static TASK_STATES: TaskStorage<TaskState> = TaskStorage::new();
+static TASK_STATES: TaskStorage<TaskSlot> = TaskStorage::new();
 
 /// The baseline object's per-thread state: an LRU hash by thread id,
 /// emptied by the thread-exit program (as task storage frees itself).
 #[cfg(feature = "baseline")]
 #[map]
-static TASK_STATES: LruHashMap<u32, TaskState> = LruHashMap::with_max_entries(THREADS_CAPACITY, 0);
+static TASK_STATES: LruHashMap<u32, TaskSlot> = LruHashMap::with_max_entries(THREADS_CAPACITY, 0);
 
 /// The current thread's state, created zeroed when `create` is set and
 /// there is none yet.
 #[cfg(not(feature = "baseline"))]
 #[inline(always)]
-pub fn current(create: bool) -> Option<&'static mut TaskState> {
+pub fn current_slot(create: bool) -> Option<&'static mut TaskSlot> {
     TASK_STATES.current(create)
+}
+
+/// The state of `task` (a `task_struct` pointer the verifier knows as
+/// one), if it has any; never created.
+#[cfg(not(feature = "baseline"))]
+#[inline(always)]
+pub fn slot_of(task: *mut c_void) -> Option<&'static mut TaskSlot> {
+    // SAFETY: the helper takes this map and a task's BTF pointer; it
+    // returns a pointer to the task's value or null.
+    let value = unsafe {
+        bpf_task_storage_get(
+            ptr::from_ref(&TASK_STATES).cast_mut().cast::<c_void>(),
+            task.cast(),
+            ptr::null_mut(),
+            0,
+        )
+    }
+    .cast::<TaskSlot>();
+    // SAFETY: non-null values point into the map for the task's life.
+    unsafe { value.as_mut() }
 }
 
 /// Nothing to do: task storage goes with its task.
@@ -112,7 +151,7 @@ pub fn forget_current() {}
 /// there is none yet (baseline object: an LRU hash by thread id).
 #[cfg(feature = "baseline")]
 #[inline(always)]
-pub fn current(create: bool) -> Option<&'static mut TaskState> {
+pub fn current_slot(create: bool) -> Option<&'static mut TaskSlot> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     // Every CPU's idle task is thread 0: it never calls GUP, and an
     // interrupt that releases pins there must not share one state.
@@ -126,7 +165,9 @@ pub fn current(create: bool) -> Option<&'static mut TaskState> {
     if !create {
         return None;
     }
-    let zero = TaskState::default();
+    let zero = TaskSlot {
+        state: TaskState::default(),
+    };
     TASK_STATES
         .insert(&tid, &zero, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
         .ok()?;
@@ -148,7 +189,14 @@ pub fn forget_current() {
 /// (a failure to create it counted in `HEALTH`).
 #[inline(always)]
 pub(crate) fn task_state(create: bool) -> Option<&'static mut TaskState> {
-    let state = current(create);
+    task_slot(create).map(|slot| &mut slot.state)
+}
+
+/// The current thread's slot, created on first use when `create` (a
+/// failure to create it counted in `HEALTH`).
+#[inline(always)]
+pub(crate) fn task_slot(create: bool) -> Option<&'static mut TaskSlot> {
+    let state = current_slot(create);
     if state.is_none() && create {
         // Allocation failed or the kernel refused a recursive use of the
         // storage (a probe firing inside another probe's lookup).

@@ -389,8 +389,10 @@ fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
 }
 
 impl Snapshot {
-    /// Reads every counter map of a loaded object (and /proc/vmstat).
+    /// Folds the probes' pending counts, then reads every counter map of a
+    /// loaded object (and /proc/vmstat).
     pub fn read(maps: KernelMaps<'_>) -> Result<Self, KernelMapError> {
+        maps.fold_pending()?;
         let gup = read_gup(maps)?;
         let release = read_release(maps)?;
         let balance = read_balance(maps)?;

@@ -45,6 +45,10 @@ struct ProbesReport {
     /// Whether renames are traced (process names then follow exec and
     /// renames), or why not.
     rename_watch: Option<Result<(), String>>,
+    /// Whether full calls wait in per-thread counts folded in at each
+    /// sample (a task iterator), or why every call is accounted at its
+    /// return.
+    pending_fold: Option<Result<(), String>>,
     /// The memlock checks watched for the kernel's verdicts (how, or why
     /// not).
     limit_checks: Vec<probes::CheckStatus>,
@@ -172,6 +176,10 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
             .and_then(|_| kretprobe_instances()),
         exit_watch: attached.as_ref().ok().map(|p| p.exit_watch.clone()),
         rename_watch: attached.as_ref().ok().map(|p| p.rename_watch.clone()),
+        pending_fold: attached
+            .as_ref()
+            .ok()
+            .map(|p| p.fold.as_ref().map(drop).map_err(Clone::clone)),
         limit_checks: attached
             .as_ref()
             .map(|p| p.checks.clone())
@@ -316,6 +324,13 @@ fn print_kernel(r: &ProbesReport) {
         Some(Err(e)) => {
             println!("names    not traced ({e}): a process keeps the name it had at its first call")
         }
+        None => {}
+    }
+    match &r.pending_fold {
+        Some(Ok(())) => println!(
+            "counts   full calls add up per thread and are folded into the tables at each sample (a task iterator) and at thread exit"
+        ),
+        Some(Err(e)) => println!("counts   every call is added to the tables at its return ({e})"),
         None => {}
     }
     for check in &r.limit_checks {

@@ -42,6 +42,13 @@ pub(super) fn for_attach(
     Some(attach_ids(btf, functions))
 }
 
+/// The type id the task iterator (`probes::fold`) is loaded against,
+/// `bpf_iter_task`'s, whatever the attach mode; none without kernel BTF.
+pub(super) fn for_task_iterator(facts: &KernelFacts) -> Option<AyaBtf> {
+    let btf = facts.btf.as_ref().ok()?;
+    Some(attach_ids(btf, ["bpf_iter_task"]))
+}
+
 /// An index answering aya's lookups of `functions` by name with their
 /// type ids in `btf` (the running kernel's); names `btf` lacks are left
 /// out, so that their lookups fail as over the kernel's BTF.

@@ -36,6 +36,9 @@ pub enum KernelMapError {
         /// aya's error.
         source: aya::maps::MapError,
     },
+    /// Running the task iterator that folds the pending counts failed.
+    #[error("folding the probes' pending counts: {0}")]
+    Fold(std::io::Error),
 }
 
 impl KernelMapError {
@@ -77,12 +80,31 @@ pub struct KernelMaps<'a> {
     /// The kprobe_multi programs and links, whose skipped runs are read
     /// with the others'.
     multi: Option<&'a super::multi::Multi>,
+    /// The task iterator that folds the probes' pending counts, if the
+    /// probes defer any.
+    fold: Option<&'a super::fold::PendingFold>,
 }
 
 impl<'a> KernelMaps<'a> {
-    /// The maps of `ebpf` (and the kprobe_multi programs beside it).
-    pub(super) fn new(ebpf: &'a Ebpf, multi: Option<&'a super::multi::Multi>) -> Self {
-        Self { ebpf, multi }
+    /// The maps of `ebpf` (and the kprobe_multi programs and the pending
+    /// fold beside it).
+    pub(super) fn new(
+        ebpf: &'a Ebpf,
+        multi: Option<&'a super::multi::Multi>,
+        fold: Option<&'a super::fold::PendingFold>,
+    ) -> Self {
+        Self { ebpf, multi, fold }
+    }
+
+    /// Folds every thread's pending counts into the maps (see
+    /// [`super::fold`]), so that a read right after is exact for every
+    /// call that returned before it; nothing to do where the probes defer
+    /// none.
+    pub fn fold_pending(self) -> Result<(), KernelMapError> {
+        match self.fold {
+            Some(fold) => fold.run().map_err(KernelMapError::Fold),
+            None => Ok(()),
+        }
     }
 
     /// The map `name`, typed as `T`.

@@ -9,6 +9,7 @@ pub mod batch;
 mod capacities;
 mod checks;
 mod detacher;
+mod fold;
 mod follow;
 pub mod footprint;
 mod handoff;
@@ -215,6 +216,10 @@ pub struct Probes {
     /// Whether renames are traced (process names then follow exec and
     /// renames), or why not.
     pub rename_watch: Result<(), String>,
+    /// The task iterator that folds the probes' per-thread pending counts
+    /// before each read of the maps ([`fold`]), or why every call is
+    /// accounted directly instead.
+    pub fold: Result<fold::PendingFold, String>,
     /// The kernel features pinwatch goes without here and what that costs
     /// (see `pinwatch probes`), if any.
     pub features_off: Option<String>,
@@ -255,7 +260,7 @@ fn role(kind: FuncKind) -> &'static str {
 impl Probes {
     /// The object's maps, for reading.
     pub fn maps(&self) -> KernelMaps<'_> {
-        KernelMaps::new(&self.ebpf, self.multi.as_ref())
+        KernelMaps::new(&self.ebpf, self.multi.as_ref(), self.fold.as_ref().ok())
     }
 
     /// The object's maps, for setting the probes up.
@@ -349,6 +354,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         callers: options.callers,
         exit_watch: Err("not attached yet".into()),
         rename_watch: Err("not attached yet".into()),
+        fold: Err("not attached yet".into()),
         features_off: facts.features.off_summary(),
         checks: Vec::new(),
         map_memory: footprint::map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}")),
@@ -479,6 +485,38 @@ fn attach_watchers(
         );
     }
     (probes.exit_watch, probes.rename_watch) = (exit_watch, rename_watch);
+    probes.fold = startup.time("attach pending fold", || {
+        attach_fold(&mut probes.ebpf, facts, &probes.exit_watch)
+    });
+    if let Err(e) = &probes.fold {
+        log::info!("every call accounted at its return: {e}");
+    }
+}
+
+/// Attaches the task iterator that folds the per-thread pending counts
+/// and then lets the probes defer calls (`SETTING_DEFER`): only with the
+/// full object, and with the exit watch, without which an exiting
+/// thread's pending counts would be lost.
+fn attach_fold(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    exit_watch: &Result<(), String>,
+) -> Result<fold::PendingFold, String> {
+    if facts.features.object() != crate::kernel::features::Object::Full {
+        return Err("the baseline object has no pending counts".into());
+    }
+    if let Err(e) = exit_watch {
+        return Err(format!("thread exits are not traced ({e})"));
+    }
+    let btf = attach_ids::for_task_iterator(facts).ok_or("no kernel BTF for the task iterator")?;
+    let fold = fold::PendingFold::attach(ebpf, &btf)?;
+    settings::set_setting(
+        &mut KernelMapsMut::new(ebpf),
+        pin_common::settings::SETTING_DEFER,
+        1,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(fold)
 }
 
 impl Drop for Probes {

@@ -25,7 +25,7 @@ impl TablesOnly {
 
     /// The maps, for reading as the agent reads them.
     pub fn maps(&self) -> KernelMaps<'_> {
-        KernelMaps::new(&self.ebpf, None)
+        KernelMaps::new(&self.ebpf, None, None)
     }
 
     /// The map `name`, to fill with entries the probes would have made.

@@ -1,0 +1,246 @@
+//! Per-thread pending counts (full object only): a thread's successive
+//! full calls of one variant, from one call site, in one cgroup, add up in
+//! its own task state with plain adds, and reach the shared rows (the
+//! variant's, call site's, process's and cgroup's, and the pin balance)
+//! in one fold: when the thread's next call differs in any of those, when
+//! the thread exits, and at each of the agent's samples, through the task
+//! iterator (`fold_tasks`) the agent runs before it reads the maps. So the
+//! rows are exact at every sample for every call that had returned when it
+//! began, without three hash lookups and 17 atomic adds on each call's
+//! return (BENCHMARKS.md, "Per-thread pending counts").
+//!
+//! The thread and a fold on another CPU (the iterator's) never both move a
+//! count: each takes the block's lock word with a compare-and-exchange
+//! first, and the one that finds it taken leaves the block alone (the
+//! thread then accounts its call directly, the iterator skips the thread
+//! until the next sample). Calls that fail or come back short, and the
+//! first call under a new key (which creates the rows as a direct call
+//! does, with its process's name and its time), are accounted directly.
+
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
+use pin_common::{GUP_FUNC_COUNT, LATENCY_BUCKETS, TaskState};
+
+use crate::{
+    account,
+    attribution::{self, Deltas},
+    cgroup,
+    counters::add_to,
+    maps::{GUP_STATS, PIN_BALANCE},
+    outcome::PathSplit,
+    settings::{callers_on, config, defer_on},
+};
+
+/// The lock word's values: free, held by the thread, held by a fold.
+const FREE: u64 = 0;
+const THREAD: u64 = 1;
+const FOLD: u64 = 2;
+
+/// A thread's calls not yet in the shared rows, all of one key.
+#[repr(C)]
+pub struct Pending {
+    /// [`FREE`], [`THREAD`] or [`FOLD`].
+    lock: u64,
+    /// 1 once the key below is set (the thread's first call under it was
+    /// accounted directly).
+    keyed: u32,
+    /// The variant (outermost function).
+    outer: u32,
+    /// The call site (0: callers off or unknown).
+    caller: u64,
+    /// The cgroup v2 id.
+    cgroup: u64,
+    /// The thread's process.
+    tgid: u64,
+    /// Calls, each a full one (as many pages returned as asked for).
+    calls: u64,
+    /// Pages returned.
+    pages: u64,
+    /// Calls whose fast path fell back.
+    fallbacks: u64,
+    /// Pages by path.
+    fast_pages: u64,
+    slow_pages: u64,
+    /// Latency sum and maximum.
+    latency_sum_ns: u64,
+    latency_max_ns: u64,
+    /// Latency histogram (log2 buckets, as `GupStats::latency_log2`).
+    latency_log2: [u64; LATENCY_BUCKETS],
+}
+
+/// Tries to take `lock` from [`FREE`] to `to`.
+#[inline(always)]
+fn try_lock(lock: &mut u64, to: u64) -> bool {
+    // SAFETY: a live `&mut u64` into the task's storage, which another
+    // CPU's fold may touch only through this same word.
+    let (_, won) = unsafe {
+        core::intrinsics::atomic_cxchg::<
+            u64,
+            { core::intrinsics::AtomicOrdering::SeqCst },
+            { core::intrinsics::AtomicOrdering::SeqCst },
+        >(lock, FREE, to)
+    };
+    won
+}
+
+/// Frees `lock`, after the counts: an exchange (a full barrier on every
+/// architecture) rather than a plain store, which a weakly ordered CPU
+/// could make visible before them.
+#[inline(always)]
+fn unlock(lock: &mut u64) {
+    // SAFETY: as in `try_lock`.
+    unsafe {
+        core::intrinsics::atomic_xchg::<u64, { core::intrinsics::AtomicOrdering::SeqCst }>(
+            lock, FREE,
+        );
+    }
+}
+
+/// Adds a full call that returned `ret` pages in `ns` to the thread's
+/// pending counts; false when the call is to be accounted directly (not a
+/// full call, a new key, or a fold holding the block).
+#[inline(always)]
+pub fn defer(
+    pending: &mut Pending,
+    state: &TaskState,
+    ret: i64,
+    ns: u64,
+    paths: &PathSplit,
+) -> bool {
+    if ret <= 0 || ret != state.nr || !defer_on() {
+        return false;
+    }
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if !try_lock(&mut pending.lock, THREAD) {
+        return false;
+    }
+    let same = pending.keyed != 0
+        && pending.outer == state.outer
+        && pending.caller == state.caller
+        && pending.cgroup == cgroup;
+    if !same {
+        if pending.calls != 0 {
+            fold_once(pending);
+        }
+        pending.keyed = 1;
+        pending.outer = state.outer;
+        pending.caller = state.caller;
+        pending.cgroup = cgroup;
+        pending.tgid = bpf_get_current_pid_tgid() >> 32;
+        unlock(&mut pending.lock);
+        return false;
+    }
+    pending.calls += 1;
+    pending.pages += ret as u64;
+    pending.fallbacks += paths.fell_back as u64;
+    pending.fast_pages += paths.fast_pages;
+    pending.slow_pages += paths.slow_pages;
+    pending.latency_sum_ns += ns;
+    if ns > pending.latency_max_ns {
+        pending.latency_max_ns = ns;
+    }
+    if let Some(calls) = pending.latency_log2.get_mut(pin_common::latency_bucket(ns)) {
+        *calls += 1;
+    }
+    unlock(&mut pending.lock);
+    true
+}
+
+/// Folds a thread's pending counts from another context (the thread's
+/// exit, or the iterator on any CPU): skipped while the thread holds the
+/// block (its call in progress then reaches the rows at the next fold).
+#[inline(always)]
+pub fn fold_from_outside(pending: &mut Pending) {
+    if pending.calls == 0 || !try_lock(&mut pending.lock, FOLD) {
+        return;
+    }
+    if pending.calls != 0 {
+        fold_once(pending);
+    }
+    unlock(&mut pending.lock);
+}
+
+/// [`fold`], which the verifier checks once per program: a global BPF
+/// function.
+#[inline(always)]
+fn fold_once(pending: &mut Pending) {
+    pinwatch_fold_pending(pending);
+}
+
+/// [`fold`] as a global BPF function; its pointer may be null as far as
+/// the verifier knows.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pinwatch_fold_pending(pending: *mut Pending) -> u32 {
+    // SAFETY: a locked pending block of a task's storage.
+    if let Some(pending) = unsafe { pending.as_mut() } {
+        fold(pending);
+    }
+    0
+}
+
+/// Moves the pending counts into the shared rows and zeroes them (the key
+/// stays, for the thread's next calls).
+#[inline(always)]
+fn fold(pending: &mut Pending) {
+    let outer = pending.outer;
+    if outer as usize >= GUP_FUNC_COUNT {
+        return;
+    }
+    let (calls, pages) = (pending.calls, pending.pages);
+    let is_pin = config(outer).is_some_and(|c| c.is_pin != 0);
+    if let Some(stats) = GUP_STATS.get_ptr_mut(outer) {
+        let stats = unsafe { &mut *stats };
+        add_to(&mut stats.calls, calls);
+        add_to(&mut stats.pages_requested, pages);
+        add_to(&mut stats.pages_returned, pages);
+        add_to(&mut stats.fallbacks, pending.fallbacks);
+        add_to(&mut stats.fast_pages, pending.fast_pages);
+        add_to(&mut stats.slow_pages, pending.slow_pages);
+        add_to(&mut stats.latency_sum_ns, pending.latency_sum_ns);
+        if pending.latency_max_ns > stats.latency_max_ns {
+            stats.latency_max_ns = pending.latency_max_ns;
+        }
+        for (into, from) in stats
+            .latency_log2
+            .iter_mut()
+            .zip(pending.latency_log2.iter())
+        {
+            if *from != 0 {
+                add_to(into, *from);
+            }
+        }
+    }
+    if callers_on() {
+        attribution::add_deltas(
+            pending.caller,
+            outer,
+            &Deltas {
+                calls,
+                pages,
+                fallbacks: pending.fallbacks,
+                fast_pages: pending.fast_pages,
+                slow_pages: pending.slow_pages,
+                latency_sum_ns: pending.latency_sum_ns,
+                latency_log2: &pending.latency_log2,
+            },
+        );
+    }
+    let pinned = if is_pin { pages } else { 0 };
+    if pinned != 0
+        && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
+    {
+        add_to(unsafe { &mut (*balance).pinned }, pinned);
+    }
+    account::add_to_process(pending.tgid as u32, calls, pages, pinned);
+    cgroup::add_calls(pending.cgroup, calls, pages, pinned);
+    pending.calls = 0;
+    pending.pages = 0;
+    pending.fallbacks = 0;
+    pending.fast_pages = 0;
+    pending.slow_pages = 0;
+    pending.latency_sum_ns = 0;
+    pending.latency_max_ns = 0;
+    for calls in pending.latency_log2.iter_mut() {
+        *calls = 0;
+    }
+}

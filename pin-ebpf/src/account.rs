@@ -354,8 +354,9 @@ fn account_call(slot: &mut TaskSlot, ret: i64) {
     if is_pin && lifetimes_on() {
         attribution::remember_pins_once(state, ret, now);
     }
+    // Pins are counted at once, like their releases (see `pending`).
     #[cfg(not(feature = "baseline"))]
-    if crate::pending::defer(&mut slot.pending, state, ret, ns, &paths) {
+    if !is_pin && crate::pending::defer(&mut slot.pending, state, ret, ns, &paths) {
         return;
     }
     let Some(stats) = GUP_STATS.get_ptr_mut(outer) else {
@@ -535,14 +536,14 @@ fn count_latency(stats: &mut GupStats, ns: u64) -> usize {
     latency_slot
 }
 
-/// Full calls added up elsewhere (a thread's pending counts, see
+/// Full get calls added up elsewhere (a thread's pending counts, see
 /// `pending`) in process `tgid`'s row. A row that went meanwhile (the
 /// table is LRU) is made anew, named after the current process only when
 /// that is the one (a fold at the thread's exit or next call): the
 /// iterator's fold runs in the agent.
 #[cfg(not(feature = "baseline"))]
 #[inline(always)]
-pub(crate) fn add_to_process(tgid: u32, calls: u64, pages: u64, pinned: u64) {
+pub(crate) fn add_to_process(tgid: u32, calls: u64, pages: u64) {
     let row = if (bpf_get_current_pid_tgid() >> 32) as u32 == tgid {
         proc_entry(tgid)
     } else {
@@ -554,9 +555,6 @@ pub(crate) fn add_to_process(tgid: u32, calls: u64, pages: u64, pinned: u64) {
     };
     add_to(&mut row.calls, calls);
     add_to(&mut row.pages, pages);
-    if pinned != 0 {
-        add_to(&mut row.pinned, pinned);
-    }
 }
 
 /// The calling process's row: its calls and the pages it got (pinned

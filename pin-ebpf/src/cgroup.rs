@@ -75,17 +75,14 @@ pub(crate) fn count_call(ret: i64, is_pin: bool) {
     }
 }
 
-/// Full calls added up elsewhere (a thread's pending counts, see
+/// Full get calls added up elsewhere (a thread's pending counts, see
 /// `pending`), in cgroup `id`'s row.
 #[cfg(not(feature = "baseline"))]
 #[inline(always)]
-pub(crate) fn add_calls(id: u64, calls: u64, pages: u64, pinned: u64) {
+pub(crate) fn add_calls(id: u64, calls: u64, pages: u64) {
     if let Some(row) = entry(id) {
         add_to(&mut row.calls, calls);
         add_to(&mut row.pages, pages);
-        if pinned != 0 {
-            add_to(&mut row.pinned, pinned);
-        }
     }
 }
 

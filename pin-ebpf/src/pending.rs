@@ -1,8 +1,8 @@
 //! Per-thread pending counts (full object only): a thread's successive
-//! full calls of one variant, from one call site, in one cgroup, add up in
-//! its own task state with plain adds, and reach the shared rows (the
-//! variant's, call site's, process's and cgroup's, and the pin balance)
-//! in one fold: when the thread's next call differs in any of those, when
+//! full get calls (not pins) of one variant, from one call site, in one
+//! cgroup, add up in its own task state with plain adds, and reach the
+//! shared rows (the variant's, call site's, process's and cgroup's) in one
+//! fold: when the thread's next call differs in any of those, when
 //! the thread exits, and at each of the agent's samples, through the task
 //! iterator (`fold_tasks`) the agent runs before it reads the maps. So the
 //! rows are exact at every sample for every call that had returned when it
@@ -16,6 +16,10 @@
 //! until the next sample). Calls that fail or come back short, and the
 //! first call under a new key (which creates the rows as a direct call
 //! does, with its process's name and its time), are accounted directly.
+//! So are pins: each has a release counted at its own moment, and the
+//! pins held (pages pinned minus released, per host, process and cgroup)
+//! must come from counts of one instant, or a pin still pending would
+//! show its release without it.
 
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
 use pin_common::{GUP_FUNC_COUNT, LATENCY_BUCKETS, TaskState};
@@ -25,9 +29,9 @@ use crate::{
     attribution::{self, Deltas},
     cgroup,
     counters::add_to,
-    maps::{GUP_STATS, PIN_BALANCE},
+    maps::GUP_STATS,
     outcome::PathSplit,
-    settings::{callers_on, config, defer_on},
+    settings::{callers_on, defer_on},
 };
 
 /// The lock word's values: free, held by the thread, held by a fold.
@@ -187,7 +191,6 @@ fn fold(pending: &mut Pending) {
         return;
     }
     let (calls, pages) = (pending.calls, pending.pages);
-    let is_pin = config(outer).is_some_and(|c| c.is_pin != 0);
     if let Some(stats) = GUP_STATS.get_ptr_mut(outer) {
         let stats = unsafe { &mut *stats };
         add_to(&mut stats.calls, calls);
@@ -225,14 +228,8 @@ fn fold(pending: &mut Pending) {
             },
         );
     }
-    let pinned = if is_pin { pages } else { 0 };
-    if pinned != 0
-        && let Some(balance) = PIN_BALANCE.get_ptr_mut(0)
-    {
-        add_to(unsafe { &mut (*balance).pinned }, pinned);
-    }
-    account::add_to_process(pending.tgid as u32, calls, pages, pinned);
-    cgroup::add_calls(pending.cgroup, calls, pages, pinned);
+    account::add_to_process(pending.tgid as u32, calls, pages);
+    cgroup::add_calls(pending.cgroup, calls, pages);
     pending.calls = 0;
     pending.pages = 0;
     pending.fallbacks = 0;

@@ -31,6 +31,7 @@ mod lifetimes;
 mod limits;
 mod longterm;
 mod names;
+mod pending;
 mod record;
 mod robustness;
 mod serve;

@@ -7,7 +7,7 @@ use crate::harness::{harness, pinwatch_bin};
 
 /// The phases an attach that succeeds goes through, in order (the kernel's
 /// discovery, then loading and attaching, then the first read).
-const PHASES: [&str; 12] = [
+const PHASES: [&str; 13] = [
     "BTF",
     "mechanisms",
     "features",
@@ -18,6 +18,7 @@ const PHASES: [&str; 12] = [
     "attach release hook",
     "attach memlock checks",
     "attach task watches",
+    "attach pending fold",
     "stop handoff",
     "first read",
 ];

@@ -1,0 +1,153 @@
+//! Per-thread pending counts (`pin-ebpf`'s `pending`): a thread's full get
+//! calls wait in its task storage until a fold, and every read of the maps
+//! folds first. The cases elsewhere end their workloads before reading
+//! (the thread-exit fold); these read while the calling thread lives, on
+//! a key change, and while folds race a thread's calls.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use pin_common::FUNCS;
+use pinwatch::{
+    snapshot::Snapshot,
+    workload::{self, WorkloadKind, WorkloadOptions},
+};
+
+use crate::harness::{Harness, harness, pinwatch_bin};
+
+/// The catalog id of variant `name`.
+fn variant(name: &str) -> usize {
+    FUNCS
+        .iter()
+        .position(|f| f.name == name)
+        .unwrap_or_else(|| panic!("{name} is catalogued"))
+}
+
+/// Runs `calls` one-page calls of `kind` on this thread.
+fn run_here(kind: WorkloadKind, calls: u64) {
+    workload::run(&WorkloadOptions {
+        kind,
+        calls,
+        pages: 1,
+        offset: 0,
+        cold: false,
+        file: None,
+        wait_stdin: false,
+        threads: 1,
+        rename_after: None,
+    })
+    .expect("workload");
+}
+
+/// Whether the probes defer calls here: with the full object, always (a
+/// kernel where the fold could not attach would lose nothing, but these
+/// tests would prove nothing there, so that is a failure); never with the
+/// baseline object (5.10).
+fn deferring(h: &Harness) -> bool {
+    let full = h.version >= (5, 17);
+    assert_eq!(
+        h.probes.fold.is_ok(),
+        full,
+        "pending fold on {}: {:?}",
+        h.release,
+        h.probes.fold.as_ref().err()
+    );
+    full
+}
+
+/// A live thread's calls are all in the next read: the iterator's fold,
+/// not the exit's. Then a key change (another variant and call site) on
+/// the same thread, and back: each variant exact.
+#[test]
+fn a_live_threads_get_calls_are_exact_at_the_next_read() {
+    let h = harness();
+    let on = deferring(&h);
+    let me = std::process::id();
+    let (fast, remote) = (
+        variant("get_user_pages_fast"),
+        variant("get_user_pages_remote"),
+    );
+    let before = Snapshot::read(h.probes.maps()).expect("snapshot");
+    run_here(WorkloadKind::FutexWake, 300);
+    let mid = Snapshot::read(h.probes.maps()).expect("snapshot");
+    let d = mid.since(&before);
+    eprintln!(
+        "OBSERVED {} deferring={on}: after 300 futex wakes on a live thread: variant {} calls, process {:?}",
+        h.release,
+        d.gup[fast].calls,
+        d.procs.get(&me).map(|p| p.calls)
+    );
+    assert_eq!(d.gup[fast].calls, 300);
+    assert_eq!(d.gup[fast].pages_returned, 300);
+    assert_eq!(
+        d.procs.get(&me).map(|p| (p.calls, p.pages)),
+        Some((300, 300))
+    );
+    let futex_site: u64 = d
+        .callers
+        .iter()
+        .filter(|(k, _)| k.func as usize == fast)
+        .map(|(_, s)| s.calls)
+        .sum();
+    assert_eq!(futex_site, 300, "call-site rows of get_user_pages_fast");
+
+    // The thread's pending key changes twice: each change folds the
+    // calls before it, the read folds the rest.
+    run_here(WorkloadKind::ProcMemRead, 40);
+    run_here(WorkloadKind::FutexWake, 200);
+    let last = Snapshot::read(h.probes.maps()).expect("snapshot");
+    let d = last.since(&mid);
+    assert_eq!(
+        (d.gup[fast].calls, d.gup[remote].calls),
+        (200, 40),
+        "futex, /proc/self/mem calls after two key changes"
+    );
+    assert_eq!(d.procs.get(&me).map(|p| p.calls), Some(240));
+}
+
+/// Folds race a thread's calls: reads every few milliseconds while another
+/// process makes 100 000 futex wakes. No read may see a count fall or pass
+/// what was made, reads must land mid-run, and the last read is exact.
+#[test]
+fn folds_racing_a_threads_calls_neither_lose_nor_repeat_any() {
+    const CALLS: u64 = 100_000;
+    let h = harness();
+    let on = deferring(&h);
+    let fast = variant("get_user_pages_fast");
+    let before = Snapshot::read(h.probes.maps()).expect("snapshot");
+    let mut child = Command::new(pinwatch_bin())
+        .args(["workload", "futex-wake", "--calls", &CALLS.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("workload");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut seen, mut mid_run) = (0u64, 0u32);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the workload did not end");
+        let now = Snapshot::read(h.probes.maps()).expect("snapshot");
+        let calls = now.since(&before).gup[fast].calls;
+        assert!(
+            calls >= seen && calls <= CALLS,
+            "a read saw {calls} after {seen}"
+        );
+        if calls > 0 && calls < CALLS {
+            mid_run += 1;
+        }
+        seen = calls;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(child.wait().expect("wait").success());
+    let last = Snapshot::read(h.probes.maps()).expect("snapshot");
+    let total = last.since(&before).gup[fast].calls;
+    eprintln!(
+        "OBSERVED {} deferring={on}: {CALLS} futex wakes, {mid_run} reads mid-run, last read {total}",
+        h.release
+    );
+    assert!(
+        mid_run >= 3,
+        "only {mid_run} reads landed while the calls ran"
+    );
+    assert_eq!(total, CALLS);
+}

@@ -89,7 +89,7 @@ pub fn on_task_exit() {
             forget_missed_call(&mut slot.state);
         }
         #[cfg(not(feature = "baseline"))]
-        crate::pending::fold_from_outside(&mut slot.pending);
+        crate::pending::fold(&mut slot.pending);
     }
     task_storage::forget_current();
 }

@@ -188,9 +188,7 @@ pub fn add_deltas(caller: u64, outer: u32, deltas: &Deltas) {
         .iter_mut()
         .zip(deltas.latency_log2.iter())
     {
-        if *from != 0 {
-            add_to(into, *from);
-        }
+        add_to(into, *from);
     }
 }
 

@@ -1,10 +1,10 @@
-//! Per-thread pending counts (full object only): a thread's successive
-//! full get calls (not pins) of one variant, from one call site, in one
-//! cgroup, add up in its own task state with plain adds, and reach the
-//! shared rows (the variant's, call site's, process's and cgroup's) in one
-//! fold: when the thread's next call differs in any of those, when
-//! the thread exits, and at each of the agent's samples, through the task
-//! iterator (`fold_tasks`) the agent runs before it reads the maps. So the
+//! Per-thread pending counts (full object only): a thread's full get
+//! calls (not pins) of one variant, from one call site, in one cgroup (the
+//! key of its first call since the last fold) add up in its own task state
+//! with plain adds, and reach the shared rows (the variant's, call site's,
+//! process's and cgroup's) in one fold: when the thread exits, and at each
+//! of the agent's samples, through the task iterator (`fold_tasks`) the
+//! agent runs before it reads the maps. So the
 //! rows are exact at every sample for every call that had returned when it
 //! began, without three hash lookups and 17 atomic adds on each call's
 //! return (BENCHMARKS.md, "Per-thread pending counts").
@@ -13,9 +13,10 @@
 //! count: each takes the block's lock word with a compare-and-exchange
 //! first, and the one that finds it taken leaves the block alone (the
 //! thread then accounts its call directly, the iterator skips the thread
-//! until the next sample). Calls that fail or come back short, and the
-//! first call under a new key (which creates the rows as a direct call
-//! does, with its process's name and its time), are accounted directly.
+//! until the next sample). Calls that fail or come back short, calls
+//! under another key than the block's, and the first call since a fold
+//! (which creates the rows as ever, with its process's name and its
+//! time), are accounted directly.
 //! So are pins: each has a release counted at its own moment, and the
 //! pins held (pages pinned minus released, per host, process and cgroup)
 //! must come from counts of one instant, or a pin still pending would
@@ -117,19 +118,22 @@ pub fn defer(
     if !try_lock(&mut pending.lock, THREAD) {
         return false;
     }
-    let same = pending.keyed != 0
-        && pending.outer == state.outer
-        && pending.caller == state.caller
-        && pending.cgroup == cgroup;
-    if !same {
-        if pending.calls != 0 {
-            fold_once(pending);
-        }
+    if pending.keyed == 0 {
+        // The first call since the last fold: accounted directly (which
+        // makes its rows, named and timed as ever), and its key is the
+        // block's until the next fold.
         pending.keyed = 1;
         pending.outer = state.outer;
         pending.caller = state.caller;
         pending.cgroup = cgroup;
         pending.tgid = bpf_get_current_pid_tgid() >> 32;
+        unlock(&mut pending.lock);
+        return false;
+    }
+    if pending.outer != state.outer || pending.caller != state.caller || pending.cgroup != cgroup {
+        // Another key: accounted directly, the block left to its fold
+        // (folding here would put the fold in every return program, for
+        // the verifier to check in each: 0.3 s more start-up on 6.12).
         unlock(&mut pending.lock);
         return false;
     }
@@ -149,43 +153,44 @@ pub fn defer(
     true
 }
 
-/// Folds a thread's pending counts from another context (the thread's
-/// exit, or the iterator on any CPU): skipped while the thread holds the
-/// block (its call in progress then reaches the rows at the next fold).
+/// Folds a thread's pending counts (at the thread's exit, or from the
+/// iterator on any CPU) and frees the block's key for the thread's next
+/// call; skipped while the thread holds the block (its call in progress
+/// then reaches the rows at the next fold).
 #[inline(always)]
-pub fn fold_from_outside(pending: &mut Pending) {
-    if pending.calls == 0 || !try_lock(&mut pending.lock, FOLD) {
+pub fn fold(pending: &mut Pending) {
+    if pending.keyed == 0 || !try_lock(&mut pending.lock, FOLD) {
         return;
     }
     if pending.calls != 0 {
         fold_once(pending);
     }
+    pending.keyed = 0;
     unlock(&mut pending.lock);
 }
 
-/// [`fold`], which the verifier checks once per program: a global BPF
-/// function.
+/// [`move_counts`], which the verifier checks once per program: a global
+/// BPF function.
 #[inline(always)]
 fn fold_once(pending: &mut Pending) {
     pinwatch_fold_pending(pending);
 }
 
-/// [`fold`] as a global BPF function; its pointer may be null as far as
-/// the verifier knows.
+/// [`move_counts`] as a global BPF function; its pointer may be null as
+/// far as the verifier knows.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn pinwatch_fold_pending(pending: *mut Pending) -> u32 {
     // SAFETY: a locked pending block of a task's storage.
     if let Some(pending) = unsafe { pending.as_mut() } {
-        fold(pending);
+        move_counts(pending);
     }
     0
 }
 
-/// Moves the pending counts into the shared rows and zeroes them (the key
-/// stays, for the thread's next calls).
+/// Moves the pending counts into the shared rows and zeroes them.
 #[inline(always)]
-fn fold(pending: &mut Pending) {
+fn move_counts(pending: &mut Pending) {
     let outer = pending.outer;
     if outer as usize >= GUP_FUNC_COUNT {
         return;
@@ -208,9 +213,9 @@ fn fold(pending: &mut Pending) {
             .iter_mut()
             .zip(pending.latency_log2.iter())
         {
-            if *from != 0 {
-                add_to(into, *from);
-            }
+            // Every bucket, zero or not: straight code the verifier walks
+            // once, where a test per bucket had it walk each branch.
+            add_to(into, *from);
         }
     }
     if callers_on() {

@@ -59,7 +59,7 @@ pub extern "C" fn fold_tasks(ctx: *mut core::ffi::c_void) -> i32 {
         return 0;
     }
     if let Some(slot) = crate::task_storage::slot_of(task) {
-        crate::pending::fold_from_outside(&mut slot.pending);
+        crate::pending::fold(&mut slot.pending);
     }
     0
 }

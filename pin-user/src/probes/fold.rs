@@ -1,8 +1,8 @@
 //! The fold of the probes' per-thread pending counts (full object only):
-//! a thread's full calls of one variant, call site and cgroup add up in
-//! its own task storage, and reach the shared maps when its key changes,
-//! when it exits, and when the agent runs the task iterator `fold_tasks`
-//! here, before every read of the maps ([`super::KernelMaps::fold_pending`]).
+//! a thread's full get calls of one variant, call site and cgroup add up
+//! in its own task storage, and reach the shared maps when it exits and
+//! when the agent runs the task iterator `fold_tasks` here, before every
+//! read of the maps ([`super::KernelMaps::fold_pending`]).
 //! The probes defer calls only once `SETTING_DEFER` is 1, which the agent
 //! sets when both the iterator and the exit watch are attached: without
 //! either, deferred counts could be lost.
@@ -33,6 +33,30 @@ pub struct PendingFold {
     /// Its `bpf_link` (of type iter), from which each run's iterator is
     /// made.
     link: OwnedFd,
+}
+
+/// The inode number of the initial PID namespace (`PROC_PID_INIT_INO`,
+/// fixed by the kernel).
+const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+
+/// Whether the task iterator would walk every task on the host: it walks
+/// those of the PID namespace of the process that makes it, so only from
+/// the initial one (a container with the host's PID namespace, as the
+/// DaemonSet asks, or none). From a child namespace the threads outside
+/// it would have their pending counts folded only at a key change or
+/// their exit: the probes then defer nothing.
+pub(super) fn sees_every_task() -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns =
+        std::fs::metadata("/proc/self/ns/pid").map_err(|e| format!("/proc/self/ns/pid: {e}"))?;
+    if ns.ino() == INITIAL_PID_NAMESPACE {
+        Ok(())
+    } else {
+        Err(format!(
+            "pinwatch runs in a child PID namespace (inode {}), where a task iterator sees only its tasks",
+            ns.ino()
+        ))
+    }
 }
 
 /// Calls `bpf(cmd, attr)` and returns the new descriptor it gives.

@@ -508,6 +508,7 @@ fn attach_fold(
     if let Err(e) = exit_watch {
         return Err(format!("thread exits are not traced ({e})"));
     }
+    fold::sees_every_task()?;
     let btf = attach_ids::for_task_iterator(facts).ok_or("no kernel BTF for the task iterator")?;
     let fold = fold::PendingFold::attach(ebpf, &btf)?;
     settings::set_setting(

@@ -1,8 +1,8 @@
 //! Per-thread pending counts (`pin-ebpf`'s `pending`): a thread's full get
 //! calls wait in its task storage until a fold, and every read of the maps
 //! folds first. The cases elsewhere end their workloads before reading
-//! (the thread-exit fold); these read while the calling thread lives, on
-//! a key change, and while folds race a thread's calls.
+//! (the thread-exit fold); these read while the calling thread lives,
+//! after it changed keys, and while folds race a thread's calls.
 
 use std::{
     process::{Command, Stdio},
@@ -93,8 +93,9 @@ fn a_live_threads_get_calls_are_exact_at_the_next_read() {
         .sum();
     assert_eq!(futex_site, 300, "call-site rows of get_user_pages_fast");
 
-    // The thread's pending key changes twice: each change folds the
-    // calls before it, the read folds the rest.
+    // Another key: the block takes the first /proc/self/mem call's (the
+    // read above folded the futex calls and freed it); the futex calls
+    // after it are then accounted directly, and the read folds the rest.
     run_here(WorkloadKind::ProcMemRead, 40);
     run_here(WorkloadKind::FutexWake, 200);
     let last = Snapshot::read(h.probes.maps()).expect("snapshot");
@@ -155,4 +156,36 @@ fn folds_racing_a_threads_calls_neither_lose_nor_repeat_any() {
         "the count rose at only {rising} reads while the calls ran"
     );
     assert_eq!(total, CALLS);
+}
+
+/// From a child PID namespace the task iterator would walk only that
+/// namespace's tasks: `pinwatch probes` there says every call is counted
+/// at its return, while from the host's namespace it folds (full object).
+#[test]
+fn in_a_child_pid_namespace_nothing_waits_for_a_fold() {
+    let h = harness();
+    let on = deferring(&h);
+    let fold_of = |cmd: &mut Command| -> serde_json::Value {
+        let out = cmd.output().expect("run pinwatch probes");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "probes exited {}: {text}", out.status);
+        let report: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("probes JSON {text:?}: {e}"));
+        report["pending_fold"].clone()
+    };
+    let host = fold_of(Command::new(pinwatch_bin()).args(["probes", "--json"]));
+    let child = fold_of(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", &pinwatch_bin()])
+            .args(["probes", "--json"]),
+    );
+    eprintln!(
+        "OBSERVED {} pending fold: host namespace {host}, child namespace {child}",
+        h.release
+    );
+    assert_eq!(host.get("Ok").is_some(), on, "{host}");
+    let why = child["Err"].as_str().unwrap_or_else(|| panic!("{child}"));
+    if on {
+        assert!(why.contains("child PID namespace"), "{why}");
+    }
 }

@@ -536,27 +536,6 @@ fn count_latency(stats: &mut GupStats, ns: u64) -> usize {
     latency_slot
 }
 
-/// Full get calls added up elsewhere (a thread's pending counts, see
-/// `pending`) in process `tgid`'s row. A row that went meanwhile (the
-/// table is LRU) is made anew, named after the current process only when
-/// that is the one (a fold at the thread's exit or next call): the
-/// iterator's fold runs in the agent.
-#[cfg(not(feature = "baseline"))]
-#[inline(always)]
-pub(crate) fn add_to_process(tgid: u32, calls: u64, pages: u64) {
-    let row = if (bpf_get_current_pid_tgid() >> 32) as u32 == tgid {
-        proc_entry(tgid)
-    } else {
-        PROCS.get_ptr_mut(tgid).map(|stats| unsafe { &mut *stats })
-    };
-    let Some(row) = row else {
-        bump_health(Health::ProcStateLost);
-        return;
-    };
-    add_to(&mut row.calls, calls);
-    add_to(&mut row.pages, pages);
-}
-
 /// The calling process's row: its calls and the pages it got (pinned
 /// ones apart). Its name is not read here: `names` keeps it current.
 #[inline(always)]

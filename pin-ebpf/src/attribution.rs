@@ -174,9 +174,11 @@ pub struct Deltas<'a> {
 #[cfg(not(feature = "baseline"))]
 #[inline(always)]
 pub fn add_deltas(caller: u64, outer: u32, deltas: &Deltas) {
-    let Some(stats) = caller_stats(&CallerKey::new(caller, outer)) else {
+    // Not made anew if evicted: see `account::add_to_process`.
+    let Some(stats) = CALLERS.get_ptr_mut(&CallerKey::new(caller, outer)) else {
         return;
     };
+    let stats = unsafe { &mut *stats };
     add_to(&mut stats.calls, deltas.calls);
     add_to(&mut stats.pages, deltas.pages);
     add_to(&mut stats.fallbacks, deltas.fallbacks);

@@ -80,7 +80,9 @@ pub(crate) fn count_call(ret: i64, is_pin: bool) {
 #[cfg(not(feature = "baseline"))]
 #[inline(always)]
 pub(crate) fn add_calls(id: u64, calls: u64, pages: u64) {
-    if let Some(row) = entry(id) {
+    // Not made anew if evicted: see `account::add_to_process`.
+    if let Some(row) = CGROUPS.get_ptr_mut(&id) {
+        let row = unsafe { &mut *row };
         add_to(&mut row.calls, calls);
         add_to(&mut row.pages, pages);
     }

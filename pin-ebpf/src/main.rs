@@ -13,6 +13,7 @@
 //! The programs only read arguments and return values; the bookkeeping is
 //! in the modules below, each of which uses only modules listed after it:
 //! `release` (releases), `account` (get/pin calls and per-process rows),
+//! `pending` (per-thread pending counts and their fold),
 //! `names` (process names), `attribution` (call sites, pin lifetimes),
 //! `failures` (failed and short calls), `follow` (the followed process
 //! tree), `cgroup` (per-cgroup rows, the `--cgroup` filter), `limits` (the

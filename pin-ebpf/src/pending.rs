@@ -1,7 +1,7 @@
 //! Per-thread pending counts (full object only): a thread's full get
 //! calls (not pins) of one variant, from one call site, in one cgroup (the
-//! key of its first call since the last fold) add up in its own task state
-//! with plain adds, and reach the shared rows (the variant's, call site's,
+//! key of one of the first two kinds of call it made since the last fold)
+//! add up in its own task state with plain adds, and reach the shared rows (the variant's, call site's,
 //! process's and cgroup's) in one fold: when the thread exits, and at each
 //! of the agent's samples, through the task iterator (`fold_tasks`) the
 //! agent runs before it reads the maps. So the
@@ -14,63 +14,33 @@
 //! first, and the one that finds it taken leaves the block alone (the
 //! thread then accounts its call directly, the iterator skips the thread
 //! until the next sample). Calls that fail or come back short, calls
-//! under another key than the block's, and the first call since a fold
+//! under a third key, and the first call under each key since a fold
 //! (which creates the rows as ever, with its process's name and its
-//! time), are accounted directly.
+//! time), are accounted directly; a fold only adds to rows that exist
+//! (one evicted meanwhile loses the counts, as an evicted row's since the
+//! last read always does), which keeps it cheap for the verifier.
 //! So are pins: each has a release counted at its own moment, and the
 //! pins held (pages pinned minus released, per host, process and cgroup)
 //! must come from counts of one instant, or a pin still pending would
 //! show its release without it.
 
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
-use pin_common::{GUP_FUNC_COUNT, LATENCY_BUCKETS, TaskState};
+use pin_common::{GUP_FUNC_COUNT, TaskState};
 
 use crate::{
-    account,
     attribution::{self, Deltas},
     cgroup,
     counters::add_to,
-    maps::GUP_STATS,
+    maps::{GUP_STATS, PROCS},
     outcome::PathSplit,
     settings::{callers_on, defer_on},
+    task_storage::{Block, Pending},
 };
 
 /// The lock word's values: free, held by the thread, held by a fold.
 const FREE: u64 = 0;
 const THREAD: u64 = 1;
 const FOLD: u64 = 2;
-
-/// A thread's calls not yet in the shared rows, all of one key.
-#[repr(C)]
-pub struct Pending {
-    /// [`FREE`], [`THREAD`] or [`FOLD`].
-    lock: u64,
-    /// 1 once the key below is set (the thread's first call under it was
-    /// accounted directly).
-    keyed: u32,
-    /// The variant (outermost function).
-    outer: u32,
-    /// The call site (0: callers off or unknown).
-    caller: u64,
-    /// The cgroup v2 id.
-    cgroup: u64,
-    /// The thread's process.
-    tgid: u64,
-    /// Calls, each a full one (as many pages returned as asked for).
-    calls: u64,
-    /// Pages returned.
-    pages: u64,
-    /// Calls whose fast path fell back.
-    fallbacks: u64,
-    /// Pages by path.
-    fast_pages: u64,
-    slow_pages: u64,
-    /// Latency sum and maximum.
-    latency_sum_ns: u64,
-    latency_max_ns: u64,
-    /// Latency histogram (log2 buckets, as `GupStats::latency_log2`).
-    latency_log2: [u64; LATENCY_BUCKETS],
-}
 
 /// Tries to take `lock` from [`FREE`] to `to`.
 #[inline(always)]
@@ -102,7 +72,8 @@ fn unlock(lock: &mut u64) {
 
 /// Adds a full call that returned `ret` pages in `ns` to the thread's
 /// pending counts; false when the call is to be accounted directly (not a
-/// full call, a new key, or a fold holding the block).
+/// full call, the first under its key since a fold, a third key, or a
+/// fold holding the blocks).
 #[inline(always)]
 pub fn defer(
     pending: &mut Pending,
@@ -118,25 +89,35 @@ pub fn defer(
     if !try_lock(&mut pending.lock, THREAD) {
         return false;
     }
-    if pending.keyed == 0 {
-        // The first call since the last fold: accounted directly (which
-        // makes its rows, named and timed as ever), and its key is the
-        // block's until the next fold.
-        pending.keyed = 1;
-        pending.outer = state.outer;
-        pending.caller = state.caller;
-        pending.cgroup = cgroup;
-        pending.tgid = bpf_get_current_pid_tgid() >> 32;
-        unlock(&mut pending.lock);
-        return false;
+    let mut deferred = false;
+    for block in pending.blocks.iter_mut() {
+        if block.keyed == 0 {
+            // The first call under its key since the last fold: accounted
+            // directly (which makes its rows, named and timed as ever),
+            // and its key is this block's until the next fold.
+            block.keyed = 1;
+            block.outer = state.outer;
+            block.caller = state.caller;
+            block.cgroup = cgroup;
+            block.tgid = bpf_get_current_pid_tgid() >> 32;
+            break;
+        }
+        if block.outer == state.outer && block.caller == state.caller && block.cgroup == cgroup {
+            add_call(block, ret, ns, paths);
+            deferred = true;
+            break;
+        }
     }
-    if pending.outer != state.outer || pending.caller != state.caller || pending.cgroup != cgroup {
-        // Another key: accounted directly, the block left to its fold
-        // (folding here would put the fold in every return program, for
-        // the verifier to check in each: 0.3 s more start-up on 6.12).
-        unlock(&mut pending.lock);
-        return false;
-    }
+    // Neither block's key, both taken: accounted directly until the next
+    // fold (folding here would put the fold in every return program, for
+    // the verifier to check in each: 0.1-0.3 s more start-up on 6.12).
+    unlock(&mut pending.lock);
+    deferred
+}
+
+/// Adds one full call to `block`.
+#[inline(always)]
+fn add_call(pending: &mut Block, ret: i64, ns: u64, paths: &PathSplit) {
     pending.calls += 1;
     pending.pages += ret as u64;
     pending.fallbacks += paths.fell_back as u64;
@@ -149,8 +130,6 @@ pub fn defer(
     if let Some(calls) = pending.latency_log2.get_mut(pin_common::latency_bucket(ns)) {
         *calls += 1;
     }
-    unlock(&mut pending.lock);
-    true
 }
 
 /// Folds a thread's pending counts (at the thread's exit, or from the
@@ -159,38 +138,41 @@ pub fn defer(
 /// then reaches the rows at the next fold).
 #[inline(always)]
 pub fn fold(pending: &mut Pending) {
-    if pending.keyed == 0 || !try_lock(&mut pending.lock, FOLD) {
+    // Keys are taken in order: an untaken first block means nothing waits.
+    if pending.blocks[0].keyed == 0 || !try_lock(&mut pending.lock, FOLD) {
         return;
     }
-    if pending.calls != 0 {
-        fold_once(pending);
+    for block in pending.blocks.iter_mut() {
+        if block.calls != 0 {
+            fold_once(block);
+        }
+        block.keyed = 0;
     }
-    pending.keyed = 0;
     unlock(&mut pending.lock);
 }
 
 /// [`move_counts`], which the verifier checks once per program: a global
 /// BPF function.
 #[inline(always)]
-fn fold_once(pending: &mut Pending) {
-    pinwatch_fold_pending(pending);
+fn fold_once(block: &mut Block) {
+    pinwatch_fold_pending(block);
 }
 
 /// [`move_counts`] as a global BPF function; its pointer may be null as
 /// far as the verifier knows.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn pinwatch_fold_pending(pending: *mut Pending) -> u32 {
-    // SAFETY: a locked pending block of a task's storage.
-    if let Some(pending) = unsafe { pending.as_mut() } {
-        move_counts(pending);
+pub extern "C" fn pinwatch_fold_pending(block: *mut Block) -> u32 {
+    // SAFETY: a block of a locked pending set in a task's storage.
+    if let Some(block) = unsafe { block.as_mut() } {
+        move_counts(block);
     }
     0
 }
 
 /// Moves the pending counts into the shared rows and zeroes them.
 #[inline(always)]
-fn move_counts(pending: &mut Pending) {
+fn move_counts(pending: &mut Block) {
     let outer = pending.outer;
     if outer as usize >= GUP_FUNC_COUNT {
         return;
@@ -233,7 +215,7 @@ fn move_counts(pending: &mut Pending) {
             },
         );
     }
-    account::add_to_process(pending.tgid as u32, calls, pages);
+    add_to_process(pending.tgid as u32, calls, pages);
     cgroup::add_calls(pending.cgroup, calls, pages);
     pending.calls = 0;
     pending.pages = 0;
@@ -244,5 +226,19 @@ fn move_counts(pending: &mut Pending) {
     pending.latency_max_ns = 0;
     for calls in pending.latency_log2.iter_mut() {
         *calls = 0;
+    }
+}
+
+/// Full get calls added up in a block, in process `tgid`'s row, which the
+/// first of them made. A row the LRU table evicted meanwhile is not made
+/// anew: the counts go with it, as an evicted row's since the last read
+/// always do (and the eviction is counted); no creation path for the
+/// verifier to walk.
+#[inline(always)]
+fn add_to_process(tgid: u32, calls: u64, pages: u64) {
+    if let Some(row) = PROCS.get_ptr_mut(tgid) {
+        let row = unsafe { &mut *row };
+        add_to(&mut row.calls, calls);
+        add_to(&mut row.pages, pages);
     }
 }

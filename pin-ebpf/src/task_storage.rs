@@ -19,6 +19,8 @@ use aya_ebpf::{
 };
 #[cfg(feature = "baseline")]
 use aya_ebpf::{macros::map, maps::LruHashMap};
+#[cfg(not(feature = "baseline"))]
+use pin_common::LATENCY_BUCKETS;
 #[cfg(feature = "baseline")]
 use pin_common::THREADS_CAPACITY;
 use pin_common::{Health, TaskState};
@@ -80,6 +82,52 @@ impl<T> TaskStorage<T> {
     }
 }
 
+/// A thread's calls not yet in the shared rows, in two blocks of one key
+/// each: `pending`'s to use, laid out here with the rest of the
+/// per-thread state.
+#[cfg(not(feature = "baseline"))]
+#[repr(C)]
+pub struct Pending {
+    /// Who holds the blocks: `pending`'s `FREE`, `THREAD` or `FOLD`.
+    pub(crate) lock: u64,
+    /// Two keys, so that a thread whose first call was of another kind
+    /// (exec's copy of its arguments, say) keeps the one it then makes
+    /// over and over; a third key is accounted directly until the next
+    /// fold frees them.
+    pub(crate) blocks: [Block; 2],
+}
+
+/// Calls of one key not yet in the shared rows.
+#[cfg(not(feature = "baseline"))]
+#[repr(C)]
+pub struct Block {
+    /// 1 once the key below is set (the thread's first call under it was
+    /// accounted directly).
+    pub(crate) keyed: u32,
+    /// The variant (outermost function).
+    pub(crate) outer: u32,
+    /// The call site (0: callers off or unknown).
+    pub(crate) caller: u64,
+    /// The cgroup v2 id.
+    pub(crate) cgroup: u64,
+    /// The thread's process.
+    pub(crate) tgid: u64,
+    /// Calls, each a full one (as many pages returned as asked for).
+    pub(crate) calls: u64,
+    /// Pages returned.
+    pub(crate) pages: u64,
+    /// Calls whose fast path fell back.
+    pub(crate) fallbacks: u64,
+    /// Pages by path.
+    pub(crate) fast_pages: u64,
+    pub(crate) slow_pages: u64,
+    /// Latency sum and maximum.
+    pub(crate) latency_sum_ns: u64,
+    pub(crate) latency_max_ns: u64,
+    /// Latency histogram (log2 buckets, as `GupStats::latency_log2`).
+    pub(crate) latency_log2: [u64; LATENCY_BUCKETS],
+}
+
 /// What the full object keeps per thread: its nesting state and its
 /// calls not yet in the shared rows (`pending`).
 #[cfg(not(feature = "baseline"))]
@@ -88,7 +136,7 @@ pub struct TaskSlot {
     /// Where the thread is inside the GUP family.
     pub state: TaskState,
     /// Its full calls not yet folded into the shared rows.
-    pub pending: crate::pending::Pending,
+    pub pending: Pending,
 }
 
 /// What the baseline object keeps per thread: its nesting state.
@@ -114,8 +162,8 @@ static TASK_STATES: TaskStorage<TaskSlot> = TaskStorage::new();
 #[map]
 static TASK_STATES: LruHashMap<u32, TaskSlot> = LruHashMap::with_max_entries(THREADS_CAPACITY, 0);
 
-/// The current thread's state, created zeroed when `create` is set and
-/// there is none yet.
+/// The current thread's slot (state and pending counts), created zeroed
+/// when `create` is set and there is none yet.
 #[cfg(not(feature = "baseline"))]
 #[inline(always)]
 pub fn current_slot(create: bool) -> Option<&'static mut TaskSlot> {
@@ -147,8 +195,8 @@ pub fn slot_of(task: *mut c_void) -> Option<&'static mut TaskSlot> {
 #[inline(always)]
 pub fn forget_current() {}
 
-/// The current thread's state, created zeroed when `create` is set and
-/// there is none yet (baseline object: an LRU hash by thread id).
+/// The current thread's slot (its state), created zeroed when `create` is
+/// set and there is none yet (baseline object: an LRU hash by thread id).
 #[cfg(feature = "baseline")]
 #[inline(always)]
 pub fn current_slot(create: bool) -> Option<&'static mut TaskSlot> {

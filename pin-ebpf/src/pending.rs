@@ -1,28 +1,28 @@
 //! Per-thread pending counts (full object only): a thread's full get
-//! calls (not pins) of one variant, from one call site, in one cgroup (the
-//! key of one of the first two kinds of call it made since the last fold)
-//! add up in its own task state with plain adds, and reach the shared rows (the variant's, call site's,
-//! process's and cgroup's) in one fold: when the thread exits, and at each
-//! of the agent's samples, through the task iterator (`fold_tasks`) the
-//! agent runs before it reads the maps. So the
-//! rows are exact at every sample for every call that had returned when it
-//! began, without three hash lookups and 17 atomic adds on each call's
-//! return (BENCHMARKS.md, "Per-thread pending counts").
+//! calls (not pins) of one variant, from one call site, in one cgroup add
+//! up in its own task state with plain adds, in one of two blocks (the
+//! keys of the first two kinds of call it made since the last fold), and
+//! reach the shared rows (the variant's, call site's, process's and
+//! cgroup's) in one fold: when the thread exits, and at each of the
+//! agent's reads of the maps, through the task iterator (`fold_tasks`)
+//! the agent runs first. So the rows are exact at every read for every
+//! call that had returned when it began, without three hash lookups and
+//! 17 atomic adds on each call's return (BENCHMARKS.md, "Per-thread
+//! pending counts: built").
 //!
 //! The thread and a fold on another CPU (the iterator's) never both move a
-//! count: each takes the block's lock word with a compare-and-exchange
-//! first, and the one that finds it taken leaves the block alone (the
-//! thread then accounts its call directly, the iterator skips the thread
-//! until the next sample). Calls that fail or come back short, calls
-//! under a third key, and the first call under each key since a fold
-//! (which creates the rows as ever, with its process's name and its
-//! time), are accounted directly; a fold only adds to rows that exist
+//! count: each takes the lock word with a compare-and-exchange first, and
+//! the one that finds it taken leaves the blocks alone (the thread then
+//! accounts its call directly, the iterator skips the thread until the
+//! next read). Calls that fail or come back short, calls under a third
+//! key, and the first call under each key since a fold (which creates the
+//! rows as ever, with its process's name and its time) are accounted
+//! directly. So are pins: each has a release counted at its own moment,
+//! and the pins held (pages pinned minus released, per host, process and
+//! cgroup) must come from counts of one instant, or a pin still pending
+//! would show its release without it. A fold only adds to rows that exist
 //! (one evicted meanwhile loses the counts, as an evicted row's since the
 //! last read always does), which keeps it cheap for the verifier.
-//! So are pins: each has a release counted at its own moment, and the
-//! pins held (pages pinned minus released, per host, process and cgroup)
-//! must come from counts of one instant, or a pin still pending would
-//! show its release without it.
 
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
 use pin_common::{GUP_FUNC_COUNT, TaskState};

@@ -328,7 +328,7 @@ fn print_kernel(r: &ProbesReport) {
     }
     match &r.pending_fold {
         Some(Ok(())) => println!(
-            "counts   full calls add up per thread and are folded into the tables at each sample (a task iterator) and at thread exit"
+            "counts   full get calls (not pins) add up per thread, folded into the tables before each read (a task iterator) and at thread exit"
         ),
         Some(Err(e)) => println!("counts   every call is added to the tables at its return ({e})"),
         None => {}

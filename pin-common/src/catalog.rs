@@ -162,6 +162,27 @@ pub fn is_fast(id: FuncId) -> bool {
     matches!(id, 1 | 2 | 6 | 7 | FAST_INTERNAL)
 }
 
+/// The kernel function every FOLL_PIN release goes through, GUP's own
+/// included (its unpin calls are inlined on 6.1 and 6.12), by the names it
+/// has had: `put_compound_head(page, refs, flags)` up to 5.x, then
+/// `gup_put_folio(folio, refs, flags)`: the release hook.
+pub const RELEASE_HOOKS: [&str; 2] = ["gup_put_folio", "put_compound_head"];
+
+/// `unpin_user_folio`: the block layer's release of each folio of an
+/// O_DIRECT request, one call per folio; where it is nothing but a jump
+/// to the release hook, the hook counts it (`ReleaseAtHook`).
+pub const RELEASE_AT_HOOK_CANDIDATE: FuncId = 20;
+
+/// Whether release function `id` may be compiled as a jump to the release
+/// hook (`gup_put_folio`): the single-folio releases `unpin_user_page`,
+/// `unpin_folio` and [`RELEASE_AT_HOOK_CANDIDATE`]. Where the hook counts
+/// the candidate, the others leave a mark for it when counted at their
+/// own entry, so that it does not count them again.
+#[inline(always)]
+pub fn may_jump_to_hook(id: FuncId) -> bool {
+    id == 14 || id == 18 || id == RELEASE_AT_HOOK_CANDIDATE
+}
+
 /// Whether release function `id` takes the folio it releases as its first
 /// argument (`unpin_folio`, `unpin_user_folio`): pin lifetimes end at its
 /// entry, since the release hook may be inlined into it.
@@ -258,6 +279,21 @@ mod tests {
             FUNCS[RELEASE_NESTING as usize].name,
             "unpin_user_pages_dirty_lock"
         );
+        assert_eq!(
+            FUNCS[RELEASE_AT_HOOK_CANDIDATE as usize].name,
+            "unpin_user_folio"
+        );
+        for (id, func) in FUNCS.iter().enumerate() {
+            assert_eq!(
+                may_jump_to_hook(id as FuncId),
+                matches!(
+                    func.name,
+                    "unpin_user_page" | "unpin_folio" | "unpin_user_folio"
+                ),
+                "{}",
+                func.name
+            );
+        }
         assert_eq!(FUNCS[RELEASE_NESTED as usize].name, "unpin_user_pages");
         for (id, func) in FUNCS.iter().enumerate() {
             assert_eq!(

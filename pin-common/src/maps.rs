@@ -49,8 +49,13 @@ pub const LIMIT_DENIALS: &str = "LIMIT_DENIALS";
 /// (`failures::FailureStats`).
 pub const FAILURES: &str = "FAILURES";
 
+/// What the release hook counts as a release function's own
+/// (`ReleaseAtHook`, a per-CPU array of one entry: the same settings on
+/// every CPU, and each CPU's own interrupt marks).
+pub const RELEASE_AT_HOOK: &str = "RELEASE_AT_HOOK";
+
 /// Every map the agent opens.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     CONFIG,
     GUP_STATS,
     RELEASE_STATS,
@@ -69,4 +74,5 @@ pub const ALL: [&str; 18] = [
     PIN_LIFETIMES,
     LIMIT_DENIALS,
     FAILURES,
+    RELEASE_AT_HOOK,
 ];

@@ -207,6 +207,8 @@ pub struct Frame {
     pub mark: u64,
     /// The return address into the caller (0: not in the frame).
     pub caller: u64,
+    /// The stack slot holding that return address (0: unknown).
+    pub caller_slot: u64,
     /// Whether a return probe's trampoline already stood in the frame's
     /// return-address slot at entry. pinwatch's entry program runs before
     /// its own return probe arms (that one is attached first, and the
@@ -282,60 +284,66 @@ impl EntryFrame for FEntryContext {
     /// it holds that value for as long as the call runs. The caller is
     /// resolved through return-probe instances, as at a kprobe.
     fn entry_frame(&self, id: FuncId, scratch: &mut u64) -> Frame {
-        let (args, func_ip) = (saved_args(self, id), func_ip(self, id));
-        // x86-64 passes at most 6 arguments in registers and the
-        // trampoline saves at most 12.
-        if args > 12 {
-            return Frame::default();
-        }
         let ctx_addr = context_number(self, scratch);
-        if ctx_addr == 0 {
-            return Frame::default();
-        }
-        let above_args = ctx_addr + args * 8;
-        // SAFETY: reads kernel memory through the checked helper.
-        let Ok(words) = (unsafe { bpf_probe_read_kernel(above_args as *const [u64; 4]) }) else {
-            return Frame::default();
+        fentry_frame(ctx_addr, saved_args(self, id), func_ip(self, id))
+    }
+}
+
+/// The frame of the function an fentry trampoline traces, from the
+/// trampoline's context pointer `ctx_addr` (as a number), the number of
+/// arguments it saved and the traced function's address (see
+/// [`EntryFrame::entry_frame`] for the layouts).
+#[inline(always)]
+fn fentry_frame(ctx_addr: u64, args: u64, func_ip: u64) -> Frame {
+    // x86-64 passes at most 6 arguments in registers and the
+    // trampoline saves at most 12.
+    if args > 12 || ctx_addr == 0 {
+        return Frame::default();
+    }
+    let above_args = ctx_addr + args * 8;
+    // SAFETY: reads kernel memory through the checked helper.
+    let Ok(words) = (unsafe { bpf_probe_read_kernel(above_args as *const [u64; 4]) }) else {
+        return Frame::default();
+    };
+    let into_traced = |w: u64| func_ip != 0 && w.wrapping_sub(func_ip) < ENTRY_WINDOW;
+    // A saved frame pointer: an address on this stack, above us.
+    let on_stack = |w: u64| w > ctx_addr && w - ctx_addr < STACK_SPAN;
+    // Which word is the frame's mark, and which is the return address
+    // into the caller (its stack slot and value).
+    let (addr, mark, caller_slot, caller_word) = if into_traced(words[1]) {
+        (above_args + 8, words[1], above_args + 16, words[2])
+    } else if into_traced(words[2]) {
+        (above_args + 16, words[2], above_args + 24, words[3])
+    } else if on_stack(words[0]) && text_or_zero(words[1]) != 0 {
+        // Entered by a jump from the traced function's entry (Linux
+        // 7.x): no return address into it; the saved frame pointer is
+        // followed by the traced function's own return address, which
+        // stays put while the call runs and is the mark. Without a
+        // return slot...
+        (above_args + 8, 0, above_args + 8, words[1])
+    } else if on_stack(words[1]) && text_or_zero(words[2]) != 0 {
+        // ...and with one (fexit attached too).
+        (above_args + 16, 0, above_args + 16, words[2])
+    } else {
+        return Frame {
+            addr: ctx_addr,
+            ..Frame::default()
         };
-        let into_traced = |w: u64| func_ip != 0 && w.wrapping_sub(func_ip) < ENTRY_WINDOW;
-        // A saved frame pointer: an address on this stack, above us.
-        let on_stack = |w: u64| w > ctx_addr && w - ctx_addr < STACK_SPAN;
-        // Which word is the frame's mark, and which is the return address
-        // into the caller (its stack slot and value).
-        let (addr, mark, caller_slot, caller_word) = if into_traced(words[1]) {
-            (above_args + 8, words[1], above_args + 16, words[2])
-        } else if into_traced(words[2]) {
-            (above_args + 16, words[2], above_args + 24, words[3])
-        } else if on_stack(words[0]) && text_or_zero(words[1]) != 0 {
-            // Entered by a jump from the traced function's entry (Linux
-            // 7.x): no return address into it; the saved frame pointer is
-            // followed by the traced function's own return address, which
-            // stays put while the call runs and is the mark. Without a
-            // return slot...
-            (above_args + 8, 0, above_args + 8, words[1])
-        } else if on_stack(words[1]) && text_or_zero(words[2]) != 0 {
-            // ...and with one (fexit attached too).
-            (above_args + 16, 0, above_args + 16, words[2])
-        } else {
-            return Frame {
-                addr: ctx_addr,
-                ..Frame::default()
-            };
-        };
-        // Another tracer's kretprobe on the traced function (its ftrace
-        // handler runs before the trampoline is called) has already put
-        // the return-probe trampoline over the return address into the
-        // caller: the caller is the address that trampoline replaced.
-        let caller = return_address(caller_slot, caller_word);
-        Frame {
-            addr,
-            rethooked: false,
-            // The return address into the traced function, which no
-            // kretprobe touches; where there is none, the caller's, read
-            // the way the missed-return check reads it again.
-            mark: if mark != 0 { mark } else { caller },
-            caller: text_or_zero(caller),
-        }
+    };
+    // Another tracer's kretprobe on the traced function (its ftrace
+    // handler runs before the trampoline is called) has already put
+    // the return-probe trampoline over the return address into the
+    // caller: the caller is the address that trampoline replaced.
+    let caller = return_address(caller_slot, caller_word);
+    Frame {
+        addr,
+        caller_slot,
+        rethooked: false,
+        // The return address into the traced function, which no
+        // kretprobe touches; where there is none, the caller's, read
+        // the way the missed-return check reads it again.
+        mark: if mark != 0 { mark } else { caller },
+        caller: text_or_zero(caller),
     }
 }
 
@@ -357,11 +365,31 @@ impl EntryFrame for ProbeContext {
         let resolved = return_address(sp, word);
         Frame {
             addr: sp,
+            caller_slot: sp,
             mark: if trampoline != 0 { resolved } else { 0 },
             caller: text_or_zero(resolved),
             rethooked: trampoline != 0 && word == trampoline,
         }
     }
+}
+
+/// The stack slot of the traced function's return address into its
+/// caller and that address (through a kretprobe's trampoline), at an
+/// fentry program whose context pointer is `ctx_addr` (a number): what a
+/// release counted at its entry and the release hook it jumps to both
+/// see, so it marks the one for the other ([`pin_common::ReleaseAtHook`]).
+/// Zeros when the trampoline's frame has none of the known layouts.
+#[inline(always)]
+pub(crate) fn fentry_return(ctx: &FEntryContext, id: FuncId, ctx_addr: u64) -> [u64; 2] {
+    let frame = fentry_frame(ctx_addr, saved_args(ctx, id), func_ip(ctx, id));
+    [frame.caller_slot, frame.caller]
+}
+
+/// [`fentry_return`] at a function-entry kprobe whose stack pointer is
+/// `sp`: the return address sits right there.
+#[inline(always)]
+pub(crate) fn kprobe_return(sp: u64) -> [u64; 2] {
+    [sp, text_or_zero(return_address(sp, read_u64(sp)))]
 }
 
 /// [`context_address`] without a helper call, for an fentry program's

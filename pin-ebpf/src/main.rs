@@ -87,7 +87,7 @@ mod programs {
         macros::{fentry, fexit, kprobe, kretprobe},
         programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     };
-    use pin_common::{FUNCS, NO_ARG, catalog::releases_one_folio};
+    use pin_common::{FUNC_COUNT, FUNCS, FuncId, NO_ARG, catalog::releases_one_folio};
 
     use aya_ebpf::helpers::bpf_get_current_task;
     use pin_common::limits::{
@@ -241,7 +241,13 @@ mod programs {
                 } else {
                     0
                 };
-                release::entry($id, pages, folio, || frame::context_address(&ctx));
+                release::entry(
+                    $id,
+                    pages,
+                    folio,
+                    || frame::context_address(&ctx),
+                    |at| frame::fentry_return(&ctx, $id, at),
+                );
                 0
             }
 
@@ -265,7 +271,13 @@ mod programs {
                     0
                 };
                 // SAFETY: the context's saved registers.
-                release::entry($id, pages, folio, || unsafe { (*ctx.regs).rsp });
+                release::entry(
+                    $id,
+                    pages,
+                    folio,
+                    || unsafe { (*ctx.regs).rsp },
+                    frame::kprobe_return,
+                );
                 0
             }
 
@@ -283,9 +295,13 @@ mod programs {
     fn put_fentry(ctx: FEntryContext) -> u32 {
         let refs = ctx.arg::<u64>(1) as u32 as i32 as i64;
         let flags = ctx.arg::<u64>(2) as u32 as u64;
-        release::folio_put(ctx.arg::<u64>(0), refs, flags, || {
-            frame::context_address(&ctx)
-        });
+        release::folio_put(
+            ctx.arg::<u64>(0),
+            refs,
+            flags,
+            || frame::context_address(&ctx),
+            |at| frame::fentry_return(&ctx, FUNC_COUNT as FuncId, at),
+        );
         0
     }
 
@@ -295,9 +311,13 @@ mod programs {
         let refs = ctx.arg::<u64>(1).unwrap_or(0) as u32 as i32 as i64;
         let flags = ctx.arg::<u64>(2).unwrap_or(0) as u32 as u64;
         // SAFETY: the context's saved registers.
-        release::folio_put(ctx.arg::<u64>(0).unwrap_or(0), refs, flags, || unsafe {
-            (*ctx.regs).rsp
-        });
+        release::folio_put(
+            ctx.arg::<u64>(0).unwrap_or(0),
+            refs,
+            flags,
+            || unsafe { (*ctx.regs).rsp },
+            frame::kprobe_return,
+        );
         0
     }
 

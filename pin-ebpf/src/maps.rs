@@ -18,7 +18,7 @@ use aya_ebpf::{
 use pin_common::{
     CGROUPS_CAPACITY, CallerKey, CallerStats, CgroupStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES,
     FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY,
-    PinBalance, PinRecord, ProcStats, ReleaseStats, TRACKED_CAPACITY,
+    PinBalance, PinRecord, ProcStats, ReleaseAtHook, ReleaseStats, TRACKED_CAPACITY,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
     failures::{FAILURES_CAPACITY, FailureKey, FailureStats},
     limits::{CHECK_ARGS_CAPACITY, CheckArgs, DENIALS_CAPACITY, Denial, DenialKey},
@@ -72,6 +72,12 @@ pub static TRACKED: HashMap<u32, u8> =
 /// [`pin_common::PinBalance`]).
 #[map]
 pub static PIN_BALANCE: PerCpuArray<PinBalance> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which release function the release hook counts, the code of those
+/// counted at their own entry, and each CPU's interrupt marks (see
+/// [`pin_common::ReleaseAtHook`]).
+#[map]
+pub static RELEASE_AT_HOOK: PerCpuArray<ReleaseAtHook> = PerCpuArray::with_max_entries(1, 0);
 
 /// Entries created in the LRU tables (`PROCS`, `CALLERS`, `CGROUPS`; by
 /// `pin_common::INSERTS_*` index). The kernel evicts LRU entries without

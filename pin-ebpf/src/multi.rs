@@ -86,7 +86,13 @@ fn multi_kprobe(ctx: ProbeContext) -> u32 {
             0
         };
         // SAFETY: the context's saved registers.
-        release::entry(id, pages, folio, || unsafe { (*ctx.regs).rsp });
+        release::entry(
+            id,
+            pages,
+            folio,
+            || unsafe { (*ctx.regs).rsp },
+            crate::frame::kprobe_return,
+        );
     }
     0
 }

@@ -49,6 +49,10 @@ struct ProbesReport {
     /// sample (a task iterator), or why every call is accounted at its
     /// return.
     pending_fold: Option<Result<(), String>>,
+    /// The release function the release hook counts, since its code is
+    /// only a jump there (one trampoline per page it releases, not two),
+    /// or why every release function has a probe of its own.
+    release_at_hook: Option<Result<String, String>>,
     /// The memlock checks watched for the kernel's verdicts (how, or why
     /// not).
     limit_checks: Vec<probes::CheckStatus>,
@@ -180,6 +184,12 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .ok()
             .map(|p| p.fold.as_ref().map(drop).map_err(Clone::clone)),
+        release_at_hook: attached.as_ref().ok().map(|p| {
+            p.release_at_hook
+                .as_ref()
+                .map(|f| f.to_string())
+                .map_err(Clone::clone)
+        }),
         limit_checks: attached
             .as_ref()
             .map(|p| p.checks.clone())
@@ -331,6 +341,13 @@ fn print_kernel(r: &ProbesReport) {
             "counts   full get calls (not pins) add up per thread, folded into the tables before each read (a task iterator) and at thread exit"
         ),
         Some(Err(e)) => println!("counts   every call is added to the tables at its return ({e})"),
+        None => {}
+    }
+    match &r.release_at_hook {
+        Some(Ok(function)) => println!(
+            "releases {function} counted at the release hook: its code only jumps there, so a page it releases enters one trampoline"
+        ),
+        Some(Err(e)) => println!("releases every release function has its own probe ({e})"),
         None => {}
     }
     for check in &r.limit_checks {

@@ -37,6 +37,9 @@ pub struct Kallsyms {
     /// Symbol name -> address (0 where kallsyms hides addresses, without
     /// CAP_SYSLOG); the first of duplicate names.
     text: HashMap<String, u64>,
+    /// Kept symbol name -> the address of the next code symbol above it
+    /// (where its code ends, `__pfx_` padding of the next one included).
+    ends: HashMap<String, u64>,
 }
 
 impl Kallsyms {
@@ -77,6 +80,11 @@ impl Kallsyms {
         // A set: every one of the ~100 000 lines is looked up.
         let wanted: HashSet<&str> = wanted.iter().copied().collect();
         let mut symbols = HashMap::new();
+        let mut ends = HashMap::new();
+        // Kept symbols whose end is the next higher address listed.
+        let mut open: Vec<(String, u64)> = Vec::new();
+        // Set once `enough` is found: then only the open ends are read.
+        let mut finishing = false;
         let found_enough = |symbols: &HashMap<String, u64>| {
             enough.get().is_some_and(|groups| {
                 groups
@@ -88,21 +96,41 @@ impl Kallsyms {
             let Some((addr, name)) = code_symbol(line.as_ref()) else {
                 continue;
             };
-            if name == END_OF_TEXT {
+            open.retain(|(sym, start)| {
+                let ended = addr > *start;
+                if ended {
+                    ends.insert(sym.clone(), addr);
+                }
+                !ended
+            });
+            if name == END_OF_TEXT || (finishing && open.is_empty()) {
                 break;
+            }
+            if finishing {
+                continue;
             }
             let base = name.split_once('.').map_or(name, |(base, _)| base);
-            let kept = wanted.contains(base);
+            let kept = wanted.contains(base) && !symbols.contains_key(name);
             if kept {
-                symbols.entry(name.to_string()).or_insert(addr);
+                symbols.insert(name.to_string(), addr);
+                if addr != 0 {
+                    open.push((name.to_string(), addr));
+                }
             }
             // Checked at each kept symbol, and now and then for an
-            // `enough` set after its last symbol was found.
+            // `enough` set after its last symbol was found; the symbols
+            // found then still get their ends.
             if (kept || n % 1024 == 0) && found_enough(&symbols) {
-                break;
+                if open.is_empty() {
+                    break;
+                }
+                finishing = true;
             }
         }
-        Self { text: symbols }
+        Self {
+            text: symbols,
+            ends,
+        }
     }
 
     /// The address of the first of `names` listed with a non-zero address
@@ -111,6 +139,13 @@ impl Kallsyms {
         names
             .iter()
             .find_map(|name| self.text.get(*name).copied().filter(|&addr| addr != 0))
+    }
+
+    /// The code of symbol `name`: from its address to the next code
+    /// symbol's (`None` when either is unknown or hidden).
+    pub fn range(&self, name: &str) -> Option<(u64, u64)> {
+        let start = *self.text.get(name).filter(|&&addr| addr != 0)?;
+        Some((start, *self.ends.get(name)?))
     }
 
     /// Whether a code symbol with exactly this name exists.
@@ -176,6 +211,32 @@ ffffffff81234580 t __gup_longterm_locked.constprop.0
 ffffffff81234590 D some_data
 ffffffffc0000000 t brd_probe\t[brd]
 ";
+
+    /// A symbol's code ends where the next code symbol starts.
+    #[test]
+    fn ranges_end_at_the_next_code_symbol() {
+        let text = "ffffffff81000000 T _stext\n\
+                    ffffffff81375500 T unpin_user_folio\n\
+                    ffffffff81375510 D some_data\n\
+                    ffffffff81375520 T __pfx_unpin_folios\n\
+                    ffffffff81375530 T unpin_folios\n\
+                    ffffffff82000000 T _etext\n";
+        let wanted = ["unpin_user_folio", "unpin_folios"];
+        let enough = Enough::new();
+        enough.set(vec![vec!["unpin_user_folio"]]).unwrap();
+        let syms = Kallsyms::parse(text, &wanted, &enough);
+        assert_eq!(
+            syms.range("unpin_user_folio"),
+            Some((0xffff_ffff_8137_5500, 0xffff_ffff_8137_5520))
+        );
+        // Read on past `enough` only until the last one found has its end.
+        assert!(!syms.has("unpin_folios"));
+        let syms = Kallsyms::parse(text, &wanted, &Enough::new());
+        assert_eq!(
+            syms.range("unpin_folios"),
+            Some((0xffff_ffff_8137_5530, 0xffff_ffff_8200_0000))
+        );
+    }
 
     /// What follows the core kernel's text is not read.
     #[test]

@@ -16,7 +16,8 @@ use aya::{
 };
 use pin_common::{
     CallerKey, CallerStats, CgroupStats, FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats,
-    HEALTH_COUNT, Health, INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseStats, maps,
+    HEALTH_COUNT, Health, INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseAtHook,
+    ReleaseStats, maps,
 };
 
 use super::misses::{self, Misses};
@@ -35,6 +36,15 @@ pub enum KernelMapError {
         map: &'static str,
         /// aya's error.
         source: aya::maps::MapError,
+    },
+    /// Writing a map failed before the kernel was asked (the possible
+    /// CPUs unknown).
+    #[error("writing map {map}: {source}")]
+    Io {
+        /// Map name.
+        map: &'static str,
+        /// What failed.
+        source: std::io::Error,
     },
     /// Running the task iterator that folds the pending counts failed.
     #[error("folding the probes' pending counts: {0}")]
@@ -280,6 +290,17 @@ impl<'a> KernelMapsMut<'a> {
         self.open(maps::EVENT_FILTER)
     }
 
+    /// `RELEASE_AT_HOOK`: what the release hook counts besides GUP's own
+    /// releases (`plan`), the same on every possible CPU.
+    pub fn set_release_at_hook(&mut self, plan: ReleaseAtHook) -> Result<(), KernelMapError> {
+        let name = maps::RELEASE_AT_HOOK;
+        let mut array: PerCpuArray<&mut MapData, ReleaseAtHook> = self.open(name)?;
+        let io = |source| KernelMapError::Io { map: name, source };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| io(e))?;
+        let values = PerCpuValues::try_from(vec![plan; cpus]).map_err(io)?;
+        array.set(0, values, 0).map_err(KernelMapError::on(name))
+    }
+
     /// Takes the `EVENTS` ring buffer out of the object (once: a second
     /// call finds it missing).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelMapError> {
@@ -336,6 +357,7 @@ mod tests {
                 maps::FAILURES,
                 BPF_MAP_TYPE_LRU_HASH,
             ),
+            shape::<u32, ReleaseAtHook>(maps::RELEASE_AT_HOOK, BPF_MAP_TYPE_PERCPU_ARRAY),
         ]
     }
 

@@ -21,6 +21,7 @@ pub mod memlock;
 pub mod misses;
 mod multi;
 mod programs;
+mod release_at_hook;
 mod settings;
 mod shed;
 mod signature;
@@ -48,11 +49,7 @@ use settings::Globals;
 use signature::resolve_symbol;
 pub use tables_only::TablesOnly;
 
-/// The kernel function every FOLL_PIN release goes through, GUP's own
-/// included (its unpin calls are inlined on 6.1 and 6.12), by the names it
-/// has had: `put_compound_head(page, refs, flags)` up to 5.x, then
-/// `gup_put_folio(folio, refs, flags)`.
-pub const RELEASE_HOOKS: [&str; 2] = ["gup_put_folio", "put_compound_head"];
+pub use pin_common::catalog::RELEASE_HOOKS;
 
 /// The name the release hook has on this kernel (BTF tells; the newest
 /// name where it cannot).
@@ -220,6 +217,9 @@ pub struct Probes {
     /// before each read of the maps ([`fold`]), or why every call is
     /// accounted directly instead.
     pub fold: Result<fold::PendingFold, String>,
+    /// The release function the release hook counts (its code is only a
+    /// jump there, so it has no probe of its own), or why none is.
+    pub release_at_hook: Result<&'static str, String>,
     /// The kernel features pinwatch goes without here and what that costs
     /// (see `pinwatch probes`), if any.
     pub features_off: Option<String>,
@@ -325,7 +325,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let globals = Globals::for_kernel(facts, &options);
     let hook = release_hook_symbol(facts);
     let status = discover(facts);
-    let (loaded, aya_btf) = std::thread::scope(|scope| {
+    let (loaded, aya_btf, release_symbols) = std::thread::scope(|scope| {
         // The type ids' index (30 ms under TCG on 6.12) is made beside the
         // load, which mostly waits for aya's loader to finish its parse.
         let ids = std::thread::Builder::new()
@@ -333,13 +333,20 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             .spawn_scoped(scope, || {
                 attach_ids::for_attach(facts, options.mode, &status, hook)
             });
+        // So are the release functions' code ranges.
+        let ranges = std::thread::Builder::new()
+            .name("release-ranges".into())
+            .spawn_scoped(scope, || release_at_hook::read_ranges(facts));
         let loaded = startup.time("load+verify", || load_object(facts, &options, &globals));
         let ids = startup.time("type ids for attach", || {
             ids.ok()
                 .and_then(|thread| thread.join().ok())
                 .unwrap_or_else(|| attach_ids::for_attach(facts, options.mode, &status, hook))
         });
-        (loaded, ids)
+        let ranges = startup.time("release ranges", || {
+            ranges.ok().and_then(|thread| thread.join().ok()).flatten()
+        });
+        (loaded, ids, ranges)
     });
     let (ebpf, kernel_log, multi_programs) = loaded?;
     // Built first so that any failure from here on drops it, which
@@ -355,6 +362,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         exit_watch: Err("not attached yet".into()),
         rename_watch: Err("not attached yet".into()),
         fold: Err("not attached yet".into()),
+        release_at_hook: Err("not attached yet".into()),
         features_off: facts.features.off_summary(),
         checks: Vec::new(),
         map_memory: footprint::map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}")),
@@ -367,7 +375,26 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     if let Some(dir) = &options.cgroup {
         settings::choose_cgroup(&mut maps, dir)?;
     }
-    let configured = configure_functions(&mut maps, facts, object, &mut probes.status)?;
+    let mut configured = configure_functions(&mut maps, facts, object, &mut probes.status)?;
+    // `unpin_user_folio` counted at the release hook, where its code is
+    // only a jump there: it gets no probe of its own (unless the hook
+    // fails to attach, below).
+    let at_hook = release_at_hook::plan(
+        facts,
+        options.mode,
+        hook,
+        &probes.status,
+        &configured,
+        release_symbols.as_ref(),
+    )
+    .and_then(|plan| {
+        maps.set_release_at_hook(plan)
+            .map(|()| plan)
+            .map_err(|e| e.to_string())
+    });
+    if let Ok(plan) = &at_hook {
+        configured.retain(|id| Some(*id) != release_at_hook::counted(plan));
+    }
     let ebpf = &mut probes.ebpf;
     let status = &mut probes.status;
     let on_links = startup.time("attach functions", || match probes.multi.as_mut() {
@@ -394,6 +421,16 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook)
     });
     probes.lifetimes = lifetimes_hook(&release_hook, options.lifetimes, hook)?;
+    probes.release_at_hook = settle_release_at_hook(
+        &mut probes.ebpf,
+        &mut probes.status,
+        at_hook,
+        &release_hook,
+        hook,
+        |ebpf, status, ids| {
+            attach_functions(ebpf, facts, options.mode, aya_btf.as_ref(), status, ids)
+        },
+    );
     probes.release_hook = release_hook;
     log::info!("release hook attached; attaching the memlock checks");
     attach_watchers(
@@ -418,6 +455,42 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     log::info!("start-up: {startup}");
     probes.startup = startup;
     Ok(probes)
+}
+
+/// What came of counting a release function at the release hook (`plan`),
+/// once the hook attached or failed: the function's status says it is
+/// counted there; or, without the hook, it is attached with a probe of its
+/// own after all (`attach`) and the hook's settings are cleared. The name
+/// of the function counted at the hook, or why none is.
+fn settle_release_at_hook(
+    ebpf: &mut Ebpf,
+    status: &mut [ProbeStatus],
+    plan: Result<pin_common::ReleaseAtHook, String>,
+    release_hook: &Result<Mechanism, String>,
+    hook: &str,
+    attach: impl FnOnce(&mut Ebpf, &mut [ProbeStatus], &[FuncId]) -> Result<(), AttachError>,
+) -> Result<&'static str, String> {
+    let plan = plan?;
+    let Some(id) = release_at_hook::counted(&plan) else {
+        return Err("no function to count".into());
+    };
+    match release_hook {
+        Ok(mechanism) => {
+            let st = &mut status[id as usize];
+            st.attached = Some(*mechanism);
+            st.notes.push(release_at_hook::counted_at_hook_note(hook));
+            Ok(FUNCS[id as usize].name)
+        }
+        Err(e) => {
+            let cleared = KernelMapsMut::new(ebpf)
+                .set_release_at_hook(pin_common::ReleaseAtHook::default())
+                .map_err(|e| e.to_string());
+            let attached = attach(ebpf, status, &[id]).map_err(|e| e.to_string());
+            let why = format!("{hook} not traced ({e}): a probe of its own instead");
+            cleared.and(attached).map_err(|e| format!("{why}: {e}"))?;
+            Err(why)
+        }
+    }
 }
 
 /// The mechanism pin lifetimes are timed with (`--lifetimes`), given how

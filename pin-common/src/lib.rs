@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod failures;
 pub mod limits;
 pub mod maps;
+pub mod release_hook;
 pub mod settings;
 
 pub use attribution::{CallerKey, CallerStats, PinRecord};
@@ -330,42 +331,9 @@ pub struct TaskState {
     /// that jumps to the release hook (`unpin_user_page`, `unpin_folio`)
     /// left its return address, in task context: the stack slot and the
     /// address (0s: none). The hook, entered by that jump with the same
-    /// slot and address, does not count it again (see [`ReleaseAtHook`];
+    /// slot and address, does not count it again (see [`release_hook::ReleaseAtHook`];
     /// an interrupt's marks are the CPU's, `ReleaseAtHook::irq_marks`).
     pub hook_mark: [u64; 2],
-}
-
-/// How many release functions' code ranges [`ReleaseAtHook`] holds: one
-/// per release function pinwatch knows, and one spare.
-pub const RELEASE_RANGES: usize = 8;
-
-/// What the release hook (`gup_put_folio`) counts besides GUP's own
-/// releases (`RELEASE_AT_HOOK`, written by the agent before the hook
-/// attaches). `unpin_user_folio` (the block layer's release of every
-/// O_DIRECT page) is only `gup_put_folio` behind a jump: where the agent
-/// read that in the kernel's code, it leaves `unpin_user_folio` without a
-/// probe and the hook counts its releases, so each page enters one
-/// trampoline instead of two. The hook tells them apart from the other
-/// releases that reach it by the return address: a release function
-/// probed at its entry calls the hook from inside its own code
-/// (`entry_counted`) or jumps there leaving a mark (`TaskState::
-/// hook_mark`, `irq_marks`); GUP's own releases come inside a get/pin call.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReleaseAtHook {
-    /// 1 + the [`FuncId`] the hook counts, 0: none (every release
-    /// function has its own probe).
-    pub func: u32,
-    /// Explicit padding.
-    pub _pad: u32,
-    /// `[start, end)` of the code of each release function counted at its
-    /// own entry; unused entries are zero.
-    pub entry_counted: [[u64; 2]; RELEASE_RANGES],
-    /// The marks (stack slot, return address) releases counted at entry
-    /// in an interrupt left for the hook, like `TaskState::hook_mark`:
-    /// per CPU, since an interrupt neither sleeps nor moves; two, for an
-    /// interrupt that interrupts another. Written by the probes only.
-    pub irq_marks: [[u64; 2]; 2],
 }
 
 /// Indexes of the agent-visible health counters in the `HEALTH` per-CPU
@@ -546,7 +514,7 @@ mod pod {
     unsafe impl aya::Pod for super::GupStats {}
     unsafe impl aya::Pod for super::ReleaseStats {}
     unsafe impl aya::Pod for super::PinBalance {}
-    unsafe impl aya::Pod for super::ReleaseAtHook {}
+    unsafe impl aya::Pod for super::release_hook::ReleaseAtHook {}
     unsafe impl aya::Pod for super::ProcStats {}
     unsafe impl aya::Pod for super::CgroupStats {}
     unsafe impl aya::Pod for super::FuncConfig {}
@@ -596,8 +564,8 @@ mod tests {
             4 * 2 + 8 * 8 + 4 * 2 + 8 * 6 + 4 * 2 + 8 + 8 * 2
         );
         assert_eq!(
-            core::mem::size_of::<ReleaseAtHook>(),
-            8 + 16 * RELEASE_RANGES + 16 * 2
+            core::mem::size_of::<release_hook::ReleaseAtHook>(),
+            8 + 16 * release_hook::RELEASE_RANGES + 16 * 2
         );
     }
 }

@@ -377,7 +377,8 @@ impl EntryFrame for ProbeContext {
 /// caller and that address (through a kretprobe's trampoline), at an
 /// fentry program whose context pointer is `ctx_addr` (a number): what a
 /// release counted at its entry and the release hook it jumps to both
-/// see, so it marks the one for the other ([`pin_common::ReleaseAtHook`]).
+/// see, so it marks the one for the other
+/// ([`pin_common::release_hook::ReleaseAtHook`]).
 /// Zeros when the trampoline's frame has none of the known layouts.
 #[inline(always)]
 pub(crate) fn fentry_return(ctx: &FEntryContext, id: FuncId, ctx_addr: u64) -> [u64; 2] {

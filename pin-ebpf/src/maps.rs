@@ -18,10 +18,11 @@ use aya_ebpf::{
 use pin_common::{
     CGROUPS_CAPACITY, CallerKey, CallerStats, CgroupStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES,
     FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY,
-    PinBalance, PinRecord, ProcStats, ReleaseAtHook, ReleaseStats, TRACKED_CAPACITY,
+    PinBalance, PinRecord, ProcStats, ReleaseStats, TRACKED_CAPACITY,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
     failures::{FAILURES_CAPACITY, FailureKey, FailureStats},
     limits::{CHECK_ARGS_CAPACITY, CheckArgs, DENIALS_CAPACITY, Denial, DenialKey},
+    release_hook::ReleaseAtHook,
     settings::SETTINGS_LEN,
 };
 
@@ -75,7 +76,7 @@ pub static PIN_BALANCE: PerCpuArray<PinBalance> = PerCpuArray::with_max_entries(
 
 /// Which release function the release hook counts, the code of those
 /// counted at their own entry, and each CPU's interrupt marks (see
-/// [`pin_common::ReleaseAtHook`]).
+/// [`pin_common::release_hook::ReleaseAtHook`]).
 #[map]
 pub static RELEASE_AT_HOOK: PerCpuArray<ReleaseAtHook> = PerCpuArray::with_max_entries(1, 0);
 

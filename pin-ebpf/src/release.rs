@@ -9,8 +9,9 @@ use aya_ebpf::helpers::{
 };
 use pin_common::{
     CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_COMM, IRQ_TGID,
-    LATENCY_UNMEASURED, ReleaseAtHook,
+    LATENCY_UNMEASURED,
     catalog::{RELEASE_NESTED, RELEASE_NESTING, may_jump_to_hook},
+    release_hook::ReleaseAtHook,
 };
 
 use crate::{

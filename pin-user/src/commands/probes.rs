@@ -85,17 +85,7 @@ fn self_check(p: &probes::Probes) -> Option<Result<String, String>> {
     p.status[VARIANT].attached?;
     let run = || -> anyhow::Result<(u64, u64)> {
         let before = Snapshot::read(p.maps())?;
-        workload::run(&WorkloadOptions {
-            kind: WorkloadKind::ProcessVmReadv,
-            calls: 1,
-            pages: 1,
-            offset: 0,
-            cold: false,
-            file: None,
-            wait_stdin: false,
-            threads: 1,
-            rename_after: None,
-        })?;
+        workload::run(&WorkloadOptions::one_page(WorkloadKind::ProcessVmReadv, 1))?;
         let d = Snapshot::read(p.maps())?.since(&before);
         Ok((d.gup[VARIANT].calls, d.gup[VARIANT].pages_returned))
     };

@@ -24,6 +24,34 @@ use aya_obj::generated::{bpf_attach_type::BPF_TRACE_ITER, bpf_attr, bpf_cmd};
 use super::programs::program;
 use crate::kernel::short_error;
 
+/// Attaches the task iterator that folds the per-thread pending counts
+/// and then lets the probes defer calls (`SETTING_DEFER`): only with the
+/// full object, and with the exit watch, without which an exiting
+/// thread's pending counts would be lost.
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    facts: &crate::kernel::KernelFacts,
+    exit_watch: &Result<(), String>,
+) -> Result<PendingFold, String> {
+    if facts.features.object() != crate::kernel::features::Object::Full {
+        return Err("the baseline object has no pending counts".into());
+    }
+    if let Err(e) = exit_watch {
+        return Err(format!("thread exits are not traced ({e})"));
+    }
+    sees_every_task()?;
+    let btf =
+        super::attach_ids::for_task_iterator(facts).ok_or("no kernel BTF for the task iterator")?;
+    let fold = PendingFold::attach(ebpf, &btf)?;
+    super::settings::set_setting(
+        &mut super::KernelMapsMut::new(ebpf),
+        pin_common::settings::SETTING_DEFER,
+        1,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(fold)
+}
+
 /// The iterator program's name in the object.
 const PROGRAM: &str = "fold_tasks";
 

@@ -16,8 +16,8 @@ use aya::{
 };
 use pin_common::{
     CallerKey, CallerStats, CgroupStats, FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats,
-    HEALTH_COUNT, Health, INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseAtHook,
-    ReleaseStats, maps,
+    HEALTH_COUNT, Health, INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseStats, maps,
+    release_hook::ReleaseAtHook,
 };
 
 use super::misses::{self, Misses};

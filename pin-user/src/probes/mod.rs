@@ -421,7 +421,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook)
     });
     probes.lifetimes = lifetimes_hook(&release_hook, options.lifetimes, hook)?;
-    probes.release_at_hook = settle_release_at_hook(
+    probes.release_at_hook = release_at_hook::settle(
         &mut probes.ebpf,
         &mut probes.status,
         at_hook,
@@ -455,42 +455,6 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     log::info!("start-up: {startup}");
     probes.startup = startup;
     Ok(probes)
-}
-
-/// What came of counting a release function at the release hook (`plan`),
-/// once the hook attached or failed: the function's status says it is
-/// counted there; or, without the hook, it is attached with a probe of its
-/// own after all (`attach`) and the hook's settings are cleared. The name
-/// of the function counted at the hook, or why none is.
-fn settle_release_at_hook(
-    ebpf: &mut Ebpf,
-    status: &mut [ProbeStatus],
-    plan: Result<pin_common::ReleaseAtHook, String>,
-    release_hook: &Result<Mechanism, String>,
-    hook: &str,
-    attach: impl FnOnce(&mut Ebpf, &mut [ProbeStatus], &[FuncId]) -> Result<(), AttachError>,
-) -> Result<&'static str, String> {
-    let plan = plan?;
-    let Some(id) = release_at_hook::counted(&plan) else {
-        return Err("no function to count".into());
-    };
-    match release_hook {
-        Ok(mechanism) => {
-            let st = &mut status[id as usize];
-            st.attached = Some(*mechanism);
-            st.notes.push(release_at_hook::counted_at_hook_note(hook));
-            Ok(FUNCS[id as usize].name)
-        }
-        Err(e) => {
-            let cleared = KernelMapsMut::new(ebpf)
-                .set_release_at_hook(pin_common::ReleaseAtHook::default())
-                .map_err(|e| e.to_string());
-            let attached = attach(ebpf, status, &[id]).map_err(|e| e.to_string());
-            let why = format!("{hook} not traced ({e}): a probe of its own instead");
-            cleared.and(attached).map_err(|e| format!("{why}: {e}"))?;
-            Err(why)
-        }
-    }
 }
 
 /// The mechanism pin lifetimes are timed with (`--lifetimes`), given how
@@ -559,38 +523,11 @@ fn attach_watchers(
     }
     (probes.exit_watch, probes.rename_watch) = (exit_watch, rename_watch);
     probes.fold = startup.time("attach pending fold", || {
-        attach_fold(&mut probes.ebpf, facts, &probes.exit_watch)
+        fold::attach(&mut probes.ebpf, facts, &probes.exit_watch)
     });
     if let Err(e) = &probes.fold {
         log::info!("every call accounted at its return: {e}");
     }
-}
-
-/// Attaches the task iterator that folds the per-thread pending counts
-/// and then lets the probes defer calls (`SETTING_DEFER`): only with the
-/// full object, and with the exit watch, without which an exiting
-/// thread's pending counts would be lost.
-fn attach_fold(
-    ebpf: &mut Ebpf,
-    facts: &KernelFacts,
-    exit_watch: &Result<(), String>,
-) -> Result<fold::PendingFold, String> {
-    if facts.features.object() != crate::kernel::features::Object::Full {
-        return Err("the baseline object has no pending counts".into());
-    }
-    if let Err(e) = exit_watch {
-        return Err(format!("thread exits are not traced ({e})"));
-    }
-    fold::sees_every_task()?;
-    let btf = attach_ids::for_task_iterator(facts).ok_or("no kernel BTF for the task iterator")?;
-    let fold = fold::PendingFold::attach(ebpf, &btf)?;
-    settings::set_setting(
-        &mut KernelMapsMut::new(ebpf),
-        pin_common::settings::SETTING_DEFER,
-        1,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(fold)
 }
 
 impl Drop for Probes {

@@ -4,7 +4,7 @@
 //! `unpin_user_folio` to be nothing but a jump (or a call) to the hook,
 //! read from `/proc/kcore`. What the hook needs to tell those releases
 //! from the others that reach it goes into `RELEASE_AT_HOOK`
-//! ([`pin_common::ReleaseAtHook`]).
+//! ([`pin_common::release_hook::ReleaseAtHook`]).
 
 use std::fs::File;
 
@@ -13,9 +13,13 @@ use object::{
     elf::{FileHeader64, PT_LOAD},
     read::elf::{FileHeader as _, ProgramHeader as _},
 };
-use pin_common::{FUNCS, FuncId, FuncKind, ReleaseAtHook, catalog::RELEASE_AT_HOOK_CANDIDATE};
+use pin_common::{
+    FUNCS, FuncId, FuncKind, catalog::RELEASE_AT_HOOK_CANDIDATE, release_hook::ReleaseAtHook,
+};
 
-use super::{AttachMode, ProbeStatus};
+use aya::Ebpf;
+
+use super::{AttachError, AttachMode, KernelMapsMut, Mechanism, ProbeStatus};
 use crate::kernel::{Kallsyms, KernelFacts, features::Object, kallsyms::Enough};
 
 /// The most bytes of `unpin_user_folio` read: an `endbr64`, the 5-byte
@@ -109,6 +113,42 @@ pub(super) fn plan(
         *slots.next().ok_or("more release functions than ranges")? = [start, end];
     }
     Ok(plan)
+}
+
+/// What came of counting a release function at the release hook (`plan`),
+/// once the hook attached or failed: the function's status says it is
+/// counted there; or, without the hook, it is attached with a probe of its
+/// own after all (`attach`) and the hook's settings are cleared. The name
+/// of the function counted at the hook, or why none is.
+pub(super) fn settle(
+    ebpf: &mut Ebpf,
+    status: &mut [ProbeStatus],
+    plan: Result<ReleaseAtHook, String>,
+    release_hook: &Result<Mechanism, String>,
+    hook: &str,
+    attach: impl FnOnce(&mut Ebpf, &mut [ProbeStatus], &[FuncId]) -> Result<(), AttachError>,
+) -> Result<&'static str, String> {
+    let plan = plan?;
+    let Some(id) = counted(&plan) else {
+        return Err("no function to count".into());
+    };
+    match release_hook {
+        Ok(mechanism) => {
+            let st = &mut status[id as usize];
+            st.attached = Some(*mechanism);
+            st.notes.push(counted_at_hook_note(hook));
+            Ok(FUNCS[id as usize].name)
+        }
+        Err(e) => {
+            let cleared = KernelMapsMut::new(ebpf)
+                .set_release_at_hook(ReleaseAtHook::default())
+                .map_err(|e| e.to_string());
+            let attached = attach(ebpf, status, &[id]).map_err(|e| e.to_string());
+            let why = format!("{hook} not traced ({e}): a probe of its own instead");
+            cleared.and(attached).map_err(|e| format!("{why}: {e}"))?;
+            Err(why)
+        }
+    }
 }
 
 /// A note for the function the hook counts, in `pinwatch probes`.

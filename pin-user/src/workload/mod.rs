@@ -95,6 +95,25 @@ pub struct WorkloadOptions {
     pub rename_after: Option<String>,
 }
 
+impl WorkloadOptions {
+    /// `calls` calls of workload `kind` on a one-page buffer at a page
+    /// boundary, warm, from one thread: the smallest call there is (the
+    /// self-check of `pinwatch probes`, the tests' single calls).
+    pub fn one_page(kind: WorkloadKind, calls: u64) -> Self {
+        Self {
+            kind,
+            calls,
+            pages: 1,
+            offset: 0,
+            cold: false,
+            file: None,
+            wait_stdin: false,
+            threads: 1,
+            rename_after: None,
+        }
+    }
+}
+
 /// What a workload did.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadReport {

@@ -27,18 +27,7 @@ fn variant(name: &str) -> usize {
 
 /// Runs `calls` one-page calls of `kind` on this thread.
 fn run_here(kind: WorkloadKind, calls: u64) {
-    workload::run(&WorkloadOptions {
-        kind,
-        calls,
-        pages: 1,
-        offset: 0,
-        cold: false,
-        file: None,
-        wait_stdin: false,
-        threads: 1,
-        rename_after: None,
-    })
-    .expect("workload");
+    workload::run(&WorkloadOptions::one_page(kind, calls)).expect("workload");
 }
 
 /// Whether the probes defer calls here: with the full object, always (a

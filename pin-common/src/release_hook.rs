@@ -21,9 +21,10 @@ pub const RELEASE_RANGES: usize = 8;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReleaseAtHook {
-    /// 1 + the [`crate::FuncId`] the hook counts, 0: none (every release
-    /// function has its own probe).
-    pub func: u32,
+    /// 1 when the hook counts `catalog::RELEASE_AT_HOOK_CANDIDATE`
+    /// (`unpin_user_folio`), 0 when every release function has its own
+    /// probe.
+    pub on: u32,
     /// Explicit padding.
     pub _pad: u32,
     /// `[start, end)` of the code of each release function counted at its

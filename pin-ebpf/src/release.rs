@@ -10,7 +10,7 @@ use aya_ebpf::helpers::{
 use pin_common::{
     CallEvent, EVENT_RELEASE, FuncId, GUP_FUNC_COUNT, Health, IRQ_COMM, IRQ_TGID,
     LATENCY_UNMEASURED,
-    catalog::{RELEASE_NESTED, RELEASE_NESTING, may_jump_to_hook},
+    catalog::{RELEASE_AT_HOOK_CANDIDATE, RELEASE_NESTED, RELEASE_NESTING, may_jump_to_hook},
     release_hook::ReleaseAtHook,
 };
 
@@ -297,7 +297,7 @@ pub fn folio_put(
         && !counted_at_entry
         && !hook_release_counted_elsewhere(hook, mark)
     {
-        count_at_hook(hook.func.wrapping_sub(1), refs, at);
+        count_at_hook(RELEASE_AT_HOOK_CANDIDATE, refs, at);
     }
     attribution::folio_released(folio, refs);
 }
@@ -309,7 +309,7 @@ fn release_at_hook() -> Option<&'static mut ReleaseAtHook> {
     let hook = RELEASE_AT_HOOK.get_ptr_mut(0)?;
     // SAFETY: this CPU's entry of a live map.
     let hook = unsafe { &mut *hook };
-    if hook.func == 0 { None } else { Some(hook) }
+    if hook.on == 0 { None } else { Some(hook) }
 }
 
 /// Whether a release that reached the hook with return address and slot
@@ -338,7 +338,8 @@ fn hook_release_counted_elsewhere(hook: &mut ReleaseAtHook, mark: [u64; 2]) -> b
     false
 }
 
-/// A release of `pages` pages by the function `id` the hook counts, as
+/// A release of `pages` pages by the function `id` the hook counts
+/// (`unpin_user_folio`), as
 /// [`entry`] counts those of the functions probed at their own entry; `at`
 /// is the hook's frame.
 #[inline(always)]

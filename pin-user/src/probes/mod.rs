@@ -392,8 +392,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             .map(|()| plan)
             .map_err(|e| e.to_string())
     });
-    if let Ok(plan) = &at_hook {
-        configured.retain(|id| Some(*id) != release_at_hook::counted(plan));
+    if at_hook.is_ok() {
+        configured.retain(|id| *id != pin_common::catalog::RELEASE_AT_HOOK_CANDIDATE);
     }
     let ebpf = &mut probes.ebpf;
     let status = &mut probes.status;

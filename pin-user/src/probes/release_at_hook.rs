@@ -98,7 +98,7 @@ pub(super) fn plan(
         ));
     }
     let mut plan = ReleaseAtHook {
-        func: RELEASE_AT_HOOK_CANDIDATE + 1,
+        on: 1,
         ..ReleaseAtHook::default()
     };
     let others = status.iter().filter(|st| {
@@ -128,10 +128,8 @@ pub(super) fn settle(
     hook: &str,
     attach: impl FnOnce(&mut Ebpf, &mut [ProbeStatus], &[FuncId]) -> Result<(), AttachError>,
 ) -> Result<&'static str, String> {
-    let plan = plan?;
-    let Some(id) = counted(&plan) else {
-        return Err("no function to count".into());
-    };
+    plan?;
+    let id = RELEASE_AT_HOOK_CANDIDATE;
     match release_hook {
         Ok(mechanism) => {
             let st = &mut status[id as usize];
@@ -157,11 +155,6 @@ pub(super) fn counted_at_hook_note(hook: &str) -> String {
         "counted at {hook}'s probe: this kernel's code jumps there and does nothing else \
          (read in /proc/kcore), so each page it releases enters one trampoline, not two"
     )
-}
-
-/// The function the hook counts, by its plan.
-pub(super) fn counted(plan: &ReleaseAtHook) -> Option<FuncId> {
-    plan.func.checked_sub(1)
 }
 
 /// `len` bytes of the running kernel's text at `addr`, from `/proc/kcore`

@@ -13,7 +13,8 @@
 //! The programs only read arguments and return values; the bookkeeping is
 //! in the modules below, each of which uses only modules listed after it:
 //! `release` (releases), `account` (get/pin calls and per-process rows),
-//! `pending` (per-thread pending counts and their fold),
+//! `pending` (per-thread pending counts and their fold), `variant` (a
+//! variant's own counters, for calls not deferred),
 //! `names` (process names), `attribution` (call sites, pin lifetimes),
 //! `failures` (failed and short calls), `follow` (the followed process
 //! tree), `cgroup` (per-cgroup rows, the `--cgroup` filter), `limits` (the
@@ -80,6 +81,8 @@ mod settings;
 mod task_programs;
 #[cfg(target_arch = "bpf")]
 mod task_storage;
+#[cfg(target_arch = "bpf")]
+mod variant;
 
 #[cfg(target_arch = "bpf")]
 mod programs {

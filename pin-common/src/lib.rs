@@ -234,8 +234,8 @@ pub const INSERTS_FAILURES: u32 = 3;
 pub const INSERTS_LEN: u32 = 4;
 
 /// How the probes must interpret one traced function on the running
-/// kernel, filled by the agent from the kernel's BTF into the `CONFIG` array
-/// before attaching.
+/// kernel, filled by the agent from the kernel's BTF into the
+/// [`settings::GLOBAL_FUNC_CONFIGS`] table before the object is loaded.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FuncConfig {
@@ -263,6 +263,21 @@ pub struct FuncConfig {
     /// and stack-walk checks of the baseline object, which cannot ask
     /// `bpf_get_func_ip`.
     pub addr: u64,
+}
+
+impl FuncConfig {
+    /// A function not configured (`valid` 0: the probes ignore it).
+    pub const UNSET: Self = Self {
+        nr_is_int: 0,
+        ret_is_int: 0,
+        is_pin: 0,
+        valid: 0,
+        args_known: 0,
+        pages_known: 0,
+        arg_count: 0,
+        _pad: 0,
+        addr: 0,
+    };
 }
 
 /// What a task is doing inside the GUP family, kept per thread in task

@@ -7,8 +7,6 @@
 //! that every name in [`ALL`] is one of their maps. Maps only the probes
 //! use (`TASK_STATES`, `CALLER_ZERO`) have no constant.
 
-/// Per traced function: how to read it on this kernel (`FuncConfig`).
-pub const CONFIG: &str = "CONFIG";
 /// Per outermost get/pin variant: counters and histograms (`GupStats`).
 pub const GUP_STATS: &str = "GUP_STATS";
 /// Per release function: calls and pages (`ReleaseStats`).
@@ -55,8 +53,7 @@ pub const FAILURES: &str = "FAILURES";
 pub const RELEASE_AT_HOOK: &str = "RELEASE_AT_HOOK";
 
 /// Every map the agent opens.
-pub const ALL: [&str; 19] = [
-    CONFIG,
+pub const ALL: [&str; 18] = [
     GUP_STATS,
     RELEASE_STATS,
     PROCS,

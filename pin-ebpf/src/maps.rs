@@ -17,19 +17,14 @@ use aya_ebpf::{
 };
 use pin_common::{
     CGROUPS_CAPACITY, CallerKey, CallerStats, CgroupStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES,
-    FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY,
-    PinBalance, PinRecord, ProcStats, ReleaseStats, TRACKED_CAPACITY,
+    FUNC_COUNT, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY, PinBalance,
+    PinRecord, ProcStats, ReleaseStats, TRACKED_CAPACITY,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
     failures::{FAILURES_CAPACITY, FailureKey, FailureStats},
     limits::{CHECK_ARGS_CAPACITY, CheckArgs, DENIALS_CAPACITY, Denial, DenialKey},
     release_hook::ReleaseAtHook,
     settings::SETTINGS_LEN,
 };
-
-/// Per traced function: how to read it on this kernel. Filled by the agent
-/// from the kernel's BTF before any program is attached.
-#[map]
-pub static CONFIG: Array<FuncConfig> = Array::with_max_entries(FUNC_COUNT as u32, 0);
 
 /// Per outermost get/pin variant: counters and histograms.
 #[map]

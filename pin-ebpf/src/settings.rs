@@ -1,8 +1,8 @@
-//! What the agent told the probes: each traced function's `CONFIG`
-//! entry; the feature switches (callers, lifetimes) and the facts about
-//! the running kernel the programs cannot find themselves, as read-only
-//! globals; and what changes after load (`SETTINGS`: the start of pin
-//! lifetimes, the fork record's layout).
+//! What the agent told the probes: each traced function's settings, the
+//! feature switches (callers, lifetimes) and the facts about the running
+//! kernel the programs cannot find themselves, as read-only globals; and
+//! what changes after load (`SETTINGS`: the start of pin lifetimes, the
+//! fork record's layout).
 //!
 //! The globals are fixed before the object is loaded (aya's
 //! `EbpfLoader::override_global`, names in `pin_common::settings`): they
@@ -10,13 +10,34 @@
 //! verifier knows their values and skips the code a switch turns off, and
 //! no probe pays a map lookup for them.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::Global;
 use pin_common::{
-    FuncConfig, FuncId,
+    FUNC_COUNT, FuncConfig, FuncId,
     settings::{SETTING_FORK_CHILD_PID_OFFSET, SETTING_LIFETIMES},
 };
 
-use crate::maps::{CONFIG, SETTINGS};
+use crate::maps::SETTINGS;
+
+/// A read-only table the loader overwrites before load. `Global` would
+/// copy the whole table to read one entry; this reads one.
+/// `MaybeUninit`, as in `Global`, keeps the compiler from folding the
+/// initial value into the code.
+#[repr(transparent)]
+pub struct ReadOnlyTable<T, const N: usize>(MaybeUninit<[T; N]>);
+
+// SAFETY: never written after load (the loader freezes `.rodata`).
+unsafe impl<T, const N: usize> Sync for ReadOnlyTable<T, N> {}
+
+/// Each traced function's settings, by id
+/// (`pin_common::settings::GLOBAL_FUNC_CONFIGS`): a program for one
+/// function reads its entry at a constant offset of a frozen map, whose
+/// value the verifier then knows, so the branches on it are decided at
+/// load and no program looks the settings up in a map.
+#[unsafe(no_mangle)]
+static FUNC_CONFIGS: ReadOnlyTable<FuncConfig, FUNC_COUNT> =
+    ReadOnlyTable(MaybeUninit::new([FuncConfig::UNSET; FUNC_COUNT]));
 
 /// 1 when callers are attributed (`pin_common::settings::GLOBAL_CALLERS_ON`).
 #[unsafe(no_mangle)]
@@ -182,14 +203,25 @@ pub fn limit_layout() -> LimitLayout {
     }
 }
 
-/// How to read traced function `id` on this kernel; `None` until the agent
-/// filled its entry (a function it did not configure).
+/// How to read traced function `id` on this kernel; `None` for a function
+/// the agent did not configure.
 #[inline(always)]
 pub(crate) fn config(id: FuncId) -> Option<FuncConfig> {
-    match CONFIG.get(id) {
-        Some(l) if l.valid != 0 => Some(*l),
-        _ => None,
+    if id as usize >= FUNC_COUNT {
+        return None;
     }
+    // SAFETY: `id` is within the table; a volatile read, as `Global::load`
+    // does, so that the compiler reads what the loader wrote.
+    let config = unsafe {
+        core::ptr::read_volatile(
+            FUNC_CONFIGS
+                .0
+                .as_ptr()
+                .cast::<FuncConfig>()
+                .add(id as usize),
+        )
+    };
+    (config.valid != 0).then_some(config)
 }
 
 /// Whether callers are attributed.

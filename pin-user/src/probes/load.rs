@@ -1,14 +1,15 @@
 //! Loading the embedded eBPF object (the full one, or the baseline one
 //! for older kernels): its tables sized, its read-only globals set, its
-//! log reader started; then each found function's signature checked
-//! against BTF and written to the CONFIG map the probes read.
+//! log reader started; before it, each found function's signature
+//! checked against BTF for the function table the probes read (one of
+//! those globals).
 
 use aya::Ebpf;
-use pin_common::{FUNCS, FuncId};
+use pin_common::{FUNC_COUNT, FUNCS, FuncConfig, FuncId};
 
 use super::{
-    AttachError, AttachMode, AttachOptions, KernelLog, KernelMapsMut, ProbeStatus, capacities,
-    memlock, multi, permission_denied, settings::Globals, signature::func_config,
+    AttachError, AttachMode, AttachOptions, KernelLog, ProbeStatus, capacities, memlock, multi,
+    permission_denied, settings::Globals, signature::func_config,
 };
 use crate::kernel::{KernelFacts, features::Object};
 
@@ -87,17 +88,15 @@ pub(super) fn load_object(
     Ok((ebpf, kernel_log, multi_programs))
 }
 
-/// Checks each found function's signature against its BTF and writes its
-/// CONFIG entry; returns the ids configured (the others get a note why).
+/// Checks each found function's signature against its BTF and makes its
+/// entry of the function table (`Globals::with_functions`); returns the
+/// table and the ids configured (the others get a note why).
 pub(super) fn configure_functions(
-    maps: &mut KernelMapsMut<'_>,
     facts: &KernelFacts,
     object: Object,
     status: &mut [ProbeStatus],
-) -> Result<Vec<FuncId>, AttachError> {
-    let mut config = maps
-        .config()
-        .map_err(|e| AttachError::Load(e.to_string()))?;
+) -> ([FuncConfig; FUNC_COUNT], Vec<FuncId>) {
+    let mut table = [FuncConfig::UNSET; FUNC_COUNT];
     let mut configured = Vec::with_capacity(FUNCS.len());
     for st in status {
         let Some(symbol) = &st.symbol else { continue };
@@ -113,14 +112,11 @@ pub(super) fn configure_functions(
                 if object == Object::Baseline {
                     cfg.addr = facts.kallsyms().address(&[symbol.as_str()]).unwrap_or(0);
                 }
-                let id = st.id;
-                config.set(id, cfg, 0).map_err(|e| {
-                    AttachError::Load(format!("{}[{id}]: {e}", pin_common::maps::CONFIG))
-                })?;
-                configured.push(id);
+                table[st.id as usize] = cfg;
+                configured.push(st.id);
             }
             Err(e) => st.notes.push(e),
         }
     }
-    Ok(configured)
+    (table, configured)
 }

@@ -15,8 +15,8 @@ use aya::{
     maps::{Array, CgroupArray, HashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
 };
 use pin_common::{
-    CallerKey, CallerStats, CgroupStats, FUNC_COUNT, FuncConfig, GUP_FUNC_COUNT, GupStats,
-    HEALTH_COUNT, Health, INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseStats, maps,
+    CallerKey, CallerStats, CgroupStats, FUNC_COUNT, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT,
+    Health, INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseStats, maps,
     release_hook::ReleaseAtHook,
 };
 
@@ -256,11 +256,6 @@ impl<'a> KernelMapsMut<'a> {
         T::try_from(map).map_err(KernelMapError::on(name))
     }
 
-    /// `CONFIG`: how the probes read each traced function, by id.
-    pub fn config(&mut self) -> Result<Array<&mut MapData, FuncConfig>, KernelMapError> {
-        self.open(maps::CONFIG)
-    }
-
     /// `SETTINGS`: what changes after load, by `pin_common::settings::SETTING_*` index.
     pub fn settings(&mut self) -> Result<Array<&mut MapData, u64>, KernelMapError> {
         self.open(maps::SETTINGS)
@@ -332,7 +327,6 @@ mod tests {
     fn shapes() -> [Shape; maps::ALL.len()] {
         use bpf_map_type::*;
         [
-            shape::<u32, FuncConfig>(maps::CONFIG, BPF_MAP_TYPE_ARRAY),
             shape::<u32, GupStats>(maps::GUP_STATS, BPF_MAP_TYPE_PERCPU_ARRAY),
             shape::<u32, ReleaseStats>(maps::RELEASE_STATS, BPF_MAP_TYPE_PERCPU_ARRAY),
             shape::<u32, ProcStats>(maps::PROCS, BPF_MAP_TYPE_LRU_HASH),

@@ -322,9 +322,10 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             "--attach kprobe-multi: {why}"
         )));
     }
-    let globals = Globals::for_kernel(facts, &options);
     let hook = release_hook_symbol(facts);
-    let status = discover(facts);
+    let mut status = discover(facts);
+    let (functions, mut configured) = configure_functions(facts, object, &mut status);
+    let globals = Globals::for_kernel(facts, &options).with_functions(functions);
     let (loaded, aya_btf, release_symbols) = std::thread::scope(|scope| {
         // The type ids' index (30 ms under TCG on 6.12) is made beside the
         // load, which mostly waits for aya's loader to finish its parse.
@@ -375,7 +376,6 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     if let Some(dir) = &options.cgroup {
         settings::choose_cgroup(&mut maps, dir)?;
     }
-    let mut configured = configure_functions(&mut maps, facts, object, &mut probes.status)?;
     // `unpin_user_folio` counted at the release hook, where its code is
     // only a jump there: it gets no probe of its own (unless the hook
     // fails to attach, below).

@@ -1,8 +1,8 @@
-//! What the agent tells the probes: the feature switches (callers,
-//! lifetimes) and the facts about this kernel that BPF programs cannot find
-//! themselves (its FOLL_PIN bit, the return trampoline's address, where a
-//! task's stack is) as read-only globals fixed when the object is loaded
-//! ([`Globals`]); through the SETTINGS map, what changes after load (the
+//! What the agent tells the probes: each traced function's settings, the
+//! feature switches (callers, lifetimes) and the facts about this kernel
+//! that BPF programs cannot find themselves (its FOLL_PIN bit, the return
+//! trampoline's address, where a task's stack is) as read-only globals
+//! fixed when the object is loaded ([`Globals`]); through the SETTINGS map, what changes after load (the
 //! start of pin lifetimes, just before the release hook attaches; where
 //! the fork tracepoint keeps the child's pid, learnt once a process tree is
 //! followed); and the tracefs mount the fork tracepoint needs.
@@ -10,23 +10,28 @@
 use aya::EbpfLoader;
 use pin_common::settings::{
     GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_CRED_CAP_EFFECTIVE_OFFSET,
-    GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN, GLOBAL_LIFETIMES_ON,
-    GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET, GLOBAL_RETURN_NODE_LINK_OFFSET,
-    GLOBAL_RETURN_NODE_RET_OFFSET, GLOBAL_RETURN_NODE_SLOT_OFFSET, GLOBAL_RETURN_TRAMPOLINE,
-    GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_COMM_OFFSET, GLOBAL_TASK_CRED_OFFSET,
-    GLOBAL_TASK_GROUP_LEADER_OFFSET, GLOBAL_TASK_MM_OFFSET, GLOBAL_TASK_PID_OFFSET,
-    GLOBAL_TASK_RETURN_LIST_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET,
-    GLOBAL_TASK_STACK_SIZE, GLOBAL_TASK_TGID_OFFSET, GLOBAL_USER_LOCKED_VM_OFFSET,
-    SETTING_LIFETIMES,
+    GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN, GLOBAL_FUNC_CONFIGS,
+    GLOBAL_LIFETIMES_ON, GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET,
+    GLOBAL_RETURN_NODE_LINK_OFFSET, GLOBAL_RETURN_NODE_RET_OFFSET, GLOBAL_RETURN_NODE_SLOT_OFFSET,
+    GLOBAL_RETURN_TRAMPOLINE, GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_COMM_OFFSET,
+    GLOBAL_TASK_CRED_OFFSET, GLOBAL_TASK_GROUP_LEADER_OFFSET, GLOBAL_TASK_MM_OFFSET,
+    GLOBAL_TASK_PID_OFFSET, GLOBAL_TASK_RETURN_LIST_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET,
+    GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE, GLOBAL_TASK_TGID_OFFSET,
+    GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
 };
+use pin_common::{FUNC_COUNT, FuncConfig};
 
 use super::{AttachError, AttachOptions, KernelMapsMut};
 use crate::kernel::{KernelFacts, btf::Btf, foll::FollFlags};
 
-/// The object's read-only globals (names in `pin_common::settings`), all
-/// `u64`. Fixed before load, so the verifier knows them and drops the code
-/// a switch turns off; no probe looks them up in a map.
+/// The object's read-only globals (names in `pin_common::settings`): the
+/// function table and the `u64` switches and offsets. Fixed before load,
+/// so the verifier knows them and drops the code a switch turns off; no
+/// probe looks them up in a map.
 pub(super) struct Globals {
+    /// Each traced function's settings, by id (`FuncConfig::UNSET` for
+    /// one not configured: see [`Globals::with_functions`]).
+    functions: [FuncConfig; FUNC_COUNT],
     callers: u64,
     lifetimes: u64,
     /// `None` when this kernel's FOLL_PIN is unknown: see
@@ -164,6 +169,7 @@ impl Globals {
     pub(super) fn for_kernel(facts: &KernelFacts, options: &AttachOptions) -> Self {
         let (task_stack_offset, task_stack_size) = task_stack(facts);
         Self {
+            functions: [FuncConfig::UNSET; FUNC_COUNT],
             callers: u64::from(options.callers),
             lifetimes: u64::from(options.lifetimes),
             foll_pin: FollFlags::for_kernel(facts.btf.as_ref().ok()).value("FOLL_PIN"),
@@ -180,7 +186,14 @@ impl Globals {
         }
     }
 
-    /// Each global's name and value.
+    /// The same with each traced function's settings (`load::
+    /// configure_functions`); without, no function is configured and no
+    /// program counts anything (enough for the tables alone).
+    pub(super) fn with_functions(self, functions: [FuncConfig; FUNC_COUNT]) -> Self {
+        Self { functions, ..self }
+    }
+
+    /// Each `u64` global's name and value.
     fn entries(&self) -> [(&'static str, &u64); 25] {
         [
             (GLOBAL_CALLERS_ON, &self.callers),
@@ -226,6 +239,7 @@ impl Globals {
     /// Sets every global on `loader`, for the object it loads next; a
     /// global missing from the object fails the load.
     pub(super) fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        loader.override_global(GLOBAL_FUNC_CONFIGS, &self.functions, true);
         for (name, value) in self.entries() {
             loader.override_global(name, value, true);
         }
@@ -389,7 +403,8 @@ pub(super) fn set_setting(
 mod tests {
     use std::collections::HashMap;
 
-    use pin_common::settings::GLOBALS;
+    use pin_common::settings::{GLOBAL_FUNC_CONFIGS, GLOBALS};
+    use pin_common::{FUNC_COUNT, FuncConfig};
 
     use super::{Globals, child_pid_offset_in};
 
@@ -407,6 +422,10 @@ mod tests {
             parsed
                 .patch_map_data(globals)
                 .expect("each global is in the object, 8 bytes long");
+            let table = [0u8; size_of::<FuncConfig>() * FUNC_COUNT];
+            parsed
+                .patch_map_data(HashMap::from([(GLOBAL_FUNC_CONFIGS, (&table[..], true))]))
+                .expect("the function table is in the object, one entry per function");
         }
     }
 
@@ -414,6 +433,7 @@ mod tests {
     #[test]
     fn every_global_is_set() {
         let globals = Globals {
+            functions: [FuncConfig::UNSET; FUNC_COUNT],
             callers: 1,
             lifetimes: 0,
             foll_pin: None,

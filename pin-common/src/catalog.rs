@@ -250,12 +250,29 @@ impl MultiTarget {
     }
 }
 
+/// Every function's [`MultiTarget::cookie`], by id.
+pub const MULTI_COOKIES: [u64; FUNC_COUNT] = {
+    let mut cookies = [0; FUNC_COUNT];
+    let mut id = 0;
+    while id < FUNC_COUNT {
+        cookies[id] = MultiTarget::of(id as FuncId).cookie();
+        id += 1;
+    }
+    cookies
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn multi_cookies_round_trip_for_every_function() {
+        for (id, cookie) in MULTI_COOKIES.iter().enumerate() {
+            assert_eq!(
+                MultiTarget::from_cookie(*cookie),
+                MultiTarget::of(id as FuncId)
+            );
+        }
         for id in 0..FUNC_COUNT as FuncId {
             let target = MultiTarget::of(id);
             assert_eq!(MultiTarget::from_cookie(target.cookie()), target);

@@ -5,22 +5,58 @@
 
 use aya_ebpf::{
     EbpfContext,
-    macros::{kprobe, kretprobe},
+    macros::{kprobe, kretprobe, map},
+    maps::Array,
     programs::{ProbeContext, RetProbeContext},
 };
 use pin_common::{
     FUNC_COUNT, GUP_FUNC_COUNT, NO_ARG,
-    catalog::{MultiTarget, releases_one_folio},
+    catalog::{MULTI_COOKIES, MultiTarget, releases_one_folio},
 };
 
 use crate::{account, release};
 
-/// The cookie the kprobe_multi link gave the function that was hit.
+/// The addresses at which each function was hit before, by id (0: not
+/// yet), learnt from the link's cookie at its first hit (see
+/// [`multi_target`]). One entry: the whole table in one lookup.
+#[map]
+static MULTI_SEEN: Array<[u64; FUNC_COUNT]> = Array::with_max_entries(1, 0);
+
+/// The function hit. The kernel finds the link's cookie by a binary
+/// search over the link's addresses, an indirect call per step, on every
+/// hit: as much as the rest of a return program under TCG. So the
+/// cookie is asked for once per function: the address of the hit
+/// (`bpf_get_func_ip`, which the kernel keeps in the run context) is
+/// looked up among those seen before, and a function's first hit stores
+/// its address at its id. A slot only ever holds 0 or its own function's
+/// address (an aligned 8-byte store), so no race can mislabel a hit.
 #[inline(always)]
 fn multi_target(ctx: &impl EbpfContext) -> MultiTarget {
-    // SAFETY: the helper takes the program's own context.
+    // SAFETY: the helpers take the program's own context.
+    let ip = unsafe { aya_ebpf::helpers::generated::bpf_get_func_ip(ctx.as_ptr()) };
+    // A hit always has an address; 0 would match every empty slot.
+    let seen = MULTI_SEEN.get_ptr_mut(0).filter(|_| ip != 0);
+    if let Some(seen) = seen {
+        // Unrolled: each step a load at a constant offset and a constant
+        // cookie.
+        for (id, cookie) in MULTI_COOKIES.iter().enumerate() {
+            // SAFETY: within the map's value; read as the kernel wrote it.
+            let addr = unsafe { core::ptr::read_volatile(&(*seen)[id]) };
+            if addr == ip {
+                return MultiTarget::from_cookie(*cookie);
+            }
+        }
+    }
+    // SAFETY: as above.
     let cookie = unsafe { aya_ebpf::helpers::generated::bpf_get_attach_cookie(ctx.as_ptr()) };
-    MultiTarget::from_cookie(cookie)
+    let target = MultiTarget::from_cookie(cookie);
+    if let Some(seen) = seen
+        && (target.id as usize) < FUNC_COUNT
+    {
+        // SAFETY: within the map's value.
+        unsafe { core::ptr::write_volatile(&mut (*seen)[target.id as usize], ip) };
+    }
+    target
 }
 
 /// The six register arguments (x86-64) of a kprobe's function.

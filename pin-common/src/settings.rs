@@ -2,17 +2,16 @@
 //!
 //! Whatever is fixed before the object is loaded (each traced function's
 //! settings, the feature switches and facts about the running kernel) is a
-//! read-only global of the object,
-//! named here and set with aya's `EbpfLoader::override_global`: the
-//! verifier then knows its value and skips the code it turns off, and no
-//! probe pays a map lookup for it. What changes after load stays in the
-//! `SETTINGS` array.
+//! read-only global of the object, named here and set with aya's
+//! `EbpfLoader::override_global`: the verifier then knows its value and
+//! skips the code it turns off, and no probe pays a map lookup for it.
+//! What changes after load stays in the `SETTINGS` array.
 
 /// Read-only global (`[FuncConfig; FUNC_COUNT]`): how to read each traced
 /// function on this kernel, by id (`valid` 0 for a function not
 /// configured). A program for one function reads its entry at a constant
-/// offset, so the verifier knows every field and keeps only the code that
-/// function needs.
+/// offset, so the verifier knows every field (which measured neutral:
+/// BENCHMARKS.md, "Start-up, eighth pass").
 pub const GLOBAL_FUNC_CONFIGS: &str = "FUNC_CONFIGS";
 /// Read-only global (`u64`): 1 when callers are attributed.
 pub const GLOBAL_CALLERS_ON: &str = "CALLERS_ON";

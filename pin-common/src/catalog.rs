@@ -250,7 +250,9 @@ impl MultiTarget {
     }
 }
 
-/// Every function's [`MultiTarget::cookie`], by id.
+/// Every function's [`MultiTarget::cookie`], by id: a plain table the
+/// kprobe_multi programs can index (`FUNCS`, which [`MultiTarget::of`]
+/// reads, holds names, which have no place in a BPF object's data).
 pub const MULTI_COOKIES: [u64; FUNC_COUNT] = {
     let mut cookies = [0; FUNC_COUNT];
     let mut id = 0;

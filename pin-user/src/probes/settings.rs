@@ -2,10 +2,11 @@
 //! feature switches (callers, lifetimes) and the facts about this kernel
 //! that BPF programs cannot find themselves (its FOLL_PIN bit, the return
 //! trampoline's address, where a task's stack is) as read-only globals
-//! fixed when the object is loaded ([`Globals`]); through the SETTINGS map, what changes after load (the
-//! start of pin lifetimes, just before the release hook attaches; where
-//! the fork tracepoint keeps the child's pid, learnt once a process tree is
-//! followed); and the tracefs mount the fork tracepoint needs.
+//! fixed when the object is loaded ([`Globals`]); through the SETTINGS
+//! map, what changes after load (the start of pin lifetimes, just before
+//! the release hook attaches; where the fork tracepoint keeps the child's
+//! pid, learnt once a process tree is followed); and the tracefs mount the
+//! fork tracepoint needs.
 
 use aya::EbpfLoader;
 use pin_common::settings::{

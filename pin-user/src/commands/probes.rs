@@ -50,7 +50,7 @@ struct ProbesReport {
     /// return.
     pending_fold: Option<Result<(), String>>,
     /// The release function the release hook counts, since its code is
-    /// only a jump there (one trampoline per page it releases, not two),
+    /// only a jump there (one probe program per page it releases, not two),
     /// or why every release function has a probe of its own.
     release_at_hook: Option<Result<String, String>>,
     /// The memlock checks watched for the kernel's verdicts (how, or why
@@ -335,7 +335,7 @@ fn print_kernel(r: &ProbesReport) {
     }
     match &r.release_at_hook {
         Some(Ok(function)) => println!(
-            "releases {function} counted at the release hook: its code only jumps there, so a page it releases enters one trampoline"
+            "releases {function} counted at the release hook: its code only jumps there, so a page it releases runs one probe, not two"
         ),
         Some(Err(e)) => println!("releases every release function has its own probe ({e})"),
         None => {}

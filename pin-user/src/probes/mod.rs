@@ -381,7 +381,6 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     // fails to attach, below).
     let at_hook = release_at_hook::plan(
         facts,
-        options.mode,
         hook,
         &probes.status,
         &configured,

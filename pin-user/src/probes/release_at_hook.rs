@@ -1,8 +1,9 @@
 //! Whether the release hook (`gup_put_folio`) counts `unpin_user_folio`'s
-//! releases, so that each page an O_DIRECT completion releases enters one
-//! BPF trampoline instead of two: only where the kernel's own code shows
-//! `unpin_user_folio` to be nothing but a jump (or a call) to the hook,
-//! read from `/proc/kcore`. What the hook needs to tell those releases
+//! releases, so that each page an O_DIRECT completion releases runs one
+//! probe program instead of two (one BPF trampoline, or under
+//! `--attach kprobe-multi` one kprobe): only where the kernel's own code
+//! shows `unpin_user_folio` to be nothing but a jump (or a call) to the
+//! hook, read from `/proc/kcore`. What the hook needs to tell those releases
 //! from the others that reach it goes into `RELEASE_AT_HOOK`
 //! ([`pin_common::release_hook::ReleaseAtHook`]).
 
@@ -19,7 +20,7 @@ use pin_common::{
 
 use aya::Ebpf;
 
-use super::{AttachError, AttachMode, KernelMapsMut, Mechanism, ProbeStatus};
+use super::{AttachError, KernelMapsMut, Mechanism, ProbeStatus};
 use crate::kernel::{Kallsyms, KernelFacts, features::Object, kallsyms::Enough};
 
 /// The most bytes of `unpin_user_folio` read: an `endbr64`, the 5-byte
@@ -62,7 +63,6 @@ pub(super) fn read_ranges(facts: &KernelFacts) -> Option<Kallsyms> {
 /// release hook's symbol; `symbols` what [`read_ranges`] read.
 pub(super) fn plan(
     facts: &KernelFacts,
-    mode: AttachMode,
     hook: &str,
     status: &[ProbeStatus],
     configured: &[FuncId],
@@ -71,9 +71,6 @@ pub(super) fn plan(
     let candidate = FUNCS[RELEASE_AT_HOOK_CANDIDATE as usize].name;
     if facts.features.object() != Object::Full {
         return Err("the baseline object (before Linux 5.17) probes every release".into());
-    }
-    if mode == AttachMode::KprobeMulti {
-        return Err("kprobe_multi attaches every release function on its links".into());
     }
     if hook != "gup_put_folio" {
         return Err(format!("no gup_put_folio here ({hook})"));
@@ -153,7 +150,7 @@ pub(super) fn settle(
 pub(super) fn counted_at_hook_note(hook: &str) -> String {
     format!(
         "counted at {hook}'s probe: this kernel's code jumps there and does nothing else \
-         (read in /proc/kcore), so each page it releases enters one trampoline, not two"
+         (read in /proc/kcore), so each page it releases runs one probe program, not two"
     )
 }
 

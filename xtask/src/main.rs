@@ -67,7 +67,9 @@ enum Command {
         /// of several, comma-separated).
         #[arg(long)]
         only: Option<String>,
-        /// Run only the VM tests whose name contains this (libtest filter).
+        /// Run only the VM tests whose name contains this (libtest
+        /// filters: several separated by spaces, not commas). An entry on
+        /// which they match no test fails.
         #[arg(long)]
         tests: Option<String>,
         /// How many VMs of the matrix run at once (1, the default: one

@@ -101,6 +101,14 @@ impl Summary {
         } else if outcome.status != 0 {
             self.failures
                 .push(format!("{name}: exit status {}", outcome.status));
+        } else if this_vm.passed + this_vm.failed == 0 {
+            // A boot that ran nothing (a `--tests` filter that matches no
+            // test, e.g. comma-separated where libtest takes spaces) is
+            // no pass.
+            self.tally.failed += 1;
+            self.failures.push(format!(
+                "{name}: no test ran (--tests takes filters separated by spaces)"
+            ));
         }
         self.tally.passed += this_vm.passed;
         self.tally.failed += this_vm.failed;
@@ -227,5 +235,26 @@ mod tests {
         ));
         assert_eq!((t.passed, t.failed), (15, 2));
         assert!(!t.add_libtest("nothing here"));
+    }
+
+    #[test]
+    fn a_boot_that_ran_no_test_fails() {
+        let outcome = |result: &str| vm::VmOutcome {
+            status: 0,
+            lines: vec![result.to_string()],
+        };
+        let mut summary = Summary::default();
+        summary.add_vm(
+            "k/a",
+            &outcome("test result: ok. 0 passed; 0 failed; 68 filtered out"),
+        );
+        assert_eq!((summary.tally.passed, summary.tally.failed), (0, 1));
+        assert!(
+            summary.failures[0].contains("no test ran"),
+            "{:?}",
+            summary.failures
+        );
+        summary.add_vm("k/a", &outcome("test result: ok. 2 passed; 0 failed"));
+        assert_eq!((summary.tally.passed, summary.tally.failed), (2, 1));
     }
 }

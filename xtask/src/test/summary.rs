@@ -107,7 +107,8 @@ impl Summary {
             // no pass.
             self.tally.failed += 1;
             self.failures.push(format!(
-                "{name}: no test ran (--tests takes filters separated by spaces)"
+                "{name}: no test ran (a --tests filter that matches none? \
+                 filters are separated by spaces)"
             ));
         }
         self.tally.passed += this_vm.passed;

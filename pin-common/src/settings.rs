@@ -35,6 +35,15 @@ pub const GLOBAL_TASK_STACK_SIZE: &str = "TASK_STACK_SIZE";
 /// Read-only global (`u64`): 1 when only tasks in the cgroup at slot 0 of
 /// `CGROUP_FILTER` (or its descendants) are counted (`--cgroup`).
 pub const GLOBAL_CGROUP_FILTER_ON: &str = "CGROUP_FILTER_ON";
+/// Read-only global (`u64`): 1 when the agent may follow a process tree
+/// (`record -- CMD`); 0 lets the verifier drop the `FILTER` test and every
+/// probe skip its lookup. Following starts once `FILTER` turns 1 as well.
+pub const GLOBAL_FOLLOW_ON: &str = "FOLLOW_ON";
+/// Read-only global (`u64`): 1 when the agent may ask for per-call events
+/// (`trace`, `validate`); 0 lets the verifier drop the event code and every
+/// return skip the `EVENT_FILTER` lookup. Events start once the filter's
+/// `EVENTS_ON` entry turns 1 as well.
+pub const GLOBAL_PER_CALL_EVENTS_ON: &str = "PER_CALL_EVENTS_ON";
 
 /// Read-only global (`u64`): 1 + the offset of `locked_vm` in
 /// `struct user_struct` (BTF), 0 when unknown (no io_uring verdicts).
@@ -100,7 +109,7 @@ pub const GLOBAL_TASK_GROUP_LEADER_OFFSET: &str = "TASK_GROUP_LEADER_OFFSET";
 pub const GLOBAL_TASK_COMM_OFFSET: &str = "TASK_COMM_OFFSET";
 
 /// Every read-only global the agent sets; all are `u64`.
-pub const GLOBALS: [&str; 25] = [
+pub const GLOBALS: [&str; 27] = [
     GLOBAL_CALLERS_ON,
     GLOBAL_LIFETIMES_ON,
     GLOBAL_FOLL_PIN,
@@ -108,6 +117,8 @@ pub const GLOBALS: [&str; 25] = [
     GLOBAL_TASK_STACK_OFFSET,
     GLOBAL_TASK_STACK_SIZE,
     GLOBAL_CGROUP_FILTER_ON,
+    GLOBAL_FOLLOW_ON,
+    GLOBAL_PER_CALL_EVENTS_ON,
     GLOBAL_USER_LOCKED_VM_OFFSET,
     GLOBAL_MM_LOCKED_VM_OFFSET,
     GLOBAL_TASK_SIGNAL_OFFSET,

@@ -12,7 +12,9 @@ use crate::{
 /// Whether the current outermost call must also become a per-call event.
 #[inline(always)]
 pub(crate) fn event_wanted(pid_tgid: u64) -> bool {
-    if !matches!(EVENT_FILTER.get(EVENTS_ON), Some(&1)) {
+    // Where the agent loaded the object without events, the verifier
+    // drops the rest (and the event code) and no return looks it up.
+    if !crate::settings::events_on() || !matches!(EVENT_FILTER.get(EVENTS_ON), Some(&1)) {
         return false;
     }
     let tid = EVENT_FILTER.get(EVENTS_TID).copied().unwrap_or(0);

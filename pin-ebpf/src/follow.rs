@@ -11,13 +11,14 @@ use crate::{
     counters::bump_health,
     frame::context_address,
     maps::{FILTER, TRACKED},
-    settings::{cgroup_filter_on, fork_child_pid_offset},
+    settings::{cgroup_filter_on, follow_on, fork_child_pid_offset},
 };
 
-/// Whether a process tree is being followed (`record -- CMD`, `--pid`).
+/// Whether a process tree is being followed (`record -- CMD`): never
+/// where the agent loaded the object not to (no lookup then).
 #[inline(always)]
 pub(crate) fn following() -> bool {
-    matches!(FILTER.get(0), Some(&1))
+    follow_on() && matches!(FILTER.get(0), Some(&1))
 }
 
 /// Whether counting is limited to some tasks: a followed process tree, or

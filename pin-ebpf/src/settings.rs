@@ -98,6 +98,16 @@ static TASK_STACK_SIZE: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static CGROUP_FILTER_ON: Global<u64> = Global::new(0);
 
+/// 1 when a process tree may be followed
+/// (`pin_common::settings::GLOBAL_FOLLOW_ON`).
+#[unsafe(no_mangle)]
+static FOLLOW_ON: Global<u64> = Global::new(0);
+
+/// 1 when per-call events may be asked for
+/// (`pin_common::settings::GLOBAL_PER_CALL_EVENTS_ON`).
+#[unsafe(no_mangle)]
+static PER_CALL_EVENTS_ON: Global<u64> = Global::new(0);
+
 /// 1 + offset of `user_struct.locked_vm`, 0 when unknown
 /// (`pin_common::settings::GLOBAL_USER_LOCKED_VM_OFFSET`).
 #[unsafe(no_mangle)]
@@ -234,6 +244,18 @@ pub fn callers_on() -> bool {
 #[inline(always)]
 pub fn cgroup_filter_on() -> bool {
     CGROUP_FILTER_ON.load() == 1
+}
+
+/// Whether a process tree may be followed (`record -- CMD`).
+#[inline(always)]
+pub fn follow_on() -> bool {
+    FOLLOW_ON.load() == 1
+}
+
+/// Whether per-call events may be asked for (`trace`, `validate`).
+#[inline(always)]
+pub fn events_on() -> bool {
+    PER_CALL_EVENTS_ON.load() == 1
 }
 
 /// Entry `index` of `SETTINGS` (0 until the agent writes it).

@@ -64,6 +64,7 @@ impl AttachArgs {
             lifetimes: self.lifetimes,
             cgroup: None,
             follow: false,
+            events: false,
             capacities: self.capacities,
         }
     }

@@ -16,7 +16,7 @@ use crate::{
     events::{CallRecord, EventFilter, EventStream},
     kernel::symbols,
     kernel::{KernelFacts, foll::FollFlags},
-    probes,
+    probes::{self, AttachOptions},
 };
 
 /// Options of `pinwatch trace`: what to trace and how to print it.
@@ -177,7 +177,10 @@ pub fn run(opts: TraceArgs) -> anyhow::Result<ExitCode> {
     {
         return Err(UsageError(format!("no process with pid {pid}")).into());
     }
-    let attach = opts.attach.options_in(&opts.scope);
+    let attach = AttachOptions {
+        events: true,
+        ..opts.attach.options_in(&opts.scope)
+    };
     let mut facts = KernelFacts::discover();
     let mut probes = probes::attach(&facts, attach.clone())?;
     let flags = FollFlags::for_kernel(facts.btf.as_ref().ok());

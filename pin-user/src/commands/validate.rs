@@ -16,7 +16,7 @@ use crate::{
     events::{EventFilter, EventStream},
     kernel::{KernelFacts, foll::FollFlags},
     model::{KernelVersion, Rules, paths::PathPrediction},
-    probes,
+    probes::{self, AttachOptions},
     validate::{
         Ctx, Observation, ScenarioReport, Verdict,
         faults::FaultCounter,
@@ -106,7 +106,11 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let rules = Rules::for_version(version)
         .with_proc_mem_force(crate::kernel::config::proc_mem_force(&facts.release));
     let flags = FollFlags::for_kernel(facts.btf.as_ref().ok());
-    let mut probes = probes::attach(&facts, args.attach.options())?;
+    let options = AttachOptions {
+        events: true,
+        ..args.attach.options()
+    };
+    let mut probes = probes::attach(&facts, options)?;
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
     let mut events = EventStream::start(

@@ -76,8 +76,10 @@ pub struct AttachOptions {
     /// descendants (`--cgroup`; filtered in the kernel).
     pub cgroup: Option<std::path::PathBuf>,
     /// A process tree will be followed ([`Probes::follow`]): sizes the
-    /// followed-task map, one entry otherwise.
+    /// followed-task map (one entry otherwise); without, no probe tests it.
     pub follow: bool,
+    /// Per-call events will be asked for; without, no probe tests for them.
+    pub events: bool,
     /// The sizes of the tables that grow with the work.
     pub capacities: MapCapacities,
 }
@@ -91,6 +93,7 @@ impl AttachOptions {
             lifetimes: false,
             cgroup: None,
             follow: false,
+            events: false,
             capacities: MapCapacities::default(),
         }
     }
@@ -109,8 +112,7 @@ pub struct ProbeStatus {
     pub symbol: Option<String>,
     /// Mechanism it is attached with, if attached.
     pub attached: Option<Mechanism>,
-    /// Why it is not attached, or what was tried before the mechanism that
-    /// worked (e.g. fentry refused before kprobe succeeded).
+    /// Why it is not attached, or what failed before the mechanism that worked.
     pub notes: Vec<String>,
     /// Present but deliberately left untraced: the functions around it
     /// already show everything its probes would (the internal fast path,

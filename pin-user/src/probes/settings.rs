@@ -1,5 +1,6 @@
 //! What the agent tells the probes: each traced function's settings, the
-//! feature switches (callers, lifetimes) and the facts about this kernel
+//! feature switches (callers, lifetimes, following, per-call events)
+//! and the facts about this kernel
 //! that BPF programs cannot find themselves (its FOLL_PIN bit, the return
 //! trampoline's address, where a task's stack is) as read-only globals
 //! fixed when the object is loaded ([`Globals`]); through the SETTINGS
@@ -11,14 +12,15 @@
 use aya::EbpfLoader;
 use pin_common::settings::{
     GLOBAL_CALLERS_ON, GLOBAL_CGROUP_FILTER_ON, GLOBAL_CRED_CAP_EFFECTIVE_OFFSET,
-    GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN, GLOBAL_FUNC_CONFIGS,
-    GLOBAL_LIFETIMES_ON, GLOBAL_MM_LOCKED_VM_OFFSET, GLOBAL_MM_PINNED_VM_OFFSET,
-    GLOBAL_RETURN_NODE_LINK_OFFSET, GLOBAL_RETURN_NODE_RET_OFFSET, GLOBAL_RETURN_NODE_SLOT_OFFSET,
-    GLOBAL_RETURN_TRAMPOLINE, GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_COMM_OFFSET,
-    GLOBAL_TASK_CRED_OFFSET, GLOBAL_TASK_GROUP_LEADER_OFFSET, GLOBAL_TASK_MM_OFFSET,
-    GLOBAL_TASK_PID_OFFSET, GLOBAL_TASK_RETURN_LIST_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET,
-    GLOBAL_TASK_STACK_OFFSET, GLOBAL_TASK_STACK_SIZE, GLOBAL_TASK_TGID_OFFSET,
-    GLOBAL_USER_LOCKED_VM_OFFSET, SETTING_LIFETIMES,
+    GLOBAL_CTX_USER_OFFSET, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN, GLOBAL_FOLLOW_ON,
+    GLOBAL_FUNC_CONFIGS, GLOBAL_LIFETIMES_ON, GLOBAL_MM_LOCKED_VM_OFFSET,
+    GLOBAL_MM_PINNED_VM_OFFSET, GLOBAL_PER_CALL_EVENTS_ON, GLOBAL_RETURN_NODE_LINK_OFFSET,
+    GLOBAL_RETURN_NODE_RET_OFFSET, GLOBAL_RETURN_NODE_SLOT_OFFSET, GLOBAL_RETURN_TRAMPOLINE,
+    GLOBAL_SIGNAL_RLIM_OFFSET, GLOBAL_TASK_COMM_OFFSET, GLOBAL_TASK_CRED_OFFSET,
+    GLOBAL_TASK_GROUP_LEADER_OFFSET, GLOBAL_TASK_MM_OFFSET, GLOBAL_TASK_PID_OFFSET,
+    GLOBAL_TASK_RETURN_LIST_OFFSET, GLOBAL_TASK_SIGNAL_OFFSET, GLOBAL_TASK_STACK_OFFSET,
+    GLOBAL_TASK_STACK_SIZE, GLOBAL_TASK_TGID_OFFSET, GLOBAL_USER_LOCKED_VM_OFFSET,
+    SETTING_LIFETIMES,
 };
 use pin_common::{FUNC_COUNT, FuncConfig};
 
@@ -45,6 +47,8 @@ pub(super) struct Globals {
     task_stack_offset: u64,
     task_stack_size: u64,
     cgroup_filter: u64,
+    follow: u64,
+    events: u64,
     /// Where process names are read: see [`TaskNames`].
     task_names: TaskNames,
     /// Where the memlock checks read: see [`LimitLayout`].
@@ -182,6 +186,8 @@ impl Globals {
             task_stack_offset,
             task_stack_size,
             cgroup_filter: u64::from(options.cgroup.is_some()),
+            follow: u64::from(options.follow),
+            events: u64::from(options.events),
             task_names: TaskNames::for_kernel(facts),
             limit_layout: LimitLayout::for_kernel(facts),
         }
@@ -195,7 +201,7 @@ impl Globals {
     }
 
     /// Each `u64` global's name and value.
-    fn entries(&self) -> [(&'static str, &u64); 25] {
+    fn entries(&self) -> [(&'static str, &u64); 27] {
         [
             (GLOBAL_CALLERS_ON, &self.callers),
             (GLOBAL_LIFETIMES_ON, &self.lifetimes),
@@ -204,6 +210,8 @@ impl Globals {
             (GLOBAL_TASK_STACK_OFFSET, &self.task_stack_offset),
             (GLOBAL_TASK_STACK_SIZE, &self.task_stack_size),
             (GLOBAL_CGROUP_FILTER_ON, &self.cgroup_filter),
+            (GLOBAL_FOLLOW_ON, &self.follow),
+            (GLOBAL_PER_CALL_EVENTS_ON, &self.events),
             (
                 GLOBAL_USER_LOCKED_VM_OFFSET,
                 &self.limit_layout.user_locked_vm,
@@ -444,6 +452,8 @@ mod tests {
             task_stack_offset: 0,
             task_stack_size: 0,
             cgroup_filter: 0,
+            follow: 0,
+            events: 0,
             task_names: super::TaskNames::default(),
             limit_layout: super::LimitLayout::default(),
         };

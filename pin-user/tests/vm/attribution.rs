@@ -82,12 +82,8 @@ fn callers_are_named_beside_another_tracers_kretprobes() {
     let other = probes::attach(
         &facts,
         AttachOptions {
-            mode: AttachMode::Kprobe,
             callers: false,
-            lifetimes: false,
-            cgroup: None,
-            follow: false,
-            capacities: Default::default(),
+            ..AttachOptions::new(AttachMode::Kprobe)
         },
     )
     .expect("the other tracer attaches");

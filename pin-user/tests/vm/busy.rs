@@ -91,12 +91,8 @@ fn another_tracers_kretprobes_leave_missed_returns_found() {
     let h = harness();
     let facts = KernelFacts::discover();
     let kprobes = |callers| AttachOptions {
-        mode: AttachMode::Kprobe,
         callers,
-        lifetimes: false,
-        cgroup: None,
-        follow: false,
-        capacities: Default::default(),
+        ..AttachOptions::new(AttachMode::Kprobe)
     };
     let ours = probes::attach(&facts, kprobes(true)).expect("probes attach");
     let other = probes::attach(&facts, kprobes(false)).expect("the other tracer attaches");

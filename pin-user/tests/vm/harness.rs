@@ -52,12 +52,8 @@ pub fn harness() -> MutexGuard<'static, Harness> {
             // where the kernel can time lifetimes (the tests that need
             // them check the reason where it cannot).
             let options = AttachOptions {
-                mode,
-                callers: true,
                 lifetimes: facts.features.lifetimes_unavailable().is_none(),
-                cgroup: None,
-                follow: false,
-                capacities: Default::default(),
+                ..AttachOptions::new(mode)
             };
             let probes = probes::attach(&facts, options).expect("probes attach in the VM");
             for st in &probes.status {

@@ -142,7 +142,8 @@ pub struct EventStream {
 
 impl EventStream {
     /// Takes the `EVENTS` ring out of the loaded object and switches
-    /// per-call events on for `filter`.
+    /// per-call events on for `filter`. Only for probes attached with
+    /// `AttachOptions::events`: the others were verified without events.
     pub fn start(
         mut maps: KernelMapsMut<'_>,
         filter: EventFilter,

@@ -12,7 +12,9 @@ use super::{
 impl Probes {
     /// Counts only `pid` and the processes it forks from now on (`record
     /// -- CMD`): attaches the fork/exit tracepoints that keep the followed
-    /// set current, adds `pid`, and turns the kernel-side filter on.
+    /// set current, adds `pid`, and turns the kernel-side filter on. Only
+    /// for probes attached with [`super::AttachOptions::follow`]: the
+    /// others were verified without the filter's test.
     pub fn follow(&mut self, pid: u32) -> anyhow::Result<()> {
         use anyhow::Context as _;
         ensure_tracefs();

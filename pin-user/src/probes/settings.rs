@@ -1,8 +1,8 @@
 //! What the agent tells the probes: each traced function's settings, the
-//! feature switches (callers, lifetimes, following, per-call events)
-//! and the facts about this kernel
-//! that BPF programs cannot find themselves (its FOLL_PIN bit, the return
-//! trampoline's address, where a task's stack is) as read-only globals
+//! feature switches (callers, lifetimes, following, per-call events) and
+//! the facts about this kernel that BPF programs cannot find themselves
+//! (its FOLL_PIN bit, the return trampoline's address, where a task's
+//! stack is) as read-only globals
 //! fixed when the object is loaded ([`Globals`]); through the SETTINGS
 //! map, what changes after load (the start of pin lifetimes, just before
 //! the release hook attaches; where the fork tracepoint keeps the child's

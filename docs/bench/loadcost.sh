@@ -4,8 +4,8 @@
 # For each round and build in BINS (`probes` flags after a colon, commas
 # for spaces; default `--attach fentry`): bpftrace times every function in
 # FUNCS the kernel can trace (a kprobe and a kretprobe each) while the
-# build runs `probes` once, and prints calls and summed time per function,
-# then the build's start-up phases. The window (WINDOW seconds) holds the
+# build runs `probes` once, and prints the build's start-up phases, then
+# calls and summed time per function. The window (WINDOW seconds) holds the
 # start and the stop, so code patches and grace periods of both count.
 # The probes add their own cost to every call they time: compare calls,
 # and time only of functions called a few hundred times or less.

@@ -39,8 +39,8 @@ pub struct KernelFacts {
     pub features: Features,
     /// How long reading BTF and probing the mechanisms and features took.
     pub phases: crate::startup::Phases,
-    /// aya's loader, made on a thread from the start (it parses the
-    /// kernel BTF again, its own way); taken by the attach.
+    /// aya's loader, made on a thread from the start (without its own
+    /// parse of the kernel BTF: `ahead`); taken by the attach.
     pub loader: std::sync::Mutex<ahead::Ahead<aya::EbpfLoader<'static>>>,
 }
 

@@ -7,13 +7,12 @@
 //! name (`Btf::id_by_type_name_kind`: the position of the first function
 //! type of that name). aya 0.14 takes the id no other way, and its own
 //! parse of the kernel's BTF for that lookup cost 0.25-0.37 s of a CPU at
-//! start-up on Debian 6.12 under TCG, beside the agent's parse and aya's
-//! loader's. The index made here holds each wanted function at its
-//! kernel type id, as a function type of its name, and a placeholder
-//! (`BtfType::Unknown`, which no lookup by kind matches) at every other id
-//! below the highest: the lookup answers as over the kernel's BTF. It is
-//! for those lookups only, never loaded into the kernel nor used to
-//! relocate.
+//! start-up on Debian 6.12 under TCG, beside the agent's own parse. The
+//! index made here holds each wanted function at its kernel type id, as
+//! a function type of its name, and a placeholder (`BtfType::Unknown`,
+//! which no lookup by kind matches) at every other id below the highest:
+//! the lookup answers as over the kernel's BTF. It is for those lookups
+//! only, never loaded into the kernel nor used to relocate.
 
 use aya::Btf as AyaBtf;
 use aya_obj::btf::{BtfType, Func, FuncLinkage};

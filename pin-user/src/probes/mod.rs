@@ -330,7 +330,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let globals = Globals::for_kernel(facts, &options).with_functions(functions);
     let (loaded, aya_btf, release_symbols) = std::thread::scope(|scope| {
         // The type ids' index (30 ms under TCG on 6.12) is made beside the
-        // load, which mostly waits for aya's loader to finish its parse.
+        // load: parsing the object and creating its maps.
         let ids = std::thread::Builder::new()
             .name("attach-ids".into())
             .spawn_scoped(scope, || {

@@ -313,6 +313,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             "--lifetimes: {why}; run without --lifetimes"
         )));
     }
+    // Read beside everything up to the load's end (its module doc).
+    let ranges = release_at_hook::RangesReader::start(facts);
     let mut startup = facts.phases.clone();
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
@@ -336,10 +338,6 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             .spawn_scoped(scope, || {
                 attach_ids::for_attach(facts, options.mode, &status, hook)
             });
-        // So are the release functions' code ranges.
-        let ranges = std::thread::Builder::new()
-            .name("release-ranges".into())
-            .spawn_scoped(scope, || release_at_hook::read_ranges(facts));
         let loaded = startup.time("load+verify", || load_object(facts, &options, &globals));
         let ids = startup.time("type ids for attach", || {
             ids.ok()
@@ -347,7 +345,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
                 .unwrap_or_else(|| attach_ids::for_attach(facts, options.mode, &status, hook))
         });
         let ranges = startup.time("release ranges", || {
-            ranges.ok().and_then(|thread| thread.join().ok()).flatten()
+            ranges.and_then(release_at_hook::RangesReader::join)
         });
         (loaded, ids, ranges)
     });

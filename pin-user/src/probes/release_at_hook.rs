@@ -27,40 +27,61 @@ use crate::kernel::{Kallsyms, KernelFacts, features::Object, kallsyms::Enough};
 /// ftrace site, two `mov`s of an immediate and the jump fit in 25.
 const CODE_READ: usize = 32;
 
-/// The addresses and code ranges of the release functions and the hook,
-/// where the hook could count `unpin_user_folio` (the full object, and BTF
-/// has it): read from `/proc/kallsyms` by a reader of its own, beside the
-/// object's load, since the start-up read stops long before mm/gup.c
-/// (`KernelFacts::kallsyms`). `None` where not needed.
-pub(super) fn read_ranges(facts: &KernelFacts) -> Option<Kallsyms> {
-    let candidate = FUNCS[RELEASE_AT_HOOK_CANDIDATE as usize].name;
-    let btf = facts.btf.as_ref().ok()?;
-    if facts.features.object() != Object::Full || !btf.has_func(candidate) {
-        return None;
-    }
-    let wanted: Vec<&'static str> = FUNCS
-        .iter()
-        .filter(|f| f.kind == FuncKind::Release)
-        .flat_map(|f| f.symbols.iter().copied())
-        .chain(pin_common::catalog::RELEASE_HOOKS)
-        .collect();
-    // Stop once every one this kernel has is found, and ended.
-    let enough = Enough::new();
-    let _ = enough.set(
-        wanted
+/// A read of the addresses and code ranges of the release functions and
+/// the hook, where the hook could count `unpin_user_folio` (the full
+/// object, and BTF has it), by a reader of its own: `KernelFacts`'s read
+/// of `/proc/kallsyms` stops long before mm/gup.c. Started as `attach`
+/// begins, so that it reads beside the kallsyms join, the functions'
+/// configuration and the object's load: started beside the load alone,
+/// the load waited 20-78 ms for it on Debian 6.12 under TCG once aya's
+/// loader no longer parsed the kernel BTF (BENCHMARKS.md, "Start-up,
+/// twelfth look").
+pub(super) struct RangesReader(std::thread::JoinHandle<Option<Kallsyms>>);
+
+impl RangesReader {
+    /// Starts the read; `None` where it is not needed or no thread could
+    /// be had (then [`plan`] finds nothing read and says so).
+    pub(super) fn start(facts: &KernelFacts) -> Option<Self> {
+        let candidate = FUNCS[RELEASE_AT_HOOK_CANDIDATE as usize].name;
+        let btf = facts.btf.as_ref().ok()?;
+        if facts.features.object() != Object::Full || !btf.has_func(candidate) {
+            return None;
+        }
+        let wanted: Vec<&'static str> = FUNCS
+            .iter()
+            .filter(|f| f.kind == FuncKind::Release)
+            .flat_map(|f| f.symbols.iter().copied())
+            .chain(pin_common::catalog::RELEASE_HOOKS)
+            .collect();
+        // Stop once every one this kernel has is found, and ended.
+        let present: Vec<Vec<&'static str>> = wanted
             .iter()
             .filter(|name| btf.has_func(name))
             .map(|name| vec![*name])
-            .collect(),
-    );
-    let file = Kallsyms::open().ok()?;
-    Some(Kallsyms::read(file, &wanted, &enough))
+            .collect();
+        std::thread::Builder::new()
+            .name("release-ranges".into())
+            .spawn(move || {
+                let enough = Enough::new();
+                let _ = enough.set(present);
+                let file = Kallsyms::open().ok()?;
+                Some(Kallsyms::read(file, &wanted, &enough))
+            })
+            .ok()
+            .map(Self)
+    }
+
+    /// What was read, once it has been (`None` if /proc/kallsyms could
+    /// not be opened or the thread died).
+    pub(super) fn join(self) -> Option<Kallsyms> {
+        self.0.join().ok().flatten()
+    }
 }
 
 /// The hook's settings where it counts `unpin_user_folio`, or why it does
 /// not (every release function then keeps its own probe). `status` is the
 /// functions' discovery, `configured` those set up for probes; `hook` the
-/// release hook's symbol; `symbols` what [`read_ranges`] read.
+/// release hook's symbol; `symbols` what [`RangesReader`] read.
 pub(super) fn plan(
     facts: &KernelFacts,
     hook: &str,

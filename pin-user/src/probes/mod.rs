@@ -43,7 +43,8 @@ pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub use mechanism::{AttachMode, Mechanism};
 pub(crate) use programs::program;
 use programs::{
-    attach_functions, attach_multi, attach_release_hook, attach_task_watch, unload_all,
+    NONE_LEFT_OUT, attach_functions, attach_multi, attach_release_hook, attach_task_watch,
+    unload_all,
 };
 use settings::Globals;
 use signature::resolve_symbol;
@@ -330,7 +331,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let mut status = discover(facts);
     let (functions, mut configured) = configure_functions(facts, object, &mut status);
     let globals = Globals::for_kernel(facts, &options).with_functions(functions);
-    let (loaded, aya_btf, release_symbols) = std::thread::scope(|scope| {
+    let (loaded, aya_btf) = std::thread::scope(|scope| {
         // The type ids' index (30 ms under TCG on 6.12) is made beside the
         // load: parsing the object and creating its maps.
         let ids = std::thread::Builder::new()
@@ -344,10 +345,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
                 .and_then(|thread| thread.join().ok())
                 .unwrap_or_else(|| attach_ids::for_attach(facts, options.mode, &status, hook))
         });
-        let ranges = startup.time("release ranges", || {
-            ranges.and_then(release_at_hook::RangesReader::join)
-        });
-        (loaded, ids, ranges)
+        (loaded, ids)
     });
     let (ebpf, kernel_log, multi_programs) = loaded?;
     // Built first so that any failure from here on drops it, which
@@ -378,21 +376,11 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
     // `unpin_user_folio` counted at the release hook, where its code is
     // only a jump there: it gets no probe of its own (unless the hook
-    // fails to attach, below).
-    let at_hook = release_at_hook::plan(
-        facts,
-        hook,
-        &probes.status,
-        &configured,
-        release_symbols.as_ref(),
-    )
-    .and_then(|plan| {
-        maps.set_release_at_hook(plan)
-            .map(|()| plan)
-            .map_err(|e| e.to_string())
-    });
-    if at_hook.is_ok() {
-        configured.retain(|id| *id != pin_common::catalog::RELEASE_AT_HOOK_CANDIDATE);
+    // fails to attach, below). Its own attach job finds out; a single
+    // kprobe_multi link needs to know first.
+    let verdict = release_at_hook::Verdict::new(facts, hook, &probes.status, &configured, ranges);
+    if probes.multi.is_some() {
+        configured.retain(|id| !verdict.leaves_out(*id));
     }
     let ebpf = &mut probes.ebpf;
     let status = &mut probes.status;
@@ -405,6 +393,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             aya_btf.as_ref(),
             status,
             &configured,
+            &|id| verdict.leaves_out(id),
         )
         .map(|()| false),
     })?;
@@ -415,6 +404,10 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     }
 
     log::info!("GUP functions attached");
+    let at_hook = verdict.apply(ebpf, |ebpf, id| {
+        let (mode, btf) = (options.mode, aya_btf.as_ref());
+        attach_functions(ebpf, facts, mode, btf, status, &[id], NONE_LEFT_OUT)
+    })?;
     globals.start_lifetimes(&mut KernelMapsMut::new(ebpf))?;
     let release_hook = startup.time("attach release hook", || {
         attach_release_hook(ebpf, facts, options.mode, aya_btf.as_ref(), hook)
@@ -427,7 +420,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         &release_hook,
         hook,
         |ebpf, status, ids| {
-            attach_functions(ebpf, facts, options.mode, aya_btf.as_ref(), status, ids)
+            let (mode, btf) = (options.mode, aya_btf.as_ref());
+            attach_functions(ebpf, facts, mode, btf, status, ids, NONE_LEFT_OUT)
         },
     );
     probes.release_hook = release_hook;

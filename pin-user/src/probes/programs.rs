@@ -89,7 +89,9 @@ fn fast_variants_traced(status: &[ProbeStatus]) -> bool {
 
 /// Attaches each configured function with `mode` (fentry first, kprobe
 /// where fentry fails, unless a mechanism is forced), every function on a
-/// thread of its own ([`concurrently`]). Notes say why not.
+/// thread of its own ([`concurrently`]), but those `left_out` names
+/// (asked on that thread: see `release_at_hook::Verdict`). Notes say why
+/// not.
 pub(super) fn attach_functions(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
@@ -97,13 +99,14 @@ pub(super) fn attach_functions(
     aya_btf: Option<&aya::Btf>,
     status: &mut [ProbeStatus],
     configured: &[FuncId],
+    left_out: &LeftOut<'_>,
 ) -> Result<(), AttachError> {
     // The internal fast path is attached only where a fast variant is not
     // (it adds nothing but cost otherwise), so it waits for their outcome.
     let (internal, others): (Vec<FuncId>, Vec<FuncId>) = configured
         .iter()
         .partition(|id| FUNCS[**id as usize].kind == FuncKind::FastInternal);
-    attach_batch(ebpf, facts, mode, aya_btf, status, &others)?;
+    attach_batch(ebpf, facts, mode, aya_btf, status, &others, left_out)?;
     let wanted: Vec<FuncId> = if fast_variants_traced(status) {
         for id in internal {
             status[id as usize].not_needed = true;
@@ -115,8 +118,15 @@ pub(super) fn attach_functions(
     } else {
         internal
     };
-    attach_batch(ebpf, facts, mode, aya_btf, status, &wanted)
+    attach_batch(ebpf, facts, mode, aya_btf, status, &wanted, left_out)
 }
+
+/// Which functions [`attach_functions`] leaves without a probe of their
+/// own; it may wait (for a read of the kernel's symbols and code).
+pub(super) type LeftOut<'a> = dyn Fn(FuncId) -> bool + Sync + 'a;
+
+/// Leaves no function out.
+pub(super) const NONE_LEFT_OUT: &LeftOut<'static> = &|_| false;
 
 /// Attaches every configured function on the kprobe_multi links (the
 /// internal fast path only where no fast variant is present, since all
@@ -157,7 +167,15 @@ pub(super) fn attach_multi(
                 .notes
                 .push(format!("kprobe_multi: {e}"));
         }
-        attach_functions(ebpf, facts, AttachMode::Kprobe, None, status, configured)?;
+        attach_functions(
+            ebpf,
+            facts,
+            AttachMode::Kprobe,
+            None,
+            status,
+            configured,
+            NONE_LEFT_OUT,
+        )?;
         return Ok(false);
     }
     for id in configured {
@@ -180,6 +198,7 @@ fn attach_batch(
     aya_btf: Option<&aya::Btf>,
     status: &mut [ProbeStatus],
     ids: &[FuncId],
+    left_out: &LeftOut<'_>,
 ) -> Result<(), AttachError> {
     let programs = borrow_functions(ebpf, ids).map_err(AttachError::Load)?;
     let slots = VerifierSlots::per_cpu();
@@ -199,6 +218,13 @@ fn attach_batch(
         // here, and the caller's error drops what is attached.
         if crate::signals::stop_requested() {
             return None;
+        }
+        if left_out(id) {
+            log::info!("{symbol} left without a probe of its own");
+            return Some(FunctionAttach {
+                attached: None,
+                notes: Vec::new(),
+            });
         }
         log::info!("attaching {symbol}");
         Some(attach_function(

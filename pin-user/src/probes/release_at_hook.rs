@@ -7,7 +7,10 @@
 //! from the others that reach it goes into `RELEASE_AT_HOOK`
 //! ([`pin_common::release_hook::ReleaseAtHook`]).
 
-use std::fs::File;
+use std::{
+    fs::File,
+    sync::{Mutex, OnceLock},
+};
 
 use object::{
     LittleEndian, ReadCache, ReadRef as _,
@@ -31,11 +34,10 @@ const CODE_READ: usize = 32;
 /// the hook, where the hook could count `unpin_user_folio` (the full
 /// object, and BTF has it), by a reader of its own: `KernelFacts`'s read
 /// of `/proc/kallsyms` stops long before mm/gup.c. Started as `attach`
-/// begins, so that it reads beside the kallsyms join, the functions'
-/// configuration and the object's load: started beside the load alone,
-/// the load waited 20-78 ms for it on Debian 6.12 under TCG once aya's
-/// loader no longer parsed the kernel BTF (BENCHMARKS.md, "Start-up,
-/// twelfth look").
+/// begins and waited for only by [`Verdict`]: beside the load alone, the
+/// load waited 29-97 ms for it on Debian 6.12 under TCG once aya's loader
+/// no longer parsed the kernel BTF, and 100 ms on 6.18 (BENCHMARKS.md,
+/// "Start-up, twelfth look").
 pub(super) struct RangesReader(std::thread::JoinHandle<Option<Kallsyms>>);
 
 impl RangesReader {
@@ -78,11 +80,92 @@ impl RangesReader {
     }
 }
 
+/// Whether the hook counts `unpin_user_folio` ([`plan`]), worked out
+/// once, by whichever asks first: the function's own job in the attach
+/// pool (`programs::attach_functions`), which so waits for the read of the
+/// kernel's symbols and code while every other function attaches, or,
+/// before a kprobe_multi link that takes every function at once, the
+/// caller.
+pub(super) struct Verdict<'a> {
+    facts: &'a KernelFacts,
+    hook: &'a str,
+    status: Vec<ProbeStatus>,
+    configured: Vec<FuncId>,
+    reader: Mutex<Option<RangesReader>>,
+    plan: OnceLock<Result<ReleaseAtHook, String>>,
+}
+
+impl<'a> Verdict<'a> {
+    /// The question for `status` (the functions' discovery) and
+    /// `configured` (those set up for probes), with the symbols `reader`
+    /// reads.
+    pub(super) fn new(
+        facts: &'a KernelFacts,
+        hook: &'a str,
+        status: &[ProbeStatus],
+        configured: &[FuncId],
+        reader: Option<RangesReader>,
+    ) -> Self {
+        Self {
+            facts,
+            hook,
+            status: status.to_vec(),
+            configured: configured.to_vec(),
+            reader: Mutex::new(reader),
+            plan: OnceLock::new(),
+        }
+    }
+
+    /// The plan, or why there is none (worked out on the first call;
+    /// later calls wait for it).
+    fn plan(&self) -> &Result<ReleaseAtHook, String> {
+        self.plan.get_or_init(|| {
+            let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let symbols = reader.and_then(RangesReader::join);
+            plan(
+                self.facts,
+                self.hook,
+                &self.status,
+                &self.configured,
+                symbols.as_ref(),
+            )
+        })
+    }
+
+    /// Whether function `id` gets no probe of its own: `unpin_user_folio`,
+    /// where the hook counts it.
+    pub(super) fn leaves_out(&self, id: FuncId) -> bool {
+        id == RELEASE_AT_HOOK_CANDIDATE && self.plan().is_ok()
+    }
+
+    /// The plan once the functions are attached, written to the hook's
+    /// settings (`RELEASE_AT_HOOK`), which only the hook reads; where they
+    /// cannot be written, the function left out gets its probe now
+    /// (`attach`), as where the hook fails ([`settle`]).
+    pub(super) fn apply(
+        self,
+        ebpf: &mut Ebpf,
+        attach: impl FnOnce(&mut Ebpf, FuncId) -> Result<(), AttachError>,
+    ) -> Result<Result<ReleaseAtHook, String>, AttachError> {
+        let plan = self.plan().clone();
+        let written = plan.and_then(|plan| {
+            KernelMapsMut::new(ebpf)
+                .set_release_at_hook(plan)
+                .map(|()| plan)
+                .map_err(|e| e.to_string())
+        });
+        if written.is_err() && self.leaves_out(RELEASE_AT_HOOK_CANDIDATE) {
+            attach(ebpf, RELEASE_AT_HOOK_CANDIDATE)?;
+        }
+        Ok(written)
+    }
+}
+
 /// The hook's settings where it counts `unpin_user_folio`, or why it does
 /// not (every release function then keeps its own probe). `status` is the
 /// functions' discovery, `configured` those set up for probes; `hook` the
 /// release hook's symbol; `symbols` what [`RangesReader`] read.
-pub(super) fn plan(
+fn plan(
     facts: &KernelFacts,
     hook: &str,
     status: &[ProbeStatus],

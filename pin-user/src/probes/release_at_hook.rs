@@ -35,9 +35,9 @@ const CODE_READ: usize = 32;
 /// object, and BTF has it), by a reader of its own: `KernelFacts`'s read
 /// of `/proc/kallsyms` stops long before mm/gup.c. Started as `attach`
 /// begins and waited for only by [`Verdict`]: beside the load alone, the
-/// load waited 29-97 ms for it on Debian 6.12 under TCG once aya's loader
-/// no longer parsed the kernel BTF, and 100 ms on 6.18 (BENCHMARKS.md,
-/// "Start-up, twelfth look").
+/// load waited up to 97 ms for it (median 50) on Debian 6.12 under TCG
+/// once aya's loader no longer parsed the kernel BTF, and 100 ms on 6.18
+/// (BENCHMARKS.md, "Start-up, twelfth look").
 pub(super) struct RangesReader(std::thread::JoinHandle<Option<Kallsyms>>);
 
 impl RangesReader {

@@ -31,6 +31,77 @@ pub fn to_end_of_text() -> Vec<Vec<&'static str>> {
     vec![Vec::new()]
 }
 
+/// /proc/kallsyms being read on a thread of its own, for the symbols it
+/// was started with. The thread opens the file at once, while the process
+/// still holds the privileges that make the kernel show addresses (it
+/// checks the opener's credentials), then waits to be told what is enough
+/// ([`Reader::enough`]) before it reads.
+pub struct Reader {
+    thread: std::thread::JoinHandle<Option<Kallsyms>>,
+    wanted: std::sync::Arc<[&'static str]>,
+    enough: std::sync::Arc<Enough>,
+}
+
+impl Reader {
+    /// Starts a thread named `name` reading the code symbols in `wanted`
+    /// (see [`Kallsyms::read`]); `None` where no thread could be started.
+    pub fn start(name: &str, wanted: Vec<&'static str>) -> Option<Self> {
+        let wanted: std::sync::Arc<[&'static str]> = wanted.into();
+        let enough = std::sync::Arc::new(Enough::new());
+        let (theirs, their_wanted) = (std::sync::Arc::clone(&enough), wanted.clone());
+        let label = name.to_string();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let file = Kallsyms::open();
+                theirs.wait();
+                read_logged(&label, file, &their_wanted, &theirs)
+            })
+            .ok()
+            .map(|thread| Self {
+                thread,
+                wanted,
+                enough,
+            })
+    }
+
+    /// Lets the reader stop once it has found `groups` (see
+    /// [`Kallsyms::read`]).
+    pub fn enough(&self, groups: Vec<Vec<&'static str>>) {
+        let _ = self.enough.set(groups);
+    }
+
+    /// The symbols once read (read here if the thread died); `None` when
+    /// /proc/kallsyms could not be opened.
+    pub fn join(self) -> Option<Kallsyms> {
+        let Self {
+            thread,
+            wanted,
+            enough,
+        } = self;
+        thread
+            .join()
+            .unwrap_or_else(|_| read_logged("kallsyms (again)", Kallsyms::open(), &wanted, &enough))
+    }
+}
+
+/// [`Kallsyms::read`] of `file` with its time logged under `label`.
+fn read_logged(
+    label: &str,
+    file: std::io::Result<std::fs::File>,
+    wanted: &[&str],
+    enough: &Enough,
+) -> Option<Kallsyms> {
+    log::info!("{label}: reading /proc/kallsyms");
+    let started = std::time::Instant::now();
+    let symbols = Kallsyms::read(file.ok()?, wanted, enough);
+    log::info!(
+        "{label}: read /proc/kallsyms in {} ms",
+        started.elapsed().as_millis()
+    );
+    Some(symbols)
+}
+
 /// Text symbols of the running kernel, with their addresses.
 #[derive(Debug, Default)]
 pub struct Kallsyms {

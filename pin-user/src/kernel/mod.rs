@@ -27,10 +27,10 @@ pub struct KernelFacts {
     /// of the slowest parts of start-up (attaching needs it for the
     /// return trampoline's address, and the baseline object for every
     /// function's), so a thread reads it from the start, while BTF is
-    /// parsed and the mechanisms probed ([`KallsymsReader`]).
+    /// parsed and the mechanisms probed ([`kallsyms::Reader`]).
     kallsyms: std::sync::OnceLock<Kallsyms>,
     /// The thread reading kallsyms, until the first use joins it.
-    kallsyms_reader: std::sync::Mutex<Option<KallsymsReader>>,
+    kallsyms_reader: std::sync::Mutex<Option<kallsyms::Reader>>,
     /// Ok when kprobes can be created, else why not.
     pub kprobes: Result<(), String>,
     /// Ok when tracing programs (fentry/fexit) may be loaded, else why not.
@@ -69,7 +69,7 @@ impl KernelFacts {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".to_string());
         let mut phases = crate::startup::Phases::default();
-        let kallsyms_reader = KallsymsReader::start();
+        let kallsyms_reader = start_kallsyms_reader();
         let loader = std::sync::Mutex::new(ahead::aya_loader());
         log::info!("reading kernel BTF");
         let btf = phases.time("BTF", || {
@@ -110,10 +110,13 @@ impl KernelFacts {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
-            reader.map_or_else(
-                || read_kallsyms(Kallsyms::open(), &kallsyms::Enough::new()),
-                KallsymsReader::join,
-            )
+            let symbols = match reader {
+                Some(reader) => reader.join(),
+                None => Kallsyms::open()
+                    .ok()
+                    .map(|file| Kallsyms::read(file, &wanted_symbols(), &Default::default())),
+            };
+            symbols.unwrap_or_default()
         })
     }
 
@@ -150,68 +153,23 @@ fn enough_symbols(btf: Option<&Btf>, object: Object) -> Vec<Vec<&'static str>> {
     std::iter::once(trampoline).chain(functions).collect()
 }
 
-/// The symbols pinwatch wants out of `file` (/proc/kallsyms, opened),
-/// read now, stopping once `enough` is satisfied.
-fn read_kallsyms(file: std::io::Result<std::fs::File>, enough: &kallsyms::Enough) -> Kallsyms {
-    log::info!("reading /proc/kallsyms");
-    let started = std::time::Instant::now();
-    let wanted: Vec<&str> = pin_common::FUNCS
+/// The symbols pinwatch wants out of /proc/kallsyms at start-up: every
+/// function's names and the return trampolines.
+fn wanted_symbols() -> Vec<&'static str> {
+    pin_common::FUNCS
         .iter()
         .flat_map(|f| f.symbols.iter().copied())
         .chain(kallsyms::RETURN_TRAMPOLINES)
-        .collect();
-    let symbols = file
-        .map(|file| Kallsyms::read(file, &wanted, enough))
-        .unwrap_or_default();
-    log::info!(
-        "read /proc/kallsyms in {} ms",
-        started.elapsed().as_millis()
-    );
-    symbols
+        .collect()
 }
 
-/// /proc/kallsyms being read on a thread of its own. The thread opens the
-/// file at once, while the process still holds the privileges that make
-/// the kernel show addresses (it checks the opener's credentials), then
-/// waits to be told what is enough before it reads: with the full object
-/// that is the return trampoline, a few thousand lines in, and reading
-/// meanwhile would only take a CPU from the two BTF parses (2 vCPUs, 6.12:
-/// the reader stopped 154-206 ms in, at about a third of the text).
-struct KallsymsReader {
-    thread: std::thread::JoinHandle<Kallsyms>,
-    enough: std::sync::Arc<kallsyms::Enough>,
-}
-
-impl KallsymsReader {
-    /// Starts reading; `None` where no thread could be started (then the
-    /// first use reads it).
-    fn start() -> Option<Self> {
-        let enough = std::sync::Arc::new(kallsyms::Enough::new());
-        let theirs = std::sync::Arc::clone(&enough);
-        std::thread::Builder::new()
-            .name("kallsyms".into())
-            .spawn(move || {
-                let file = Kallsyms::open();
-                theirs.wait();
-                read_kallsyms(file, &theirs)
-            })
-            .ok()
-            .map(|thread| Self { thread, enough })
-    }
-
-    /// Lets the reader stop once it has found `groups` (see
-    /// [`Kallsyms::read`]).
-    fn enough(&self, groups: Vec<Vec<&'static str>>) {
-        let _ = self.enough.set(groups);
-    }
-
-    /// The symbols, once read (read here if the thread died).
-    fn join(self) -> Kallsyms {
-        let enough = self.enough;
-        self.thread
-            .join()
-            .unwrap_or_else(|_| read_kallsyms(Kallsyms::open(), &enough))
-    }
+/// Starts the start-up read of /proc/kallsyms. It waits to be told what
+/// is enough: with the full object that is the return trampoline, a few
+/// thousand lines in, and reading meanwhile would only take a CPU from
+/// the BTF parse (2 vCPUs, 6.12: the reader stopped 154-206 ms in, at
+/// about a third of the text, when it read from the start).
+fn start_kallsyms_reader() -> Option<kallsyms::Reader> {
+    kallsyms::Reader::start("kallsyms", wanted_symbols())
 }
 
 /// Parses `major.minor` out of a kernel release string.

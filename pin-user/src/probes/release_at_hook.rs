@@ -24,7 +24,7 @@ use pin_common::{
 use aya::Ebpf;
 
 use super::{AttachError, KernelMapsMut, Mechanism, ProbeStatus};
-use crate::kernel::{Kallsyms, KernelFacts, features::Object, kallsyms::Enough};
+use crate::kernel::{Kallsyms, KernelFacts, features::Object, kallsyms};
 
 /// The most bytes of `unpin_user_folio` read: an `endbr64`, the 5-byte
 /// ftrace site, two `mov`s of an immediate and the jump fit in 25.
@@ -38,7 +38,7 @@ const CODE_READ: usize = 32;
 /// load waited up to 97 ms for it (median 50) on Debian 6.12 under TCG
 /// once aya's loader no longer parsed the kernel BTF, and 100 ms on 6.18
 /// (BENCHMARKS.md, "Start-up, twelfth look").
-pub(super) struct RangesReader(std::thread::JoinHandle<Option<Kallsyms>>);
+pub(super) struct RangesReader(kallsyms::Reader);
 
 impl RangesReader {
     /// Starts the read; `None` where it is not needed or no thread could
@@ -61,22 +61,15 @@ impl RangesReader {
             .filter(|name| btf.has_func(name))
             .map(|name| vec![*name])
             .collect();
-        std::thread::Builder::new()
-            .name("release-ranges".into())
-            .spawn(move || {
-                let enough = Enough::new();
-                let _ = enough.set(present);
-                let file = Kallsyms::open().ok()?;
-                Some(Kallsyms::read(file, &wanted, &enough))
-            })
-            .ok()
-            .map(Self)
+        let reader = kallsyms::Reader::start("release-ranges", wanted)?;
+        reader.enough(present);
+        Some(Self(reader))
     }
 
     /// What was read, once it has been (`None` if /proc/kallsyms could
-    /// not be opened or the thread died).
+    /// not be opened).
     pub(super) fn join(self) -> Option<Kallsyms> {
-        self.0.join().ok().flatten()
+        self.0.join()
     }
 }
 

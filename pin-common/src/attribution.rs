@@ -83,7 +83,7 @@ pub struct CallerStats {
     /// bucket, see [`hold_bucket`]).
     pub hold_log2: [u64; HOLD_BUCKETS],
     /// When the entry was created (ns, monotonic): tells the agent which
-    /// entries a count of `TABLE_INSERTS` already includes.
+    /// entries a count of `ProbeCounts::inserts` already includes.
     pub first_ns: u64,
 }
 

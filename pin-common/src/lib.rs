@@ -191,7 +191,7 @@ pub struct ProcStats {
     /// leader is renamed (exec, `PR_SET_NAME`, /proc/PID/comm).
     pub comm: [u8; 16],
     /// When the entry was created (ns, monotonic): tells the agent which
-    /// entries a count of `TABLE_INSERTS` already includes.
+    /// entries a count of [`ProbeCounts::inserts`] already includes.
     pub first_ns: u64,
 }
 
@@ -222,16 +222,40 @@ pub struct CgroupStats {
 /// `[irq]` (cgroup v2 ids start at 1, the root).
 pub const IRQ_CGROUP: u64 = 0;
 
-/// Index in the per-CPU `TABLE_INSERTS` array: entries created in `PROCS`.
+/// Index in [`ProbeCounts::inserts`]: entries created in `PROCS`.
 pub const INSERTS_PROCS: u32 = 0;
-/// Index in the per-CPU `TABLE_INSERTS` array: entries created in `CALLERS`.
+/// Index in [`ProbeCounts::inserts`]: entries created in `CALLERS`.
 pub const INSERTS_CALLERS: u32 = 1;
-/// Index in the per-CPU `TABLE_INSERTS` array: entries created in `CGROUPS`.
+/// Index in [`ProbeCounts::inserts`]: entries created in `CGROUPS`.
 pub const INSERTS_CGROUPS: u32 = 2;
-/// Index in the per-CPU `TABLE_INSERTS` array: entries created in `FAILURES`.
+/// Index in [`ProbeCounts::inserts`]: entries created in `FAILURES`.
 pub const INSERTS_FAILURES: u32 = 3;
-/// Length of the `TABLE_INSERTS` array.
+/// Length of [`ProbeCounts::inserts`].
 pub const INSERTS_LEN: u32 = 4;
+
+/// The probes' counts of rare events, added to atomically by every CPU:
+/// the object's one writable global (its `.bss`, the map
+/// [`maps::PROBE_COUNTS`]). A global, not a map the probes look up: its
+/// address is a constant of each program, where each lookup site of a map
+/// is one more rewrite of the program at load (see `pin-ebpf`'s
+/// `counters`). Shared, not per CPU: these events are rare.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeCounts {
+    /// Events the probes could not account, by [`Health`] index.
+    pub health: [u64; HEALTH_COUNT],
+    /// Entries created in the LRU tables, by `INSERTS_*` index (with the
+    /// live entries they give the evictions).
+    pub inserts: [u64; INSERTS_LEN as usize],
+}
+
+impl ProbeCounts {
+    /// Nothing counted.
+    pub const ZERO: Self = Self {
+        health: [0; HEALTH_COUNT],
+        inserts: [0; INSERTS_LEN as usize],
+    };
+}
 
 /// How the probes must interpret one traced function on the running
 /// kernel, filled by the agent from the kernel's BTF into the
@@ -351,8 +375,8 @@ pub struct TaskState {
     pub hook_mark: [u64; 2],
 }
 
-/// Indexes of the agent-visible health counters in the `HEALTH` per-CPU
-/// array: events the probes could not account and why.
+/// Indexes of the agent-visible health counters in
+/// [`ProbeCounts::health`]: events the probes could not account and why.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
@@ -529,6 +553,7 @@ mod pod {
     unsafe impl aya::Pod for super::GupStats {}
     unsafe impl aya::Pod for super::ReleaseStats {}
     unsafe impl aya::Pod for super::PinBalance {}
+    unsafe impl aya::Pod for super::ProbeCounts {}
     unsafe impl aya::Pod for super::release_hook::ReleaseAtHook {}
     unsafe impl aya::Pod for super::ProcStats {}
     unsafe impl aya::Pod for super::CgroupStats {}

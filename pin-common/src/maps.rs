@@ -24,10 +24,11 @@ pub const CGROUPS: &str = "CGROUPS";
 pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
 /// FOLL_PIN pages taken and released, side by side (`PinBalance`).
 pub const PIN_BALANCE: &str = "PIN_BALANCE";
-/// Entries created in the LRU tables, by `INSERTS_*` index.
-pub const TABLE_INSERTS: &str = "TABLE_INSERTS";
-/// Events the probes could not account, by `Health` index.
-pub const HEALTH: &str = "HEALTH";
+/// The probes' counts of rare events (`ProbeCounts`: events they could
+/// not account, entries created in the LRU tables): the object's `.bss`,
+/// the one writable global, which aya makes a one-entry array named after
+/// its section.
+pub const PROBE_COUNTS: &str = ".bss";
 /// The per-call event ring buffer (`CallEvent`).
 pub const EVENTS: &str = "EVENTS";
 /// Which calls become events, by `EVENTS_*` index.
@@ -53,7 +54,7 @@ pub const FAILURES: &str = "FAILURES";
 pub const RELEASE_AT_HOOK: &str = "RELEASE_AT_HOOK";
 
 /// Every map the agent opens.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 17] = [
     GUP_STATS,
     RELEASE_STATS,
     PROCS,
@@ -62,8 +63,7 @@ pub const ALL: [&str; 18] = [
     FILTER,
     TRACKED,
     PIN_BALANCE,
-    TABLE_INSERTS,
-    HEALTH,
+    PROBE_COUNTS,
     EVENTS,
     EVENT_FILTER,
     SETTINGS,

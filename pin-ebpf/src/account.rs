@@ -256,7 +256,7 @@ pub fn inside_gup_call(state: &TaskState, frame: u64) -> bool {
 }
 
 /// Drops a stale state's unfinished call and counts it as missed, both in
-/// its variant's counters and in `HEALTH`.
+/// its variant's counters and as a health event.
 #[inline(always)]
 pub(crate) fn forget_missed_call(state: &mut TaskState) {
     bump_health(Health::MissedReturn);

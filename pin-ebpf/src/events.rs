@@ -22,7 +22,7 @@ pub(crate) fn event_wanted(pid_tgid: u64) -> bool {
     (tid == 0 || tid == pid_tgid as u32) && (tgid == 0 || tgid == (pid_tgid >> 32) as u32)
 }
 
-/// Sends one per-call event, counting it in `HEALTH` when the ring is full.
+/// Sends one per-call event, counting it as lost when the ring is full.
 #[inline(always)]
 pub(crate) fn emit(event: CallEvent) {
     match EVENTS.reserve::<CallEvent>(0) {

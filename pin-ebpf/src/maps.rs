@@ -4,7 +4,8 @@
 //! shared maps with atomic adds where the key spreads the calls (per
 //! process, cgroup and call site), since a per-CPU hash costs its capacity
 //! times the possible CPUs of kernel memory whether used or not. (The
-//! per-thread state, which only the probes use, is `task_storage`'s.)
+//! per-thread state, which only the probes use, is `task_storage`'s; the
+//! counts of rare events are a global, `counters`'.)
 //!
 //! A static's identifier is its map's name (aya-ebpf takes it from there);
 //! the agent opens the maps by the names in `pin_common::maps`, which a
@@ -17,8 +18,8 @@ use aya_ebpf::{
 };
 use pin_common::{
     CGROUPS_CAPACITY, CallerKey, CallerStats, CgroupStats, EVENT_FILTER_LEN, EVENTS_RING_BYTES,
-    FUNC_COUNT, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT, INSERTS_LEN, PROCS_CAPACITY, PinBalance,
-    PinRecord, ProcStats, ReleaseStats, TRACKED_CAPACITY,
+    FUNC_COUNT, GUP_FUNC_COUNT, GupStats, PROCS_CAPACITY, PinBalance, PinRecord, ProcStats,
+    ReleaseStats, TRACKED_CAPACITY,
     attribution::{CALLERS_CAPACITY, LIFETIMES_CAPACITY},
     failures::{FAILURES_CAPACITY, FailureKey, FailureStats},
     limits::{CHECK_ARGS_CAPACITY, CheckArgs, DENIALS_CAPACITY, Denial, DenialKey},
@@ -75,21 +76,9 @@ pub static PIN_BALANCE: PerCpuArray<PinBalance> = PerCpuArray::with_max_entries(
 #[map]
 pub static RELEASE_AT_HOOK: PerCpuArray<ReleaseAtHook> = PerCpuArray::with_max_entries(1, 0);
 
-/// Entries created in the LRU tables (`PROCS`, `CALLERS`, `CGROUPS`; by
-/// `pin_common::INSERTS_*` index). The kernel evicts LRU entries without
-/// telling anyone (before 6.16 even well short of full, once CPUs x 128
-/// free entries sit in per-CPU free lists); entries created minus entries
-/// still there is how many were evicted, with their counts.
-#[map]
-pub static TABLE_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(INSERTS_LEN, 0);
-
-/// Events the probes could not account, by [`pin_common::Health`] index.
-#[map]
-pub static HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(HEALTH_COUNT as u32, 0);
-
 /// Per-call events ([`pin_common::CallEvent`]) for the features that need
 /// them; written only while `EVENT_FILTER[EVENTS_ON]` is 1. A full ring
-/// drops the event and counts it in `HEALTH`.
+/// drops the event and counts it (`Health::EventsLost`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 

@@ -234,14 +234,14 @@ pub fn forget_current() {
 }
 
 /// The current thread's nesting state, created on first use when `create`
-/// (a failure to create it counted in `HEALTH`).
+/// (a failure to create it counted as a health event).
 #[inline(always)]
 pub(crate) fn task_state(create: bool) -> Option<&'static mut TaskState> {
     task_slot(create).map(|slot| &mut slot.state)
 }
 
 /// The current thread's slot, created on first use when `create` (a
-/// failure to create it counted in `HEALTH`).
+/// failure to create it counted as a health event).
 #[inline(always)]
 pub(crate) fn task_slot(create: bool) -> Option<&'static mut TaskSlot> {
     let state = current_slot(create);

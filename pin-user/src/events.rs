@@ -3,7 +3,7 @@
 //! decoded into [`CallRecord`]s.
 //!
 //! The aggregate counters never depend on this path: a full ring drops
-//! events (counted in the `HEALTH` map as `events_lost`), never counts.
+//! events (counted as the health event `events_lost`), never counts.
 
 use aya::maps::{MapData, RingBuf};
 use pin_common::{

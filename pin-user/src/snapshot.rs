@@ -216,11 +216,6 @@ fn sum_entries<V: Pod + Counters>(
         .collect()
 }
 
-/// Each entry of a per-CPU array of plain counts, summed over CPUs.
-fn sum_counts(entries: PerCpuEntries<'_, u64>) -> Result<Vec<u64>, KernelMapError> {
-    entries.map(|cpus| Ok(cpus?.iter().sum())).collect()
-}
-
 /// Per-variant counters (`GUP_STATS`), summed over CPUs.
 fn read_gup(maps: KernelMaps<'_>) -> Result<Vec<GupStats>, KernelMapError> {
     sum_entries(maps.gup_stats()?, GupStats::ZERO)
@@ -239,13 +234,9 @@ fn read_balance(maps: KernelMaps<'_>) -> Result<PinBalance, KernelMapError> {
     ))
 }
 
-/// Health counters (`HEALTH`), summed over CPUs.
+/// Health counters (`ProbeCounts::health`).
 fn read_health(maps: KernelMaps<'_>) -> Result<[u64; HEALTH_COUNT], KernelMapError> {
-    let mut health = [0u64; HEALTH_COUNT];
-    for (total, sum) in health.iter_mut().zip(sum_counts(maps.health()?)?) {
-        *total = sum;
-    }
-    Ok(health)
+    Ok(maps.probe_counts()?.health)
 }
 
 /// One process's counters, with the comm of its latest caller.
@@ -351,7 +342,7 @@ struct Tables {
 fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
     // Entries created so far, then the time: both before the walks (see
     // `Evictions::evicted`).
-    let inserted = sum_counts(maps.table_inserts()?)?;
+    let inserted = maps.probe_counts()?.inserts;
     let inserts_read_ns = attribution::lifetimes::monotonic_ns();
     let procs = read_procs(maps)?;
     let callers = attribution::read_callers(maps)?;

@@ -130,8 +130,8 @@ pub fn render_line(r: &CallRecord, t0: u64) -> String {
 fn events_lost(probes: &probes::Probes) -> u64 {
     probes
         .maps()
-        .health_counter(Health::EventsLost)
-        .map_or(0, |per_cpu| per_cpu.iter().sum())
+        .probe_counts()
+        .map_or(0, |counts| counts.health[Health::EventsLost as usize])
 }
 
 /// Prints the records the ring holds that pass the filters, their callers

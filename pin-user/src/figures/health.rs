@@ -1,6 +1,7 @@
 //! Probe health over an interval: what the probes could not account, what
 //! the kernel skipped, and what the LRU tables evicted, read from the
-//! `HEALTH` counters by their [`Health`] names.
+//! probes' health counters (`ProbeCounts::health`) by their [`Health`]
+//! names.
 
 use pin_common::{HEALTH_COUNT, Health};
 use serde::Serialize;

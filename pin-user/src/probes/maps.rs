@@ -15,9 +15,8 @@ use aya::{
     maps::{Array, CgroupArray, HashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
 };
 use pin_common::{
-    CallerKey, CallerStats, CgroupStats, FUNC_COUNT, GUP_FUNC_COUNT, GupStats, HEALTH_COUNT,
-    Health, INSERTS_LEN, PinBalance, PinRecord, ProcStats, ReleaseStats, maps,
-    release_hook::ReleaseAtHook,
+    CallerKey, CallerStats, CgroupStats, FUNC_COUNT, GUP_FUNC_COUNT, GupStats, PinBalance,
+    PinRecord, ProbeCounts, ProcStats, ReleaseStats, maps, release_hook::ReleaseAtHook,
 };
 
 use super::misses::{self, Misses};
@@ -164,20 +163,13 @@ impl<'a> KernelMaps<'a> {
         self.per_cpu_entry(maps::PIN_BALANCE, 0)
     }
 
-    /// `HEALTH`: every unaccounted-event counter, by [`Health`] index.
-    pub fn health(self) -> Result<PerCpuEntries<'a, u64>, KernelMapError> {
-        self.per_cpu_entries(maps::HEALTH, HEALTH_COUNT)
-    }
-
-    /// `HEALTH`: one counter.
-    pub fn health_counter(self, which: Health) -> Result<PerCpuValues<u64>, KernelMapError> {
-        self.per_cpu_entry(maps::HEALTH, which as u32)
-    }
-
-    /// `TABLE_INSERTS`: entries created in the LRU tables, by
-    /// `pin_common::INSERTS_*` index.
-    pub fn table_inserts(self) -> Result<PerCpuEntries<'a, u64>, KernelMapError> {
-        self.per_cpu_entries(maps::TABLE_INSERTS, INSERTS_LEN as usize)
+    /// `PROBE_COUNTS` (the object's `.bss`): the unaccounted events by
+    /// [`pin_common::Health`] index and the entries created in the LRU
+    /// tables, in one read.
+    pub fn probe_counts(self) -> Result<ProbeCounts, KernelMapError> {
+        let map: Array<&MapData, ProbeCounts> = self.open(maps::PROBE_COUNTS)?;
+        map.get(&0, 0)
+            .map_err(KernelMapError::on(maps::PROBE_COUNTS))
     }
 
     /// `PROCS`: per process (tgid).
@@ -335,8 +327,9 @@ mod tests {
             shape::<u32, u32>(maps::FILTER, BPF_MAP_TYPE_ARRAY),
             shape::<u32, u8>(maps::TRACKED, BPF_MAP_TYPE_HASH),
             shape::<u32, PinBalance>(maps::PIN_BALANCE, BPF_MAP_TYPE_PERCPU_ARRAY),
-            shape::<u32, u64>(maps::TABLE_INSERTS, BPF_MAP_TYPE_PERCPU_ARRAY),
-            shape::<u32, u64>(maps::HEALTH, BPF_MAP_TYPE_PERCPU_ARRAY),
+            // The `.bss`: nothing else of the object may be a writable
+            // global, or its size would not be `ProbeCounts`'.
+            shape::<u32, ProbeCounts>(maps::PROBE_COUNTS, BPF_MAP_TYPE_ARRAY),
             // A ring buffer has neither key nor value.
             shape::<(), ()>(maps::EVENTS, BPF_MAP_TYPE_RINGBUF),
             shape::<u32, u32>(maps::EVENT_FILTER, BPF_MAP_TYPE_ARRAY),
@@ -382,8 +375,7 @@ mod tests {
                 (maps::GUP_STATS, GUP_FUNC_COUNT),
                 (maps::RELEASE_STATS, FUNC_COUNT - GUP_FUNC_COUNT),
                 (maps::PIN_BALANCE, 1),
-                (maps::HEALTH, HEALTH_COUNT),
-                (maps::TABLE_INSERTS, INSERTS_LEN as usize),
+                (maps::PROBE_COUNTS, 1),
             ] {
                 let entries = parsed.maps[name].max_entries() as usize;
                 assert!(entries >= count, "{name} ({which}): {entries} entries");

@@ -84,8 +84,12 @@ const fn longterm(kernel: &'static str, attach: &'static str) -> Entry {
 }
 
 /// What the kprobe_multi entry and 6.1's kprobe entry run (libtest
-/// filters): the tests whose outcome hangs on the nesting bookkeeping.
-const NESTING_TESTS: &str = "cases:: checks:: startup:: interrupts:: lifetimes::";
+/// filters): the tests whose outcome hangs on the nesting bookkeeping;
+/// and a stop in a child PID namespace, where on 6.1 a kprobe link closed
+/// by a child process that outlived the agent hung the kernel
+/// (`probes::handoff`).
+const NESTING_TESTS: &str =
+    "cases:: checks:: startup:: interrupts:: lifetimes:: pending::in_a_child_pid_namespace";
 
 /// The matrix. The PREEMPT_RT kernel runs the concurrency tests (`busy`):
 /// what differs there is that BPF programs can be preempted. The

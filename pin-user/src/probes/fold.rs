@@ -63,10 +63,6 @@ pub struct PendingFold {
     link: OwnedFd,
 }
 
-/// The inode number of the initial PID namespace (`PROC_PID_INIT_INO`,
-/// fixed by the kernel).
-const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
-
 /// Whether the task iterator would walk every task on the host: it walks
 /// those of the PID namespace of the process that makes it, so only from
 /// the initial one (a container with the host's PID namespace, as the
@@ -74,16 +70,11 @@ const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
 /// it would have their pending counts folded only at a key change or
 /// their exit: the probes then defer nothing.
 pub(super) fn sees_every_task() -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt as _;
-    let ns =
-        std::fs::metadata("/proc/self/ns/pid").map_err(|e| format!("/proc/self/ns/pid: {e}"))?;
-    if ns.ino() == INITIAL_PID_NAMESPACE {
-        Ok(())
-    } else {
-        Err(format!(
-            "pinwatch runs in a child PID namespace (inode {}), where a task iterator sees only its tasks",
-            ns.ino()
-        ))
+    match super::pid_namespace::child() {
+        None => Ok(()),
+        Some(ns) => Err(format!(
+            "pinwatch runs in {ns}, where a task iterator sees only its tasks"
+        )),
     }
 }
 

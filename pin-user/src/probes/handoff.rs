@@ -21,7 +21,9 @@
 //! Where the kernel frees pins in the task that drops them (before 6.5),
 //! or refuses the mount (no CAP_SYS_ADMIN), a child process takes the
 //! last references instead and waits for the kernel once the agent has
-//! gone ([`super::detacher`]).
+//! gone ([`super::detacher`]); but not in a child PID namespace, where
+//! that can hang the kernel ([`Handoff::hand_over`]): the agent closes
+//! them itself there, the slow way.
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 
@@ -90,6 +92,15 @@ impl Handoff {
         let mut summary = format!("{pinned} of {} links pinned", self.links.len());
         if self.frees_on_worker && pinned == self.links.len() {
             summary.push_str(", freed by the kernel");
+        } else if let Some(ns) = super::pid_namespace::child() {
+            // A child that outlives the agent in a child PID namespace can
+            // hang the kernel when the namespace ends: its init (the agent,
+            // or whatever started it) waits for the child while exiting,
+            // and the child's last close of a link waits for an RCU-tasks
+            // grace period that waits for that exit. Seen on Debian 6.1:
+            // `pinwatch-detach` and `rcu_tasks_kthread` blocked for good,
+            // and every later detach on the host with them.
+            summary.push_str(&format!(", closed here (no child process in {ns})"));
         } else if EXITS_AFTER_STOP.load(std::sync::atomic::Ordering::Relaxed) {
             let mut keep = self.links.clone();
             keep.extend(self.mount.as_ref().map(|m| m.as_raw_fd()));

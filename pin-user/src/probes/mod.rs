@@ -20,6 +20,7 @@ mod mechanism;
 pub mod memlock;
 pub mod misses;
 mod multi;
+mod pid_namespace;
 mod preload;
 mod programs;
 mod release_at_hook;

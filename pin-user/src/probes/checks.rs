@@ -22,26 +22,21 @@ use pin_common::limits::{
 };
 use serde::Serialize;
 
-use super::{
-    AttachMode, Mechanism, preload::unless_loaded, programs::program, settings::LimitLayout,
-};
+use super::{AttachMode, Mechanism, programs::program, settings::LimitLayout};
 use crate::kernel::{KernelFacts, btf::Btf, short_error};
 
 /// A function that can decide a check, recognised by its parameter names.
-pub(super) struct Candidate {
+struct Candidate {
     check: u32,
-    /// The kernel function.
-    pub function: &'static str,
+    function: &'static str,
     params: &'static [&'static str],
     shape: u32,
-    /// Its fexit program's name.
-    pub fexit: &'static str,
-    /// Its kprobe program's name (returns: [`KRETPROBE`]).
-    pub kprobe: &'static str,
+    fexit: &'static str,
+    kprobe: &'static str,
 }
 
 /// The shared kretprobe of every kprobe'd check (the kprobe stashed which).
-pub(super) const KRETPROBE: &str = "check_kretprobe";
+const KRETPROBE: &str = "check_kretprobe";
 
 /// In order of preference per check (see the module doc).
 const CANDIDATES: [Candidate; 5] = [
@@ -144,33 +139,6 @@ fn candidate(btf: &Btf, check: u32) -> Result<&'static Candidate, String> {
     })
 }
 
-/// The candidate this kernel has for `check`, or why none fits.
-fn chosen(facts: &KernelFacts, check: u32) -> Result<&'static Candidate, String> {
-    match &facts.btf {
-        Ok(btf) => candidate(btf, check),
-        Err(e) => Err(e.clone()),
-    }
-}
-
-/// `c`, if BTF gave the offsets of the members its verdict reads.
-fn readable(layout: &LimitLayout, c: &'static Candidate) -> Result<&'static Candidate, String> {
-    match layout.missing_for(c.shape) {
-        Some(member) => Err(format!("BTF lacks {member}, which the verdict reads")),
-        None => Ok(c),
-    }
-}
-
-/// The candidates [`attach_checks`] will attach on this kernel: one per
-/// check that has one whose members the verdict reads are known.
-pub(super) fn chosen_candidates(
-    facts: &KernelFacts,
-    layout: &LimitLayout,
-) -> Vec<&'static Candidate> {
-    (0..CHECK_COUNT)
-        .filter_map(|check| chosen(facts, check).and_then(|c| readable(layout, c)).ok())
-        .collect()
-}
-
 /// Attaches every memlock check this kernel allows with mechanism `mode`.
 pub(super) fn attach_checks(
     ebpf: &mut Ebpf,
@@ -183,12 +151,17 @@ pub(super) fn attach_checks(
         .map(|check| {
             let first = CANDIDATES.iter().find(|c| c.check == check);
             let mut function = first.map_or("?", |c| c.function);
-            let attached = chosen(facts, check)
-                .and_then(|c| {
-                    function = c.function;
-                    readable(layout, c)
-                })
-                .and_then(|c| attach_check(ebpf, facts, mode, aya_btf, c));
+            let chosen = match &facts.btf {
+                Ok(btf) => candidate(btf, check),
+                Err(e) => Err(e.clone()),
+            };
+            let attached = chosen.and_then(|c| {
+                function = c.function;
+                match layout.missing_for(c.shape) {
+                    Some(member) => Err(format!("BTF lacks {member}, which the verdict reads")),
+                    None => attach_check(ebpf, facts, mode, aya_btf, c),
+                }
+            });
             let name = CHECK_NAMES[check as usize];
             if let Err(why) = &attached {
                 log::info!("no memlock verdicts for {name}: {why}");
@@ -217,8 +190,7 @@ fn attach_check(
         match (&facts.tracing, aya_btf) {
             (Ok(()), Some(btf)) => {
                 let prog: &mut FExit = program(ebpf, fexit)?;
-                let loaded = unless_loaded(prog.fd().is_ok(), || prog.load(function, btf));
-                match loaded.and_then(|()| prog.attach()) {
+                match prog.load(function, btf).and_then(|()| prog.attach()) {
                     Ok(_) => return Ok(Mechanism::Fentry),
                     Err(e) => {
                         let _ = prog.unload();
@@ -252,7 +224,8 @@ fn attach_kprobe_pair(ebpf: &mut Ebpf, function: &str, kprobe: &str) -> Result<(
     }
     let exit_link = exit.attach(function, 0).map_err(|e| short_error(&e))?;
     let entry: &mut KProbe = program(ebpf, kprobe)?;
-    let attached = unless_loaded(entry.fd().is_ok(), || entry.load())
+    let attached = entry
+        .load()
         .and_then(|()| entry.attach(function, 0))
         .map(drop)
         .map_err(|e| short_error(&e));

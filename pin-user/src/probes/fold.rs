@@ -53,7 +53,7 @@ pub(super) fn attach(
 }
 
 /// The iterator program's name in the object.
-pub(super) const PROGRAM: &str = "fold_tasks";
+const PROGRAM: &str = "fold_tasks";
 
 /// The attached task iterator.
 #[derive(Debug)]
@@ -102,8 +102,7 @@ impl PendingFold {
     /// attaches it; the reason when this kernel or object cannot.
     pub(super) fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Result<Self, String> {
         let iter: &mut Iter = program(ebpf, PROGRAM)?;
-        super::preload::unless_loaded(iter.fd().is_ok(), || iter.load("task", btf))
-            .map_err(|e| short_error(&e))?;
+        iter.load("task", btf).map_err(|e| short_error(&e))?;
         let prog = iter.fd().map_err(|e| short_error(&e))?;
         // SAFETY: plain data, zero is every field's "unset".
         let mut attr: bpf_attr = unsafe { std::mem::zeroed() };

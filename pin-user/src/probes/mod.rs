@@ -21,7 +21,6 @@ pub mod memlock;
 pub mod misses;
 mod multi;
 mod pid_namespace;
-mod preload;
 mod programs;
 mod release_at_hook;
 mod settings;
@@ -45,8 +44,8 @@ pub use maps::{KernelMapError, KernelMaps, KernelMapsMut};
 pub use mechanism::{AttachMode, Mechanism};
 pub(crate) use programs::program;
 use programs::{
-    Alongside, NOTHING_ALONGSIDE, attach_functions, attach_multi, attach_release_hook,
-    attach_task_watch, unload_all,
+    NONE_LEFT_OUT, attach_functions, attach_multi, attach_release_hook, attach_task_watch,
+    unload_all,
 };
 use settings::Globals;
 use signature::resolve_symbol;
@@ -388,16 +387,16 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let status = &mut probes.status;
     let on_links = startup.time("attach functions", || match probes.multi.as_mut() {
         Some(multi) => attach_multi(ebpf, facts, multi, status, &configured),
-        None => {
-            let (mode, btf) = (options.mode, aya_btf.as_ref());
-            let ahead = preload::plan(facts, mode, btf.is_some(), hook, &globals.limit_layout);
-            let alongside = Alongside {
-                left_out: &|id| verdict.leaves_out(id),
-                preload: &ahead,
-            };
-            attach_functions(ebpf, facts, mode, btf, status, &configured, &alongside)
-                .map(|()| false)
-        }
+        None => attach_functions(
+            ebpf,
+            facts,
+            options.mode,
+            aya_btf.as_ref(),
+            status,
+            &configured,
+            &|id| verdict.leaves_out(id),
+        )
+        .map(|()| false),
     })?;
     if !on_links {
         // Refused links: what is attached is per-function kprobes, and
@@ -408,7 +407,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     log::info!("GUP functions attached");
     let at_hook = verdict.apply(ebpf, |ebpf, id| {
         let (mode, btf) = (options.mode, aya_btf.as_ref());
-        attach_functions(ebpf, facts, mode, btf, status, &[id], NOTHING_ALONGSIDE)
+        attach_functions(ebpf, facts, mode, btf, status, &[id], NONE_LEFT_OUT)
     })?;
     globals.start_lifetimes(&mut KernelMapsMut::new(ebpf))?;
     let release_hook = startup.time("attach release hook", || {
@@ -423,7 +422,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         hook,
         |ebpf, status, ids| {
             let (mode, btf) = (options.mode, aya_btf.as_ref());
-            attach_functions(ebpf, facts, mode, btf, status, ids, NOTHING_ALONGSIDE)
+            attach_functions(ebpf, facts, mode, btf, status, ids, NONE_LEFT_OUT)
         },
     );
     probes.release_hook = release_hook;

@@ -27,10 +27,7 @@ use pin_common::{
 };
 
 use super::{
-    AttachError, AttachMode, Mechanism, ProbeStatus, Probes,
-    multi::Multi,
-    preload::{self, Preload, unless_loaded},
-    threads::concurrently,
+    AttachError, AttachMode, Mechanism, ProbeStatus, Probes, multi::Multi, threads::concurrently,
     verifier_slots::VerifierSlots,
 };
 use crate::kernel::{KernelFacts, short_error};
@@ -92,9 +89,9 @@ fn fast_variants_traced(status: &[ProbeStatus]) -> bool {
 
 /// Attaches each configured function with `mode` (fentry first, kprobe
 /// where fentry fails, unless a mechanism is forced), every function on a
-/// thread of its own ([`concurrently`]), but those `alongside` leaves out
-/// (asked on that thread: see `release_at_hook::Verdict`), and loads the
-/// programs it names ahead ([`super::preload`]). Notes say why not.
+/// thread of its own ([`concurrently`]), but those `left_out` names
+/// (asked on that thread: see `release_at_hook::Verdict`). Notes say why
+/// not.
 pub(super) fn attach_functions(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
@@ -102,14 +99,14 @@ pub(super) fn attach_functions(
     aya_btf: Option<&aya::Btf>,
     status: &mut [ProbeStatus],
     configured: &[FuncId],
-    alongside: &Alongside<'_>,
+    left_out: &LeftOut<'_>,
 ) -> Result<(), AttachError> {
     // The internal fast path is attached only where a fast variant is not
     // (it adds nothing but cost otherwise), so it waits for their outcome.
     let (internal, others): (Vec<FuncId>, Vec<FuncId>) = configured
         .iter()
         .partition(|id| FUNCS[**id as usize].kind == FuncKind::FastInternal);
-    attach_batch(ebpf, facts, mode, aya_btf, status, &others, alongside)?;
+    attach_batch(ebpf, facts, mode, aya_btf, status, &others, left_out)?;
     let wanted: Vec<FuncId> = if fast_variants_traced(status) {
         for id in internal {
             status[id as usize].not_needed = true;
@@ -121,31 +118,15 @@ pub(super) fn attach_functions(
     } else {
         internal
     };
-    let after = Alongside {
-        left_out: alongside.left_out,
-        preload: &[],
-    };
-    attach_batch(ebpf, facts, mode, aya_btf, status, &wanted, &after)
+    attach_batch(ebpf, facts, mode, aya_btf, status, &wanted, left_out)
 }
 
 /// Which functions [`attach_functions`] leaves without a probe of their
 /// own; it may wait (for a read of the kernel's symbols and code).
 pub(super) type LeftOut<'a> = dyn Fn(FuncId) -> bool + Sync + 'a;
 
-/// What the attach pool does beside attaching the functions.
-pub(super) struct Alongside<'a> {
-    /// The functions left without a probe of their own.
-    pub left_out: &'a LeftOut<'a>,
-    /// Programs the steps after the pool attach, loaded in it ahead (in
-    /// the first batch only).
-    pub preload: &'a [Preload],
-}
-
-/// Leaves no function out and loads nothing ahead.
-pub(super) const NOTHING_ALONGSIDE: &Alongside<'static> = &Alongside {
-    left_out: &|_| false,
-    preload: &[],
-};
+/// Leaves no function out.
+pub(super) const NONE_LEFT_OUT: &LeftOut<'static> = &|_| false;
 
 /// Attaches every configured function on the kprobe_multi links (the
 /// internal fast path only where no fast variant is present, since all
@@ -193,7 +174,7 @@ pub(super) fn attach_multi(
             None,
             status,
             configured,
-            NOTHING_ALONGSIDE,
+            NONE_LEFT_OUT,
         )?;
         return Ok(false);
     }
@@ -209,8 +190,7 @@ pub(super) fn attach_multi(
     Ok(true)
 }
 
-/// Attaches the functions `ids` concurrently and records each outcome;
-/// loads `alongside`'s programs ahead in the same pool.
+/// Attaches the functions `ids` concurrently and records each outcome.
 fn attach_batch(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
@@ -218,35 +198,28 @@ fn attach_batch(
     aya_btf: Option<&aya::Btf>,
     status: &mut [ProbeStatus],
     ids: &[FuncId],
-    alongside: &Alongside<'_>,
+    left_out: &LeftOut<'_>,
 ) -> Result<(), AttachError> {
-    let (programs, ahead) =
-        borrow_programs(ebpf, ids, alongside.preload).map_err(AttachError::Load)?;
+    let programs = borrow_functions(ebpf, ids).map_err(AttachError::Load)?;
     let slots = VerifierSlots::per_cpu();
-    let functions = programs.into_iter().zip(ids).map(|(progs, id)| {
-        let symbol = status[*id as usize].symbol.clone().unwrap_or_default();
-        Job::Function(progs, *id, symbol)
-    });
-    let ahead = ahead
+    let jobs: Vec<_> = programs
         .into_iter()
-        .zip(alongside.preload)
-        .map(|(prog, preload)| Job::Preload(prog, &preload.target));
-    // Functions first: their outcomes are the first `ids.len()`.
-    let jobs: Vec<Job<'_, '_>> = functions.chain(ahead).collect();
-    let outcomes = concurrently(jobs, |job| {
+        .zip(ids)
+        .map(|(progs, id)| {
+            (
+                progs,
+                *id,
+                status[*id as usize].symbol.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let outcomes = concurrently(jobs, |(mut progs, id, symbol)| {
         // Attaching takes seconds under emulation: a stop signal ends it
         // here, and the caller's error drops what is attached.
         if crate::signals::stop_requested() {
             return None;
         }
-        let (mut progs, id, symbol) = match job {
-            Job::Function(progs, id, symbol) => (progs, id, symbol),
-            Job::Preload(prog, target) => {
-                slots.verify(|| preload::load(prog, target, aya_btf));
-                return None;
-            }
-        };
-        if (alongside.left_out)(id) {
+        if left_out(id) {
             log::info!("{symbol} left without a probe of its own");
             return Some(FunctionAttach {
                 attached: None,
@@ -278,14 +251,6 @@ fn attach_batch(
     Ok(())
 }
 
-/// One job of the attach pool.
-enum Job<'p, 't> {
-    /// A function to attach: its programs, id and symbol.
-    Function(FunctionPrograms<'p>, FuncId, String),
-    /// A program to load ahead, and what against.
-    Preload(&'p mut Program, &'t preload::Target),
-}
-
 /// One function's four programs, borrowed from the object together so the
 /// function can be attached on a thread of its own.
 struct FunctionPrograms<'a> {
@@ -296,23 +261,20 @@ struct FunctionPrograms<'a> {
 }
 
 /// Borrows the programs of each function in `ids` at once, in `ids`'
-/// order, and those `preload` names, in its order.
-fn borrow_programs<'a>(
+/// order.
+fn borrow_functions<'a>(
     ebpf: &'a mut Ebpf,
     ids: &[FuncId],
-    preload: &[Preload],
-) -> Result<(Vec<FunctionPrograms<'a>>, Vec<&'a mut Program>), String> {
+) -> Result<Vec<FunctionPrograms<'a>>, String> {
     let mut by_name: HashMap<&str, &'a mut Program> = ebpf.programs_mut().collect();
-    let mut take = |name: &str| {
-        by_name
-            .remove(name)
-            .ok_or_else(|| format!("program {name} missing from the embedded object"))
-    };
-    let functions = ids
-        .iter()
+    ids.iter()
         .map(|&id| {
             let names = program_names(id, &FUNCS[id as usize]);
-            let [fentry, fexit, kprobe, kretprobe] = names.map(|name| take(&name));
+            let [fentry, fexit, kprobe, kretprobe] = names.map(|name| {
+                by_name
+                    .remove(name.as_str())
+                    .ok_or_else(|| format!("program {name} missing from the embedded object"))
+            });
             Ok(FunctionPrograms {
                 fentry: fentry?,
                 fexit: fexit?,
@@ -320,12 +282,7 @@ fn borrow_programs<'a>(
                 kretprobe: kretprobe?,
             })
         })
-        .collect::<Result<_, String>>()?;
-    let ahead = preload
-        .iter()
-        .map(|p| take(p.name))
-        .collect::<Result<_, String>>()?;
-    Ok((functions, ahead))
+        .collect()
 }
 
 /// What attaching one function came to: the mechanism, and why others
@@ -498,7 +455,7 @@ pub(super) fn attach_task_watch(
     tracepoint: &str,
 ) -> Result<(), String> {
     let watch: &mut RawTracePoint = program(ebpf, program_name)?;
-    unless_loaded(watch.fd().is_ok(), || watch.load()).map_err(|e| short_error(&e))?;
+    watch.load().map_err(|e| short_error(&e))?;
     watch
         .attach(tracepoint)
         .map(drop)
@@ -521,8 +478,7 @@ pub(super) fn attach_release_hook(
         match (&facts.tracing, aya_btf) {
             (Ok(()), Some(btf)) => {
                 let prog: &mut FEntry = program(ebpf, "put_fentry")?;
-                let loaded = unless_loaded(prog.fd().is_ok(), || prog.load(hook, btf));
-                match loaded.and_then(|()| prog.attach()) {
+                match prog.load(hook, btf).and_then(|()| prog.attach()) {
                     Ok(_) => return Ok(Mechanism::Fentry),
                     Err(e) => {
                         let _ = prog.unload();
@@ -538,8 +494,7 @@ pub(super) fn attach_release_hook(
         match &facts.kprobes {
             Ok(()) => {
                 let prog: &mut KProbe = program(ebpf, "put_kprobe")?;
-                let loaded = unless_loaded(prog.fd().is_ok(), || prog.load());
-                match loaded.and_then(|()| prog.attach(hook, 0)) {
+                match prog.load().and_then(|()| prog.attach(hook, 0)) {
                     Ok(_) => return Ok(Mechanism::Kprobe),
                     Err(e) => notes.push(format!("kprobe: {}", short_error(&e))),
                 }

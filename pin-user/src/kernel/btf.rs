@@ -98,16 +98,21 @@ fn name_key(name: &[u8]) -> u64 {
     FixedState::default().hash_one(name)
 }
 
-/// Reads the file at `path` whole, in one part per CPU, each on a thread
-/// of its own with a descriptor of its own (positioned reads).
+/// At most this many parts of the BTF file are read at once: each part
+/// costs a thread and a descriptor, and four parts on two vCPUs (28-47 ms)
+/// did no better than two (27-35 ms).
+const MOST_READ_PARTS: usize = 4;
+
+/// Reads the file at `path` whole, in `parts` parts, each on a thread of
+/// its own with a descriptor of its own (positioned reads).
 ///
 /// Why: sysfs hands out a binary attribute such as the kernel's BTF at
 /// most a page per read(2) (kernfs), each page copied twice, under a lock
 /// of the open file: the 4.7 MB of 6.12's BTF are about 1 150 system
 /// calls. Under TCG (2 vCPUs, one boot) the read took 49-85 ms whole,
 /// 27-35 ms in two parts, beside a parse of 40-50 ms, while the other CPU
-/// idled. A file whose size is not known
-/// (0, as procfs reports) is read the plain way.
+/// idled. A file whose size is not known (0, as procfs reports) is read
+/// the plain way, and so is one where a part could not be read.
 fn read_in_parts(path: &str, parts: usize) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt as _;
     const PAGE: usize = 4096;
@@ -170,7 +175,8 @@ impl Btf {
 
     /// Reads BTF from a file.
     pub fn from_file(path: &str) -> Result<Self, BtfError> {
-        let parts = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let parts = cpus.min(MOST_READ_PARTS);
         let data = read_in_parts(path, parts).map_err(|source| BtfError::Io {
             path: path.to_string(),
             source,

@@ -16,7 +16,7 @@ pub(super) fn child() -> Option<String> {
         Ok(ns) if ns.ino() == INITIAL_PID_NAMESPACE => None,
         Ok(ns) => Some(format!("a child PID namespace (inode {})", ns.ino())),
         Err(e) => Some(format!(
-            "a PID namespace not known (/proc/self/ns/pid: {e})"
+            "a PID namespace it cannot identify (/proc/self/ns/pid: {e})"
         )),
     }
 }

@@ -234,11 +234,6 @@ fn read_balance(maps: KernelMaps<'_>) -> Result<PinBalance, KernelMapError> {
     ))
 }
 
-/// Health counters (`ProbeCounts::health`).
-fn read_health(maps: KernelMaps<'_>) -> Result<[u64; HEALTH_COUNT], KernelMapError> {
-    Ok(maps.probe_counts()?.health)
-}
-
 /// One process's counters, with the comm of its latest caller.
 fn proc_totals(stats: &ProcStats) -> ProcTotals {
     ProcTotals {
@@ -337,13 +332,14 @@ struct Tables {
     evicted: Evictions,
 }
 
-/// Reads the LRU tables and their insert counts in the order
-/// [`Evictions::evicted`] needs.
-fn read_tables(maps: KernelMaps<'_>) -> Result<Tables, KernelMapError> {
-    // Entries created so far, then the time: both before the walks (see
-    // `Evictions::evicted`).
-    let inserted = maps.probe_counts()?.inserts;
-    let inserts_read_ns = attribution::lifetimes::monotonic_ns();
+/// Reads the LRU tables, given the entries created in each (`inserted`,
+/// read at `inserts_read_ns`, before the walks as [`Evictions::evicted`]
+/// needs).
+fn read_tables(
+    maps: KernelMaps<'_>,
+    inserted: [u64; pin_common::INSERTS_LEN as usize],
+    inserts_read_ns: u64,
+) -> Result<Tables, KernelMapError> {
     let procs = read_procs(maps)?;
     let callers = attribution::read_callers(maps)?;
     let cgroups = read_cgroups(maps)?;
@@ -387,7 +383,11 @@ impl Snapshot {
         let gup = read_gup(maps)?;
         let release = read_release(maps)?;
         let balance = read_balance(maps)?;
-        let health = read_health(maps)?;
+        // Entries created so far, then the time: both before the table
+        // walks (see `Evictions::evicted`).
+        let counts = maps.probe_counts()?;
+        let inserts_read_ns = attribution::lifetimes::monotonic_ns();
+        let health = counts.health;
         let misses = maps.misses();
         let Tables {
             mut procs,
@@ -395,7 +395,7 @@ impl Snapshot {
             mut cgroups,
             failures,
             evicted,
-        } = read_tables(maps)?;
+        } = read_tables(maps, counts.inserts, inserts_read_ns)?;
         add_irq_rows(&mut procs, &mut cgroups, &balance);
         // The instant and vmstat belong with the counters. Call sites are
         // named later, where a view shows them (`Delta::named`): naming

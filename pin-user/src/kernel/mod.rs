@@ -7,6 +7,7 @@ pub mod bpf_sys;
 pub mod btf;
 pub mod config;
 pub mod features;
+mod file_parts;
 pub mod foll;
 pub mod kallsyms;
 pub mod symbols;

@@ -62,6 +62,10 @@ struct ProbesReport {
     /// Where start-up time went, phase by phase, up to the first read of
     /// the maps (the kernel's discovery only, when nothing attached).
     startup: Phases,
+    /// pinwatch's trampoline programs of an earlier run the kernel was
+    /// still detaching at start, which `attach functions` waited for
+    /// (when attached).
+    earlier_run_detaching: Option<usize>,
     /// Which eBPF object the features call for.
     object: Object,
     /// Each BPF feature pinwatch uses: there or not, and what pinwatch
@@ -186,6 +190,7 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         maps: attached.as_ref().ok().map(|p| p.map_memory.clone()),
         startup,
+        earlier_run_detaching: attached.as_ref().ok().map(|p| p.earlier_run_detaching),
         object: facts.features.object(),
         features: facts.features.list.clone(),
         probes: status,
@@ -356,4 +361,10 @@ fn print_kernel(r: &ProbesReport) {
         print_maps(maps, &r.kernel);
     }
     println!("start-up {}", r.startup);
+    if let Some(programs @ 1..) = r.earlier_run_detaching {
+        println!(
+            "start-up waited for the kernel to detach an earlier run's probes \
+             ({programs} of its programs unlinked, not yet freed, at start)"
+        );
+    }
 }

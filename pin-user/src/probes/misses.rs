@@ -81,7 +81,7 @@ pub type Misses = BTreeMap<ProgramKey, u64>;
 
 /// The function and program kind an object program name stands for
 /// (`gup_fexit_07`, `rel_kprobe_13`, `put_fentry`).
-fn parse_name(name: &str) -> Option<ProgramKey> {
+pub(super) fn parse_name(name: &str) -> Option<ProgramKey> {
     const KINDS: [&str; 4] = ["fentry", "fexit", "kprobe", "kretprobe"];
     let kind_of = |k: &str| KINDS.iter().copied().find(|known| *known == k);
     if let Some(kind) = name.strip_prefix("put_") {

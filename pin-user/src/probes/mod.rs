@@ -9,6 +9,7 @@ pub mod batch;
 mod capacities;
 mod checks;
 mod detacher;
+pub mod earlier_run;
 mod fold;
 mod follow;
 pub mod footprint;
@@ -241,6 +242,10 @@ pub struct Probes {
     /// Where start-up time went: the kernel's discovery, then each step of
     /// loading and attaching.
     pub startup: crate::startup::Phases,
+    /// pinwatch's trampoline programs an earlier run left that the kernel
+    /// was still detaching when this one started: its `attach functions`
+    /// waited for them ([`earlier_run`]).
+    pub earlier_run_detaching: usize,
     /// Where the links go on stop so that they are detached after this
     /// process is gone ([`handoff`]); `None` where its descriptors could
     /// not be listed.
@@ -308,6 +313,11 @@ impl Probes {
 pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, AttachError> {
     crate::privileges::check_can_attach()?;
     let links_before = handoff::existing_links();
+    // Listed beside the kernel's discovery, before this run loads any
+    // program of its own ([`earlier_run`]).
+    let earlier_run = std::thread::Builder::new()
+        .name("earlier-run".into())
+        .spawn(earlier_run::programs_being_detached);
     if options.lifetimes
         && let Some(why) = facts.features.lifetimes_unavailable()
     {
@@ -332,6 +342,13 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let mut status = discover(facts);
     let (functions, mut configured) = configure_functions(facts, object, &mut status);
     let globals = Globals::for_kernel(facts, &options).with_functions(functions);
+    let earlier_run_detaching = earlier_run
+        .ok()
+        .and_then(|thread| thread.join().ok())
+        .unwrap_or(0);
+    if earlier_run_detaching > 0 {
+        eprintln!("{}", earlier_run::notice(earlier_run_detaching));
+    }
     let (loaded, aya_btf) = std::thread::scope(|scope| {
         // The type ids' index (30 ms under TCG on 6.12) is made beside the
         // load: parsing the object and creating its maps.
@@ -368,6 +385,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
         map_memory: footprint::map_footprints().map_err(|e| format!("/proc/self/fdinfo: {e}")),
         capacities: options.capacities,
         startup: crate::startup::Phases::default(),
+        earlier_run_detaching,
         handoff: None,
         multi: multi_programs.map(multi::Multi::new),
     };

@@ -125,8 +125,28 @@ impl Harness {
     }
 }
 
-/// Starts `pinwatch ARGS` (stdout and stderr piped) and waits for its first
-/// stderr line, which must contain `started`: from then on it counts.
+/// Reads `reader`'s lines up to the first that contains `text` and returns
+/// it, passing the lines before it on: a start right after a stop says
+/// first that it waits for the kernel (`probes::earlier_run`). Panics when
+/// the stream ends first.
+pub fn read_until(reader: &mut impl std::io::BufRead, text: &str, what: &str) -> String {
+    let mut before = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = reader
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(n > 0, "{what}: no line with {text:?}, only {before:?}");
+        if line.contains(text) {
+            return line;
+        }
+        eprintln!("  | {}", line.trim_end());
+        before.push(line);
+    }
+}
+
+/// Starts `pinwatch ARGS` (stdout and stderr piped) and waits for its
+/// stderr line that contains `started`: from then on it counts.
 pub fn start_pinwatch(args: &[&str], started: &str) -> std::process::Child {
     let mut child = Command::new(pinwatch_bin())
         .args(args)
@@ -135,11 +155,10 @@ pub fn start_pinwatch(args: &[&str], started: &str) -> std::process::Child {
         .spawn()
         .unwrap_or_else(|e| panic!("spawn pinwatch {args:?}: {e}"));
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("start line");
-    assert!(
-        line.contains(started),
-        "pinwatch {args:?} did not start: {line:?}"
+    read_until(
+        &mut stderr,
+        started,
+        &format!("pinwatch {args:?}'s start line"),
     );
     // Keep reading, passing it on: a closed pipe would fail pinwatch's
     // later messages.

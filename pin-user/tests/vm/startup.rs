@@ -1,9 +1,16 @@
 //! `pinwatch probes` says where start-up time went: every phase from
 //! reading BTF to the first read of the maps, in the order they ran.
 
-use std::process::Command;
+use std::{
+    collections::HashSet,
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use crate::harness::{harness, pinwatch_bin};
+use aya::programs::ProgramFd;
+use pinwatch::probes::{Mechanism, earlier_run};
+
+use crate::harness::{Harness, harness, pinwatch_bin, start_pinwatch, wait_within};
 
 /// The phases an attach that succeeds goes through, in order (the kernel's
 /// discovery, then loading and attaching, then the first read).
@@ -130,5 +137,162 @@ fn kprobe_multi_attaches_every_function_at_once_or_says_why_not() {
     eprintln!(
         "OBSERVED kernel={} kprobe-multi: {on_links} functions attached in {attach_ms:.0} ms",
         h.release
+    );
+}
+
+/// `pinwatch probes --json` with the harness's mechanism: its report and
+/// its stderr.
+fn probes_report(h: &Harness) -> (serde_json::Value, String) {
+    let out = Command::new(pinwatch_bin())
+        .args(["probes", "--json", "--attach", &h.attach_arg()])
+        .output()
+        .expect("run pinwatch probes");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "probes exited {}: {text} {stderr}",
+        out.status
+    );
+    let report =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("probes JSON {text:?}: {e}"));
+    (report, stderr)
+}
+
+/// Whether a `pinwatch-detach` child (kernels before 6.5) still runs: it
+/// holds an earlier run's links, so their programs do not look unlinked
+/// yet.
+fn a_detach_child_runs() -> bool {
+    procfs::process::all_processes()
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .any(|p| p.stat().is_ok_and(|s| s.comm == "pinwatch-detach"))
+}
+
+/// Waits until earlier tests' runs are detached: no `pinwatch-detach`
+/// child left and no pinwatch trampoline program without a link. The
+/// kernel is done within seconds (15 s is four times the longest detach
+/// measured, 3-4 s on 6.12).
+fn settle_earlier_runs() {
+    wait_for(|| !a_detach_child_runs() && earlier_run::programs_being_detached() == 0);
+}
+
+/// Waits up to 15 s (see [`settle_earlier_runs`]) for `done`.
+fn wait_for(done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "earlier runs still being detached after 15 s: {} unlinked pinwatch programs, \
+             a pinwatch-detach child: {}",
+            earlier_run::programs_being_detached(),
+            a_detach_child_runs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Ids of the pinwatch trampoline programs (fentry, fexit) loaded now.
+fn trampoline_programs() -> HashSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(earlier_run::is_trampoline_program)
+        })
+        .map(|p| p.id())
+        .collect()
+}
+
+/// A start while the kernel still holds an earlier run's programs says
+/// that it waits for the kernel to detach them, how many are left, and a
+/// start once they are gone says nothing.
+///
+/// The kernel's state after a stop is held, not raced: the test keeps a
+/// descriptor on each of the earlier run's trampoline programs, so they
+/// stay loaded with their links gone, as during the kernel's detach, until
+/// it lets them go. Racing the detach would not do: the harness's own
+/// probes keep the trampolines, so the earlier run's detach needs no grace
+/// period, and on 6.1 it had ended before the next start looked.
+#[test]
+fn a_start_while_the_kernel_detaches_an_earlier_run_says_so() {
+    let h = harness();
+    let attach = h.attach_arg();
+    settle_earlier_runs();
+    let before = trampoline_programs();
+    let mut stat = start_pinwatch(&["stat", "--attach", &attach], "pinwatch: kernel");
+    let held: Vec<(u32, ProgramFd)> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(earlier_run::is_trampoline_program)
+        })
+        .filter(|p| !before.contains(&p.id()))
+        .map(|p| {
+            let fd = p.fd().expect("a descriptor on the earlier run's program");
+            (p.id(), fd)
+        })
+        .collect();
+    // SAFETY: a signal to the child this test spawned.
+    unsafe { libc::kill(stat.id() as i32, libc::SIGINT) };
+    let status = wait_within(&mut stat, Duration::from_secs(30), "stat after SIGINT");
+    assert!(status.success(), "stat exited {status}");
+    // Until the kernel (or, before 6.5, the detach child) has dropped
+    // their links.
+    let ids: HashSet<u32> = held.iter().map(|(id, _)| *id).collect();
+    wait_for(|| {
+        !a_detach_child_runs()
+            && !aya::programs::loaded_links()
+                .filter_map(Result::ok)
+                .any(|link| ids.contains(&link.program_id()))
+    });
+    let on_trampolines = h
+        .probes
+        .status
+        .iter()
+        .any(|st| st.attached == Some(Mechanism::Fentry))
+        || h.probes.release_hook == Ok(Mechanism::Fentry);
+    assert_eq!(
+        !held.is_empty(),
+        on_trampolines,
+        "{} trampoline programs of stat --attach {attach}",
+        held.len()
+    );
+
+    let (report, stderr) = probes_report(&h);
+    // Exactly the held ones: the kernel has detached them, and nothing
+    // else of pinwatch's is unlinked (settled above).
+    assert_eq!(
+        report["earlier_run_detaching"].as_u64(),
+        Some(held.len() as u64),
+        "{stderr}"
+    );
+    if held.is_empty() {
+        assert!(!stderr.contains("still detaching"), "{stderr}");
+    } else {
+        assert!(
+            stderr.contains(&earlier_run::notice(held.len())),
+            "{stderr}"
+        );
+    }
+    drop(held);
+    settle_earlier_runs();
+    let (quiet, stderr) = probes_report(&h);
+    assert_eq!(quiet["earlier_run_detaching"], 0, "{stderr}");
+    assert!(!stderr.contains("still detaching"), "{stderr}");
+    let attach_ms = |r: &serde_json::Value| {
+        r["startup"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "attach functions"))
+            .and_then(|p| p["ms"].as_f64())
+            .expect("attach functions phase")
+    };
+    eprintln!(
+        "OBSERVED kernel={} attach={attach} a start with {} of an earlier run's programs \
+         held: attach functions {:.0} ms (once they were gone: {:.0} ms)",
+        h.release,
+        report["earlier_run_detaching"],
+        attach_ms(&report),
+        attach_ms(&quiet)
     );
 }

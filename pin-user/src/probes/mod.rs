@@ -317,7 +317,15 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     // program of its own ([`earlier_run`]).
     let earlier_run = std::thread::Builder::new()
         .name("earlier-run".into())
-        .spawn(earlier_run::programs_being_detached);
+        .spawn(|| {
+            let started = std::time::Instant::now();
+            let programs = earlier_run::programs_being_detached();
+            log::info!(
+                "{programs} programs of an earlier run being detached (listed in {} ms)",
+                started.elapsed().as_millis()
+            );
+            programs
+        });
     if options.lifetimes
         && let Some(why) = facts.features.lifetimes_unavailable()
     {

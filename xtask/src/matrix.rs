@@ -85,11 +85,12 @@ const fn longterm(kernel: &'static str, attach: &'static str) -> Entry {
 
 /// What the kprobe_multi entry and 6.1's kprobe entry run (libtest
 /// filters): the tests whose outcome hangs on the nesting bookkeeping;
-/// and a stop in a child PID namespace, where on 6.1 a kprobe link closed
+/// a stop in a child PID namespace, where on 6.1 a kprobe link closed
 /// by a child process that outlived the agent hung the kernel
-/// (`probes::handoff`).
-const NESTING_TESTS: &str =
-    "cases:: checks:: startup:: interrupts:: lifetimes:: pending::in_a_child_pid_namespace";
+/// (`probes::handoff`); and the setcap route, where a regular user is
+/// refused kprobes (the release hook's, beside kprobe_multi links).
+const NESTING_TESTS: &str = "cases:: checks:: startup:: interrupts:: lifetimes:: \
+                             pending::in_a_child_pid_namespace setcap::";
 
 /// The matrix. The PREEMPT_RT kernel runs the concurrency tests (`busy`):
 /// what differs there is that BPF programs can be preempted. The

@@ -50,6 +50,38 @@ pub fn programs_being_detached() -> usize {
     unlinked.iter().filter(|id| !linked.contains(id)).count()
 }
 
+/// [`programs_being_detached`] on a thread of its own, beside the
+/// kernel's discovery.
+pub struct Listing(Option<std::thread::JoinHandle<usize>>);
+
+impl Listing {
+    /// Starts the listing (where no thread can be made, nothing is said).
+    pub fn start() -> Self {
+        let thread = std::thread::Builder::new()
+            .name("earlier-run".into())
+            .spawn(|| {
+                let started = std::time::Instant::now();
+                let programs = programs_being_detached();
+                log::info!(
+                    "{programs} programs of an earlier run being detached (listed in {} ms)",
+                    started.elapsed().as_millis()
+                );
+                programs
+            });
+        Self(thread.ok())
+    }
+
+    /// Waits for the count and, where it is not 0, says [`notice`] on
+    /// stderr: call it before this run loads its programs.
+    pub fn say(self) -> usize {
+        let programs = self.0.and_then(|t| t.join().ok()).unwrap_or(0);
+        if programs > 0 {
+            eprintln!("{}", notice(programs));
+        }
+        programs
+    }
+}
+
 /// Whether `name`, as the kernel keeps it (15 bytes at most), is one of
 /// pinwatch's fentry or fexit programs (`gup_fexit_07`, `rel_fentry_15`,
 /// `put_fentry`).

@@ -314,25 +314,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     crate::privileges::check_can_attach()?;
     let links_before = handoff::existing_links();
     // Listed beside the kernel's discovery, before this run loads any
-    // program of its own ([`earlier_run`]).
-    let earlier_run = std::thread::Builder::new()
-        .name("earlier-run".into())
-        .spawn(|| {
-            let started = std::time::Instant::now();
-            let programs = earlier_run::programs_being_detached();
-            log::info!(
-                "{programs} programs of an earlier run being detached (listed in {} ms)",
-                started.elapsed().as_millis()
-            );
-            programs
-        });
-    if options.lifetimes
-        && let Some(why) = facts.features.lifetimes_unavailable()
-    {
-        return Err(AttachError::Unavailable(format!(
-            "--lifetimes: {why}; run without --lifetimes"
-        )));
-    }
+    // program of its own.
+    let earlier_run = earlier_run::Listing::start();
     // Read beside everything up to the load's end (its module doc).
     let ranges = release_at_hook::RangesReader::start(facts);
     let mut startup = facts.phases.clone();
@@ -350,13 +333,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let mut status = discover(facts);
     let (functions, mut configured) = configure_functions(facts, object, &mut status);
     let globals = Globals::for_kernel(facts, &options).with_functions(functions);
-    let earlier_run_detaching = earlier_run
-        .ok()
-        .and_then(|thread| thread.join().ok())
-        .unwrap_or(0);
-    if earlier_run_detaching > 0 {
-        eprintln!("{}", earlier_run::notice(earlier_run_detaching));
-    }
+    let earlier_run_detaching = earlier_run.say();
     let (loaded, aya_btf) = std::thread::scope(|scope| {
         // The type ids' index (30 ms under TCG on 6.12) is made beside the
         // load: parsing the object and creating its maps.

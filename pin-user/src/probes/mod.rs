@@ -313,6 +313,13 @@ impl Probes {
 pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, AttachError> {
     crate::privileges::check_can_attach()?;
     let links_before = handoff::existing_links();
+    if options.lifetimes
+        && let Some(why) = facts.features.lifetimes_unavailable()
+    {
+        return Err(AttachError::Unavailable(format!(
+            "--lifetimes: {why}; run without --lifetimes"
+        )));
+    }
     // Listed beside the kernel's discovery, before this run loads any
     // program of its own.
     let earlier_run = earlier_run::Listing::start();

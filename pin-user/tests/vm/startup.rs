@@ -1,5 +1,6 @@
 //! `pinwatch probes` says where start-up time went: every phase from
-//! reading BTF to the first read of the maps, in the order they ran.
+//! reading BTF to the first read of the maps, in the order they ran; and
+//! a start while the kernel still detaches an earlier run says so.
 
 use std::{
     collections::HashSet,

@@ -363,8 +363,9 @@ fn print_kernel(r: &ProbesReport) {
     println!("start-up {}", r.startup);
     if let Some(programs @ 1..) = r.earlier_run_detaching {
         println!(
-            "start-up waited for the kernel to detach an earlier run's probes \
-             ({programs} of its programs unlinked, not yet freed, at start)"
+            "start-up found the kernel still detaching an earlier run's probes \
+             ({programs} of its programs unlinked, not yet freed); up to Linux 6.18 \
+             attaching waits for that"
         );
     }
 }

@@ -94,8 +94,8 @@ pub fn is_trampoline_program(name: &str) -> bool {
 pub fn notice(programs: usize) -> String {
     format!(
         "pinwatch: the kernel is still detaching an earlier pinwatch's probes ({programs} \
-         of its programs unlinked, not yet freed), and attaching waits for it: a few seconds \
-         on Linux up to 6.18"
+         of its programs unlinked, not yet freed); up to Linux 6.18 attaching waits for that, \
+         a few seconds"
     )
 }
 

@@ -63,8 +63,8 @@ struct ProbesReport {
     /// the maps (the kernel's discovery only, when nothing attached).
     startup: Phases,
     /// pinwatch's trampoline programs of an earlier run the kernel was
-    /// still detaching at start, which `attach functions` waited for
-    /// (when attached).
+    /// still detaching at start, which `attach functions` waits for up to
+    /// Linux 6.18 (when attached).
     earlier_run_detaching: Option<usize>,
     /// Which eBPF object the features call for.
     object: Object,

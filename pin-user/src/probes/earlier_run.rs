@@ -6,7 +6,7 @@
 //! lock every trampoline attach takes too. pinwatch's 18 trampolines kept
 //! 6.12 busy for 3-4 s under TCG after a stop (22 `synchronize_rcu_tasks`
 //! calls, 3.0 s in all, by bpftrace), and a start in that time waited for
-//! all of them in its `attach functions`: 4.0-4.3 s instead of 0.6-0.8.
+//! all of them in its `attach functions`: 3.9-4.7 s instead of 0.6-0.8.
 //! A start cannot shorten that, but it can say why it is slow.
 //!
 //! The kernel frees a link's id first and its program last, after the

@@ -243,8 +243,8 @@ pub struct Probes {
     /// loading and attaching.
     pub startup: crate::startup::Phases,
     /// pinwatch's trampoline programs an earlier run left that the kernel
-    /// was still detaching when this one started: its `attach functions`
-    /// waited for them ([`earlier_run`]).
+    /// was still detaching when this one started, which `attach functions`
+    /// waits for up to Linux 6.18 ([`earlier_run`]).
     pub earlier_run_detaching: usize,
     /// Where the links go on stop so that they are detached after this
     /// process is gone ([`handoff`]); `None` where its descriptors could

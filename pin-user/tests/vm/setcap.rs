@@ -188,7 +188,7 @@ fn setcap_binary_works_for_a_regular_user() {
     // The release hook's kprobe counting a release function (6.12's
     // `unpin_user_folio` beside kprobe_multi links) is not such a need:
     // without /proc/kcore, which only root reads, that function is not
-    // found to be a jump to the hook and gets a probe of its own.
+    // found to be a jump to the hook and is traced like the others.
     let counted_at_hook = h.probes.release_at_hook.as_ref().ok().copied();
     if h.probes.status.iter().any(|st| {
         st.attached == Some(pinwatch::probes::Mechanism::Kprobe)

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::ProgramFd;
+use aya::programs::{ProgramFd, ProgramInfo};
 use pinwatch::probes::{Mechanism, earlier_run};
 
 use crate::harness::{Harness, harness, pinwatch_bin, start_pinwatch, wait_within};
@@ -193,15 +193,14 @@ fn wait_for(done: impl Fn() -> bool) {
     }
 }
 
-/// Ids of the pinwatch trampoline programs (fentry, fexit) loaded now.
-fn trampoline_programs() -> HashSet<u32> {
+/// The pinwatch trampoline programs (fentry, fexit) loaded now.
+fn trampoline_programs() -> Vec<ProgramInfo> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter(|p| {
             p.name_as_str()
                 .is_some_and(earlier_run::is_trampoline_program)
         })
-        .map(|p| p.id())
         .collect()
 }
 
@@ -220,14 +219,10 @@ fn a_start_while_the_kernel_detaches_an_earlier_run_says_so() {
     let h = harness();
     let attach = h.attach_arg();
     settle_earlier_runs();
-    let before = trampoline_programs();
+    let before: HashSet<u32> = trampoline_programs().iter().map(|p| p.id()).collect();
     let mut stat = start_pinwatch(&["stat", "--attach", &attach], "pinwatch: kernel");
-    let held: Vec<(u32, ProgramFd)> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| {
-            p.name_as_str()
-                .is_some_and(earlier_run::is_trampoline_program)
-        })
+    let held: Vec<(u32, ProgramFd)> = trampoline_programs()
+        .into_iter()
         .filter(|p| !before.contains(&p.id()))
         .map(|p| {
             let fd = p.fd().expect("a descriptor on the earlier run's program");

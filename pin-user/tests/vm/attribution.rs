@@ -341,7 +341,7 @@ fn trace_prints_each_call_of_one_process_with_its_caller() {
         .spawn()
         .expect("spawn trace");
     let mut trace_err = BufReader::new(trace.stderr.take().expect("stderr"));
-    crate::harness::read_until(&mut trace_err, "tracing GUP calls", "trace's start line");
+    crate::processes::read_until(&mut trace_err, "tracing GUP calls", "trace's start line");
     workload
         .stdin
         .as_mut()

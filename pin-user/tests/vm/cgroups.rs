@@ -13,9 +13,8 @@ use std::{
 
 use pinwatch::cgroups::{self, QosClass, Runtime, cgroup2_root};
 
-use crate::harness::{
-    get_metrics, harness, measure_in, pinwatch_in, sample, start_pinwatch, wait_within,
-};
+use crate::harness::{get_metrics, harness, measure_in, pinwatch_in, sample};
+use crate::processes::{start_pinwatch, wait_within};
 
 /// A container id as docker and containerd write them: 64 hex digits.
 const CONTAINER: &str = "5f0c6e1d2b3a49587a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f";

@@ -10,7 +10,8 @@ use pinwatch::{
     vmstat,
 };
 
-use crate::harness::{harness, id_of, pinwatch_bin, start_pinwatch};
+use crate::harness::{harness, id_of, pinwatch_bin};
+use crate::processes::start_pinwatch;
 
 #[test]
 fn mechanism_is_the_one_asked_for() {

@@ -21,7 +21,8 @@ use std::{
 
 use serde_json::Value;
 
-use crate::harness::{harness, pinning_workload, spawn_io_uring_hold, start_pinwatch, wait_within};
+use crate::harness::{harness, pinning_workload, spawn_io_uring_hold};
+use crate::processes::{start_pinwatch, wait_within};
 
 /// The shipped rules.
 const RULES: &str = include_str!("../../../deploy/prometheus/pinwatch-rules.yml");

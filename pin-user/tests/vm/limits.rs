@@ -12,9 +12,8 @@ use std::{
 
 use pinwatch::{figures::verdicts, limits::MemlockState, probes::Mechanism, snapshot::Snapshot};
 
-use crate::harness::{
-    Harness, get_metrics, harness, pinwatch_bin, sample, start_pinwatch, wait_within,
-};
+use crate::harness::{Harness, get_metrics, harness, pinwatch_bin, sample};
+use crate::processes::{start_pinwatch, wait_within};
 
 /// The limit the holder runs under, in KiB (`ulimit -l` counts KiB).
 const LIMIT_KB: u64 = 1024;

@@ -15,9 +15,8 @@ use std::{
     time::Duration,
 };
 
-use crate::harness::{
-    Expect, check, harness, io_uring_variant, measure, pinwatch_bin, start_pinwatch, wait_within,
-};
+use crate::harness::{Expect, check, harness, io_uring_variant, measure, pinwatch_bin};
+use crate::processes::{start_pinwatch, wait_within};
 
 /// Whether this boot put memory in ZONE_MOVABLE.
 fn movable_zone() -> bool {

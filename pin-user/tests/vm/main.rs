@@ -32,6 +32,7 @@ mod limits;
 mod longterm;
 mod names;
 mod pending;
+mod processes;
 mod record;
 mod robustness;
 mod serve;

@@ -11,7 +11,8 @@ use std::{
 
 use pinwatch::export::record::Record;
 
-use crate::harness::{harness, lines_of, pinwatch_bin, wait_for_line, wait_within};
+use crate::harness::{harness, pinwatch_bin};
+use crate::processes::{lines_of, wait_for_line, wait_within};
 
 #[test]
 fn record_follows_the_command_tree() {

@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{
-    get_metrics, harness, pinning_workload, raise_fd_limit, sample, start_pinwatch, wait_within,
-};
+use crate::harness::{get_metrics, harness, pinning_workload, raise_fd_limit, sample};
+use crate::processes::{start_pinwatch, wait_within};
 
 #[test]
 fn serve_exports_exact_counters() {

@@ -16,7 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::harness::{harness, lines_of, pinwatch_bin, wait_within};
+use crate::harness::{harness, pinwatch_bin};
+use crate::processes::{lines_of, wait_within};
 
 /// Where the capable copy lives: a tmpfs mounted for the test.
 const DIR: &str = "/tmp/setcap-test";

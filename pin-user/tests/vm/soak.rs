@@ -13,7 +13,8 @@ use std::{
 
 use pinwatch::{counters::Counters as _, vmstat, workload::WorkloadReport};
 
-use crate::harness::{get_metrics, harness, pinwatch_bin, start_pinwatch};
+use crate::harness::{get_metrics, harness, pinwatch_bin};
+use crate::processes::start_pinwatch;
 
 /// Processes the workload forks (`PINWATCH_SOAK_PROCESSES` overrides):
 /// 16384, so that over the second half alone (8192 processes) keeping even

@@ -11,7 +11,8 @@ use std::{
 use aya::programs::{ProgramFd, ProgramInfo};
 use pinwatch::probes::{Mechanism, earlier_run};
 
-use crate::harness::{Harness, harness, pinwatch_bin, start_pinwatch, wait_within};
+use crate::harness::{Harness, harness, pinwatch_bin};
+use crate::processes::{start_pinwatch, wait_within};
 
 /// The phases an attach that succeeds goes through, in order (the kernel's
 /// discovery, then loading and attaching, then the first read).

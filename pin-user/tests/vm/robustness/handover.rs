@@ -13,7 +13,8 @@ use super::{
     objects::{BpfObjects, settle},
     signal,
 };
-use crate::harness::{harness, lines_of, pinwatch_bin, wait_for_line, wait_within};
+use crate::harness::{harness, pinwatch_bin};
+use crate::processes::{lines_of, wait_for_line, wait_within};
 
 /// Attaching takes up to ~8 s under TCG (2 vCPUs); far beyond it.
 const START_WITHIN: Duration = Duration::from_secs(120);

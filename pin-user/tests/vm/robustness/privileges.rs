@@ -7,7 +7,8 @@ use std::path::Path;
 use pinwatch::export::record::Record;
 
 use super::{fault, signal};
-use crate::harness::{harness, pinning_workload, start_pinwatch};
+use crate::harness::{harness, pinning_workload};
+use crate::processes::start_pinwatch;
 
 /// (Uid line, CapEff as a number, NoNewPrivs) of a running process.
 fn credentials(pid: u32) -> (String, u64, String) {

@@ -17,9 +17,8 @@ use super::{
     objects::{BpfObjects, settle},
     signal,
 };
-use crate::harness::{
-    harness, holds_signal, ignoring, pinning_workload, pinwatch_bin, start_pinwatch, wait_within,
-};
+use crate::harness::{harness, pinning_workload, pinwatch_bin};
+use crate::processes::{holds_signal, ignoring, start_pinwatch, wait_within};
 
 /// The signal's name in the fault table.
 fn signal_name(sig: i32) -> &'static str {

@@ -1,13 +1,17 @@
-//! The kprobe_multi programs (`--attach kprobe-multi`): one entry and one
-//! return program for every traced function, attached on one link each;
-//! the link's cookie says which function was hit ([`MultiTarget`]), and
-//! the bookkeeping is the per-function kprobes' (`account`, `release`).
+//! The multi-function programs: one entry and one return program for
+//! every traced function, attached on one link each, as kprobe_multi
+//! links (`--attach kprobe-multi`, 5.18-6.13) or as tracing multi links
+//! (`--attach fentry-multi`, fentry and fexit for many functions at once,
+//! Linux 7.3). The link's cookie says which function was hit
+//! ([`MultiTarget`]), and the bookkeeping is the per-function programs'
+//! (`account`, `release`).
 
 use aya_ebpf::{
     EbpfContext,
-    macros::{kprobe, kretprobe, map},
+    helpers::generated::bpf_get_func_arg,
+    macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::Array,
-    programs::{ProbeContext, RetProbeContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use pin_common::{
     FUNC_COUNT, GUP_FUNC_COUNT, NO_ARG,
@@ -141,6 +145,75 @@ fn multi_kretprobe(ctx: RetProbeContext) -> u32 {
     let id = multi_target(&ctx).id;
     if (id as usize) < GUP_FUNC_COUNT {
         account::gup_exit(id, ctx.ret::<u64>());
+    } else if (id as usize) < FUNC_COUNT {
+        release::exit();
+    }
+    0
+}
+
+/// Argument `n` of the function a tracing multi program was hit in, or 0
+/// where it has none there (`NO_ARG`). A multi program is verified
+/// against no function's prototype, so the verifier refuses every direct
+/// read of its context; the helper (inlined by the verifier) checks `n`
+/// against the count the trampoline saved.
+#[inline(always)]
+fn trampoline_arg(ctx: &FEntryContext, n: u8) -> u64 {
+    if n == NO_ARG {
+        return 0;
+    }
+    let mut value = 0u64;
+    // SAFETY: the helper writes one u64 into `value`.
+    let _ = unsafe { bpf_get_func_arg(ctx.as_ptr(), u32::from(n), &mut value) };
+    value
+}
+
+/// The entry program of every function on a tracing multi link
+/// (`BPF_TRACE_FENTRY_MULTI`): one program verified once and one link
+/// whose trampolines the kernel installs in one batch, where per-function
+/// fentry verifies a program and updates a trampoline per function. Told
+/// apart as at `multi_kprobe`; the frame is read as at a per-function
+/// fentry (the trampolines are the same).
+#[fentry]
+fn multi_fentry(ctx: FEntryContext) -> u32 {
+    let target = multi_target(&ctx);
+    let id = target.id;
+    if (id as usize) < GUP_FUNC_COUNT {
+        let args = account::GupArgs {
+            nr: trampoline_arg(&ctx, target.nr_arg),
+            addr: trampoline_arg(&ctx, target.start_arg),
+            flags: trampoline_arg(&ctx, target.flags_arg),
+            pages: trampoline_arg(&ctx, target.pages_arg),
+        };
+        account::gup_entry(&ctx, id, args);
+    } else if (id as usize) < FUNC_COUNT {
+        let pages = if target.nr_arg == NO_ARG {
+            1
+        } else {
+            trampoline_arg(&ctx, target.nr_arg)
+        };
+        let folio = if releases_one_folio(id) {
+            trampoline_arg(&ctx, 0)
+        } else {
+            0
+        };
+        release::entry(
+            id,
+            pages,
+            folio,
+            || crate::frame::context_address(&ctx),
+            |at| crate::frame::fentry_return(&ctx, id, at),
+        );
+    }
+    0
+}
+
+/// The return program of the functions on the tracing multi return link
+/// (`BPF_TRACE_FEXIT_MULTI`; those `catalog::has_exit_probe` names).
+#[fexit]
+fn multi_fexit(ctx: FExitContext) -> u32 {
+    let id = multi_target(&ctx).id;
+    if (id as usize) < GUP_FUNC_COUNT {
+        account::gup_exit(id, ctx.ret::<u64>().unwrap_or(0));
     } else if (id as usize) < FUNC_COUNT {
         release::exit();
     }

@@ -6,7 +6,8 @@
 /// One boot of the VM matrix.
 pub(crate) struct Entry {
     pub(crate) kernel: &'static str,
-    /// `PINWATCH_ATTACH`: auto, fentry, kprobe or kprobe-multi.
+    /// `PINWATCH_ATTACH`: auto, fentry, kprobe, kprobe-multi or
+    /// fentry-multi.
     pub(crate) attach: &'static str,
     /// The VM tests it runs: a libtest filter, "" for all.
     pub(crate) subset: &'static str,
@@ -83,7 +84,8 @@ const fn longterm(kernel: &'static str, attach: &'static str) -> Entry {
     }
 }
 
-/// What the kprobe_multi entry and 6.1's kprobe entry run (libtest
+/// What the kprobe_multi entry, 6.1's kprobe entry and 7.3's per-function
+/// fentry entry run (libtest
 /// filters): the tests whose outcome hangs on the nesting bookkeeping;
 /// a stop in a child PID namespace, where on 6.1 a kprobe link closed
 /// by a child process that outlived the agent hung the kernel
@@ -130,7 +132,14 @@ pub(crate) const MATRIX: &[Entry] = &[
         ..entry("debian-6.12", "kprobe-multi")
     },
     entry("debian-6.18", "auto"),
+    // `auto` attaches on tracing multi links here (7.3 has them): the
+    // per-function fentry pairs, which every other 7.x kernel without
+    // the links gets, run the tests whose outcome hangs on the nesting.
     shipped(entry("debian-7.3", "auto")),
+    Entry {
+        subset: NESTING_TESTS,
+        ..entry("debian-7.3", "fentry")
+    },
     Entry {
         subset: "busy::",
         ..entry("debian-6.12-rt", "fentry")
@@ -245,7 +254,7 @@ mod tests {
             ["debian-6.12/fentry +agent"]
         );
         // One kernel-dependent filter brings back every full entry.
-        assert_eq!(names(Some("fleet:: cases::")).len(), 8);
+        assert_eq!(names(Some("fleet:: cases::")).len(), 9);
         assert_eq!(names(Some("record::")).len(), 6);
         // Any one filter of a subset of several selects its entry.
         assert!(names(Some("interrupts::")).contains(&"debian-6.12/kprobe-multi".to_string()));

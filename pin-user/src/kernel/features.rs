@@ -31,6 +31,8 @@ pub enum Feature {
     RecursionMisses,
     /// Multi-function kprobe links (`BPF_TRACE_KPROBE_MULTI`).
     KprobeMulti,
+    /// Multi-function tracing links (`BPF_TRACE_FENTRY_MULTI`, Linux 7.3).
+    FentryMulti,
     /// A kprobe link's own count of the runs the kernel skipped
     /// (`bpf_link_info.perf_event.kprobe.missed`).
     KprobeMissed,
@@ -80,6 +82,7 @@ impl Feature {
             Feature::FuncIp => "bpf_get_func_ip",
             Feature::RecursionMisses => "recursion misses",
             Feature::KprobeMulti => "kprobe multi",
+            Feature::FentryMulti => "fentry multi",
             Feature::KprobeMissed => "kprobe misses",
         }
     }
@@ -122,6 +125,11 @@ impl Feature {
             Feature::KprobeMulti => (
                 "--attach kprobe-multi: one link for every function (5.18-6.13, CONFIG_FPROBE)",
                 "one kprobe link per function",
+            ),
+            Feature::FentryMulti => (
+                "--attach fentry-multi: one fentry link and one fexit link for every function \
+                 (Linux 7.3)",
+                "one fentry/fexit pair per function",
             ),
             Feature::KprobeMissed => (
                 "reads each kprobe's own count of skipped runs (kprobe_missed, kretprobe_missed)",
@@ -195,6 +203,25 @@ fn kprobe_multi(names: &BpfNames, btf: &Btf) -> (bool, String) {
     )
 }
 
+/// Whether pinwatch can use tracing multi links here: the attach type
+/// (its uapi enumerator) and the function the kernel verifies multi
+/// programs against (`bpf_multi_func`, built where the links are).
+fn fentry_multi(names: &BpfNames, btf: &Btf) -> (bool, String) {
+    let (attach_type, evidence) = names.enumerator("BPF_TRACE_FENTRY_MULTI");
+    if !attach_type {
+        return (false, evidence);
+    }
+    let found = btf.has_func("bpf_multi_func");
+    (
+        found,
+        if found {
+            "BPF_TRACE_FENTRY_MULTI and bpf_multi_func in the kernel's BTF".into()
+        } else {
+            in_btf("bpf_multi_func", false)
+        },
+    )
+}
+
 /// Whether kprobe links report their misses: 6.7 added the count to
 /// `bpf_link_info` and, with it, a `missed` parameter to
 /// `bpf_get_perf_event_info`, which fills that info.
@@ -238,6 +265,7 @@ impl Features {
                         (found, in_btf("bpf_prog_info.recursion_misses", found))
                     }),
                     (Feature::KprobeMulti, kprobe_multi(&names, btf)),
+                    (Feature::FentryMulti, fentry_multi(&names, btf)),
                     (Feature::KprobeMissed, kprobe_missed(btf)),
                 ]
             }
@@ -251,6 +279,7 @@ impl Features {
                 Feature::FuncIp,
                 Feature::RecursionMisses,
                 Feature::KprobeMulti,
+                Feature::FentryMulti,
                 Feature::KprobeMissed,
             ]
             .into_iter()
@@ -315,11 +344,16 @@ impl Features {
         let off: Vec<String> = self
             .list
             .iter()
-            // kprobe_multi links are an option (`--attach kprobe-multi`
-            // refuses where they are off), and kprobes' own misses matter
+            // multi links are an option (`--attach kprobe-multi` and
+            // `fentry-multi` refuse where they are off), and kprobes' own misses matter
             // only where kprobes attach (`pinwatch probes` says which do).
             .filter(|s| !s.available)
-            .filter(|s| !matches!(s.feature, Feature::KprobeMulti | Feature::KprobeMissed))
+            .filter(|s| {
+                !matches!(
+                    s.feature,
+                    Feature::KprobeMulti | Feature::FentryMulti | Feature::KprobeMissed
+                )
+            })
             .filter(|s| !matches!(s.feature, Feature::Fentry | Feature::Kprobe))
             .map(|s| format!("{} ({})", s.feature.name(), s.pinwatch))
             .collect();

@@ -24,11 +24,12 @@ pub(super) static BASELINE_OBJECT: &[u8] =
 
 /// Loads (verifies) the object this kernel takes, with the loader made
 /// from the start, sized for `options` and with `globals` set, with its
-/// log reader, and the kprobe_multi programs when
-/// `--attach kprobe-multi` asks for them.
+/// log reader, and the multi programs of `multi_kind` where the links are
+/// to be used.
 pub(super) fn load_object(
     facts: &KernelFacts,
     options: &AttachOptions,
+    multi_kind: Option<multi::MultiKind>,
     globals: &Globals,
 ) -> Result<(Ebpf, Option<KernelLog>, Option<multi::MultiPrograms>), AttachError> {
     let started = std::time::Instant::now();
@@ -74,10 +75,19 @@ pub(super) fn load_object(
     );
     // Before the log reader takes its map out of the object: the multi
     // programs are relocated against every map aya created.
-    let multi_programs = (options.mode == AttachMode::KprobeMulti)
-        .then(|| multi::load(bytes, &ebpf))
-        .transpose()
-        .map_err(|e| AttachError::Load(format!("--attach kprobe-multi: {e}")))?;
+    // A kind chosen by `--attach auto` that fails to load leaves the
+    // functions to their own program pairs; one asked for is an error.
+    let multi_programs = match multi_kind.map(|kind| (kind, multi::load(bytes, &ebpf, kind))) {
+        None => None,
+        Some((_, Ok(programs))) => Some(programs),
+        Some((kind, Err(e))) if options.mode == AttachMode::Auto => {
+            log::warn!("{e}: one program pair per function instead of {kind:?} multi links");
+            None
+        }
+        Some((kind, Err(e))) => {
+            return Err(AttachError::Load(format!("{}: {e}", kind.option())));
+        }
+    };
     let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => Some(logger),
         Err(e) => {

@@ -19,12 +19,22 @@ pub enum AttachMode {
     /// stay kprobes.
     #[serde(rename = "kprobe-multi")]
     KprobeMulti,
+    /// Every get/pin and release function on one tracing multi entry link
+    /// and one return link (fentry and fexit for many functions at once,
+    /// Linux 7.3): one program pair verified once and the trampolines
+    /// installed in one batch; the release hook and the memlock checks
+    /// stay fentry/fexit of their own.
+    #[serde(rename = "fentry-multi")]
+    FentryMulti,
 }
 
 impl AttachMode {
     /// Whether fentry/fexit is tried.
     pub fn tries_fentry(self) -> bool {
-        matches!(self, AttachMode::Auto | AttachMode::Fentry)
+        matches!(
+            self,
+            AttachMode::Auto | AttachMode::Fentry | AttachMode::FentryMulti
+        )
     }
 
     /// Whether kprobes are tried (where fentry is not, or fails).
@@ -44,6 +54,10 @@ pub enum Mechanism {
     /// One kprobe_multi entry link and one return link for many functions.
     #[serde(rename = "kprobe_multi")]
     KprobeMulti,
+    /// One tracing multi entry link and one return link (fentry and
+    /// fexit) for many functions.
+    #[serde(rename = "fentry_multi")]
+    FentryMulti,
 }
 
 impl std::fmt::Display for Mechanism {
@@ -52,6 +66,7 @@ impl std::fmt::Display for Mechanism {
             Mechanism::Fentry => "fentry",
             Mechanism::Kprobe => "kprobe",
             Mechanism::KprobeMulti => "kprobe_multi",
+            Mechanism::FentryMulti => "fentry_multi",
         })
     }
 }

@@ -236,16 +236,12 @@ fn multi_link_missed(fd: i32) -> Option<u64> {
     ((info[0] & 0xffff_ffff) == BPF_LINK_TYPE_KPROBE_MULTI).then_some(info[4])
 }
 
-/// The function name the kprobe_multi programs' skipped runs are shown
-/// under: one program serves every function, and the kernel counts per
-/// program and per link.
-pub const MULTI_FUNCTIONS: &str = "(kprobe_multi: all)";
-
-/// Skipped runs of the kprobe_multi programs and links.
+/// Skipped runs of the multi programs and of kprobe_multi links.
 fn read_multi(multi: &Multi, misses: &mut Misses) {
+    let function = multi.kind().functions_row();
     for (program, fd) in multi.programs() {
         let key = ProgramKey {
-            function: MULTI_FUNCTIONS,
+            function,
             program,
             cause: Cause::Recursion,
         };
@@ -260,7 +256,7 @@ fn read_multi(multi: &Multi, misses: &mut Misses) {
     for (program, fd) in multi.links() {
         if let Some(missed) = multi_link_missed(fd.as_raw_fd()) {
             let key = ProgramKey {
-                function: MULTI_FUNCTIONS,
+                function,
                 program,
                 cause: Cause::Kprobe,
             };

@@ -329,13 +329,8 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let object = facts.features.object();
     misses::set_kprobe_missed_readable(facts.features.has(Feature::KprobeMissed));
     startup.time("kallsyms", || facts.kallsyms());
-    if options.mode == AttachMode::KprobeMulti
-        && let Some(why) = multi::unsupported(facts)
-    {
-        return Err(AttachError::Unavailable(format!(
-            "--attach kprobe-multi: {why}"
-        )));
-    }
+    let multi_kind =
+        multi::MultiKind::for_attach(options.mode, facts).map_err(AttachError::Unavailable)?;
     let hook = release_hook_symbol(facts);
     let mut status = discover(facts);
     let (functions, mut configured) = configure_functions(facts, object, &mut status);
@@ -349,7 +344,9 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
             .spawn_scoped(scope, || {
                 attach_ids::for_attach(facts, options.mode, &status, hook)
             });
-        let loaded = startup.time("load+verify", || load_object(facts, &options, &globals));
+        let loaded = startup.time("load+verify", || {
+            load_object(facts, &options, multi_kind, &globals)
+        });
         let ids = startup.time("type ids for attach", || {
             ids.ok()
                 .and_then(|thread| thread.join().ok())
@@ -396,7 +393,7 @@ pub fn attach(facts: &KernelFacts, options: AttachOptions) -> Result<Probes, Att
     let ebpf = &mut probes.ebpf;
     let status = &mut probes.status;
     let on_links = startup.time("attach functions", || match probes.multi.as_mut() {
-        Some(multi) => attach_multi(ebpf, facts, multi, status, &configured),
+        Some(multi) => attach_multi(ebpf, facts, multi, aya_btf.as_ref(), status, &configured),
         None => attach_functions(
             ebpf,
             facts,

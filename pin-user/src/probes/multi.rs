@@ -1,22 +1,26 @@
-//! kprobe_multi (`--attach kprobe-multi`): every traced function on one
-//! entry link and one return link, each attached with a single ftrace
-//! update, instead of a kprobe pair per function whose updates the kernel
-//! serializes (attaching was 70-80 % of start-up). The object's
-//! `multi_kprobe` and `multi_kretprobe` programs serve all functions; each
-//! function's link cookie says which one was hit ([`MultiTarget`]).
+//! Multi-function links: every traced function on one entry link and one
+//! return link, each attached with a single update, instead of a program
+//! pair per function that the kernel verifies and attaches one by one
+//! (attaching was 70-80 % of start-up). The object's multi programs
+//! serve all functions; each function's link cookie says which one was
+//! hit ([`MultiTarget`]). Two kinds ([`MultiKind`]):
+//!
+//! - kprobe_multi (`--attach kprobe-multi`): from 5.18, where the kernel
+//!   is built with fprobe (Debian's 6.1 is not). From 6.14 its returns go
+//!   through the function-graph tracer, whose return trampoline and saved
+//!   return addresses the kernel side's missed-return check does not
+//!   read, so it is refused there ([`unsupported`]).
+//! - tracing multi (`--attach fentry-multi`): fentry and fexit programs
+//!   on many functions (Linux 7.3; the per-function trampolines are
+//!   installed in one batch). The programs are verified against no
+//!   function, so they read arguments through helpers.
 //!
 //! Why by hand: aya 0.14 loads kprobe programs without an expected attach
-//! type, and the kernel links only programs loaded as
-//! `BPF_TRACE_KPROBE_MULTI`; nor has it the link. So the two programs are
-//! relocated again from the object with aya-obj (the parser aya itself
-//! uses), against the maps aya created, and loaded and linked with
-//! `bpf(2)` here.
-//!
-//! Kernels: the link exists from 5.18, where the kernel is built with
-//! fprobe (Debian's 6.1 is not). From 6.14 its returns go through the
-//! function-graph tracer, whose return trampoline and saved return
-//! addresses the kernel side's missed-return check does not read, so it is
-//! refused there ([`unsupported`]).
+//! type, and tracing programs only against one function; the kernel links
+//! only programs loaded for the multi attach types, and aya has neither
+//! link. So the two programs are relocated again from the object with
+//! aya-obj (the parser aya itself uses), against the maps aya created,
+//! and loaded and linked with `bpf(2)` here.
 
 use std::{
     collections::HashSet,
@@ -30,6 +34,7 @@ use pin_common::{
     catalog::{MultiTarget, has_exit_probe},
 };
 
+use super::{AttachMode, Mechanism};
 use crate::kernel::{
     KernelFacts,
     bpf_sys::{BPF_PROG_LOAD, ProgLoadAttr, bpf},
@@ -37,38 +42,157 @@ use crate::kernel::{
     verifier_reason,
 };
 
-/// Name of the object's entry program for every function.
-pub const ENTRY_PROGRAM: &str = "multi_kprobe";
-/// Name of the object's return program for every function.
-pub const RETURN_PROGRAM: &str = "multi_kretprobe";
-
 /// `bpf(2)` commands.
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// `BPF_PROG_TYPE_KPROBE`.
 const PROG_TYPE_KPROBE: u32 = 2;
+/// `BPF_PROG_TYPE_TRACING`.
+const PROG_TYPE_TRACING: u32 = 26;
 /// `BPF_TRACE_KPROBE_MULTI`.
 const TRACE_KPROBE_MULTI: u32 = 42;
+/// `BPF_TRACE_FENTRY_MULTI` (Linux 7.3's uapi).
+const TRACE_FENTRY_MULTI: u32 = 59;
+/// `BPF_TRACE_FEXIT_MULTI`.
+const TRACE_FEXIT_MULTI: u32 = 60;
 /// `BPF_F_KPROBE_MULTI_RETURN`.
 const KPROBE_MULTI_RETURN: u32 = 1;
 /// Bytes of verifier log kept when a load fails (its last lines say why).
 const LOG_SIZE: usize = 1 << 20;
 
-/// Why kprobe-multi cannot be used on this kernel, if it cannot: the
-/// feature probe ([`Feature::KprobeMulti`]) says why the links are off
-/// (no attach type, no fprobe, returns on the function-graph tracer).
-pub fn unsupported(facts: &KernelFacts) -> Option<String> {
-    let why = if let Err(e) = &facts.kprobes {
+/// Which multi-function links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MultiKind {
+    /// kprobe_multi links (`--attach kprobe-multi`).
+    Kprobe,
+    /// Tracing multi links (`--attach fentry-multi`).
+    Fentry,
+}
+
+impl MultiKind {
+    /// The kind `mode` asks for, if any.
+    pub fn of(mode: AttachMode) -> Option<Self> {
+        match mode {
+            AttachMode::KprobeMulti => Some(MultiKind::Kprobe),
+            AttachMode::FentryMulti => Some(MultiKind::Fentry),
+            _ => None,
+        }
+    }
+
+    /// The links to attach with under `mode` on this kernel: the kind it
+    /// asks for (an error saying why where the kernel cannot), and with
+    /// `--attach auto` tracing multi links wherever the kernel has them:
+    /// the same trampolines as per-function fentry, but one program pair
+    /// to verify and one batch of trampoline updates (on 7.3 under TCG,
+    /// `attach functions` 0.11 s against 1.7-1.9 s; BENCHMARKS.md,
+    /// "Start-up with tracing multi links").
+    pub fn for_attach(mode: AttachMode, facts: &KernelFacts) -> Result<Option<Self>, String> {
+        match Self::of(mode) {
+            Some(kind) => match unsupported(facts, kind) {
+                Some(why) => Err(format!("{}: {why}", kind.option())),
+                None => Ok(Some(kind)),
+            },
+            None if mode == AttachMode::Auto => Ok(unsupported(facts, MultiKind::Fentry)
+                .is_none()
+                .then_some(MultiKind::Fentry)),
+            None => Ok(None),
+        }
+    }
+
+    /// The mechanism the functions on the links are attached with.
+    pub fn mechanism(self) -> Mechanism {
+        match self {
+            MultiKind::Kprobe => Mechanism::KprobeMulti,
+            MultiKind::Fentry => Mechanism::FentryMulti,
+        }
+    }
+
+    /// The option that asks for these links.
+    pub fn option(self) -> &'static str {
+        match self {
+            MultiKind::Kprobe => "--attach kprobe-multi",
+            MultiKind::Fentry => "--attach fentry-multi",
+        }
+    }
+
+    /// The kernel feature the links need.
+    fn feature(self) -> Feature {
+        match self {
+            MultiKind::Kprobe => Feature::KprobeMulti,
+            MultiKind::Fentry => Feature::FentryMulti,
+        }
+    }
+
+    /// The object's entry and return programs.
+    pub fn program_names(self) -> [&'static str; 2] {
+        match self {
+            MultiKind::Kprobe => ["multi_kprobe", "multi_kretprobe"],
+            MultiKind::Fentry => ["multi_fentry", "multi_fexit"],
+        }
+    }
+
+    /// The entry and return programs' kinds, as skipped runs and run
+    /// statistics name them.
+    pub fn program_kinds(self) -> [&'static str; 2] {
+        match self {
+            MultiKind::Kprobe => ["kprobe", "kretprobe"],
+            MultiKind::Fentry => ["fentry", "fexit"],
+        }
+    }
+
+    /// The function name the programs' skipped runs and run statistics
+    /// are shown under: one program serves every function, and the
+    /// kernel counts per program and per link.
+    pub fn functions_row(self) -> &'static str {
+        match self {
+            MultiKind::Kprobe => "(kprobe_multi: all)",
+            MultiKind::Fentry => "(fentry_multi: all)",
+        }
+    }
+
+    /// `bpf_prog_type` and the entry and return programs' expected
+    /// attach types.
+    fn load_types(self) -> (u32, [u32; 2]) {
+        match self {
+            MultiKind::Kprobe => (PROG_TYPE_KPROBE, [TRACE_KPROBE_MULTI; 2]),
+            MultiKind::Fentry => (PROG_TYPE_TRACING, [TRACE_FENTRY_MULTI, TRACE_FEXIT_MULTI]),
+        }
+    }
+
+    /// The links' name in messages.
+    fn links_name(self) -> &'static str {
+        match self {
+            MultiKind::Kprobe => "kprobe_multi",
+            MultiKind::Fentry => "tracing multi",
+        }
+    }
+}
+
+/// Why `kind`'s links cannot be used on this kernel, if they cannot: the
+/// feature probe ([`Feature::KprobeMulti`], [`Feature::FentryMulti`])
+/// says why the links are off.
+pub fn unsupported(facts: &KernelFacts, kind: MultiKind) -> Option<String> {
+    let feature = kind.feature();
+    let why = if kind == MultiKind::Kprobe
+        && let Err(e) = &facts.kprobes
+    {
         format!("kprobes unavailable: {e}")
-    } else if !facts.features.has(Feature::KprobeMulti) {
+    } else if kind == MultiKind::Fentry
+        && let Err(e) = &facts.tracing
+    {
+        format!("tracing programs unavailable: {e}")
+    } else if !facts.features.has(feature) {
         let evidence = facts
             .features
             .list
             .iter()
-            .find(|s| s.feature == Feature::KprobeMulti)
+            .find(|s| s.feature == feature)
             .map_or("not probed", |s| s.evidence.as_str());
-        format!("no kprobe_multi links pinwatch can use ({evidence})")
+        format!(
+            "no {} links pinwatch can use ({evidence})",
+            kind.links_name()
+        )
     } else if facts.features.object() == Object::Baseline {
-        "the baseline eBPF object this kernel needs has no kprobe_multi programs".to_string()
+        "the baseline eBPF object this kernel needs has no multi programs".to_string()
     } else {
         return None;
     };
@@ -78,11 +202,13 @@ pub fn unsupported(facts: &KernelFacts) -> Option<String> {
     ))
 }
 
-/// The two programs, loaded for kprobe_multi links.
+/// The two programs, loaded for `kind`'s links.
 pub struct MultiPrograms {
-    /// `multi_kprobe`.
+    /// Which links they are loaded for.
+    pub kind: MultiKind,
+    /// `multi_kprobe` or `multi_fentry`.
     pub entry: OwnedFd,
-    /// `multi_kretprobe`.
+    /// `multi_kretprobe` or `multi_fexit`.
     pub exit: OwnedFd,
 }
 
@@ -111,32 +237,44 @@ impl Multi {
     /// program first, to those that have one, so that no entry is seen
     /// without its return (as with the per-function pairs); then the entry
     /// program. On failure nothing stays attached.
-    pub fn attach(&mut self, targets: &[(FuncId, &str)]) -> Result<(), String> {
+    pub fn attach(
+        &mut self,
+        facts: &KernelFacts,
+        targets: &[(FuncId, &str)],
+    ) -> Result<(), String> {
         let at_return: Vec<(FuncId, &str)> = targets
             .iter()
             .copied()
             .filter(|(id, _)| has_exit_probe(*id))
             .collect();
-        let exit = link(&self.programs.exit, &at_return, true)?;
-        let entry = link(&self.programs.entry, targets, false)?;
+        let kind = self.programs.kind;
+        let exit = link(facts, kind, &self.programs.exit, &at_return, true)?;
+        let entry = link(facts, kind, &self.programs.entry, targets, false)?;
         self.links = Some(MultiLinks { entry, exit });
         Ok(())
     }
 
-    /// The two programs by kind (`kprobe`, `kretprobe`), for their run
-    /// statistics and skipped runs.
+    /// Which links.
+    pub fn kind(&self) -> MultiKind {
+        self.programs.kind
+    }
+
+    /// The two programs by kind (`kprobe`, `kretprobe` or `fentry`,
+    /// `fexit`), for their run statistics and skipped runs.
     pub fn programs(&self) -> [(&'static str, BorrowedFd<'_>); 2] {
+        let [entry, exit] = self.programs.kind.program_kinds();
         [
-            ("kprobe", self.programs.entry.as_fd()),
-            ("kretprobe", self.programs.exit.as_fd()),
+            (entry, self.programs.entry.as_fd()),
+            (exit, self.programs.exit.as_fd()),
         ]
     }
 
     /// The links by program kind, once attached.
     pub fn links(&self) -> impl Iterator<Item = (&'static str, BorrowedFd<'_>)> {
+        let [entry, exit] = self.programs.kind.program_kinds();
         self.links
             .iter()
-            .flat_map(|l| [("kprobe", l.entry.as_fd()), ("kretprobe", l.exit.as_fd())])
+            .flat_map(move |l| [(entry, l.entry.as_fd()), (exit, l.exit.as_fd())])
     }
 }
 
@@ -176,10 +314,13 @@ fn map_fd(map: &Map) -> RawFd {
     data.fd().as_fd().as_raw_fd()
 }
 
-/// Loads the two multi programs of `object` (the bytes `ebpf` was loaded
-/// from), their map references pointing at `ebpf`'s maps. Call it before
-/// any map is taken out of `ebpf` (the log reader takes one).
-pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
+/// Loads the two multi programs of `kind` from `object` (the bytes `ebpf`
+/// was loaded from), their map references pointing at `ebpf`'s maps.
+/// Call it before any map is taken out of `ebpf` (the log reader takes
+/// one).
+pub fn load(object: &[u8], ebpf: &Ebpf, kind: MultiKind) -> Result<MultiPrograms, String> {
+    let [entry_program, return_program] = kind.program_names();
+    let (prog_type, [entry_type, return_type]) = kind.load_types();
     let started = std::time::Instant::now();
     let mut obj = aya_obj::Object::parse(object).map_err(|e| format!("parsing the object: {e}"))?;
     if obj.has_btf_relocations() {
@@ -196,7 +337,7 @@ pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
         .collect();
     // Only these two are linked and loaded here (aya has the others).
     obj.programs
-        .retain(|name, _| name == ENTRY_PROGRAM || name == RETURN_PROGRAM);
+        .retain(|name, _| name == entry_program || name == return_program);
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
     obj.relocate_maps(
         maps.iter().map(|(name, fd, map)| (name.as_str(), *fd, map)),
@@ -217,6 +358,11 @@ pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
         None => None,
     };
     let load = |name: &str| -> Result<OwnedFd, String> {
+        let (prog_type, expected_attach_type) = if name == entry_program {
+            (prog_type, entry_type)
+        } else {
+            (prog_type, return_type)
+        };
         let program = obj
             .programs
             .get(name)
@@ -225,7 +371,8 @@ pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
             .functions
             .get(&program.function_key())
             .ok_or_else(|| format!("program {name}: no code"))?;
-        load_program(name, function, &program.license, btf.as_ref())
+        let types = (prog_type, expected_attach_type);
+        load_program(name, types, function, &program.license, btf.as_ref())
     };
     let prepared = started.elapsed();
     // The two are verified side by side: each takes the verifier about
@@ -235,19 +382,20 @@ pub fn load(object: &[u8], ebpf: &Ebpf) -> Result<MultiPrograms, String> {
         load(name).map(|fd| (fd, start.elapsed()))
     };
     let [entry, exit]: [_; 2] =
-        super::threads::concurrently(vec![ENTRY_PROGRAM, RETURN_PROGRAM], timed)
+        super::threads::concurrently(vec![entry_program, return_program], timed)
             .try_into()
-            .map_err(|_| "verifying the kprobe_multi programs: a result is missing".to_string())?;
+            .map_err(|_| "verifying the multi programs: a result is missing".to_string())?;
     let ((entry, entry_took), (exit, exit_took)) = (entry?, exit?);
     log::info!(
-        "kprobe_multi programs: parsed, relocated and BTF loaded in {} ms, then verified side \
-         by side in {} ms ({ENTRY_PROGRAM} {} ms, {RETURN_PROGRAM} {} ms)",
+        "{} programs: parsed, relocated and BTF loaded in {} ms, then verified side by side \
+         in {} ms ({entry_program} {} ms, {return_program} {} ms)",
+        kind.links_name(),
         prepared.as_millis(),
         (started.elapsed() - prepared).as_millis(),
         entry_took.as_millis(),
         exit_took.as_millis()
     );
-    Ok(MultiPrograms { entry, exit })
+    Ok(MultiPrograms { kind, entry, exit })
 }
 
 /// `union bpf_attr` for `BPF_BTF_LOAD`.
@@ -280,11 +428,14 @@ fn load_btf(bytes: &[u8]) -> Result<OwnedFd, String> {
     }
 }
 
-/// Loads one kprobe program as `BPF_TRACE_KPROBE_MULTI`, with its function
-/// and line info where the object's BTF loaded; on failure the verifier's
-/// verdict says why.
+/// Loads one program with `types` (`bpf_prog_type`, expected attach type:
+/// a multi one), with its function and line info where the object's BTF
+/// loaded; on failure the verifier's verdict says why. A tracing multi
+/// program gets no attach type id: the kernel verifies it against a
+/// function of its own that takes no arguments.
 fn load_program(
     name: &str,
+    (prog_type, expected_attach_type): (u32, u32),
     function: &aya_obj::Function,
     license: &CString,
     btf: Option<&OwnedFd>,
@@ -295,12 +446,12 @@ fn load_program(
     }
     let insns = &function.instructions;
     let mut attr = ProgLoadAttr {
-        prog_type: PROG_TYPE_KPROBE,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         prog_name,
-        expected_attach_type: TRACE_KPROBE_MULTI,
+        expected_attach_type,
         ..Default::default()
     };
     if let Some(btf) = btf {
@@ -335,7 +486,7 @@ fn load_program(
             let text = String::from_utf8_lossy(&log);
             log::debug!("verifier log of {name}:\n{}", text.trim_end_matches('\0'));
             let last = verifier_reason(&text).unwrap_or("");
-            Err(format!("loading {name} as kprobe_multi: {e} ({last})"))
+            Err(format!("loading {name} for multi links: {e} ({last})"))
         }
     }
 }
@@ -355,42 +506,92 @@ struct KprobeMultiLinkAttr {
     cookies: u64,
 }
 
-/// Links `program` to every function of `targets` (id, kernel symbol), each
-/// with its [`MultiTarget`] cookie; at their returns when `at_return`. One
-/// missing symbol fails the whole link.
+/// `union bpf_attr` for `BPF_LINK_CREATE` with `tracing_multi` (Linux
+/// 7.3): the functions' kernel type ids and a cookie each.
+#[repr(C)]
+#[derive(Default)]
+struct TracingMultiLinkAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    ids: u64,
+    cookies: u64,
+    cnt: u32,
+    /// Named so that the struct has no padding `Default` would leave
+    /// undefined.
+    unused: u32,
+}
+
+/// Links `program` (of `kind`) to every function of `targets` (id, kernel
+/// symbol), each with its [`MultiTarget`] cookie; at their returns when
+/// `at_return`. One function the kernel cannot find fails the whole link.
 pub fn link(
+    facts: &KernelFacts,
+    kind: MultiKind,
     program: &OwnedFd,
     targets: &[(FuncId, &str)],
     at_return: bool,
 ) -> Result<OwnedFd, String> {
-    let names: Vec<CString> = targets
-        .iter()
-        .map(|(_, symbol)| CString::new(*symbol).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    let syms: Vec<u64> = names.iter().map(|n| n.as_ptr() as u64).collect();
     let cookies: Vec<u64> = targets
         .iter()
         .map(|(id, _)| MultiTarget::of(*id).cookie())
         .collect();
-    let mut attr = KprobeMultiLinkAttr {
-        prog_fd: program.as_raw_fd() as u32,
-        attach_type: TRACE_KPROBE_MULTI,
-        multi_flags: if at_return { KPROBE_MULTI_RETURN } else { 0 },
-        cnt: syms.len() as u32,
-        syms: syms.as_ptr() as u64,
-        cookies: cookies.as_ptr() as u64,
-        ..Default::default()
-    };
-    // SAFETY: `attr` is the kernel's layout for this command; the symbol
-    // and cookie arrays (and the strings) outlive the call.
-    match unsafe { bpf(BPF_LINK_CREATE, &mut attr) } {
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
-        Err(e) => Err(format!(
-            "kprobe_multi {} link on {} functions: {e}",
-            if at_return { "return" } else { "entry" },
+    let which = if at_return { "return" } else { "entry" };
+    let failed = |e: std::io::Error| {
+        format!(
+            "{} {which} link on {} functions: {e}",
+            kind.links_name(),
             targets.len()
-        )),
-    }
+        )
+    };
+    let fd = match kind {
+        MultiKind::Kprobe => {
+            let names: Vec<CString> = targets
+                .iter()
+                .map(|(_, symbol)| CString::new(*symbol).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?;
+            let syms: Vec<u64> = names.iter().map(|n| n.as_ptr() as u64).collect();
+            let mut attr = KprobeMultiLinkAttr {
+                prog_fd: program.as_raw_fd() as u32,
+                attach_type: TRACE_KPROBE_MULTI,
+                multi_flags: if at_return { KPROBE_MULTI_RETURN } else { 0 },
+                cnt: syms.len() as u32,
+                syms: syms.as_ptr() as u64,
+                cookies: cookies.as_ptr() as u64,
+                ..Default::default()
+            };
+            // SAFETY: `attr` is the kernel's layout for this command; the
+            // symbol and cookie arrays (and the strings) outlive the call.
+            unsafe { bpf(BPF_LINK_CREATE, &mut attr) }.map_err(failed)?
+        }
+        MultiKind::Fentry => {
+            let btf = facts.btf.as_ref().map_err(|e| format!("kernel BTF: {e}"))?;
+            let ids: Vec<u32> = targets
+                .iter()
+                .map(|(_, symbol)| {
+                    btf.func_id(symbol)
+                        .ok_or_else(|| format!("{symbol} not in the kernel's BTF"))
+                })
+                .collect::<Result<_, _>>()?;
+            let mut attr = TracingMultiLinkAttr {
+                prog_fd: program.as_raw_fd() as u32,
+                attach_type: if at_return {
+                    TRACE_FEXIT_MULTI
+                } else {
+                    TRACE_FENTRY_MULTI
+                },
+                cnt: ids.len() as u32,
+                ids: ids.as_ptr() as u64,
+                cookies: cookies.as_ptr() as u64,
+                ..Default::default()
+            };
+            // SAFETY: as above; the id and cookie arrays outlive the call.
+            unsafe { bpf(BPF_LINK_CREATE, &mut attr) }.map_err(failed)?
+        }
+    };
+    // SAFETY: on success the kernel returned a new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 #[cfg(test)]
@@ -416,6 +617,10 @@ mod tests {
         assert_eq!(std::mem::offset_of!(KprobeMultiLinkAttr, cnt), 20);
         assert_eq!(std::mem::offset_of!(KprobeMultiLinkAttr, syms), 24);
         assert_eq!(std::mem::offset_of!(KprobeMultiLinkAttr, cookies), 40);
+        assert_eq!(std::mem::size_of::<TracingMultiLinkAttr>(), 40);
+        assert_eq!(std::mem::offset_of!(TracingMultiLinkAttr, ids), 16);
+        assert_eq!(std::mem::offset_of!(TracingMultiLinkAttr, cookies), 24);
+        assert_eq!(std::mem::offset_of!(TracingMultiLinkAttr, cnt), 32);
         use aya_obj::generated::bpf_attach_type;
         assert_eq!(
             bpf_attach_type::BPF_TRACE_KPROBE_MULTI as u32,

@@ -27,7 +27,9 @@ use pin_common::{
 };
 
 use super::{
-    AttachError, AttachMode, Mechanism, ProbeStatus, Probes, multi::Multi, threads::concurrently,
+    AttachError, AttachMode, Mechanism, ProbeStatus, Probes,
+    multi::{Multi, MultiKind},
+    threads::concurrently,
     verifier_slots::VerifierSlots,
 };
 use crate::kernel::{KernelFacts, short_error};
@@ -58,7 +60,7 @@ impl Probes {
                 .collect();
             let ns = counters.iter().map(|c| c.run_time_ns).sum();
             let runs = counters.iter().map(|c| c.run_cnt).sum();
-            (super::misses::MULTI_FUNCTIONS, ns, runs)
+            (multi.kind().functions_row(), ns, runs)
         });
         let per_function = self.status.iter().filter_map(|st| {
             let func = &FUNCS[st.id as usize];
@@ -128,25 +130,27 @@ pub(super) type LeftOut<'a> = dyn Fn(FuncId) -> bool + Sync + 'a;
 /// Leaves no function out.
 pub(super) const NONE_LEFT_OUT: &LeftOut<'static> = &|_| false;
 
-/// Attaches every configured function on the kprobe_multi links (the
-/// internal fast path only where no fast variant is present, since all
-/// attach or none do); where the kernel refuses the links, one kprobe pair
-/// per function instead, with a note saying why. True when on the links.
+/// Attaches every configured function on the multi links (the internal
+/// fast path only where no fast variant is present, since all attach or
+/// none do); where the kernel refuses the links, one program pair per
+/// function instead (kprobes for kprobe_multi, fentry or else kprobes for
+/// tracing multi links), with a note saying why. True when on the links.
 pub(super) fn attach_multi(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
     multi: &mut Multi,
+    aya_btf: Option<&aya::Btf>,
     status: &mut [ProbeStatus],
     configured: &[FuncId],
 ) -> Result<bool, AttachError> {
-    let kind = |id: &FuncId| FUNCS[*id as usize].kind;
+    let func_kind = |id: &FuncId| FUNCS[*id as usize].kind;
     let fast_variant_present = configured
         .iter()
-        .any(|id| kind(id) == FuncKind::FastVariant);
+        .any(|id| func_kind(id) == FuncKind::FastVariant);
     let ids: Vec<FuncId> = configured
         .iter()
         .copied()
-        .filter(|id| !(fast_variant_present && kind(id) == FuncKind::FastInternal))
+        .filter(|id| !(fast_variant_present && func_kind(id) == FuncKind::FastInternal))
         .collect();
     let symbols: Vec<(FuncId, String)> = ids
         .iter()
@@ -156,22 +160,28 @@ pub(super) fn attach_multi(
     if crate::signals::stop_requested() {
         return Err(AttachError::Stopped);
     }
+    let kind = multi.kind();
     log::info!(
-        "attaching {} functions on kprobe_multi links",
-        targets.len()
+        "attaching {} functions on {} links",
+        targets.len(),
+        kind.mechanism()
     );
-    if let Err(e) = multi.attach(&targets) {
-        log::warn!("{e}: attaching one kprobe pair per function instead");
+    if let Err(e) = multi.attach(facts, &targets) {
+        let (mode, pairs) = match kind {
+            MultiKind::Kprobe => (AttachMode::Kprobe, "kprobe"),
+            MultiKind::Fentry => (AttachMode::Auto, "fentry (or kprobe)"),
+        };
+        log::warn!("{e}: attaching one {pairs} pair per function instead");
         for id in configured {
             status[*id as usize]
                 .notes
-                .push(format!("kprobe_multi: {e}"));
+                .push(format!("{}: {e}", kind.mechanism()));
         }
         attach_functions(
             ebpf,
             facts,
-            AttachMode::Kprobe,
-            None,
+            mode,
+            aya_btf,
             status,
             configured,
             NONE_LEFT_OUT,
@@ -181,7 +191,7 @@ pub(super) fn attach_multi(
     for id in configured {
         let st = &mut status[*id as usize];
         if ids.contains(id) {
-            st.attached = Some(Mechanism::KprobeMulti);
+            st.attached = Some(kind.mechanism());
         } else {
             st.not_needed = true;
             st.notes.push(FAST_INTERNAL_NOT_NEEDED.into());

@@ -19,7 +19,7 @@ impl TablesOnly {
     /// on this kernel (same object, sizes and globals).
     pub fn load(facts: &KernelFacts, options: &AttachOptions) -> Result<Self, AttachError> {
         let globals = Globals::for_kernel(facts, options);
-        let (ebpf, _kernel_log, _) = load_object(facts, options, &globals)?;
+        let (ebpf, _kernel_log, _) = load_object(facts, options, None, &globals)?;
         Ok(Self { ebpf })
     }
 

@@ -46,15 +46,18 @@ pub struct TopOptions {
     pub reduced: bool,
 }
 
-/// "16 fentry, 3 kprobe, 1 absent" (and "19 kprobe_multi" where that
-/// mode attached them).
+/// "16 fentry, 3 kprobe, 1 absent" (and "19 kprobe_multi" or "19
+/// fentry_multi" where such a mode attached them).
 pub fn probes_summary(status: &[ProbeStatus]) -> String {
     let count = |m| status.iter().filter(|s| s.attached == Some(m)).count();
     let absent = status.iter().filter(|s| s.is_gap()).count();
-    let multi = match count(Mechanism::KprobeMulti) {
-        0 => String::new(),
-        n => format!("{n} kprobe_multi, "),
-    };
+    let multi: String = [Mechanism::KprobeMulti, Mechanism::FentryMulti]
+        .into_iter()
+        .filter_map(|m| match count(m) {
+            0 => None,
+            n => Some(format!("{n} {m}, ")),
+        })
+        .collect();
     format!(
         "{multi}{} fentry, {} kprobe, {absent} absent",
         count(Mechanism::Fentry),

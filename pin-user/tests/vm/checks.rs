@@ -20,6 +20,9 @@ fn mechanism_is_the_one_asked_for() {
         AttachMode::Fentry => Some(Mechanism::Fentry),
         AttachMode::Kprobe => Some(Mechanism::Kprobe),
         AttachMode::KprobeMulti => Some(Mechanism::KprobeMulti),
+        AttachMode::FentryMulti => Some(Mechanism::FentryMulti),
+        // Tracing multi links where the kernel has them (7.3), else
+        // fentry or kprobe per function.
         AttachMode::Auto => None,
     };
     for st in &h.probes.status {

@@ -41,6 +41,7 @@ pub fn harness() -> MutexGuard<'static, Harness> {
                 Ok("fentry") => AttachMode::Fentry,
                 Ok("kprobe") => AttachMode::Kprobe,
                 Ok("kprobe-multi") => AttachMode::KprobeMulti,
+                Ok("fentry-multi") => AttachMode::FentryMulti,
                 _ => AttachMode::Auto,
             };
             let facts = KernelFacts::discover();

@@ -67,25 +67,44 @@ fn probes_says_where_start_up_time_went() {
 
 /// `--attach kprobe-multi` puts every present function on the two
 /// kprobe_multi links where the kernel has them with returns on rethook
-/// (5.18 to 6.13, built with fprobe), and elsewhere refuses in one line that names the way
-/// out; start-up time is printed beside the harness's own mechanism's for
-/// the note (a benchmark, not asserted).
+/// (5.18 to 6.13, built with fprobe), and elsewhere refuses in one line
+/// that names the way out; start-up time is printed beside the harness's
+/// own mechanism's for the note (a benchmark, not asserted).
 #[test]
 fn kprobe_multi_attaches_every_function_at_once_or_says_why_not() {
     let h = harness();
+    // The links need fprobe, which the kernel's build configuration (the
+    // VM carries it) says; Debian builds 6.1 without it.
+    let fprobe = pinwatch::kernel::config::built_with(&h.release, "CONFIG_FPROBE")
+        .expect("the kernel's build configuration");
+    let supported = fprobe && h.version >= (5, 18) && h.version < (6, 14);
+    multi_links_attach_every_function_or_say_why_not(&h, "kprobe-multi", supported);
+}
+
+/// `--attach fentry-multi` puts every present function on the two tracing
+/// multi links where the kernel has them (7.3 of the matrix's kernels;
+/// its uapi is the first this project read them in), and elsewhere
+/// refuses in one line that names the way out.
+#[test]
+fn fentry_multi_attaches_every_function_at_once_or_says_why_not() {
+    let h = harness();
+    let supported = h.version >= (7, 3);
+    multi_links_attach_every_function_or_say_why_not(&h, "fentry-multi", supported);
+}
+
+/// `pinwatch probes --json --attach <option>` (a multi-link mode): where
+/// `supported`, every present function on the links (but the one the
+/// release hook counts, which has the hook's mechanism) and the
+/// self-check passed; elsewhere a one-line refusal naming the way out.
+fn multi_links_attach_every_function_or_say_why_not(h: &Harness, option: &str, supported: bool) {
     let out = Command::new(pinwatch_bin())
-        .args(["probes", "--json", "--attach", "kprobe-multi"])
+        .args(["probes", "--json", "--attach", option])
         .output()
         .expect("run pinwatch probes");
     let text = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("probes JSON {text:?}: {e}"));
-    // The links need fprobe, which the kernel's build configuration (the
-    // VM carries it) says; Debian builds 6.1 without it.
-    let fprobe = pinwatch::kernel::config::built_with(&h.release, "CONFIG_FPROBE")
-        .expect("the kernel's build configuration");
-    let supported = fprobe && h.version >= (5, 18) && h.version < (6, 14);
     if !supported {
         assert!(
             !out.status.success(),
@@ -94,14 +113,11 @@ fn kprobe_multi_attaches_every_function_at_once_or_says_why_not() {
         );
         let error = report["error"].as_str().expect("error said");
         assert!(
-            error.contains("--attach kprobe-multi") && error.contains("--attach auto"),
+            error.contains(&format!("--attach {option}")) && error.contains("--attach auto"),
             "{error}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
-        eprintln!(
-            "OBSERVED kernel={} kprobe-multi refused: {error}",
-            h.release
-        );
+        eprintln!("OBSERVED kernel={} {option} refused: {error}", h.release);
         return;
     }
     assert!(
@@ -109,6 +125,11 @@ fn kprobe_multi_attaches_every_function_at_once_or_says_why_not() {
         "probes exited {}: {text} {stderr}",
         out.status
     );
+    // "kprobe-multi" attaches as "kprobe_multi", its hook as a kprobe.
+    let (mechanism, hook) = match option {
+        "kprobe-multi" => ("kprobe_multi", "kprobe"),
+        _ => ("fentry_multi", "fentry"),
+    };
     let functions = report["probes"].as_array().expect("probes");
     let mut on_links = 0;
     for f in functions {
@@ -116,13 +137,16 @@ fn kprobe_multi_attaches_every_function_at_once_or_says_why_not() {
             continue;
         }
         // Where the release hook counts a release function (6.12's
-        // unpin_user_folio), that function has the hook's kprobe.
+        // unpin_user_folio), that function has the hook's own probe.
         if report["release_at_hook"]["Ok"] == f["function"] {
-            assert_eq!(report["release_hook"]["Ok"], "gup_put_folio via kprobe");
-            assert_eq!(f["attached"], "kprobe", "{f}");
+            assert_eq!(
+                report["release_hook"]["Ok"],
+                format!("gup_put_folio via {hook}")
+            );
+            assert_eq!(f["attached"], hook, "{f}");
             continue;
         }
-        assert_eq!(f["attached"], "kprobe_multi", "{f}");
+        assert_eq!(f["attached"], mechanism, "{f}");
         on_links += 1;
     }
     assert!(on_links >= 12, "{on_links} functions on the links: {text}");
@@ -137,7 +161,7 @@ fn kprobe_multi_attaches_every_function_at_once_or_says_why_not() {
         .and_then(|p| p["ms"].as_f64())
         .expect("attach functions phase");
     eprintln!(
-        "OBSERVED kernel={} kprobe-multi: {on_links} functions attached in {attach_ms:.0} ms",
+        "OBSERVED kernel={} {option}: {on_links} functions attached in {attach_ms:.0} ms",
         h.release
     );
 }

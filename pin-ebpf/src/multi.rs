@@ -167,15 +167,28 @@ fn trampoline_arg(ctx: &FEntryContext, n: u8) -> u64 {
     value
 }
 
+/// The function a tracing multi program was hit in: the link's cookie,
+/// which the trampoline keeps in the run context, so the kernel answers
+/// in one read (unlike kprobe_multi's search, [`multi_target`]). Asking
+/// for it costs less than looking the address up: the lookup, made
+/// first, put the release functions (the table's last ids) at 2.6 µs a
+/// page against per-function fentry's 1.4 µs under TCG on 7.3.
+#[inline(always)]
+fn tracing_target(ctx: &impl EbpfContext) -> MultiTarget {
+    // SAFETY: the helper takes the program's own context.
+    let cookie = unsafe { aya_ebpf::helpers::generated::bpf_get_attach_cookie(ctx.as_ptr()) };
+    MultiTarget::from_cookie(cookie)
+}
+
 /// The entry program of every function on a tracing multi link
 /// (`BPF_TRACE_FENTRY_MULTI`): one program verified once and one link
 /// whose trampolines the kernel installs in one batch, where per-function
 /// fentry verifies a program and updates a trampoline per function. Told
-/// apart as at `multi_kprobe`; the frame is read as at a per-function
-/// fentry (the trampolines are the same).
+/// apart by the link's cookie ([`tracing_target`]); the frame is read as
+/// at a per-function fentry (the trampolines are the same).
 #[fentry]
 fn multi_fentry(ctx: FEntryContext) -> u32 {
-    let target = multi_target(&ctx);
+    let target = tracing_target(&ctx);
     let id = target.id;
     if (id as usize) < GUP_FUNC_COUNT {
         let args = account::GupArgs {
@@ -211,7 +224,7 @@ fn multi_fentry(ctx: FEntryContext) -> u32 {
 /// (`BPF_TRACE_FEXIT_MULTI`; those `catalog::has_exit_probe` names).
 #[fexit]
 fn multi_fexit(ctx: FExitContext) -> u32 {
-    let id = multi_target(&ctx).id;
+    let id = tracing_target(&ctx).id;
     if (id as usize) < GUP_FUNC_COUNT {
         account::gup_exit(id, ctx.ret::<u64>().unwrap_or(0));
     } else if (id as usize) < FUNC_COUNT {

@@ -364,6 +364,47 @@ impl Features {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::btf::tests::build;
+
+    /// A kernel BTF with one enum of `enumerators` and, if `multi_func`,
+    /// the function `bpf_multi_func`.
+    fn btf_with(enumerators: &[&str], multi_func: bool) -> Btf {
+        const KIND_ENUM: u32 = 6;
+        const KIND_FUNC: u32 = 12;
+        const KIND_FUNC_PROTO: u32 = 13;
+        let mut words = Vec::new();
+        let mut offset = 1u32;
+        for (value, name) in enumerators.iter().enumerate() {
+            words.extend([offset, value as u32]);
+            offset += name.len() as u32 + 1;
+        }
+        let mut types = vec![("", (KIND_ENUM << 24) | enumerators.len() as u32, 4, words)];
+        if multi_func {
+            types.push(("", KIND_FUNC_PROTO << 24, 0, vec![]));
+            types.push(("bpf_multi_func", KIND_FUNC << 24, 2, vec![]));
+        }
+        Btf::parse(build(&types, enumerators)).expect("the built BTF parses")
+    }
+
+    /// Tracing multi links need both the attach type and the function
+    /// the kernel verifies multi programs against; each alone is not
+    /// enough, and the evidence names what is missing.
+    #[test]
+    fn fentry_multi_needs_the_attach_type_and_bpf_multi_func() {
+        let probe = |enumerators: &[&str], multi_func| {
+            let btf = btf_with(enumerators, multi_func);
+            fentry_multi(&BpfNames::of(&btf), &btf)
+        };
+        let (found, evidence) = probe(&["BPF_TRACE_FENTRY_MULTI"], true);
+        assert!(found, "{evidence}");
+        let (found, evidence) = probe(&["BPF_TRACE_FENTRY_MULTI"], false);
+        assert!(!found && evidence.contains("bpf_multi_func"), "{evidence}");
+        let (found, evidence) = probe(&["BPF_TRACE_KPROBE_MULTI"], true);
+        assert!(
+            !found && evidence.contains("BPF_TRACE_FENTRY_MULTI not in"),
+            "{evidence}"
+        );
+    }
 
     #[test]
     fn no_btf_means_baseline_and_no_lifetimes() {

@@ -17,7 +17,9 @@
 //! as it exits ([`super::detacher`]): the links not yet dropped still
 //! exist, so there the count is of the programs unlinked so far, and can
 //! be 0 while the child runs (finding the child would take a walk over
-//! /proc before the load).
+//! /proc before the load). The tracing multi programs (`multi_fentry`,
+//! `multi_fexit`) are not counted: the kernels that have those links
+//! (7.3) detach trampolines without the wait.
 
 use std::collections::HashSet;
 

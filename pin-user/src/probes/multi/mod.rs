@@ -35,8 +35,8 @@ use pin_common::{
 };
 
 mod kind;
-use kind::{KPROBE_MULTI_RETURN, TRACE_FENTRY_MULTI, TRACE_FEXIT_MULTI, TRACE_KPROBE_MULTI};
 pub use kind::MultiKind;
+use kind::{KPROBE_MULTI_RETURN, TRACE_FENTRY_MULTI, TRACE_FEXIT_MULTI, TRACE_KPROBE_MULTI};
 
 use crate::kernel::{
     KernelFacts,

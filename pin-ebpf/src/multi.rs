@@ -18,7 +18,7 @@ use pin_common::{
     catalog::{MULTI_COOKIES, MultiTarget, releases_one_folio},
 };
 
-use crate::{account, release};
+use crate::{account, frame::EntryFrame, release};
 
 /// The addresses at which each function was hit before, by id (0: not
 /// yet), learnt from the link's cookie at its first hit (see
@@ -97,6 +97,38 @@ fn probe_arg(args: &[u64; 6], n: u8) -> u64 {
     }
 }
 
+/// An entry on a multi link, once `target` says which function was hit:
+/// the get/pin or release bookkeeping the per-function programs do.
+/// `arg` reads the argument at a position (0 where the function has none
+/// there), `frame` and `return_slot` are as for [`release::entry`].
+#[inline(always)]
+fn multi_entry<C: EntryFrame>(
+    ctx: &C,
+    target: MultiTarget,
+    arg: impl Fn(u8) -> u64,
+    frame: impl FnOnce() -> u64,
+    return_slot: impl FnOnce(u64) -> [u64; 2],
+) {
+    let id = target.id;
+    if (id as usize) < GUP_FUNC_COUNT {
+        let args = account::GupArgs {
+            nr: arg(target.nr_arg),
+            addr: arg(target.start_arg),
+            flags: arg(target.flags_arg),
+            pages: arg(target.pages_arg),
+        };
+        account::gup_entry(ctx, id, args);
+    } else if (id as usize) < FUNC_COUNT {
+        let pages = if target.nr_arg == NO_ARG {
+            1
+        } else {
+            arg(target.nr_arg)
+        };
+        let folio = if releases_one_folio(id) { arg(0) } else { 0 };
+        release::entry(id, pages, folio, frame, return_slot);
+    }
+}
+
 /// The entry program of every function on a kprobe_multi link (one
 /// attachment for all of them, which is what makes attaching fast):
 /// the link's cookie says which function was hit and where its
@@ -104,36 +136,15 @@ fn probe_arg(args: &[u64; 6], n: u8) -> u64 {
 #[kprobe]
 fn multi_kprobe(ctx: ProbeContext) -> u32 {
     let target = multi_target(&ctx);
-    let id = target.id;
     let regs = register_args(&ctx);
-    if (id as usize) < GUP_FUNC_COUNT {
-        let args = account::GupArgs {
-            nr: probe_arg(&regs, target.nr_arg),
-            addr: probe_arg(&regs, target.start_arg),
-            flags: probe_arg(&regs, target.flags_arg),
-            pages: probe_arg(&regs, target.pages_arg),
-        };
-        account::gup_entry(&ctx, id, args);
-    } else if (id as usize) < FUNC_COUNT {
-        let pages = if target.nr_arg == NO_ARG {
-            1
-        } else {
-            probe_arg(&regs, target.nr_arg)
-        };
-        let folio = if releases_one_folio(id) {
-            probe_arg(&regs, 0)
-        } else {
-            0
-        };
-        // SAFETY: the context's saved registers.
-        release::entry(
-            id,
-            pages,
-            folio,
-            || unsafe { (*ctx.regs).rsp },
-            crate::frame::kprobe_return,
-        );
-    }
+    // SAFETY: the context's saved registers.
+    multi_entry(
+        &ctx,
+        target,
+        |n| probe_arg(&regs, n),
+        || unsafe { (*ctx.regs).rsp },
+        crate::frame::kprobe_return,
+    );
     0
 }
 
@@ -190,34 +201,13 @@ fn tracing_target(ctx: &impl EbpfContext) -> MultiTarget {
 #[fentry]
 fn multi_fentry(ctx: FEntryContext) -> u32 {
     let target = tracing_target(&ctx);
-    let id = target.id;
-    if (id as usize) < GUP_FUNC_COUNT {
-        let args = account::GupArgs {
-            nr: trampoline_arg(&ctx, target.nr_arg),
-            addr: trampoline_arg(&ctx, target.start_arg),
-            flags: trampoline_arg(&ctx, target.flags_arg),
-            pages: trampoline_arg(&ctx, target.pages_arg),
-        };
-        account::gup_entry(&ctx, id, args);
-    } else if (id as usize) < FUNC_COUNT {
-        let pages = if target.nr_arg == NO_ARG {
-            1
-        } else {
-            trampoline_arg(&ctx, target.nr_arg)
-        };
-        let folio = if releases_one_folio(id) {
-            trampoline_arg(&ctx, 0)
-        } else {
-            0
-        };
-        release::entry(
-            id,
-            pages,
-            folio,
-            || crate::frame::context_address(&ctx),
-            |at| crate::frame::fentry_return(&ctx, id, at),
-        );
-    }
+    multi_entry(
+        &ctx,
+        target,
+        |n| trampoline_arg(&ctx, n),
+        || crate::frame::context_address(&ctx),
+        |at| crate::frame::fentry_return(&ctx, target.id, at),
+    );
     0
 }
 

@@ -9,6 +9,9 @@
 //! (killed) instead of hanging the run.
 
 mod common;
+#[path = "common/signals.rs"]
+mod signals;
+use signals::holds_signal;
 
 use std::{
     io::{Read as _, Write as _},
@@ -64,23 +67,6 @@ fn reduced_stat_is_labelled_and_ends_on_each_signal() {
     }
 }
 
-/// Whether `pid` has `sig` blocked or caught (from /proc), i.e. a signal
-/// sent now is kept, not discarded as an ignored one would be.
-fn holds_signal(pid: i32, sig: i32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    let bit = 1u64 << (sig - 1);
-    let mask = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0)
-    };
-    (mask("SigBlk:") | mask("SigCgt:")) & bit != 0
-}
-
 #[test]
 fn stop_signal_at_start_up_is_not_lost_even_if_ignored() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -103,7 +89,7 @@ fn stop_signal_at_start_up_is_not_lost_even_if_ignored() {
         // without pause, so the signal lands in the first milliseconds of
         // start-up, long before the loop (or any probe) could start.
         let spawned = Instant::now();
-        while !holds_signal(stat.pid(), sig) {
+        while !holds_signal(stat.pid() as u32, sig) {
             assert!(stat.running(), "signal {sig}: pinwatch ended early");
             assert!(
                 spawned.elapsed() < HANG,

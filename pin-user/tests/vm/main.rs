@@ -37,6 +37,9 @@ mod record;
 mod robustness;
 mod serve;
 mod setcap;
+// Shared with the host tests (`tests/stopping.rs`).
+#[path = "../common/signals.rs"]
+mod signals;
 mod soak;
 mod startup;
 mod strays;

@@ -32,7 +32,7 @@ pub enum MultiKind {
 
 impl MultiKind {
     /// The kind `mode` asks for, if any.
-    pub fn of(mode: AttachMode) -> Option<Self> {
+    fn of(mode: AttachMode) -> Option<Self> {
         match mode {
             AttachMode::KprobeMulti => Some(MultiKind::Kprobe),
             AttachMode::FentryMulti => Some(MultiKind::Fentry),

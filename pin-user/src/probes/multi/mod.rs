@@ -205,10 +205,10 @@ pub fn load(object: &[u8], ebpf: &Ebpf, kind: MultiKind) -> Result<MultiPrograms
         None => None,
     };
     let load = |name: &str| -> Result<OwnedFd, String> {
-        let (prog_type, expected_attach_type) = if name == entry_program {
-            (prog_type, entry_type)
+        let expected_attach_type = if name == entry_program {
+            entry_type
         } else {
-            (prog_type, return_type)
+            return_type
         };
         let program = obj
             .programs
